@@ -1,0 +1,24 @@
+// metafast._core: the compiled core. A table of contents; each concept registers itself.
+#include "pybind11.hpp"
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace metafast::bindings {
+void register_mlp(py::module_& m);
+}
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "metafast's compiled core (private: use the metafast package)";
+    m.attr("__version__") = METAFAST_VERSION;
+#ifdef _OPENMP
+    m.attr("openmp") = true;
+    m.def("max_threads", [] { return omp_get_max_threads(); },
+          "Threads OpenMP would use by default.");
+#else
+    m.attr("openmp") = false;
+    m.def("max_threads", [] { return 1; }, "Threads OpenMP would use by default.");
+#endif
+    metafast::bindings::register_mlp(m);
+}

@@ -1,0 +1,82 @@
+// Forward pass, loss, and gradient by backpropagation for an Mlp over a flat parameter vector.
+#pragma once
+
+#include <cstddef>
+#include <utility>
+
+#include "metafast/activations.hpp"
+#include "metafast/kernels.hpp"
+#include "metafast/losses.hpp"
+#include "metafast/mlp.hpp"
+#include "metafast/mlp_workspace.hpp"
+
+namespace metafast {
+
+// Fills ws.z and ws.a for `rows` samples x (rows x input_width); returns the output
+// activations (rows x output_width), which live in ws.
+template <class T>
+const T* forward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows,
+                 MlpWorkspace<T>& ws) {
+    const T* input = x;
+    for (std::size_t l = 0; l < mlp.num_layers(); ++l) {
+        const std::size_t in = mlp.fan_in(l), out = mlp.fan_out(l);
+        T* z = ws.z[l].data();
+        kernels::gemm_nn(rows, out, in, input, theta + mlp.weight_offset(l), z, false);
+        if (mlp.bias()) kernels::add_row_vector(rows, out, theta + mlp.bias_offset(l), z);
+        activate(mlp.activation(l), rows * out, z, ws.a[l].data());
+        input = ws.a[l].data();
+    }
+    return input;
+}
+
+// Mean loss of the forward pass already in ws.
+template <class T>
+T loss_of_forward(const Mlp& mlp, std::size_t rows, const Targets<T>& y, Loss loss,
+                  MlpWorkspace<T>& ws, T* delta) {
+    const std::size_t last = mlp.num_layers() - 1;
+    return loss_and_seed(loss, mlp.output_activation(), rows, mlp.output_width(),
+                         ws.z[last].data(), ws.a[last].data(), y, delta);
+}
+
+template <class T>
+T loss_value(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Targets<T>& y,
+             Loss loss, MlpWorkspace<T>& ws) {
+    ws.reserve(mlp, rows, false);
+    forward(mlp, theta, x, rows, ws);
+    return loss_of_forward<T>(mlp, rows, y, loss, ws, nullptr);
+}
+
+// Backpropagates ws.delta[0] = dL/dz_L through the forward pass in ws, writing the
+// gradient (num_params) to grad.
+template <class T>
+void backward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, MlpWorkspace<T>& ws,
+              T* grad) {
+    T* delta = ws.delta[0].data();
+    T* next = ws.delta[1].data();
+    for (std::size_t l = mlp.num_layers(); l-- > 0;) {
+        const std::size_t in = mlp.fan_in(l), out = mlp.fan_out(l);
+        const T* input = l == 0 ? x : ws.a[l - 1].data();
+        kernels::gemm_tn(rows, out, in, input, delta, grad + mlp.weight_offset(l), false);
+        if (mlp.bias()) kernels::column_sums(rows, out, delta, grad + mlp.bias_offset(l), false);
+        if (l == 0) break;
+        T* wt = ws.transposed.data();
+        kernels::transpose(in, out, theta + mlp.weight_offset(l), wt);
+        kernels::gemm_nn(rows, in, out, delta, wt, next, false);
+        multiply_by_derivative(mlp.activation(l - 1), rows * in, ws.z[l - 1].data(),
+                               ws.a[l - 1].data(), next);
+        std::swap(delta, next);
+    }
+}
+
+// Mean loss over `rows` samples and its gradient with respect to theta.
+template <class T>
+T loss_and_grad(const Mlp& mlp, const T* theta, const T* x, std::size_t rows,
+                const Targets<T>& y, Loss loss, MlpWorkspace<T>& ws, T* grad) {
+    ws.reserve(mlp, rows, false);
+    forward(mlp, theta, x, rows, ws);
+    const T value = loss_of_forward(mlp, rows, y, loss, ws, ws.delta[0].data());
+    backward(mlp, theta, x, rows, ws, grad);
+    return value;
+}
+
+}  // namespace metafast

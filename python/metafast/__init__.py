@@ -1,0 +1,26 @@
+"""metafast: fast meta-learning (Meta-SGD, Reptile) for small networks on CPUs.
+
+The numerical work runs in a C++17 core (``metafast._core``); this package is its Python
+face. See README.md for the parameter layout and the guarantees.
+"""
+
+from __future__ import annotations
+
+try:
+    from . import _core
+except ImportError as error:  # pragma: no cover - only without a build
+    raise ImportError(
+        "metafast's compiled core is missing; install the package with `pip install .` "
+        "(or `pip install -e .` for development) rather than importing it from the source tree"
+    ) from error
+
+from .mlp import MLP
+
+try:
+    from importlib.metadata import PackageNotFoundError, version
+
+    __version__ = version("metafast")
+except PackageNotFoundError:  # pragma: no cover
+    __version__ = _core.__version__
+
+__all__ = ["MLP", "__version__"]

@@ -1,0 +1,90 @@
+"""Argument checks shared by the public API.
+
+Every check raises TypeError (wrong kind of thing) or ValueError (right kind, wrong value)
+with the argument's name and what was expected. Shapes are checked once, in the compiled
+core, which sees the architecture; these helpers settle types and memory layout.
+"""
+
+from __future__ import annotations
+
+import numbers
+from typing import Any
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
+    """The float32 or float64 dtype that `dtype` names."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError:
+        resolved = None
+    if resolved not in FLOAT_DTYPES:
+        raise TypeError(f"{name} must be 'float32' or 'float64', got {dtype!r}")
+    return resolved
+
+
+def string(value: Any, name: str) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, got {type(value).__name__}")
+    return value
+
+
+def boolean(value: Any, name: str) -> bool:
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def integer(value: Any, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    return int(value)
+
+
+def params(value: Any, name: str = "theta") -> np.ndarray:
+    """A parameter vector as a C-contiguous float32 or float64 array (its own dtype kept)."""
+    array = value if isinstance(value, np.ndarray) else _as_array(value, name, np.float64)
+    dtype = array.dtype
+    if dtype.kind != "f" or dtype.itemsize not in (4, 8):
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {dtype}")
+    return np.ascontiguousarray(array, dtype=dtype.type)
+
+
+def floats(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
+    """`value` as a C-contiguous array of `dtype` (theta's). Arrays of another dtype are
+    refused rather than cast, so precision never changes behind the user's back; lists and
+    scalars are converted."""
+    if not isinstance(value, np.ndarray):
+        return _as_array(value, name, dtype)
+    if value.dtype.kind != "f":
+        raise TypeError(f"{name} must be a floating-point array, got dtype {value.dtype}")
+    if value.dtype.itemsize != dtype.itemsize:
+        raise TypeError(
+            f"{name} has dtype {value.dtype} but theta has dtype {dtype}; "
+            f"convert one of them, e.g. {name}.astype(np.{dtype})"
+        )
+    return np.ascontiguousarray(value, dtype=dtype)
+
+
+def labels(value: Any, name: str = "y") -> np.ndarray:
+    """Integer class labels as a C-contiguous int64 array."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu":
+        raise TypeError(
+            f"{name} must hold integer class labels for softmax_ce, got dtype {array.dtype}"
+        )
+    if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} holds a label too large for int64")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
+def _as_array(value: Any, name: str, dtype: Any) -> np.ndarray:
+    try:
+        return np.ascontiguousarray(np.asarray(value, dtype=dtype))
+    except (TypeError, ValueError) as error:
+        raise type(error)(f"{name} must be an array of numbers: {error}") from None

@@ -1,0 +1,205 @@
+"""Multilayer perceptrons over a flat parameter vector, evaluated by the C++ core."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, Optional
+
+import numpy as np
+
+from . import _core, _validation
+
+Layers = list[tuple[np.ndarray, Optional[np.ndarray]]]
+
+
+class MLP:
+    """A multilayer perceptron whose parameters live in one flat vector ``theta``.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        Widths from input to output, e.g. ``[1, 40, 40, 1]``.
+    activation : {"relu", "tanh", "sigmoid", "identity"}
+        Activation of every hidden layer.
+    output : {"identity", "tanh", "sigmoid", "relu"}
+        Activation of the output layer.
+    bias : bool
+        Whether each layer has a bias vector.
+
+    Notes
+    -----
+    **Parameter layout.** For each layer in order: ``W`` of shape ``(fan_in, fan_out)`` in
+    row-major order, then ``b`` of shape ``(fan_out,)`` (omitted when ``bias=False``). A
+    layer computes ``z = a @ W + b``, ``a' = f(z)`` with rows as samples.
+
+    **Losses** are means over rows: ``"mse"`` is the mean over rows and outputs of the
+    squared error of the output activation; ``"bce"`` is binary cross-entropy on the logits
+    (output ``"identity"``, or ``"sigmoid"`` whose probabilities come from those logits),
+    summed over outputs; ``"softmax_ce"`` is softmax cross-entropy on the logits (output
+    ``"identity"``) with integer labels ``y`` of shape ``(rows,)``.
+
+    All arrays must share ``theta``'s dtype (float32 or float64), which is also the dtype of
+    every result. Gradients come from backpropagation, Hessian-vector products from
+    Pearlmutter's R-operator (Pearlmutter 1994), both exact.
+
+    Examples
+    --------
+    >>> import numpy as np, metafast as mf
+    >>> model = mf.MLP([1, 40, 40, 1], activation="relu")
+    >>> theta = model.init(seed=0)
+    >>> x = np.linspace(-5, 5, 10).reshape(-1, 1)
+    >>> loss, grad = model.loss_and_grad(theta, x, np.sin(x))
+    >>> grad.shape == (model.num_params,)
+    True
+    """
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activation: str = "relu",
+        output: str = "identity",
+        bias: bool = True,
+    ) -> None:
+        if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (Sequence, np.ndarray)):
+            raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
+        widths = [_validation.integer(s, "sizes[i]", minimum=1) for s in sizes]
+        self._impl = _core.MLP(
+            widths,
+            _validation.string(activation, "activation"),
+            _validation.string(output, "output"),
+            _validation.boolean(bias, "bias"),
+        )
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        """Layer widths from input to output."""
+        return tuple(self._impl.sizes)
+
+    @property
+    def num_params(self) -> int:
+        """Length of the flat parameter vector."""
+        return self._impl.num_params
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.sizes) - 1
+
+    @property
+    def activation(self) -> str:
+        return self._impl.activation
+
+    @property
+    def output(self) -> str:
+        return self._impl.output
+
+    @property
+    def bias(self) -> bool:
+        return self._impl.bias
+
+    def __repr__(self) -> str:
+        return (
+            f"MLP({list(self.sizes)}, activation={self.activation!r}, "
+            f"output={self.output!r}, bias={self.bias})"
+        )
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MLP):
+            return NotImplemented
+        return self._key() == other._key()
+
+    def __hash__(self) -> int:
+        return hash(self._key())
+
+    def _key(self) -> tuple[Any, ...]:
+        return (self.sizes, self.activation, self.output, self.bias)
+
+    def init(self, seed: int = 0, dtype: Any = "float64") -> np.ndarray:
+        """Random initial parameters, reproducible from ``seed``.
+
+        Weights are uniform in ``[-a, a]``: He (``a = sqrt(6 / fan_in)``) for layers
+        followed by ReLU, Glorot (``a = sqrt(6 / (fan_in + fan_out))``) otherwise. Biases
+        are zero. Values are drawn in float64 by NumPy's PCG64 and then cast, so
+        ``init(s, "float32") == init(s, "float64").astype("float32")``.
+        """
+        seed = _validation.integer(seed, "seed", minimum=0)
+        dtype = _validation.float_dtype(dtype)
+        rng = np.random.default_rng(seed)
+        theta = np.zeros(self.num_params)
+        for layer, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            is_relu = (self.output if layer == self.num_layers - 1 else self.activation) == "relu"
+            limit = np.sqrt(6.0 / (fan_in if is_relu else fan_in + fan_out))
+            start = self._impl.weight_offset(layer)
+            theta[start : start + fan_in * fan_out] = rng.uniform(-limit, limit, fan_in * fan_out)
+        return theta.astype(dtype)
+
+    def forward(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Network outputs (after the output activation) for inputs ``x`` of shape
+        ``(rows, sizes[0])``; returns ``(rows, sizes[-1])``."""
+        theta = _validation.params(theta)
+        return self._impl.forward(theta, _validation.floats(x, "x", theta.dtype))
+
+    def loss(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, loss: str = "mse") -> np.floating:
+        """Mean loss of the network on ``(x, y)``."""
+        theta, x, y, loss = self._loss_arguments(theta, x, y, loss)
+        return theta.dtype.type(self._impl.loss(theta, x, y, loss))
+
+    def loss_and_grad(
+        self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, loss: str = "mse"
+    ) -> tuple[np.floating, np.ndarray]:
+        """Mean loss and its gradient with respect to ``theta`` (backpropagation)."""
+        theta, x, y, loss = self._loss_arguments(theta, x, y, loss)
+        value, grad = self._impl.loss_and_grad(theta, x, y, loss)
+        return theta.dtype.type(value), grad
+
+    def hvp(
+        self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, v: np.ndarray, loss: str = "mse"
+    ) -> np.ndarray:
+        """Exact Hessian-vector product ``H v`` of the mean loss at ``theta``."""
+        theta, x, y, loss = self._loss_arguments(theta, x, y, loss)
+        return self._impl.hvp(theta, x, y, _validation.floats(v, "v", theta.dtype), loss)
+
+    def unflatten(self, theta: np.ndarray) -> Layers:
+        """``[(W1, b1), (W2, b2), ...]`` with ``W`` of shape ``(fan_in, fan_out)``; ``b`` is
+        None without biases. These are views into ``theta`` when it is a contiguous array,
+        so writing to them writes to ``theta``."""
+        theta = _validation.params(theta)
+        if theta.shape != (self.num_params,):
+            raise ValueError(f"theta must have shape ({self.num_params},), got {theta.shape}")
+        layers: Layers = []
+        for layer, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            w = self._impl.weight_offset(layer)
+            weights = theta[w : w + fan_in * fan_out].reshape(fan_in, fan_out)
+            b = self._impl.bias_offset(layer)
+            layers.append((weights, theta[b : b + fan_out] if self.bias else None))
+        return layers
+
+    def flatten(self, layers: Sequence[tuple[Any, Any]]) -> np.ndarray:
+        """Inverse of :meth:`unflatten`: one flat vector, in the dtype of the first ``W``."""
+        if len(layers) != self.num_layers:
+            raise ValueError(f"layers must hold {self.num_layers} (W, b) pairs, got {len(layers)}")
+        first = _validation.params(np.asarray(layers[0][0]).ravel(), "layers[0][0]")
+        theta = np.empty(self.num_params, dtype=first.dtype)
+        target = self.unflatten(theta)
+        for i, ((weights, bias), (w_out, b_out)) in enumerate(zip(layers, target)):
+            w_in = _validation.floats(weights, f"layers[{i}][0]", theta.dtype)
+            if w_in.shape != w_out.shape:
+                raise ValueError(f"layers[{i}][0] must have shape {w_out.shape}, got {w_in.shape}")
+            w_out[...] = w_in
+            if b_out is None:
+                if bias is not None:
+                    raise ValueError(f"layers[{i}][1] must be None: the model has no biases")
+                continue
+            b_in = _validation.floats(bias, f"layers[{i}][1]", theta.dtype)
+            if b_in.shape != b_out.shape:
+                raise ValueError(f"layers[{i}][1] must have shape {b_out.shape}, got {b_in.shape}")
+            b_out[...] = b_in
+        return theta
+
+    def _loss_arguments(
+        self, theta: Any, x: Any, y: Any, loss: Any
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
+        theta = _validation.params(theta)
+        loss = _validation.string(loss, "loss")
+        x = _validation.floats(x, "x", theta.dtype)
+        y = _validation.labels(y) if loss == "softmax_ce" else _validation.floats(y, "y", theta.dtype)
+        return theta, x, y, loss

@@ -1,0 +1,123 @@
+"""Losses and gradients: against central finite differences in float64 and against the
+NumPy reference, for every activation and loss and several architectures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import metafast as mf
+from metafast import reference
+
+from conftest import HIDDEN, OUTPUT_LOSSES, finite_difference_grad, make_problem, relative_error
+
+
+def width_for(loss: str) -> int:
+    return 3 if loss == "softmax_ce" else 2
+
+
+@pytest.mark.parametrize("output,loss", OUTPUT_LOSSES, ids=lambda v: str(v))
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_gradient_matches_finite_differences(activation, output, loss):
+    p = make_problem([3, 5, 4, width_for(loss)], activation, output, loss)
+    _, grad = p.model.loss_and_grad(p.theta, p.x, p.y, p.loss)
+    assert relative_error(grad, finite_difference_grad(p)) < 1e-6
+
+
+@pytest.mark.parametrize(
+    "sizes,activation,output,loss,bias",
+    [
+        ([50, 1], "identity", "identity", "bce", False),  # the logistic model of the book
+        ([1, 40, 40, 1], "relu", "identity", "mse", True),  # the sine-wave network
+        ([1, 64, 1], "tanh", "identity", "mse", True),
+        ([4, 3], "identity", "identity", "softmax_ce", True),
+        ([2, 8, 8, 8, 5], "tanh", "identity", "softmax_ce", False),
+    ],
+    ids=["logistic-50", "relu-1-40-40-1", "tanh-1-64-1", "softmax-linear", "deep-no-bias"],
+)
+def test_gradient_matches_finite_differences_per_architecture(sizes, activation, output, loss, bias):
+    p = make_problem(sizes, activation, output, loss, bias=bias, rows=10)
+    _, grad = p.model.loss_and_grad(p.theta, p.x, p.y, p.loss)
+    assert relative_error(grad, finite_difference_grad(p)) < 1e-6
+
+
+@pytest.mark.parametrize("output,loss", OUTPUT_LOSSES, ids=lambda v: str(v))
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_loss_and_gradient_match_reference(activation, output, loss):
+    p = make_problem([3, 6, 5, width_for(loss)], activation, output, loss, rows=9, seed=3)
+    value, grad = p.model.loss_and_grad(p.theta, p.x, p.y, p.loss)
+    ref_value, ref_grad = reference.mlp_loss_and_grad(p.model, p.theta, p.x, p.y, p.loss)
+    np.testing.assert_allclose(value, ref_value, rtol=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-14)
+    assert p.model.loss(p.theta, p.x, p.y, p.loss) == value
+
+
+@pytest.mark.parametrize("output", ["identity", "tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_forward_matches_reference(activation, output):
+    p = make_problem([3, 6, 2], activation, output)
+    np.testing.assert_allclose(
+        p.model.forward(p.theta, p.x), reference.mlp_forward(p.model, p.theta, p.x), rtol=1e-13, atol=1e-15
+    )
+
+
+def test_losses_by_hand():
+    model = mf.MLP([1, 2], activation="identity", output="identity", bias=False)
+    theta = np.array([1.0, -2.0])  # z = [x, -2x]
+    x = np.array([[1.0], [0.5]])
+    z = x @ theta.reshape(1, 2)
+    y = np.array([[0.0, 1.0], [1.0, 0.0]])
+    assert model.loss(theta, x, y, "mse") == pytest.approx(np.mean((z - y) ** 2), rel=1e-15)
+    bce = np.mean(np.sum(np.log(1 + np.exp(-z)) + (1 - y) * z, axis=1))
+    assert model.loss(theta, x, y, "bce") == pytest.approx(bce, rel=1e-14)
+    labels = np.array([1, 0])
+    ce = np.mean(np.log(np.exp(z).sum(axis=1)) - z[[0, 1], labels])
+    assert model.loss(theta, x, labels, "softmax_ce") == pytest.approx(ce, rel=1e-14)
+
+
+def test_logit_losses_stay_finite_for_huge_logits():
+    model = mf.MLP([1, 2], activation="identity", output="identity", bias=False)
+    theta = np.array([1.0, -1.0])
+    x = np.array([[800.0], [-800.0]])
+    value, grad = model.loss_and_grad(theta, x, np.array([[0.0, 0.0], [1.0, 1.0]]), "bce")
+    # Row 1: z = (800, -800), y = 0 -> 800 + 0; row 2: z = (-800, 800), y = 1 -> 800 + 0.
+    assert value == pytest.approx(800.0)
+    assert np.all(np.isfinite(grad))
+    value, grad = model.loss_and_grad(theta, x, np.array([1, 1]), "softmax_ce")
+    assert value == pytest.approx(800.0)  # row 1 costs 1600 (label 1 has logit -800), row 2 costs 0
+    assert np.all(np.isfinite(grad))
+
+
+def test_sigmoid_output_bce_equals_logit_bce():
+    logits = make_problem([5, 4, 1], "tanh", "identity", "bce")
+    probs = mf.MLP([5, 4, 1], activation="tanh", output="sigmoid")
+    a = logits.model.loss_and_grad(logits.theta, logits.x, logits.y, "bce")
+    b = probs.loss_and_grad(logits.theta, logits.x, logits.y, "bce")
+    assert a[0] == b[0]
+    np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_allclose(
+        probs.forward(logits.theta, logits.x),
+        1 / (1 + np.exp(-logits.model.forward(logits.theta, logits.x))),
+        rtol=1e-14,
+    )
+
+
+@pytest.mark.parametrize("output,loss", OUTPUT_LOSSES, ids=lambda v: str(v))
+def test_float32_agrees_with_float64(output, loss):
+    p = make_problem([3, 16, 16, width_for(loss)], "tanh", output, loss, rows=20)
+    theta32 = p.theta.astype(np.float32)
+    y32 = p.y if loss == "softmax_ce" else p.y.astype(np.float32)
+    value32, grad32 = p.model.loss_and_grad(theta32, p.x.astype(np.float32), y32, loss)
+    value64, grad64 = p.model.loss_and_grad(p.theta, p.x, p.y, loss)
+    assert value32.dtype == np.float32 and grad32.dtype == np.float32
+    assert value64.dtype == np.float64 and grad64.dtype == np.float64
+    assert value32 == pytest.approx(value64, rel=1e-5)
+    assert relative_error(grad32.astype(np.float64), grad64) < 1e-5
+
+
+def test_repeated_calls_are_bit_identical():
+    p = make_problem([1, 40, 40, 1], "relu", rows=50)
+    first = p.model.loss_and_grad(p.theta, p.x, p.y)
+    second = p.model.loss_and_grad(p.theta, p.x, p.y)
+    assert first[0] == second[0]
+    np.testing.assert_array_equal(first[1], second[1])
