@@ -18,10 +18,10 @@ FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 def float_dtype(dtype: Any, name: str = "dtype") -> np.dtype:
     """The float32 or float64 dtype that `dtype` names."""
     try:
-        resolved = np.dtype(dtype)
+        resolved = None if dtype is None else np.dtype(dtype)  # np.dtype(None) is float64
     except TypeError:
         resolved = None
-    if resolved not in FLOAT_DTYPES:
+    if resolved is None or not any(resolved == allowed for allowed in FLOAT_DTYPES):
         raise TypeError(f"{name} must be 'float32' or 'float64', got {dtype!r}")
     return resolved
 

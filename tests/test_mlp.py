@@ -1,0 +1,107 @@
+"""The MLP's public API: architecture, parameter layout, initialisation, (un)flattening."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import metafast as mf
+from metafast import reference
+
+
+def test_architecture_properties():
+    model = mf.MLP([1, 40, 40, 1], activation="relu", output="identity", bias=True)
+    assert model.sizes == (1, 40, 40, 1)
+    assert model.num_params == 1761
+    assert model.num_layers == 3
+    assert (model.activation, model.output, model.bias) == ("relu", "identity", True)
+    assert repr(model) == "MLP([1, 40, 40, 1], activation='relu', output='identity', bias=True)"
+    assert model == mf.MLP([1, 40, 40, 1])
+    assert model != mf.MLP([1, 40, 40, 1], bias=False)
+    assert mf.MLP([50, 1], activation="identity", bias=False).num_params == 50
+
+
+def test_layout_matches_readme_table():
+    model = mf.MLP([1, 40, 40, 1])
+    theta = np.arange(model.num_params, dtype=np.float64)
+    starts = [int(block.flat[0]) for layer in model.unflatten(theta) for block in layer]
+    assert starts == [0, 40, 80, 1680, 1720, 1760]
+
+
+def test_layout_is_what_forward_computes(rng):
+    """Write W and b through unflatten, then compare forward with plain NumPy."""
+    model = mf.MLP([3, 4, 2], activation="tanh", output="identity")
+    theta = np.zeros(model.num_params)
+    (w1, b1), (w2, b2) = model.unflatten(theta)
+    for block in (w1, b1, w2, b2):
+        block[...] = rng.normal(size=block.shape)
+    x = rng.normal(size=(6, 3))
+    expected = np.tanh(x @ w1 + b1) @ w2 + b2
+    np.testing.assert_allclose(model.forward(theta, x), expected, rtol=1e-14)
+
+
+def test_unflatten_returns_views_and_flatten_inverts(rng):
+    model = mf.MLP([2, 3, 4], bias=False)
+    theta = rng.normal(size=model.num_params)
+    layers = model.unflatten(theta)
+    assert [w.shape for w, _ in layers] == [(2, 3), (3, 4)]
+    assert all(b is None for _, b in layers)
+    layers[1][0][0, 0] = 42.0
+    assert theta[6] == 42.0
+    np.testing.assert_array_equal(model.flatten(layers), theta)
+
+
+def test_flatten_checks_shapes():
+    model = mf.MLP([2, 3])
+    with pytest.raises(ValueError, match=r"layers\[0\]\[0\] must have shape \(2, 3\)"):
+        model.flatten([(np.zeros((3, 2)), np.zeros(3))])
+    with pytest.raises(ValueError, match="must hold 1"):
+        model.flatten([])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", np.float32, np.dtype("float64")])
+def test_init_dtype_and_reproducibility(dtype):
+    model = mf.MLP([1, 40, 40, 1])
+    theta = model.init(seed=7, dtype=dtype)
+    assert theta.dtype == np.dtype(dtype) and theta.shape == (model.num_params,)
+    np.testing.assert_array_equal(theta, model.init(seed=7, dtype=dtype))
+    assert not np.array_equal(theta, model.init(seed=8, dtype=dtype))
+    np.testing.assert_array_equal(theta, model.init(seed=7).astype(dtype))
+
+
+@pytest.mark.parametrize("activation,scheme", [("relu", "he"), ("tanh", "glorot")])
+def test_init_scheme(activation, scheme):
+    model = mf.MLP([200, 300, 100], activation=activation)
+    (w1, b1), (w2, b2) = model.unflatten(model.init(seed=0))
+    he = lambda fan_in, fan_out: np.sqrt(6 / fan_in)  # noqa: E731
+    glorot = lambda fan_in, fan_out: np.sqrt(6 / (fan_in + fan_out))  # noqa: E731
+    hidden_limit = (he if scheme == "he" else glorot)(200, 300)
+    assert np.abs(w1).max() <= hidden_limit
+    assert np.abs(w1).max() > 0.99 * hidden_limit  # 60,000 draws fill the interval
+    assert np.std(w1) == pytest.approx(hidden_limit / np.sqrt(3), rel=0.02)
+    assert np.abs(w2).max() <= glorot(300, 100)  # identity output: Glorot
+    assert not b1.any() and not b2.any()
+
+
+def test_result_dtypes_follow_theta(rng):
+    model = mf.MLP([2, 3, 1])
+    for dtype in (np.float32, np.float64):
+        theta = model.init(dtype=dtype)
+        x = rng.normal(size=(4, 2)).astype(dtype)
+        y = rng.normal(size=(4, 1)).astype(dtype)
+        assert model.forward(theta, x).dtype == dtype
+        value, grad = model.loss_and_grad(theta, x, y)
+        assert value.dtype == dtype and grad.dtype == dtype
+        assert model.hvp(theta, x, y, grad).dtype == dtype
+        assert model.loss(theta, x, y).dtype == dtype
+
+
+def test_large_batch_and_wide_layers(rng):
+    model = mf.MLP([3, 512, 2], activation="sigmoid")
+    theta = model.init(seed=1)
+    x = rng.normal(size=(1000, 3))
+    y = rng.normal(size=(1000, 2))
+    value, grad = model.loss_and_grad(theta, x, y)
+    ref_value, ref_grad = reference.mlp_loss_and_grad(model, theta, x, y)
+    assert value == pytest.approx(ref_value, rel=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-9, atol=1e-13)
