@@ -70,8 +70,8 @@ BAD_CALLS = {
     "y-inf": (lambda: MODEL.loss_and_grad(THETA, X, with_inf(Y)), ValueError, "y contains NaN or infinity"),
     "v-nan": (lambda: MODEL.hvp(THETA, X, Y, with_nan(V)), ValueError, "v contains NaN or infinity"),
     # labels and targets out of range
-    "label-too-big": (lambda: CLASSIFIER.loss(CLASSIFIER.init(), CX, np.array([0, 1, 3, 1]), "softmax_ce"), ValueError, r"labels in \[0, 3\) for softmax_ce, got 3 at row 2"),
-    "label-negative": (lambda: CLASSIFIER.loss_and_grad(CLASSIFIER.init(), CX, np.array([0, -1, 2, 1]), "softmax_ce"), ValueError, "got -1 at row 1"),
+    "label-too-big": (lambda: CLASSIFIER.loss(CLASSIFIER.init(), CX, np.array([0, 1, 3, 1]), "softmax_ce"), ValueError, r"labels in \[0, 3\) for softmax_ce, got 3 at flat index 2"),
+    "label-negative": (lambda: CLASSIFIER.loss_and_grad(CLASSIFIER.init(), CX, np.array([0, -1, 2, 1]), "softmax_ce"), ValueError, "got -1 at flat index 1"),
     "label-huge-unsigned": (lambda: CLASSIFIER.loss(CLASSIFIER.init(), CX, np.array([0, 1, 2, 2**64 - 1], dtype=np.uint64), "softmax_ce"), ValueError, "too large"),
     "bce-target-out-of-range": (lambda: MODEL.loss(THETA, X, Y + 2, "bce"), ValueError, r"y must hold probabilities in \[0, 1\] for bce"),
     # names and architecture

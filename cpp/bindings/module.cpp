@@ -7,7 +7,9 @@
 
 namespace metafast::bindings {
 void register_mlp(py::module_& m);
-}
+void register_tasks(py::module_& m);
+void register_meta_sgd(py::module_& m);
+}  // namespace metafast::bindings
 
 PYBIND11_MODULE(_core, m) {
     m.doc() = "metafast's compiled core (private: use the metafast package)";
@@ -21,4 +23,6 @@ PYBIND11_MODULE(_core, m) {
     m.def("max_threads", [] { return 1; }, "Threads OpenMP would use by default.");
 #endif
     metafast::bindings::register_mlp(m);
+    metafast::bindings::register_tasks(m);
+    metafast::bindings::register_meta_sgd(m);
 }

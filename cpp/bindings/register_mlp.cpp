@@ -1,6 +1,6 @@
 // Binds metafast::Mlp: forward pass, loss, gradient and Hessian-vector product, for float32
 // and float64 parameter vectors (the dtype of theta picks the precision).
-#include "pybind11.hpp"
+#include "arrays.hpp"
 
 #include <cstdint>
 #include <string>
@@ -42,29 +42,7 @@ Batch<T> check_inputs(const Mlp& mlp, const py::array& theta, const py::array& x
                       const py::array& y, Loss loss) {
     check_loss_matches_output(loss, mlp.output_activation(), mlp.output_width());
     Batch<T> batch = check_inputs<T>(mlp, theta, x);
-    const auto rows = static_cast<py::ssize_t>(batch.rows);
-    if (uses_labels(loss)) {
-        std::vector<Dim> y_dims{{rows, "rows"}};
-        const auto* labels = checked_data<std::int64_t>(y, "y", y_dims);
-        const auto classes = static_cast<std::int64_t>(mlp.output_width());
-        for (py::ssize_t r = 0; r < rows; ++r)
-            if (labels[r] < 0 || labels[r] >= classes)
-                throw std::invalid_argument("y must hold class labels in [0, " + std::to_string(classes) +
-                                            ") for softmax_ce, got " + std::to_string(labels[r]) +
-                                            " at row " + std::to_string(r));
-        batch.targets.labels = labels;
-        return batch;
-    }
-    std::vector<Dim> y_dims{{rows, "rows"}, {static_cast<py::ssize_t>(mlp.output_width()), ""}};
-    const T* values = checked_data<T>(y, "y", y_dims);
-    const std::size_t n = batch.rows * mlp.output_width();
-    check_finite("y", values, n);
-    if (loss == Loss::bce)
-        for (std::size_t i = 0; i < n; ++i)
-            if (values[i] < T(0) || values[i] > T(1))
-                throw std::invalid_argument("y must hold probabilities in [0, 1] for bce, got " +
-                                            std::to_string(values[i]) + " at flat index " + std::to_string(i));
-    batch.targets.values = values;
+    batch.targets = checked_targets<T>(mlp, loss, y, "y", {{static_cast<py::ssize_t>(batch.rows), "rows"}});
     return batch;
 }
 
@@ -125,15 +103,6 @@ py::array_t<T> hvp_impl(const Mlp& mlp, const py::array& theta, const py::array&
     return hv;
 }
 
-// Calls f.template operator()<T>() with T the floating type of theta.
-template <class F>
-auto dispatch_dtype(const py::array& theta, F&& f) {
-    if (py::isinstance<py::array_t<double>>(theta)) return f(double{});
-    if (py::isinstance<py::array_t<float>>(theta)) return f(float{});
-    throw py::type_error("theta must be a float32 or float64 array, got " +
-                         py::str(theta.dtype()).cast<std::string>());
-}
-
 }  // namespace
 
 void register_mlp(py::module_& m) {
@@ -153,21 +122,21 @@ void register_mlp(py::module_& m) {
         .def("bias_offset", &Mlp::bias_offset, "layer"_a)
         .def("forward",
              [](const Mlp& mlp, const py::array& theta, const py::array& x) -> py::array {
-                 return dispatch_dtype(theta, [&](auto t) { return py::array(forward_impl<decltype(t)>(mlp, theta, x)); });
+                 return dispatch_dtype(theta, "theta", [&](auto t) { return py::array(forward_impl<decltype(t)>(mlp, theta, x)); });
              },
              "theta"_a, "x"_a)
         .def("loss",
              [](const Mlp& mlp, const py::array& theta, const py::array& x, const py::array& y,
                 const std::string& loss) {
                  const Loss kind = parse_loss(loss);
-                 return dispatch_dtype(theta, [&](auto t) { return loss_impl<decltype(t)>(mlp, theta, x, y, kind); });
+                 return dispatch_dtype(theta, "theta", [&](auto t) { return loss_impl<decltype(t)>(mlp, theta, x, y, kind); });
              },
              "theta"_a, "x"_a, "y"_a, "loss"_a = "mse")
         .def("loss_and_grad",
              [](const Mlp& mlp, const py::array& theta, const py::array& x, const py::array& y,
                 const std::string& loss) -> std::tuple<double, py::array> {
                  const Loss kind = parse_loss(loss);
-                 return dispatch_dtype(theta, [&](auto t) -> std::tuple<double, py::array> {
+                 return dispatch_dtype(theta, "theta", [&](auto t) -> std::tuple<double, py::array> {
                      return loss_and_grad_impl<decltype(t)>(mlp, theta, x, y, kind);
                  });
              },
@@ -176,7 +145,7 @@ void register_mlp(py::module_& m) {
              [](const Mlp& mlp, const py::array& theta, const py::array& x, const py::array& y,
                 const py::array& v, const std::string& loss) -> py::array {
                  const Loss kind = parse_loss(loss);
-                 return dispatch_dtype(theta, [&](auto t) { return py::array(hvp_impl<decltype(t)>(mlp, theta, x, y, v, kind)); });
+                 return dispatch_dtype(theta, "theta", [&](auto t) { return py::array(hvp_impl<decltype(t)>(mlp, theta, x, y, v, kind)); });
              },
              "theta"_a, "x"_a, "y"_a, "v"_a, "loss"_a = "mse");
 }

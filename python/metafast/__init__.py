@@ -14,7 +14,13 @@ except ImportError as error:  # pragma: no cover - only without a build
         "(or `pip install -e .` for development) rather than importing it from the source tree"
     ) from error
 
+from . import reference, tasks
+from .errors import TrainingDivergedError
+from .evaluation import EvaluationReport
+from .io import load
+from .meta_sgd import MetaSGD
 from .mlp import MLP
+from .task_batch import TaskBatch
 
 try:
     from importlib.metadata import PackageNotFoundError, version
@@ -23,4 +29,14 @@ try:
 except PackageNotFoundError:  # pragma: no cover
     __version__ = _core.__version__
 
-__all__ = ["MLP", "__version__"]
+__all__ = [
+    "MLP",
+    "MetaSGD",
+    "TaskBatch",
+    "EvaluationReport",
+    "TrainingDivergedError",
+    "load",
+    "tasks",
+    "reference",
+    "__version__",
+]

@@ -88,3 +88,31 @@ def _as_array(value: Any, name: str, dtype: Any) -> np.ndarray:
         return np.ascontiguousarray(np.asarray(value, dtype=dtype))
     except (TypeError, ValueError) as error:
         raise type(error)(f"{name} must be an array of numbers: {error}") from None
+
+
+def real(value: Any, name: str, minimum: float | None = None, exclusive: bool = False) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {value!r}")
+    value = float(value)
+    if not np.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    if minimum is not None and (value <= minimum if exclusive else value < minimum):
+        raise ValueError(f"{name} must be {'>' if exclusive else '>='} {minimum}, got {value}")
+    return value
+
+
+def pair(value: Any, name: str) -> tuple[float, float]:
+    """A (low, high) pair of finite numbers with low <= high."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"{name} must be a (low, high) pair, got {value!r}")
+    low, high = real(value[0], f"{name}[0]"), real(value[1], f"{name}[1]")
+    if low > high:
+        raise ValueError(f"{name} must have low <= high, got ({low}, {high})")
+    return low, high
+
+
+def num_threads(value: Any) -> int:
+    """None or 0 mean all cores (0 for the core); otherwise a positive count."""
+    if value is None:
+        return 0
+    return integer(value, "num_threads", minimum=0)

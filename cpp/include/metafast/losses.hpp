@@ -165,4 +165,26 @@ void r_seed(Loss loss, Activation output, std::size_t rows, std::size_t width, c
     }
 }
 
+// Fraction of correct predictions: sign of the logit against y >= 0.5 for bce, argmax against
+// the label for softmax_ce; NaN for mse, which has no notion of accuracy.
+template <class T>
+double accuracy(Loss loss, std::size_t rows, std::size_t width, const T* z, const Targets<T>& y) {
+    std::size_t correct = 0;
+    switch (loss) {
+        case Loss::mse: return std::nan("");
+        case Loss::bce:
+            for (std::size_t i = 0; i < rows * width; ++i)
+                correct += (z[i] > T(0)) == (y.values[i] >= T(0.5));
+            return double(correct) / double(rows * width);
+        case Loss::softmax_ce:
+            for (std::size_t r = 0; r < rows; ++r) {
+                const T* zr = z + r * width;
+                const auto best = static_cast<std::int64_t>(std::max_element(zr, zr + width) - zr);
+                correct += best == y.labels[r];
+            }
+            return double(correct) / double(rows);
+    }
+    return std::nan("");
+}
+
 }  // namespace metafast

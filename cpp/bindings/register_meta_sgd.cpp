@@ -1,0 +1,225 @@
+// Binds MetaSgdLearner for float32 and float64 (MetaSGDFloat32, MetaSGDFloat64). Arrays are
+// checked with the GIL held; all numerical work then runs with the GIL released and the
+// learner's mutex held (never the other way round, so the two cannot deadlock).
+#include "arrays.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "metafast/meta_sgd_learner.hpp"
+#include "metafast/tasks.hpp"
+
+namespace metafast::bindings {
+namespace {
+
+template <class T>
+using Learner = MetaSgdLearner<T>;
+
+void require(bool condition, const std::string& message) {
+    if (!condition) throw std::invalid_argument(message);
+}
+
+// Runs f with the GIL released and the learner locked.
+template <class T, class F>
+auto without_gil(Learner<T>& learner, F&& f) {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(learner.mutex());
+    return f();
+}
+
+template <class T>
+TaskBatchView<T> checked_batch(const Mlp& mlp, Loss loss, const py::array& x_support,
+                               const py::array& y_support, const py::array& x_query,
+                               const py::array& y_query) {
+    const auto in = static_cast<py::ssize_t>(mlp.input_width());
+    std::vector<Dim> xs_dims{{-1, "tasks"}, {-1, "support"}, {in, ""}};
+    TaskBatchView<T> view;
+    view.x_support = checked_data<T>(x_support, "x_support", xs_dims);
+    const py::ssize_t tasks = xs_dims[0].size, support = xs_dims[1].size;
+    check_finite("x_support", view.x_support, element_count(xs_dims));
+    std::vector<Dim> xq_dims{{tasks, ""}, {-1, "query"}, {in, ""}};
+    view.x_query = checked_data<T>(x_query, "x_query", xq_dims);
+    const py::ssize_t query = xq_dims[1].size;
+    check_finite("x_query", view.x_query, element_count(xq_dims));
+    const Targets<T> ys = checked_targets<T>(mlp, loss, y_support, "y_support", {{tasks, ""}, {support, ""}});
+    const Targets<T> yq = checked_targets<T>(mlp, loss, y_query, "y_query", {{tasks, ""}, {query, ""}});
+    view.y_support = ys.values;
+    view.labels_support = ys.labels;
+    view.y_query = yq.values;
+    view.labels_query = yq.labels;
+    view.tasks = static_cast<std::size_t>(tasks);
+    view.shape = {mlp.input_width(), mlp.output_width(), static_cast<std::size_t>(support),
+                  static_cast<std::size_t>(query), uses_labels(loss)};
+    return view;
+}
+
+void check_family(const Mlp& mlp, Loss loss, const TaskFamily& family) {
+    const TaskShape s = task_shape(family);
+    require(s.input_width == mlp.input_width(),
+            "the tasks have " + std::to_string(s.input_width) + " inputs but the model takes " +
+                std::to_string(mlp.input_width()));
+    require(s.output_width == mlp.output_width(),
+            "the tasks need " + std::to_string(s.output_width) + " outputs but the model has " +
+                std::to_string(mlp.output_width()));
+    require(s.has_labels == uses_labels(loss),
+            s.has_labels ? "the tasks have class labels: use loss 'softmax_ce'"
+                         : "loss 'softmax_ce' needs tasks with class labels");
+    require(!(loss == Loss::bce && std::holds_alternative<Sinusoid>(family)),
+            "loss 'bce' needs binary targets, but Sinusoid tasks are regression tasks: use 'mse'");
+}
+
+template <class T>
+py::array_t<T> copy_out(const T* data, std::size_t n) {
+    py::array_t<T> out(static_cast<py::ssize_t>(n));
+    std::copy(data, data + n, out.mutable_data());
+    return out;
+}
+
+template <class T>
+const T* checked_vector(const py::array& a, const char* name, std::size_t n) {
+    std::vector<Dim> dims{{static_cast<py::ssize_t>(n), ""}};
+    const T* data = checked_data<T>(a, name, dims);
+    check_finite(name, data, n);
+    return data;
+}
+
+template <class T>
+void bind_learner(py::module_& m, const char* name) {
+    py::class_<Learner<T>>(m, name)
+        .def(py::init([](const Mlp& mlp, const std::string& loss, std::size_t inner_steps, bool first_order,
+                         const std::string& optimizer, double lr, double beta1, double beta2, double eps,
+                         int num_threads) {
+                 const Loss kind = parse_loss(loss);
+                 check_loss_matches_output(kind, mlp.output_activation(), mlp.output_width());
+                 require(inner_steps >= 1, "inner_steps must be at least 1, got " + std::to_string(inner_steps));
+                 require(std::isfinite(lr) && lr > 0, "meta_lr must be a finite number > 0, got " + std::to_string(lr));
+                 require(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "adam_betas must lie in [0, 1)");
+                 require(std::isfinite(eps) && eps > 0, "adam_eps must be a finite number > 0");
+                 require(num_threads >= 0, "num_threads must be >= 0 (0 = all cores)");
+                 OptimizerConfig config{parse_optimizer(optimizer, "meta_optimizer"), lr, beta1, beta2, eps};
+                 return std::make_unique<Learner<T>>(mlp, MetaSgdConfig{kind, inner_steps, first_order}, config,
+                                                     num_threads);
+             }),
+             "mlp"_a, "loss"_a, "inner_steps"_a, "first_order"_a, "meta_optimizer"_a, "meta_lr"_a,
+             "beta1"_a, "beta2"_a, "eps"_a, "num_threads"_a)
+        .def_property("num_threads", &Learner<T>::num_threads,
+                      [](Learner<T>& l, int threads) {
+                          require(threads >= 0, "num_threads must be >= 0 (0 = all cores)");
+                          without_gil(l, [&] { l.set_num_threads(threads); });
+                      })
+        .def("get_params",
+             [](Learner<T>& l) {
+                 const std::size_t n = l.num_params();
+                 std::lock_guard<std::mutex> lock(l.mutex());
+                 return py::make_tuple(copy_out(l.params().data(), n), copy_out(l.params().data() + n, n));
+             })
+        .def("set_params",
+             [](Learner<T>& l, const py::array& theta, const py::array& alpha) {
+                 const std::size_t n = l.num_params();
+                 const T* t = checked_vector<T>(theta, "theta", n);
+                 const T* a = checked_vector<T>(alpha, "alpha", n);
+                 std::lock_guard<std::mutex> lock(l.mutex());
+                 std::copy(t, t + n, l.params().data());
+                 std::copy(a, a + n, l.params().data() + n);
+             },
+             "theta"_a, "alpha"_a)
+        .def("get_optimizer_state",
+             [](Learner<T>& l) {
+                 std::lock_guard<std::mutex> lock(l.mutex());
+                 const OptimizerState<T>& s = l.optimizer_state();
+                 return py::make_tuple(copy_out(s.m.data(), s.m.size()), copy_out(s.v.data(), s.v.size()), s.step);
+             })
+        .def("set_optimizer_state",
+             [](Learner<T>& l, const py::array& m1, const py::array& m2, std::int64_t step) {
+                 const std::size_t n = 2 * l.num_params();
+                 const T* a = checked_vector<T>(m1, "optimizer m", n);
+                 const T* b = checked_vector<T>(m2, "optimizer v", n);
+                 require(step >= 0, "optimizer step must be >= 0");
+                 for (std::size_t i = 0; i < n; ++i) require(b[i] >= 0, "optimizer v must be >= 0");
+                 std::lock_guard<std::mutex> lock(l.mutex());
+                 OptimizerState<T>& s = l.optimizer_state();
+                 s.m.assign(a, a + n);
+                 s.v.assign(b, b + n);
+                 s.step = step;
+             },
+             "m"_a, "v"_a, "step"_a)
+        .def("meta_gradient",
+             [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq) {
+                 const TaskBatchView<T> batch = checked_batch<T>(l.mlp(), l.config().loss, xs, ys, xq, yq);
+                 const std::size_t n = l.num_params();
+                 py::array_t<T> g_theta(static_cast<py::ssize_t>(n)), g_alpha(static_cast<py::ssize_t>(n));
+                 T* gt = g_theta.mutable_data();
+                 T* ga = g_alpha.mutable_data();
+                 const double loss = without_gil(l, [&] {
+                     const double value = l.meta_gradient(batch);
+                     std::copy(l.mean_gradient().begin(), l.mean_gradient().begin() + n, gt);
+                     std::copy(l.mean_gradient().begin() + n, l.mean_gradient().end(), ga);
+                     return value;
+                 });
+                 return py::make_tuple(loss, g_theta, g_alpha);
+             },
+             "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a)
+        .def("meta_step",
+             [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq) {
+                 const TaskBatchView<T> batch = checked_batch<T>(l.mlp(), l.config().loss, xs, ys, xq, yq);
+                 double loss = 0.0;
+                 const bool ok = without_gil(l, [&] { return l.meta_step(batch, loss); });
+                 return py::make_tuple(ok, loss);
+             },
+             "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a,
+             "One meta-iteration; returns (updated, loss). Not updated when not finite.")
+        .def("fit",
+             [](Learner<T>& l, const TaskFamily& family, std::uint64_t seed, std::uint64_t first_iteration,
+                std::size_t iterations, std::size_t meta_batch) {
+                 check_family(l.mlp(), l.config().loss, family);
+                 require(meta_batch >= 1, "meta_batch must be at least 1, got " + std::to_string(meta_batch));
+                 std::vector<double> losses(iterations);
+                 const auto result = without_gil(l, [&] {
+                     return l.fit(family, seed, first_iteration, iterations, meta_batch, losses.data());
+                 });
+                 return py::make_tuple(copy_out(losses.data(), result.completed), result.diverged);
+             },
+             "family"_a, "seed"_a, "first_iteration"_a, "iterations"_a, "meta_batch"_a,
+             "Meta-train on natively sampled tasks; returns (losses, diverged).")
+        .def("evaluate",
+             [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
+                const std::vector<std::size_t>& steps) {
+                 const TaskBatchView<T> batch = checked_batch<T>(l.mlp(), l.config().loss, xs, ys, xq, yq);
+                 require(!steps.empty(), "steps must not be empty");
+                 for (std::size_t i = 1; i < steps.size(); ++i)
+                     require(steps[i - 1] < steps[i], "steps must be strictly increasing");
+                 const auto rows = static_cast<py::ssize_t>(batch.tasks), cols = static_cast<py::ssize_t>(steps.size());
+                 py::array_t<double> losses({rows, cols}), accuracies({rows, cols});
+                 double* lp = losses.mutable_data();
+                 double* ap = accuracies.mutable_data();
+                 without_gil(l, [&] { l.evaluate(batch, steps, lp, ap); });
+                 return py::make_tuple(losses, accuracies);
+             },
+             "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a, "steps"_a)
+        .def("adapt",
+             [](Learner<T>& l, const py::array& x, const py::array& y, std::size_t steps) {
+                 const Mlp& mlp = l.mlp();
+                 std::vector<Dim> x_dims{{-1, "rows"}, {static_cast<py::ssize_t>(mlp.input_width()), ""}};
+                 const T* xp = checked_data<T>(x, "x_support", x_dims);
+                 check_finite("x_support", xp, element_count(x_dims));
+                 const Targets<T> targets = checked_targets<T>(mlp, l.config().loss, y, "y_support", {{x_dims[0].size, ""}});
+                 py::array_t<T> out(static_cast<py::ssize_t>(l.num_params()));
+                 T* op = out.mutable_data();
+                 without_gil(l, [&] { l.adapt(xp, static_cast<std::size_t>(x_dims[0].size), targets, steps, op); });
+                 return out;
+             },
+             "x_support"_a, "y_support"_a, "steps"_a);
+}
+
+}  // namespace
+
+void register_meta_sgd(py::module_& m) {
+    bind_learner<float>(m, "MetaSGDFloat32");
+    bind_learner<double>(m, "MetaSGDFloat64");
+}
+
+}  // namespace metafast::bindings

@@ -1,0 +1,131 @@
+// Binds the built-in task families and native sampling of a meta-batch.
+#include "arrays.hpp"
+
+#include <cmath>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "metafast/parallel.hpp"
+#include "metafast/tasks.hpp"
+
+namespace metafast::bindings {
+namespace {
+
+void require(bool condition, const std::string& message) {
+    if (!condition) throw std::invalid_argument(message);
+}
+
+void check_sizes(std::size_t support, std::size_t query) {
+    require(support >= 1, "support must be at least 1, got " + std::to_string(support));
+    require(query >= 1, "query must be at least 1, got " + std::to_string(query));
+}
+
+void check_range(const char* name, double low, double high, bool strict) {
+    require(std::isfinite(low) && std::isfinite(high), std::string(name) + " must be finite");
+    require(strict ? low < high : low <= high,
+            std::string(name) + " must be a (low, high) pair with low " + (strict ? "<" : "<=") +
+                " high, got (" + std::to_string(low) + ", " + std::to_string(high) + ")");
+}
+
+template <class T>
+py::tuple sample_impl(const TaskFamily& family, std::size_t tasks, std::uint64_t seed,
+                      std::uint64_t iteration, int num_threads) {
+    const TaskShape s = task_shape(family);
+    const auto t = static_cast<py::ssize_t>(tasks);
+    const auto ks = static_cast<py::ssize_t>(s.support_rows), kq = static_cast<py::ssize_t>(s.query_rows);
+    const auto in = static_cast<py::ssize_t>(s.input_width), out = static_cast<py::ssize_t>(s.output_width);
+    py::array_t<T> x_support({t, ks, in}), x_query({t, kq, in});
+    py::array y_support, y_query;
+    if (s.has_labels) {
+        y_support = py::array_t<std::int64_t>({t, ks});
+        y_query = py::array_t<std::int64_t>({t, kq});
+    } else {
+        y_support = py::array_t<T>({t, ks, out});
+        y_query = py::array_t<T>({t, kq, out});
+    }
+    T* xs = x_support.mutable_data();
+    T* xq = x_query.mutable_data();
+    void* ys = y_support.mutable_data();
+    void* yq = y_query.mutable_data();
+    {
+        py::gil_scoped_release release;  // only raw pointers from here on
+        const int threads = resolve_threads(num_threads);
+        std::vector<std::vector<double>> scratch(static_cast<std::size_t>(threads));
+        parallel_for(tasks, threads, [&](std::size_t i, int thread) {
+            TaskSlot<T> slot{xs + i * s.support_rows * s.input_width, nullptr, nullptr,
+                             xq + i * s.query_rows * s.input_width, nullptr, nullptr};
+            if (s.has_labels) {
+                slot.labels_support = static_cast<std::int64_t*>(ys) + i * s.support_rows;
+                slot.labels_query = static_cast<std::int64_t*>(yq) + i * s.query_rows;
+            } else {
+                slot.y_support = static_cast<T*>(ys) + i * s.support_rows * s.output_width;
+                slot.y_query = static_cast<T*>(yq) + i * s.query_rows * s.output_width;
+            }
+            sample_task(family, seed, iteration, i, slot, scratch[static_cast<std::size_t>(thread)]);
+        });
+    }
+    return py::make_tuple(x_support, y_support, x_query, y_query);
+}
+
+}  // namespace
+
+void register_tasks(py::module_& m) {
+    py::class_<Sinusoid>(m, "Sinusoid")
+        .def(py::init([](double amplitude_low, double amplitude_high, double phase_low, double phase_high,
+                         double x_low, double x_high, std::size_t grid, double phase_sign,
+                         std::size_t support, std::size_t query) {
+                 check_range("amplitude", amplitude_low, amplitude_high, false);
+                 check_range("phase", phase_low, phase_high, false);
+                 check_range("x_range", x_low, x_high, true);
+                 require(grid != 1, "grid must be 0 (continuous x) or at least 2 points, got 1");
+                 require(phase_sign == 1.0 || phase_sign == -1.0,
+                         "phase_sign must be +1 or -1, got " + std::to_string(phase_sign));
+                 check_sizes(support, query);
+                 return Sinusoid{amplitude_low, amplitude_high, phase_low, phase_high, x_low, x_high,
+                                 grid, phase_sign, support, query};
+             }),
+             "amplitude_low"_a, "amplitude_high"_a, "phase_low"_a, "phase_high"_a, "x_low"_a,
+             "x_high"_a, "grid"_a, "phase_sign"_a, "support"_a, "query"_a);
+
+    py::class_<LinearBinary>(m, "LinearBinary")
+        .def(py::init([](std::size_t dim, std::size_t support, std::size_t query) {
+                 require(dim >= 1, "dim must be at least 1");
+                 check_sizes(support, query);
+                 return LinearBinary{dim, support, query};
+             }),
+             "dim"_a, "support"_a, "query"_a);
+
+    py::class_<SeedBinary>(m, "SeedBinary")
+        .def(py::init([](std::size_t dim, std::size_t support, std::size_t query) {
+                 require(dim >= 1, "dim must be at least 1");
+                 check_sizes(support, query);
+                 return SeedBinary{dim, support, query};
+             }),
+             "dim"_a, "support"_a, "query"_a);
+
+    py::class_<GaussianNWay>(m, "GaussianNWay")
+        .def(py::init([](std::size_t ways, std::size_t dim, std::size_t support, std::size_t query,
+                         double spread) {
+                 require(ways >= 2, "ways must be at least 2, got " + std::to_string(ways));
+                 require(dim >= 1, "dim must be at least 1");
+                 require(std::isfinite(spread) && spread >= 0, "spread must be a finite number >= 0");
+                 check_sizes(support, query);
+                 return GaussianNWay{ways, dim, support, query, spread};
+             }),
+             "ways"_a, "dim"_a, "support"_a, "query"_a, "spread"_a);
+
+    m.def(
+        "sample_tasks",
+        [](const TaskFamily& family, std::size_t num_tasks, std::uint64_t seed, std::uint64_t iteration,
+           const std::string& dtype, int num_threads) {
+            require(num_tasks >= 1, "num_tasks must be at least 1");
+            if (dtype == "float32") return sample_impl<float>(family, num_tasks, seed, iteration, num_threads);
+            if (dtype == "float64") return sample_impl<double>(family, num_tasks, seed, iteration, num_threads);
+            throw py::type_error("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+        },
+        "family"_a, "num_tasks"_a, "seed"_a, "iteration"_a = 0, "dtype"_a = "float64", "num_threads"_a = 0,
+        "(x_support, y_support, x_query, y_query) of num_tasks tasks; task i is keyed by (seed, iteration, i).");
+}
+
+}  // namespace metafast::bindings

@@ -1,0 +1,101 @@
+// Meta-SGD for one task (Li et al. 2017): adaptation theta' = theta - alpha * grad L_S, and the
+// exact gradient of the query loss after J such steps with respect to theta and alpha, by a
+// reverse pass of Hessian-vector products (math.md section 1).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <vector>
+
+#include "metafast/backprop.hpp"
+#include "metafast/hvp.hpp"
+#include "metafast/losses.hpp"
+#include "metafast/mlp.hpp"
+#include "metafast/mlp_workspace.hpp"
+#include "metafast/task_batch.hpp"
+
+namespace metafast {
+
+struct MetaSgdConfig {
+    Loss loss = Loss::mse;
+    std::size_t inner_steps = 1;
+    bool first_order = false;
+};
+
+// Per-thread scratch for one task at a time.
+template <class T>
+struct MetaSgdWorkspace {
+    MlpWorkspace<T> mlp;
+    std::vector<T> thetas;  // theta_0 .. theta_J, each num_params long
+    std::vector<T> grads;   // g_0 .. g_{J-1}
+    std::vector<T> v, u, hv;
+
+    void reserve(std::size_t params, std::size_t steps) {
+        grow(thetas, (steps + 1) * params);
+        grow(grads, std::max<std::size_t>(steps, 1) * params);
+        grow(v, params);
+        grow(u, params);
+        grow(hv, params);
+    }
+
+private:
+    static void grow(std::vector<T>& x, std::size_t n) {
+        if (x.size() < n) x.resize(n);
+    }
+};
+
+// One inner step: theta_next = theta - alpha * grad L(theta); writes the gradient to grad.
+template <class T>
+T inner_step(const Mlp& mlp, Loss loss, const T* theta, const T* alpha, const T* x,
+             std::size_t rows, const Targets<T>& y, MlpWorkspace<T>& ws, T* grad, T* theta_next) {
+    const T value = loss_and_grad(mlp, theta, x, rows, y, loss, ws, grad);
+    for (std::size_t i = 0; i < mlp.num_params(); ++i) theta_next[i] = theta[i] - alpha[i] * grad[i];
+    return value;
+}
+
+// The query loss at theta_J and its gradients: g_theta = dL/dtheta, g_alpha = dL/dalpha.
+template <class T>
+T task_meta_gradient(const Mlp& mlp, const MetaSgdConfig& config, const T* theta, const T* alpha,
+                     const TaskView<T>& task, MetaSgdWorkspace<T>& ws, T* g_theta, T* g_alpha) {
+    const std::size_t n = mlp.num_params(), steps = config.inner_steps;
+    ws.reserve(n, steps);
+    T* thetas = ws.thetas.data();
+    T* grads = ws.grads.data();
+    std::copy(theta, theta + n, thetas);
+    for (std::size_t j = 0; j < steps; ++j)
+        inner_step(mlp, config.loss, thetas + j * n, alpha, task.x_support, task.support_rows,
+                   task.y_support, ws.mlp, grads + j * n, thetas + (j + 1) * n);
+
+    // v_J = grad L_Q(theta_J); for j = J-1..0: g_alpha -= g_j * v_{j+1}, v_j = v_{j+1} - H_j (alpha * v_{j+1}).
+    T* v = ws.v.data();
+    const T value = loss_and_grad(mlp, thetas + steps * n, task.x_query, task.query_rows,
+                                  task.y_query, config.loss, ws.mlp, v);
+    std::fill(g_alpha, g_alpha + n, T(0));
+    for (std::size_t j = steps; j-- > 0;) {
+        const T* g = grads + j * n;
+        for (std::size_t i = 0; i < n; ++i) g_alpha[i] -= g[i] * v[i];
+        if (config.first_order) continue;
+        T* u = ws.u.data();
+        for (std::size_t i = 0; i < n; ++i) u[i] = alpha[i] * v[i];
+        hvp(mlp, thetas + j * n, task.x_support, task.support_rows, task.y_support, config.loss, u,
+            ws.mlp, ws.hv.data(), static_cast<T*>(nullptr));
+        for (std::size_t i = 0; i < n; ++i) v[i] -= ws.hv[i];
+    }
+    std::copy(v, v + n, g_theta);
+    return value;
+}
+
+// theta' after `steps` inner steps on (x, y); written to out (num_params).
+template <class T>
+void adapt(const Mlp& mlp, Loss loss, const T* theta, const T* alpha, std::size_t steps,
+           const T* x, std::size_t rows, const Targets<T>& y, MetaSgdWorkspace<T>& ws, T* out) {
+    const std::size_t n = mlp.num_params();
+    ws.reserve(n, 1);
+    std::copy(theta, theta + n, out);
+    for (std::size_t s = 0; s < steps; ++s) {
+        inner_step(mlp, loss, out, alpha, x, rows, y, ws.mlp, ws.grads.data(), ws.thetas.data());
+        std::copy(ws.thetas.data(), ws.thetas.data() + n, out);
+    }
+}
+
+}  // namespace metafast

@@ -1,0 +1,177 @@
+// A Meta-SGD learner: theta and alpha (one flat vector [theta, alpha]), the meta-optimizer's
+// state, and per-thread workspaces. Tasks of a meta-batch run in parallel, each writing its own
+// gradient slot; the mean over tasks is a sequential loop in task order, so results are
+// bit-identical for any thread count.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "metafast/meta_sgd.hpp"
+#include "metafast/optim.hpp"
+#include "metafast/parallel.hpp"
+#include "metafast/task_batch.hpp"
+#include "metafast/tasks.hpp"
+
+namespace metafast {
+
+template <class T>
+class MetaSgdLearner {
+public:
+    struct FitResult {
+        std::size_t completed;  // meta-iterations done (and losses written)
+        bool diverged;          // stopped because iteration `completed` was not finite
+    };
+
+    MetaSgdLearner(Mlp mlp, MetaSgdConfig config, OptimizerConfig optimizer, int num_threads)
+        : mlp_(std::move(mlp)), config_(config), optimizer_(optimizer),
+          params_(2 * mlp_.num_params(), T(0)), mean_grad_(2 * mlp_.num_params(), T(0)) {
+        state_.reset(params_.size());
+        set_num_threads(num_threads);
+    }
+
+    const Mlp& mlp() const { return mlp_; }
+    const MetaSgdConfig& config() const { return config_; }
+    const OptimizerConfig& optimizer() const { return optimizer_; }
+    std::size_t num_params() const { return mlp_.num_params(); }
+
+    // Guards every public call: Python threads may share a learner while the GIL is released.
+    std::mutex& mutex() { return mutex_; }
+
+    std::vector<T>& params() { return params_; }  // [theta, alpha]
+    OptimizerState<T>& optimizer_state() { return state_; }
+    const std::vector<T>& mean_gradient() const { return mean_grad_; }  // [g_theta, g_alpha]
+
+    int num_threads() const { return threads_; }
+    void set_num_threads(int requested) {
+        threads_ = resolve_threads(requested);
+        workspaces_.resize(static_cast<std::size_t>(threads_));
+        scratch_.resize(static_cast<std::size_t>(threads_));
+    }
+
+    // Mean query loss over the batch; the mean gradient goes to mean_gradient().
+    double meta_gradient(const TaskBatchView<T>& batch) {
+        return reduce(batch.tasks, [&](std::size_t i, int) { return batch.task(i); });
+    }
+
+    // One meta-iteration. Returns false and changes nothing when the loss or the gradient is
+    // not finite.
+    bool meta_step(const TaskBatchView<T>& batch, double& loss) {
+        loss = meta_gradient(batch);
+        return update_if_finite(loss);
+    }
+
+    // `iterations` meta-iterations on tasks sampled natively: task i of iteration k is keyed by
+    // (seed, first_iteration + k, i). Writes one mean query loss per completed iteration.
+    FitResult fit(const TaskFamily& family, std::uint64_t seed, std::uint64_t first_iteration,
+                  std::size_t iterations, std::size_t meta_batch, double* losses) {
+        storage_.reserve(task_shape(family), meta_batch);
+        for (std::size_t k = 0; k < iterations; ++k) {
+            const std::uint64_t iteration = first_iteration + k;
+            const TaskBatchView<T> batch = storage_.view();
+            const double loss = reduce(meta_batch, [&](std::size_t i, int thread) {
+                sample_task(family, seed, iteration, i, storage_.slot(i),
+                            scratch_[static_cast<std::size_t>(thread)]);
+                return batch.task(i);
+            });
+            if (!update_if_finite(loss)) return {k, true};
+            losses[k] = loss;
+        }
+        return {iterations, false};
+    }
+
+    // Query loss and accuracy of every task after each number of inner steps in `steps`
+    // (ascending): losses and accuracies are (tasks x steps.size()), row-major.
+    void evaluate(const TaskBatchView<T>& batch, const std::vector<std::size_t>& steps,
+                  double* losses, double* accuracies) {
+        const std::size_t n = num_params(), columns = steps.size();
+        const T* alpha = params_.data() + n;
+        parallel_for(batch.tasks, threads_, [&](std::size_t i, int thread) {
+            MetaSgdWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+            ws.reserve(n, 1);
+            const TaskView<T> task = batch.task(i);
+            T* current = ws.thetas.data();
+            T* next = current + n;
+            std::copy(params_.data(), params_.data() + n, current);
+            std::size_t done = 0;
+            for (std::size_t c = 0; c < columns; ++c) {
+                for (; done < steps[c]; ++done) {
+                    inner_step(mlp_, config_.loss, current, alpha, task.x_support, task.support_rows,
+                               task.y_support, ws.mlp, ws.grads.data(), next);
+                    std::swap(current, next);
+                }
+                losses[i * columns + c] = double(loss_value(mlp_, current, task.x_query, task.query_rows,
+                                                            task.y_query, config_.loss, ws.mlp));
+                accuracies[i * columns + c] =
+                    accuracy(config_.loss, task.query_rows, mlp_.output_width(),
+                             ws.mlp.z[mlp_.num_layers() - 1].data(), task.y_query);
+            }
+        });
+    }
+
+    // theta' for one task after `steps` inner steps.
+    void adapt(const T* x, std::size_t rows, const Targets<T>& y, std::size_t steps, T* out) {
+        metafast::adapt(mlp_, config_.loss, params_.data(), params_.data() + num_params(), steps, x,
+                        rows, y, workspaces_[0], out);
+    }
+
+private:
+    // Runs the task meta-gradient of tasks 0..tasks-1 in parallel (task_of(i, thread) gives the
+    // task, sampling it first if need be), then averages in task order.
+    template <class TaskOf>
+    double reduce(std::size_t tasks, TaskOf&& task_of) {
+        const std::size_t n = num_params(), width = 2 * n;
+        if (task_grads_.size() < tasks * width) task_grads_.resize(tasks * width);
+        if (task_losses_.size() < tasks) task_losses_.resize(tasks);
+        const T* theta = params_.data();
+        const T* alpha = theta + n;
+        parallel_for(tasks, threads_, [&](std::size_t i, int thread) {
+            const TaskView<T> task = task_of(i, thread);
+            T* g = task_grads_.data() + i * width;
+            task_losses_[i] = task_meta_gradient(mlp_, config_, theta, alpha, task,
+                                                 workspaces_[static_cast<std::size_t>(thread)], g, g + n);
+        });
+        std::fill(mean_grad_.begin(), mean_grad_.end(), T(0));
+        double loss = 0.0;
+        for (std::size_t i = 0; i < tasks; ++i) {
+            const T* g = task_grads_.data() + i * width;
+            for (std::size_t k = 0; k < width; ++k) mean_grad_[k] += g[k];
+            loss += double(task_losses_[i]);
+        }
+        for (T& g : mean_grad_) g /= T(tasks);
+        return loss / double(tasks);
+    }
+
+    bool update_if_finite(double loss) {
+        if (!std::isfinite(loss)) return false;
+        for (T g : mean_grad_)
+            if (!std::isfinite(g)) return false;
+        // The update itself could still overflow: apply it to copies and commit only finite results.
+        candidate_ = params_;
+        candidate_state_ = state_;
+        optimizer_update(params_.size(), optimizer_, mean_grad_.data(), candidate_state_, candidate_.data());
+        for (T p : candidate_)
+            if (!std::isfinite(p)) return false;
+        std::swap(params_, candidate_);
+        std::swap(state_, candidate_state_);
+        return true;
+    }
+
+    Mlp mlp_;
+    MetaSgdConfig config_;
+    OptimizerConfig optimizer_;
+    int threads_ = 1;
+    std::vector<T> params_, mean_grad_, candidate_;
+    OptimizerState<T> state_, candidate_state_;
+    std::vector<MetaSgdWorkspace<T>> workspaces_;
+    std::vector<std::vector<double>> scratch_;
+    std::vector<T> task_grads_, task_losses_;
+    TaskBatchStorage<T> storage_;
+    std::mutex mutex_;
+};
+
+}  // namespace metafast

@@ -1,0 +1,52 @@
+// OpenMP over the tasks of a meta-batch. Each index writes only its own slots, so results do
+// not depend on the thread count; exceptions never leave the parallel region (the first one
+// caught is rethrown after it).
+#pragma once
+
+#include <cstddef>
+#include <exception>
+#include <mutex>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace metafast {
+
+// Threads to use for `requested` (0 = all that OpenMP offers; always 1 without OpenMP).
+inline int resolve_threads(int requested) {
+#ifdef _OPENMP
+    return requested > 0 ? requested : omp_get_max_threads();
+#else
+    (void)requested;
+    return 1;
+#endif
+}
+
+// Calls f(i, thread) for i in [0, n) on `threads` threads; thread is in [0, threads).
+template <class F>
+void parallel_for(std::size_t n, int threads, F&& f) {
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    const auto count = static_cast<long long>(n);
+#ifdef _OPENMP
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1 && n > 1)
+#endif
+    for (long long i = 0; i < count; ++i) {
+        try {
+#ifdef _OPENMP
+            const int thread = omp_get_thread_num();
+#else
+            const int thread = 0;
+#endif
+            f(static_cast<std::size_t>(i), thread);
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mutex);
+            if (!error) error = std::current_exception();
+        }
+    }
+    (void)threads;
+    if (error) std::rethrow_exception(error);
+}
+
+}  // namespace metafast

@@ -1,0 +1,180 @@
+// Built-in task families, sampled natively from a CounterRng. A task is a support set (used
+// to adapt) and a query set (used to score the adaptation) drawn from the same task.
+#pragma once
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <variant>
+#include <vector>
+
+#include "metafast/rng.hpp"
+
+namespace metafast {
+
+// Where one task's arrays go: x (rows x input_width), and either y (rows x output_width,
+// regression and binary targets) or labels (rows, class indices).
+template <class T>
+struct TaskSlot {
+    T* x_support;
+    T* y_support;
+    std::int64_t* labels_support;
+    T* x_query;
+    T* y_query;
+    std::int64_t* labels_query;
+};
+
+// y = A sin(x + phase_sign * phi), A ~ U[amplitude], phi ~ U[phase]; x ~ U[x_range], or drawn
+// uniformly (with replacement) from `grid` evenly spaced points of x_range when grid > 0.
+struct Sinusoid {
+    double amplitude_low, amplitude_high, phase_low, phase_high, x_low, x_high;
+    std::size_t grid;
+    double phase_sign;
+    std::size_t support, query;
+
+    std::size_t input_width() const { return 1; }
+    std::size_t output_width() const { return 1; }
+    bool has_labels() const { return false; }
+    std::size_t support_rows() const { return support; }
+    std::size_t query_rows() const { return query; }
+
+    template <class T>
+    void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& /*scratch*/) const {
+        const double amplitude = rng.uniform(amplitude_low, amplitude_high);
+        const double phase = phase_sign * rng.uniform(phase_low, phase_high);
+        fill(rng, amplitude, phase, support, slot.x_support, slot.y_support);
+        fill(rng, amplitude, phase, query, slot.x_query, slot.y_query);
+    }
+
+private:
+    template <class T>
+    void fill(CounterRng& rng, double amplitude, double phase, std::size_t rows, T* x, T* y) const {
+        for (std::size_t r = 0; r < rows; ++r) {
+            const double xr = grid > 0 ? x_low + (x_high - x_low) * double(rng.below(grid)) / double(grid - 1)
+                                       : rng.uniform(x_low, x_high);
+            x[r] = T(xr);
+            y[r] = T(amplitude * std::sin(xr + phase));
+        }
+    }
+};
+
+// Each task a random hyperplane through the origin: w ~ N(0, I), x ~ U[-1, 1]^dim,
+// y = 1[x . w > 0]. Learnable: the labels depend on x.
+struct LinearBinary {
+    std::size_t dim, support, query;
+
+    std::size_t input_width() const { return dim; }
+    std::size_t output_width() const { return 1; }
+    bool has_labels() const { return false; }
+    std::size_t support_rows() const { return support; }
+    std::size_t query_rows() const { return query; }
+
+    template <class T>
+    void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& scratch) const {
+        scratch.resize(dim);
+        for (double& w : scratch) w = rng.normal();
+        fill(rng, scratch, support, slot.x_support, slot.y_support);
+        fill(rng, scratch, query, slot.x_query, slot.y_query);
+    }
+
+private:
+    template <class T>
+    void fill(CounterRng& rng, const std::vector<double>& w, std::size_t rows, T* x, T* y) const {
+        for (std::size_t r = 0; r < rows; ++r) {
+            double dot = 0.0;
+            for (std::size_t d = 0; d < dim; ++d) {
+                const double xd = rng.uniform(-1.0, 1.0);
+                x[r * dim + d] = T(xd);
+                dot += xd * w[d];
+            }
+            y[r] = dot > 0.0 ? T(1) : T(0);
+        }
+    }
+};
+
+// The book's tasks: x ~ U[0, 1)^dim and fair-coin labels independent of x (nothing to learn
+// beyond the label frequencies; kept to reproduce the book).
+struct SeedBinary {
+    std::size_t dim, support, query;
+
+    std::size_t input_width() const { return dim; }
+    std::size_t output_width() const { return 1; }
+    bool has_labels() const { return false; }
+    std::size_t support_rows() const { return support; }
+    std::size_t query_rows() const { return query; }
+
+    template <class T>
+    void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& /*scratch*/) const {
+        fill(rng, support, slot.x_support, slot.y_support);
+        fill(rng, query, slot.x_query, slot.y_query);
+    }
+
+private:
+    template <class T>
+    void fill(CounterRng& rng, std::size_t rows, T* x, T* y) const {
+        for (std::size_t r = 0; r < rows; ++r) {
+            for (std::size_t d = 0; d < dim; ++d) x[r * dim + d] = T(rng.uniform());
+            y[r] = rng.uniform() < 0.5 ? T(1) : T(0);
+        }
+    }
+};
+
+// N-way classification: class centres c_k ~ N(0, I_dim) fresh per task; a row of class k is
+// c_k + spread * N(0, I). `support` and `query` are shots per class; row r has label r % ways.
+struct GaussianNWay {
+    std::size_t ways, dim, support, query;
+    double spread;
+
+    std::size_t input_width() const { return dim; }
+    std::size_t output_width() const { return ways; }
+    bool has_labels() const { return true; }
+    std::size_t support_rows() const { return ways * support; }
+    std::size_t query_rows() const { return ways * query; }
+
+    template <class T>
+    void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& scratch) const {
+        scratch.resize(ways * dim);
+        for (double& c : scratch) c = rng.normal();
+        fill(rng, scratch, support_rows(), slot.x_support, slot.labels_support);
+        fill(rng, scratch, query_rows(), slot.x_query, slot.labels_query);
+    }
+
+private:
+    template <class T>
+    void fill(CounterRng& rng, const std::vector<double>& centres, std::size_t rows, T* x,
+              std::int64_t* labels) const {
+        for (std::size_t r = 0; r < rows; ++r) {
+            const std::size_t k = r % ways;
+            labels[r] = static_cast<std::int64_t>(k);
+            for (std::size_t d = 0; d < dim; ++d)
+                x[r * dim + d] = T(centres[k * dim + d] + spread * rng.normal());
+        }
+    }
+};
+
+using TaskFamily = std::variant<Sinusoid, LinearBinary, SeedBinary, GaussianNWay>;
+
+// Draws task `task` of meta-iteration `iteration` into `slot`; `scratch` is reused memory.
+template <class T>
+void sample_task(const TaskFamily& family, std::uint64_t seed, std::uint64_t iteration,
+                 std::uint64_t task, const TaskSlot<T>& slot, std::vector<double>& scratch) {
+    CounterRng rng(seed, iteration, task);
+    std::visit([&](const auto& f) { f.sample(rng, slot, scratch); }, family);
+}
+
+// The shape of a family's tasks.
+struct TaskShape {
+    std::size_t input_width, output_width, support_rows, query_rows;
+    bool has_labels;
+};
+
+inline TaskShape task_shape(const TaskFamily& family) {
+    return std::visit(
+        [](const auto& f) {
+            return TaskShape{f.input_width(), f.output_width(), f.support_rows(), f.query_rows(),
+                             f.has_labels()};
+        },
+        family);
+}
+
+}  // namespace metafast

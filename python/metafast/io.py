@@ -1,0 +1,88 @@
+"""Saving and loading learners: one .npz file, written atomically.
+
+Format (version 1): a NumPy ``.npz`` archive, read without pickle, holding
+``format`` ("metafast"), ``format_version`` (1), ``config`` (a JSON string: the learner's
+class, its model's architecture and its hyperparameters) and the learner's state arrays
+(for Meta-SGD: ``theta``, ``alpha``, ``optimizer_m``, ``optimizer_v``, ``optimizer_step``,
+``iteration``, ``history``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any, Union
+
+import numpy as np
+
+FORMAT = "metafast"
+FORMAT_VERSION = 1
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def write_archive(path: PathLike, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
+    """Writes the archive to a temporary file beside ``path``, syncs it, and renames it
+    over ``path``: readers see the old file or the new one, never a partial one."""
+    path = Path(path)
+    payload = {"format": np.array(FORMAT), "format_version": np.array(FORMAT_VERSION),
+               "config": np.array(json.dumps(config)), **arrays}
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            np.savez(file, **payload)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
+def read_archive(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The config and arrays of a metafast file; ValueError for anything else."""
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            arrays = {name: archive[name] for name in archive.files}
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{os.fspath(path)} is not a readable metafast model file ({error})") from None
+    if not isinstance(arrays, dict) or str(arrays.get("format", "")) != FORMAT:
+        raise ValueError(f"{os.fspath(path)} is not a metafast model file")
+    version = int(arrays.pop("format_version"))
+    if version != FORMAT_VERSION:
+        raise ValueError(f"{os.fspath(path)} has format version {version}; this metafast reads version "
+                         f"{FORMAT_VERSION}")
+    try:
+        config = json.loads(str(arrays.pop("config")))
+    except (KeyError, json.JSONDecodeError) as error:
+        raise ValueError(f"{os.fspath(path)} has a damaged config ({error})") from None
+    arrays.pop("format")
+    return config, arrays
+
+
+def load(path: PathLike, num_threads: int | None = None) -> Any:
+    """Loads a learner saved with ``learner.save(path)``.
+
+    Parameters
+    ----------
+    path : str or path-like
+    num_threads : int or None
+        Threads for the loaded learner (None: all cores); not stored in the file.
+    """
+    from .meta_sgd import MetaSGD
+
+    kinds = {"MetaSGD": MetaSGD}
+    config, arrays = read_archive(path)
+    kind = config.get("kind")
+    if kind not in kinds:
+        raise ValueError(f"{os.fspath(path)} holds an unknown learner kind {kind!r}")
+    try:
+        return kinds[kind]._from_saved(config, arrays, num_threads)
+    except KeyError as error:
+        raise ValueError(f"{os.fspath(path)} lacks the entry {error}") from None

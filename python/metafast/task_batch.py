@@ -1,0 +1,121 @@
+"""TaskBatch: a meta-batch of few-shot tasks as NumPy arrays."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import _validation
+
+
+@dataclass(frozen=True)
+class TaskBatch:
+    """A batch of ``T`` tasks, each a support set (to adapt on) and a query set (to score on).
+
+    Parameters
+    ----------
+    x_support : array, shape (T, K, in)
+    y_support : array, shape (T, K, out) of floats, or (T, K) of integer class labels
+    x_query : array, shape (T, Q, in)
+    y_query : array, shape (T, Q, out) or (T, Q), like ``y_support``
+
+    Floating arrays keep their dtype (float32 or float64; lists become float64); labels
+    become int64. Learners convert a batch to their own dtype when they use it.
+
+    Examples
+    --------
+    >>> import numpy as np, metafast as mf
+    >>> x = np.random.default_rng(0).uniform(-5, 5, size=(4, 10, 1))
+    >>> batch = mf.TaskBatch(x[:, :5], np.sin(x[:, :5]), x[:, 5:], np.sin(x[:, 5:]))
+    >>> batch.num_tasks, batch.support_size, batch.query_size
+    (4, 5, 5)
+    """
+
+    x_support: np.ndarray
+    y_support: np.ndarray
+    x_query: np.ndarray
+    y_query: np.ndarray
+
+    def __post_init__(self) -> None:
+        xs = _float_array(self.x_support, "x_support")
+        xq = _float_array(self.x_query, "x_query")
+        ys, yq = np.asarray(self.y_support), np.asarray(self.y_query)
+        labels = ys.dtype.kind in "iu"
+        if labels != (yq.dtype.kind in "iu"):
+            raise TypeError("y_support and y_query must both be integer labels or both be floats")
+        if labels:
+            ys, yq = _validation.labels(ys, "y_support"), _validation.labels(yq, "y_query")
+        else:
+            ys, yq = _float_array(ys, "y_support"), _float_array(yq, "y_query")
+        for name, array, ndim in (("x_support", xs, 3), ("x_query", xq, 3),
+                                  ("y_support", ys, 2 if labels else 3), ("y_query", yq, 2 if labels else 3)):
+            if array.ndim != ndim:
+                kind = "(tasks, rows)" if ndim == 2 else "(tasks, rows, width)"
+                raise ValueError(f"{name} must have shape {kind}, got {array.shape}")
+            if 0 in array.shape:
+                raise ValueError(f"{name} must not be empty, got shape {array.shape}")
+        if not xs.shape[0] == xq.shape[0] == ys.shape[0] == yq.shape[0]:
+            raise ValueError(
+                "all arrays must hold the same number of tasks, got "
+                f"{xs.shape[0]}, {ys.shape[0]}, {xq.shape[0]}, {yq.shape[0]}"
+            )
+        if ys.shape[1] != xs.shape[1] or yq.shape[1] != xq.shape[1]:
+            raise ValueError(
+                f"y_support and y_query must have as many rows as x_support and x_query, got "
+                f"{ys.shape[1]} vs {xs.shape[1]} and {yq.shape[1]} vs {xq.shape[1]}"
+            )
+        if xs.shape[2] != xq.shape[2] or (not labels and ys.shape[2] != yq.shape[2]):
+            raise ValueError("support and query sets must have the same input and output widths")
+        for name, value in (("x_support", xs), ("y_support", ys), ("x_query", xq), ("y_query", yq)):
+            object.__setattr__(self, name, value)
+
+    @property
+    def num_tasks(self) -> int:
+        return self.x_support.shape[0]
+
+    @property
+    def support_size(self) -> int:
+        return self.x_support.shape[1]
+
+    @property
+    def query_size(self) -> int:
+        return self.x_query.shape[1]
+
+    @property
+    def input_width(self) -> int:
+        return self.x_support.shape[2]
+
+    @property
+    def has_labels(self) -> bool:
+        return self.y_support.ndim == 2
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.x_support.dtype
+
+    def __len__(self) -> int:
+        return self.num_tasks
+
+    def __getitem__(self, index: Any) -> TaskBatch:
+        """The tasks selected by ``index`` (an int keeps a task axis of length 1)."""
+        if isinstance(index, (int, np.integer)):
+            index = slice(index, index + 1 if index != -1 else None)
+        return TaskBatch(self.x_support[index], self.y_support[index], self.x_query[index], self.y_query[index])
+
+    def astype(self, dtype: Any) -> TaskBatch:
+        """The batch with floating arrays in ``dtype`` (labels stay int64)."""
+        dtype = _validation.float_dtype(dtype)
+        cast = (lambda a: a) if self.has_labels else (lambda a: a.astype(dtype))
+        return TaskBatch(self.x_support.astype(dtype), cast(self.y_support),
+                         self.x_query.astype(dtype), cast(self.y_query))
+
+
+def _float_array(value: Any, name: str) -> np.ndarray:
+    array = np.asarray(value)
+    if array.dtype.kind in "iu":  # integer features are exact in float64
+        array = array.astype(np.float64)
+    if array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8):
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=array.dtype.type)

@@ -1,0 +1,172 @@
+"""Built-in task families, sampled natively by the C++ core.
+
+Task ``i`` of meta-iteration ``k`` in a run seeded with ``s`` comes from a counter-based
+random stream keyed by ``(s, k, i)``: a batch is the same whatever the number of threads,
+and ``family.sample(T, seed=s, iteration=k)`` returns exactly the tasks that
+``fit(family, meta_batch=T)`` of a learner seeded with ``s`` trains on at iteration ``k``.
+
+Anywhere a family is accepted, a Python callable ``sampler(num_tasks, rng) -> TaskBatch``
+works too (``rng`` is a seeded ``numpy.random.Generator``); it runs on a slower path that
+returns to Python once per meta-iteration.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Union
+
+import numpy as np
+
+from . import _core, _validation
+from .task_batch import TaskBatch
+
+Sampler = Callable[[int, np.random.Generator], TaskBatch]
+
+
+class TaskFamily:
+    """Base class of the built-in families: a distribution over few-shot tasks."""
+
+    _impl: Any
+    #: The loss that suits the family's targets.
+    loss: str = "mse"
+
+    def sample(self, num_tasks: int, seed: int = 0, iteration: int = 0, dtype: Any = "float64",
+               num_threads: int | None = None) -> TaskBatch:
+        """``num_tasks`` tasks keyed by ``(seed, iteration, task index)``."""
+        num_tasks = _validation.integer(num_tasks, "num_tasks", minimum=1)
+        seed = _validation.integer(seed, "seed", minimum=0)
+        iteration = _validation.integer(iteration, "iteration", minimum=0)
+        dtype = _validation.float_dtype(dtype)
+        threads = _validation.num_threads(num_threads)
+        arrays = _core.sample_tasks(self._impl, num_tasks, seed, iteration, dtype.name, threads)
+        return TaskBatch(*arrays)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in self._fields().items())
+        return f"{type(self).__name__}({fields})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other) and self._fields() == other._fields()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self).__name__, tuple(self._fields().items())))
+
+    def _fields(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+
+class Sinusoid(TaskFamily):
+    """Sine-wave regression: ``y = A sin(x - phi)`` (Finn et al. 2017; Li et al. 2017).
+
+    Parameters
+    ----------
+    amplitude, phase : (low, high)
+        ``A ~ U[amplitude]`` and ``phi ~ U[phase]`` per task.
+    x_range : (low, high)
+        Inputs are uniform in this range, or, with ``grid=G``, drawn uniformly with
+        replacement from ``np.linspace(low, high, G)``.
+    support, query : int
+        Points in the support and query sets.
+    grid : int or None
+        Number of grid points (None: continuous inputs).
+    phase_sign : {-1, +1}
+        ``y = A sin(x + phase_sign * phi)``: -1 (the default) is the MAML/Meta-SGD
+        convention ``sin(x - phi)``; +1 is the book's ``sin(x + phi)``.
+
+    See Also
+    --------
+    Sinusoid.book : the book's variant (grid of 100 points, ``sin(x + phi)``).
+    """
+
+    def __init__(self, amplitude: tuple[float, float] = (0.1, 5.0), phase: tuple[float, float] = (0.0, np.pi),
+                 x_range: tuple[float, float] = (-5.0, 5.0), support: int = 10, query: int = 10,
+                 grid: int | None = None, phase_sign: int = -1) -> None:
+        self.amplitude = _validation.pair(amplitude, "amplitude")
+        self.phase = _validation.pair(phase, "phase")
+        self.x_range = _validation.pair(x_range, "x_range")
+        self.support = _validation.integer(support, "support", minimum=1)
+        self.query = _validation.integer(query, "query", minimum=1)
+        self.grid = None if grid is None else _validation.integer(grid, "grid", minimum=2)
+        if phase_sign not in (-1, 1) or isinstance(phase_sign, bool):
+            raise ValueError(f"phase_sign must be -1 or +1, got {phase_sign!r}")
+        self.phase_sign = int(phase_sign)
+        self._impl = _core.Sinusoid(*self.amplitude, *self.phase, *self.x_range, self.grid or 0,
+                                    float(self.phase_sign), self.support, self.query)
+
+    @classmethod
+    def book(cls, support: int = 50, query: int = 50) -> Sinusoid:
+        """The book's sine tasks: amplitude U[0.1, 5], phase U[0, pi], ``y = A sin(x + phi)``,
+        x drawn from ``np.linspace(-5, 5, 100)``."""
+        return cls(support=support, query=query, grid=100, phase_sign=+1)
+
+    def _fields(self) -> dict[str, Any]:
+        return dict(amplitude=self.amplitude, phase=self.phase, x_range=self.x_range, support=self.support,
+                    query=self.query, grid=self.grid, phase_sign=self.phase_sign)
+
+
+class LinearBinary(TaskFamily):
+    """Binary classification by a random hyperplane per task: ``w ~ N(0, I)``,
+    ``x ~ U[-1, 1]^dim``, ``y = 1[x . w > 0]``. Targets have shape ``(rows, 1)``; use loss
+    ``"bce"`` with a logistic model such as ``MLP([dim, 1], activation="identity", bias=False)``."""
+
+    loss = "bce"
+
+    def __init__(self, dim: int = 50, support: int = 10, query: int = 10) -> None:
+        self.dim = _validation.integer(dim, "dim", minimum=1)
+        self.support = _validation.integer(support, "support", minimum=1)
+        self.query = _validation.integer(query, "query", minimum=1)
+        self._impl = _core.LinearBinary(self.dim, self.support, self.query)
+
+    def _fields(self) -> dict[str, Any]:
+        return dict(dim=self.dim, support=self.support, query=self.query)
+
+
+class SeedBinary(LinearBinary):
+    """The book's binary tasks exactly: ``x ~ U[0, 1)^dim`` and fair-coin labels that do not
+    depend on ``x`` (there is nothing to learn but the label frequencies of a task; use it to
+    reproduce the book, and :class:`LinearBinary` to see learning)."""
+
+    def __init__(self, dim: int = 50, support: int = 10, query: int = 10) -> None:
+        super().__init__(dim, support, query)
+        self._impl = _core.SeedBinary(self.dim, self.support, self.query)
+
+
+class GaussianNWay(TaskFamily):
+    """N-way classification: per task, fresh class centres ``c_k ~ N(0, I_dim)``; a point of
+    class ``k`` is ``c_k + spread * N(0, I_dim)``. ``support`` and ``query`` count points
+    *per class* (so a task has ``ways * support`` support rows); row ``r`` has label
+    ``r % ways``. Labels are integers: use loss ``"softmax_ce"`` and a model with ``ways``
+    outputs."""
+
+    loss = "softmax_ce"
+
+    def __init__(self, ways: int = 5, dim: int = 8, support: int = 1, query: int = 15, spread: float = 0.5) -> None:
+        self.ways = _validation.integer(ways, "ways", minimum=2)
+        self.dim = _validation.integer(dim, "dim", minimum=1)
+        self.support = _validation.integer(support, "support", minimum=1)
+        self.query = _validation.integer(query, "query", minimum=1)
+        self.spread = _validation.real(spread, "spread", minimum=0.0)
+        self._impl = _core.GaussianNWay(self.ways, self.dim, self.support, self.query, self.spread)
+
+    def _fields(self) -> dict[str, Any]:
+        return dict(ways=self.ways, dim=self.dim, support=self.support, query=self.query, spread=self.spread)
+
+
+Tasks = Union[TaskFamily, Sampler]
+
+
+def sample_with(sampler: Sampler, num_tasks: int, rng: np.random.Generator) -> TaskBatch:
+    """Calls a user's sampler and checks that it returned a TaskBatch."""
+    batch = sampler(num_tasks, rng)
+    if not isinstance(batch, TaskBatch):
+        raise TypeError(f"a task sampler must return a metafast.TaskBatch, got {type(batch).__name__}")
+    return batch
+
+
+def check_tasks(tasks: Any, allow_batch: bool = False) -> Any:
+    if isinstance(tasks, TaskFamily) or (allow_batch and isinstance(tasks, TaskBatch)):
+        return tasks
+    if callable(tasks):
+        return tasks
+    allowed = "a task family, a TaskBatch" if allow_batch else "a task family"
+    raise TypeError(f"tasks must be {allowed} or a callable sampler(num_tasks, rng) -> TaskBatch, "
+                    f"got {type(tasks).__name__}")
