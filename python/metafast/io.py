@@ -45,14 +45,16 @@ def write_archive(path: PathLike, config: dict[str, Any], arrays: dict[str, np.n
 
 def read_archive(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
     """The config and arrays of a metafast file; ValueError for anything else."""
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except FileNotFoundError:
-        raise
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{os.fspath(path)} is not a readable metafast model file ({error})") from None
-    if not isinstance(arrays, dict) or str(arrays.get("format", "")) != FORMAT:
+    with open(path, "rb") as file:  # opened here so that a failed read never leaks the handle
+        try:
+            archive = np.load(file, allow_pickle=False)
+            if not isinstance(archive, np.lib.npyio.NpzFile):
+                raise ValueError("not an .npz archive")
+            with archive:
+                arrays = {name: archive[name] for name in archive.files}
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+            raise ValueError(f"{os.fspath(path)} is not a readable metafast model file ({error})") from None
+    if str(arrays.get("format", "")) != FORMAT:
         raise ValueError(f"{os.fspath(path)} is not a metafast model file")
     version = int(arrays.pop("format_version"))
     if version != FORMAT_VERSION:

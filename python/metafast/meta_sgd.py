@@ -252,7 +252,8 @@ class MetaSGD:
 
         Tasks come from ``tasks.sample(num_tasks, seed=seed)`` (use a seed that training did not
         use), from a sampler called with ``np.random.default_rng(seed)``, or are the given
-        TaskBatch itself.
+        TaskBatch itself. alpha is learned for ``inner_steps`` steps; many more steps can
+        diverge, and a task whose adaptation overflows counts as an infinite loss.
         """
         tasks = check_tasks(tasks, allow_batch=True)
         counts = sorted({_validation.integer(s, "steps[i]", minimum=0) for s in steps})

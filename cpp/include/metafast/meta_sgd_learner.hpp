@@ -104,8 +104,10 @@ public:
                                task.y_support, ws.mlp, ws.grads.data(), next);
                     std::swap(current, next);
                 }
-                losses[i * columns + c] = double(loss_value(mlp_, current, task.x_query, task.query_rows,
-                                                            task.y_query, config_.loss, ws.mlp));
+                const double loss = double(loss_value(mlp_, current, task.x_query, task.query_rows,
+                                                      task.y_query, config_.loss, ws.mlp));
+                // An adaptation that overflowed scores +inf (not NaN): it diverged.
+                losses[i * columns + c] = std::isnan(loss) ? HUGE_VAL : loss;
                 accuracies[i * columns + c] =
                     accuracy(config_.loss, task.query_rows, mlp_.output_width(),
                              ws.mlp.z[mlp_.num_layers() - 1].data(), task.y_query);

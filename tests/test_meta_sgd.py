@@ -1,0 +1,340 @@
+"""Meta-SGD: exact meta-gradients (against the NumPy reference and finite differences through
+the whole inner loop), determinism, save/load, learning, and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import metafast as mf
+from metafast import reference
+from metafast.tasks import GaussianNWay, LinearBinary, Sinusoid
+
+from conftest import relative_error
+
+# (model, loss, family) triples small enough for finite differences over every parameter.
+PROBLEMS = {
+    "mse": (lambda: mf.MLP([1, 8, 8, 1], activation="tanh"), "mse", Sinusoid(support=6, query=7)),
+    "bce": (lambda: mf.MLP([5, 1], activation="identity", bias=False), "bce", LinearBinary(dim=5, support=6, query=5)),
+    "softmax_ce": (lambda: mf.MLP([3, 6, 4], activation="tanh"), "softmax_ce", GaussianNWay(ways=4, dim=3, support=2, query=2)),
+}
+
+
+def make_learner(name, inner_steps=1, first_order=False, **kwargs):
+    make_model, loss, family = PROBLEMS[name]
+    learner = mf.MetaSGD(make_model(), loss=loss, inner_steps=inner_steps, first_order=first_order,
+                         alpha_init=(0.05, 0.3), dtype="float64", seed=1, **kwargs)
+    return learner, family.sample(3, seed=5, dtype="float64")
+
+
+@pytest.mark.parametrize("first_order", [False, True], ids=["second-order", "first-order"])
+@pytest.mark.parametrize("inner_steps", [1, 3])
+@pytest.mark.parametrize("name", PROBLEMS)
+def test_meta_gradient_matches_reference(name, inner_steps, first_order):
+    learner, batch = make_learner(name, inner_steps, first_order)
+    assert np.ptp(learner.alpha) > 0.1  # a non-uniform alpha
+    loss, g_theta, g_alpha = learner.meta_gradient(batch)
+    ref_loss, ref_theta, ref_alpha = reference.meta_gradient(
+        learner.model, learner.theta, learner.alpha, batch.x_support, batch.y_support, batch.x_query,
+        batch.y_query, learner.loss, inner_steps, first_order)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    assert relative_error(g_theta, ref_theta) < 1e-10
+    assert relative_error(g_alpha, ref_alpha) < 1e-10
+
+
+def query_loss_after_adaptation(learner, batch, theta, alpha):
+    learner.theta, learner.alpha = theta, alpha
+    return learner.meta_gradient(batch)[0]
+
+
+@pytest.mark.parametrize("inner_steps", [1, 3])
+@pytest.mark.parametrize("name", PROBLEMS)
+def test_meta_gradient_matches_finite_differences(name, inner_steps):
+    learner, batch = make_learner(name, inner_steps)
+    theta, alpha = learner.theta, learner.alpha
+    _, g_theta, g_alpha = learner.meta_gradient(batch)
+    eps = 1e-6
+    fd = np.empty(2 * theta.size)
+    for i in range(fd.size):
+        step = np.zeros(fd.size)
+        step[i] = eps
+        plus = query_loss_after_adaptation(learner, batch, theta + step[: theta.size], alpha + step[theta.size:])
+        minus = query_loss_after_adaptation(learner, batch, theta - step[: theta.size], alpha - step[theta.size:])
+        fd[i] = (plus - minus) / (2 * eps)
+    assert relative_error(g_theta, fd[: theta.size]) < 1e-6
+    assert relative_error(g_alpha, fd[theta.size:]) < 1e-6
+
+
+@pytest.mark.parametrize("name", PROBLEMS)
+def test_first_order_meta_gradient_is_the_query_gradient_at_the_adapted_parameters(name):
+    learner, batch = make_learner(name, inner_steps=2, first_order=True)
+    _, g_theta, g_alpha = learner.meta_gradient(batch)
+    expected_theta, expected_alpha = np.zeros_like(g_theta), np.zeros_like(g_alpha)
+    for t in range(batch.num_tasks):
+        task = batch[t]
+        theta, grads = learner.theta, []
+        for _ in range(2):
+            grads.append(learner.model.loss_and_grad(theta, task.x_support[0], task.y_support[0], learner.loss)[1])
+            theta = theta - learner.alpha * grads[-1]
+        query_grad = learner.model.loss_and_grad(theta, task.x_query[0], task.y_query[0], learner.loss)[1]
+        expected_theta += query_grad / batch.num_tasks
+        expected_alpha -= (grads[0] + grads[1]) * query_grad / batch.num_tasks
+    np.testing.assert_allclose(g_theta, expected_theta, rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(g_alpha, expected_alpha, rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_meta_steps_match_the_reference_learner(optimizer):
+    learner, _ = make_learner("mse", inner_steps=2, meta_optimizer=optimizer, meta_lr=1e-2)
+    ref = reference.MetaSGD(learner.model, learner.theta, learner.alpha, loss="mse", inner_steps=2,
+                            meta_optimizer=optimizer, meta_lr=1e-2)
+    family = PROBLEMS["mse"][2]
+    for iteration in range(5):
+        batch = family.sample(4, seed=9, iteration=iteration, dtype="float64")
+        assert learner.meta_step(batch) == pytest.approx(ref.meta_step(batch), rel=1e-12)
+    np.testing.assert_allclose(learner.theta, ref.theta, rtol=1e-11, atol=1e-14)
+    np.testing.assert_allclose(learner.alpha, ref.alpha, rtol=1e-11, atol=1e-14)
+    assert learner.iteration == 5 and learner.history.shape == (5,)
+
+
+def sine_learner(**kwargs):
+    settings = {"loss": "mse", "meta_lr": 1e-3, "seed": 3, **kwargs}
+    return mf.MetaSGD(mf.MLP([1, 40, 40, 1], activation="relu"), **settings)
+
+
+def test_native_fit_trains_on_the_tasks_that_sample_returns():
+    family = Sinusoid()
+    native, stepped = sine_learner(), sine_learner()
+    history = native.fit(family, iterations=7, meta_batch=5, progress=False)
+    for iteration in range(7):
+        stepped.meta_step(family.sample(5, seed=3, iteration=iteration, dtype="float32"))
+    np.testing.assert_array_equal(native.theta, stepped.theta)
+    np.testing.assert_array_equal(native.alpha, stepped.alpha)
+    np.testing.assert_array_equal(history, stepped.history)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_fit_is_bit_identical_for_any_thread_count(dtype):
+    results = []
+    for threads in (1, 2, 1):
+        learner = sine_learner(dtype=dtype, num_threads=threads, inner_steps=2)
+        history = learner.fit(Sinusoid(), iterations=30, meta_batch=7, progress=False)
+        results.append((learner.theta, learner.alpha, history))
+    for theta, alpha, history in results[1:]:
+        np.testing.assert_array_equal(theta, results[0][0])
+        np.testing.assert_array_equal(alpha, results[0][1])
+        np.testing.assert_array_equal(history, results[0][2])
+
+
+def test_fit_in_pieces_equals_fit_at_once():
+    whole, pieces = sine_learner(), sine_learner()
+    whole.fit(Sinusoid(), iterations=20, meta_batch=4, progress=False)
+    pieces.fit(Sinusoid(), iterations=8, meta_batch=4, progress=False)
+    pieces.fit(Sinusoid(), iterations=12, meta_batch=4, progress=False)
+    np.testing.assert_array_equal(whole.theta, pieces.theta)
+    np.testing.assert_array_equal(whole.history, pieces.history)
+
+
+def test_save_load_round_trip_and_resume(tmp_path):
+    straight = sine_learner(alpha_init=(0.001, 0.02))
+    straight.fit(Sinusoid(), iterations=20, meta_batch=4, progress=False)
+    first = sine_learner(alpha_init=(0.001, 0.02))
+    first.fit(Sinusoid(), iterations=10, meta_batch=4, progress=False)
+    path = tmp_path / "model.npz"
+    first.save(path)
+    loaded = mf.load(path)
+    np.testing.assert_array_equal(loaded.theta, first.theta)
+    np.testing.assert_array_equal(loaded.alpha, first.alpha)
+    assert loaded.iteration == 10 and loaded.model == first.model and loaded.dtype == first.dtype
+    assert [p.name for p in tmp_path.iterdir()] == ["model.npz"]  # no temporary file left behind
+    loaded.fit(Sinusoid(), iterations=10, meta_batch=4, progress=False)
+    np.testing.assert_array_equal(loaded.theta, straight.theta)
+    np.testing.assert_array_equal(loaded.alpha, straight.alpha)
+    np.testing.assert_array_equal(loaded.history, straight.history)
+
+
+def test_load_rejects_other_files(tmp_path):
+    np.savez(tmp_path / "other.npz", theta=np.zeros(3))
+    with pytest.raises(ValueError, match="not a metafast model file"):
+        mf.load(tmp_path / "other.npz")
+    (tmp_path / "garbage.npz").write_bytes(b"not a zip file")
+    with pytest.raises(ValueError, match="not a readable metafast model file"):
+        mf.load(tmp_path / "garbage.npz")
+    learner = sine_learner()
+    learner.save(tmp_path / "model.npz")
+    data = (tmp_path / "model.npz").read_bytes()
+    (tmp_path / "truncated.npz").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ValueError, match="not a readable metafast model file"):
+        mf.load(tmp_path / "truncated.npz")
+    with pytest.raises(FileNotFoundError):
+        mf.load(tmp_path / "missing.npz")
+
+
+def test_sine_meta_training_learns_to_adapt():
+    family = Sinusoid(support=10, query=10)
+    learner = sine_learner(alpha_init=0.01, num_threads=2)
+    before = learner.evaluate(family, num_tasks=300, steps=(0, 1), seed=99)
+    learner.fit(family, iterations=2000, meta_batch=25, progress=False)
+    after = learner.evaluate(family, num_tasks=300, steps=(0, 1), seed=99)
+    # Untrained: about 14 before adaptation (and worse after it); trained: about 1.5 after one step.
+    assert after.loss[1] < 0.3 * before.loss[0]
+    assert after.loss[1] < 0.7 * after.loss[0]
+    assert after.accuracy is None
+
+
+def test_linear_binary_meta_training_beats_chance():
+    family = LinearBinary(dim=50)
+    learner = mf.MetaSGD(mf.MLP([50, 1], activation="identity", bias=False), loss="bce", meta_lr=1e-2,
+                         alpha_init=0.1)
+    learner.fit(family, iterations=1000, meta_batch=32, progress=False)
+    report = learner.evaluate(family, num_tasks=300, steps=(0, 1), seed=99)
+    # About 0.5 before adaptation (a random hyperplane per task) and about 0.62 after one step.
+    assert abs(report.accuracy[0] - 0.5) < 0.05
+    assert report.accuracy[1] > 0.57
+    assert report.accuracy[1] - report.accuracy_ci95[1] > 0.5
+
+
+def test_callable_sampler_path():
+    family = Sinusoid(support=5, query=5)
+    calls = []
+
+    def sampler(num_tasks, rng):
+        calls.append(num_tasks)
+        return family.sample(num_tasks, seed=int(rng.integers(1 << 31)), dtype="float64")
+
+    a, b = sine_learner(), sine_learner()
+    a.fit(sampler, iterations=4, meta_batch=3, progress=False)
+    b.fit(sampler, iterations=4, meta_batch=3, progress=False)
+    assert calls == [3] * 8
+    np.testing.assert_array_equal(a.theta, b.theta)
+    report = a.evaluate(sampler, num_tasks=6, steps=(1, 0))
+    assert report.steps == (0, 1) and report.num_tasks == 6
+    with pytest.raises(TypeError, match="must return a metafast.TaskBatch"):
+        a.fit(lambda n, rng: None, iterations=1, progress=False)
+
+
+def test_callback_sees_progress_and_can_stop():
+    seen = []
+
+    def callback(learner, iteration, loss):
+        seen.append((iteration, loss))
+        return iteration >= 3
+
+    learner = sine_learner()
+    learner.fit(Sinusoid(), iterations=1000, meta_batch=2, progress=False, callback=callback)
+    assert seen[0][0] == 1 and 3 <= learner.iteration < 1000
+    assert learner.iteration == seen[-1][0] and np.isfinite(seen[-1][1])
+
+
+def test_fit_shows_a_progress_bar(capsys):
+    sine_learner().fit(Sinusoid(), iterations=3, meta_batch=2, progress=True)
+    assert "Meta-SGD" in capsys.readouterr().err
+
+
+def test_adapt_and_predict():
+    learner = sine_learner(dtype="float64")
+    batch = Sinusoid().sample(1, seed=0, dtype="float64")
+    params = learner.adapt(batch.x_support[0], batch.y_support[0])
+    grad = learner.model.loss_and_grad(learner.theta, batch.x_support[0], batch.y_support[0])[1]
+    np.testing.assert_allclose(params, learner.theta - learner.alpha * grad, rtol=1e-15)
+    np.testing.assert_array_equal(learner.adapt(batch.x_support[0], batch.y_support[0], steps=0), learner.theta)
+    np.testing.assert_array_equal(learner.predict(batch.x_query[0], params),
+                                  learner.model.forward(params, batch.x_query[0]))
+    assert learner.predict(batch.x_query[0].tolist()).shape == (10, 1)
+
+
+def test_evaluate_classification_report():
+    family = GaussianNWay(ways=3, dim=2, support=1, query=4)
+    learner = mf.MetaSGD(mf.MLP([2, 3], activation="identity"), loss="softmax_ce", alpha_init=0.1)
+    report = learner.evaluate(family, num_tasks=50, steps=(0, 2))
+    assert report.accuracy.shape == (2,) and np.all((0 <= report.accuracy) & (report.accuracy <= 1))
+    assert np.all(report.loss_ci95 > 0)
+    assert set(report.as_dict()) == {0, 2} and "accuracy" in str(report)
+    fixed = family.sample(10, seed=1)
+    assert learner.evaluate(fixed, steps=(1,)).num_tasks == 10
+
+
+def test_theta_and_alpha_are_copies_and_assignable():
+    learner = sine_learner()
+    theta = learner.theta
+    theta[:] = 0
+    assert learner.theta.any()
+    learner.alpha = np.full(learner.model.num_params, 0.5)
+    assert np.all(learner.alpha == np.float32(0.5)) and learner.alpha.dtype == np.float32
+
+
+def test_divergence_stops_with_the_iteration_and_keeps_the_last_finite_state():
+    learner = sine_learner()
+    learner.fit(Sinusoid(), iterations=3, meta_batch=2, progress=False)
+    theta, alpha = learner.theta, learner.alpha
+    learner.alpha = np.full(learner.model.num_params, 1e30, dtype=np.float32)
+    with pytest.raises(mf.TrainingDivergedError, match="meta-iteration 3") as caught:
+        learner.fit(Sinusoid(), iterations=5, meta_batch=2, progress=False)
+    assert caught.value.iteration == 3 and learner.iteration == 3
+    np.testing.assert_array_equal(learner.theta, theta)
+    with pytest.raises(mf.TrainingDivergedError):
+        learner.meta_step(Sinusoid().sample(2))
+    np.testing.assert_array_equal(learner.theta, theta)
+    learner.alpha = alpha
+    learner.fit(Sinusoid(), iterations=1, meta_batch=2, progress=False)  # and it can go on
+    assert learner.iteration == 4
+
+
+SINE = Sinusoid()
+BAD_CALLS = {
+    "inner-steps-zero": (lambda: sine_learner(inner_steps=0), ValueError, "inner_steps must be at least 1"),
+    "meta-lr-negative": (lambda: sine_learner(meta_lr=-1.0), ValueError, "meta_lr must be > 0"),
+    "optimizer-unknown": (lambda: sine_learner(meta_optimizer="rmsprop"), ValueError, "meta_optimizer must be 'sgd' or 'adam'"),
+    "alpha-init-nan": (lambda: sine_learner(alpha_init=np.nan), ValueError, "alpha_init must be finite"),
+    "alpha-init-reversed": (lambda: sine_learner(alpha_init=(0.1, 0.01)), ValueError, "alpha_init must have low <= high"),
+    "dtype": (lambda: sine_learner(dtype="float16"), TypeError, "dtype must be"),
+    "model-type": (lambda: mf.MetaSGD([1, 40, 1]), TypeError, "model must be a metafast.MLP"),
+    "loss-output": (lambda: mf.MetaSGD(mf.MLP([1, 1], output="tanh"), loss="bce"), ValueError, "needs output activation"),
+    "meta-batch-zero": (lambda: sine_learner().fit(SINE, iterations=1, meta_batch=0), ValueError, "meta_batch must be at least 1"),
+    "iterations-negative": (lambda: sine_learner().fit(SINE, iterations=-1), ValueError, "iterations must be at least 0"),
+    "tasks-type": (lambda: sine_learner().fit("sine", iterations=1), TypeError, "tasks must be a task family"),
+    "family-width": (lambda: sine_learner().fit(LinearBinary(), iterations=1), ValueError, "the tasks have 50 inputs but the model takes 1"),
+    "family-labels": (lambda: mf.MetaSGD(mf.MLP([8, 5])).fit(GaussianNWay(), iterations=1), ValueError, "use loss 'softmax_ce'"),
+    "family-bce-sine": (lambda: mf.MetaSGD(mf.MLP([1, 1]), loss="bce").fit(SINE, iterations=1), ValueError, "needs binary targets"),
+    "batch-width": (lambda: sine_learner().meta_step(LinearBinary(dim=2).sample(2)), ValueError, r"x_support must have shape \(tasks, support, 1\), got \(2, 10, 2\)"),
+    "batch-labels": (lambda: sine_learner().meta_step(GaussianNWay(dim=1).sample(2)), ValueError, "use loss 'softmax_ce'"),
+    "batch-type": (lambda: sine_learner().meta_gradient((1, 2, 3, 4)), TypeError, "batch must be a metafast.TaskBatch"),
+    "batch-nan": (lambda: sine_learner().meta_step(mf.TaskBatch(np.full((1, 2, 1), np.nan), np.zeros((1, 2, 1)), np.zeros((1, 2, 1)), np.zeros((1, 2, 1)))), ValueError, "x_support contains NaN"),
+    "batch-bce-range": (lambda: mf.MetaSGD(mf.MLP([1, 1]), loss="bce").meta_step(SINE.sample(2)), ValueError, r"y_support must hold probabilities in \[0, 1\]"),
+    "label-range": (lambda: mf.MetaSGD(mf.MLP([8, 3]), loss="softmax_ce").meta_step(GaussianNWay(ways=4).sample(2)), ValueError, r"class labels in \[0, 3\)"),
+    "theta-length": (lambda: setattr(sine_learner(), "theta", np.zeros(3)), ValueError, r"theta must have shape \(1761,\)"),
+    "alpha-nan": (lambda: setattr(sine_learner(), "alpha", np.full(1761, np.nan)), ValueError, "alpha contains NaN"),
+    "evaluate-steps": (lambda: sine_learner().evaluate(SINE, steps=()), ValueError, "steps must name at least one"),
+    "evaluate-negative-steps": (lambda: sine_learner().evaluate(SINE, steps=(-1,)), ValueError, r"steps\[i\] must be at least 0"),
+    "adapt-shape": (lambda: sine_learner().adapt(np.zeros((5, 2)), np.zeros((5, 1))), ValueError, r"x_support must have shape \(rows, 1\)"),
+    "num-threads": (lambda: sine_learner(num_threads=-2), ValueError, "num_threads must be at least 0"),
+    "load-missing": (lambda: mf.load("/nonexistent/model.npz"), FileNotFoundError, "model.npz"),
+}
+
+
+@pytest.mark.parametrize("call,error,message", BAD_CALLS.values(), ids=BAD_CALLS.keys())
+def test_bad_input_raises_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_failed_calls_leave_the_learner_unchanged():
+    learner = sine_learner()
+    learner.fit(Sinusoid(), iterations=2, meta_batch=2, progress=False)
+    state = (learner.theta, learner.alpha, learner.iteration, learner.history)
+    for call in (lambda: learner.meta_step(LinearBinary(dim=2).sample(2)),
+                 lambda: learner.fit(LinearBinary(), iterations=3),
+                 lambda: setattr(learner, "theta", np.full(1761, np.inf))):
+        with pytest.raises(ValueError):
+            call()
+    np.testing.assert_array_equal(learner.theta, state[0])
+    np.testing.assert_array_equal(learner.alpha, state[1])
+    assert learner.iteration == state[2]
+    np.testing.assert_array_equal(learner.history, state[3])
+
+
+def test_evaluation_counts_a_diverged_adaptation_as_infinite_loss():
+    learner = sine_learner()
+    learner.alpha = np.full(learner.model.num_params, 1e30, dtype=np.float32)
+    report = learner.evaluate(Sinusoid(), num_tasks=5, steps=(0, 1))
+    assert np.isfinite(report.loss[0]) and report.loss[1] == np.inf

@@ -1,0 +1,59 @@
+"""The NumPy references themselves: the book port keeps the book's semantics, and its theta
+update is the first-order Meta-SGD meta-gradient that metafast computes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import metafast as mf
+from metafast import reference
+
+
+def test_book_port_is_reproducible():
+    a = reference.BookMetaSGD(seed=4).train(epochs=20)
+    b = reference.BookMetaSGD(seed=4).train(epochs=20)
+    assert a == b and len(a) == 20
+
+
+def test_book_port_updates_alpha_with_thetas_meta_gradient():
+    book = reference.BookMetaSGD(seed=0)
+    theta0, alpha0 = book.theta.copy(), book.alpha.copy()
+    book.train(epochs=30)
+    assert not np.allclose(book.theta, theta0)
+    np.testing.assert_allclose(book.alpha - alpha0, book.theta - theta0, rtol=1e-12, atol=1e-15)
+
+
+def test_book_theta_step_is_first_order_meta_sgd():
+    """Replays the book's random stream and compares one epoch with metafast's first-order
+    meta-gradient on the same tasks."""
+    book = reference.BookMetaSGD(rng=np.random.default_rng(7))
+    theta0, alpha0 = book.theta[:, 0].copy(), book.alpha[:, 0].copy()
+    book.train(epochs=1)
+
+    replay = np.random.default_rng(7)
+    replay.normal(size=50), replay.normal(size=50)  # theta and alpha
+    train = [reference.book_sample_points(10, replay) for _ in range(2)]
+    test = [reference.book_sample_points(10, replay) for _ in range(2)]
+    batch = mf.TaskBatch(np.stack([x for x, _ in train]), np.stack([y for _, y in train]).astype(float),
+                         np.stack([x for x, _ in test]), np.stack([y for _, y in test]).astype(float))
+    learner = mf.MetaSGD(mf.MLP([50, 1], activation="identity", output="sigmoid", bias=False), loss="bce",
+                         first_order=True, dtype="float64")
+    learner.theta, learner.alpha = theta0, alpha0
+    _, g_theta, _ = learner.meta_gradient(batch)
+    np.testing.assert_allclose(book.theta[:, 0], theta0 - book.beta * g_theta, rtol=1e-12)
+
+
+def test_reference_adapt_and_optimizers():
+    model = mf.MLP([2, 3, 1], activation="tanh")
+    theta = model.init(seed=0)
+    alpha = np.full(model.num_params, 0.1)
+    x, y = np.ones((4, 2)), np.zeros((4, 1))
+    _, grad = model.loss_and_grad(theta, x, y)
+    np.testing.assert_allclose(reference.adapt(model, theta, alpha, x, y, steps=1), theta - alpha * grad, rtol=1e-14)
+    params, state = reference.adam_update(theta, grad, (np.zeros_like(theta), np.zeros_like(theta), 0), lr=0.01)
+    np.testing.assert_allclose(np.abs(params - theta)[grad != 0], 0.01, rtol=1e-6)  # Adam's first step is lr * sign
+    assert state[2] == 1
+    np.testing.assert_allclose(reference.sgd_update(theta, grad, 0.5), theta - 0.5 * grad)
+    with pytest.raises(ValueError):
+        reference.adapt(model, theta, alpha, x, y, steps=-1)
