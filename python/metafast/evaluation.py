@@ -13,11 +13,12 @@ Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 
 def _mean_and_ci(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Column means and half-widths of their normal 95% intervals (NaN for one task)."""
-    mean = samples.mean(axis=0)
     count = samples.shape[0]
-    if count < 2:
-        return mean, np.full_like(mean, np.nan)
-    return mean, Z_95 * samples.std(axis=0, ddof=1) / np.sqrt(count)
+    with np.errstate(invalid="ignore", over="ignore"):  # diverged tasks have infinite loss
+        mean = samples.mean(axis=0)
+        if count < 2:
+            return mean, np.full_like(mean, np.nan)
+        return mean, Z_95 * samples.std(axis=0, ddof=1) / np.sqrt(count)
 
 
 @dataclass(frozen=True)
