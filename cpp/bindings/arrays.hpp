@@ -16,6 +16,10 @@
 
 namespace metafast::bindings {
 
+inline void require(bool condition, const std::string& message) {
+    if (!condition) throw std::invalid_argument(message);
+}
+
 inline std::string shape_text(const py::array& a) {
     std::string s = "(";
     for (py::ssize_t i = 0; i < a.ndim(); ++i) {

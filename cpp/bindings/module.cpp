@@ -9,6 +9,7 @@ namespace metafast::bindings {
 void register_mlp(py::module_& m);
 void register_tasks(py::module_& m);
 void register_meta_sgd(py::module_& m);
+void register_reptile(py::module_& m);
 }  // namespace metafast::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -25,4 +26,5 @@ PYBIND11_MODULE(_core, m) {
     metafast::bindings::register_mlp(m);
     metafast::bindings::register_tasks(m);
     metafast::bindings::register_meta_sgd(m);
+    metafast::bindings::register_reptile(m);
 }

@@ -1,7 +1,7 @@
 // Binds MetaSgdLearner for float32 and float64 (MetaSGDFloat32, MetaSGDFloat64). Arrays are
 // checked with the GIL held; all numerical work then runs with the GIL released and the
 // learner's mutex held (never the other way round, so the two cannot deadlock).
-#include "arrays.hpp"
+#include "learner_support.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -18,74 +18,6 @@ namespace {
 
 template <class T>
 using Learner = MetaSgdLearner<T>;
-
-void require(bool condition, const std::string& message) {
-    if (!condition) throw std::invalid_argument(message);
-}
-
-// Runs f with the GIL released and the learner locked.
-template <class T, class F>
-auto without_gil(Learner<T>& learner, F&& f) {
-    py::gil_scoped_release release;
-    std::lock_guard<std::mutex> lock(learner.mutex());
-    return f();
-}
-
-template <class T>
-TaskBatchView<T> checked_batch(const Mlp& mlp, Loss loss, const py::array& x_support,
-                               const py::array& y_support, const py::array& x_query,
-                               const py::array& y_query) {
-    const auto in = static_cast<py::ssize_t>(mlp.input_width());
-    std::vector<Dim> xs_dims{{-1, "tasks"}, {-1, "support"}, {in, ""}};
-    TaskBatchView<T> view;
-    view.x_support = checked_data<T>(x_support, "x_support", xs_dims);
-    const py::ssize_t tasks = xs_dims[0].size, support = xs_dims[1].size;
-    check_finite("x_support", view.x_support, element_count(xs_dims));
-    std::vector<Dim> xq_dims{{tasks, ""}, {-1, "query"}, {in, ""}};
-    view.x_query = checked_data<T>(x_query, "x_query", xq_dims);
-    const py::ssize_t query = xq_dims[1].size;
-    check_finite("x_query", view.x_query, element_count(xq_dims));
-    const Targets<T> ys = checked_targets<T>(mlp, loss, y_support, "y_support", {{tasks, ""}, {support, ""}});
-    const Targets<T> yq = checked_targets<T>(mlp, loss, y_query, "y_query", {{tasks, ""}, {query, ""}});
-    view.y_support = ys.values;
-    view.labels_support = ys.labels;
-    view.y_query = yq.values;
-    view.labels_query = yq.labels;
-    view.tasks = static_cast<std::size_t>(tasks);
-    view.shape = {mlp.input_width(), mlp.output_width(), static_cast<std::size_t>(support),
-                  static_cast<std::size_t>(query), uses_labels(loss)};
-    return view;
-}
-
-void check_family(const Mlp& mlp, Loss loss, const TaskFamily& family) {
-    const TaskShape s = task_shape(family);
-    require(s.input_width == mlp.input_width(),
-            "the tasks have " + std::to_string(s.input_width) + " inputs but the model takes " +
-                std::to_string(mlp.input_width()));
-    require(s.output_width == mlp.output_width(),
-            "the tasks need " + std::to_string(s.output_width) + " outputs but the model has " +
-                std::to_string(mlp.output_width()));
-    require(s.has_labels == uses_labels(loss),
-            s.has_labels ? "the tasks have class labels: use loss 'softmax_ce'"
-                         : "loss 'softmax_ce' needs tasks with class labels");
-    require(!(loss == Loss::bce && std::holds_alternative<Sinusoid>(family)),
-            "loss 'bce' needs binary targets, but Sinusoid tasks are regression tasks: use 'mse'");
-}
-
-template <class T>
-py::array_t<T> copy_out(const T* data, std::size_t n) {
-    py::array_t<T> out(static_cast<py::ssize_t>(n));
-    std::copy(data, data + n, out.mutable_data());
-    return out;
-}
-
-template <class T>
-const T* checked_vector(const py::array& a, const char* name, std::size_t n) {
-    std::vector<Dim> dims{{static_cast<py::ssize_t>(n), ""}};
-    const T* data = checked_data<T>(a, name, dims);
-    check_finite(name, data, n);
-    return data;
-}
 
 template <class T>
 void bind_learner(py::module_& m, const char* name) {
@@ -189,9 +121,7 @@ void bind_learner(py::module_& m, const char* name) {
              [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
                 const std::vector<std::size_t>& steps) {
                  const TaskBatchView<T> batch = checked_batch<T>(l.mlp(), l.config().loss, xs, ys, xq, yq);
-                 require(!steps.empty(), "steps must not be empty");
-                 for (std::size_t i = 1; i < steps.size(); ++i)
-                     require(steps[i - 1] < steps[i], "steps must be strictly increasing");
+                 check_steps(steps);
                  const auto rows = static_cast<py::ssize_t>(batch.tasks), cols = static_cast<py::ssize_t>(steps.size());
                  py::array_t<double> losses({rows, cols}), accuracies({rows, cols});
                  double* lp = losses.mutable_data();
@@ -202,14 +132,10 @@ void bind_learner(py::module_& m, const char* name) {
              "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a, "steps"_a)
         .def("adapt",
              [](Learner<T>& l, const py::array& x, const py::array& y, std::size_t steps) {
-                 const Mlp& mlp = l.mlp();
-                 std::vector<Dim> x_dims{{-1, "rows"}, {static_cast<py::ssize_t>(mlp.input_width()), ""}};
-                 const T* xp = checked_data<T>(x, "x_support", x_dims);
-                 check_finite("x_support", xp, element_count(x_dims));
-                 const Targets<T> targets = checked_targets<T>(mlp, l.config().loss, y, "y_support", {{x_dims[0].size, ""}});
+                 const Task<T> task = checked_task<T>(l.mlp(), l.config().loss, x, y);
                  py::array_t<T> out(static_cast<py::ssize_t>(l.num_params()));
                  T* op = out.mutable_data();
-                 without_gil(l, [&] { l.adapt(xp, static_cast<std::size_t>(x_dims[0].size), targets, steps, op); });
+                 without_gil(l, [&] { l.adapt(task.x, task.rows, task.targets, steps, op); });
                  return out;
              },
              "x_support"_a, "y_support"_a, "steps"_a);

@@ -12,10 +12,6 @@
 namespace metafast::bindings {
 namespace {
 
-void require(bool condition, const std::string& message) {
-    if (!condition) throw std::invalid_argument(message);
-}
-
 void check_sizes(std::size_t support, std::size_t query) {
     require(support >= 1, "support must be at least 1, got " + std::to_string(support));
     require(query >= 1, "query must be at least 1, got " + std::to_string(query));

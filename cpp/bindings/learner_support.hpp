@@ -1,0 +1,105 @@
+// Helpers shared by the learner bindings: batch and family checks, copies out of the core,
+// and the locking discipline.
+#pragma once
+
+#include <algorithm>
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <variant>
+#include <vector>
+
+#include "arrays.hpp"
+#include "metafast/task_batch.hpp"
+#include "metafast/tasks.hpp"
+
+namespace metafast::bindings {
+
+// Runs f with the GIL released and the learner locked (in that order: a thread holding the
+// learner's mutex never waits for the GIL, so the two locks cannot deadlock).
+template <class L, class F>
+auto without_gil(L& learner, F&& f) {
+    py::gil_scoped_release release;
+    std::lock_guard<std::mutex> lock(learner.mutex());
+    return f();
+}
+
+template <class T>
+TaskBatchView<T> checked_batch(const Mlp& mlp, Loss loss, const py::array& x_support,
+                               const py::array& y_support, const py::array& x_query,
+                               const py::array& y_query) {
+    const auto in = static_cast<py::ssize_t>(mlp.input_width());
+    std::vector<Dim> xs_dims{{-1, "tasks"}, {-1, "support"}, {in, ""}};
+    TaskBatchView<T> view;
+    view.x_support = checked_data<T>(x_support, "x_support", xs_dims);
+    const py::ssize_t tasks = xs_dims[0].size, support = xs_dims[1].size;
+    check_finite("x_support", view.x_support, element_count(xs_dims));
+    std::vector<Dim> xq_dims{{tasks, ""}, {-1, "query"}, {in, ""}};
+    view.x_query = checked_data<T>(x_query, "x_query", xq_dims);
+    const py::ssize_t query = xq_dims[1].size;
+    check_finite("x_query", view.x_query, element_count(xq_dims));
+    const Targets<T> ys = checked_targets<T>(mlp, loss, y_support, "y_support", {{tasks, ""}, {support, ""}});
+    const Targets<T> yq = checked_targets<T>(mlp, loss, y_query, "y_query", {{tasks, ""}, {query, ""}});
+    view.y_support = ys.values;
+    view.labels_support = ys.labels;
+    view.y_query = yq.values;
+    view.labels_query = yq.labels;
+    view.tasks = static_cast<std::size_t>(tasks);
+    view.shape = {mlp.input_width(), mlp.output_width(), static_cast<std::size_t>(support),
+                  static_cast<std::size_t>(query), uses_labels(loss)};
+    return view;
+}
+
+inline void check_family(const Mlp& mlp, Loss loss, const TaskFamily& family) {
+    const TaskShape s = task_shape(family);
+    require(s.input_width == mlp.input_width(),
+            "the tasks have " + std::to_string(s.input_width) + " inputs but the model takes " +
+                std::to_string(mlp.input_width()));
+    require(s.output_width == mlp.output_width(),
+            "the tasks need " + std::to_string(s.output_width) + " outputs but the model has " +
+                std::to_string(mlp.output_width()));
+    require(s.has_labels == uses_labels(loss),
+            s.has_labels ? "the tasks have class labels: use loss 'softmax_ce'"
+                         : "loss 'softmax_ce' needs tasks with class labels");
+    require(!(loss == Loss::bce && std::holds_alternative<Sinusoid>(family)),
+            "loss 'bce' needs binary targets, but Sinusoid tasks are regression tasks: use 'mse'");
+}
+
+template <class T>
+py::array_t<T> copy_out(const T* data, std::size_t n) {
+    py::array_t<T> out(static_cast<py::ssize_t>(n));
+    std::copy(data, data + n, out.mutable_data());
+    return out;
+}
+
+template <class T>
+const T* checked_vector(const py::array& a, const char* name, std::size_t n) {
+    std::vector<Dim> dims{{static_cast<py::ssize_t>(n), ""}};
+    const T* data = checked_data<T>(a, name, dims);
+    check_finite(name, data, n);
+    return data;
+}
+
+inline void check_steps(const std::vector<std::size_t>& steps) {
+    require(!steps.empty(), "steps must not be empty");
+    for (std::size_t i = 1; i < steps.size(); ++i) require(steps[i - 1] < steps[i], "steps must be strictly increasing");
+}
+
+// One task's support set, checked against the model and the loss.
+template <class T>
+struct Task {
+    const T* x;
+    std::size_t rows;
+    Targets<T> targets;
+};
+
+template <class T>
+Task<T> checked_task(const Mlp& mlp, Loss loss, const py::array& x, const py::array& y) {
+    std::vector<Dim> x_dims{{-1, "rows"}, {static_cast<py::ssize_t>(mlp.input_width()), ""}};
+    const T* data = checked_data<T>(x, "x_support", x_dims);
+    check_finite("x_support", data, element_count(x_dims));
+    const Targets<T> targets = checked_targets<T>(mlp, loss, y, "y_support", {{x_dims[0].size, ""}});
+    return {data, static_cast<std::size_t>(x_dims[0].size), targets};
+}
+
+}  // namespace metafast::bindings

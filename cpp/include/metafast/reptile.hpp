@@ -1,0 +1,95 @@
+// Reptile for one task (Nichol et al. 2018): run SGD or Adam on the task's support set,
+// `inner_epochs` passes of consecutive minibatches, from theta to theta~ (math.md section 3).
+#pragma once
+
+#include <algorithm>
+#include <cstddef>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include "metafast/backprop.hpp"
+#include "metafast/losses.hpp"
+#include "metafast/mlp.hpp"
+#include "metafast/mlp_workspace.hpp"
+#include "metafast/optim.hpp"
+#include "metafast/rng.hpp"
+
+namespace metafast {
+
+struct ReptileConfig {
+    Loss loss = Loss::mse;
+    OptimizerConfig inner;  // kind, lr, betas, eps of the inner optimizer
+    std::size_t inner_epochs = 10;
+    std::size_t inner_batch = 10;
+    bool reset_optimizer = true;
+    bool shuffle = false;
+};
+
+// Minibatches in one pass over `rows` support rows.
+inline std::size_t batches_per_pass(std::size_t rows, std::size_t batch) {
+    return (rows + batch - 1) / batch;
+}
+
+// Shuffles use their own counter-based stream, apart from the tasks' (same key, other seed).
+inline std::uint64_t shuffle_seed(std::uint64_t seed) { return mix64(seed) ^ 0x5348554646ULL; }
+
+// Per-thread scratch for one task's inner loop.
+template <class T>
+struct ReptileWorkspace {
+    MlpWorkspace<T> mlp;
+    std::vector<T> grad, params;
+    std::vector<std::size_t> order;
+    std::vector<T> x_batch, y_batch;
+    std::vector<std::int64_t> labels_batch;
+    OptimizerState<T> state;
+};
+
+// Inner optimizer updates first_update .. first_update + updates - 1 of params (in place) on
+// (x, y): pass after pass of consecutive minibatches of config.inner_batch rows, reshuffled at
+// the start of each pass when config.shuffle (Fisher-Yates with `rng`). Returns the last
+// minibatch loss.
+template <class T>
+T inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_update, std::size_t updates, const T* x,
+             std::size_t rows, const Targets<T>& y, CounterRng& rng, OptimizerState<T>& state,
+             ReptileWorkspace<T>& ws, T* params) {
+    const std::size_t n = mlp.num_params(), in = mlp.input_width(), out = mlp.output_width();
+    const std::size_t per_pass = batches_per_pass(rows, config.inner_batch);
+    if (ws.grad.size() < n) ws.grad.resize(n);
+    if (config.shuffle && ws.order.size() < rows) {
+        ws.order.resize(rows);
+        ws.x_batch.resize(config.inner_batch * in);
+        ws.y_batch.resize(config.inner_batch * out);
+        ws.labels_batch.resize(config.inner_batch);
+    }
+    T loss = 0;
+    for (std::size_t u = first_update; u < first_update + updates; ++u) {
+        const std::size_t b = u % per_pass;
+        const std::size_t first = b * config.inner_batch;
+        const std::size_t count = std::min(config.inner_batch, rows - first);
+        if (config.shuffle && b == 0) {
+            std::iota(ws.order.begin(), ws.order.begin() + rows, std::size_t{0});
+            for (std::size_t i = rows; i-- > 1;) std::swap(ws.order[i], ws.order[rng.below(i + 1)]);
+        }
+        const T* xb = x + first * in;
+        Targets<T> yb = y;
+        if (y.labels) yb.labels = y.labels + first;
+        else yb.values = y.values + first * out;
+        if (config.shuffle) {
+            for (std::size_t r = 0; r < count; ++r) {
+                const std::size_t src = ws.order[first + r];
+                std::copy(x + src * in, x + (src + 1) * in, ws.x_batch.data() + r * in);
+                if (y.labels) ws.labels_batch[r] = y.labels[src];
+                else std::copy(y.values + src * out, y.values + (src + 1) * out, ws.y_batch.data() + r * out);
+            }
+            xb = ws.x_batch.data();
+            if (y.labels) yb.labels = ws.labels_batch.data();
+            else yb.values = ws.y_batch.data();
+        }
+        loss = loss_and_grad(mlp, params, xb, count, yb, config.loss, ws.mlp, ws.grad.data());
+        optimizer_update(n, config.inner, ws.grad.data(), state, params);
+    }
+    return loss;
+}
+
+}  // namespace metafast
