@@ -20,6 +20,7 @@ from .evaluation import EvaluationReport
 from .io import load
 from .meta_sgd import MetaSGD
 from .mlp import MLP
+from .reptile import Reptile
 from .task_batch import TaskBatch
 
 try:
@@ -32,6 +33,7 @@ except PackageNotFoundError:  # pragma: no cover
 __all__ = [
     "MLP",
     "MetaSGD",
+    "Reptile",
     "TaskBatch",
     "EvaluationReport",
     "TrainingDivergedError",

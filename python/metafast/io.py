@@ -3,7 +3,8 @@
 Format (version 1): a NumPy ``.npz`` archive, read without pickle, holding
 ``format`` ("metafast"), ``format_version`` (1), ``config`` (a JSON string: the learner's
 class, its model's architecture and its hyperparameters) and the learner's state arrays
-(for Meta-SGD: ``theta``, ``alpha``, ``optimizer_m``, ``optimizer_v``, ``optimizer_step``,
+(``theta``; ``alpha`` for Meta-SGD; ``optimizer_m``, ``optimizer_v``, ``optimizer_step``
+(Meta-SGD: the meta-optimizer; Reptile: the inner Adam state carried across tasks);
 ``iteration``, ``history``).
 """
 
@@ -78,8 +79,9 @@ def load(path: PathLike, num_threads: int | None = None) -> Any:
         Threads for the loaded learner (None: all cores); not stored in the file.
     """
     from .meta_sgd import MetaSGD
+    from .reptile import Reptile
 
-    kinds = {"MetaSGD": MetaSGD}
+    kinds = {"MetaSGD": MetaSGD, "Reptile": Reptile}
     config, arrays = read_archive(path)
     kind = config.get("kind")
     if kind not in kinds:
@@ -88,3 +90,5 @@ def load(path: PathLike, num_threads: int | None = None) -> Any:
         return kinds[kind]._from_saved(config, arrays, num_threads)
     except KeyError as error:
         raise ValueError(f"{os.fspath(path)} lacks the entry {error}") from None
+    except TypeError as error:
+        raise ValueError(f"{os.fspath(path)} has a damaged config ({error})") from None

@@ -14,7 +14,7 @@ from .errors import TrainingDivergedError
 from .evaluation import EvaluationReport
 from .mlp import MLP
 from .task_batch import TaskBatch
-from .tasks import TaskFamily, Tasks, check_tasks, sample_with
+from .tasks import TaskFamily, Tasks, check_tasks, family_from_config, sample_with
 
 Callback = Callable[[Any, int, float], Optional[bool]]
 
@@ -42,6 +42,7 @@ class MetaLearner:
         self._seed = _validation.integer(seed, "seed", minimum=0)
         self._iteration = 0
         self._history: list[np.ndarray] = []
+        self._tasks: TaskFamily | None = None
 
     # ----------------------------------------------------------------- state
     @property
@@ -73,6 +74,11 @@ class MetaLearner:
     def iteration(self) -> int:
         """Meta-iterations taken so far; ``fit`` continues the task stream from here."""
         return self._iteration
+
+    @property
+    def tasks(self) -> TaskFamily | None:
+        """The built-in task family of the last ``fit`` (saved with the learner), if any."""
+        return self._tasks
 
     @property
     def history(self) -> np.ndarray:
@@ -111,6 +117,8 @@ class MetaLearner:
         tasks = check_tasks(tasks)
         iterations = _validation.integer(iterations, "iterations", minimum=0)
         meta_batch = _validation.integer(meta_batch, "meta_batch", minimum=1)
+        if isinstance(tasks, TaskFamily):
+            self._tasks = tasks
         first = self._iteration
         chunk = 1
         with tqdm(total=iterations, disable=not progress, desc=self._progress_label, unit="it", leave=False) as bar:
@@ -200,12 +208,17 @@ class MetaLearner:
         model = self._model
         config = dict(kind=type(self).__name__, model=dict(sizes=list(model.sizes), activation=model.activation,
                                                           output=model.output, bias=model.bias), **self._config())
+        if self._tasks is not None:
+            config["tasks"] = dict(family=type(self._tasks).__name__, **self._tasks._fields())
         io.write_archive(path, config, dict(self._state(), iteration=np.array(self._iteration), history=self.history))
 
     @classmethod
     def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> Any:
-        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items() if k not in ("kind", "model")}
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
+                    if k not in ("kind", "model", "tasks")}
         learner = cls(MLP(**config["model"]), num_threads=num_threads, **settings)
+        if "tasks" in config:
+            learner._tasks = family_from_config(config["tasks"])
         learner._restore(arrays)
         learner._iteration = int(arrays["iteration"])
         history = np.asarray(arrays["history"], dtype=np.float64)

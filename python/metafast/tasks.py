@@ -153,6 +153,17 @@ class GaussianNWay(TaskFamily):
 
 Tasks = Union[TaskFamily, Sampler]
 
+FAMILIES = {cls.__name__: cls for cls in (Sinusoid, LinearBinary, SeedBinary, GaussianNWay)}
+
+
+def family_from_config(config: dict[str, Any]) -> TaskFamily:
+    """Rebuilds a family from ``dict(family=class name, **fields)`` (as saved with a learner)."""
+    fields = dict(config)
+    name = fields.pop("family", None)
+    if name not in FAMILIES:
+        raise ValueError(f"unknown task family {name!r}")
+    return FAMILIES[name](**fields)
+
 
 def sample_with(sampler: Sampler, num_tasks: int, rng: np.random.Generator) -> TaskBatch:
     """Calls a user's sampler and checks that it returned a TaskBatch."""

@@ -1,0 +1,224 @@
+"""The ``metafast`` command line: ``demo``, ``train`` and ``evaluate``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import __version__
+from .io import load
+from .meta_sgd import MetaSGD
+from .mlp import MLP
+from .plot import PlottingUnavailable, adaptation_figure, history_figure
+from .reptile import Reptile
+from .tasks import GaussianNWay, LinearBinary, SeedBinary, Sinusoid, TaskFamily
+
+TASKS = ("sine", "linear-binary", "seed-binary", "nway")
+
+
+class UserError(Exception):
+    """A mistake of the user's, reported as one line without a traceback."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a bad argument gives one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    value = float(text)
+    if not np.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
+    return value
+
+
+positive_int.__name__ = "positive integer"
+non_negative_int.__name__ = "non-negative integer"
+positive_float.__name__ = "positive number"
+
+
+def build_parser() -> Parser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
+    common.add_argument("--threads", type=non_negative_int, default=0, help="threads, 0 = all cores (default)")
+    common.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    parser = Parser(prog="metafast", description="Fast meta-learning (Meta-SGD, Reptile) for small networks on CPUs.")
+    parser.add_argument("--version", action="version", version=f"metafast {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    demo = commands.add_parser("demo", parents=[common], help="meta-train Meta-SGD and Reptile on sine waves and plot them")
+    demo.add_argument("--out", default="metafast-demo.png", help="PNG to write (default metafast-demo.png)")
+    demo.add_argument("--scale", type=positive_float, default=1.0,
+                      help="multiply the meta-training iterations (default 1; 0.05 for a quick look)")
+    demo.add_argument("--tasks", type=positive_int, default=600, help="held-out tasks to evaluate (default 600)")
+
+    train = commands.add_parser("train", parents=[common], help="meta-train a model and save it")
+    train.add_argument("algorithm", choices=("metasgd", "reptile"))
+    train.add_argument("--task", choices=TASKS, default="sine", help="task family (default sine)")
+    train.add_argument("--iterations", type=positive_int, default=5000, help="meta-iterations (default 5000)")
+    train.add_argument("--meta-batch", type=positive_int, help="tasks per meta-iteration (default 25 for metasgd, 5 for reptile)")
+    train.add_argument("--hidden", type=positive_int, nargs="*", help="hidden layer widths (default by task)")
+    train.add_argument("--activation", choices=("relu", "tanh", "sigmoid", "identity"), help="hidden activation")
+    train.add_argument("--support", type=positive_int, help="support points per task (per class for nway)")
+    train.add_argument("--query", type=positive_int, help="query points per task (per class for nway)")
+    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
+    train.add_argument("--save", required=True, help="model file to write (.npz)")
+    train.add_argument("--plot", help="PNG of the meta-training curve (and, for sine, of adaptation)")
+    sgd = train.add_argument_group("Meta-SGD")
+    sgd.add_argument("--inner-steps", type=positive_int, default=1)
+    sgd.add_argument("--alpha-init", type=positive_float, default=0.01)
+    sgd.add_argument("--meta-lr", type=positive_float, default=1e-3)
+    sgd.add_argument("--meta-optimizer", choices=("adam", "sgd"), default="adam")
+    sgd.add_argument("--first-order", action="store_true")
+    rep = train.add_argument_group("Reptile")
+    rep.add_argument("--inner-optimizer", choices=("adam", "sgd"), default="adam")
+    rep.add_argument("--inner-lr", type=positive_float, default=1e-2)
+    rep.add_argument("--inner-epochs", type=positive_int, default=10)
+    rep.add_argument("--inner-batch", type=positive_int, default=10)
+    rep.add_argument("--epsilon", type=positive_float, default=0.1)
+    rep.add_argument("--epsilon-final", type=float, help="anneal epsilon linearly to this value")
+    rep.add_argument("--shuffle", action="store_true")
+
+    evaluate = commands.add_parser("evaluate", parents=[common], help="evaluate a saved model on held-out tasks")
+    evaluate.add_argument("model", help="model file written by metafast train (or learner.save)")
+    evaluate.add_argument("--tasks", type=positive_int, default=600, help="held-out tasks (default 600)")
+    evaluate.add_argument("--steps", type=non_negative_int, nargs="+", default=[0, 1, 10], help="adaptation steps")
+    evaluate.add_argument("--eval-seed", type=non_negative_int, default=123, help="seed of the held-out tasks (default 123)")
+    return parser
+
+
+def make_family(args: argparse.Namespace) -> TaskFamily:
+    sizes = {k: v for k, v in (("support", args.support), ("query", args.query)) if v is not None}
+    families = {"sine": Sinusoid, "linear-binary": LinearBinary, "seed-binary": SeedBinary, "nway": GaussianNWay}
+    return families[args.task](**sizes)
+
+
+def make_model(args: argparse.Namespace, family: TaskFamily, reptile: bool) -> MLP:
+    batch = family.sample(1)
+    width_in = batch.input_width
+    width_out = family.ways if isinstance(family, GaussianNWay) else 1
+    default_hidden, default_activation = {
+        "sine": ([64, 64], "tanh") if reptile else ([40, 40], "relu"),
+        "nway": ([32], "relu"),
+    }.get(args.task, ([], "identity"))
+    hidden = default_hidden if args.hidden is None else args.hidden
+    activation = args.activation or default_activation
+    logistic = args.task in ("linear-binary", "seed-binary") and not hidden
+    return MLP([width_in, *hidden, width_out], activation=activation, bias=not logistic)
+
+
+def make_learner(args: argparse.Namespace, model: MLP, loss: str) -> MetaSGD | Reptile:
+    common = dict(loss=loss, dtype=args.dtype, seed=args.seed, num_threads=args.threads)
+    if args.algorithm == "metasgd":
+        return MetaSGD(model, inner_steps=args.inner_steps, alpha_init=args.alpha_init, first_order=args.first_order,
+                       meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr, **common)
+    return Reptile(model, inner_optimizer=args.inner_optimizer, inner_lr=args.inner_lr, inner_epochs=args.inner_epochs,
+                   inner_batch=args.inner_batch, epsilon=args.epsilon, epsilon_final=args.epsilon_final,
+                   shuffle=args.shuffle, **common)
+
+
+def default_steps(learner: MetaSGD | Reptile) -> int:
+    return learner.inner_steps if isinstance(learner, MetaSGD) else 10
+
+
+def run_train(args: argparse.Namespace) -> int:
+    family = make_family(args)
+    reptile = args.algorithm == "reptile"
+    learner = make_learner(args, make_model(args, family, reptile), family.loss)
+    meta_batch = args.meta_batch or (5 if reptile else 25)
+    started = time.perf_counter()
+    learner.fit(family, iterations=args.iterations, meta_batch=meta_batch, progress=not args.quiet)
+    learner.save(args.save)
+    print(f"trained {args.algorithm} on {args.task} for {args.iterations} meta-iterations "
+          f"in {time.perf_counter() - started:.1f} s; saved {args.save}")
+    if args.plot:
+        label = type(learner).__name__
+        if args.task == "sine":
+            tasks = [family.sample(1, seed=10_000 + i) for i in range(3)]
+            adaptation_figure(tasks, {label: (learner, default_steps(learner))}, {label: learner.history}, args.plot)
+        else:
+            history_figure({label: learner.history}, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    learner = load(args.model, num_threads=args.threads)
+    if learner.tasks is None:
+        raise UserError(f"{args.model} does not record the task family it was trained on")
+    report = learner.evaluate(learner.tasks, num_tasks=args.tasks, steps=args.steps, seed=args.eval_seed)
+    print(f"{type(learner).__name__} on {learner.tasks!r}")
+    print(report)
+    return 0
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    family = Sinusoid(support=10, query=10)
+    progress = not args.quiet
+    metasgd = MetaSGD(MLP([1, 40, 40, 1], activation="relu"), loss="mse", inner_steps=1, alpha_init=0.01,
+                      meta_lr=1e-3, seed=args.seed, num_threads=args.threads)
+    reptile = Reptile(MLP([1, 64, 64, 1], activation="tanh"), loss="mse", inner_lr=1e-2, inner_epochs=10,
+                      inner_batch=10, epsilon=0.1, epsilon_final=0.0, seed=args.seed, num_threads=args.threads)
+    runs = [("Meta-SGD", metasgd, round(10_000 * args.scale), 25), ("Reptile", reptile, round(6000 * args.scale), 5)]
+    print("meta-training on sine waves y = A sin(x - phi), 10 support and 10 query points per task")
+    for name, learner, iterations, meta_batch in runs:
+        started = time.perf_counter()
+        learner.fit(family, iterations=max(iterations, 1), meta_batch=meta_batch, progress=progress)
+        print(f"  {name:8s}: {learner.iteration} meta-iterations x {meta_batch} tasks in "
+              f"{time.perf_counter() - started:.1f} s")
+    print(f"\nquery MSE on {args.tasks} held-out tasks after 0, 1 and 10 adaptation steps (mean ± 95% CI)")
+    print(f"{'steps':>5}  {'Meta-SGD':>22}  {'Reptile':>22}")
+    reports = [learner.evaluate(family, num_tasks=args.tasks, steps=(0, 1, 10), seed=123) for _, learner, _, _ in runs]
+    for row, steps in enumerate((0, 1, 10)):
+        cells = [f"{r.loss[row]:>11.4g} ± {r.loss_ci95[row]:<8.2g}" if np.isfinite(r.loss[row]) else f"{'diverged':>22}"
+                 for r in reports]
+        print(f"{steps:>5}  {cells[0]}  {cells[1]}")
+    print("(Meta-SGD learns its step sizes for the one step it trains with; Reptile adapts with Adam.)")
+    tasks = [family.sample(1, seed=10_000 + i) for i in range(3)]
+    adaptation_figure(tasks, {"Meta-SGD": (metasgd, 1), "Reptile": (reptile, 10)},
+                      {"Meta-SGD": metasgd.history, "Reptile": reptile.history}, args.out)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the command line; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    commands: dict[str, Any] = {"demo": run_demo, "train": run_train, "evaluate": run_evaluate}
+    try:
+        return commands[args.command](args)
+    except PlottingUnavailable as error:
+        print(f"metafast: {error}", file=sys.stderr)
+        return 1
+    except (UserError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
+        print(f"metafast {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("metafast: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Pictures of meta-learning with matplotlib (an optional dependency: ``pip install
+'metafast[plot]'``): adaptation to held-out sine tasks, and meta-training loss curves."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from .task_batch import TaskBatch
+
+
+class PlottingUnavailable(ImportError):
+    """matplotlib is not installed."""
+
+
+def pyplot() -> Any:
+    """matplotlib.pyplot on the non-interactive Agg backend, or a clear error."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PlottingUnavailable(
+            "plotting needs matplotlib: install it with pip install 'metafast[plot]'"
+        ) from None
+    return plt
+
+
+def smooth(values: np.ndarray, window: int) -> np.ndarray:
+    """Moving average over ``window`` values (shorter at the start)."""
+    values = np.asarray(values, dtype=np.float64)
+    if len(values) == 0:
+        return values
+    sums = np.cumsum(np.insert(values, 0, 0.0))
+    starts = np.maximum(np.arange(1, len(values) + 1) - window, 0)
+    return (sums[1:] - sums[starts]) / (np.arange(1, len(values) + 1) - starts)
+
+
+def plot_history(ax: Any, histories: dict[str, np.ndarray]) -> None:
+    """Meta-training loss curves (moving averages) of several learners."""
+    for label, history in histories.items():
+        window = max(1, len(history) // 50)
+        ax.plot(np.arange(1, len(history) + 1), smooth(history, window), label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("query loss after adaptation")
+    ax.set_title("meta-training")
+    ax.legend()
+
+
+def plot_sine_adaptation(ax: Any, task: TaskBatch, learners: dict[str, tuple[Any, int]]) -> None:
+    """One held-out sine task: its support points, the curve it came from (estimated from the
+    task's own points), and each learner's prediction
+    before and after ``steps`` adaptation steps."""
+    x_all = np.concatenate([task.x_support[0, :, 0], task.x_query[0, :, 0]])
+    y_all = np.concatenate([task.y_support[0, :, 0], task.y_query[0, :, 0]])
+    grid = np.linspace(x_all.min() - 0.5, x_all.max() + 0.5, 200)[:, None]
+    coef, *_ = np.linalg.lstsq(np.column_stack([np.sin(x_all), np.cos(x_all)]), y_all, rcond=None)
+    ax.plot(grid[:, 0], coef[0] * np.sin(grid[:, 0]) + coef[1] * np.cos(grid[:, 0]), color="black", lw=2, label="true")
+    ax.scatter(task.x_support[0, :, 0], task.y_support[0, :, 0], color="black", zorder=3, label="support")
+    for (label, (learner, steps)), color in zip(learners.items(), ("tab:blue", "tab:orange", "tab:green")):
+        params = learner.adapt(task.x_support[0], task.y_support[0], steps=steps)
+        ax.plot(grid[:, 0], learner.predict(grid), color=color, ls=":", label=f"{label}, before")
+        ax.plot(grid[:, 0], learner.predict(grid, params), color=color, label=f"{label}, {steps} step{'s' * (steps != 1)}")
+    ax.set_xlabel("x")
+
+
+def adaptation_figure(tasks: Sequence[TaskBatch], learners: dict[str, tuple[Any, int]],
+                      histories: dict[str, np.ndarray], path: str) -> None:
+    """Held-out tasks on top, meta-training curves below; written to ``path`` (PNG)."""
+    plt = pyplot()
+    figure = plt.figure(figsize=(4.2 * max(len(tasks), 1), 7.5), layout="constrained")
+    grid = figure.add_gridspec(2, max(len(tasks), 1))
+    for column, task in enumerate(tasks):
+        ax = figure.add_subplot(grid[0, column])
+        plot_sine_adaptation(ax, task, learners)
+        ax.set_title(f"held-out task {column + 1}")
+        if column == 0:
+            ax.set_ylabel("y")
+            ax.legend(fontsize=7, loc="lower left")
+    plot_history(figure.add_subplot(grid[1, :]), histories)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def history_figure(histories: dict[str, np.ndarray], path: str) -> None:
+    """Meta-training curves alone, written to ``path``."""
+    plt = pyplot()
+    figure, ax = plt.subplots(figsize=(7, 4), layout="constrained")
+    plot_history(ax, histories)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)

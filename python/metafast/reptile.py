@@ -1,0 +1,144 @@
+"""Reptile (Nichol et al. 2018): run SGD or Adam on a task from theta to theta~, then move
+theta toward it; batched, ``theta += epsilon * mean_i(theta~_i - theta)``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from . import _core, _validation
+from .learner import MetaLearner
+from .mlp import MLP
+from .tasks import TaskFamily
+
+
+class Reptile(MetaLearner):
+    """Reptile, serial (one task per meta-iteration) or batched (several, in parallel).
+
+    Parameters
+    ----------
+    model : MLP
+        The network; its parameters are theta.
+    loss : {"mse", "bce", "softmax_ce"}
+        Loss of the inner loop (and of the query sets, which only score).
+    inner_optimizer : {"adam", "sgd"}
+        Optimizer of the inner loop.
+    inner_lr : float
+        Its learning rate.
+    inner_epochs : int
+        Passes over a task's support set in the inner loop.
+    inner_batch : int
+        Rows per minibatch: each pass walks the support set in consecutive minibatches of this
+        many rows, in order (the last one shorter when the rows do not divide evenly).
+    epsilon : float
+        Outer step size in (0, 1].
+    epsilon_final : float or None
+        If given, ``fit`` anneals epsilon linearly from ``epsilon`` to ``epsilon_final`` over
+        its iterations (the Reptile paper anneals to 0).
+    adam_betas : (float, float)
+        Adam's betas for the inner loop.
+    reset_optimizer : bool
+        Fresh inner optimizer state for every task (default). With False, the inner Adam
+        state carries over from task to task, as in the book's TensorFlow listing; the tasks of
+        a batch then form one chain and run one after another.
+    shuffle : bool
+        Reshuffle the support rows at the start of every pass (from a counter-based stream
+        keyed by seed, meta-iteration and task, so results stay reproducible).
+    dtype : {"float32", "float64"}
+        Precision of all computations.
+    seed : int
+        Seeds theta (``model.init(seed)``), the task stream of ``fit`` and the shuffles.
+    num_threads : int or None
+        Threads over the tasks of a meta-batch (None: all cores). Results do not depend on it.
+
+    Notes
+    -----
+    One adaptation *step* (in :meth:`adapt` and :meth:`evaluate`) is one inner optimizer
+    update on one minibatch; ``steps=None`` runs the whole inner loop of meta-training
+    (``inner_epochs`` passes). Adaptation starts from a fresh optimizer state.
+
+    Reference: A. Nichol, J. Achiam, J. Schulman (2018), "On First-Order Meta-Learning
+    Algorithms", arXiv:1803.02999.
+
+    Examples
+    --------
+    >>> import metafast as mf
+    >>> rep = mf.Reptile(mf.MLP([1, 64, 1], activation="tanh"), inner_lr=1e-2, epsilon=0.1)
+    >>> history = rep.fit(mf.tasks.Sinusoid.book(), iterations=100, meta_batch=1, progress=False)
+    """
+
+    _progress_label = "Reptile"
+
+    def __init__(self, model: MLP, loss: str = "mse", inner_optimizer: str = "adam", inner_lr: float = 1e-2,
+                 inner_epochs: int = 10, inner_batch: int = 10, epsilon: float = 0.1,
+                 epsilon_final: float | None = None, adam_betas: tuple[float, float] = (0.9, 0.999),
+                 reset_optimizer: bool = True, shuffle: bool = False, dtype: Any = "float32", seed: int = 0,
+                 num_threads: int | None = None, adam_eps: float = 1e-8) -> None:
+        self._setup(model, loss, dtype, seed)
+        self._inner_optimizer = _validation.string(inner_optimizer, "inner_optimizer")
+        self._inner_lr = _validation.real(inner_lr, "inner_lr", minimum=0.0, exclusive=True)
+        self._inner_epochs = _validation.integer(inner_epochs, "inner_epochs", minimum=1)
+        self._inner_batch = _validation.integer(inner_batch, "inner_batch", minimum=1)
+        self._epsilon = _validation.real(epsilon, "epsilon", minimum=0.0, exclusive=True)
+        self._epsilon_final = None if epsilon_final is None else _validation.real(epsilon_final, "epsilon_final", minimum=0.0)
+        for name, value in (("epsilon", self._epsilon), ("epsilon_final", self._epsilon_final)):
+            if value is not None and value > 1:
+                raise ValueError(f"{name} must be at most 1, got {value}")
+        self._adam_betas = _validation.pair(adam_betas, "adam_betas")
+        self._adam_eps = _validation.real(adam_eps, "adam_eps", minimum=0.0, exclusive=True)
+        self._reset_optimizer = _validation.boolean(reset_optimizer, "reset_optimizer")
+        self._shuffle = _validation.boolean(shuffle, "shuffle")
+        impl_class = _core.ReptileFloat32 if self._dtype == np.float32 else _core.ReptileFloat64
+        self._impl = impl_class(model._impl, self._loss, self._inner_optimizer, self._inner_lr, *self._adam_betas,
+                                self._adam_eps, self._inner_epochs, self._inner_batch, self._reset_optimizer,
+                                self._shuffle, self._seed, _validation.num_threads(num_threads))
+        self._impl.set_params(model.init(self._seed, self._dtype))
+
+    @property
+    def theta(self) -> np.ndarray:
+        """Meta-learned initial parameters (a copy; assign to change them)."""
+        return self._impl.get_params()
+
+    @theta.setter
+    def theta(self, value: Any) -> None:
+        self._impl.set_params(self._floats(value, "theta"))
+
+    @property
+    def epsilon(self) -> float:
+        return self._epsilon
+
+    @property
+    def epsilon_final(self) -> float | None:
+        return self._epsilon_final
+
+    def _epsilon_at(self, position: int, total: int) -> float:
+        if self._epsilon_final is None or total == 0:
+            return self._epsilon
+        return self._epsilon + (self._epsilon_final - self._epsilon) * position / total
+
+    # Hooks of MetaLearner.
+    def _native_fit(self, family: TaskFamily, count: int, meta_batch: int, done: int, total: int) -> tuple[np.ndarray, bool]:
+        end = self._epsilon if self._epsilon_final is None else self._epsilon_final
+        return self._impl.fit(family._impl, self._iteration, count, meta_batch, self._epsilon, end, done, total)
+
+    def _step(self, arrays: tuple[np.ndarray, ...], position: int, total: int) -> tuple[bool, float]:
+        return self._impl.meta_step(*arrays, self._epsilon_at(position, total), self._iteration)
+
+    def _default_steps(self, rows: int) -> int:
+        return self._impl.inner_updates(rows)
+
+    def _config(self) -> dict[str, Any]:
+        return dict(loss=self._loss, inner_optimizer=self._inner_optimizer, inner_lr=self._inner_lr,
+                    inner_epochs=self._inner_epochs, inner_batch=self._inner_batch, epsilon=self._epsilon,
+                    epsilon_final=self._epsilon_final, adam_betas=self._adam_betas, adam_eps=self._adam_eps,
+                    reset_optimizer=self._reset_optimizer, shuffle=self._shuffle, dtype=self._dtype.name,
+                    seed=self._seed)
+
+    def _state(self) -> dict[str, np.ndarray]:
+        m, v, step = self._impl.get_optimizer_state()
+        return dict(theta=self._impl.get_params(), optimizer_m=m, optimizer_v=v, optimizer_step=np.array(step))
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self._impl.set_params(arrays["theta"])
+        self._impl.set_optimizer_state(arrays["optimizer_m"], arrays["optimizer_v"], int(arrays["optimizer_step"]))
