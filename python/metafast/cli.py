@@ -205,7 +205,10 @@ def run_demo(args: argparse.Namespace) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, or a bad argument (already reported)
+        return int(done.code or 0)
     commands: dict[str, Any] = {"demo": run_demo, "train": run_train, "evaluate": run_evaluate}
     try:
         return commands[args.command](args)

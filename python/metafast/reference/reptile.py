@@ -82,6 +82,7 @@ def inner_loop(
     betas: tuple[float, float] = (0.9, 0.999),
     eps: float = 1e-8,
     first_update: int = 0,
+    order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, State]:
     """Inner optimizer updates ``first_update .. first_update + updates - 1`` from ``theta``
     on one task's support set.
@@ -98,7 +99,9 @@ def inner_loop(
     - SGD: ``t += 1; params -= lr g`` (the step counter counts SGD steps too).
 
     A run resumed with ``first_update`` continues the same minibatch schedule, provided it
-    gets the same ``rng`` and ``state`` objects (as the core's evaluation does).
+    gets the same ``rng``, the returned ``state`` and, when shuffling, the same ``order``
+    array (as the core's evaluation does: its workspace keeps the permutation of the
+    current pass from one call to the next).
 
     Parameters
     ----------
@@ -133,6 +136,10 @@ def inner_loop(
         Adam's decay rates and denominator constant.
     first_update : int
         Index of the first update (positions the minibatch schedule).
+    order : ndarray of int, shape (K,), optional
+        With ``shuffle``, the permutation of the current pass, rewritten in place at the
+        start of every pass. Needed (from the previous call) when ``first_update`` is not at
+        the start of a pass; otherwise a new array is used when it is None.
 
     Returns
     -------
@@ -153,19 +160,24 @@ def inner_loop(
         raise ValueError("the support set holds no row")
     if shuffle and rng is None:
         raise ValueError("shuffle needs an rng")
+    per_pass = batches_per_pass(rows, batch_size)
+    if order is None:
+        if shuffle and updates and first_update % per_pass:
+            raise ValueError("resuming a shuffled inner loop mid-pass needs the pass's order")
+        order = np.arange(rows)
+    elif shuffle and np.shape(order) != (rows,):
+        raise ValueError(f"order must have shape ({rows},), got {np.shape(order)}")
     params = _floats(theta).copy()
     m, v, t = _floats(state[0]).copy(), _floats(state[1]).copy(), int(state[2])
     beta1, beta2 = float(betas[0]), float(betas[1])
     lr, eps = float(lr), float(eps)
-    per_pass = batches_per_pass(rows, batch_size)
-    order = np.arange(rows)
     for u in range(first_update, first_update + updates):
         b = u % per_pass
         first = b * batch_size
         count = min(batch_size, rows - first)
         if shuffle:
             if b == 0:
-                order = np.arange(rows)
+                order[:] = np.arange(rows)
                 for i in range(rows - 1, 0, -1):
                     j = rng.below(i + 1)
                     order[i], order[j] = order[j], order[i]
@@ -270,10 +282,10 @@ class Reptile:
         return self.inner_epochs * batches_per_pass(rows, self.inner_batch)
 
     def _inner(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, updates: int, rng: CounterRng,
-               state: State, first_update: int = 0) -> tuple[np.ndarray, State]:
+               state: State, first_update: int = 0, order: np.ndarray | None = None) -> tuple[np.ndarray, State]:
         return inner_loop(
             self.model, theta, x, y, self.loss, self.inner_optimizer, self.inner_lr, updates,
-            self.inner_batch, self.shuffle, rng, state, self.adam_betas, self.adam_eps, first_update,
+            self.inner_batch, self.shuffle, rng, state, self.adam_betas, self.adam_eps, first_update, order,
         )
 
     def meta_step(self, batch: Any, iteration: int | None = None, epsilon: float | None = None) -> float:
@@ -371,11 +383,12 @@ class Reptile:
         for i in range(num_tasks):
             rng = CounterRng(key, EVALUATION_ITERATION, i)
             params, state = self.theta.copy(), fresh_state(self.theta.size)
+            order = np.arange(len(batch.x_support[i]))  # the current pass's permutation, kept across columns
             done = 0
             x_query, y_query = _floats(batch.x_query[i]), _targets(batch.y_query[i], self.loss)
             for c, count in enumerate(counts):
                 params, state = self._inner(params, batch.x_support[i], batch.y_support[i], count - done, rng, state,
-                                            first_update=done)
+                                            first_update=done, order=order)
                 done = count
                 with np.errstate(all="ignore"):
                     value = float(mlp_loss(self.model, params, x_query, y_query, self.loss))

@@ -1,0 +1,100 @@
+"""The metafast command line, called as main(argv) and once as a real process."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import metafast as mf
+from metafast import plot
+from metafast.cli import main
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def read_png(path):
+    data = path.read_bytes()
+    assert data.startswith(PNG_SIGNATURE)
+    return plot.pyplot().imread(path)
+
+
+def test_demo_runs_end_to_end_and_writes_a_png(tmp_path, capsys):
+    out = tmp_path / "demo.png"
+    assert main(["demo", "--scale", "0.01", "--tasks", "20", "--quiet", "--out", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "Meta-SGD" in text and "Reptile" in text and "± " in text
+    image = read_png(out)
+    assert image.shape[0] > 400 and image.shape[1] > 800
+
+
+@pytest.mark.parametrize("algorithm,task", [("metasgd", "sine"), ("reptile", "nway"), ("metasgd", "linear-binary")])
+def test_train_then_evaluate_round_trips(tmp_path, capsys, algorithm, task):
+    model = tmp_path / "model.npz"
+    picture = tmp_path / "train.png"
+    status = main(["train", algorithm, "--task", task, "--iterations", "20", "--meta-batch", "3", "--quiet",
+                   "--save", str(model), "--plot", str(picture), "--seed", "4", "--threads", "1"])
+    assert status == 0
+    read_png(picture)
+    learner = mf.load(model)
+    assert learner.iteration == 20 and learner.seed == 4
+    capsys.readouterr()
+    assert main(["evaluate", str(model), "--tasks", "10", "--steps", "0", "1", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "10 held-out tasks" in text and ("accuracy" in text) == (task != "sine")
+
+
+BAD_COMMANDS = {
+    "no-command": ([], "required: command"),
+    "unknown-task": (["train", "metasgd", "--task", "mnist", "--save", "m.npz"], "invalid choice: 'mnist'"),
+    "bad-iterations": (["train", "reptile", "--iterations", "-5", "--save", "m.npz"], "must be a positive integer"),
+    "no-save": (["train", "reptile"], "--save"),
+    "bad-steps": (["evaluate", "m.npz", "--steps", "x"], "invalid non-negative integer value: 'x'"),
+    "bad-scale": (["demo", "--scale", "0"], "must be a positive number"),
+}
+
+
+@pytest.mark.parametrize("argv,message", BAD_COMMANDS.values(), ids=BAD_COMMANDS.keys())
+def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1
+
+
+def test_unreadable_model_files(tmp_path, capsys):
+    assert main(["evaluate", str(tmp_path / "missing.npz")]) == 2
+    (tmp_path / "junk.npz").write_text("not a model")
+    assert main(["evaluate", str(tmp_path / "junk.npz")]) == 2
+    errors = capsys.readouterr().err.splitlines()
+    assert len(errors) == 2
+    assert "No such file" in errors[0] and "not a readable metafast model file" in errors[1]
+
+
+def test_evaluate_needs_a_recorded_task_family(tmp_path, capsys):
+    learner = mf.MetaSGD(mf.MLP([1, 4, 1]))
+    learner.save(tmp_path / "bare.npz")
+    assert main(["evaluate", str(tmp_path / "bare.npz")]) == 2
+    assert "does not record the task family" in capsys.readouterr().err
+
+
+def test_plots_without_matplotlib_say_how_to_get_it(tmp_path, capsys, monkeypatch):
+    def missing():
+        raise plot.PlottingUnavailable("plotting needs matplotlib: install it with pip install 'metafast[plot]'")
+
+    monkeypatch.setattr(plot, "pyplot", missing)
+    assert main(["demo", "--scale", "0.001", "--tasks", "5", "--quiet", "--out", str(tmp_path / "d.png")]) == 1
+    assert "pip install 'metafast[plot]'" in capsys.readouterr().err
+
+
+def test_python_dash_m_and_version():
+    result = subprocess.run([sys.executable, "-m", "metafast", "--version"], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == f"metafast {mf.__version__}"
+    result = subprocess.run([sys.executable, "-m", "metafast", "train"], capture_output=True, text=True)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+
+
+def test_help_exits_zero(capsys):
+    assert main(["--help"]) == 0
+    assert "demo" in capsys.readouterr().out

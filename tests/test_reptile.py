@@ -1,0 +1,165 @@
+"""Reptile: agreement with the NumPy reference, determinism, learning, saving, and errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import metafast as mf
+from metafast.tasks import GaussianNWay, Sinusoid
+
+from conftest import relative_error
+
+
+def sine_reptile(**kwargs):
+    settings = {"inner_lr": 1e-2, "epsilon": 0.1, "seed": 2, **kwargs}
+    return mf.Reptile(mf.MLP([1, 16, 16, 1], activation="tanh"), **settings)
+
+
+def test_meta_step_by_hand_sgd_serial():
+    """One serial SGD step computed by hand with MLP.loss_and_grad: 2 passes of 3 minibatches."""
+    learner = sine_reptile(inner_optimizer="sgd", inner_epochs=2, inner_batch=4, dtype="float64", epsilon=0.3)
+    batch = Sinusoid(support=10, query=5).sample(1, seed=4)
+    theta = params = learner.theta
+    for _ in range(2):
+        for first in (0, 4, 8):
+            rows = slice(first, min(first + 4, 10))
+            grad = learner.model.loss_and_grad(params, batch.x_support[0, rows], batch.y_support[0, rows])[1]
+            params = params - 1e-2 * grad
+    loss = learner.meta_step(batch)
+    np.testing.assert_allclose(learner.theta, theta + 0.3 * (params - theta), rtol=1e-13, atol=1e-15)
+    assert loss == pytest.approx(learner.model.loss(params, batch.x_query[0], batch.y_query[0]), rel=1e-13)
+
+
+def test_batched_step_is_the_mean_of_serial_moves():
+    batch = Sinusoid(support=12, query=4).sample(3, seed=1)
+    learner = sine_reptile(dtype="float64")
+    theta = learner.theta
+    moves = []
+    for i in range(3):
+        single = sine_reptile(dtype="float64", epsilon=1.0)
+        moves.append(single.adapt(batch.x_support[i], batch.y_support[i]) - theta)
+    learner.meta_step(batch)
+    np.testing.assert_allclose(learner.theta, theta + 0.1 * np.mean(moves, axis=0), rtol=1e-12, atol=1e-15)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("shuffle", [False, True], ids=["in-order", "shuffled"])
+def test_batched_fit_is_bit_identical_for_any_thread_count(dtype, shuffle):
+    results = []
+    for threads in (1, 2, 1):
+        learner = sine_reptile(dtype=dtype, shuffle=shuffle, num_threads=threads)
+        history = learner.fit(Sinusoid(support=15), iterations=20, meta_batch=6, progress=False)
+        results.append((learner.theta, history))
+    for theta, history in results[1:]:
+        np.testing.assert_array_equal(theta, results[0][0])
+        np.testing.assert_array_equal(history, results[0][1])
+
+
+def test_native_fit_trains_on_the_tasks_that_sample_returns():
+    family = Sinusoid(support=12)
+    native, stepped = sine_reptile(shuffle=True), sine_reptile(shuffle=True)
+    native.fit(family, iterations=5, meta_batch=3, progress=False)
+    for iteration in range(5):
+        stepped.meta_step(family.sample(3, seed=2, iteration=iteration, dtype="float32"))
+    np.testing.assert_array_equal(native.theta, stepped.theta)
+    np.testing.assert_array_equal(native.history, stepped.history)
+
+
+def test_epsilon_annealing():
+    family = Sinusoid()
+    annealed = sine_reptile(epsilon=0.5, epsilon_final=0.0)
+    annealed.fit(family, iterations=4, meta_batch=2, progress=False)
+    by_hand = sine_reptile(epsilon=0.5)
+    for k, epsilon in enumerate((0.5, 0.375, 0.25, 0.125)):
+        by_hand._epsilon = epsilon
+        by_hand.meta_step(family.sample(2, seed=2, iteration=k, dtype="float32"))
+    np.testing.assert_allclose(annealed.theta, by_hand.theta, rtol=1e-6, atol=1e-7)
+
+
+def test_carried_optimizer_state_chains_tasks():
+    family = Sinusoid()
+    fresh, carried = sine_reptile(), sine_reptile(reset_optimizer=False)
+    fresh.fit(family, iterations=3, meta_batch=2, progress=False)
+    carried.fit(family, iterations=3, meta_batch=2, progress=False)
+    assert not np.array_equal(fresh.theta, carried.theta)
+    m, v, step = carried._impl.get_optimizer_state()
+    assert step == 3 * 2 * 10 and np.all(v > 0)  # 10 passes of one minibatch per task
+
+
+def test_learning_happens_on_sine_waves():
+    family = Sinusoid(support=10, query=10)
+    learner = mf.Reptile(mf.MLP([1, 64, 64, 1], activation="tanh"), inner_lr=1e-2, epsilon=0.1, epsilon_final=0.0,
+                         seed=0)
+    before = learner.evaluate(family, num_tasks=300, steps=(0, 10), seed=99)
+    learner.fit(family, iterations=1500, meta_batch=5, progress=False)
+    after = learner.evaluate(family, num_tasks=300, steps=(0, 10), seed=99)
+    # Untrained: about 3 to 4 after 10 Adam steps; trained: about 1.
+    assert after.loss[1] < 0.5 * before.loss[1]
+    assert after.loss[1] < 0.6 * after.loss[0]
+
+
+def test_classification_with_labels():
+    family = GaussianNWay(ways=3, dim=2, support=2, query=3)
+    learner = mf.Reptile(mf.MLP([2, 16, 3]), loss="softmax_ce", inner_lr=0.05, inner_batch=3, seed=0)
+    learner.fit(family, iterations=50, meta_batch=4, progress=False)
+    report = learner.evaluate(family, num_tasks=100, steps=(0, 6))
+    assert report.accuracy[1] > report.accuracy[0]
+
+
+def test_save_load_round_trip_and_resume(tmp_path):
+    family = Sinusoid()
+    straight = sine_reptile(reset_optimizer=False)
+    straight.fit(family, iterations=10, meta_batch=2, progress=False)
+    first = sine_reptile(reset_optimizer=False)
+    first.fit(family, iterations=5, meta_batch=2, progress=False)
+    first.save(tmp_path / "reptile.npz")
+    loaded = mf.load(tmp_path / "reptile.npz")
+    assert isinstance(loaded, mf.Reptile) and loaded.tasks == family and loaded.iteration == 5
+    np.testing.assert_array_equal(loaded.theta, first.theta)
+    loaded.fit(family, iterations=5, meta_batch=2, progress=False)
+    np.testing.assert_array_equal(loaded.theta, straight.theta)
+    np.testing.assert_array_equal(loaded.history, straight.history)
+
+
+def test_adapt_steps_count_minibatch_updates():
+    learner = sine_reptile(inner_batch=5, inner_epochs=3, dtype="float64")
+    batch = Sinusoid(support=10).sample(1, seed=0)
+    full = learner.adapt(batch.x_support[0], batch.y_support[0])
+    np.testing.assert_array_equal(full, learner.adapt(batch.x_support[0], batch.y_support[0], steps=6))
+    np.testing.assert_array_equal(learner.adapt(batch.x_support[0], batch.y_support[0], steps=0), learner.theta)
+    report = learner.evaluate(batch, steps=(0, 2, 6))
+    expected = learner.model.loss(full, batch.x_query[0], batch.y_query[0])
+    assert report.loss[2] == pytest.approx(expected, rel=1e-12)
+
+
+def test_divergence_keeps_the_last_finite_theta():
+    learner = sine_reptile(inner_optimizer="sgd", inner_lr=1e6)
+    theta = learner.theta
+    with pytest.raises(mf.TrainingDivergedError, match="meta-iteration 0"):
+        learner.fit(Sinusoid(), iterations=3, meta_batch=2, progress=False)
+    np.testing.assert_array_equal(learner.theta, theta)
+    assert learner.iteration == 0
+
+
+BAD_CALLS = {
+    "epsilon-zero": (lambda: sine_reptile(epsilon=0.0), ValueError, "epsilon must be > 0"),
+    "epsilon-big": (lambda: sine_reptile(epsilon=1.5), ValueError, "epsilon must be at most 1"),
+    "epsilon-final-negative": (lambda: sine_reptile(epsilon_final=-0.1), ValueError, "epsilon_final must be >= 0"),
+    "inner-lr": (lambda: sine_reptile(inner_lr=0.0), ValueError, "inner_lr must be > 0"),
+    "inner-epochs": (lambda: sine_reptile(inner_epochs=0), ValueError, "inner_epochs must be at least 1"),
+    "inner-batch": (lambda: sine_reptile(inner_batch=0), ValueError, "inner_batch must be at least 1"),
+    "inner-optimizer": (lambda: sine_reptile(inner_optimizer="lbfgs"), ValueError, "inner_optimizer must be 'sgd' or 'adam'"),
+    "reset-not-bool": (lambda: sine_reptile(reset_optimizer=1), TypeError, "reset_optimizer must be True or False"),
+    "betas": (lambda: sine_reptile(adam_betas=(0.9, 1.0)), ValueError, "adam_betas must lie in"),
+    "meta-batch": (lambda: sine_reptile().fit(Sinusoid(), iterations=1, meta_batch=0), ValueError, "meta_batch must be at least 1"),
+    "batch-width": (lambda: sine_reptile().meta_step(GaussianNWay(dim=3).sample(1)), ValueError, "use loss 'softmax_ce'"),
+    "batch-type": (lambda: sine_reptile().meta_step(None), TypeError, "batch must be a metafast.TaskBatch"),
+    "theta-shape": (lambda: setattr(sine_reptile(), "theta", np.zeros(4)), ValueError, r"theta must have shape \(321,\)"),
+}
+
+
+@pytest.mark.parametrize("call,error,message", BAD_CALLS.values(), ids=BAD_CALLS.keys())
+def test_bad_input_raises_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
