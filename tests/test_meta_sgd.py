@@ -236,7 +236,7 @@ def test_adapt_and_predict():
     batch = Sinusoid().sample(1, seed=0, dtype="float64")
     params = learner.adapt(batch.x_support[0], batch.y_support[0])
     grad = learner.model.loss_and_grad(learner.theta, batch.x_support[0], batch.y_support[0])[1]
-    np.testing.assert_allclose(params, learner.theta - learner.alpha * grad, rtol=1e-15)
+    np.testing.assert_allclose(params, learner.theta - learner.alpha * grad, rtol=1e-13)
     np.testing.assert_array_equal(learner.adapt(batch.x_support[0], batch.y_support[0], steps=0), learner.theta)
     np.testing.assert_array_equal(learner.predict(batch.x_query[0], params),
                                   learner.model.forward(params, batch.x_query[0]))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import metafast as mf
+from metafast import reference
 from metafast.tasks import GaussianNWay, Sinusoid
 
 from conftest import relative_error
@@ -163,3 +164,22 @@ BAD_CALLS = {
 def test_bad_input_raises_clear_error(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+@pytest.mark.parametrize("shuffle", [False, True], ids=["in-order", "shuffled"])
+@pytest.mark.parametrize("reset", [True, False], ids=["reset", "carried"])
+@pytest.mark.parametrize("tasks", [1, 3], ids=["serial", "batched"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_meta_steps_match_the_numpy_reference(optimizer, tasks, reset, shuffle):
+    settings = dict(inner_optimizer=optimizer, inner_lr=0.02, inner_epochs=3, inner_batch=10, epsilon=0.25,
+                    reset_optimizer=reset, shuffle=shuffle, seed=8)
+    learner = mf.Reptile(mf.MLP([1, 12, 12, 1], activation="tanh"), dtype="float64", **settings)
+    ref = reference.Reptile(learner.model, learner.theta, **settings)
+    family = Sinusoid(support=23, query=5)  # 23 rows: the last minibatch of a pass has 3
+    for iteration in range(3):
+        batch = family.sample(tasks, seed=1, iteration=iteration)
+        assert learner.meta_step(batch) == pytest.approx(ref.meta_step(batch, iteration), rel=1e-10)
+    assert relative_error(learner.theta, ref.theta) < 1e-8
+    if not reset:
+        m, v, step = learner._impl.get_optimizer_state()
+        assert relative_error(m, ref.state[0]) < 1e-8 and step == ref.state[2]

@@ -3,6 +3,7 @@
 // the runtime choice happens once per loop, never per element.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <stdexcept>
@@ -42,18 +43,42 @@ struct Identity {
     template <class T> static T d2(T, T) { return T(0); }
 };
 
+// tanh for float as a rational function (the coefficients of Eigen's fast tanh): branch-free,
+// so loops over it vectorise; its error is below 7 ulp (4e-7 absolute) of the exact value.
+// Doubles keep the C library's correctly rounded-in-practice tanh.
+inline float rational_tanh(float x) {
+    const float clamped = std::min(std::max(x, -7.90531110763549805f), 7.90531110763549805f);
+    const float x2 = clamped * clamped;
+    float p = -2.76076847742355e-16f;
+    p = p * x2 + 2.00018790482477e-13f;
+    p = p * x2 - 8.60467152213735e-11f;
+    p = p * x2 + 5.12229709037114e-08f;
+    p = p * x2 + 1.48572235717979e-05f;
+    p = p * x2 + 6.37261928875436e-04f;
+    p = p * x2 + 4.89352455891786e-03f;
+    float q = 1.19825839466702e-06f;
+    q = q * x2 + 1.18534705686654e-04f;
+    q = q * x2 + 2.26843463243900e-03f;
+    q = q * x2 + 4.89352518554385e-03f;
+    const float r = clamped * p / q;
+    return std::abs(x) < 0.0004f ? x : r;
+}
+
 struct Tanh {
-    template <class T> static T value(T z) { return std::tanh(z); }
+    static float value(float z) { return rational_tanh(z); }
+    static double value(double z) { return std::tanh(z); }
     template <class T> static T d1(T, T a) { return T(1) - a * a; }
     template <class T> static T d2(T, T a) { return T(-2) * a * (T(1) - a * a); }
 };
 
 struct Sigmoid {
-    // Written so that neither branch overflows: exp of a non-positive number only.
-    template <class T> static T value(T z) {
-        if (z >= T(0)) return T(1) / (T(1) + std::exp(-z));
-        const T e = std::exp(z);
-        return e / (T(1) + e);
+    // float: 1/2 + tanh(z/2)/2, vectorisable. double: written so that neither branch
+    // overflows (exp of a non-positive number only).
+    static float value(float z) { return 0.5f + 0.5f * rational_tanh(0.5f * z); }
+    static double value(double z) {
+        if (z >= 0.0) return 1.0 / (1.0 + std::exp(-z));
+        const double e = std::exp(z);
+        return e / (1.0 + e);
     }
     template <class T> static T d1(T, T a) { return a * (T(1) - a); }
     template <class T> static T d2(T, T a) { return a * (T(1) - a) * (T(1) - T(2) * a); }
