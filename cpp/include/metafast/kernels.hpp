@@ -1,5 +1,6 @@
 // Small dense row-major matrix kernels sized for few-shot work (rows 1-1000, widths 1-512).
-// Loops run in a fixed order so every result is reproducible bit for bit.
+// Every element of a product is a sum over the inner dimension in index order, whatever the
+// path, so results are reproducible bit for bit.
 #pragma once
 
 #include <algorithm>
@@ -7,43 +8,132 @@
 
 namespace metafast::kernels {
 
-// C (m x n) = A (m x k) B (k x n), or C += A B when `accumulate`.
-// The inner loop runs along rows of B and C, which the compiler vectorises.
+namespace detail {
+
+#if defined(__GNUC__) || defined(__clang__)
+// 32-byte vectors through the compiler's vector extensions: AVX on x86 with -march=native,
+// pairs of SSE or NEON registers otherwise. Loads and stores are unaligned (the _u form of
+// the intrinsics headers).
 template <class T>
-void gemm_nn(std::size_t m, std::size_t n, std::size_t k, const T* __restrict A,
-             const T* __restrict B, T* __restrict C, bool accumulate) {
+struct Vector;
+template <>
+struct Vector<float> {
+    typedef float type __attribute__((vector_size(32), may_alias, aligned(1)));
+};
+template <>
+struct Vector<double> {
+    typedef double type __attribute__((vector_size(32), may_alias, aligned(1)));
+};
+template <class T>
+using vec = typename Vector<T>::type;
+template <class T>
+constexpr std::size_t lanes = 32 / sizeof(T);
+#define METAFAST_VECTOR_KERNELS 1
+
+template <class T>
+inline vec<T> load(const T* p) { return *reinterpret_cast<const vec<T>*>(p); }
+template <class T>
+inline void store(T* p, vec<T> v) { *reinterpret_cast<vec<T>*>(p) = v; }
+
+// C[R rows, W vectors of columns] (+)= A B over depth k, with A's element (i, p) at
+// A[i * a_row + p * a_depth] and B's (p, j) at B[p * ldb + j]. The R x W accumulators stay in
+// registers for the whole depth loop: the register blocking that keeps small products near
+// the FMA peak instead of bound by loads and stores of C.
+template <int R, int W, class T>
+inline void block(std::size_t k, const T* A, std::size_t a_row, std::size_t a_depth, const T* B,
+                  std::size_t ldb, T* C, std::size_t ldc, bool accumulate) {
+    constexpr std::size_t L = lanes<T>;
+    vec<T> acc[R][W];
+    for (int r = 0; r < R; ++r)
+        for (int w = 0; w < W; ++w) acc[r][w] = accumulate ? load(C + r * ldc + w * L) : vec<T>{} ;
+    for (std::size_t p = 0; p < k; ++p) {
+        vec<T> b[W];
+        for (int w = 0; w < W; ++w) b[w] = load(B + p * ldb + w * L);
+        for (int r = 0; r < R; ++r) {
+            const T a = A[r * a_row + p * a_depth];
+            for (int w = 0; w < W; ++w) acc[r][w] += a * b[w];
+        }
+    }
+    for (int r = 0; r < R; ++r)
+        for (int w = 0; w < W; ++w) store(C + r * ldc + w * L, acc[r][w]);
+}
+
+// sum_p a[p] b[p]: vector partial sums over p (lane l takes p = l mod L), then the lanes and
+// the tail in index order. A fixed order, so as reproducible as the sequential sum.
+template <class T>
+inline T dot(std::size_t k, const T* a, const T* b) {
+    constexpr std::size_t L = lanes<T>;
+    vec<T> acc{};
+    std::size_t p = 0;
+    for (; p + L <= k; p += L) acc += load(a + p) * load(b + p);
+    T sum = 0;
+    for (std::size_t l = 0; l < L; ++l) sum += acc[l];
+    for (; p < k; ++p) sum += a[p] * b[p];
+    return sum;
+}
+
+// Rows [0, m) of one column panel W vectors wide, four rows at a time.
+template <int W, class T>
+inline void panel(std::size_t m, std::size_t k, const T* A, std::size_t a_row, std::size_t a_depth,
+                  const T* B, std::size_t ldb, T* C, std::size_t ldc, bool accumulate) {
+    std::size_t i = 0;
+    for (; i + 4 <= m; i += 4) block<4, W>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate);
+    for (; i < m; ++i) block<1, W>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate);
+}
+#endif
+
+// The general product C (m x n) (+)= A B with A's element (i, p) at A[i*a_row + p*a_depth]:
+// vector panels for as many columns as fill whole vectors, scalar loops for the rest.
+template <class T>
+void product(std::size_t m, std::size_t n, std::size_t k, const T* A, std::size_t a_row,
+             std::size_t a_depth, const T* B, T* C, bool accumulate) {
+    std::size_t j = 0;
+#ifdef METAFAST_VECTOR_KERNELS
+    constexpr std::size_t L = lanes<T>;
+    if (n == 1 && a_depth == 1 && k >= L) {  // matrix-vector: dot products along A's rows
+        for (std::size_t i = 0; i < m; ++i) C[i] = (accumulate ? C[i] : T(0)) + dot(k, A + i * a_row, B);
+        return;
+    }
+    for (; j + 2 * L <= n; j += 2 * L) panel<2>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
+    for (; j + L <= n; j += L) panel<1>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
+#endif
+    if (j == n) return;
     for (std::size_t i = 0; i < m; ++i) {
-        T* __restrict c = C + i * n;
-        if (!accumulate) std::fill(c, c + n, T(0));
-        const T* a = A + i * k;
+        T* c = C + i * n;
+        if (!accumulate) std::fill(c + j, c + n, T(0));
         for (std::size_t p = 0; p < k; ++p) {
-            const T aip = a[p];
-            const T* __restrict b = B + p * n;
-            for (std::size_t j = 0; j < n; ++j) c[j] += aip * b[j];
+            const T a = A[i * a_row + p * a_depth];
+            const T* b = B + p * n;
+            for (std::size_t q = j; q < n; ++q) c[q] += a * b[q];
         }
     }
 }
 
-// C (k x n) = A^T B for A (m x k), B (m x n), or C += A^T B when `accumulate`:
-// a sum of outer products of matching rows, taken in row order.
+}  // namespace detail
+
+// C (m x n) = A (m x k) B (k x n), or C += A B when `accumulate`.
 template <class T>
-void gemm_tn(std::size_t m, std::size_t n, std::size_t k, const T* __restrict A,
-             const T* __restrict B, T* __restrict C, bool accumulate) {
-    if (!accumulate) std::fill(C, C + k * n, T(0));
-    for (std::size_t r = 0; r < m; ++r) {
-        const T* a = A + r * k;
-        const T* __restrict b = B + r * n;
-        for (std::size_t p = 0; p < k; ++p) {
-            const T arp = a[p];
-            T* __restrict c = C + p * n;
-            for (std::size_t j = 0; j < n; ++j) c[j] += arp * b[j];
+void gemm_nn(std::size_t m, std::size_t n, std::size_t k, const T* A, const T* B, T* C, bool accumulate) {
+    detail::product(m, n, k, A, k, 1, B, C, accumulate);
+}
+
+// C (k x n) = A^T B for A (m x k), B (m x n), or C += A^T B when `accumulate`.
+template <class T>
+void gemm_tn(std::size_t m, std::size_t n, std::size_t k, const T* A, const T* B, T* C, bool accumulate) {
+    if (n == 1) {  // a weighted sum of A's rows: vectorise along them
+        if (!accumulate) std::fill(C, C + k, T(0));
+        for (std::size_t r = 0; r < m; ++r) {
+            const T b = B[r];
+            const T* a = A + r * k;
+            for (std::size_t p = 0; p < k; ++p) C[p] += a[p] * b;
         }
+        return;
     }
+    detail::product(k, n, m, A, 1, k, B, C, accumulate);
 }
 
 // At (cols x rows) = A^T for A (rows x cols). Used so that products with a transposed
-// weight matrix become gemm_nn, whose inner loop vectorises (a dot product would not,
-// without reassociating floating-point sums).
+// weight matrix become gemm_nn.
 template <class T>
 void transpose(std::size_t rows, std::size_t cols, const T* __restrict A, T* __restrict At) {
     for (std::size_t i = 0; i < rows; ++i)
@@ -61,8 +151,7 @@ void add_row_vector(std::size_t m, std::size_t n, const T* __restrict b, T* __re
 
 // s[j] = sum_r A[r, j] (or += when `accumulate`), summed in row order.
 template <class T>
-void column_sums(std::size_t m, std::size_t n, const T* __restrict A, T* __restrict s,
-                 bool accumulate) {
+void column_sums(std::size_t m, std::size_t n, const T* __restrict A, T* __restrict s, bool accumulate) {
     if (!accumulate) std::fill(s, s + n, T(0));
     for (std::size_t r = 0; r < m; ++r) {
         const T* __restrict a = A + r * n;

@@ -1,0 +1,203 @@
+"""metafast's benchmark: W1-W4 (see workloads.py) for metafast and its peers.
+
+    python benchmarks/run.py                       # everything: about 10 minutes
+    python benchmarks/run.py --quick               # a smoke run: seconds
+    python benchmarks/run.py --workloads W1 W3 --impls metafast numpy --threads 1
+
+Every (workload, implementation, threads) runs in a fresh process pinned to that many cores,
+after a correctness pre-check on fixed data (an implementation that disagrees with metafast is
+void, not timed). Each measurement warms up, then takes the median throughput of several runs
+of at least --seconds each. Peers: metafast.reference ("numpy"), and PyTorch and JAX when they
+are installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+IMPLS = ("metafast", "numpy", "pytorch", "jax")
+MODULES = {"metafast": "impl_metafast", "numpy": "impl_reference", "pytorch": "impl_torch", "jax": "impl_jax"}
+
+
+def child_environment(threads: int) -> dict[str, str]:
+    env = dict(os.environ)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        env[name] = "1"  # metafast takes its thread count per call; BLAS stays single-threaded
+    env["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'} intra_op_parallelism_threads={threads}"
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH", "")]))
+    return env
+
+
+def run_child(args: list[str], threads: int, timeout: float) -> dict:
+    command = [sys.executable, str(HERE / "run.py"), *args]
+    result = subprocess.run(command, capture_output=True, text=True, env=child_environment(threads), timeout=timeout)
+    if result.returncode != 0:
+        return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------ in the child
+def pin(threads: int) -> None:
+    if hasattr(os, "sched_setaffinity"):
+        cores = sorted(os.sched_getaffinity(0))
+        os.sched_setaffinity(0, set(cores[:threads]))
+
+
+def child_check(workload: str, impl: str) -> dict:
+    import numpy as np
+
+    import fixtures
+    import workloads
+
+    module = importlib.import_module(MODULES[impl])
+    reason = module.available()
+    if reason:
+        return {"skipped": reason}
+    w = workloads.get(workload)
+    fixed = fixtures.fixed(w)
+    expected = importlib.import_module("impl_metafast").compute(w, fixed)
+    actual = module.compute(w, fixed)
+    errors = {k: float(np.linalg.norm(np.asarray(actual[k], np.float64) - expected[k]) / np.linalg.norm(expected[k]))
+              for k in expected}
+    return {"errors": errors, "ok": all(e < 1e-3 for e in errors.values())}
+
+
+def child_time(workload: str, impl: str, threads: int, seconds: float, repeats: int) -> dict:
+    import workloads
+
+    pin(threads)
+    module = importlib.import_module(MODULES[impl])
+    reason = module.available()
+    if reason:
+        return {"skipped": reason}
+    w = workloads.get(workload)
+    run = module.make_runner(w, threads)
+    units = 1
+    while True:  # warm up and calibrate: double until a run takes a tenth of the target
+        started = time.perf_counter()
+        done = run(units)
+        elapsed = time.perf_counter() - started
+        if elapsed >= min(0.1 * seconds, 0.5) or units > 1 << 30:
+            break
+        units *= 2
+    units = max(1, int(units * seconds / max(elapsed, 1e-9)))
+    rates = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        done = run(units)
+        rates.append(done / (time.perf_counter() - started))
+    return {"throughput": statistics.median(rates), "runs": rates}
+
+
+# ------------------------------------------------------------------ in the driver
+def peak_gflops(threads: int) -> tuple[float, str]:
+    """fp32 FMA peak: cores x GHz x (FMA units x lanes x 2). Two FMA units are assumed."""
+    flags, mhz = "", 0.0
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        flags = next(line for line in text.splitlines() if line.startswith("flags"))
+        mhz = float(next(line for line in text.splitlines() if line.startswith("cpu MHz")).split(":")[1])
+    except (OSError, StopIteration, ValueError):
+        pass
+    lanes = 16 if " avx512f" in flags else 8 if " avx2" in flags and " fma" in flags else 4
+    per_cycle = 2 * lanes * (2 if lanes > 4 else 1)
+    ghz = mhz / 1000 or 2.0
+    return threads * ghz * per_cycle, f"{ghz:.2f} GHz x {per_cycle} flop/cycle/core"
+
+
+def machine() -> str:
+    model = platform.processor() or platform.machine()
+    try:
+        model = next(l.split(":")[1].strip() for l in Path("/proc/cpuinfo").read_text().splitlines()
+                     if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{model}, {os.cpu_count()} logical cores, Python {platform.python_version()}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3", "W4"])
+    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
+    parser.add_argument("--seconds", type=float, default=2.0, help="length of one timed run (default 2)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement; the median counts")
+    parser.add_argument("--quick", action="store_true", help="0.2 s runs, 2 repeats: a smoke test, not a measurement")
+    parser.add_argument("--json", help="also write the results here")
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.child:
+        kind, workload, impl, *rest = args.child
+        result = child_check(workload, impl) if kind == "check" else child_time(
+            workload, impl, int(rest[0]), float(rest[1]), int(rest[2]))
+        print(json.dumps(result))
+        return 0
+
+    import workloads
+
+    if args.quick:
+        args.seconds, args.repeats = 0.2, 2
+    print(f"machine: {machine()}")
+    results: dict = {"machine": machine(), "workloads": {}}
+    for name in args.workloads:
+        w = workloads.get(name)
+        flops = workloads.flops_per_unit(w)
+        rows = []
+        print(f"\n{name}: {w.algorithm}, MLP {'-'.join(map(str, w.sizes))} {w.activation}, {w.meta_batch} task(s) per "
+              f"meta-iteration; {flops / 1e6:.3f} MFLOP per unit ({w.unit[:-2]})")
+        for impl in args.impls:
+            check = run_child(["--child", "check", name, impl], 1, timeout=600)
+            if "skipped" in check or "error" in check:
+                print(f"  {impl:9s} skipped: {check.get('skipped') or check.get('error')}")
+                continue
+            if not check["ok"]:
+                print(f"  {impl:9s} VOID: disagrees with metafast on fixed data {check['errors']}")
+                continue
+            for threads in args.threads:
+                timing = run_child(["--child", "time", name, impl, str(threads), str(args.seconds), str(args.repeats)],
+                                   threads, timeout=60 + 20 * args.seconds * args.repeats)
+                if "throughput" not in timing:
+                    print(f"  {impl:9s} {threads}t failed: {timing}")
+                    continue
+                rows.append({"impl": impl, "threads": threads, "throughput": timing["throughput"],
+                             "max_error": max(check["errors"].values())})
+        print_table(w, flops, rows)
+        results["workloads"][name] = {"flops_per_unit": flops, "rows": rows}
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def print_table(w, flops: float, rows: list[dict]) -> None:
+    if not rows:
+        return
+    best = {t: r["throughput"] for r in rows if r["impl"] == "metafast" for t in [r["threads"]]}
+    one_thread = {r["impl"]: r["throughput"] for r in rows if r["threads"] == 1}
+    print(f"  {'impl':9s} {'threads':>7s} {w.unit:>12s} {'metafast is':>12s} {'GFLOP/s':>8s} {'% peak':>7s} "
+          f"{'vs 1 thread':>11s}  {'check':>8s}")
+    for r in rows:
+        gflops = r["throughput"] * flops / 1e9
+        peak, _ = peak_gflops(r["threads"])
+        ratio = best.get(r["threads"], float("nan")) / r["throughput"]
+        scaling = r["throughput"] / one_thread[r["impl"]] if r["impl"] in one_thread else float("nan")
+        print(f"  {r['impl']:9s} {r['threads']:>7d} {r['throughput']:>12,.0f} {ratio:>11.2f}x {gflops:>8.2f} "
+              f"{100 * gflops / peak:>6.1f}% {scaling:>10.2f}x  {r['max_error']:>8.1e}")
+    _, formula = peak_gflops(1)
+    print(f"  (peak = threads x {formula}; GFLOP/s = throughput x FLOPs per unit)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
