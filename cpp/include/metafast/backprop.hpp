@@ -32,10 +32,10 @@ const T* forward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows,
 // Mean loss of the forward pass already in ws.
 template <class T>
 T loss_of_forward(const Mlp& mlp, std::size_t rows, const Targets<T>& y, Loss loss,
-                  MlpWorkspace<T>& ws, T* delta) {
+                  MlpWorkspace<T>& ws, T* delta, bool want_value = true) {
     const std::size_t last = mlp.num_layers() - 1;
     return loss_and_seed(loss, mlp.output_activation(), rows, mlp.output_width(),
-                         ws.z[last].data(), ws.a[last].data(), y, delta);
+                         ws.z[last].data(), ws.a[last].data(), y, delta, want_value);
 }
 
 template <class T>
@@ -59,22 +59,20 @@ void backward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, MlpW
         kernels::gemm_tn(rows, out, in, input, delta, grad + mlp.weight_offset(l), false);
         if (mlp.bias()) kernels::column_sums(rows, out, delta, grad + mlp.bias_offset(l), false);
         if (l == 0) break;
-        T* wt = ws.transposed.data();
-        kernels::transpose(in, out, theta + mlp.weight_offset(l), wt);
-        kernels::gemm_nn(rows, in, out, delta, wt, next, false);
+        kernels::gemm_nt(rows, in, out, delta, theta + mlp.weight_offset(l), next, false, ws.transposed.data());
         multiply_by_derivative(mlp.activation(l - 1), rows * in, ws.z[l - 1].data(),
                                ws.a[l - 1].data(), next);
         std::swap(delta, next);
     }
 }
 
-// Mean loss over `rows` samples and its gradient with respect to theta.
+// Mean loss over `rows` samples (0 unless want_value) and its gradient with respect to theta.
 template <class T>
 T loss_and_grad(const Mlp& mlp, const T* theta, const T* x, std::size_t rows,
-                const Targets<T>& y, Loss loss, MlpWorkspace<T>& ws, T* grad) {
+                const Targets<T>& y, Loss loss, MlpWorkspace<T>& ws, T* grad, bool want_value = true) {
     ws.reserve(mlp, rows, false);
     forward(mlp, theta, x, rows, ws);
-    const T value = loss_of_forward(mlp, rows, y, loss, ws, ws.delta[0].data());
+    const T value = loss_of_forward(mlp, rows, y, loss, ws, ws.delta[0].data(), want_value);
     backward(mlp, theta, x, rows, ws, grad);
     return value;
 }

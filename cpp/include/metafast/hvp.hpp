@@ -15,10 +15,11 @@
 
 namespace metafast {
 
-// Writes H v to hv and, when grad is not null, the gradient to grad; returns the mean loss.
+// Writes H v to hv and, when grad is not null, the gradient to grad; returns the mean loss
+// (0 unless want_value).
 template <class T>
 T hvp(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Targets<T>& y,
-      Loss loss, const T* v, MlpWorkspace<T>& ws, T* hv, T* grad) {
+      Loss loss, const T* v, MlpWorkspace<T>& ws, T* hv, T* grad, bool want_value = true) {
     ws.reserve(mlp, rows, true);
     forward(mlp, theta, x, rows, ws);
     const std::size_t layers = mlp.num_layers();
@@ -41,7 +42,7 @@ T hvp(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Target
     T* rdelta = ws.rdelta[0].data();
     T* rnext = ws.rdelta[1].data();
     const std::size_t last = layers - 1;
-    const T value = loss_of_forward(mlp, rows, y, loss, ws, delta);
+    const T value = loss_of_forward(mlp, rows, y, loss, ws, delta, want_value);
     r_seed(loss, mlp.output_activation(), rows, mlp.output_width(), ws.z[last].data(),
            ws.a[last].data(), y, ws.rz[last].data(), rdelta);
 
@@ -60,14 +61,15 @@ T hvp(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Target
         if (l == 0) break;
 
         // back = delta_l W^T; R(delta_{l-1}) = (R(delta_l) W^T + delta_l U^T) f' + back f'' R(z_{l-1}).
-        T* wt = ws.transposed.data();
-        T* ut = wt + in * out;
-        kernels::transpose(in, out, theta + mlp.weight_offset(l), wt);
-        kernels::transpose(in, out, v + mlp.weight_offset(l), ut);
+        // back = delta W^T, then R(delta_{l-1}) = rdelta W^T + delta U^T (W^T is reused).
         T* back = ws.back.data();
-        kernels::gemm_nn(rows, in, out, delta, wt, back, false);
-        kernels::gemm_nn(rows, in, out, rdelta, wt, rnext, false);
-        kernels::gemm_nn(rows, in, out, delta, ut, rnext, true);
+        T* wt = ws.transposed.data();
+        kernels::gemm_nt(rows, in, out, delta, theta + mlp.weight_offset(l), back, false, wt);
+        if (out == 1)
+            kernels::gemm_nt(rows, in, out, rdelta, theta + mlp.weight_offset(l), rnext, false, wt);
+        else
+            kernels::gemm_nn(rows, in, out, rdelta, wt, rnext, false);
+        kernels::gemm_nt(rows, in, out, delta, v + mlp.weight_offset(l), rnext, true, wt);
         const Activation act = mlp.activation(l - 1);
         const T* z = ws.z[l - 1].data();
         const T* a = ws.a[l - 1].data();

@@ -132,12 +132,32 @@ void gemm_tn(std::size_t m, std::size_t n, std::size_t k, const T* A, const T* B
     detail::product(k, n, m, A, 1, k, B, C, accumulate);
 }
 
-// At (cols x rows) = A^T for A (rows x cols). Used so that products with a transposed
-// weight matrix become gemm_nn.
+// At (cols x rows) = A^T for A (rows x cols).
 template <class T>
 void transpose(std::size_t rows, std::size_t cols, const T* __restrict A, T* __restrict At) {
     for (std::size_t i = 0; i < rows; ++i)
         for (std::size_t j = 0; j < cols; ++j) At[j * rows + i] = A[i * cols + j];
+}
+
+// C (m x n) = A (m x k) B^T for B (n x k), or C += A B^T when `accumulate`. With k = 1 it is
+// an outer product; otherwise B^T goes to `scratch` (n * k values) and gemm_nn does the rest,
+// which beats dot products of rows (their horizontal sums cost more than the transpose).
+template <class T>
+void gemm_nt(std::size_t m, std::size_t n, std::size_t k, const T* A, const T* B, T* C, bool accumulate,
+             T* scratch) {
+    if (k == 1) {
+        for (std::size_t i = 0; i < m; ++i) {
+            const T a = A[i];
+            T* __restrict c = C + i * n;
+            if (accumulate)
+                for (std::size_t j = 0; j < n; ++j) c[j] += a * B[j];
+            else
+                for (std::size_t j = 0; j < n; ++j) c[j] = a * B[j];
+        }
+        return;
+    }
+    transpose(n, k, B, scratch);
+    gemm_nn(m, n, k, A, scratch, C, accumulate);
 }
 
 // Z[r, :] += b for every row r of Z (m x n).

@@ -75,9 +75,11 @@ T bce_on_logit(T z, T y) {
 
 // Returns the mean loss of outputs (z, a) = (z_L, f(z_L)), both rows x width. When `delta`
 // is not null, also writes dL/dz_L there. Sums run in row order and in double precision.
+// With want_value false only delta is computed (inner loops never read their losses) and the
+// result is 0.
 template <class T>
 T loss_and_seed(Loss loss, Activation output, std::size_t rows, std::size_t width, const T* z,
-                const T* a, const Targets<T>& y, T* delta) {
+                const T* a, const Targets<T>& y, T* delta, bool want_value = true) {
     double total = 0.0;
     const std::size_t n = rows * width;
     switch (loss) {
@@ -93,10 +95,10 @@ T loss_and_seed(Loss loss, Activation output, std::size_t rows, std::size_t widt
         }
         case Loss::bce: {
             const T scale = T(1) / T(rows);
-            for (std::size_t i = 0; i < n; ++i) {
-                total += double(detail::bce_on_logit(z[i], y.values[i]));
-                if (delta) delta[i] = scale * (detail::stable_sigmoid(z[i]) - y.values[i]);
-            }
+            if (want_value)
+                for (std::size_t i = 0; i < n; ++i) total += double(detail::bce_on_logit(z[i], y.values[i]));
+            if (delta)
+                for (std::size_t i = 0; i < n; ++i) delta[i] = scale * (detail::stable_sigmoid(z[i]) - y.values[i]);
             return T(total / double(rows));
         }
         case Loss::softmax_ce: {

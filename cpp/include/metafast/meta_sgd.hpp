@@ -46,11 +46,10 @@ private:
 
 // One inner step: theta_next = theta - alpha * grad L(theta); writes the gradient to grad.
 template <class T>
-T inner_step(const Mlp& mlp, Loss loss, const T* theta, const T* alpha, const T* x,
+void inner_step(const Mlp& mlp, Loss loss, const T* theta, const T* alpha, const T* x,
              std::size_t rows, const Targets<T>& y, MlpWorkspace<T>& ws, T* grad, T* theta_next) {
-    const T value = loss_and_grad(mlp, theta, x, rows, y, loss, ws, grad);
+    loss_and_grad(mlp, theta, x, rows, y, loss, ws, grad, false);
     for (std::size_t i = 0; i < mlp.num_params(); ++i) theta_next[i] = theta[i] - alpha[i] * grad[i];
-    return value;
 }
 
 // The query loss at theta_J and its gradients: g_theta = dL/dtheta, g_alpha = dL/dalpha.
@@ -78,7 +77,7 @@ T task_meta_gradient(const Mlp& mlp, const MetaSgdConfig& config, const T* theta
         T* u = ws.u.data();
         for (std::size_t i = 0; i < n; ++i) u[i] = alpha[i] * v[i];
         hvp(mlp, thetas + j * n, task.x_support, task.support_rows, task.y_support, config.loss, u,
-            ws.mlp, ws.hv.data(), static_cast<T*>(nullptr));
+            ws.mlp, ws.hv.data(), static_cast<T*>(nullptr), false);
         for (std::size_t i = 0; i < n; ++i) v[i] -= ws.hv[i];
     }
     std::copy(v, v + n, g_theta);

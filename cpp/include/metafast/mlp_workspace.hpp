@@ -15,7 +15,7 @@ struct MlpWorkspace {
     std::vector<std::vector<T>> rz, ra;  // per layer: their R-operator directional derivatives
     std::vector<T> delta[2], rdelta[2];  // dL/dz of the current and the previous layer, and R of them
     std::vector<T> back;                 // delta W^T before multiplying by f' (needed by R(delta))
-    std::vector<T> transposed;           // W^T and U^T of the current layer
+    std::vector<T> transposed;           // a weight matrix transposed, for products with W^T
 
     // Grows the buffers to hold `rows` samples of `mlp`; never shrinks, so a reused
     // workspace allocates only when it meets a larger batch than before.
@@ -34,7 +34,7 @@ struct MlpWorkspace {
         }
         if (layers > 1) {
             grow(back, widest);
-            grow(transposed, 2 * mlp.max_layer_params());
+            grow(transposed, mlp.max_layer_params());
         }
     }
 

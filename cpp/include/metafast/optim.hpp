@@ -49,14 +49,14 @@ void sgd_update(std::size_t n, T lr, const T* grad, T* params) {
 
 // params -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps), t counted from 1.
 template <class T>
-void adam_update(std::size_t n, const OptimizerConfig& config, const T* grad, OptimizerState<T>& state,
-                 T* params) {
+void adam_update(std::size_t n, const OptimizerConfig& config, const T* __restrict grad,
+                 OptimizerState<T>& state, T* __restrict params) {
     const std::int64_t t = ++state.step;
     const T b1 = T(config.beta1), b2 = T(config.beta2), lr = T(config.lr), eps = T(config.eps);
     const T c1 = T(1.0 - std::pow(config.beta1, double(t)));
     const T c2 = T(1.0 - std::pow(config.beta2, double(t)));
-    T* m = state.m.data();
-    T* v = state.v.data();
+    T* __restrict m = state.m.data();
+    T* __restrict v = state.v.data();
     for (std::size_t i = 0; i < n; ++i) {
         m[i] = b1 * m[i] + (T(1) - b1) * grad[i];
         v[i] = b2 * v[i] + (T(1) - b2) * grad[i] * grad[i];

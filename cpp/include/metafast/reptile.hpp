@@ -47,10 +47,9 @@ struct ReptileWorkspace {
 
 // Inner optimizer updates first_update .. first_update + updates - 1 of params (in place) on
 // (x, y): pass after pass of consecutive minibatches of config.inner_batch rows, reshuffled at
-// the start of each pass when config.shuffle (Fisher-Yates with `rng`). Returns the last
-// minibatch loss.
+// the start of each pass when config.shuffle (Fisher-Yates with `rng`).
 template <class T>
-T inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_update, std::size_t updates, const T* x,
+void inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_update, std::size_t updates, const T* x,
              std::size_t rows, const Targets<T>& y, CounterRng& rng, OptimizerState<T>& state,
              ReptileWorkspace<T>& ws, T* params) {
     const std::size_t n = mlp.num_params(), in = mlp.input_width(), out = mlp.output_width();
@@ -62,7 +61,6 @@ T inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_upda
         ws.y_batch.resize(config.inner_batch * out);
         ws.labels_batch.resize(config.inner_batch);
     }
-    T loss = 0;
     for (std::size_t u = first_update; u < first_update + updates; ++u) {
         const std::size_t b = u % per_pass;
         const std::size_t first = b * config.inner_batch;
@@ -86,10 +84,9 @@ T inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_upda
             if (y.labels) yb.labels = ws.labels_batch.data();
             else yb.values = ws.y_batch.data();
         }
-        loss = loss_and_grad(mlp, params, xb, count, yb, config.loss, ws.mlp, ws.grad.data());
+        loss_and_grad(mlp, params, xb, count, yb, config.loss, ws.mlp, ws.grad.data(), false);
         optimizer_update(n, config.inner, ws.grad.data(), state, params);
     }
-    return loss;
 }
 
 }  // namespace metafast

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <cstdint>
 
 namespace metafast {
@@ -29,21 +30,42 @@ public:
     double uniform() { return double(next_u64() >> 11) * 0x1.0p-53; }
     double uniform(double low, double high) { return low + (high - low) * uniform(); }
 
+    // n uniforms in [low, high), the same numbers as n calls of uniform(low, high), in a loop
+    // that vectorises (each output depends only on its position in the stream).
+    void fill_uniform(double* out, std::size_t n, double low, double high) {
+        const std::uint64_t base = state_;
+        for (std::size_t i = 0; i < n; ++i) {
+            const double u = double(mix64(base + (i + 1) * golden) >> 11) * 0x1.0p-53;
+            out[i] = low + (high - low) * u;
+        }
+        state_ = base + n * golden;
+    }
+
     // Uniform integer in [0, n) for n >= 1 (bias below 2^-53 n, irrelevant for task sizes).
     std::uint64_t below(std::uint64_t n) {
         const auto k = static_cast<std::uint64_t>(uniform() * double(n));
         return k < n ? k : n - 1;
     }
 
-    // Standard normal by Box-Muller, one value per two uniforms (no cached state).
+    // Standard normal by Box-Muller: two uniforms give two values, the cosine one now and the
+    // sine one at the next call.
     double normal() {
+        if (has_spare_) {
+            has_spare_ = false;
+            return spare_;
+        }
         const double u1 = 1.0 - uniform();  // in (0, 1]
         const double u2 = uniform();
-        return std::sqrt(-2.0 * std::log(u1)) * std::cos(6.283185307179586 * u2);
+        const double radius = std::sqrt(-2.0 * std::log(u1));
+        spare_ = radius * std::sin(6.283185307179586 * u2);
+        has_spare_ = true;
+        return radius * std::cos(6.283185307179586 * u2);
     }
 
 private:
     std::uint64_t state_;
+    double spare_ = 0.0;
+    bool has_spare_ = false;
 };
 
 }  // namespace metafast

@@ -8,6 +8,7 @@
 #include <variant>
 #include <vector>
 
+#include "metafast/kernels.hpp"
 #include "metafast/rng.hpp"
 
 namespace metafast {
@@ -71,23 +72,19 @@ struct LinearBinary {
 
     template <class T>
     void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& scratch) const {
-        scratch.resize(dim);
-        for (double& w : scratch) w = rng.normal();
-        fill(rng, scratch, support, slot.x_support, slot.y_support);
-        fill(rng, scratch, query, slot.x_query, slot.y_query);
+        scratch.resize(2 * dim);
+        for (std::size_t d = 0; d < dim; ++d) scratch[d] = rng.normal();
+        fill(rng, scratch.data(), scratch.data() + dim, support, slot.x_support, slot.y_support);
+        fill(rng, scratch.data(), scratch.data() + dim, query, slot.x_query, slot.y_query);
     }
 
 private:
     template <class T>
-    void fill(CounterRng& rng, const std::vector<double>& w, std::size_t rows, T* x, T* y) const {
+    void fill(CounterRng& rng, const double* w, double* row, std::size_t rows, T* x, T* y) const {
         for (std::size_t r = 0; r < rows; ++r) {
-            double dot = 0.0;
-            for (std::size_t d = 0; d < dim; ++d) {
-                const double xd = rng.uniform(-1.0, 1.0);
-                x[r * dim + d] = T(xd);
-                dot += xd * w[d];
-            }
-            y[r] = dot > 0.0 ? T(1) : T(0);
+            rng.fill_uniform(row, dim, -1.0, 1.0);
+            for (std::size_t d = 0; d < dim; ++d) x[r * dim + d] = T(row[d]);
+            y[r] = kernels::detail::dot(dim, row, w) > 0.0 ? T(1) : T(0);
         }
     }
 };
@@ -104,16 +101,18 @@ struct SeedBinary {
     std::size_t query_rows() const { return query; }
 
     template <class T>
-    void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& /*scratch*/) const {
-        fill(rng, support, slot.x_support, slot.y_support);
-        fill(rng, query, slot.x_query, slot.y_query);
+    void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& scratch) const {
+        fill(rng, support, slot.x_support, slot.y_support, scratch);
+        fill(rng, query, slot.x_query, slot.y_query, scratch);
     }
 
 private:
     template <class T>
-    void fill(CounterRng& rng, std::size_t rows, T* x, T* y) const {
+    void fill(CounterRng& rng, std::size_t rows, T* x, T* y, std::vector<double>& row) const {
+        row.resize(dim);
         for (std::size_t r = 0; r < rows; ++r) {
-            for (std::size_t d = 0; d < dim; ++d) x[r * dim + d] = T(rng.uniform());
+            rng.fill_uniform(row.data(), dim, 0.0, 1.0);
+            for (std::size_t d = 0; d < dim; ++d) x[r * dim + d] = T(row[d]);
             y[r] = rng.uniform() < 0.5 ? T(1) : T(0);
         }
     }

@@ -44,12 +44,13 @@ class CounterRng:
         The key, each taken modulo 2**64 (as the C++ ``std::uint64_t`` arguments are).
     """
 
-    __slots__ = ("state",)
+    __slots__ = ("state", "spare")
 
     def __init__(self, seed: int, iteration: int, task: int) -> None:
         state = mix64((seed + GOLDEN) & MASK64)
         state = mix64((state + iteration) & MASK64)
         self.state = mix64((state + task) & MASK64)
+        self.spare: float | None = None
 
     def next_u64(self) -> int:
         """The next 64-bit output."""
@@ -74,10 +75,16 @@ class CounterRng:
         return k if k < n else n - 1
 
     def normal(self) -> float:
-        """Standard normal by Box-Muller, one value per two uniforms (no cached state)."""
+        """Standard normal by Box-Muller: two uniforms give two values, the cosine one now and
+        the sine one at the next call."""
+        if self.spare is not None:
+            value, self.spare = self.spare, None
+            return value
         u1 = 1.0 - self.uniform()  # in (0, 1]
         u2 = self.uniform()
-        return math.sqrt(-2.0 * math.log(u1)) * math.cos(6.283185307179586 * u2)
+        radius = math.sqrt(-2.0 * math.log(u1))
+        self.spare = radius * math.sin(6.283185307179586 * u2)
+        return radius * math.cos(6.283185307179586 * u2)
 
 
 __all__ = ["MASK64", "GOLDEN", "mix64", "shuffle_seed", "CounterRng"]
