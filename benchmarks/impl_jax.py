@@ -2,13 +2,15 @@
 
 Every meta-step is pure JAX: tasks are drawn with ``jax.random`` inside the program, the tasks
 of a meta-batch are batched with ``vmap``, the Reptile inner loop (50 Adam steps) is a
-``lax.scan``, and ``make_runner`` jits a ``lax.scan`` over a fixed chunk of meta-steps, so one
-Python call (one dispatch) does a whole chunk of work. The Meta-SGD meta-gradient is
-``jax.grad`` through the inner step (``jax.grad`` inside ``jax.grad``: exact, second order).
+``lax.scan`` (unrolled by one pass, 5 steps), and ``make_runner`` compiles (ahead of time, in
+``make_runner`` itself) a ``lax.scan`` over a fixed chunk of meta-steps, so one Python call (one
+dispatch) does a whole chunk of work; ``run(units)`` makes ``ceil(units / chunk)`` such calls.
+The Meta-SGD meta-gradient is ``jax.grad`` through the inner step (``jax.grad`` inside
+``jax.grad``: exact, second order).
 
-Parameters are kept as a list of ``(W, b)`` (``(W,)`` without biases) per layer (``W`` of shape ``(fan_in, fan_out)``);
-:func:`compute` returns flat vectors in metafast's layout (per layer ``W`` row-major, then
-``b`` if the model has biases).
+Parameters are kept as a list of ``(W, b)`` (``(W,)`` without biases) per layer, ``W`` of shape
+``(fan_in, fan_out)``; :func:`compute` returns flat vectors in metafast's layout (per layer
+``W`` row-major, then ``b`` if the model has biases).
 
 Threads: the driver pins the process to ``threads`` cores and sets ``XLA_FLAGS`` before jax is
 imported (XLA reads them when its CPU backend starts); this module imports jax lazily for that
@@ -211,11 +213,6 @@ def make_runner(w: Workload, threads: int, seed: int = 0):
             theta, query_loss = fns["reptile_step"](theta, sample(sub, w.meta_batch))
             return (theta, key), query_loss
 
-        @jax.jit
-        def many(state):
-            state, losses = lax.scan(one, state, None, length=chunk)
-            return state, losses[-1]
-
         state = (theta, key)
     else:
         alpha = tree_map(lambda p: jnp.full_like(p, w.alpha_init), theta)
@@ -237,14 +234,17 @@ def make_runner(w: Workload, threads: int, seed: int = 0):
                                   params, m, v)
             return (params[0], params[1], m, v, t, key), query_loss
 
-        @jax.jit
-        def many(state):
-            state, losses = lax.scan(one, state, None, length=chunk)
-            return state, losses[-1]
-
         zeros = tree_map(jnp.zeros_like, (theta, alpha))
         state = (theta, alpha, zeros, zeros, jnp.float32(0.0), key)
 
+    def chunk_of_steps(state):
+        state, losses = lax.scan(one, state, None, length=chunk)
+        return state, losses[-1]
+
+    # Compiled here, ahead of time, and run once (results dropped: the state does not move), so
+    # that no call of run() pays for compilation, not even the first.
+    many = jax.jit(chunk_of_steps).lower(state).compile()
+    jax.block_until_ready(many(state))
     holder = [state]
     units_per_chunk = chunk * w.meta_batch // w.tasks_per_unit
 

@@ -344,6 +344,9 @@ def make_runner(w: Workload, threads: int, seed: int = 0):
                     count[0] += 1
                     adam.step(grads, count[0])
 
+    if _compile_passes():
+        step()  # compiles now (one meta-step taken), not in the first call of run()
+
     def run(units: int) -> int:
         iterations = -(-units * w.tasks_per_unit // w.meta_batch)
         for _ in range(iterations):

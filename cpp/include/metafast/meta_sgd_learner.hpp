@@ -137,14 +137,9 @@ private:
             task_losses_[i] = task_meta_gradient(mlp_, config_, theta, alpha, task,
                                                  workspaces_[static_cast<std::size_t>(thread)], g, g + n);
         });
-        std::fill(mean_grad_.begin(), mean_grad_.end(), T(0));
+        mean_over_tasks(tasks, width, task_grads_.data(), mean_grad_.data(), threads_);
         double loss = 0.0;
-        for (std::size_t i = 0; i < tasks; ++i) {
-            const T* g = task_grads_.data() + i * width;
-            for (std::size_t k = 0; k < width; ++k) mean_grad_[k] += g[k];
-            loss += double(task_losses_[i]);
-        }
-        for (T& g : mean_grad_) g /= T(tasks);
+        for (std::size_t i = 0; i < tasks; ++i) loss += double(task_losses_[i]);
         return loss / double(tasks);
     }
 

@@ -3,6 +3,7 @@
 // caught is rethrown after it).
 #pragma once
 
+#include <algorithm>
 #include <cstddef>
 #include <exception>
 #include <mutex>
@@ -30,7 +31,7 @@ void parallel_for(std::size_t n, int threads, F&& f) {
     std::mutex error_mutex;
     const auto count = static_cast<long long>(n);
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1) if (threads > 1 && n > 1)
+#pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1 && n > 1)
 #endif
     for (long long i = 0; i < count; ++i) {
         try {
@@ -47,6 +48,23 @@ void parallel_for(std::size_t n, int threads, F&& f) {
     }
     (void)threads;
     if (error) std::rethrow_exception(error);
+}
+
+// mean[k] = (sum over tasks i, in task order, of slots[i * width + k]) / tasks. Threads split
+// the elements, never the order of a sum, so the result is the same for any thread count.
+template <class T>
+void mean_over_tasks(std::size_t tasks, std::size_t width, const T* slots, T* mean, int threads) {
+    constexpr std::size_t block = 512;
+    const std::size_t blocks = (width + block - 1) / block;
+    parallel_for(blocks, blocks > 1 ? threads : 1, [&](std::size_t b, int) {
+        const std::size_t first = b * block, last = std::min(width, first + block);
+        std::fill(mean + first, mean + last, T(0));
+        for (std::size_t i = 0; i < tasks; ++i) {
+            const T* slot = slots + i * width;
+            for (std::size_t k = first; k < last; ++k) mean[k] += slot[k];
+        }
+        for (std::size_t k = first; k < last; ++k) mean[k] /= T(tasks);
+    });
 }
 
 }  // namespace metafast

@@ -152,14 +152,11 @@ private:
     bool update_if_finite(double loss, std::size_t tasks, double epsilon) {
         if (!std::isfinite(loss)) return false;
         const std::size_t n = num_params();
-        candidate_.assign(n, T(0));
-        for (std::size_t i = 0; i < tasks; ++i) {
-            const T* delta = deltas_.data() + i * n;
-            for (std::size_t k = 0; k < n; ++k) candidate_[k] += delta[k];
-        }
+        candidate_.resize(n);
+        mean_over_tasks(tasks, n, deltas_.data(), candidate_.data(), threads_);
         const T step = T(epsilon);
         for (std::size_t k = 0; k < n; ++k) {
-            candidate_[k] = params_[k] + step * (candidate_[k] / T(tasks));
+            candidate_[k] = params_[k] + step * candidate_[k];
             if (!std::isfinite(candidate_[k])) return false;
         }
         std::swap(params_, candidate_);
