@@ -1,0 +1,43 @@
+"""The benchmark harness stays runnable: its workloads build, the NumPy peer agrees with
+metafast on the fixed data of every workload, and the FLOP model matches a hand count.
+(Timings are the benchmark's business, never the tests'.)"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+import fixtures  # noqa: E402
+import impl_metafast  # noqa: E402
+import impl_reference  # noqa: E402
+import workloads  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(workloads.WORKLOADS))
+def test_numpy_peer_agrees_with_metafast(name):
+    w = workloads.get(name)
+    fixed = fixtures.fixed(w)
+    expected = impl_metafast.compute(w, fixed)
+    actual = impl_reference.compute(w, fixed)
+    for key, value in expected.items():
+        assert np.linalg.norm(actual[key] - value) / np.linalg.norm(value) < 1e-5, key
+
+
+def test_flop_model_by_hand():
+    # W3: single layer 50 -> 1 (S = 50, S' = 0), 10 support and 10 query rows, one step:
+    # support gradient 2*50*10, query gradient 2*50*10, forward 50*10 + HVP 2*50*10, per task.
+    w = workloads.get("W3")
+    per_task = 100 * 10 + 100 * 10 + (50 + 100) * 10
+    assert workloads.flops_per_unit(w) == 2 * per_task * 32
+
+
+@pytest.mark.parametrize("name", ["W1", "W4"])
+def test_runners_do_the_work_they_report(name):
+    w = workloads.get(name)
+    assert impl_metafast.make_runner(w, threads=1)(3) >= 3
+    assert impl_reference.make_runner(w, threads=1)(1) >= 1
