@@ -180,7 +180,7 @@ def run_demo(args: argparse.Namespace) -> int:
                       meta_lr=1e-3, seed=args.seed, num_threads=args.threads)
     reptile = Reptile(MLP([1, 64, 64, 1], activation="tanh"), loss="mse", inner_lr=1e-2, inner_epochs=10,
                       inner_batch=10, epsilon=0.1, epsilon_final=0.0, seed=args.seed, num_threads=args.threads)
-    runs = [("Meta-SGD", metasgd, round(10_000 * args.scale), 25), ("Reptile", reptile, round(6000 * args.scale), 5)]
+    runs = [("Meta-SGD", metasgd, round(20_000 * args.scale), 25), ("Reptile", reptile, round(6000 * args.scale), 5)]
     print("meta-training on sine waves y = A sin(x - phi), 10 support and 10 query points per task")
     for name, learner, iterations, meta_batch in runs:
         started = time.perf_counter()
