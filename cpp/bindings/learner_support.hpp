@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "metafast/optim.hpp"
 #include "metafast/task_batch.hpp"
 #include "metafast/tasks.hpp"
 
@@ -100,6 +101,50 @@ Task<T> checked_task(const Mlp& mlp, Loss loss, const py::array& x, const py::ar
     check_finite("x_support", data, element_count(x_dims));
     const Targets<T> targets = checked_targets<T>(mlp, loss, y, "y_support", {{x_dims[0].size, ""}});
     return {data, static_cast<std::size_t>(x_dims[0].size), targets};
+}
+
+// The bindings both learners share: evaluation, adaptation and the optimizer state.
+template <class T, class L>
+py::tuple evaluate_tasks(L& learner, const py::array& xs, const py::array& ys, const py::array& xq,
+                         const py::array& yq, const std::vector<std::size_t>& steps) {
+    const TaskBatchView<T> batch = checked_batch<T>(learner.mlp(), learner.config().loss, xs, ys, xq, yq);
+    check_steps(steps);
+    const auto rows = static_cast<py::ssize_t>(batch.tasks), cols = static_cast<py::ssize_t>(steps.size());
+    py::array_t<double> losses({rows, cols}), accuracies({rows, cols});
+    double* lp = losses.mutable_data();
+    double* ap = accuracies.mutable_data();
+    without_gil(learner, [&] { learner.evaluate(batch, steps, lp, ap); });
+    return py::make_tuple(losses, accuracies);
+}
+
+template <class T, class L>
+py::array_t<T> adapt_task(L& learner, const py::array& x, const py::array& y, std::size_t steps) {
+    const Task<T> task = checked_task<T>(learner.mlp(), learner.config().loss, x, y);
+    py::array_t<T> out(static_cast<py::ssize_t>(learner.num_params()));
+    T* op = out.mutable_data();
+    without_gil(learner, [&] { learner.adapt(task.x, task.rows, task.targets, steps, op); });
+    return out;
+}
+
+template <class T, class L>
+py::tuple get_optimizer_state(L& learner) {
+    std::lock_guard<std::mutex> lock(learner.mutex());
+    const OptimizerState<T>& s = learner.optimizer_state();
+    return py::make_tuple(copy_out(s.m.data(), s.m.size()), copy_out(s.v.data(), s.v.size()), s.step);
+}
+
+template <class T, class L>
+void set_optimizer_state(L& learner, const py::array& m, const py::array& v, std::int64_t step) {
+    const std::size_t n = learner.optimizer_state().m.size();
+    const T* first = checked_vector<T>(m, "optimizer m", n);
+    const T* second = checked_vector<T>(v, "optimizer v", n);
+    require(step >= 0, "optimizer step must be >= 0");
+    for (std::size_t i = 0; i < n; ++i) require(second[i] >= 0, "optimizer v must be >= 0");
+    std::lock_guard<std::mutex> lock(learner.mutex());
+    OptimizerState<T>& s = learner.optimizer_state();
+    s.m.assign(first, first + n);
+    s.v.assign(second, second + n);
+    s.step = step;
 }
 
 }  // namespace metafast::bindings

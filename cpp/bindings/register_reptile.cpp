@@ -58,26 +58,8 @@ void bind_learner(py::module_& m, const char* name) {
                  std::copy(t, t + l.num_params(), l.params().data());
              },
              "theta"_a)
-        .def("get_optimizer_state",
-             [](Learner<T>& l) {
-                 std::lock_guard<std::mutex> lock(l.mutex());
-                 const OptimizerState<T>& s = l.optimizer_state();
-                 return py::make_tuple(copy_out(s.m.data(), s.m.size()), copy_out(s.v.data(), s.v.size()), s.step);
-             })
-        .def("set_optimizer_state",
-             [](Learner<T>& l, const py::array& m1, const py::array& m2, std::int64_t step) {
-                 const std::size_t n = l.num_params();
-                 const T* a = checked_vector<T>(m1, "optimizer m", n);
-                 const T* b = checked_vector<T>(m2, "optimizer v", n);
-                 require(step >= 0, "optimizer step must be >= 0");
-                 for (std::size_t i = 0; i < n; ++i) require(b[i] >= 0, "optimizer v must be >= 0");
-                 std::lock_guard<std::mutex> lock(l.mutex());
-                 OptimizerState<T>& s = l.optimizer_state();
-                 s.m.assign(a, a + n);
-                 s.v.assign(b, b + n);
-                 s.step = step;
-             },
-             "m"_a, "v"_a, "step"_a)
+        .def("get_optimizer_state", &get_optimizer_state<T, Learner<T>>)
+        .def("set_optimizer_state", &set_optimizer_state<T, Learner<T>>, "m"_a, "v"_a, "step"_a)
         .def("meta_step",
              [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
                 double epsilon, std::uint64_t iteration) {
@@ -106,28 +88,8 @@ void bind_learner(py::module_& m, const char* name) {
              },
              "family"_a, "first_iteration"_a, "iterations"_a, "meta_batch"_a, "epsilon_start"_a, "epsilon_end"_a,
              "offset"_a, "span"_a, "Meta-train on natively sampled tasks; returns (losses, diverged).")
-        .def("evaluate",
-             [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
-                const std::vector<std::size_t>& steps) {
-                 const TaskBatchView<T> batch = checked_batch<T>(l.mlp(), l.config().loss, xs, ys, xq, yq);
-                 check_steps(steps);
-                 const auto rows = static_cast<py::ssize_t>(batch.tasks), cols = static_cast<py::ssize_t>(steps.size());
-                 py::array_t<double> losses({rows, cols}), accuracies({rows, cols});
-                 double* lp = losses.mutable_data();
-                 double* ap = accuracies.mutable_data();
-                 without_gil(l, [&] { l.evaluate(batch, steps, lp, ap); });
-                 return py::make_tuple(losses, accuracies);
-             },
-             "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a, "steps"_a)
-        .def("adapt",
-             [](Learner<T>& l, const py::array& x, const py::array& y, std::size_t steps) {
-                 const Task<T> task = checked_task<T>(l.mlp(), l.config().loss, x, y);
-                 py::array_t<T> out(static_cast<py::ssize_t>(l.num_params()));
-                 T* op = out.mutable_data();
-                 without_gil(l, [&] { l.adapt(task.x, task.rows, task.targets, steps, op); });
-                 return out;
-             },
-             "x_support"_a, "y_support"_a, "steps"_a);
+        .def("evaluate", &evaluate_tasks<T, Learner<T>>, "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a, "steps"_a)
+        .def("adapt", &adapt_task<T, Learner<T>>, "x_support"_a, "y_support"_a, "steps"_a);
 }
 
 }  // namespace

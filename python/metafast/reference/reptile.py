@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from .meta_sgd import _floats, _targets
 from .mlp import mlp_loss, mlp_loss_and_grad
 from .rng import MASK64, CounterRng, shuffle_seed
 
@@ -39,15 +40,6 @@ EVALUATION_ITERATION = MASK64
 State = tuple[np.ndarray, np.ndarray, int]
 
 
-def _floats(array: Any) -> np.ndarray:
-    return np.asarray(array, dtype=np.float64)
-
-
-def _targets(y: Any, loss: str) -> np.ndarray:
-    # softmax_ce takes integer class labels; every other loss takes float targets.
-    if loss == "softmax_ce":
-        return np.asarray(y)
-    return np.asarray(y, dtype=np.float64)
 
 
 def _check_count(value: int, name: str, minimum: int = 0) -> int:
