@@ -10,6 +10,7 @@ void register_mlp(py::module_& m);
 void register_tasks(py::module_& m);
 void register_meta_sgd(py::module_& m);
 void register_reptile(py::module_& m);
+void register_rl(py::module_& m);
 }  // namespace metafast::bindings
 
 PYBIND11_MODULE(_core, m) {
@@ -27,4 +28,5 @@ PYBIND11_MODULE(_core, m) {
     metafast::bindings::register_tasks(m);
     metafast::bindings::register_meta_sgd(m);
     metafast::bindings::register_reptile(m);
+    metafast::bindings::register_rl(m);
 }

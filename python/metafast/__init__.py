@@ -14,7 +14,7 @@ except ImportError as error:  # pragma: no cover - only without a build
         "(or `pip install -e .` for development) rather than importing it from the source tree"
     ) from error
 
-from . import reference, tasks
+from . import reference, rl, tasks
 from .errors import TrainingDivergedError
 from .evaluation import EvaluationReport
 from .io import load
@@ -39,6 +39,7 @@ __all__ = [
     "TrainingDivergedError",
     "load",
     "tasks",
+    "rl",
     "reference",
     "__version__",
 ]

@@ -1,5 +1,7 @@
 // Exact Hessian-vector products H v of an MLP loss by Pearlmutter's R-operator
 // (math.md section 2): one forward, one R-forward, one backward and one R-backward pass.
+// The passes are separate so that other objectives (the policy-gradient surrogate) can seed
+// the R-backward pass with their own delta and R(delta).
 #pragma once
 
 #include <algorithm>
@@ -15,16 +17,11 @@
 
 namespace metafast {
 
-// Writes H v to hv and, when grad is not null, the gradient to grad; returns the mean loss
-// (0 unless want_value).
+// R-forward along direction v (same layout as theta), after forward():
+// R(z_l) = R(a_{l-1}) W_l + a_{l-1} U_l + c_l, R(a_l) = f'(z_l) R(z_l). Fills ws.rz and ws.ra.
 template <class T>
-T hvp(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Targets<T>& y,
-      Loss loss, const T* v, MlpWorkspace<T>& ws, T* hv, T* grad, bool want_value = true) {
-    ws.reserve(mlp, rows, true);
-    forward(mlp, theta, x, rows, ws);
+void r_forward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const T* v, MlpWorkspace<T>& ws) {
     const std::size_t layers = mlp.num_layers();
-
-    // R-forward: R(z_l) = R(a_{l-1}) W_l + a_{l-1} U_l + c_l, R(a_l) = f'(z_l) R(z_l).
     for (std::size_t l = 0; l < layers; ++l) {
         const std::size_t in = mlp.fan_in(l), out = mlp.fan_out(l);
         const T* input = l == 0 ? x : ws.a[l - 1].data();
@@ -33,21 +30,21 @@ T hvp(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Target
         if (l > 0) kernels::gemm_nn(rows, out, in, ws.ra[l - 1].data(), theta + mlp.weight_offset(l), rz, true);
         if (mlp.bias()) kernels::add_row_vector(rows, out, v + mlp.bias_offset(l), rz);
         if (l + 1 < layers)
-            r_forward_through(mlp.activation(l), rows * out, ws.z[l].data(), ws.a[l].data(), rz,
-                              ws.ra[l].data());
+            r_forward_through(mlp.activation(l), rows * out, ws.z[l].data(), ws.a[l].data(), rz, ws.ra[l].data());
     }
+}
 
+// R-backward from ws.delta[0] = dL/dz_L and ws.rdelta[0] = R(dL/dz_L), after forward() and
+// r_forward(): writes the MLP part of H v to hv and, when grad is not null, the gradient.
+template <class T>
+void r_backward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const T* v, MlpWorkspace<T>& ws,
+                T* hv, T* grad) {
     T* delta = ws.delta[0].data();
     T* next = ws.delta[1].data();
     T* rdelta = ws.rdelta[0].data();
     T* rnext = ws.rdelta[1].data();
-    const std::size_t last = layers - 1;
-    const T value = loss_of_forward(mlp, rows, y, loss, ws, delta, want_value);
-    r_seed(loss, mlp.output_activation(), rows, mlp.output_width(), ws.z[last].data(),
-           ws.a[last].data(), y, ws.rz[last].data(), rdelta);
-
-    // R-backward: R(grad W_l) = R(a_{l-1})^T delta_l + a_{l-1}^T R(delta_l), R(grad b_l) = sum R(delta_l).
-    for (std::size_t l = layers; l-- > 0;) {
+    // R(grad W_l) = R(a_{l-1})^T delta_l + a_{l-1}^T R(delta_l), R(grad b_l) = sum R(delta_l).
+    for (std::size_t l = mlp.num_layers(); l-- > 0;) {
         const std::size_t in = mlp.fan_in(l), out = mlp.fan_out(l);
         const T* input = l == 0 ? x : ws.a[l - 1].data();
         T* hv_w = hv + mlp.weight_offset(l);
@@ -60,8 +57,8 @@ T hvp(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Target
         }
         if (l == 0) break;
 
-        // back = delta_l W^T; R(delta_{l-1}) = (R(delta_l) W^T + delta_l U^T) f' + back f'' R(z_{l-1}).
-        // back = delta W^T, then R(delta_{l-1}) = rdelta W^T + delta U^T (W^T is reused).
+        // back = delta_l W^T; R(delta_{l-1}) = (R(delta_l) W^T + delta_l U^T) f' + back f'' R(z_{l-1}),
+        // with W^T transposed once for the first two products.
         T* back = ws.back.data();
         T* wt = ws.transposed.data();
         kernels::gemm_nt(rows, in, out, delta, theta + mlp.weight_offset(l), back, false, wt);
@@ -79,6 +76,21 @@ T hvp(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Target
         std::swap(delta, next);
         std::swap(rdelta, rnext);
     }
+}
+
+// Writes H v to hv and, when grad is not null, the gradient to grad; returns the mean loss
+// (0 unless want_value).
+template <class T>
+T hvp(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Targets<T>& y,
+      Loss loss, const T* v, MlpWorkspace<T>& ws, T* hv, T* grad, bool want_value = true) {
+    ws.reserve(mlp, rows, true);
+    forward(mlp, theta, x, rows, ws);
+    r_forward(mlp, theta, x, rows, v, ws);
+    const std::size_t last = mlp.num_layers() - 1;
+    const T value = loss_of_forward(mlp, rows, y, loss, ws, ws.delta[0].data(), want_value);
+    r_seed(loss, mlp.output_activation(), rows, mlp.output_width(), ws.z[last].data(), ws.a[last].data(), y,
+           ws.rz[last].data(), ws.rdelta[0].data());
+    r_backward(mlp, theta, x, rows, v, ws, hv, grad);
     return value;
 }
 

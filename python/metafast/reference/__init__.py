@@ -15,6 +15,8 @@ and the benchmarks measure the core against them.
 - :mod:`.book_reptile`: a port of the Reptile sine-wave listing of the same book
   (exported as ``BookReptile`` and ``book_reptile_sample_points``): serial Reptile with
   one Adam state for the whole run and a tanh output layer.
+- :mod:`.rl`: the Gaussian policy-gradient surrogate, its gradient and Hessian-vector product,
+  and the 2D navigation step.
 """
 
 from __future__ import annotations
@@ -25,11 +27,15 @@ from .book_metasgd import sample_points as book_sample_points
 from .book_reptile import Reptile as BookReptile
 from .book_reptile import sample_points as book_reptile_sample_points
 from .meta_sgd import MetaSGD, adam_update, adapt, meta_gradient, sgd_update, task_meta_gradient
-from .mlp import mlp_forward, mlp_hvp, mlp_loss, mlp_loss_and_grad
+from . import rl
+from .mlp import mlp_forward, mlp_hvp, mlp_loss, mlp_loss_and_grad, mlp_seeded_hvp, mlp_vjp
 from .reptile import Reptile, inner_loop
 from .rng import CounterRng, mix64, shuffle_seed
 
 __all__ = [
+    "rl",
+    "mlp_vjp",
+    "mlp_seeded_hvp",
     "mlp_forward",
     "mlp_loss",
     "mlp_loss_and_grad",

@@ -105,29 +105,29 @@ def mlp_loss(model: Any, theta: np.ndarray, x: np.ndarray, y: np.ndarray, loss: 
     return _loss_terms(loss, zs[-1], inputs[-1], *derivatives[-1], y)[0]
 
 
-def mlp_loss_and_grad(model: Any, theta: np.ndarray, x: np.ndarray, y: np.ndarray, loss: str = "mse"):
-    """Mean loss and gradient by backpropagation."""
-    layers, inputs, zs, derivatives = _forward(model, theta, x)
-    value, delta, _ = _loss_terms(loss, zs[-1], inputs[-1], *derivatives[-1], y)
+def _backprop(model: Any, layers, inputs, derivatives, delta: np.ndarray) -> np.ndarray:
+    """Gradient from delta = dL/dz_L by backpropagation."""
     grads = []
     for index in reversed(range(len(layers))):
         grads.append((inputs[index].T @ delta, delta.sum(axis=0)))
         if index:
             delta = (delta @ layers[index][0].T) * derivatives[index - 1][0]
-    return value, _pack(model, grads[::-1])
+    return _pack(model, grads[::-1])
 
 
-def mlp_hvp(model: Any, theta: np.ndarray, x: np.ndarray, y: np.ndarray, v: np.ndarray, loss: str = "mse") -> np.ndarray:
-    """Exact Hessian-vector product H v by the R-operator."""
-    layers, inputs, zs, derivatives = _forward(model, theta, x)
-    directions = _unpack(model, v)
+def _r_forward(layers, directions, inputs, derivatives, x: np.ndarray) -> list[np.ndarray]:
+    """R(z_l) for every layer along the direction (U_l, c_l)."""
     r_inputs, r_zs = [np.zeros_like(x)], []
     for index, ((weights, _), (u, c)) in enumerate(zip(layers, directions)):
         rz = r_inputs[-1] @ weights + inputs[index] @ u + c
         r_zs.append(rz)
         r_inputs.append(derivatives[index][0] * rz)
-    _, delta, r_seed = _loss_terms(loss, zs[-1], inputs[-1], *derivatives[-1], y)
-    r_delta = r_seed(r_zs[-1])
+    return r_zs
+
+
+def _r_backprop(model: Any, layers, directions, inputs, derivatives, r_zs, delta, r_delta) -> np.ndarray:
+    """R(gradient) from delta = dL/dz_L and its R(delta_L) (math.md section 2)."""
+    r_inputs = [np.zeros_like(inputs[0])] + [d[0] * rz for d, rz in zip(derivatives, r_zs)]
     blocks = []
     for index in reversed(range(len(layers))):
         blocks.append((r_inputs[index].T @ delta + inputs[index].T @ r_delta, r_delta.sum(axis=0)))
@@ -138,3 +138,36 @@ def mlp_hvp(model: Any, theta: np.ndarray, x: np.ndarray, y: np.ndarray, v: np.n
             r_delta = (r_delta @ weights.T + delta @ u.T) * d1 + back * d2 * r_zs[index - 1]
             delta = back * d1
     return _pack(model, blocks[::-1])
+
+
+def mlp_loss_and_grad(model: Any, theta: np.ndarray, x: np.ndarray, y: np.ndarray, loss: str = "mse"):
+    """Mean loss and gradient by backpropagation."""
+    layers, inputs, zs, derivatives = _forward(model, theta, x)
+    value, delta, _ = _loss_terms(loss, zs[-1], inputs[-1], *derivatives[-1], y)
+    return value, _backprop(model, layers, inputs, derivatives, delta)
+
+
+def mlp_hvp(model: Any, theta: np.ndarray, x: np.ndarray, y: np.ndarray, v: np.ndarray, loss: str = "mse") -> np.ndarray:
+    """Exact Hessian-vector product H v by the R-operator."""
+    layers, inputs, zs, derivatives = _forward(model, theta, x)
+    directions = _unpack(model, v)
+    r_zs = _r_forward(layers, directions, inputs, derivatives, x)
+    _, delta, r_seed = _loss_terms(loss, zs[-1], inputs[-1], *derivatives[-1], y)
+    return _r_backprop(model, layers, directions, inputs, derivatives, r_zs, delta, r_seed(r_zs[-1]))
+
+
+def mlp_vjp(model: Any, theta: np.ndarray, x: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    """Gradient with respect to theta of sum(delta * z_L): backpropagation of a given
+    output gradient (for objectives that are not one of the built-in losses)."""
+    layers, inputs, _, derivatives = _forward(model, theta, x)
+    return _backprop(model, layers, inputs, derivatives, delta)
+
+
+def mlp_seeded_hvp(model: Any, theta: np.ndarray, x: np.ndarray, v: np.ndarray, seed: Any) -> np.ndarray:
+    """The MLP part of H v for an objective of the outputs: ``seed(z_L, R(z_L))`` returns
+    ``(dL/dz_L, R(dL/dz_L))``."""
+    layers, inputs, zs, derivatives = _forward(model, theta, x)
+    directions = _unpack(model, v)
+    r_zs = _r_forward(layers, directions, inputs, derivatives, x)
+    delta, r_delta = seed(zs[-1], r_zs[-1])
+    return _r_backprop(model, layers, directions, inputs, derivatives, r_zs, delta, r_delta)

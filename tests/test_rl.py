@@ -1,0 +1,118 @@
+"""Reinforcement-learning foundations: the 2D navigation dynamics and the Gaussian policy's
+surrogate, gradient and exact Hessian-vector product (finite differences, symmetry, the
+NumPy reference)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import metafast as mf
+from metafast import reference
+
+from conftest import relative_error
+
+
+def policy_problem(activation="tanh", rows=30, seed=0):
+    policy = mf.rl.GaussianPolicy(mf.MLP([2, 12, 12, 2], activation=activation))
+    rng = np.random.default_rng(seed)
+    theta = policy.init(seed=seed, log_std=-0.5) + 0.05 * rng.normal(size=policy.num_params)
+    states = rng.uniform(-0.5, 0.5, size=(rows, 2))
+    actions = rng.normal(scale=0.3, size=(rows, 2))
+    advantages = rng.normal(size=rows)
+    return policy, theta, states, actions, advantages
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_surrogate_gradient_matches_finite_differences(activation):
+    policy, theta, states, actions, advantages = policy_problem(activation)
+    _, grad = policy.surrogate(theta, states, actions, advantages, num_trajectories=3)
+    eps, fd = 1e-6, np.empty_like(theta)
+    for i in range(theta.size):
+        step = np.zeros_like(theta)
+        step[i] = eps
+        fd[i] = (policy.surrogate(theta + step, states, actions, advantages, 3)[0]
+                 - policy.surrogate(theta - step, states, actions, advantages, 3)[0]) / (2 * eps)
+    assert relative_error(grad, fd) < 1e-6
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu"])
+def test_surrogate_hvp_matches_finite_differences_and_is_symmetric(activation, rng):
+    policy, theta, states, actions, advantages = policy_problem(activation, seed=1)
+    u, v = rng.normal(size=(2, policy.num_params))
+    hv = policy.surrogate_hvp(theta, states, actions, advantages, 3, v)
+    eps = 1e-6
+    fd = (policy.surrogate(theta + eps * v, states, actions, advantages, 3)[1]
+          - policy.surrogate(theta - eps * v, states, actions, advantages, 3)[1]) / (2 * eps)
+    assert relative_error(hv, fd) < 1e-6
+    hu = policy.surrogate_hvp(theta, states, actions, advantages, 3, u)
+    assert u @ hv == pytest.approx(v @ hu, rel=1e-12)
+
+
+def test_surrogate_matches_the_numpy_reference(rng):
+    policy, theta, states, actions, advantages = policy_problem("tanh", seed=2)
+    weights = advantages / 4
+    loss, grad = policy.surrogate(theta, states, actions, advantages, 4)
+    ref_loss, ref_grad = reference.rl.surrogate_loss_and_grad(policy.model, theta, states, actions, weights)
+    assert loss == pytest.approx(ref_loss, rel=1e-12)
+    np.testing.assert_allclose(grad, ref_grad, rtol=1e-10, atol=1e-13)
+    v = rng.normal(size=policy.num_params)
+    np.testing.assert_allclose(policy.surrogate_hvp(theta, states, actions, advantages, 4, v),
+                               reference.rl.surrogate_hvp(policy.model, theta, states, actions, weights, v),
+                               rtol=1e-10, atol=1e-13)
+    log_prob = reference.rl.log_prob(policy.model, theta, states, actions)
+    assert loss == pytest.approx(-np.sum(weights * log_prob), rel=1e-12)
+
+
+def test_log_std_gradient_by_hand():
+    """A zero network: mu = 0, so L = sum_t w_t sum_d (a^2 e^{-2s} / 2 + s + log(2 pi)/2)."""
+    policy = mf.rl.GaussianPolicy(mf.MLP([2, 2], activation="identity"))
+    theta = np.zeros(policy.num_params)
+    theta[-2:] = [0.3, -0.2]
+    actions = np.array([[0.5, -1.0], [1.5, 0.25]])
+    weights = np.array([0.7, -0.4])
+    _, grad = policy.surrogate(theta, np.zeros((2, 2)), actions, weights, 1)
+    expected = -np.sum(weights[:, None] * (actions**2 * np.exp(-2 * theta[-2:]) - 1), axis=0)
+    np.testing.assert_allclose(grad[-2:], expected, rtol=1e-14)
+
+
+def test_navigation_dynamics():
+    env = mf.rl.Navigation2D()
+    positions = np.array([[0.0, 0.0], [0.2, 0.2], [0.0, 0.0]])
+    actions = np.array([[0.5, -0.03], [0.005, -0.002], [-1.0, 1.0]])
+    goals = np.array([[0.1, 0.1], [0.21, 0.2], [0.3, 0.3]])
+    moved, rewards, done = env.step(positions, actions, goals)
+    np.testing.assert_allclose(moved, [[0.1, -0.03], [0.205, 0.198], [-0.1, 0.1]])  # clipped to ±0.1
+    np.testing.assert_allclose(rewards, -np.linalg.norm(moved - goals, axis=1), rtol=1e-15)
+    np.testing.assert_array_equal(done, [False, True, False])
+    squared = mf.rl.Navigation2D(reward="squared")
+    np.testing.assert_allclose(squared.step(positions, actions, goals)[1], -np.sum((moved - goals) ** 2, axis=1))
+    ref = reference.rl.navigation_step(positions, actions, goals)
+    np.testing.assert_allclose(ref[0], moved)
+    np.testing.assert_array_equal(ref[2], done)
+
+
+def test_navigation_goals_are_keyed_and_in_range():
+    env = mf.rl.Navigation2D(goal_range=(-0.5, 0.5))
+    goals = env.sample_goals(500, seed=3, iteration=2)
+    assert goals.shape == (500, 2) and goals.min() >= -0.5 and goals.max() < 0.5
+    np.testing.assert_array_equal(goals[:10], env.sample_goals(10, seed=3, iteration=2))
+    assert not np.array_equal(goals[:10], env.sample_goals(10, seed=3, iteration=3))
+
+
+BAD_CALLS = {
+    "output-activation": (lambda: mf.rl.GaussianPolicy(mf.MLP([2, 2], output="tanh")), ValueError, "output activation 'identity'"),
+    "theta-without-log-std": (lambda: mf.rl.GaussianPolicy(mf.MLP([2, 2])).surrogate(np.zeros(6), np.zeros((3, 2)), np.zeros((3, 2)), np.zeros(3), 1), ValueError, r"theta must have shape \(8,\)"),
+    "actions-shape": (lambda: mf.rl.GaussianPolicy(mf.MLP([2, 2])).surrogate(np.zeros(8), np.zeros((3, 2)), np.zeros((3, 1)), np.zeros(3), 1), ValueError, r"actions must have shape \(3, 2\)"),
+    "advantages-nan": (lambda: mf.rl.GaussianPolicy(mf.MLP([2, 2])).surrogate(np.zeros(8), np.zeros((3, 2)), np.zeros((3, 2)), np.full(3, np.nan), 1), ValueError, "advantages contains NaN"),
+    "trajectories-zero": (lambda: mf.rl.GaussianPolicy(mf.MLP([2, 2])).surrogate(np.zeros(8), np.zeros((3, 2)), np.zeros((3, 2)), np.zeros(3), 0), ValueError, "num_trajectories must be at least 1"),
+    "reward-name": (lambda: mf.rl.Navigation2D(reward="manhattan"), ValueError, "reward must be 'distance' or 'squared'"),
+    "max-action": (lambda: mf.rl.Navigation2D(max_action=0.0), ValueError, "max_action must be > 0"),
+    "step-shapes": (lambda: mf.rl.Navigation2D().step(np.zeros((2, 2)), np.zeros((3, 2)), np.zeros((2, 2))), ValueError, r"actions must have shape \(2, 2\)"),
+}
+
+
+@pytest.mark.parametrize("call,error,message", BAD_CALLS.values(), ids=BAD_CALLS.keys())
+def test_bad_input_raises_clear_error(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
