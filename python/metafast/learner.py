@@ -3,8 +3,11 @@ progress bar, callback and Ctrl-C, adaptation, evaluation, and saving."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -21,6 +24,24 @@ Callback = Callable[[Any, int, float], Optional[bool]]
 # fit() hands the core chunks of meta-iterations sized to take about this long, so progress
 # bars, callbacks and Ctrl-C are served a few times a second.
 CHUNK_SECONDS = 0.1
+
+
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
+    """Holds Ctrl-C (SIGINT) back until the caller asks, so that it never lands between the
+    core's update of the parameters and the record of that update. Only the main thread can
+    own signal handlers; elsewhere Ctrl-C is left alone."""
+    if threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+    received: list[bool] = []
+    previous = signal.signal(signal.SIGINT, lambda number, frame: received.append(True))
+    try:
+        yield lambda: bool(received)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if received:
+        raise KeyboardInterrupt
 
 
 class MetaLearner:
@@ -109,6 +130,10 @@ class MetaLearner:
             ``callback(learner, iteration, loss)``, called between chunks (a few times a second)
             and after the last iteration; return True to stop training.
 
+        Ctrl-C (SIGINT) stops training at the end of the current chunk (within about a tenth of
+        a second) and raises KeyboardInterrupt; the learner then holds the last completed
+        meta-iteration, its history matches, and ``fit`` can simply be called again.
+
         Returns
         -------
         numpy.ndarray
@@ -121,8 +146,11 @@ class MetaLearner:
             self._tasks = tasks
         first = self._iteration
         chunk = 1
-        with tqdm(total=iterations, disable=not progress, desc=self._progress_label, unit="it", leave=False) as bar:
+        with tqdm(total=iterations, disable=not progress, desc=self._progress_label, unit="it", leave=False) as bar, \
+                _deferred_interrupt() as interrupted:
             while self._iteration - first < iterations:
+                if interrupted():  # between chunks, with the learner consistent
+                    raise KeyboardInterrupt
                 done = self._iteration - first
                 count = min(chunk, iterations - done)
                 started = time.perf_counter()
