@@ -27,11 +27,12 @@ void bind_learner(py::module_& m, const char* name) {
                          int num_threads) {
                  const Loss kind = parse_loss(loss);
                  check_loss_matches_output(kind, mlp.output_activation(), mlp.output_width());
-                 require(inner_steps >= 1, "inner_steps must be at least 1, got " + std::to_string(inner_steps));
+                 require(inner_steps >= 1 && inner_steps <= 100000,
+                         "inner_steps must lie in [1, 100000], got " + std::to_string(inner_steps));
                  require(std::isfinite(lr) && lr > 0, "meta_lr must be a finite number > 0, got " + std::to_string(lr));
                  require(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "adam_betas must lie in [0, 1)");
                  require(std::isfinite(eps) && eps > 0, "adam_eps must be a finite number > 0");
-                 require(num_threads >= 0, "num_threads must be >= 0 (0 = all cores)");
+                 require(num_threads >= 0 && num_threads <= max_threads_allowed, "num_threads must lie in [0, 1024] (0 = all cores)");
                  OptimizerConfig config{parse_optimizer(optimizer, "meta_optimizer"), lr, beta1, beta2, eps};
                  return std::make_unique<Learner<T>>(mlp, MetaSgdConfig{kind, inner_steps, first_order}, config,
                                                      num_threads);
@@ -40,7 +41,7 @@ void bind_learner(py::module_& m, const char* name) {
              "beta1"_a, "beta2"_a, "eps"_a, "num_threads"_a)
         .def_property("num_threads", &Learner<T>::num_threads,
                       [](Learner<T>& l, int threads) {
-                          require(threads >= 0, "num_threads must be >= 0 (0 = all cores)");
+                          require(threads >= 0 && threads <= max_threads_allowed, "num_threads must lie in [0, 1024] (0 = all cores)");
                           without_gil(l, [&] { l.set_num_threads(threads); });
                       })
         .def("get_params",

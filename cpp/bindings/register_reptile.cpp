@@ -31,9 +31,9 @@ void bind_learner(py::module_& m, const char* name) {
                  require(std::isfinite(lr) && lr > 0, "inner_lr must be a finite number > 0, got " + std::to_string(lr));
                  require(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "adam_betas must lie in [0, 1)");
                  require(std::isfinite(eps) && eps > 0, "adam_eps must be a finite number > 0");
-                 require(inner_epochs >= 1, "inner_epochs must be at least 1");
-                 require(inner_batch >= 1, "inner_batch must be at least 1");
-                 require(num_threads >= 0, "num_threads must be >= 0 (0 = all cores)");
+                 require(inner_epochs >= 1 && inner_epochs <= (std::size_t{1} << 24), "inner_epochs must lie in [1, 2^24]");
+                 require(inner_batch >= 1 && inner_batch <= (std::size_t{1} << 31), "inner_batch must lie in [1, 2^31]");
+                 require(num_threads >= 0 && num_threads <= max_threads_allowed, "num_threads must lie in [0, 1024] (0 = all cores)");
                  ReptileConfig config{kind, {parse_optimizer(optimizer, "inner_optimizer"), lr, beta1, beta2, eps},
                                       inner_epochs, inner_batch, reset_optimizer, shuffle};
                  return std::make_unique<Learner<T>>(mlp, config, seed, num_threads);
@@ -42,7 +42,7 @@ void bind_learner(py::module_& m, const char* name) {
              "inner_batch"_a, "reset_optimizer"_a, "shuffle"_a, "seed"_a, "num_threads"_a)
         .def_property("num_threads", &Learner<T>::num_threads,
                       [](Learner<T>& l, int threads) {
-                          require(threads >= 0, "num_threads must be >= 0 (0 = all cores)");
+                          require(threads >= 0 && threads <= max_threads_allowed, "num_threads must lie in [0, 1024] (0 = all cores)");
                           without_gil(l, [&] { l.set_num_threads(threads); });
                       })
         .def("inner_updates", &Learner<T>::inner_updates, "rows"_a)

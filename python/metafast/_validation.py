@@ -38,12 +38,26 @@ def boolean(value: Any, name: str) -> bool:
     return bool(value)
 
 
-def integer(value: Any, name: str, minimum: int | None = None) -> int:
+def integer(value: Any, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if minimum is not None and value < minimum:
         raise ValueError(f"{name} must be at least {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{name} must be at most {maximum}, got {value}")
     return int(value)
+
+
+MAX_SEED = 2**64 - 1  # seeds and iteration counters key a 64-bit counter-based generator
+MAX_COUNT = 2**24     # tasks per batch, steps: far beyond any sensible run, far below overflow
+
+
+def seed(value: Any, name: str = "seed") -> int:
+    return integer(value, name, minimum=0, maximum=MAX_SEED)
+
+
+def count(value: Any, name: str, minimum: int = 1) -> int:
+    return integer(value, name, minimum=minimum, maximum=MAX_COUNT)
 
 
 def params(value: Any, name: str = "theta") -> np.ndarray:
@@ -115,4 +129,4 @@ def num_threads(value: Any) -> int:
     """None or 0 mean all cores (0 for the core); otherwise a positive count."""
     if value is None:
         return 0
-    return integer(value, "num_threads", minimum=0)
+    return integer(value, "num_threads", minimum=0, maximum=1024)

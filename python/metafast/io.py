@@ -57,7 +57,10 @@ def read_archive(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]
             raise ValueError(f"{os.fspath(path)} is not a readable metafast model file ({error})") from None
     if str(arrays.get("format", "")) != FORMAT:
         raise ValueError(f"{os.fspath(path)} is not a metafast model file")
-    version = int(arrays.pop("format_version"))
+    try:
+        version = int(arrays.pop("format_version"))
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{os.fspath(path)} has no readable format version") from None
     if version != FORMAT_VERSION:
         raise ValueError(f"{os.fspath(path)} has format version {version}; this metafast reads version "
                          f"{FORMAT_VERSION}")
@@ -65,6 +68,8 @@ def read_archive(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]
         config = json.loads(str(arrays.pop("config")))
     except (KeyError, json.JSONDecodeError) as error:
         raise ValueError(f"{os.fspath(path)} has a damaged config ({error})") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{os.fspath(path)} has a damaged config (not an object)")
     arrays.pop("format")
     return config, arrays
 
@@ -90,5 +95,5 @@ def load(path: PathLike, num_threads: int | None = None) -> Any:
         return kinds[kind]._from_saved(config, arrays, num_threads)
     except KeyError as error:
         raise ValueError(f"{os.fspath(path)} lacks the entry {error}") from None
-    except TypeError as error:
+    except (TypeError, AttributeError) as error:
         raise ValueError(f"{os.fspath(path)} has a damaged config ({error})") from None

@@ -60,10 +60,12 @@ class MetaLearner:
         self._model = model
         self._loss = _validation.string(loss, "loss")
         self._dtype = _validation.float_dtype(dtype)
-        self._seed = _validation.integer(seed, "seed", minimum=0)
+        self._seed = _validation.seed(seed)
         self._iteration = 0
         self._history: list[np.ndarray] = []
         self._tasks: TaskFamily | None = None
+        # One meta-iteration at a time per learner: the iteration counter keys the tasks.
+        self._lock = threading.RLock()
 
     # ----------------------------------------------------------------- state
     @property
@@ -110,7 +112,9 @@ class MetaLearner:
     def meta_step(self, batch: TaskBatch) -> float:
         """One meta-iteration on ``batch``; returns the mean query loss after adaptation.
         Raises TrainingDivergedError, changing nothing, if a result is not finite."""
-        return self._checked_step(self._arrays(batch), 0, 0)
+        arrays = self._arrays(batch)
+        with self._lock:
+            return self._checked_step(arrays, 0, 0)
 
     def fit(self, tasks: Tasks, iterations: int = 10_000, meta_batch: int = 25, progress: bool = True,
             callback: Callback | None = None) -> np.ndarray:
@@ -140,10 +144,8 @@ class MetaLearner:
             The mean query loss after adaptation of each meta-iteration run by this call.
         """
         tasks = check_tasks(tasks)
-        iterations = _validation.integer(iterations, "iterations", minimum=0)
-        meta_batch = _validation.integer(meta_batch, "meta_batch", minimum=1)
-        if isinstance(tasks, TaskFamily):
-            self._tasks = tasks
+        iterations = _validation.integer(iterations, "iterations", minimum=0, maximum=_validation.MAX_SEED)
+        meta_batch = _validation.count(meta_batch, "meta_batch")
         first = self._iteration
         chunk = 1
         with tqdm(total=iterations, disable=not progress, desc=self._progress_label, unit="it", leave=False) as bar, \
@@ -154,7 +156,9 @@ class MetaLearner:
                 done = self._iteration - first
                 count = min(chunk, iterations - done)
                 started = time.perf_counter()
-                losses = self._run_chunk(tasks, count, meta_batch, done, iterations)
+                with self._lock:
+                    losses = self._run_chunk(tasks, count, meta_batch, done, iterations)
+                self._tasks = tasks if isinstance(tasks, TaskFamily) else None  # what save() records
                 elapsed = time.perf_counter() - started
                 bar.update(len(losses))
                 bar.set_postfix(loss=f"{losses[-1]:.4g}")
@@ -176,7 +180,7 @@ class MetaLearner:
         for k in range(count):
             rng = np.random.default_rng([self._seed, self._iteration])
             self._checked_step(self._arrays(sample_with(tasks, meta_batch, rng)), done + k, total)
-        return self._history[-1]
+        return np.concatenate(self._history[-count:])
 
     def _checked_step(self, arrays: tuple[np.ndarray, ...], position: int, total: int) -> float:
         updated, loss = self._step(arrays, position, total)
@@ -196,7 +200,7 @@ class MetaLearner:
         None: as many as in meta-training)."""
         x = self._floats(x_support, "x_support")
         y = self._targets(y_support, "y_support")
-        steps = self._default_steps(x.shape[0]) if steps is None else _validation.integer(steps, "steps", minimum=0)
+        steps = self._default_steps(x.shape[0]) if steps is None else _validation.count(steps, "steps", minimum=0)
         return self._impl.adapt(x, y, steps)
 
     def predict(self, x: Any, params: np.ndarray | None = None) -> np.ndarray:
@@ -215,11 +219,11 @@ class MetaLearner:
         meta-training; a task whose adaptation overflows counts as an infinite loss.
         """
         tasks = check_tasks(tasks, allow_batch=True)
-        counts = sorted({_validation.integer(s, "steps[i]", minimum=0) for s in steps})
+        counts = sorted({_validation.count(s, "steps[i]", minimum=0) for s in steps})
         if not counts:
             raise ValueError("steps must name at least one number of adaptation steps")
-        num_tasks = _validation.integer(num_tasks, "num_tasks", minimum=1)
-        seed = _validation.integer(seed, "seed", minimum=0)
+        num_tasks = _validation.count(num_tasks, "num_tasks")
+        seed = _validation.seed(seed)
         if isinstance(tasks, TaskBatch):
             batch = tasks
         elif isinstance(tasks, TaskFamily):

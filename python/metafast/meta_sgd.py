@@ -69,7 +69,7 @@ class MetaSGD(MetaLearner):
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8) -> None:
         self._setup(model, loss, dtype, seed)
-        self._inner_steps = _validation.integer(inner_steps, "inner_steps", minimum=1)
+        self._inner_steps = _validation.integer(inner_steps, "inner_steps", minimum=1, maximum=100_000)
         self._first_order = _validation.boolean(first_order, "first_order")
         self._meta_optimizer = _validation.string(meta_optimizer, "meta_optimizer")
         self._meta_lr = _validation.real(meta_lr, "meta_lr", minimum=0.0, exclusive=True)

@@ -62,7 +62,7 @@ class MLP:
     ) -> None:
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (Sequence, np.ndarray)):
             raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
-        widths = [_validation.integer(s, "sizes[i]", minimum=1) for s in sizes]
+        widths = [_validation.integer(s, "sizes[i]", minimum=1, maximum=2**24) for s in sizes]
         self._impl = _core.MLP(
             widths,
             _validation.string(activation, "activation"),
@@ -121,7 +121,7 @@ class MLP:
         are zero. Values are drawn in float64 by NumPy's PCG64 and then cast, so
         ``init(s, "float32") == init(s, "float64").astype("float32")``.
         """
-        seed = _validation.integer(seed, "seed", minimum=0)
+        seed = _validation.seed(seed)
         dtype = _validation.float_dtype(dtype)
         rng = np.random.default_rng(seed)
         theta = np.zeros(self.num_params)

@@ -35,7 +35,8 @@ class Reptile(MetaLearner):
         Outer step size in (0, 1].
     epsilon_final : float or None
         If given, ``fit`` anneals epsilon linearly from ``epsilon`` to ``epsilon_final`` over
-        its iterations (the Reptile paper anneals to 0).
+        its iterations (the Reptile paper anneals to 0). The schedule belongs to one ``fit``
+        call: a second call (after Ctrl-C, say) starts it again.
     adam_betas : (float, float)
         Adam's betas for the inner loop.
     reset_optimizer : bool
@@ -78,8 +79,8 @@ class Reptile(MetaLearner):
         self._setup(model, loss, dtype, seed)
         self._inner_optimizer = _validation.string(inner_optimizer, "inner_optimizer")
         self._inner_lr = _validation.real(inner_lr, "inner_lr", minimum=0.0, exclusive=True)
-        self._inner_epochs = _validation.integer(inner_epochs, "inner_epochs", minimum=1)
-        self._inner_batch = _validation.integer(inner_batch, "inner_batch", minimum=1)
+        self._inner_epochs = _validation.count(inner_epochs, "inner_epochs")
+        self._inner_batch = _validation.integer(inner_batch, "inner_batch", minimum=1, maximum=2**31)
         self._epsilon = _validation.real(epsilon, "epsilon", minimum=0.0, exclusive=True)
         self._epsilon_final = None if epsilon_final is None else _validation.real(epsilon_final, "epsilon_final", minimum=0.0)
         for name, value in (("epsilon", self._epsilon), ("epsilon_final", self._epsilon_final)):

@@ -32,9 +32,9 @@ class TaskFamily:
     def sample(self, num_tasks: int, seed: int = 0, iteration: int = 0, dtype: Any = "float64",
                num_threads: int | None = None) -> TaskBatch:
         """``num_tasks`` tasks keyed by ``(seed, iteration, task index)``."""
-        num_tasks = _validation.integer(num_tasks, "num_tasks", minimum=1)
-        seed = _validation.integer(seed, "seed", minimum=0)
-        iteration = _validation.integer(iteration, "iteration", minimum=0)
+        num_tasks = _validation.count(num_tasks, "num_tasks")
+        seed = _validation.seed(seed)
+        iteration = _validation.seed(iteration, "iteration")
         dtype = _validation.float_dtype(dtype)
         threads = _validation.num_threads(num_threads)
         arrays = _core.sample_tasks(self._impl, num_tasks, seed, iteration, dtype.name, threads)
@@ -83,9 +83,9 @@ class Sinusoid(TaskFamily):
         self.amplitude = _validation.pair(amplitude, "amplitude")
         self.phase = _validation.pair(phase, "phase")
         self.x_range = _validation.pair(x_range, "x_range")
-        self.support = _validation.integer(support, "support", minimum=1)
-        self.query = _validation.integer(query, "query", minimum=1)
-        self.grid = None if grid is None else _validation.integer(grid, "grid", minimum=2)
+        self.support = _validation.count(support, "support")
+        self.query = _validation.count(query, "query")
+        self.grid = None if grid is None else _validation.integer(grid, "grid", minimum=2, maximum=2**32)
         if phase_sign not in (-1, 1) or isinstance(phase_sign, bool):
             raise ValueError(f"phase_sign must be -1 or +1, got {phase_sign!r}")
         self.phase_sign = int(phase_sign)
@@ -111,9 +111,9 @@ class LinearBinary(TaskFamily):
     loss = "bce"
 
     def __init__(self, dim: int = 50, support: int = 10, query: int = 10) -> None:
-        self.dim = _validation.integer(dim, "dim", minimum=1)
-        self.support = _validation.integer(support, "support", minimum=1)
-        self.query = _validation.integer(query, "query", minimum=1)
+        self.dim = _validation.count(dim, "dim")
+        self.support = _validation.count(support, "support")
+        self.query = _validation.count(query, "query")
         self._impl = _core.LinearBinary(self.dim, self.support, self.query)
 
     def _fields(self) -> dict[str, Any]:
@@ -140,10 +140,10 @@ class GaussianNWay(TaskFamily):
     loss = "softmax_ce"
 
     def __init__(self, ways: int = 5, dim: int = 8, support: int = 1, query: int = 15, spread: float = 0.5) -> None:
-        self.ways = _validation.integer(ways, "ways", minimum=2)
-        self.dim = _validation.integer(dim, "dim", minimum=1)
-        self.support = _validation.integer(support, "support", minimum=1)
-        self.query = _validation.integer(query, "query", minimum=1)
+        self.ways = _validation.count(ways, "ways", minimum=2)
+        self.dim = _validation.count(dim, "dim")
+        self.support = _validation.count(support, "support")
+        self.query = _validation.count(query, "query")
         self.spread = _validation.real(spread, "spread", minimum=0.0)
         self._impl = _core.GaussianNWay(self.ways, self.dim, self.support, self.query, self.spread)
 

@@ -14,18 +14,27 @@ namespace metafast {
 
 class Mlp {
 public:
+    // Limits that keep every size product far from overflow (and far beyond what fits in memory).
+    static constexpr std::size_t max_width_allowed = std::size_t{1} << 24;
+    static constexpr std::size_t max_params_allowed = std::size_t{1} << 36;
+
     Mlp(std::vector<std::size_t> sizes, Activation hidden, Activation output, bool bias)
         : sizes_(std::move(sizes)), hidden_(hidden), output_(output), bias_(bias) {
         if (sizes_.size() < 2)
             throw std::invalid_argument("sizes must list at least an input and an output width, got " +
                                         std::to_string(sizes_.size()) + " entries");
         for (std::size_t s : sizes_)
-            if (s == 0) throw std::invalid_argument("sizes must all be positive");
+            if (s == 0 || s > max_width_allowed)
+                throw std::invalid_argument("sizes must lie in [1, " + std::to_string(max_width_allowed) + "], got " +
+                                            std::to_string(s));
         for (std::size_t l = 0; l + 1 < sizes_.size(); ++l) {
             weight_offset_.push_back(num_params_);
-            num_params_ += sizes_[l] * sizes_[l + 1];
+            num_params_ += sizes_[l] * sizes_[l + 1];  // < 2^48 each: no overflow
             bias_offset_.push_back(num_params_);
             if (bias_) num_params_ += sizes_[l + 1];
+            if (num_params_ > max_params_allowed)
+                throw std::invalid_argument("the network has more than " + std::to_string(max_params_allowed) +
+                                            " parameters");
         }
     }
 

@@ -15,6 +15,10 @@
 namespace metafast {
 
 // Threads to use for `requested` (0 = all that OpenMP offers; always 1 without OpenMP).
+// The most threads a learner accepts (a request beyond the machine is a mistake, and libgomp
+// ends the process when it cannot create threads).
+constexpr int max_threads_allowed = 1024;
+
 inline int resolve_threads(int requested) {
 #ifdef _OPENMP
     return requested > 0 ? requested : omp_get_max_threads();
@@ -30,8 +34,9 @@ void parallel_for(std::size_t n, int threads, F&& f) {
     std::exception_ptr error;
     std::mutex error_mutex;
     const auto count = static_cast<long long>(n);
+    const int team = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(std::max(threads, 1)), n));
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(threads) schedule(static, 1) if (threads > 1 && n > 1)
+#pragma omp parallel for num_threads(team) schedule(static, 1) if (team > 1)
 #endif
     for (long long i = 0; i < count; ++i) {
         try {
@@ -46,7 +51,7 @@ void parallel_for(std::size_t n, int threads, F&& f) {
             if (!error) error = std::current_exception();
         }
     }
-    (void)threads;
+    (void)team;
     if (error) std::rethrow_exception(error);
 }
 

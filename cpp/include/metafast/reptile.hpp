@@ -28,7 +28,7 @@ struct ReptileConfig {
 
 // Minibatches in one pass over `rows` support rows.
 inline std::size_t batches_per_pass(std::size_t rows, std::size_t batch) {
-    return (rows + batch - 1) / batch;
+    return rows / batch + (rows % batch != 0);  // no overflow for any batch size
 }
 
 // Shuffles use their own counter-based stream, apart from the tasks' (same key, other seed).
@@ -54,12 +54,13 @@ void inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_u
              ReptileWorkspace<T>& ws, T* params) {
     const std::size_t n = mlp.num_params(), in = mlp.input_width(), out = mlp.output_width();
     const std::size_t per_pass = batches_per_pass(rows, config.inner_batch);
+    const std::size_t batch_rows = std::min(config.inner_batch, rows);
     if (ws.grad.size() < n) ws.grad.resize(n);
-    if (config.shuffle && ws.order.size() < rows) {
-        ws.order.resize(rows);
-        ws.x_batch.resize(config.inner_batch * in);
-        ws.y_batch.resize(config.inner_batch * out);
-        ws.labels_batch.resize(config.inner_batch);
+    if (config.shuffle) {  // each buffer checked on its own: a failed resize must not leave one short
+        if (ws.order.size() < rows) ws.order.resize(rows);
+        if (ws.x_batch.size() < batch_rows * in) ws.x_batch.resize(batch_rows * in);
+        if (ws.y_batch.size() < batch_rows * out) ws.y_batch.resize(batch_rows * out);
+        if (ws.labels_batch.size() < batch_rows) ws.labels_batch.resize(batch_rows);
     }
     for (std::size_t u = first_update; u < first_update + updates; ++u) {
         const std::size_t b = u % per_pass;
