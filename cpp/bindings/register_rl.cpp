@@ -1,6 +1,6 @@
 // Binds the reinforcement-learning pieces: the 2D navigation environment and the Gaussian
 // policy's surrogate loss, gradient and Hessian-vector product.
-#include "arrays.hpp"
+#include "learner_support.hpp"
 
 #include <cmath>
 #include <cstdint>
@@ -9,6 +9,7 @@
 
 #include "metafast/nav2d.hpp"
 #include "metafast/policy.hpp"
+#include "metafast/rl_learner.hpp"
 
 namespace metafast::bindings {
 namespace {
@@ -16,7 +17,7 @@ namespace {
 // The arrays of a surrogate call: theta (num_params + action dims), states (rows, in),
 // actions (rows, action dims) and weights (rows).
 template <class T>
-struct Samples {
+struct SurrogateArrays {
     const T* theta;
     const T* states;
     const T* actions;
@@ -25,13 +26,13 @@ struct Samples {
 };
 
 template <class T>
-Samples<T> checked_samples(const Mlp& mlp, const py::array& theta, const py::array& states,
+SurrogateArrays<T> checked_samples(const Mlp& mlp, const py::array& theta, const py::array& states,
                            const py::array& actions, const py::array& weights) {
     require(mlp.output_activation() == Activation::identity,
             "the policy's mean network needs output activation 'identity'");
     const auto dims = static_cast<py::ssize_t>(mlp.output_width());
     std::vector<Dim> theta_dims{{static_cast<py::ssize_t>(mlp.num_params()) + dims, ""}};
-    Samples<T> s{};
+    SurrogateArrays<T> s{};
     s.theta = checked_data<T>(theta, "theta", theta_dims);
     check_finite("theta", s.theta, element_count(theta_dims));
     std::vector<Dim> state_dims{{-1, "rows"}, {static_cast<py::ssize_t>(mlp.input_width()), ""}};
@@ -51,7 +52,7 @@ Samples<T> checked_samples(const Mlp& mlp, const py::array& theta, const py::arr
 template <class T>
 py::tuple surrogate_impl(const Mlp& mlp, const py::array& theta, const py::array& states, const py::array& actions,
                          const py::array& weights) {
-    const Samples<T> s = checked_samples<T>(mlp, theta, states, actions, weights);
+    const SurrogateArrays<T> s = checked_samples<T>(mlp, theta, states, actions, weights);
     py::array_t<T> grad(static_cast<py::ssize_t>(mlp.num_params() + mlp.output_width()));
     T* g = grad.mutable_data();
     T value;
@@ -66,7 +67,7 @@ py::tuple surrogate_impl(const Mlp& mlp, const py::array& theta, const py::array
 template <class T>
 py::array_t<T> surrogate_hvp_impl(const Mlp& mlp, const py::array& theta, const py::array& states,
                                   const py::array& actions, const py::array& weights, const py::array& v) {
-    const Samples<T> s = checked_samples<T>(mlp, theta, states, actions, weights);
+    const SurrogateArrays<T> s = checked_samples<T>(mlp, theta, states, actions, weights);
     const std::size_t n = mlp.num_params() + mlp.output_width();
     std::vector<Dim> v_dims{{static_cast<py::ssize_t>(n), ""}};
     const T* direction = checked_data<T>(v, "v", v_dims);
@@ -81,9 +82,121 @@ py::array_t<T> surrogate_hvp_impl(const Mlp& mlp, const py::array& theta, const 
     return hv;
 }
 
+
+template <class T>
+py::tuple samples_out(const Samples<T>& s) {
+    const auto rows = static_cast<py::ssize_t>(s.rows);
+    py::array_t<T> states({rows, py::ssize_t{2}}), actions({rows, py::ssize_t{2}}), weights(rows);
+    std::copy(s.states.begin(), s.states.begin() + 2 * s.rows, states.mutable_data());
+    std::copy(s.actions.begin(), s.actions.begin() + 2 * s.rows, actions.mutable_data());
+    std::copy(s.weights.begin(), s.weights.begin() + s.rows, weights.mutable_data());
+    return py::make_tuple(states, actions, weights, s.mean_return);
+}
+
+template <class T>
+void bind_rl_learner(py::module_& m, const char* name) {
+    using Learner = MetaSgdRlLearner<T>;
+    py::class_<Learner>(m, name)
+        .def(py::init([](const Mlp& mlp, const Navigation2D& env, std::size_t trajectories, double gamma,
+                         bool first_order, bool normalize_advantages, const std::string& optimizer, double lr, double beta1, double beta2,
+                         double eps, std::uint64_t seed, int num_threads) {
+                 require(mlp.input_width() == 2 && mlp.output_width() == 2,
+                         "the policy network must map 2 inputs (the position) to 2 outputs (the mean action)");
+                 require(mlp.output_activation() == Activation::identity,
+                         "the policy's mean network needs output activation 'identity'");
+                 require(trajectories >= 1 && trajectories <= (std::size_t{1} << 16), "trajectories must lie in [1, 65536]");
+                 require(std::isfinite(gamma) && gamma >= 0 && gamma <= 1, "gamma must lie in [0, 1]");
+                 require(std::isfinite(lr) && lr > 0, "meta_lr must be a finite number > 0");
+                 require(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "adam_betas must lie in [0, 1)");
+                 require(std::isfinite(eps) && eps > 0, "adam_eps must be a finite number > 0");
+                 require(num_threads >= 0 && num_threads <= max_threads_allowed, "num_threads must lie in [0, 1024]");
+                 OptimizerConfig config{parse_optimizer(optimizer, "meta_optimizer"), lr, beta1, beta2, eps};
+                 return std::make_unique<Learner>(mlp, env, RlConfig{trajectories, gamma, first_order, normalize_advantages},
+                                                  config, seed, num_threads);
+             }),
+             "mlp"_a, "env"_a, "trajectories"_a, "gamma"_a, "first_order"_a, "normalize_advantages"_a, "meta_optimizer"_a, "meta_lr"_a,
+             "beta1"_a, "beta2"_a, "eps"_a, "seed"_a, "num_threads"_a)
+        .def_property("num_threads", &Learner::num_threads,
+                      [](Learner& l, int threads) {
+                          require(threads >= 0 && threads <= max_threads_allowed, "num_threads must lie in [0, 1024]");
+                          without_gil(l, [&] { l.set_num_threads(threads); });
+                      })
+        .def("get_params",
+             [](Learner& l) {
+                 const std::size_t q = l.policy_params();
+                 std::lock_guard<std::mutex> lock(l.mutex());
+                 return py::make_tuple(copy_out(l.params().data(), q), copy_out(l.params().data() + q, q));
+             })
+        .def("set_params",
+             [](Learner& l, const py::array& theta, const py::array& alpha) {
+                 const std::size_t q = l.policy_params();
+                 const T* t = checked_vector<T>(theta, "theta", q);
+                 const T* a = checked_vector<T>(alpha, "alpha", q);
+                 std::lock_guard<std::mutex> lock(l.mutex());
+                 std::copy(t, t + q, l.params().data());
+                 std::copy(a, a + q, l.params().data() + q);
+             },
+             "theta"_a, "alpha"_a)
+        .def("get_optimizer_state", &get_optimizer_state<T, Learner>)
+        .def("set_optimizer_state", &set_optimizer_state<T, Learner>, "m"_a, "v"_a, "step"_a)
+        .def("fit",
+             [](Learner& l, std::uint64_t first_iteration, std::size_t iterations, std::size_t meta_batch) {
+                 require(meta_batch >= 1, "meta_batch must be at least 1");
+                 std::vector<double> returns(iterations);
+                 const auto result = without_gil(l, [&] {
+                     return l.fit(first_iteration, iterations, meta_batch, returns.data());
+                 });
+                 return py::make_tuple(copy_out(returns.data(), result.completed), result.diverged);
+             },
+             "first_iteration"_a, "iterations"_a, "meta_batch"_a)
+        .def("evaluate",
+             [](Learner& l, std::uint64_t seed, std::size_t num_tasks, const std::vector<std::size_t>& steps,
+                std::size_t trajectories) {
+                 require(num_tasks >= 1, "num_tasks must be at least 1");
+                 require(trajectories >= 1 && trajectories <= (std::size_t{1} << 16), "trajectories must lie in [1, 65536]");
+                 check_steps(steps);
+                 py::array_t<double> returns({static_cast<py::ssize_t>(num_tasks), static_cast<py::ssize_t>(steps.size())});
+                 double* out = returns.mutable_data();
+                 without_gil(l, [&] { l.evaluate(seed, num_tasks, steps, trajectories, out); });
+                 return returns;
+             },
+             "seed"_a, "num_tasks"_a, "steps"_a, "trajectories"_a)
+        .def("adapt",
+             [](Learner& l, const py::array& goal, std::size_t steps, std::uint64_t seed, std::uint64_t iteration) {
+                 std::vector<Dim> dims{{2, ""}};
+                 const double* g = checked_data<double>(goal, "goal", dims);
+                 check_finite("goal", g, 2);
+                 py::array_t<T> out(static_cast<py::ssize_t>(l.policy_params()));
+                 T* op = out.mutable_data();
+                 without_gil(l, [&] { l.adapt(g, steps, seed, iteration, op); });
+                 return out;
+             },
+             "goal"_a, "steps"_a, "seed"_a, "iteration"_a)
+        .def("task_meta_gradient",
+             [](Learner& l, const Navigation2D& env, std::size_t trajectories, double gamma, bool first_order,
+                bool normalize_advantages, std::uint64_t seed, std::uint64_t iteration, std::uint64_t task) {
+                 // One task's meta-gradient with the samples it used, for checking the maths.
+                 const std::size_t q = l.policy_params();
+                 RlWorkspace<T> ws;
+                 py::array_t<T> g_theta(static_cast<py::ssize_t>(q)), g_alpha(static_cast<py::ssize_t>(q));
+                 CounterRng rng(seed, iteration, task);
+                 double goal[2];
+                 env.sample_goal(rng, goal);
+                 const double score = rl_task_meta_gradient(l.mlp(), env, RlConfig{trajectories, gamma, first_order, normalize_advantages},
+                                                            l.params().data(), l.params().data() + q, goal, rng, ws,
+                                                            g_theta.mutable_data(), g_alpha.mutable_data());
+                 return py::make_tuple(score, g_theta, g_alpha, samples_out(ws.train), samples_out(ws.valid));
+             },
+             "env"_a, "trajectories"_a, "gamma"_a, "first_order"_a, "normalize_advantages"_a, "seed"_a, "iteration"_a,
+             "task"_a);
+}
+
 }  // namespace
 
 void register_rl(py::module_& m) {
+    bind_rl_learner<float>(m, "MetaSGDRLFloat32");
+    bind_rl_learner<double>(m, "MetaSGDRLFloat64");
+
     py::class_<Navigation2D>(m, "Navigation2D")
         .def(py::init([](double goal_low, double goal_high, double max_action, double tolerance, std::size_t horizon,
                          bool squared) {

@@ -32,14 +32,16 @@ class EvaluationReport:
     accuracy: Optional[np.ndarray]
     accuracy_ci95: Optional[np.ndarray]
     num_tasks: int
+    metric: str = "query loss"  # what the `loss` fields hold ("return" for reinforcement learning)
 
     @classmethod
-    def from_samples(cls, steps: tuple[int, ...], losses: np.ndarray, accuracies: Optional[np.ndarray]) -> EvaluationReport:
+    def from_samples(cls, steps: tuple[int, ...], losses: np.ndarray, accuracies: Optional[np.ndarray],
+                     metric: str = "query loss") -> EvaluationReport:
         loss, loss_ci = _mean_and_ci(losses)
         accuracy = accuracy_ci = None
         if accuracies is not None:
             accuracy, accuracy_ci = _mean_and_ci(accuracies)
-        return cls(tuple(steps), loss, loss_ci, accuracy, accuracy_ci, losses.shape[0])
+        return cls(tuple(steps), loss, loss_ci, accuracy, accuracy_ci, losses.shape[0], metric)
 
     def as_dict(self) -> dict[int, dict[str, Any]]:
         """``{steps: {"loss": ..., "loss_ci95": ..., ["accuracy": ..., "accuracy_ci95": ...]}}``."""
@@ -52,7 +54,7 @@ class EvaluationReport:
         return rows
 
     def __str__(self) -> str:
-        header = f"{'steps':>5}  {'query loss':>22}"
+        header = f"{'steps':>5}  {self.metric:>22}"
         if self.accuracy is not None:
             header += f"  {'accuracy':>18}"
         lines = [f"evaluation on {self.num_tasks} held-out tasks (mean ± 95% CI)", header]

@@ -85,8 +85,9 @@ def load(path: PathLike, num_threads: int | None = None) -> Any:
     """
     from .meta_sgd import MetaSGD
     from .reptile import Reptile
+    from .rl import MetaSGDRL
 
-    kinds = {"MetaSGD": MetaSGD, "Reptile": Reptile}
+    kinds = {"MetaSGD": MetaSGD, "Reptile": Reptile, "MetaSGDRL": MetaSGDRL}
     config, arrays = read_archive(path)
     kind = config.get("kind")
     if kind not in kinds:

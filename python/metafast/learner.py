@@ -44,6 +44,36 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
         raise KeyboardInterrupt
 
 
+def run_in_chunks(learner: Any, iterations: int, progress: bool, callback: Callback | None,
+                  run_chunk: Callable[[int, int], np.ndarray]) -> np.ndarray:
+    """The training loop of every learner: ``run_chunk(count, done)`` runs ``count``
+    meta-iterations in the core and records them; chunks are sized to take about
+    CHUNK_SECONDS, so the progress bar, the callback and Ctrl-C are served a few times a second.
+    Returns the history of this call."""
+    first = learner._iteration
+    chunk = 1
+    with tqdm(total=iterations, disable=not progress, desc=learner._progress_label, unit="it", leave=False) as bar, \
+            _deferred_interrupt() as interrupted:
+        while learner._iteration - first < iterations:
+            if interrupted():  # between chunks, with the learner consistent
+                raise KeyboardInterrupt
+            done = learner._iteration - first
+            count = min(chunk, iterations - done)
+            started = time.perf_counter()
+            with learner._lock:
+                losses = run_chunk(count, done)
+            elapsed = time.perf_counter() - started
+            bar.update(len(losses))
+            bar.set_postfix({learner._progress_metric: f"{losses[-1]:.4g}"})
+            if elapsed < CHUNK_SECONDS / 2:
+                chunk *= 2
+            elif elapsed > 2 * CHUNK_SECONDS:
+                chunk = max(1, chunk // 2)
+            if callback is not None and callback(learner, learner._iteration, float(losses[-1])):
+                break
+    return learner.history[first:]
+
+
 class MetaLearner:
     """Base class of :class:`~metafast.MetaSGD` and :class:`~metafast.Reptile`.
 
@@ -53,6 +83,7 @@ class MetaLearner:
 
     _impl: Any
     _progress_label = "meta-training"
+    _progress_metric = "loss"
 
     def _setup(self, model: Any, loss: Any, dtype: Any, seed: Any) -> None:
         if not isinstance(model, MLP):
@@ -146,29 +177,13 @@ class MetaLearner:
         tasks = check_tasks(tasks)
         iterations = _validation.integer(iterations, "iterations", minimum=0, maximum=_validation.MAX_SEED)
         meta_batch = _validation.count(meta_batch, "meta_batch")
-        first = self._iteration
-        chunk = 1
-        with tqdm(total=iterations, disable=not progress, desc=self._progress_label, unit="it", leave=False) as bar, \
-                _deferred_interrupt() as interrupted:
-            while self._iteration - first < iterations:
-                if interrupted():  # between chunks, with the learner consistent
-                    raise KeyboardInterrupt
-                done = self._iteration - first
-                count = min(chunk, iterations - done)
-                started = time.perf_counter()
-                with self._lock:
-                    losses = self._run_chunk(tasks, count, meta_batch, done, iterations)
-                self._tasks = tasks if isinstance(tasks, TaskFamily) else None  # what save() records
-                elapsed = time.perf_counter() - started
-                bar.update(len(losses))
-                bar.set_postfix(loss=f"{losses[-1]:.4g}")
-                if elapsed < CHUNK_SECONDS / 2:
-                    chunk *= 2
-                elif elapsed > 2 * CHUNK_SECONDS:
-                    chunk = max(1, chunk // 2)
-                if callback is not None and callback(self, self._iteration, float(losses[-1])):
-                    break
-        return self.history[first:]
+
+        def run_chunk(count: int, done: int) -> np.ndarray:
+            losses = self._run_chunk(tasks, count, meta_batch, done, iterations)
+            self._tasks = tasks if isinstance(tasks, TaskFamily) else None  # what save() records
+            return losses
+
+        return run_in_chunks(self, iterations, progress, callback, run_chunk)
 
     def _run_chunk(self, tasks: Any, count: int, meta_batch: int, done: int, total: int) -> np.ndarray:
         if isinstance(tasks, TaskFamily):

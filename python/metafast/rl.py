@@ -1,9 +1,6 @@
-"""Reinforcement learning pieces (work in progress toward Meta-SGD for RL, issue 6): the 2D
-navigation task family and a Gaussian policy with its policy-gradient surrogate, gradient and
-exact Hessian-vector product, all computed by the C++ core.
-
-Not here yet: native rollouts, advantages with a fitted baseline, and the MetaSGDRL learner.
-"""
+"""Meta-SGD for reinforcement learning: the 2D navigation task family, a Gaussian policy with
+its policy-gradient surrogate (gradient and exact Hessian-vector product), and the MetaSGDRL
+learner with native rollouts, all computed by the C++ core."""
 
 from __future__ import annotations
 
@@ -11,7 +8,12 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _validation
+import threading
+
+from . import _core, _validation, io
+from .errors import TrainingDivergedError
+from .evaluation import EvaluationReport
+from .learner import Callback, run_in_chunks
 from .mlp import MLP
 
 
@@ -106,3 +108,177 @@ class GaussianPolicy:
         weights = advantages / theta.dtype.type(count)
         return theta, (_validation.floats(states, "states", theta.dtype),
                        _validation.floats(actions, "actions", theta.dtype), weights)
+
+
+class MetaSGDRL:
+    """Meta-SGD for reinforcement learning (Li et al. 2017, section 4.3) on 2D navigation.
+
+    For each task (a goal), ``inner_trajectories`` trajectories are sampled with theta; the
+    surrogate ``L = -(1/N) sum A_t log pi(a_t | s_t)`` (advantages: returns-to-go with
+    ``gamma`` minus a linear feature baseline fitted per batch) gives the inner step
+    ``theta' = theta - alpha * grad L_train(theta)``; fresh trajectories sampled with theta'
+    give the outer surrogate, whose exact gradient with respect to theta and alpha (through the
+    inner step, with the surrogate's Hessian-vector product; ``first_order`` drops it) updates
+    ``[theta, alpha]`` with Adam or SGD, averaged over ``meta_batch`` tasks per iteration.
+
+    theta is the policy network's parameters followed by a learned log standard deviation per
+    action dimension (so it has its own alpha entries). The history records the mean return
+    after adaptation of each meta-iteration (higher is better).
+
+    Parameters
+    ----------
+    model : MLP
+        The mean network, 2 inputs (the position) to 2 outputs, identity output; the papers use
+        ``MLP([2, 100, 100, 2], activation="relu")``.
+    env : Navigation2D, optional
+        The task family (default ``Navigation2D()``).
+    inner_trajectories : int
+        Trajectories per rollout, for the inner step and for the outer surrogate.
+    gamma : float
+        Discount of the returns-to-go.
+    alpha_init : float
+        Initial inner learning rate of every parameter.
+    log_std_init : float
+        Initial log standard deviation of the policy.
+    normalize_advantages : bool
+        Standardise the advantages of each batch (mean 0, standard deviation 1), as the MAML
+        code does; the surrogate's scale then does not depend on the size of the returns.
+    """
+
+    _progress_label = "Meta-SGD RL"
+    _progress_metric = "return"
+
+    def __init__(self, model: MLP, env: Navigation2D | None = None, inner_trajectories: int = 20, gamma: float = 0.99,
+                 alpha_init: float = 0.1, log_std_init: float = 0.0, first_order: bool = False,
+                 normalize_advantages: bool = True, meta_optimizer: str = "adam", meta_lr: float = 1e-3, dtype: Any = "float32", seed: int = 0,
+                 num_threads: int | None = None, adam_betas: tuple[float, float] = (0.9, 0.999),
+                 adam_eps: float = 1e-8) -> None:
+        self.policy = GaussianPolicy(model)
+        self.env = Navigation2D() if env is None else env
+        if not isinstance(self.env, Navigation2D):
+            raise TypeError(f"env must be a metafast.rl.Navigation2D, got {type(self.env).__name__}")
+        self._settings = dict(
+            inner_trajectories=_validation.integer(inner_trajectories, "inner_trajectories", minimum=1, maximum=2**16),
+            gamma=_validation.real(gamma, "gamma", minimum=0.0), alpha_init=_validation.real(alpha_init, "alpha_init"),
+            log_std_init=_validation.real(log_std_init, "log_std_init"),
+            first_order=_validation.boolean(first_order, "first_order"),
+            normalize_advantages=_validation.boolean(normalize_advantages, "normalize_advantages"),
+            meta_optimizer=_validation.string(meta_optimizer, "meta_optimizer"),
+            meta_lr=_validation.real(meta_lr, "meta_lr", minimum=0.0, exclusive=True),
+            dtype=_validation.float_dtype(dtype).name, seed=_validation.seed(seed),
+            adam_betas=_validation.pair(adam_betas, "adam_betas"),
+            adam_eps=_validation.real(adam_eps, "adam_eps", minimum=0.0, exclusive=True))
+        if self._settings["gamma"] > 1:
+            raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
+        self._dtype = np.dtype(self._settings["dtype"])
+        impl_class = _core.MetaSGDRLFloat32 if self._dtype == np.float32 else _core.MetaSGDRLFloat64
+        self._impl = impl_class(model._impl, self.env._impl, self._settings["inner_trajectories"], self._settings["gamma"],
+                                self._settings["first_order"], self._settings["normalize_advantages"],
+                                self._settings["meta_optimizer"], self._settings["meta_lr"],
+                                *self._settings["adam_betas"], self._settings["adam_eps"], self._settings["seed"],
+                                _validation.num_threads(num_threads))
+        theta = self.policy.init(seed=self._settings["seed"], dtype=self._dtype, log_std=self._settings["log_std_init"])
+        self._impl.set_params(theta, np.full(theta.size, self._settings["alpha_init"], dtype=self._dtype))
+        self._iteration = 0
+        self._history: list[np.ndarray] = []
+        self._lock = threading.RLock()
+
+    @property
+    def theta(self) -> np.ndarray:
+        """Policy parameters: the mean network's, then log_std (a copy; assignable)."""
+        return self._impl.get_params()[0]
+
+    @theta.setter
+    def theta(self, value: Any) -> None:
+        self._impl.set_params(np.ascontiguousarray(value, dtype=self._dtype), self._impl.get_params()[1])
+
+    @property
+    def alpha(self) -> np.ndarray:
+        return self._impl.get_params()[1]
+
+    @alpha.setter
+    def alpha(self, value: Any) -> None:
+        self._impl.set_params(self._impl.get_params()[0], np.ascontiguousarray(value, dtype=self._dtype))
+
+    @property
+    def iteration(self) -> int:
+        return self._iteration
+
+    @property
+    def history(self) -> np.ndarray:
+        """Mean return after adaptation of every meta-iteration so far."""
+        return np.concatenate(self._history) if self._history else np.empty(0)
+
+    @property
+    def num_threads(self) -> int:
+        return self._impl.num_threads
+
+    @num_threads.setter
+    def num_threads(self, value: int | None) -> None:
+        self._impl.num_threads = _validation.num_threads(value)
+
+    def fit(self, iterations: int = 100, meta_batch: int = 20, progress: bool = True,
+            callback: Callback | None = None) -> np.ndarray:
+        """Meta-trains for ``iterations`` meta-iterations of ``meta_batch`` goals each, in chunks
+        run by the core without the GIL (tasks in parallel). Returns the mean return after
+        adaptation of each iteration of this call. Ctrl-C stops at the end of a chunk."""
+        iterations = _validation.integer(iterations, "iterations", minimum=0, maximum=_validation.MAX_SEED)
+        meta_batch = _validation.count(meta_batch, "meta_batch")
+
+        def run_chunk(count: int, done: int) -> np.ndarray:
+            returns, diverged = self._impl.fit(self._iteration, count, meta_batch)
+            if len(returns):
+                self._history.append(np.asarray(returns, dtype=np.float64))
+                self._iteration += len(returns)
+            if diverged:
+                raise TrainingDivergedError(self._iteration)
+            return returns
+
+        return run_in_chunks(self, iterations, progress, callback, run_chunk)
+
+    def adapt(self, goal: Any, steps: int = 1, seed: int = 0) -> np.ndarray:
+        """Policy parameters adapted to one goal by ``steps`` inner steps (each on
+        ``inner_trajectories`` fresh trajectories, noise seeded by ``seed``)."""
+        goal = np.ascontiguousarray(np.asarray(goal, dtype=np.float64))
+        return self._impl.adapt(goal, _validation.count(steps, "steps", minimum=0), _validation.seed(seed), 0)
+
+    def evaluate(self, num_tasks: int = 40, steps: Any = (0, 1, 2, 3), trajectories: int = 40,
+                 seed: int = 123) -> EvaluationReport:
+        """Mean return of ``trajectories`` fresh trajectories after each number of adaptation
+        steps, with a 95% confidence interval over ``num_tasks`` held-out goals (keyed by
+        ``seed``; use one training did not use). The report's ``loss`` fields hold returns."""
+        counts = sorted({_validation.count(s, "steps[i]", minimum=0) for s in steps})
+        if not counts:
+            raise ValueError("steps must name at least one number of adaptation steps")
+        returns = self._impl.evaluate(_validation.seed(seed), _validation.count(num_tasks, "num_tasks"), counts,
+                                      _validation.integer(trajectories, "trajectories", minimum=1, maximum=2**16))
+        return EvaluationReport.from_samples(tuple(counts), returns, None, metric="return")
+
+    def save(self, path: io.PathLike) -> None:
+        """Writes the learner to one .npz file atomically (see :mod:`metafast.io`)."""
+        model = self.policy.model
+        env = self.env
+        config = dict(kind="MetaSGDRL", model=dict(sizes=list(model.sizes), activation=model.activation,
+                                                    output=model.output, bias=model.bias),
+                      env=dict(goal_range=list(env.goal_range), max_action=env.max_action, tolerance=env.tolerance,
+                               horizon=env.horizon, reward=env.reward),
+                      **{k: list(v) if isinstance(v, tuple) else v for k, v in self._settings.items()})
+        theta, alpha = self._impl.get_params()
+        m, v, step = self._impl.get_optimizer_state()
+        io.write_archive(path, config, dict(theta=theta, alpha=alpha, optimizer_m=m, optimizer_v=v,
+                                            optimizer_step=np.array(step), iteration=np.array(self._iteration),
+                                            history=self.history))
+
+    @classmethod
+    def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> MetaSGDRL:
+        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
+                    if k not in ("kind", "model", "env")}
+        learner = cls(MLP(**config["model"]), env=Navigation2D(**config["env"]), num_threads=num_threads, **settings)
+        learner._impl.set_params(arrays["theta"], arrays["alpha"])
+        learner._impl.set_optimizer_state(arrays["optimizer_m"], arrays["optimizer_v"], int(arrays["optimizer_step"]))
+        learner._iteration = int(arrays["iteration"])
+        history = np.asarray(arrays["history"], dtype=np.float64)
+        if history.shape != (learner._iteration,):
+            raise ValueError("the saved history does not match the saved iteration count")
+        learner._history = [history] if len(history) else []
+        return learner

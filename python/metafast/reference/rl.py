@@ -62,3 +62,62 @@ def navigation_step(positions: np.ndarray, actions: np.ndarray, goals: np.ndarra
     distance2 = np.sum(offset**2, axis=1)
     reached = np.all(np.abs(offset) <= tolerance, axis=1)
     return moved, -distance2 if squared else -np.sqrt(distance2), reached
+
+
+def rollout(model: Any, theta: np.ndarray, goal: np.ndarray, rng: Any, trajectories: int = 20, horizon: int = 100,
+            gamma: float = 0.99, max_action: float = 0.1, tolerance: float = 0.01, squared: bool = False,
+            normalize_advantages: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Samples trajectories of the Gaussian policy theta toward `goal` with the core's
+    semantics: noise ``rng.normal()`` for every trajectory and dimension at every step (finished
+    or not), returns-to-go, MAML's linear feature baseline fitted by ridge regression (1e-5),
+    optionally standardised advantages. Returns (states, actions, weights = A / N, mean return),
+    rows in trajectory-major order."""
+    params, log_std = _split(model, theta)
+    positions = np.zeros((trajectories, 2))
+    active = np.ones(trajectories, dtype=bool)
+    states, actions, rewards = [[] for _ in range(trajectories)], [[] for _ in range(trajectories)], [[] for _ in range(trajectories)]
+    for _ in range(horizon):
+        if not active.any():
+            break
+        mean = mlp_forward(model, params, positions.copy())
+        for i in range(trajectories):
+            action = np.array([mean[i, d] + np.exp(log_std[d]) * rng.normal() for d in range(2)])
+            if not active[i]:
+                continue
+            states[i].append(positions[i].copy())
+            actions[i].append(action)
+            moved, reward, reached = navigation_step(positions[i:i + 1], action[None], goal[None], max_action,
+                                                     tolerance, squared)
+            positions[i] = moved[0]
+            rewards[i].append(reward[0])
+            active[i] = not reached[0]
+    returns, features = [], []
+    for i in range(trajectories):
+        future, out = 0.0, []
+        for reward in reversed(rewards[i]):
+            future = reward + gamma * future
+            out.append(future)
+        returns.extend(out[::-1])
+        for t, state in enumerate(states[i]):
+            tau = t / 100.0
+            features.append([state[0], state[1], state[0] ** 2, state[1] ** 2, tau, tau**2, tau**3, 1.0])
+    returns, features = np.array(returns), np.array(features)
+    weights_baseline = np.linalg.solve(features.T @ features + 1e-5 * np.eye(8), features.T @ returns)
+    advantages = returns - features @ weights_baseline
+    if normalize_advantages:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    mean_return = sum(sum(r) for r in rewards) / trajectories
+    return (np.concatenate([np.array(s) for s in states]), np.concatenate([np.array(a) for a in actions]),
+            advantages / trajectories, mean_return)
+
+
+def meta_gradient(model: Any, theta: np.ndarray, alpha: np.ndarray, train: tuple, valid: tuple,
+                  first_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Exact Meta-SGD meta-gradient through one inner step on fixed samples: ``train`` at theta
+    and ``valid`` at theta' = theta - alpha * grad, each (states, actions, weights)."""
+    _, g_train = surrogate_loss_and_grad(model, theta, *train)
+    adapted = theta - alpha * g_train
+    _, v = surrogate_loss_and_grad(model, adapted, *valid)
+    g_alpha = -g_train * v
+    g_theta = v if first_order else v - surrogate_hvp(model, theta, *train, alpha * v)
+    return g_theta, g_alpha

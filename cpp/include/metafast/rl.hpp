@@ -1,0 +1,240 @@
+// Meta-SGD for reinforcement learning on 2D navigation (math.md section 4): native rollouts of
+// a Gaussian policy, returns-to-go, a linear feature baseline, and the exact meta-gradient of
+// the policy-gradient surrogate through one inner step.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <vector>
+
+#include "metafast/backprop.hpp"
+#include "metafast/mlp.hpp"
+#include "metafast/mlp_workspace.hpp"
+#include "metafast/nav2d.hpp"
+#include "metafast/policy.hpp"
+#include "metafast/rng.hpp"
+
+namespace metafast {
+
+struct RlConfig {
+    std::size_t trajectories = 20;  // per rollout (the inner and the outer batch alike)
+    double gamma = 0.99;
+    bool first_order = false;
+    bool normalize_advantages = true;  // to mean 0 and standard deviation 1 per batch, as MAML's code does
+};
+
+// The samples of one batch of trajectories, in trajectory-major order, with the surrogate's
+// weights A_t / N, and the batch's mean undiscounted return.
+template <class T>
+struct Samples {
+    std::vector<T> states, actions, weights;
+    std::size_t rows = 0;
+    double mean_return = 0.0;
+};
+
+// Scratch for rollouts and the baseline, per thread.
+template <class T>
+struct RlWorkspace {
+    MlpWorkspace<T> mlp;
+    std::vector<double> positions, rewards, returns, features;
+    std::vector<T> observations, states, actions;
+    std::vector<std::size_t> lengths;
+    std::vector<char> active;
+    Samples<T> train, valid;
+    std::vector<T> grad, adapted, v, u, hv;
+};
+
+namespace detail {
+
+constexpr std::size_t baseline_features = 8;
+
+// MAML's linear feature baseline: [x, y, x^2, y^2, tau, tau^2, tau^3, 1] with tau = t / 100.
+inline void baseline_row(const double* state, std::size_t t, double* f) {
+    const double tau = double(t) / 100.0;
+    f[0] = state[0];
+    f[1] = state[1];
+    f[2] = state[0] * state[0];
+    f[3] = state[1] * state[1];
+    f[4] = tau;
+    f[5] = tau * tau;
+    f[6] = tau * tau * tau;
+    f[7] = 1.0;
+}
+
+// Solves (A + reg I) w = b for the symmetric positive semi-definite 8 x 8 matrix A by
+// Cholesky, raising reg tenfold (from 1e-5, as MAML's code does) until it succeeds.
+inline void ridge_solve(const double* A, const double* b, double* w) {
+    constexpr std::size_t k = baseline_features;
+    for (double reg = 1e-5; reg < 1e3; reg *= 10) {
+        double L[k * k] = {};
+        bool ok = true;
+        for (std::size_t i = 0; i < k && ok; ++i)
+            for (std::size_t j = 0; j <= i; ++j) {
+                double sum = A[i * k + j] + (i == j ? reg : 0.0);
+                for (std::size_t p = 0; p < j; ++p) sum -= L[i * k + p] * L[j * k + p];
+                if (i == j) {
+                    if (!(sum > 0)) { ok = false; break; }
+                    L[i * k + i] = std::sqrt(sum);
+                } else {
+                    L[i * k + j] = sum / L[j * k + j];
+                }
+            }
+        if (!ok) continue;
+        double y[k];
+        for (std::size_t i = 0; i < k; ++i) {
+            double sum = b[i];
+            for (std::size_t p = 0; p < i; ++p) sum -= L[i * k + p] * y[p];
+            y[i] = sum / L[i * k + i];
+        }
+        for (std::size_t i = k; i-- > 0;) {
+            double sum = y[i];
+            for (std::size_t p = i + 1; p < k; ++p) sum -= L[p * k + i] * w[p];
+            w[i] = sum / L[i * k + i];
+        }
+        return;
+    }
+    std::fill(w, w + k, 0.0);  // a baseline of zero: plain returns
+}
+
+}  // namespace detail
+
+// Samples `config.trajectories` trajectories of the policy theta (mean network, then log_std)
+// toward `goal`, and turns them into surrogate samples: returns-to-go minus the fitted
+// baseline, divided by the number of trajectories. Noise is drawn for every trajectory at every
+// step, finished or not, so the stream never depends on when episodes end.
+template <class T>
+void rollout(const Mlp& mlp, const Navigation2D& env, const RlConfig& config, const T* theta, const double* goal,
+             CounterRng& rng, RlWorkspace<T>& ws, Samples<T>& out) {
+    const std::size_t n = config.trajectories, horizon = env.horizon, dims = 2;
+    const T* log_std = theta + mlp.num_params();
+    ws.positions.assign(n * dims, 0.0);
+    ws.active.assign(n, 1);
+    ws.lengths.assign(n, 0);
+    ws.rewards.resize(n * horizon);
+    ws.observations.resize(n * dims);
+    ws.states.resize(n * horizon * dims);
+    ws.actions.resize(n * horizon * dims);
+    ws.mlp.reserve(mlp, std::max(n, n * horizon), true);
+    std::size_t running = n;
+    for (std::size_t t = 0; t < horizon && running > 0; ++t) {
+        for (std::size_t i = 0; i < n * dims; ++i) ws.observations[i] = T(ws.positions[i]);
+        const T* mean = forward(mlp, theta, ws.observations.data(), n, ws.mlp);
+        for (std::size_t i = 0; i < n; ++i) {
+            double action[2];
+            for (std::size_t d = 0; d < dims; ++d)
+                action[d] = double(mean[i * dims + d]) + std::exp(double(log_std[d])) * rng.normal();
+            if (!ws.active[i]) continue;
+            const std::size_t slot = (i * horizon + t) * dims;
+            for (std::size_t d = 0; d < dims; ++d) {
+                ws.states[slot + d] = ws.observations[i * dims + d];
+                ws.actions[slot + d] = T(action[d]);
+            }
+            bool done = false;
+            ws.rewards[i * horizon + t] = env.step(ws.positions.data() + i * dims, action, goal, done);
+            ws.lengths[i] = t + 1;
+            if (done) {
+                ws.active[i] = 0;
+                --running;
+            }
+        }
+    }
+
+    // Returns-to-go, the baseline's normal equations, and the mean return.
+    constexpr std::size_t k = detail::baseline_features;
+    std::size_t rows = 0;
+    for (std::size_t i = 0; i < n; ++i) rows += ws.lengths[i];
+    ws.returns.resize(rows);
+    ws.features.resize(rows * k);
+    double normal[k * k] = {}, rhs[k] = {}, total = 0.0;
+    std::size_t row = 0;
+    for (std::size_t i = 0; i < n; ++i) {
+        double future = 0.0;
+        for (std::size_t t = ws.lengths[i]; t-- > 0;) {
+            future = ws.rewards[i * horizon + t] + config.gamma * future;
+            ws.returns[row + t] = future;
+            total += ws.rewards[i * horizon + t];
+        }
+        for (std::size_t t = 0; t < ws.lengths[i]; ++t) {
+            const std::size_t slot = (i * horizon + t) * dims;
+            const double state[2] = {double(ws.states[slot]), double(ws.states[slot + 1])};
+            double* f = ws.features.data() + (row + t) * k;
+            detail::baseline_row(state, t, f);
+            for (std::size_t a = 0; a < k; ++a) {
+                rhs[a] += f[a] * ws.returns[row + t];
+                for (std::size_t b = 0; b < k; ++b) normal[a * k + b] += f[a] * f[b];
+            }
+        }
+        row += ws.lengths[i];
+    }
+    double w[k];
+    detail::ridge_solve(normal, rhs, w);
+
+    // Advantages (in ws.returns), standardised when asked, then weights A_t / N.
+    double mean = 0.0, square = 0.0;
+    for (std::size_t r = 0; r < rows; ++r) {
+        double baseline = 0.0;
+        for (std::size_t a = 0; a < k; ++a) baseline += ws.features[r * k + a] * w[a];
+        ws.returns[r] -= baseline;
+        mean += ws.returns[r];
+        square += ws.returns[r] * ws.returns[r];
+    }
+    double shift = 0.0, scale = 1.0;
+    if (config.normalize_advantages && rows > 0) {
+        shift = mean / double(rows);
+        scale = 1.0 / (std::sqrt(std::max(square / double(rows) - shift * shift, 0.0)) + 1e-8);
+    }
+    out.rows = rows;
+    out.mean_return = total / double(n);
+    out.states.resize(rows * dims);
+    out.actions.resize(rows * dims);
+    out.weights.resize(rows);
+    row = 0;
+    for (std::size_t i = 0; i < n; ++i)
+        for (std::size_t t = 0; t < ws.lengths[i]; ++t, ++row) {
+            const std::size_t slot = (i * horizon + t) * dims;
+            for (std::size_t d = 0; d < dims; ++d) {
+                out.states[row * dims + d] = ws.states[slot + d];
+                out.actions[row * dims + d] = ws.actions[slot + d];
+            }
+            out.weights[row] = T((ws.returns[row] - shift) * scale / double(n));
+        }
+}
+
+// Gradient of the surrogate on `samples` at theta (mean network, then log_std).
+template <class T>
+void surrogate_gradient(const Mlp& mlp, const T* theta, const Samples<T>& samples, RlWorkspace<T>& ws, T* grad) {
+    surrogate_loss_and_grad(mlp, theta, samples.states.data(), samples.actions.data(), samples.weights.data(),
+                            samples.rows, ws.mlp, grad);
+}
+
+// One task: train rollout at theta, inner step theta' = theta - alpha * grad, fresh rollout at
+// theta', and the exact meta-gradient (math.md sections 1 and 4). Returns the mean return of
+// the rollout after adaptation.
+template <class T>
+double rl_task_meta_gradient(const Mlp& mlp, const Navigation2D& env, const RlConfig& config, const T* theta,
+                             const T* alpha, const double* goal, CounterRng& rng, RlWorkspace<T>& ws, T* g_theta,
+                             T* g_alpha) {
+    const std::size_t q = mlp.num_params() + mlp.output_width();
+    ws.grad.resize(q);
+    ws.adapted.resize(q);
+    ws.v.resize(q);
+    ws.u.resize(q);
+    ws.hv.resize(q);
+    rollout(mlp, env, config, theta, goal, rng, ws, ws.train);
+    surrogate_gradient(mlp, theta, ws.train, ws, ws.grad.data());
+    for (std::size_t i = 0; i < q; ++i) ws.adapted[i] = theta[i] - alpha[i] * ws.grad[i];
+    rollout(mlp, env, config, ws.adapted.data(), goal, rng, ws, ws.valid);
+    surrogate_gradient(mlp, ws.adapted.data(), ws.valid, ws, ws.v.data());
+    for (std::size_t i = 0; i < q; ++i) g_alpha[i] = -ws.grad[i] * ws.v[i];
+    if (!config.first_order) {
+        for (std::size_t i = 0; i < q; ++i) ws.u[i] = alpha[i] * ws.v[i];
+        surrogate_hvp(mlp, theta, ws.train.states.data(), ws.train.actions.data(), ws.train.weights.data(),
+                      ws.train.rows, ws.u.data(), ws.mlp, ws.hv.data());
+        for (std::size_t i = 0; i < q; ++i) ws.v[i] -= ws.hv[i];
+    }
+    std::copy(ws.v.begin(), ws.v.end(), g_theta);
+    return ws.valid.mean_return;
+}
+
+}  // namespace metafast

@@ -1,0 +1,143 @@
+// A Meta-SGD learner for reinforcement learning on 2D navigation: [theta, alpha] (theta = mean
+// network then log_std), Adam or SGD over it, and per-thread workspaces. Task i of meta-iteration
+// k draws its goal and all its action noise from the stream keyed (seed, k, i); tasks write
+// their own gradient slots and the mean is summed in task order, so results are bit-identical
+// for any thread count.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <mutex>
+#include <vector>
+
+#include "metafast/optim.hpp"
+#include "metafast/parallel.hpp"
+#include "metafast/rl.hpp"
+
+namespace metafast {
+
+template <class T>
+class MetaSgdRlLearner {
+public:
+    struct FitResult {
+        std::size_t completed;
+        bool diverged;
+    };
+
+    MetaSgdRlLearner(Mlp mlp, Navigation2D env, RlConfig config, OptimizerConfig optimizer, std::uint64_t seed,
+                     int num_threads)
+        : mlp_(std::move(mlp)), env_(env), config_(config), optimizer_(optimizer), seed_(seed),
+          params_(2 * policy_params(), T(0)), mean_grad_(params_.size(), T(0)) {
+        state_.reset(params_.size());
+        set_num_threads(num_threads);
+    }
+
+    const Mlp& mlp() const { return mlp_; }
+    std::size_t policy_params() const { return mlp_.num_params() + mlp_.output_width(); }
+    std::mutex& mutex() { return mutex_; }
+    std::vector<T>& params() { return params_; }  // [theta, alpha]
+    OptimizerState<T>& optimizer_state() { return state_; }
+    int num_threads() const { return threads_; }
+    void set_num_threads(int requested) {
+        threads_ = resolve_threads(requested);
+        workspaces_.resize(static_cast<std::size_t>(threads_));
+    }
+
+    // Meta-iterations first_iteration .. + iterations - 1 of meta_batch tasks each; writes the
+    // mean return after adaptation of each completed iteration.
+    FitResult fit(std::uint64_t first_iteration, std::size_t iterations, std::size_t meta_batch, double* returns) {
+        const std::size_t q = policy_params(), width = 2 * q;
+        if (task_grads_.size() < meta_batch * width) task_grads_.resize(meta_batch * width);
+        if (task_returns_.size() < meta_batch) task_returns_.resize(meta_batch);
+        for (std::size_t k = 0; k < iterations; ++k) {
+            const std::uint64_t iteration = first_iteration + k;
+            const T* theta = params_.data();
+            parallel_for(meta_batch, threads_, [&](std::size_t i, int thread) {
+                CounterRng rng(seed_, iteration, i);
+                double goal[2];
+                env_.sample_goal(rng, goal);
+                T* g = task_grads_.data() + i * width;
+                task_returns_[i] = rl_task_meta_gradient(mlp_, env_, config_, theta, theta + q, goal, rng,
+                                                         workspaces_[static_cast<std::size_t>(thread)], g, g + q);
+            });
+            mean_over_tasks(meta_batch, width, task_grads_.data(), mean_grad_.data(), threads_);
+            double mean_return = 0.0;
+            for (std::size_t i = 0; i < meta_batch; ++i) mean_return += task_returns_[i];
+            mean_return /= double(meta_batch);
+            if (!update_if_finite(mean_return)) return {k, true};
+            returns[k] = mean_return;
+        }
+        return {iterations, false};
+    }
+
+    // Mean return of `trajectories` fresh trajectories after each number of adaptation steps in
+    // `steps` (ascending), for tasks 0 .. num_tasks - 1 keyed by (seed, 0, i): (tasks x steps).
+    void evaluate(std::uint64_t seed, std::size_t num_tasks, const std::vector<std::size_t>& steps,
+                  std::size_t trajectories, double* returns) {
+        const std::size_t q = policy_params(), columns = steps.size();
+        RlConfig scoring = config_;
+        scoring.trajectories = trajectories;
+        parallel_for(num_tasks, threads_, [&](std::size_t i, int thread) {
+            RlWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+            CounterRng rng(seed, 0, i);
+            double goal[2];
+            env_.sample_goal(rng, goal);
+            std::vector<T> current(params_.begin(), params_.begin() + q), grad(q);
+            std::size_t done = 0;
+            for (std::size_t c = 0; c < columns; ++c) {
+                for (; done < steps[c]; ++done) adapt_step(current.data(), goal, rng, ws, grad.data());
+                rollout(mlp_, env_, scoring, current.data(), goal, rng, ws, ws.valid);
+                returns[i * columns + c] = ws.valid.mean_return;
+            }
+        });
+    }
+
+    // The policy adapted to `goal` by `steps` inner steps (noise keyed by (seed, iteration, 0)).
+    void adapt(const double* goal, std::size_t steps, std::uint64_t seed, std::uint64_t iteration, T* out) {
+        const std::size_t q = policy_params();
+        RlWorkspace<T>& ws = workspaces_[0];
+        CounterRng rng(seed, iteration, 0);
+        std::copy(params_.begin(), params_.begin() + q, out);
+        std::vector<T> grad(q);
+        for (std::size_t s = 0; s < steps; ++s) adapt_step(out, goal, rng, ws, grad.data());
+    }
+
+private:
+    // theta <- theta - alpha * grad of the surrogate on a rollout of theta.
+    void adapt_step(T* theta, const double* goal, CounterRng& rng, RlWorkspace<T>& ws, T* grad) {
+        const std::size_t q = policy_params();
+        rollout(mlp_, env_, config_, theta, goal, rng, ws, ws.train);
+        surrogate_gradient(mlp_, theta, ws.train, ws, grad);
+        for (std::size_t i = 0; i < q; ++i) theta[i] -= params_[q + i] * grad[i];
+    }
+
+    bool update_if_finite(double score) {
+        if (!std::isfinite(score)) return false;
+        for (T g : mean_grad_)
+            if (!std::isfinite(g)) return false;
+        candidate_ = params_;
+        candidate_state_ = state_;
+        optimizer_update(params_.size(), optimizer_, mean_grad_.data(), candidate_state_, candidate_.data());
+        for (T p : candidate_)
+            if (!std::isfinite(p)) return false;
+        std::swap(params_, candidate_);
+        std::swap(state_, candidate_state_);
+        return true;
+    }
+
+    Mlp mlp_;
+    Navigation2D env_;
+    RlConfig config_;
+    OptimizerConfig optimizer_;
+    std::uint64_t seed_;
+    int threads_ = 1;
+    std::vector<T> params_, mean_grad_, candidate_, task_grads_;
+    std::vector<double> task_returns_;
+    OptimizerState<T> state_, candidate_state_;
+    std::vector<RlWorkspace<T>> workspaces_;
+    std::mutex mutex_;
+};
+
+}  // namespace metafast
