@@ -98,3 +98,17 @@ def test_python_dash_m_and_version():
 def test_help_exits_zero(capsys):
     assert main(["--help"]) == 0
     assert "demo" in capsys.readouterr().out
+
+
+def test_rl_train_evaluate_and_demo(tmp_path, capsys):
+    model = tmp_path / "rl.npz"
+    picture = tmp_path / "rl.png"
+    assert main(["train", "metasgd-rl", "--iterations", "2", "--meta-batch", "2", "--hidden", "8", "--trajectories", "4",
+                 "--quiet", "--save", str(model), "--plot", str(picture)]) == 0
+    read_png(picture)
+    capsys.readouterr()
+    assert main(["evaluate", str(model), "--tasks", "3", "--quiet"]) == 0
+    assert "return" in capsys.readouterr().out
+    assert main(["demo", "--rl", "--scale", "0.01", "--tasks", "3", "--quiet", "--out", str(tmp_path / "d.png")]) == 0
+    read_png(tmp_path / "d.png")
+    assert main(["train", "reptile", "--task", "nav2d", "--save", str(model)]) == 2

@@ -13,11 +13,12 @@ from . import __version__
 from .io import load
 from .meta_sgd import MetaSGD
 from .mlp import MLP
-from .plot import PlottingUnavailable, adaptation_figure, history_figure
+from .plot import PlottingUnavailable, adaptation_figure, history_figure, navigation_figure
 from .reptile import Reptile
+from .rl import MetaSGDRL, Navigation2D
 from .tasks import GaussianNWay, LinearBinary, SeedBinary, Sinusoid, TaskFamily
 
-TASKS = ("sine", "linear-binary", "seed-binary", "nway")
+TASKS = ("sine", "linear-binary", "seed-binary", "nway", "nav2d")
 
 
 class UserError(Exception):
@@ -72,10 +73,12 @@ def build_parser() -> Parser:
     demo.add_argument("--scale", type=positive_float, default=1.0,
                       help="multiply the meta-training iterations (default 1; 0.05 for a quick look)")
     demo.add_argument("--tasks", type=positive_int, default=600, help="held-out tasks to evaluate (default 600)")
+    demo.add_argument("--rl", action="store_true",
+                      help="the reinforcement-learning demo instead: Meta-SGD on 2D navigation")
 
     train = commands.add_parser("train", parents=[common], help="meta-train a model and save it")
-    train.add_argument("algorithm", choices=("metasgd", "reptile"))
-    train.add_argument("--task", choices=TASKS, default="sine", help="task family (default sine)")
+    train.add_argument("algorithm", choices=("metasgd", "reptile", "metasgd-rl"))
+    train.add_argument("--task", choices=TASKS, help="task family (default sine; nav2d for metasgd-rl)")
     train.add_argument("--iterations", type=positive_int, default=5000, help="meta-iterations (default 5000)")
     train.add_argument("--meta-batch", type=positive_int, help="tasks per meta-iteration (default 25 for metasgd, 5 for reptile)")
     train.add_argument("--hidden", type=positive_int, nargs="*", help="hidden layer widths (default by task)")
@@ -99,11 +102,15 @@ def build_parser() -> Parser:
     rep.add_argument("--epsilon", type=positive_float, default=0.1)
     rep.add_argument("--epsilon-final", type=float, help="anneal epsilon linearly to this value")
     rep.add_argument("--shuffle", action="store_true")
+    rl = train.add_argument_group("Meta-SGD RL")
+    rl.add_argument("--trajectories", type=positive_int, default=20, help="trajectories per rollout (default 20)")
+    rl.add_argument("--gamma", type=positive_float, default=0.99)
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="evaluate a saved model on held-out tasks")
     evaluate.add_argument("model", help="model file written by metafast train (or learner.save)")
     evaluate.add_argument("--tasks", type=positive_int, default=600, help="held-out tasks (default 600)")
-    evaluate.add_argument("--steps", type=non_negative_int, nargs="+", default=[0, 1, 10], help="adaptation steps")
+    evaluate.add_argument("--steps", type=non_negative_int, nargs="+",
+                          help="adaptation steps (default 0 1 10; 0 1 2 3 for reinforcement learning)")
     evaluate.add_argument("--eval-seed", type=non_negative_int, default=123, help="seed of the held-out tasks (default 123)")
     return parser
 
@@ -142,7 +149,32 @@ def default_steps(learner: MetaSGD | Reptile) -> int:
     return learner.inner_steps if isinstance(learner, MetaSGD) else 10
 
 
+def run_train_rl(args: argparse.Namespace) -> int:
+    if args.task not in (None, "nav2d"):
+        raise UserError(f"metasgd-rl trains on --task nav2d, not {args.task}")
+    hidden = [100, 100] if args.hidden is None else args.hidden
+    alpha = 0.1 if args.alpha_init == 0.01 else args.alpha_init  # the RL default differs
+    learner = MetaSGDRL(MLP([2, *hidden, 2], activation=args.activation or "relu"), inner_trajectories=args.trajectories,
+                        gamma=min(args.gamma, 1.0), alpha_init=alpha, first_order=args.first_order,
+                        meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr, dtype=args.dtype, seed=args.seed,
+                        num_threads=args.threads)
+    started = time.perf_counter()
+    learner.fit(iterations=args.iterations, meta_batch=args.meta_batch or 20, progress=not args.quiet)
+    learner.save(args.save)
+    print(f"trained metasgd-rl on nav2d for {args.iterations} meta-iterations in "
+          f"{time.perf_counter() - started:.1f} s; saved {args.save}")
+    if args.plot:
+        navigation_figure(learner, Navigation2D().sample_goals(3, seed=10_000), 1, args.plot)
+        print(f"wrote {args.plot}")
+    return 0
+
+
 def run_train(args: argparse.Namespace) -> int:
+    if args.algorithm == "metasgd-rl":
+        return run_train_rl(args)
+    if args.task == "nav2d":
+        raise UserError("--task nav2d is for metasgd-rl")
+    args.task = args.task or "sine"
     family = make_family(args)
     reptile = args.algorithm == "reptile"
     learner = make_learner(args, make_model(args, family, reptile), family.loss)
@@ -165,6 +197,12 @@ def run_train(args: argparse.Namespace) -> int:
 
 def run_evaluate(args: argparse.Namespace) -> int:
     learner = load(args.model, num_threads=args.threads)
+    if isinstance(learner, MetaSGDRL):
+        report = learner.evaluate(num_tasks=args.tasks, steps=args.steps or (0, 1, 2, 3), seed=args.eval_seed)
+        print("MetaSGDRL on 2D navigation")
+        print(report)
+        return 0
+    args.steps = args.steps or [0, 1, 10]
     if learner.tasks is None:
         raise UserError(f"{args.model} does not record the task family it was trained on")
     report = learner.evaluate(learner.tasks, num_tasks=args.tasks, steps=args.steps, seed=args.eval_seed)
@@ -173,7 +211,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_demo_rl(args: argparse.Namespace) -> int:
+    learner = MetaSGDRL(MLP([2, 64, 64, 2], activation="relu"), inner_trajectories=20, alpha_init=0.1, meta_lr=1e-2,
+                        seed=args.seed, num_threads=args.threads)
+    iterations = max(1, round(100 * args.scale))
+    print("meta-training Meta-SGD on 2D navigation (goals in [-0.5, 0.5]^2, 20 trajectories per rollout)")
+    started = time.perf_counter()
+    learner.fit(iterations=iterations, meta_batch=20, progress=not args.quiet)
+    print(f"  {iterations} meta-iterations x 20 goals in {time.perf_counter() - started:.1f} s\n")
+    print(learner.evaluate(num_tasks=min(args.tasks, 40), steps=(0, 1, 2, 3), trajectories=40, seed=123))
+    out = args.out if args.out != "metafast-demo.png" else "metafast-demo-rl.png"
+    navigation_figure(learner, Navigation2D().sample_goals(3, seed=10_000), 1, out)
+    print(f"\nwrote {out}")
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
+    if args.rl:
+        return run_demo_rl(args)
     family = Sinusoid(support=10, query=10)
     progress = not args.quiet
     metasgd = MetaSGD(MLP([1, 40, 40, 1], activation="relu"), loss="mse", inner_steps=1, alpha_init=0.01,

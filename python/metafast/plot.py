@@ -92,3 +92,49 @@ def history_figure(histories: dict[str, np.ndarray], path: str) -> None:
     plot_history(ax, histories)
     figure.savefig(path, dpi=110)
     plt.close(figure)
+
+
+def mean_paths(policy: Any, theta: np.ndarray, goals: np.ndarray, env: Any) -> np.ndarray:
+    """Positions (goals, steps + 1, 2) of the policy's mean action from the origin."""
+    positions = np.zeros((len(goals), 2))
+    params = theta[: policy.model.num_params].astype(np.float64)
+    paths = [positions.copy()]
+    active = np.ones(len(goals), dtype=bool)
+    for _ in range(env.horizon):
+        actions = policy.model.forward(params, positions)
+        moved, _, reached = env.step(positions, actions, goals)
+        positions = np.where(active[:, None], moved, positions)
+        active &= ~reached
+        paths.append(positions.copy())
+    return np.stack(paths, axis=1)
+
+
+def navigation_figure(learner: Any, goals: np.ndarray, steps: int, path: str) -> None:
+    """For each goal: the paths of the policy's mean before and after `steps` adaptation
+    steps, and the meta-training curve; written to ``path``."""
+    plt = pyplot()
+    figure = plt.figure(figsize=(4.2 * len(goals), 7.5), layout="constrained")
+    grid = figure.add_gridspec(2, len(goals))
+    before = mean_paths(learner.policy, learner.theta, goals, learner.env)
+    for column, goal in enumerate(goals):
+        adapted = learner.adapt(goal, steps=steps, seed=column)
+        after = mean_paths(learner.policy, adapted, goal[None], learner.env)[0]
+        ax = figure.add_subplot(grid[0, column])
+        ax.plot(*before[column].T, ls=":", color="tab:blue", label="before adaptation")
+        ax.plot(*after.T, color="tab:blue", label=f"after {steps} step{'s' * (steps != 1)}")
+        ax.scatter([0], [0], color="black", marker="o", zorder=3, label="start")
+        ax.scatter([goal[0]], [goal[1]], color="tab:red", marker="*", s=150, zorder=3, label="goal")
+        ax.set_xlim(-1.0, 1.0)
+        ax.set_ylim(-1.0, 1.0)
+        ax.set_aspect("equal")
+        ax.set_title(f"goal {column + 1}")
+        if column == 0:
+            ax.legend(fontsize=7, loc="lower left")
+    ax = figure.add_subplot(grid[1, :])
+    history = learner.history
+    ax.plot(np.arange(1, len(history) + 1), smooth(history, max(1, len(history) // 50)))
+    ax.set_xlabel("meta-iteration")
+    ax.set_ylabel("mean return after adaptation")
+    ax.set_title("meta-training")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
