@@ -110,6 +110,163 @@ class GaussianPolicy:
                        _validation.floats(actions, "actions", theta.dtype), weights)
 
 
+class GymTasks:
+    """Bring your own environment: ``sample_task(rng)`` returns a new task as an object with
+    the Gymnasium interface, ``reset(seed=None) -> (observation, info)`` and
+    ``step(action) -> (observation, reward, terminated, truncated, info)``; observations and
+    actions are 1-D float arrays. Episodes last at most ``horizon`` steps.
+
+    :class:`MetaSGDRL` runs such tasks on a slower path: the environment steps in Python, one
+    trajectory after another, while the policy, the surrogate, its gradient and its
+    Hessian-vector product still run in C++.
+    """
+
+    def __init__(self, sample_task: Any, horizon: int = 100) -> None:
+        if not callable(sample_task):
+            raise TypeError("sample_task must be a callable sample_task(rng) -> environment")
+        self.sample_task = sample_task
+        self.horizon = _validation.integer(horizon, "horizon", minimum=1, maximum=2**24)
+
+
+def _python_rollout(policy: GaussianPolicy, theta: np.ndarray, env: Any, trajectories: int, horizon: int,
+                    gamma: float, normalize: bool, rng: np.random.Generator) -> tuple[tuple[np.ndarray, ...], float]:
+    """Trajectories of a Python environment: the surrogate's (states, actions, weights) with
+    returns-to-go minus MAML's linear feature baseline, and the mean return."""
+    params = theta[: policy.model.num_params].astype(np.float64)
+    std = np.exp(theta[policy.model.num_params:].astype(np.float64))
+    states, actions, returns, features, total = [], [], [], [], 0.0
+    for _ in range(trajectories):
+        observation, _ = env.reset(seed=int(rng.integers(2**31)))
+        rewards = []
+        for t in range(horizon):
+            observation = np.asarray(observation, dtype=np.float64)
+            mean = policy.model.forward(params, observation[None])[0]
+            action = mean + std * rng.normal(size=mean.shape)
+            states.append(observation)
+            actions.append(action)
+            tau = t / 100.0
+            features.append(np.concatenate([observation, observation**2, [tau, tau**2, tau**3, 1.0]]))
+            observation, reward, terminated, truncated, _ = env.step(action)
+            rewards.append(float(reward))
+            if terminated or truncated:
+                break
+        future, backwards = 0.0, []
+        for reward in reversed(rewards):
+            future = reward + gamma * future
+            backwards.append(future)
+        returns.extend(backwards[::-1])
+        total += sum(rewards)
+    returns, features = np.array(returns), np.array(features)
+    baseline = features @ np.linalg.solve(features.T @ features + 1e-5 * np.eye(features.shape[1]), features.T @ returns)
+    advantages = returns - baseline
+    if normalize:
+        advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+    dtype = theta.dtype
+    return ((np.array(states, dtype=dtype), np.array(actions, dtype=dtype), advantages.astype(dtype)),
+            total / trajectories)
+
+
+class _PythonBackend:
+    """MetaSGDRL's slow path for GymTasks: the same interface as the core's learner, with the
+    environment in Python and the policy maths in C++ (through GaussianPolicy)."""
+
+    num_threads = 1
+
+    def __init__(self, policy: GaussianPolicy, tasks: GymTasks, trajectories: int, gamma: float, first_order: bool,
+                 normalize: bool, optimizer: str, lr: float, beta1: float, beta2: float, eps: float, seed: int,
+                 dtype: np.dtype) -> None:
+        if optimizer not in ("adam", "sgd"):
+            raise ValueError(f"meta_optimizer must be 'sgd' or 'adam', got '{optimizer}'")
+        self.policy, self.tasks, self.seed, self.dtype = policy, tasks, seed, dtype
+        self.rollout_settings = (trajectories, tasks.horizon, gamma, normalize)
+        self.first_order, self.optimizer, self.lr, self.betas, self.eps = first_order, optimizer, lr, (beta1, beta2), eps
+        size = 2 * policy.num_params
+        self.params = np.zeros(size, dtype=dtype)
+        self.state = (np.zeros(size, dtype=dtype), np.zeros(size, dtype=dtype), 0)
+
+    def get_params(self) -> tuple[np.ndarray, np.ndarray]:
+        q = self.policy.num_params
+        return self.params[:q].copy(), self.params[q:].copy()
+
+    def set_params(self, theta: np.ndarray, alpha: np.ndarray) -> None:
+        q = self.policy.num_params
+        for name, value in (("theta", theta), ("alpha", alpha)):
+            if value.shape != (q,):
+                raise ValueError(f"{name} must have shape ({q},), got {value.shape}")
+            if not np.all(np.isfinite(value)):
+                raise ValueError(f"{name} contains NaN or infinity")
+        self.params = np.concatenate([theta, alpha]).astype(self.dtype)
+
+    def get_optimizer_state(self) -> tuple[np.ndarray, np.ndarray, int]:
+        return self.state[0].copy(), self.state[1].copy(), self.state[2]
+
+    def set_optimizer_state(self, m: np.ndarray, v: np.ndarray, step: int) -> None:
+        self.state = (np.asarray(m, dtype=self.dtype).copy(), np.asarray(v, dtype=self.dtype).copy(), int(step))
+
+    def _rollout(self, theta: np.ndarray, env: Any, rng: np.random.Generator, trajectories: int | None = None):
+        count, horizon, gamma, normalize = self.rollout_settings
+        return _python_rollout(self.policy, theta, env, trajectories or count, horizon, gamma, normalize, rng)
+
+    def _adapt_step(self, theta: np.ndarray, alpha: np.ndarray, env: Any, rng: np.random.Generator):
+        train, _ = self._rollout(theta, env, rng)
+        grad = self.policy.surrogate(theta, *train, self.rollout_settings[0])[1]
+        return theta - alpha * grad, train, grad
+
+    def fit(self, first_iteration: int, count: int, meta_batch: int) -> tuple[np.ndarray, bool]:
+        from .reference.meta_sgd import adam_update, sgd_update  # the same update rules, in NumPy
+
+        q, n = self.policy.num_params, self.rollout_settings[0]
+        returns = []
+        for k in range(count):
+            theta, alpha = self.params[:q], self.params[q:]
+            grads, scores = [], []
+            for i in range(meta_batch):
+                rng = np.random.default_rng([self.seed, first_iteration + k, i])
+                env = self.tasks.sample_task(rng)
+                adapted, train, grad = self._adapt_step(theta, alpha, env, rng)
+                valid, score = self._rollout(adapted, env, rng)
+                v = self.policy.surrogate(adapted, *valid, n)[1]
+                g_alpha = -grad * v
+                if not self.first_order:
+                    v = v - self.policy.surrogate_hvp(theta, *train, n, alpha * v)
+                grads.append(np.concatenate([v, g_alpha]))
+                scores.append(score)
+            mean_grad = np.sum(grads, axis=0) / meta_batch
+            if not (np.all(np.isfinite(mean_grad)) and np.all(np.isfinite(scores))):
+                return np.array(returns), True
+            if self.optimizer == "adam":
+                params, state = adam_update(self.params, mean_grad, self.state, self.lr, *self.betas, self.eps)
+            else:
+                params, state = sgd_update(self.params, mean_grad, self.lr), self.state[:2] + (self.state[2] + 1,)
+            if not np.all(np.isfinite(params)):
+                return np.array(returns), True
+            self.params, self.state = params.astype(self.dtype), (state[0].astype(self.dtype), state[1].astype(self.dtype), state[2])
+            returns.append(float(np.mean(scores)))
+        return np.array(returns), False
+
+    def evaluate(self, seed: int, num_tasks: int, steps: list[int], trajectories: int) -> np.ndarray:
+        q = self.policy.num_params
+        returns = np.empty((num_tasks, len(steps)))
+        for i in range(num_tasks):
+            rng = np.random.default_rng([seed, 0, i])
+            env = self.tasks.sample_task(rng)
+            theta, done = self.params[:q].copy(), 0
+            for c, target in enumerate(steps):
+                for _ in range(target - done):
+                    theta = self._adapt_step(theta, self.params[q:], env, rng)[0]
+                done = target
+                returns[i, c] = self._rollout(theta, env, rng, trajectories)[1]
+        return returns
+
+    def adapt(self, env: Any, steps: int, seed: int, iteration: int) -> np.ndarray:
+        q = self.policy.num_params
+        rng = np.random.default_rng([seed, iteration, 0])
+        theta = self.params[:q].copy()
+        for _ in range(steps):
+            theta = self._adapt_step(theta, self.params[q:], env, rng)[0]
+        return theta
+
+
 class MetaSGDRL:
     """Meta-SGD for reinforcement learning (Li et al. 2017, section 4.3) on 2D navigation.
 
@@ -128,10 +285,13 @@ class MetaSGDRL:
     Parameters
     ----------
     model : MLP
-        The mean network, 2 inputs (the position) to 2 outputs, identity output; the papers use
-        ``MLP([2, 100, 100, 2], activation="relu")``.
-    env : Navigation2D, optional
-        The task family (default ``Navigation2D()``).
+        The mean network, identity output; for Navigation2D, 2 inputs (the position) to 2
+        outputs; the papers use ``MLP([2, 100, 100, 2], activation="relu")``.
+    env : Navigation2D or GymTasks, optional
+        The task family (default ``Navigation2D()``), native; or your own environments
+        (:class:`GymTasks`), on a slower path: environment steps in Python, one trajectory after
+        another, policy maths in C++; one thread, tasks keyed by ``(seed, iteration, task)``
+        through ``numpy.random.default_rng``.
     inner_trajectories : int
         Trajectories per rollout, for the inner step and for the outer surrogate.
     gamma : float
@@ -155,8 +315,8 @@ class MetaSGDRL:
                  adam_eps: float = 1e-8) -> None:
         self.policy = GaussianPolicy(model)
         self.env = Navigation2D() if env is None else env
-        if not isinstance(self.env, Navigation2D):
-            raise TypeError(f"env must be a metafast.rl.Navigation2D, got {type(self.env).__name__}")
+        if not isinstance(self.env, (Navigation2D, GymTasks)):
+            raise TypeError(f"env must be a metafast.rl.Navigation2D or GymTasks, got {type(self.env).__name__}")
         self._settings = dict(
             inner_trajectories=_validation.integer(inner_trajectories, "inner_trajectories", minimum=1, maximum=2**16),
             gamma=_validation.real(gamma, "gamma", minimum=0.0), alpha_init=_validation.real(alpha_init, "alpha_init"),
@@ -171,12 +331,14 @@ class MetaSGDRL:
         if self._settings["gamma"] > 1:
             raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
         self._dtype = np.dtype(self._settings["dtype"])
-        impl_class = _core.MetaSGDRLFloat32 if self._dtype == np.float32 else _core.MetaSGDRLFloat64
-        self._impl = impl_class(model._impl, self.env._impl, self._settings["inner_trajectories"], self._settings["gamma"],
-                                self._settings["first_order"], self._settings["normalize_advantages"],
-                                self._settings["meta_optimizer"], self._settings["meta_lr"],
-                                *self._settings["adam_betas"], self._settings["adam_eps"], self._settings["seed"],
-                                _validation.num_threads(num_threads))
+        options = (self._settings["inner_trajectories"], self._settings["gamma"], self._settings["first_order"],
+                   self._settings["normalize_advantages"], self._settings["meta_optimizer"], self._settings["meta_lr"],
+                   *self._settings["adam_betas"], self._settings["adam_eps"], self._settings["seed"])
+        if isinstance(self.env, GymTasks):
+            self._impl: Any = _PythonBackend(self.policy, self.env, *options, dtype=self._dtype)
+        else:
+            impl_class = _core.MetaSGDRLFloat32 if self._dtype == np.float32 else _core.MetaSGDRLFloat64
+            self._impl = impl_class(model._impl, self.env._impl, *options, _validation.num_threads(num_threads))
         theta = self.policy.init(seed=self._settings["seed"], dtype=self._dtype, log_std=self._settings["log_std_init"])
         self._impl.set_params(theta, np.full(theta.size, self._settings["alpha_init"], dtype=self._dtype))
         self._iteration = 0
@@ -236,11 +398,13 @@ class MetaSGDRL:
 
         return run_in_chunks(self, iterations, progress, callback, run_chunk)
 
-    def adapt(self, goal: Any, steps: int = 1, seed: int = 0) -> np.ndarray:
-        """Policy parameters adapted to one goal by ``steps`` inner steps (each on
-        ``inner_trajectories`` fresh trajectories, noise seeded by ``seed``)."""
-        goal = np.ascontiguousarray(np.asarray(goal, dtype=np.float64))
-        return self._impl.adapt(goal, _validation.count(steps, "steps", minimum=0), _validation.seed(seed), 0)
+    def adapt(self, task: Any, steps: int = 1, seed: int = 0) -> np.ndarray:
+        """Policy parameters adapted to one task by ``steps`` inner steps (each on
+        ``inner_trajectories`` fresh trajectories, noise seeded by ``seed``). The task is a goal
+        ``(x, y)`` for Navigation2D, an environment object for GymTasks."""
+        if isinstance(self.env, Navigation2D):
+            task = np.ascontiguousarray(np.asarray(task, dtype=np.float64))
+        return self._impl.adapt(task, _validation.count(steps, "steps", minimum=0), _validation.seed(seed), 0)
 
     def evaluate(self, num_tasks: int = 40, steps: Any = (0, 1, 2, 3), trajectories: int = 40,
                  seed: int = 123) -> EvaluationReport:
@@ -258,6 +422,8 @@ class MetaSGDRL:
         """Writes the learner to one .npz file atomically (see :mod:`metafast.io`)."""
         model = self.policy.model
         env = self.env
+        if isinstance(env, GymTasks):
+            raise TypeError("a MetaSGDRL on Python environments cannot be saved: the environment is code")
         config = dict(kind="MetaSGDRL", model=dict(sizes=list(model.sizes), activation=model.activation,
                                                     output=model.output, bias=model.bias),
                       env=dict(goal_range=list(env.goal_range), max_action=env.max_action, tolerance=env.tolerance,
