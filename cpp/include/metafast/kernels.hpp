@@ -11,51 +11,65 @@ namespace metafast::kernels {
 namespace detail {
 
 #if defined(__GNUC__) || defined(__clang__)
-// 32-byte vectors through the compiler's vector extensions: AVX on x86 with -march=native,
-// pairs of SSE or NEON registers otherwise. Loads and stores are unaligned (the _u form of
-// the intrinsics headers).
-template <class T>
-struct Vector;
+// Vectors through the compiler's vector extensions: 64 bytes where AVX-512 is enabled (the
+// native build on such a CPU), else 32 (AVX, or pairs of SSE or NEON registers). Loads and
+// stores are unaligned (the _u form of the intrinsics headers).
+template <class T, std::size_t Bytes>
+struct VectorOf;
 template <>
-struct Vector<float> {
+struct VectorOf<float, 32> {
     typedef float type __attribute__((vector_size(32), may_alias, aligned(1)));
 };
 template <>
-struct Vector<double> {
+struct VectorOf<double, 32> {
     typedef double type __attribute__((vector_size(32), may_alias, aligned(1)));
 };
-template <class T>
-using vec = typename Vector<T>::type;
-template <class T>
-constexpr std::size_t lanes = 32 / sizeof(T);
+template <>
+struct VectorOf<float, 64> {
+    typedef float type __attribute__((vector_size(64), may_alias, aligned(1)));
+};
+template <>
+struct VectorOf<double, 64> {
+    typedef double type __attribute__((vector_size(64), may_alias, aligned(1)));
+};
+#ifdef __AVX512F__
+constexpr std::size_t wide = 64;
+#else
+constexpr std::size_t wide = 32;
+#endif
+template <class T, std::size_t Bytes = 32>
+using vec = typename VectorOf<T, Bytes>::type;
+template <class T, std::size_t Bytes = 32>
+constexpr std::size_t lanes = Bytes / sizeof(T);
 #define METAFAST_VECTOR_KERNELS 1
 
-template <class T>
-inline vec<T> load(const T* p) { return *reinterpret_cast<const vec<T>*>(p); }
-template <class T>
-inline void store(T* p, vec<T> v) { *reinterpret_cast<vec<T>*>(p) = v; }
+template <class T, std::size_t Bytes = 32>
+inline vec<T, Bytes> load(const T* p) { return *reinterpret_cast<const vec<T, Bytes>*>(p); }
+template <class T, std::size_t Bytes = 32>
+inline void store(T* p, vec<T, Bytes> v) { *reinterpret_cast<vec<T, Bytes>*>(p) = v; }
 
 // C[R rows, W vectors of columns] (+)= A B over depth k, with A's element (i, p) at
 // A[i * a_row + p * a_depth] and B's (p, j) at B[p * ldb + j]. The R x W accumulators stay in
 // registers for the whole depth loop: the register blocking that keeps small products near
 // the FMA peak instead of bound by loads and stores of C.
-template <int R, int W, class T>
+template <int R, int W, std::size_t Bytes, class T>
 inline void block(std::size_t k, const T* A, std::size_t a_row, std::size_t a_depth, const T* B,
                   std::size_t ldb, T* C, std::size_t ldc, bool accumulate) {
-    constexpr std::size_t L = lanes<T>;
-    vec<T> acc[R][W];
+    constexpr std::size_t L = lanes<T, Bytes>;
+    vec<T, Bytes> acc[R][W];
     for (int r = 0; r < R; ++r)
-        for (int w = 0; w < W; ++w) acc[r][w] = accumulate ? load(C + r * ldc + w * L) : vec<T>{} ;
+        for (int w = 0; w < W; ++w)
+            acc[r][w] = accumulate ? load<T, Bytes>(C + r * ldc + w * L) : vec<T, Bytes>{};
     for (std::size_t p = 0; p < k; ++p) {
-        vec<T> b[W];
-        for (int w = 0; w < W; ++w) b[w] = load(B + p * ldb + w * L);
+        vec<T, Bytes> b[W];
+        for (int w = 0; w < W; ++w) b[w] = load<T, Bytes>(B + p * ldb + w * L);
         for (int r = 0; r < R; ++r) {
             const T a = A[r * a_row + p * a_depth];
             for (int w = 0; w < W; ++w) acc[r][w] += a * b[w];
         }
     }
     for (int r = 0; r < R; ++r)
-        for (int w = 0; w < W; ++w) store(C + r * ldc + w * L, acc[r][w]);
+        for (int w = 0; w < W; ++w) store<T, Bytes>(C + r * ldc + w * L, acc[r][w]);
 }
 
 // sum_p a[p] b[p]: vector partial sums over p (lane l takes p = l mod L), then the lanes and
@@ -73,12 +87,13 @@ inline T dot(std::size_t k, const T* a, const T* b) {
 }
 
 // Rows [0, m) of one column panel W vectors wide, four rows at a time.
-template <int W, class T>
+template <int W, std::size_t Bytes, class T>
 inline void panel(std::size_t m, std::size_t k, const T* A, std::size_t a_row, std::size_t a_depth,
                   const T* B, std::size_t ldb, T* C, std::size_t ldc, bool accumulate) {
     std::size_t i = 0;
-    for (; i + 4 <= m; i += 4) block<4, W>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate);
-    for (; i < m; ++i) block<1, W>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate);
+    for (; i + 4 <= m; i += 4)
+        block<4, W, Bytes>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate);
+    for (; i < m; ++i) block<1, W, Bytes>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate);
 }
 #endif
 
@@ -94,8 +109,10 @@ void product(std::size_t m, std::size_t n, std::size_t k, const T* A, std::size_
         for (std::size_t i = 0; i < m; ++i) C[i] = (accumulate ? C[i] : T(0)) + dot(k, A + i * a_row, B);
         return;
     }
-    for (; j + 2 * L <= n; j += 2 * L) panel<2>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
-    for (; j + L <= n; j += L) panel<1>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
+    constexpr std::size_t WL = lanes<T, wide>;
+    for (; j + 2 * WL <= n; j += 2 * WL) panel<2, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
+    for (; j + WL <= n; j += WL) panel<1, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
+    for (; j + L <= n; j += L) panel<1, 32>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
 #endif
     if (j == n) return;
     for (std::size_t i = 0; i < m; ++i) {

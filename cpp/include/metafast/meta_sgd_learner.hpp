@@ -150,7 +150,7 @@ private:
         // The update itself could still overflow: apply it to copies and commit only finite results.
         candidate_ = params_;
         candidate_state_ = state_;
-        optimizer_update(params_.size(), optimizer_, mean_grad_.data(), candidate_state_, candidate_.data());
+        optimizer_update(params_.size(), optimizer_, mean_grad_.data(), candidate_state_, candidate_.data(), threads_);
         for (T p : candidate_)
             if (!std::isfinite(p)) return false;
         std::swap(params_, candidate_);

@@ -2,6 +2,7 @@
 // (math.md section 3 gives Adam's formula).
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -9,6 +10,8 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+#include "metafast/parallel.hpp"
 
 namespace metafast {
 
@@ -47,32 +50,42 @@ void sgd_update(std::size_t n, T lr, const T* grad, T* params) {
     for (std::size_t i = 0; i < n; ++i) params[i] -= lr * grad[i];
 }
 
-// params -= lr * (m / (1 - beta1^t)) / (sqrt(v / (1 - beta2^t)) + eps), t counted from 1.
+// Adam on elements [first, last) with the bias corrections c1 = 1 - beta1^t, c2 = 1 - beta2^t:
+// params -= lr * (m / c1) / (sqrt(v / c2) + eps).
 template <class T>
-void adam_update(std::size_t n, const OptimizerConfig& config, const T* __restrict grad,
-                 OptimizerState<T>& state, T* __restrict params) {
-    const std::int64_t t = ++state.step;
+void adam_elements(std::size_t first, std::size_t last, const OptimizerConfig& config, T c1, T c2,
+                   const T* __restrict grad, T* __restrict m, T* __restrict v, T* __restrict params) {
     const T b1 = T(config.beta1), b2 = T(config.beta2), lr = T(config.lr), eps = T(config.eps);
-    const T c1 = T(1.0 - std::pow(config.beta1, double(t)));
-    const T c2 = T(1.0 - std::pow(config.beta2, double(t)));
-    T* __restrict m = state.m.data();
-    T* __restrict v = state.v.data();
-    for (std::size_t i = 0; i < n; ++i) {
+    for (std::size_t i = first; i < last; ++i) {
         m[i] = b1 * m[i] + (T(1) - b1) * grad[i];
         v[i] = b2 * v[i] + (T(1) - b2) * grad[i] * grad[i];
         params[i] -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
     }
 }
 
+// One update of the meta-optimizer (Adam with t counted from 1, or SGD), elementwise, so the
+// elements may be split among `threads` without changing any result.
 template <class T>
-void optimizer_update(std::size_t n, const OptimizerConfig& config, const T* grad,
-                      OptimizerState<T>& state, T* params) {
-    if (config.kind == Optimizer::adam)
-        adam_update(n, config, grad, state, params);
-    else {
-        ++state.step;
-        sgd_update(n, T(config.lr), grad, params);
+void optimizer_update(std::size_t n, const OptimizerConfig& config, const T* grad, OptimizerState<T>& state,
+                      T* params, int threads = 1) {
+    const std::int64_t t = ++state.step;
+    const T c1 = T(1.0 - std::pow(config.beta1, double(t)));
+    const T c2 = T(1.0 - std::pow(config.beta2, double(t)));
+    constexpr std::size_t block = 2048;
+    const std::size_t blocks = (n + block - 1) / block;
+    T* m = state.m.data();
+    T* v = state.v.data();
+    auto update = [&](std::size_t first, std::size_t last) {
+        if (config.kind == Optimizer::adam)
+            adam_elements(first, last, config, c1, c2, grad, m, v, params);
+        else
+            sgd_update(last - first, T(config.lr), grad + first, params + first);
+    };
+    if (blocks <= 1 || threads <= 1) {  // the inner loops' case: no parallel region at all
+        update(0, n);
+        return;
     }
+    parallel_for(blocks, threads, [&](std::size_t b, int) { update(b * block, std::min(n, (b + 1) * block)); });
 }
 
 }  // namespace metafast

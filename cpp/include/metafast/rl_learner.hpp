@@ -119,7 +119,7 @@ private:
             if (!std::isfinite(g)) return false;
         candidate_ = params_;
         candidate_state_ = state_;
-        optimizer_update(params_.size(), optimizer_, mean_grad_.data(), candidate_state_, candidate_.data());
+        optimizer_update(params_.size(), optimizer_, mean_grad_.data(), candidate_state_, candidate_.data(), threads_);
         for (T p : candidate_)
             if (!std::isfinite(p)) return false;
         std::swap(params_, candidate_);
