@@ -45,11 +45,20 @@ def _deferred_interrupt() -> Iterator[Callable[[], bool]]:
 
 
 def run_in_chunks(learner: Any, iterations: int, progress: bool, callback: Callback | None,
-                  run_chunk: Callable[[int, int], np.ndarray]) -> np.ndarray:
+                  run_chunk: Callable[[int, int], np.ndarray], checkpoint: Any = None,
+                  checkpoint_every: int | None = None, on_divergence: str = "raise") -> np.ndarray:
     """The training loop of every learner: ``run_chunk(count, done)`` runs ``count``
     meta-iterations in the core and records them; chunks are sized to take about
     CHUNK_SECONDS, so the progress bar, the callback and Ctrl-C are served a few times a second.
-    Returns the history of this call."""
+    Chunks also end on multiples of ``checkpoint_every``, where the learner is saved to
+    ``checkpoint``. With ``on_divergence="skip"`` a non-finite meta-iteration is passed over
+    (no update, NaN in the history) instead of raising. Returns the history of this call."""
+    if on_divergence not in ("raise", "skip"):
+        raise ValueError(f"on_divergence must be 'raise' or 'skip', got {on_divergence!r}")
+    if checkpoint_every is not None:
+        checkpoint_every = _validation.integer(checkpoint_every, "checkpoint_every", minimum=1)
+        if checkpoint is None:
+            raise ValueError("checkpoint_every needs a checkpoint path")
     first = learner._iteration
     chunk = 1
     with tqdm(total=iterations, disable=not progress, desc=learner._progress_label, unit="it", leave=False) as bar, \
@@ -59,9 +68,19 @@ def run_in_chunks(learner: Any, iterations: int, progress: bool, callback: Callb
                 raise KeyboardInterrupt
             done = learner._iteration - first
             count = min(chunk, iterations - done)
+            if checkpoint_every:
+                count = min(count, checkpoint_every - learner._iteration % checkpoint_every)
             started = time.perf_counter()
             with learner._lock:
-                losses = run_chunk(count, done)
+                before = learner._iteration
+                try:
+                    losses = run_chunk(count, done)
+                except TrainingDivergedError:
+                    if on_divergence == "raise":
+                        raise
+                    learner._history.append(np.array([np.nan]))  # the bad batch, skipped
+                    learner._iteration += 1
+                    losses = learner.history[before:]
             elapsed = time.perf_counter() - started
             bar.update(len(losses))
             bar.set_postfix({learner._progress_metric: f"{losses[-1]:.4g}"})
@@ -69,6 +88,8 @@ def run_in_chunks(learner: Any, iterations: int, progress: bool, callback: Callb
                 chunk *= 2
             elif elapsed > 2 * CHUNK_SECONDS:
                 chunk = max(1, chunk // 2)
+            if checkpoint_every and learner._iteration % checkpoint_every == 0:
+                learner.save(checkpoint)
             if callback is not None and callback(learner, learner._iteration, float(losses[-1])):
                 break
     return learner.history[first:]
@@ -148,7 +169,8 @@ class MetaLearner:
             return self._checked_step(arrays, 0, 0)
 
     def fit(self, tasks: Tasks, iterations: int = 10_000, meta_batch: int = 25, progress: bool = True,
-            callback: Callback | None = None) -> np.ndarray:
+            callback: Callback | None = None, checkpoint: io.PathLike | None = None,
+            checkpoint_every: int | None = None, on_divergence: str = "raise") -> np.ndarray:
         """Meta-trains for ``iterations`` meta-iterations of ``meta_batch`` tasks each.
 
         Parameters
@@ -164,6 +186,15 @@ class MetaLearner:
         callback : callable, optional
             ``callback(learner, iteration, loss)``, called between chunks (a few times a second)
             and after the last iteration; return True to stop training.
+
+        checkpoint, checkpoint_every : path and int, optional
+            Save the learner to ``checkpoint`` (atomically) whenever the iteration count reaches
+            a multiple of ``checkpoint_every``; ``mf.load(checkpoint).fit(...)`` then resumes bit
+            for bit.
+        on_divergence : {"raise", "skip"}
+            What a non-finite loss or meta-gradient does: stop with TrainingDivergedError
+            (naming the iteration, keeping the last finite state), or skip that batch (no
+            update, NaN in the history) and go on.
 
         Ctrl-C (SIGINT) stops training at the end of the current chunk (within about a tenth of
         a second) and raises KeyboardInterrupt; the learner then holds the last completed
@@ -183,7 +214,8 @@ class MetaLearner:
             self._tasks = tasks if isinstance(tasks, TaskFamily) else None  # what save() records
             return losses
 
-        return run_in_chunks(self, iterations, progress, callback, run_chunk)
+        return run_in_chunks(self, iterations, progress, callback, run_chunk, checkpoint, checkpoint_every,
+                             on_divergence)
 
     def _run_chunk(self, tasks: Any, count: int, meta_batch: int, done: int, total: int) -> np.ndarray:
         if isinstance(tasks, TaskFamily):

@@ -380,10 +380,13 @@ class MetaSGDRL:
         self._impl.num_threads = _validation.num_threads(value)
 
     def fit(self, iterations: int = 100, meta_batch: int = 20, progress: bool = True,
-            callback: Callback | None = None) -> np.ndarray:
+            callback: Callback | None = None, checkpoint: io.PathLike | None = None,
+            checkpoint_every: int | None = None, on_divergence: str = "raise") -> np.ndarray:
         """Meta-trains for ``iterations`` meta-iterations of ``meta_batch`` goals each, in chunks
         run by the core without the GIL (tasks in parallel). Returns the mean return after
-        adaptation of each iteration of this call. Ctrl-C stops at the end of a chunk."""
+        adaptation of each iteration of this call. Ctrl-C stops at the end of a chunk;
+        ``checkpoint``, ``checkpoint_every`` and ``on_divergence`` work as in
+        :meth:`metafast.MetaSGD.fit`."""
         iterations = _validation.integer(iterations, "iterations", minimum=0, maximum=_validation.MAX_SEED)
         meta_batch = _validation.count(meta_batch, "meta_batch")
 
@@ -396,7 +399,8 @@ class MetaSGDRL:
                 raise TrainingDivergedError(self._iteration)
             return returns
 
-        return run_in_chunks(self, iterations, progress, callback, run_chunk)
+        return run_in_chunks(self, iterations, progress, callback, run_chunk, checkpoint, checkpoint_every,
+                             on_divergence)
 
     def adapt(self, task: Any, steps: int = 1, seed: int = 0) -> np.ndarray:
         """Policy parameters adapted to one task by ``steps`` inner steps (each on
