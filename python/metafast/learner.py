@@ -12,7 +12,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _validation, io
+from . import _memory, _validation, io
 from .errors import TrainingDivergedError
 from .evaluation import EvaluationReport
 from .mlp import MLP
@@ -208,6 +208,9 @@ class MetaLearner:
         tasks = check_tasks(tasks)
         iterations = _validation.integer(iterations, "iterations", minimum=0, maximum=_validation.MAX_SEED)
         meta_batch = _validation.count(meta_batch, "meta_batch")
+
+        per_task = 3 * self._model.num_params + (tasks._values_per_task() if isinstance(tasks, TaskFamily) else 0)
+        _memory.check(meta_batch * per_task * self._dtype.itemsize, f"a meta-batch of {meta_batch} tasks")
 
         def run_chunk(count: int, done: int) -> np.ndarray:
             losses = self._run_chunk(tasks, count, meta_batch, done, iterations)

@@ -16,7 +16,7 @@ from typing import Any, Callable, Union
 
 import numpy as np
 
-from . import _core, _validation
+from . import _core, _memory, _validation
 from .task_batch import TaskBatch
 
 Sampler = Callable[[int, np.random.Generator], TaskBatch]
@@ -37,6 +37,7 @@ class TaskFamily:
         iteration = _validation.seed(iteration, "iteration")
         dtype = _validation.float_dtype(dtype)
         threads = _validation.num_threads(num_threads)
+        _memory.check(num_tasks * self._values_per_task() * 8, f"sampling {num_tasks} tasks")
         arrays = _core.sample_tasks(self._impl, num_tasks, seed, iteration, dtype.name, threads)
         return TaskBatch(*arrays)
 
@@ -52,6 +53,13 @@ class TaskFamily:
 
     def _fields(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _values_per_task(self) -> int:
+        """Numbers one task holds (inputs and targets of its support and query rows)."""
+        fields = self._fields()
+        width = fields.get("dim", 1) + 1
+        rows = (fields["support"] + fields["query"]) * fields.get("ways", 1)
+        return rows * width
 
 
 class Sinusoid(TaskFamily):
