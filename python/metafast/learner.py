@@ -95,6 +95,15 @@ def run_in_chunks(learner: Any, iterations: int, progress: bool, callback: Callb
     return learner.history[first:]
 
 
+def restore_progress(learner: Any, arrays: dict[str, np.ndarray]) -> None:
+    """Sets a loaded learner's iteration count and history from a saved file."""
+    learner._iteration = int(arrays["iteration"])
+    history = np.asarray(arrays["history"], dtype=np.float64)
+    if history.shape != (learner._iteration,):
+        raise ValueError("the saved history does not match the saved iteration count")
+    learner._history = [history] if len(history) else []
+
+
 class MetaLearner:
     """Base class of :class:`~metafast.MetaSGD` and :class:`~metafast.Reptile`.
 
@@ -302,11 +311,7 @@ class MetaLearner:
         if "tasks" in config:
             learner._tasks = family_from_config(config["tasks"])
         learner._restore(arrays)
-        learner._iteration = int(arrays["iteration"])
-        history = np.asarray(arrays["history"], dtype=np.float64)
-        if history.shape != (learner._iteration,):
-            raise ValueError("the saved history does not match the saved iteration count")
-        learner._history = [history] if len(history) else []
+        restore_progress(learner, arrays)
         return learner
 
     # ---------------------------------------------------------------- helpers

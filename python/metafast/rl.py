@@ -13,7 +13,7 @@ import threading
 from . import _core, _validation, io
 from .errors import TrainingDivergedError
 from .evaluation import EvaluationReport
-from .learner import Callback, run_in_chunks
+from .learner import Callback, restore_progress, run_in_chunks
 from .mlp import MLP
 
 
@@ -446,9 +446,5 @@ class MetaSGDRL:
         learner = cls(MLP(**config["model"]), env=Navigation2D(**config["env"]), num_threads=num_threads, **settings)
         learner._impl.set_params(arrays["theta"], arrays["alpha"])
         learner._impl.set_optimizer_state(arrays["optimizer_m"], arrays["optimizer_v"], int(arrays["optimizer_step"]))
-        learner._iteration = int(arrays["iteration"])
-        history = np.asarray(arrays["history"], dtype=np.float64)
-        if history.shape != (learner._iteration,):
-            raise ValueError("the saved history does not match the saved iteration count")
-        learner._history = [history] if len(history) else []
+        restore_progress(learner, arrays)
         return learner

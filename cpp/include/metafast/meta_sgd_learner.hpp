@@ -143,19 +143,9 @@ private:
         return loss / double(tasks);
     }
 
-    bool update_if_finite(double loss) {
-        if (!std::isfinite(loss)) return false;
-        for (T g : mean_grad_)
-            if (!std::isfinite(g)) return false;
-        // The update itself could still overflow: apply it to copies and commit only finite results.
-        candidate_ = params_;
-        candidate_state_ = state_;
-        optimizer_update(params_.size(), optimizer_, mean_grad_.data(), candidate_state_, candidate_.data(), threads_);
-        for (T p : candidate_)
-            if (!std::isfinite(p)) return false;
-        std::swap(params_, candidate_);
-        std::swap(state_, candidate_state_);
-        return true;
+    bool update_if_finite(double score) {
+        return metafast::update_if_finite(score, mean_grad_, optimizer_, threads_, params_, state_, candidate_,
+                                          candidate_state_);
     }
 
     Mlp mlp_;

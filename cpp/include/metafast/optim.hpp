@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "metafast/parallel.hpp"
@@ -86,6 +87,26 @@ void optimizer_update(std::size_t n, const OptimizerConfig& config, const T* gra
         return;
     }
     parallel_for(blocks, threads, [&](std::size_t b, int) { update(b * block, std::min(n, (b + 1) * block)); });
+}
+
+// Applies one update to copies of params and state and commits them only when the score, the
+// gradient and the updated parameters are all finite; returns whether it did. Used by the
+// learners, so a diverging meta-iteration leaves them exactly as they were.
+template <class T>
+bool update_if_finite(double score, const std::vector<T>& grad, const OptimizerConfig& config, int threads,
+                      std::vector<T>& params, OptimizerState<T>& state, std::vector<T>& candidate,
+                      OptimizerState<T>& candidate_state) {
+    if (!std::isfinite(score)) return false;
+    for (T g : grad)
+        if (!std::isfinite(g)) return false;
+    candidate = params;
+    candidate_state = state;
+    optimizer_update(params.size(), config, grad.data(), candidate_state, candidate.data(), threads);
+    for (T p : candidate)
+        if (!std::isfinite(p)) return false;
+    std::swap(params, candidate);
+    std::swap(state, candidate_state);
+    return true;
 }
 
 }  // namespace metafast
