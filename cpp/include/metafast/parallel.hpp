@@ -36,7 +36,7 @@ void parallel_for(std::size_t n, int threads, F&& f) {
     const auto count = static_cast<long long>(n);
     const int team = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(std::max(threads, 1)), n));
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(team) schedule(static, 1) if (team > 1)
+#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
 #endif
     for (long long i = 0; i < count; ++i) {
         try {
