@@ -3,6 +3,7 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -89,23 +90,64 @@ void optimizer_update(std::size_t n, const OptimizerConfig& config, const T* gra
     parallel_for(blocks, threads, [&](std::size_t b, int) { update(b * block, std::min(n, (b + 1) * block)); });
 }
 
-// Applies one update to copies of params and state and commits them only when the score, the
-// gradient and the updated parameters are all finite; returns whether it did. Used by the
-// learners, so a diverging meta-iteration leaves them exactly as they were.
+// One meta-optimizer update, computed out of place into `candidate` (and `candidate_state`) in
+// parallel blocks, and committed only when the score, the gradient and the new parameters are
+// all finite; returns whether it was. A diverging meta-iteration leaves a learner exactly as it
+// was. Elementwise, so the result does not depend on `threads`.
 template <class T>
 bool update_if_finite(double score, const std::vector<T>& grad, const OptimizerConfig& config, int threads,
                       std::vector<T>& params, OptimizerState<T>& state, std::vector<T>& candidate,
                       OptimizerState<T>& candidate_state) {
     if (!std::isfinite(score)) return false;
-    for (T g : grad)
-        if (!std::isfinite(g)) return false;
-    candidate = params;
-    candidate_state = state;
-    optimizer_update(params.size(), config, grad.data(), candidate_state, candidate.data(), threads);
-    for (T p : candidate)
-        if (!std::isfinite(p)) return false;
+    const std::size_t n = params.size();
+    const bool adam = config.kind == Optimizer::adam;
+    candidate.resize(n);
+    if (adam) {
+        candidate_state.m.resize(n);
+        candidate_state.v.resize(n);
+    }
+    const std::int64_t t = state.step + 1;
+    const T c1 = T(1.0 - std::pow(config.beta1, double(t)));
+    const T c2 = T(1.0 - std::pow(config.beta2, double(t)));
+    const T b1 = T(config.beta1), b2 = T(config.beta2), lr = T(config.lr), eps = T(config.eps);
+    constexpr std::size_t block = 2048;
+    const std::size_t blocks = (n + block - 1) / block;
+    std::atomic<bool> finite{true};
+    auto update = [&](std::size_t first, std::size_t last) {
+        const T* __restrict g = grad.data();
+        const T* __restrict p = params.data();
+        T* __restrict out = candidate.data();
+        bool ok = true;
+        if (adam) {
+            const T* __restrict m = state.m.data();
+            const T* __restrict v = state.v.data();
+            T* __restrict m_out = candidate_state.m.data();
+            T* __restrict v_out = candidate_state.v.data();
+            for (std::size_t i = first; i < last; ++i) {
+                m_out[i] = b1 * m[i] + (T(1) - b1) * g[i];
+                v_out[i] = b2 * v[i] + (T(1) - b2) * g[i] * g[i];
+                out[i] = p[i] - lr * (m_out[i] / c1) / (std::sqrt(v_out[i] / c2) + eps);
+                ok &= std::isfinite(out[i]) && std::isfinite(g[i]);
+            }
+        } else {
+            for (std::size_t i = first; i < last; ++i) {
+                out[i] = p[i] - lr * g[i];
+                ok &= std::isfinite(out[i]) && std::isfinite(g[i]);
+            }
+        }
+        if (!ok) finite.store(false, std::memory_order_relaxed);
+    };
+    if (blocks <= 1 || threads <= 1)
+        update(0, n);
+    else
+        parallel_for(blocks, threads, [&](std::size_t b, int) { update(b * block, std::min(n, (b + 1) * block)); });
+    if (!finite.load()) return false;
     std::swap(params, candidate);
-    std::swap(state, candidate_state);
+    if (adam) {
+        std::swap(state.m, candidate_state.m);
+        std::swap(state.v, candidate_state.v);
+    }
+    state.step = t;
     return true;
 }
 
