@@ -116,3 +116,25 @@ def test_cli_never_raises(argv):
     except SystemExit as done:  # pragma: no cover - main returns instead
         pytest.fail(f"main raised SystemExit({done.code})")
     assert status in (0, 1, 2)
+
+
+@given(trajectories=NUMBERS, gamma=NUMBERS, alpha_init=NUMBERS, log_std_init=NUMBERS, horizon=NUMBERS,
+       max_action=NUMBERS)
+def test_rl_settings_work_or_raise(trajectories, gamma, alpha_init, log_std_init, horizon, max_action):
+    try:
+        env = mf.rl.Navigation2D(horizon=horizon, max_action=max_action)
+        mf.rl.MetaSGDRL(mf.MLP([2, 3, 2]), env=env, inner_trajectories=trajectories, gamma=gamma,
+                        alpha_init=alpha_init, log_std_init=log_std_init)
+    except (ValueError, TypeError) as error:
+        assert str(error)
+
+
+@given(theta=arrays(max_rows=30), states=arrays(), actions=arrays(), advantages=arrays(), v=arrays(max_rows=30))
+def test_policy_surrogate_works_or_raises(theta, states, actions, advantages, v):
+    policy = mf.rl.GaussianPolicy(mf.MLP([2, 3, 2]))
+    for call in (lambda: policy.surrogate(theta, states, actions, advantages, 2),
+                 lambda: policy.surrogate_hvp(theta, states, actions, advantages, 2, v)):
+        try:
+            call()
+        except (ValueError, TypeError) as error:
+            assert str(error)
