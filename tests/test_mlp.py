@@ -105,3 +105,17 @@ def test_large_batch_and_wide_layers(rng):
     ref_value, ref_grad = reference.mlp_loss_and_grad(model, theta, x, y)
     assert value == pytest.approx(ref_value, rel=1e-12)
     np.testing.assert_allclose(grad, ref_grad, rtol=1e-9, atol=1e-13)
+
+
+def test_float32_activations_are_within_their_documented_error():
+    """float32 tanh and sigmoid use a rational approximation: below 7 ulp (tanh) and 4e-7
+    absolute (both), as README states."""
+    x = np.linspace(-12, 12, 200_001).reshape(-1, 1)
+    theta = np.ones(1, dtype=np.float32)
+    tanh = mf.MLP([1, 1], activation="identity", output="tanh", bias=False).forward(theta, x.astype(np.float32))
+    exact = np.tanh(x.astype(np.float32).astype(np.float64))
+    ulps = np.abs(tanh - exact) / np.spacing(np.abs(exact).astype(np.float32))
+    assert ulps.max() < 7 and np.abs(tanh - exact).max() < 4e-7
+    sigmoid = mf.MLP([1, 1], activation="identity", output="sigmoid", bias=False).forward(theta, x.astype(np.float32))
+    exact = 1 / (1 + np.exp(-x.astype(np.float32).astype(np.float64)))
+    assert np.abs(sigmoid - exact).max() < 4e-7

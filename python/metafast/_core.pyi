@@ -33,8 +33,6 @@ class MLP:
     def hvp(self, theta: _Floats, x: _Floats, y: npt.NDArray[np.generic], v: _Floats, loss: _Loss = "mse") -> _Floats: ...
 
 _Array = npt.NDArray[np.generic]
-_Family = Sinusoid | LinearBinary | SeedBinary | GaussianNWay
-
 class Sinusoid:
     def __init__(self, amplitude_low: float, amplitude_high: float, phase_low: float, phase_high: float, x_low: float,
                  x_high: float, grid: int, phase_sign: float, support: int, query: int) -> None: ...
@@ -47,6 +45,8 @@ class SeedBinary:
 
 class GaussianNWay:
     def __init__(self, ways: int, dim: int, support: int, query: int, spread: float) -> None: ...
+
+_Family = Sinusoid | LinearBinary | SeedBinary | GaussianNWay
 
 def sample_tasks(family: _Family, num_tasks: int, seed: int, iteration: int = 0, dtype: str = "float64",
                  num_threads: int = 0) -> tuple[_Array, _Array, _Array, _Array]: ...
