@@ -31,8 +31,9 @@ def test_hvp_matches_finite_differences(activation, output, loss, rng):
         ([1, 40, 40, 1], "relu", "mse", True),
         ([1, 64, 1], "tanh", "mse", True),
         ([2, 8, 8, 8, 5], "sigmoid", "softmax_ce", False),
+        ([3, 19, 13, 2], "tanh", "mse", True),  # transposes of whole blocks and edges
     ],
-    ids=["relu-1-40-40-1", "tanh-1-64-1", "deep-no-bias"],
+    ids=["relu-1-40-40-1", "tanh-1-64-1", "deep-no-bias", "ragged-3-19-13-2"],
 )
 def test_hvp_matches_finite_differences_per_architecture(sizes, activation, loss, bias, rng):
     p = make_problem(sizes, activation, "identity", loss, bias=bias, rows=10)
@@ -91,7 +92,7 @@ def test_hvp_is_linear_in_v(rng):
 
 @pytest.mark.parametrize("output,loss", OUTPUT_LOSSES, ids=lambda v: str(v))
 def test_hvp_float32_agrees_with_float64(output, loss, rng):
-    p = make_problem([3, 16, 16, width_for(loss)], "tanh", output, loss, rows=20)
+    p = make_problem([3, 19, 13, width_for(loss)], "tanh", output, loss, rows=20)
     v = rng.normal(size=p.model.num_params)
     y32 = p.y if loss == "softmax_ce" else p.y.astype(np.float32)
     hv32 = p.model.hvp(p.theta.astype(np.float32), p.x.astype(np.float32), y32, v.astype(np.float32), loss)

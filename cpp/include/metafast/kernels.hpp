@@ -86,14 +86,22 @@ inline T dot(std::size_t k, const T* a, const T* b) {
     return sum;
 }
 
-// Rows [0, m) of one column panel W vectors wide, four rows at a time.
+// Rows [0, m) of one column panel W vectors wide: four rows at a time, then the last one to
+// three rows in one block (each B vector loaded once serves all of them).
 template <int W, std::size_t Bytes, class T>
 inline void panel(std::size_t m, std::size_t k, const T* A, std::size_t a_row, std::size_t a_depth,
                   const T* B, std::size_t ldb, T* C, std::size_t ldc, bool accumulate) {
     std::size_t i = 0;
     for (; i + 4 <= m; i += 4)
         block<4, W, Bytes>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate);
-    for (; i < m; ++i) block<1, W, Bytes>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate);
+    A += i * a_row;
+    C += i * ldc;
+    switch (m - i) {
+        case 3: block<3, W, Bytes>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate); break;
+        case 2: block<2, W, Bytes>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate); break;
+        case 1: block<1, W, Bytes>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate); break;
+        default: break;
+    }
 }
 #endif
 
@@ -149,11 +157,60 @@ void gemm_tn(std::size_t m, std::size_t n, std::size_t k, const T* A, const T* B
     detail::product(k, n, m, A, 1, k, B, C, accumulate);
 }
 
-// At (cols x rows) = A^T for A (rows x cols).
+namespace detail {
+#ifdef METAFAST_VECTOR_KERNELS
+// Transposes the 8 x 8 block of floats at A (row stride lda) into At (row stride ldt): three
+// rounds of shuffles (pairs of elements, pairs of pairs, halves), the unpack/shuffle/permute
+// network of the AVX transpose, in the compilers' portable __builtin_shufflevector.
+inline void transpose_block(const float* A, std::size_t lda, float* At, std::size_t ldt) {
+    using V = vec<float>;
+    V r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = load(A + i * lda);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int j = 0; j < 2; ++j) {
+            r[i + 2 * j] = __builtin_shufflevector(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            r[i + 2 * j + 1] = __builtin_shufflevector(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int i = 0; i < 4; ++i) {
+        store(At + i * ldt, __builtin_shufflevector(r[i], r[i + 4], 0, 1, 2, 3, 8, 9, 10, 11));
+        store(At + (i + 4) * ldt, __builtin_shufflevector(r[i], r[i + 4], 4, 5, 6, 7, 12, 13, 14, 15));
+    }
+}
+
+// The same for a 4 x 4 block of doubles.
+inline void transpose_block(const double* A, std::size_t lda, double* At, std::size_t ldt) {
+    using V = vec<double>;
+    V r[4], t[4];
+    for (int i = 0; i < 4; ++i) r[i] = load(A + i * lda);
+    for (int i = 0; i < 4; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 4, 2, 6);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 1, 5, 3, 7);
+    }
+    for (int i = 0; i < 2; ++i) {
+        store(At + i * ldt, __builtin_shufflevector(t[i], t[i + 2], 0, 1, 4, 5));
+        store(At + (i + 2) * ldt, __builtin_shufflevector(t[i], t[i + 2], 2, 3, 6, 7));
+    }
+}
+#endif
+}  // namespace detail
+
+// At (cols x rows) = A^T for A (rows x cols): vector blocks where they fit, then the edges.
 template <class T>
 void transpose(std::size_t rows, std::size_t cols, const T* __restrict A, T* __restrict At) {
+    std::size_t full_rows = 0, full_cols = 0;
+#ifdef METAFAST_VECTOR_KERNELS
+    constexpr std::size_t L = detail::lanes<T>;
+    full_rows = rows - rows % L;
+    full_cols = cols - cols % L;
+    for (std::size_t i = 0; i < full_rows; i += L)
+        for (std::size_t j = 0; j < full_cols; j += L) detail::transpose_block(A + i * cols + j, cols, At + j * rows + i, rows);
+#endif
     for (std::size_t i = 0; i < rows; ++i)
-        for (std::size_t j = 0; j < cols; ++j) At[j * rows + i] = A[i * cols + j];
+        for (std::size_t j = i < full_rows ? full_cols : 0; j < cols; ++j) At[j * rows + i] = A[i * cols + j];
 }
 
 // C (m x n) = A (m x k) B^T for B (n x k), or C += A B^T when `accumulate`. With k = 1 it is

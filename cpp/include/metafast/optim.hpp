@@ -7,6 +7,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <limits>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -52,42 +53,72 @@ void sgd_update(std::size_t n, T lr, const T* grad, T* params) {
     for (std::size_t i = 0; i < n; ++i) params[i] -= lr * grad[i];
 }
 
-// Adam on elements [first, last) with the bias corrections c1 = 1 - beta1^t, c2 = 1 - beta2^t:
-// params -= lr * (m / c1) / (sqrt(v / c2) + eps).
+// Adam's update at step t, written with one square root and one division per element:
+// lr (m / c1) / (sqrt(v / c2) + eps) = (lr / c1) m / (sqrt(v) / sqrt(c2) + eps), where
+// c1 = 1 - beta1^t and c2 = 1 - beta2^t; the per-step scalars are computed once in double.
 template <class T>
-void adam_elements(std::size_t first, std::size_t last, const OptimizerConfig& config, T c1, T c2,
-                   const T* __restrict grad, T* __restrict m, T* __restrict v, T* __restrict params) {
-    const T b1 = T(config.beta1), b2 = T(config.beta2), lr = T(config.lr), eps = T(config.eps);
-    for (std::size_t i = first; i < last; ++i) {
-        m[i] = b1 * m[i] + (T(1) - b1) * grad[i];
-        v[i] = b2 * v[i] + (T(1) - b2) * grad[i] * grad[i];
-        params[i] -= lr * (m[i] / c1) / (std::sqrt(v[i] / c2) + eps);
+struct AdamStep {
+    T b1, b2, eps, step_size, inv_sqrt_c2;
+
+    AdamStep(const OptimizerConfig& config, std::int64_t t)
+        : b1(T(config.beta1)), b2(T(config.beta2)), eps(T(config.eps)),
+          step_size(T(config.lr / (1.0 - std::pow(config.beta1, double(t))))),
+          inv_sqrt_c2(T(1.0 / std::sqrt(1.0 - std::pow(config.beta2, double(t))))) {}
+
+    // New moments from (m, v, g); returns the parameter's new value.
+    T operator()(T m, T v, T g, T param, T& m_new, T& v_new) const {
+        m_new = b1 * m + (T(1) - b1) * g;
+        v_new = b2 * v + (T(1) - b2) * g * g;
+        return param - step_size * m_new / (std::sqrt(v_new) * inv_sqrt_c2 + eps);
     }
+};
+
+template <class T>
+void adam_elements(std::size_t first, std::size_t last, const AdamStep<T>& adam, const T* __restrict grad,
+                   T* __restrict m, T* __restrict v, T* __restrict params) {
+    for (std::size_t i = first; i < last; ++i) params[i] = adam(m[i], v[i], grad[i], params[i], m[i], v[i]);
 }
 
-// One update of the meta-optimizer (Adam with t counted from 1, or SGD), elementwise, so the
-// elements may be split among `threads` without changing any result.
+// One update of the inner optimizer in place (Adam with t counted from 1, or SGD).
 template <class T>
 void optimizer_update(std::size_t n, const OptimizerConfig& config, const T* grad, OptimizerState<T>& state,
-                      T* params, int threads = 1) {
-    const std::int64_t t = ++state.step;
-    const T c1 = T(1.0 - std::pow(config.beta1, double(t)));
-    const T c2 = T(1.0 - std::pow(config.beta2, double(t)));
-    constexpr std::size_t block = 2048;
-    const std::size_t blocks = (n + block - 1) / block;
-    T* m = state.m.data();
-    T* v = state.v.data();
-    auto update = [&](std::size_t first, std::size_t last) {
-        if (config.kind == Optimizer::adam)
-            adam_elements(first, last, config, c1, c2, grad, m, v, params);
-        else
-            sgd_update(last - first, T(config.lr), grad + first, params + first);
-    };
-    if (blocks <= 1 || threads <= 1) {  // the inner loops' case: no parallel region at all
-        update(0, n);
-        return;
+                      T* params) {
+    ++state.step;
+    if (config.kind == Optimizer::adam)
+        adam_elements(0, n, AdamStep<T>(config, state.step), grad, state.m.data(), state.v.data(), params);
+    else
+        sgd_update(n, T(config.lr), grad, params);
+}
+
+// |x| <= max is false for inf and NaN: a branch-free finiteness test, so loops using it vectorise.
+template <class T>
+inline int finite_flag(T x) {
+    return std::abs(x) <= std::numeric_limits<T>::max();
+}
+
+// Adam from (params, m, v) into (out, m_out, v_out) on [first, last); returns whether the
+// gradient and the new parameters there are all finite.
+template <class T>
+bool adam_out_of_place(std::size_t first, std::size_t last, const AdamStep<T> adam, const T* __restrict g,
+                       const T* __restrict params, const T* __restrict m, const T* __restrict v, T* __restrict out,
+                       T* __restrict m_out, T* __restrict v_out) {
+    int finite = 1;
+    for (std::size_t i = first; i < last; ++i) {
+        out[i] = adam(m[i], v[i], g[i], params[i], m_out[i], v_out[i]);
+        finite &= finite_flag(out[i]) & finite_flag(g[i]);
     }
-    parallel_for(blocks, threads, [&](std::size_t b, int) { update(b * block, std::min(n, (b + 1) * block)); });
+    return finite != 0;
+}
+
+template <class T>
+bool sgd_out_of_place(std::size_t first, std::size_t last, const T lr, const T* __restrict g,
+                      const T* __restrict params, T* __restrict out) {
+    int finite = 1;
+    for (std::size_t i = first; i < last; ++i) {
+        out[i] = params[i] - lr * g[i];
+        finite &= finite_flag(out[i]) & finite_flag(g[i]);
+    }
+    return finite != 0;
 }
 
 // One meta-optimizer update, computed out of place into `candidate` (and `candidate_state`) in
@@ -107,34 +138,16 @@ bool update_if_finite(double score, const std::vector<T>& grad, const OptimizerC
         candidate_state.v.resize(n);
     }
     const std::int64_t t = state.step + 1;
-    const T c1 = T(1.0 - std::pow(config.beta1, double(t)));
-    const T c2 = T(1.0 - std::pow(config.beta2, double(t)));
-    const T b1 = T(config.beta1), b2 = T(config.beta2), lr = T(config.lr), eps = T(config.eps);
+    const AdamStep<T> step(config, t);
+    const T lr = T(config.lr);
     constexpr std::size_t block = 2048;
     const std::size_t blocks = (n + block - 1) / block;
     std::atomic<bool> finite{true};
     auto update = [&](std::size_t first, std::size_t last) {
-        const T* __restrict g = grad.data();
-        const T* __restrict p = params.data();
-        T* __restrict out = candidate.data();
-        bool ok = true;
-        if (adam) {
-            const T* __restrict m = state.m.data();
-            const T* __restrict v = state.v.data();
-            T* __restrict m_out = candidate_state.m.data();
-            T* __restrict v_out = candidate_state.v.data();
-            for (std::size_t i = first; i < last; ++i) {
-                m_out[i] = b1 * m[i] + (T(1) - b1) * g[i];
-                v_out[i] = b2 * v[i] + (T(1) - b2) * g[i] * g[i];
-                out[i] = p[i] - lr * (m_out[i] / c1) / (std::sqrt(v_out[i] / c2) + eps);
-                ok &= std::isfinite(out[i]) && std::isfinite(g[i]);
-            }
-        } else {
-            for (std::size_t i = first; i < last; ++i) {
-                out[i] = p[i] - lr * g[i];
-                ok &= std::isfinite(out[i]) && std::isfinite(g[i]);
-            }
-        }
+        const bool ok = adam ? adam_out_of_place(first, last, step, grad.data(), params.data(), state.m.data(),
+                                                 state.v.data(), candidate.data(), candidate_state.m.data(),
+                                                 candidate_state.v.data())
+                             : sgd_out_of_place(first, last, lr, grad.data(), params.data(), candidate.data());
         if (!ok) finite.store(false, std::memory_order_relaxed);
     };
     if (blocks <= 1 || threads <= 1)

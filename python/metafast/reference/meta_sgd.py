@@ -280,9 +280,10 @@ def adam_update(
     t = t + 1
     m = beta1 * m + (1 - beta1) * grad
     v = beta2 * v + (1 - beta2) * grad**2
-    m_hat = m / (1 - beta1**t)
-    v_hat = v / (1 - beta2**t)
-    return params - lr * m_hat / (np.sqrt(v_hat) + eps), (m, v, t)
+    # m_hat / (sqrt(v_hat) + eps) with the core's operations: one square root and one division
+    # per element, the bias corrections folded into two scalars.
+    step_size, inv_sqrt_c2 = lr / (1.0 - beta1**t), 1.0 / np.sqrt(1.0 - beta2**t)
+    return params - step_size * m / (np.sqrt(v) * inv_sqrt_c2 + eps), (m, v, t)
 
 
 class MetaSGD:

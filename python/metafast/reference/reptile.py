@@ -180,11 +180,10 @@ def inner_loop(
         t += 1
         if optimizer == "adam":
             # The operations and their order are those of the core's adam_update.
-            c1 = 1.0 - beta1**t
-            c2 = 1.0 - beta2**t
+            step_size, inv_sqrt_c2 = lr / (1.0 - beta1**t), 1.0 / np.sqrt(1.0 - beta2**t)
             m = beta1 * m + (1.0 - beta1) * g
             v = beta2 * v + (1.0 - beta2) * g * g
-            params = params - lr * (m / c1) / (np.sqrt(v / c2) + eps)
+            params = params - step_size * m / (np.sqrt(v) * inv_sqrt_c2 + eps)
         else:
             params = params - lr * g
     return params, (m, v, t)
