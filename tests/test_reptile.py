@@ -183,3 +183,26 @@ def test_meta_steps_match_the_numpy_reference(optimizer, tasks, reset, shuffle):
     if not reset:
         m, v, step = learner._impl.get_optimizer_state()
         assert relative_error(m, ref.state[0]) < 1e-8 and step == ref.state[2]
+
+
+def test_float32_adam_matches_the_float64_reference():
+    """float32 Adam takes its square roots and divisions from hardware estimates refined by a
+    Newton step on vector CPUs: within float32 rounding of the exact formula. Dead ReLU units
+    (zero gradients, so v = 0 and sqrt(v) = 0) must stay exactly where they are."""
+    settings = dict(inner_optimizer="adam", inner_lr=0.02, inner_epochs=2, inner_batch=7, epsilon=0.5, seed=3)
+    model = mf.MLP([1, 37, 1], activation="relu")  # 37 units: vectors and a partial one
+    learner = mf.Reptile(model, dtype="float32", **settings)
+    theta = model.init(seed=1, dtype="float64")
+    dead = np.arange(0, 37, 2)
+    theta[dead] = np.clip(theta[dead], -0.9, 0.9)
+    theta[37 + dead] = -5.0  # these units stay dead on inputs in [-5, 5]
+    learner.theta = theta
+    ref = reference.Reptile(model, learner.theta.astype(np.float64), **settings)
+    batch = Sinusoid(support=20, query=5).sample(1, seed=2)
+    learner.meta_step(batch)
+    ref.meta_step(batch, 0)
+    assert relative_error(learner.theta.astype(np.float64), ref.theta) < 1e-5
+    frozen = np.concatenate([dead, 37 + dead, 74 + dead])
+    np.testing.assert_array_equal(learner.theta[frozen], theta[frozen].astype(np.float32))
+    moved = learner.theta[74 + np.arange(1, 37, 2)] != theta[74 + np.arange(1, 37, 2)].astype(np.float32)
+    assert moved.mean() > 0.5  # the live units' output weights learn

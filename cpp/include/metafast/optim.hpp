@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "metafast/fast_math.hpp"
 #include "metafast/parallel.hpp"
 
 namespace metafast {
@@ -56,6 +57,7 @@ void sgd_update(std::size_t n, T lr, const T* grad, T* params) {
 // Adam's update at step t, written with one square root and one division per element:
 // lr (m / c1) / (sqrt(v / c2) + eps) = (lr / c1) m / (sqrt(v) / sqrt(c2) + eps), where
 // c1 = 1 - beta1^t and c2 = 1 - beta2^t; the per-step scalars are computed once in double.
+// On vectors of floats the square root and the division use fast::sqrt and fast::reciprocal.
 template <class T>
 struct AdamStep {
     T b1, b2, eps, step_size, inv_sqrt_c2;
@@ -71,13 +73,43 @@ struct AdamStep {
         v_new = b2 * v + (T(1) - b2) * g * g;
         return param - step_size * m_new / (std::sqrt(v_new) * inv_sqrt_c2 + eps);
     }
+
+#ifdef METAFAST_VECTOR_KERNELS
+    // For T = float only (a member of a class template is compiled only where it is used).
+    fast::Floats operator()(fast::Floats m, fast::Floats v, fast::Floats g, fast::Floats param, fast::Floats& m_new,
+                            fast::Floats& v_new) const {
+        m_new = b1 * m + (T(1) - b1) * g;
+        v_new = b2 * v + (T(1) - b2) * g * g;
+        return param - step_size * m_new * fast::reciprocal(fast::sqrt(v_new) * inv_sqrt_c2 + eps);
+    }
+#endif
 };
 
+// Adam from (params, m, v) into (out, m_out, v_out), n elements; in place when the outputs are
+// the inputs (each element is read before it is written).
 template <class T>
-void adam_elements(std::size_t first, std::size_t last, const AdamStep<T>& adam, const T* __restrict grad,
-                   T* __restrict m, T* __restrict v, T* __restrict params) {
-    for (std::size_t i = first; i < last; ++i) params[i] = adam(m[i], v[i], grad[i], params[i], m[i], v[i]);
+void adam_elements(std::size_t n, const AdamStep<T>& adam, const T* grad, const T* params, const T* m,
+                   const T* v, T* out, T* m_out, T* v_out) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = adam(m[i], v[i], grad[i], params[i], m_out[i], v_out[i]);
 }
+
+#ifdef METAFAST_VECTOR_KERNELS
+inline void adam_elements(std::size_t n, const AdamStep<float>& adam, const float* grad, const float* params,
+                          const float* m, const float* v, float* out, float* m_out, float* v_out) {
+    using fast::load_partial, fast::store_partial;
+    auto update = [&](std::size_t i, std::size_t count) {
+        fast::Floats m_new, v_new;
+        const fast::Floats p = adam(load_partial(m + i, count), load_partial(v + i, count),
+                                    load_partial(grad + i, count), load_partial(params + i, count), m_new, v_new);
+        store_partial(m_out + i, count, m_new);
+        store_partial(v_out + i, count, v_new);
+        store_partial(out + i, count, p);
+    };
+    std::size_t i = 0;
+    for (; i + fast::float_lanes <= n; i += fast::float_lanes) update(i, fast::float_lanes);
+    if (i < n) update(i, n - i);
+}
+#endif
 
 // One update of the inner optimizer in place (Adam with t counted from 1, or SGD).
 template <class T>
@@ -85,39 +117,17 @@ void optimizer_update(std::size_t n, const OptimizerConfig& config, const T* gra
                       T* params) {
     ++state.step;
     if (config.kind == Optimizer::adam)
-        adam_elements(0, n, AdamStep<T>(config, state.step), grad, state.m.data(), state.v.data(), params);
+        adam_elements(n, AdamStep<T>(config, state.step), grad, params, state.m.data(), state.v.data(), params,
+                      state.m.data(), state.v.data());
     else
         sgd_update(n, T(config.lr), grad, params);
 }
 
-// |x| <= max is false for inf and NaN: a branch-free finiteness test, so loops using it vectorise.
+// Whether x[0 .. n) are all finite; branch-free (|x| <= max is false for inf and NaN), so it vectorises.
 template <class T>
-inline int finite_flag(T x) {
-    return std::abs(x) <= std::numeric_limits<T>::max();
-}
-
-// Adam from (params, m, v) into (out, m_out, v_out) on [first, last); returns whether the
-// gradient and the new parameters there are all finite.
-template <class T>
-bool adam_out_of_place(std::size_t first, std::size_t last, const AdamStep<T> adam, const T* __restrict g,
-                       const T* __restrict params, const T* __restrict m, const T* __restrict v, T* __restrict out,
-                       T* __restrict m_out, T* __restrict v_out) {
+bool all_finite(std::size_t n, const T* x) {
     int finite = 1;
-    for (std::size_t i = first; i < last; ++i) {
-        out[i] = adam(m[i], v[i], g[i], params[i], m_out[i], v_out[i]);
-        finite &= finite_flag(out[i]) & finite_flag(g[i]);
-    }
-    return finite != 0;
-}
-
-template <class T>
-bool sgd_out_of_place(std::size_t first, std::size_t last, const T lr, const T* __restrict g,
-                      const T* __restrict params, T* __restrict out) {
-    int finite = 1;
-    for (std::size_t i = first; i < last; ++i) {
-        out[i] = params[i] - lr * g[i];
-        finite &= finite_flag(out[i]) & finite_flag(g[i]);
-    }
+    for (std::size_t i = 0; i < n; ++i) finite &= std::abs(x[i]) <= std::numeric_limits<T>::max();
     return finite != 0;
 }
 
@@ -144,10 +154,15 @@ bool update_if_finite(double score, const std::vector<T>& grad, const OptimizerC
     const std::size_t blocks = (n + block - 1) / block;
     std::atomic<bool> finite{true};
     auto update = [&](std::size_t first, std::size_t last) {
-        const bool ok = adam ? adam_out_of_place(first, last, step, grad.data(), params.data(), state.m.data(),
-                                                 state.v.data(), candidate.data(), candidate_state.m.data(),
-                                                 candidate_state.v.data())
-                             : sgd_out_of_place(first, last, lr, grad.data(), params.data(), candidate.data());
+        const std::size_t count = last - first;
+        T* out = candidate.data() + first;
+        if (adam)
+            adam_elements(count, step, grad.data() + first, params.data() + first, state.m.data() + first,
+                          state.v.data() + first, out, candidate_state.m.data() + first,
+                          candidate_state.v.data() + first);
+        else
+            for (std::size_t i = 0; i < count; ++i) out[i] = params[first + i] - lr * grad[first + i];
+        const bool ok = all_finite(count, grad.data() + first) && all_finite(count, out);
         if (!ok) finite.store(false, std::memory_order_relaxed);
     };
     if (blocks <= 1 || threads <= 1)
