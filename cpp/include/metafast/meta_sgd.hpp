@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "metafast/buffer.hpp"
 #include "metafast/backprop.hpp"
 #include "metafast/hvp.hpp"
 #include "metafast/losses.hpp"
@@ -26,9 +27,9 @@ struct MetaSgdConfig {
 template <class T>
 struct MetaSgdWorkspace {
     MlpWorkspace<T> mlp;
-    std::vector<T> thetas;  // theta_0 .. theta_J, each num_params long
-    std::vector<T> grads;   // g_0 .. g_{J-1}
-    std::vector<T> v, u, hv;
+    Buffer<T> thetas;  // theta_0 .. theta_J, each num_params long
+    Buffer<T> grads;   // g_0 .. g_{J-1}
+    Buffer<T> v, u, hv;
 
     void reserve(std::size_t params, std::size_t steps) {
         grow(thetas, (steps + 1) * params);
@@ -39,7 +40,7 @@ struct MetaSgdWorkspace {
     }
 
 private:
-    static void grow(std::vector<T>& x, std::size_t n) {
+    static void grow(Buffer<T>& x, std::size_t n) {
         if (x.size() < n) x.resize(n);
     }
 };

@@ -11,6 +11,7 @@
 #include <mutex>
 #include <vector>
 
+#include "metafast/buffer.hpp"
 #include "metafast/meta_sgd.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/parallel.hpp"
@@ -42,9 +43,9 @@ public:
     // Guards every public call: Python threads may share a learner while the GIL is released.
     std::mutex& mutex() { return mutex_; }
 
-    std::vector<T>& params() { return params_; }  // [theta, alpha]
+    Buffer<T>& params() { return params_; }  // [theta, alpha]
     OptimizerState<T>& optimizer_state() { return state_; }
-    const std::vector<T>& mean_gradient() const { return mean_grad_; }  // [g_theta, g_alpha]
+    const Buffer<T>& mean_gradient() const { return mean_grad_; }  // [g_theta, g_alpha]
 
     int num_threads() const { return threads_; }
     void set_num_threads(int requested) {
@@ -152,11 +153,11 @@ private:
     MetaSgdConfig config_;
     OptimizerConfig optimizer_;
     int threads_ = 1;
-    std::vector<T> params_, mean_grad_, candidate_;
+    Buffer<T> params_, mean_grad_, candidate_;
     OptimizerState<T> state_, candidate_state_;
     std::vector<MetaSgdWorkspace<T>> workspaces_;
     std::vector<std::vector<double>> scratch_;
-    std::vector<T> task_grads_, task_losses_;
+    Buffer<T> task_grads_, task_losses_;
     TaskBatchStorage<T> storage_;
     std::mutex mutex_;
 };

@@ -5,17 +5,18 @@
 #include <cstddef>
 #include <vector>
 
+#include "metafast/buffer.hpp"
 #include "metafast/mlp.hpp"
 
 namespace metafast {
 
 template <class T>
 struct MlpWorkspace {
-    std::vector<std::vector<T>> z, a;    // per layer: pre-activations and activations
-    std::vector<std::vector<T>> rz, ra;  // per layer: their R-operator directional derivatives
-    std::vector<T> delta[2], rdelta[2];  // dL/dz of the current and the previous layer, and R of them
-    std::vector<T> back;                 // delta W^T before multiplying by f' (needed by R(delta))
-    std::vector<T> transposed;           // a weight matrix transposed, for products with W^T
+    std::vector<Buffer<T>> z, a;    // per layer: pre-activations and activations
+    std::vector<Buffer<T>> rz, ra;  // per layer: their R-operator directional derivatives
+    Buffer<T> delta[2], rdelta[2];  // dL/dz of the current and the previous layer, and R of them
+    Buffer<T> back;                 // delta W^T before multiplying by f' (needed by R(delta))
+    Buffer<T> transposed;           // a weight matrix transposed, for products with W^T
 
     // Grows the buffers to hold `rows` samples of `mlp`; never shrinks, so a reused
     // workspace allocates only when it meets a larger batch than before.
@@ -39,10 +40,10 @@ struct MlpWorkspace {
     }
 
 private:
-    static void grow(std::vector<T>& v, std::size_t n) {
+    static void grow(Buffer<T>& v, std::size_t n) {
         if (v.size() < n) v.resize(n);
     }
-    static void grow_layers(std::vector<std::vector<T>>& per_layer, const Mlp& mlp,
+    static void grow_layers(std::vector<Buffer<T>>& per_layer, const Mlp& mlp,
                             std::size_t rows) {
         if (per_layer.size() < mlp.num_layers()) per_layer.resize(mlp.num_layers());
         for (std::size_t l = 0; l < mlp.num_layers(); ++l) grow(per_layer[l], rows * mlp.fan_out(l));

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "metafast/buffer.hpp"
 #include "metafast/fast_math.hpp"
 #include "metafast/parallel.hpp"
 
@@ -39,7 +40,7 @@ struct OptimizerConfig {
 // Adam's moments and the number of updates taken so far.
 template <class T>
 struct OptimizerState {
-    std::vector<T> m, v;
+    Buffer<T> m, v;
     std::int64_t step = 0;
 
     void reset(std::size_t n) {
@@ -136,8 +137,8 @@ bool all_finite(std::size_t n, const T* x) {
 // all finite; returns whether it was. A diverging meta-iteration leaves a learner exactly as it
 // was. Elementwise, so the result does not depend on `threads`.
 template <class T>
-bool update_if_finite(double score, const std::vector<T>& grad, const OptimizerConfig& config, int threads,
-                      std::vector<T>& params, OptimizerState<T>& state, std::vector<T>& candidate,
+bool update_if_finite(double score, const Buffer<T>& grad, const OptimizerConfig& config, int threads,
+                      Buffer<T>& params, OptimizerState<T>& state, Buffer<T>& candidate,
                       OptimizerState<T>& candidate_state) {
     if (!std::isfinite(score)) return false;
     const std::size_t n = params.size();

@@ -8,6 +8,7 @@
 #include <numeric>
 #include <vector>
 
+#include "metafast/buffer.hpp"
 #include "metafast/backprop.hpp"
 #include "metafast/losses.hpp"
 #include "metafast/mlp.hpp"
@@ -38,9 +39,9 @@ inline std::uint64_t shuffle_seed(std::uint64_t seed) { return mix64(seed) ^ 0x5
 template <class T>
 struct ReptileWorkspace {
     MlpWorkspace<T> mlp;
-    std::vector<T> grad, params;
+    Buffer<T> grad, params;
     std::vector<std::size_t> order;
-    std::vector<T> x_batch, y_batch;
+    Buffer<T> x_batch, y_batch;
     std::vector<std::int64_t> labels_batch;
     OptimizerState<T> state;
 };

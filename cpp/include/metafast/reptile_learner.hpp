@@ -12,6 +12,7 @@
 #include <mutex>
 #include <vector>
 
+#include "metafast/buffer.hpp"
 #include "metafast/parallel.hpp"
 #include "metafast/reptile.hpp"
 #include "metafast/task_batch.hpp"
@@ -41,7 +42,7 @@ public:
     const ReptileConfig& config() const { return config_; }
     std::size_t num_params() const { return mlp_.num_params(); }
     std::mutex& mutex() { return mutex_; }
-    std::vector<T>& params() { return params_; }
+    Buffer<T>& params() { return params_; }
     OptimizerState<T>& optimizer_state() { return carried_; }  // the inner state carried across tasks
 
     int num_threads() const { return threads_; }
@@ -168,7 +169,7 @@ private:
     ReptileConfig config_;
     std::uint64_t seed_;
     int threads_ = 1;
-    std::vector<T> params_, candidate_, deltas_;
+    Buffer<T> params_, candidate_, deltas_;
     std::vector<double> task_losses_;
     OptimizerState<T> carried_, chain_;
     std::vector<ReptileWorkspace<T>> workspaces_;

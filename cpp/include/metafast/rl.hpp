@@ -8,6 +8,7 @@
 #include <cstddef>
 #include <vector>
 
+#include "metafast/buffer.hpp"
 #include "metafast/backprop.hpp"
 #include "metafast/mlp.hpp"
 #include "metafast/mlp_workspace.hpp"
@@ -28,7 +29,7 @@ struct RlConfig {
 // weights A_t / N, and the batch's mean undiscounted return.
 template <class T>
 struct Samples {
-    std::vector<T> states, actions, weights;
+    Buffer<T> states, actions, weights;
     std::size_t rows = 0;
     double mean_return = 0.0;
 };
@@ -38,11 +39,11 @@ template <class T>
 struct RlWorkspace {
     MlpWorkspace<T> mlp;
     std::vector<double> positions, rewards, returns, features;
-    std::vector<T> observations, states, actions;
+    Buffer<T> observations, states, actions;
     std::vector<std::size_t> lengths;
     std::vector<char> active;
     Samples<T> train, valid;
-    std::vector<T> grad, adapted, v, u, hv;
+    Buffer<T> grad, adapted, v, u, hv;
 };
 
 namespace detail {

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <vector>
 
+#include "metafast/buffer.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/parallel.hpp"
 #include "metafast/rl.hpp"
@@ -37,7 +38,7 @@ public:
     const Mlp& mlp() const { return mlp_; }
     std::size_t policy_params() const { return mlp_.num_params() + mlp_.output_width(); }
     std::mutex& mutex() { return mutex_; }
-    std::vector<T>& params() { return params_; }  // [theta, alpha]
+    Buffer<T>& params() { return params_; }  // [theta, alpha]
     OptimizerState<T>& optimizer_state() { return state_; }
     int num_threads() const { return threads_; }
     void set_num_threads(int requested) {
@@ -84,7 +85,7 @@ public:
             CounterRng rng(seed, 0, i);
             double goal[2];
             env_.sample_goal(rng, goal);
-            std::vector<T> current(params_.begin(), params_.begin() + q), grad(q);
+            Buffer<T> current(params_.begin(), params_.begin() + q), grad(q);
             std::size_t done = 0;
             for (std::size_t c = 0; c < columns; ++c) {
                 for (; done < steps[c]; ++done) adapt_step(current.data(), goal, rng, ws, grad.data());
@@ -100,7 +101,7 @@ public:
         RlWorkspace<T>& ws = workspaces_[0];
         CounterRng rng(seed, iteration, 0);
         std::copy(params_.begin(), params_.begin() + q, out);
-        std::vector<T> grad(q);
+        Buffer<T> grad(q);
         for (std::size_t s = 0; s < steps; ++s) adapt_step(out, goal, rng, ws, grad.data());
     }
 
@@ -124,7 +125,7 @@ private:
     OptimizerConfig optimizer_;
     std::uint64_t seed_;
     int threads_ = 1;
-    std::vector<T> params_, mean_grad_, candidate_, task_grads_;
+    Buffer<T> params_, mean_grad_, candidate_, task_grads_;
     std::vector<double> task_returns_;
     OptimizerState<T> state_, candidate_state_;
     std::vector<RlWorkspace<T>> workspaces_;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "metafast/buffer.hpp"
 #include "metafast/losses.hpp"
 #include "metafast/tasks.hpp"
 
@@ -88,13 +89,13 @@ public:
     }
 
 private:
-    template <class U>
-    static void grow(std::vector<U>& v, std::size_t n) {
+    template <class Vector>
+    static void grow(Vector& v, std::size_t n) {
         if (v.size() < n) v.resize(n);
     }
     TaskShape shape_{};
     std::size_t tasks_ = 0;
-    std::vector<T> x_support_, y_support_, x_query_, y_query_;
+    Buffer<T> x_support_, y_support_, x_query_, y_query_;
     std::vector<std::int64_t> labels_support_, labels_query_;
 };
 

@@ -1,0 +1,35 @@
+// Buffer<T>: a std::vector whose storage starts on a 64-byte boundary, so the kernels' vector
+// loads and stores (64 bytes wide with AVX-512) do not straddle cache lines.
+#pragma once
+
+#include <cstddef>
+#include <new>
+#include <vector>
+
+namespace metafast {
+
+template <class T>
+struct CacheAlignedAllocator {
+    using value_type = T;
+    static constexpr std::align_val_t alignment{64};
+
+    CacheAlignedAllocator() = default;
+    template <class U>
+    CacheAlignedAllocator(const CacheAlignedAllocator<U>&) {}
+
+    T* allocate(std::size_t n) {
+        if (n > std::size_t(-1) / sizeof(T)) throw std::bad_array_new_length();
+        return static_cast<T*>(::operator new(n * sizeof(T), alignment));
+    }
+    void deallocate(T* p, std::size_t) { ::operator delete(p, alignment); }
+
+    template <class U>
+    bool operator==(const CacheAlignedAllocator<U>&) const { return true; }
+    template <class U>
+    bool operator!=(const CacheAlignedAllocator<U>&) const { return false; }
+};
+
+template <class T>
+using Buffer = std::vector<T, CacheAlignedAllocator<T>>;
+
+}  // namespace metafast
