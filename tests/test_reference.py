@@ -60,12 +60,14 @@ def test_reference_adapt_and_optimizers():
 
 
 @pytest.mark.parametrize("family", [mf.tasks.Sinusoid(support=7, query=3), mf.tasks.Sinusoid.book(),
-                                    mf.tasks.GaussianNWay(ways=3, dim=2, support=2, query=1)],
-                         ids=["sinusoid", "sinusoid-book", "gaussian-nway"])
+                                    mf.tasks.GaussianNWay(ways=3, dim=3, support=2, query=1),
+                                    mf.tasks.LinearBinary(dim=21, support=9, query=4)],
+                         ids=["sinusoid", "sinusoid-book", "gaussian-nway", "linear-binary"])
 def test_counter_rng_port_reproduces_native_sampling(family):
     """The Python port of the core's generator draws the same numbers, so a batch can be
     rebuilt in NumPy: Sinusoid draws A, phi, then x per row; GaussianNWay the centres, then
-    the noise of each coordinate."""
+    the support rows' noise, then the query rows'; LinearBinary w, then the rows' x. Odd
+    counts (9 centres, 21 weights) drop a sine."""
     seed, iteration = 2**63 + 5, 41
     batch = family.sample(2, seed=seed, iteration=iteration)
     for task in range(2):
@@ -83,13 +85,34 @@ def test_counter_rng_port_reproduces_native_sampling(family):
                     # To the last bit, but for fused multiply-adds in a native build.
                     assert x_array[task, row, 0] == pytest.approx(x, rel=1e-15, abs=1e-15)
                     assert y_array[task, row, 0] == pytest.approx(amplitude * np.sin(x + phase), rel=1e-14, abs=1e-13)
-        else:
-            centres = np.array([rng.normal() for _ in range(family.ways * family.dim)]).reshape(family.ways, family.dim)
+        elif isinstance(family, mf.tasks.GaussianNWay):
+            centres = np.array(rng.fill_normal(family.ways * family.dim)).reshape(family.ways, family.dim)
             for x_array in (batch.x_support, batch.x_query):
-                for row in range(x_array.shape[1]):
-                    for d in range(family.dim):
-                        expected = centres[row % family.ways, d] + family.spread * rng.normal()
-                        assert x_array[task, row, d] == pytest.approx(expected, rel=1e-15, abs=1e-15)
+                noise = np.array(rng.fill_normal(x_array.shape[1] * family.dim)).reshape(-1, family.dim)
+                expected = centres[np.arange(x_array.shape[1]) % family.ways] + family.spread * noise
+                # The core's polynomial log, sin and cos agree with the C library's to a few ulp.
+                np.testing.assert_allclose(x_array[task], expected, rtol=1e-14, atol=1e-14)
+        else:
+            w = np.array(rng.fill_normal(family.dim))
+            for x_array, y_array in ((batch.x_support, batch.y_support), (batch.x_query, batch.y_query)):
+                x = np.array([rng.uniform(-1.0, 1.0) for _ in range(x_array.shape[1] * family.dim)])
+                x = x.reshape(-1, family.dim)
+                np.testing.assert_allclose(x_array[task], x, rtol=1e-15, atol=1e-15)
+                np.testing.assert_array_equal(y_array[task, :, 0], (x @ w > 0).astype(float))
+
+
+def test_fill_normal_polynomials_match_the_c_library_over_the_whole_range():
+    """Many draws of the core's vectorised Box-Muller against the port's math.log, sin, cos,
+    including the tails (u1 near 1 gives the largest radii) and all four quadrants."""
+    family = mf.tasks.GaussianNWay(ways=2, dim=1000, support=1, query=1, spread=1.0)
+    batch = family.sample(20, seed=9)
+    for task in range(20):
+        rng = reference.CounterRng(9, 0, task)
+        centres = np.array(rng.fill_normal(2000)).reshape(2, 1000)
+        np.testing.assert_allclose(batch.x_support[task] - centres, np.array(rng.fill_normal(2000)).reshape(2, 1000),
+                                   rtol=1e-13, atol=4e-15)
+    draws = (batch.x_support - batch.x_query).ravel() / np.sqrt(2)
+    assert abs(draws.mean()) < 0.01 and abs(draws.std() - 1) < 0.01
 
 
 def test_book_reptile_port_runs_the_books_network():

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 
 namespace metafast::kernels {
 
@@ -31,6 +32,14 @@ struct VectorOf<float, 64> {
 template <>
 struct VectorOf<double, 64> {
     typedef double type __attribute__((vector_size(64), may_alias, aligned(1)));
+};
+template <std::size_t Bytes>
+struct VectorOf<std::uint64_t, Bytes> {
+    typedef std::uint64_t type __attribute__((vector_size(Bytes), may_alias, aligned(1)));
+};
+template <std::size_t Bytes>
+struct VectorOf<std::int64_t, Bytes> {
+    typedef std::int64_t type __attribute__((vector_size(Bytes), may_alias, aligned(1)));
 };
 #ifdef __AVX512F__
 constexpr std::size_t wide = 64;

@@ -7,10 +7,14 @@
 #include <cstddef>
 #include <cstdint>
 
+#include "metafast/box_muller.hpp"
+
 namespace metafast {
 
 // SplitMix64's finaliser (Steele, Lea and Flood 2014): a bijective 64-bit mixer.
-inline std::uint64_t mix64(std::uint64_t z) {
+// Templated so that it also mixes whole vectors of words.
+template <class Word>
+inline Word mix64(Word z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
@@ -27,18 +31,52 @@ public:
     std::uint64_t next_u64() { return mix64(state_ += golden); }
 
     // Uniform in [0, 1) with 53 random bits.
-    double uniform() { return double(next_u64() >> 11) * 0x1.0p-53; }
+    double uniform() { return double(next_u64() >> 11) * 0x1.0p-53; }  // = unit(the new state)
     double uniform(double low, double high) { return low + (high - low) * uniform(); }
 
-    // n uniforms in [low, high), the same numbers as n calls of uniform(low, high), in a loop
-    // that vectorises (each output depends only on its position in the stream).
+    // n uniforms in [low, high), the same numbers as n calls of uniform(low, high), a vector of
+    // them at a time (each output depends only on its position in the stream).
     void fill_uniform(double* out, std::size_t n, double low, double high) {
-        const std::uint64_t base = state_;
-        for (std::size_t i = 0; i < n; ++i) {
-            const double u = double(mix64(base + (i + 1) * golden) >> 11) * 0x1.0p-53;
-            out[i] = low + (high - low) * u;
+        std::size_t i = 0;
+#ifdef METAFAST_VECTOR_KERNELS
+        using box_muller::Doubles, box_muller::lanes;
+        Words counter = first_counters(state_);
+        for (; i + lanes <= n; i += lanes, counter += lanes * golden)
+            kernels::detail::store<double, box_muller::wide>(out + i, low + (high - low) * uniforms(counter));
+#endif
+        for (; i < n; ++i) out[i] = low + (high - low) * unit(state_ + (i + 1) * golden);
+        state_ += n * golden;
+    }
+
+    // n standard normals in one go: Box-Muller on consecutive pairs of uniforms (u1, u2) of the
+    // stream, r cos(2 pi u2) then r sin(2 pi u2) with r = sqrt(-2 log(1 - u1)); when n is odd
+    // the last sine is dropped. Vectorised (box_muller.hpp): the values agree with normal()'s
+    // arithmetic to a few ulp, not bit for bit. Independent of normal()'s spare value.
+    void fill_normal(double* out, std::size_t n) {
+        const std::size_t pairs = (n + 1) / 2;
+#ifdef METAFAST_VECTOR_KERNELS
+        using box_muller::Doubles, box_muller::lanes;
+        Words counter;  // pair k takes uniforms 2k and 2k + 1 of the stream
+        for (std::size_t l = 0; l < lanes; ++l) counter[l] = state_ + (2 * l + 1) * golden;
+        for (std::size_t k = 0; k < pairs; k += lanes, counter += 2 * lanes * golden) {
+            const Doubles radius = sqrt_of(-2.0 * box_muller::log(1.0 - uniforms(counter)));
+            Doubles sine, cosine;
+            box_muller::sincos_turns(uniforms(counter + golden), sine, cosine);
+            const Doubles x = radius * cosine, y = radius * sine;
+            for (std::size_t l = 0; l < lanes && 2 * (k + l) < n; ++l) {
+                out[2 * (k + l)] = x[l];
+                if (2 * (k + l) + 1 < n) out[2 * (k + l) + 1] = y[l];
+            }
         }
-        state_ = base + n * golden;
+#else
+        for (std::size_t k = 0; k < pairs; ++k) {
+            const double u1 = unit(state_ + (2 * k + 1) * golden), u2 = unit(state_ + (2 * k + 2) * golden);
+            const double radius = std::sqrt(-2.0 * std::log(1.0 - u1));
+            out[2 * k] = radius * std::cos(6.283185307179586 * u2);
+            if (2 * k + 1 < n) out[2 * k + 1] = radius * std::sin(6.283185307179586 * u2);
+        }
+#endif
+        state_ += 2 * pairs * golden;
     }
 
     // Uniform integer in [0, n) for n >= 1 (bias below 2^-53 n, irrelevant for task sizes).
@@ -63,6 +101,25 @@ public:
     }
 
 private:
+    // The uniform in [0, 1) at counter value c (53 random bits).
+    static double unit(std::uint64_t c) { return double(mix64(c) >> 11) * 0x1.0p-53; }
+
+#ifdef METAFAST_VECTOR_KERNELS
+    using Words = box_muller::Words;
+    static Words first_counters(std::uint64_t state) {
+        Words c;
+        for (std::size_t l = 0; l < box_muller::lanes; ++l) c[l] = state + (l + 1) * golden;
+        return c;
+    }
+    static box_muller::Doubles uniforms(Words c) {
+        return __builtin_convertvector(mix64(c) >> 11, box_muller::Doubles) * 0x1.0p-53;
+    }
+    static box_muller::Doubles sqrt_of(box_muller::Doubles x) {
+        for (std::size_t l = 0; l < box_muller::lanes; ++l) x[l] = std::sqrt(x[l]);  // one vsqrtpd
+        return x;
+    }
+#endif
+
     std::uint64_t state_;
     double spare_ = 0.0;
     bool has_spare_ = false;

@@ -2,6 +2,7 @@
 // to adapt) and a query set (used to score the adaptation) drawn from the same task.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -60,7 +61,8 @@ private:
 };
 
 // Each task a random hyperplane through the origin: w ~ N(0, I), x ~ U[-1, 1]^dim,
-// y = 1[x . w > 0]. Learnable: the labels depend on x.
+// y = 1[x . w > 0]. Learnable: the labels depend on x. Draws w with fill_normal, then the
+// support rows' and the query rows' x with fill_uniform.
 struct LinearBinary {
     std::size_t dim, support, query;
 
@@ -72,20 +74,18 @@ struct LinearBinary {
 
     template <class T>
     void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& scratch) const {
-        scratch.resize(2 * dim);
-        for (std::size_t d = 0; d < dim; ++d) scratch[d] = rng.normal();
+        scratch.resize(dim * (1 + std::max(support, query)));
+        rng.fill_normal(scratch.data(), dim);
         fill(rng, scratch.data(), scratch.data() + dim, support, slot.x_support, slot.y_support);
         fill(rng, scratch.data(), scratch.data() + dim, query, slot.x_query, slot.y_query);
     }
 
 private:
     template <class T>
-    void fill(CounterRng& rng, const double* w, double* row, std::size_t rows, T* x, T* y) const {
-        for (std::size_t r = 0; r < rows; ++r) {
-            rng.fill_uniform(row, dim, -1.0, 1.0);
-            for (std::size_t d = 0; d < dim; ++d) x[r * dim + d] = T(row[d]);
-            y[r] = kernels::detail::dot(dim, row, w) > 0.0 ? T(1) : T(0);
-        }
+    void fill(CounterRng& rng, const double* w, double* rows_x, std::size_t rows, T* x, T* y) const {
+        rng.fill_uniform(rows_x, rows * dim, -1.0, 1.0);
+        for (std::size_t i = 0; i < rows * dim; ++i) x[i] = T(rows_x[i]);
+        for (std::size_t r = 0; r < rows; ++r) y[r] = kernels::detail::dot(dim, rows_x + r * dim, w) > 0.0 ? T(1) : T(0);
     }
 };
 
@@ -120,6 +120,7 @@ private:
 
 // N-way classification: class centres c_k ~ N(0, I_dim) fresh per task; a row of class k is
 // c_k + spread * N(0, I). `support` and `query` are shots per class; row r has label r % ways.
+// Draws the centres, then the support rows' noise, then the query rows', each with fill_normal.
 struct GaussianNWay {
     std::size_t ways, dim, support, query;
     double spread;
@@ -132,21 +133,22 @@ struct GaussianNWay {
 
     template <class T>
     void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& scratch) const {
-        scratch.resize(ways * dim);
-        for (double& c : scratch) c = rng.normal();
-        fill(rng, scratch, support_rows(), slot.x_support, slot.labels_support);
-        fill(rng, scratch, query_rows(), slot.x_query, slot.labels_query);
+        scratch.resize(ways * dim + std::max(support_rows(), query_rows()) * dim);
+        rng.fill_normal(scratch.data(), ways * dim);
+        fill(rng, scratch.data(), scratch.data() + ways * dim, support_rows(), slot.x_support, slot.labels_support);
+        fill(rng, scratch.data(), scratch.data() + ways * dim, query_rows(), slot.x_query, slot.labels_query);
     }
 
 private:
     template <class T>
-    void fill(CounterRng& rng, const std::vector<double>& centres, std::size_t rows, T* x,
+    void fill(CounterRng& rng, const double* centres, double* noise, std::size_t rows, T* x,
               std::int64_t* labels) const {
+        rng.fill_normal(noise, rows * dim);
         for (std::size_t r = 0; r < rows; ++r) {
             const std::size_t k = r % ways;
             labels[r] = static_cast<std::int64_t>(k);
             for (std::size_t d = 0; d < dim; ++d)
-                x[r * dim + d] = T(centres[k * dim + d] + spread * rng.normal());
+                x[r * dim + d] = T(centres[k * dim + d] + spread * noise[r * dim + d]);
         }
     }
 };

@@ -9,7 +9,10 @@ minibatch shuffles from this generator, so a reference implementation that draws
 
 All arithmetic is on Python integers reduced modulo 2**64 (C++ ``std::uint64_t``); the
 floating-point steps (:meth:`CounterRng.uniform`, :meth:`CounterRng.normal`) do the same
-IEEE double operations in the same order as the C++ code.
+IEEE double operations in the same order as the C++ code. The one exception is
+:meth:`CounterRng.fill_normal`: the core evaluates its logarithms, sines and cosines by
+vectorised polynomials (``cpp/include/metafast/box_muller.hpp``) where this port calls the C
+library, so those normals agree to a few ulp rather than bit for bit.
 """
 
 from __future__ import annotations
@@ -85,6 +88,18 @@ class CounterRng:
         radius = math.sqrt(-2.0 * math.log(u1))
         self.spare = radius * math.sin(6.283185307179586 * u2)
         return radius * math.cos(6.283185307179586 * u2)
+
+    def fill_normal(self, n: int) -> list[float]:
+        """``n`` standard normals in one go (the task families' normals): Box-Muller on
+        consecutive pairs of uniforms ``(u1, u2)``, ``r cos(2 pi u2)`` then ``r sin(2 pi u2)``
+        with ``r = sqrt(-2 log(1 - u1))``; when ``n`` is odd the last sine is dropped. Does not
+        touch :meth:`normal`'s spare value."""
+        out: list[float] = []
+        for _ in range((n + 1) // 2):
+            radius = math.sqrt(-2.0 * math.log(1.0 - self.uniform()))
+            angle = 6.283185307179586 * self.uniform()
+            out += [radius * math.cos(angle), radius * math.sin(angle)]
+        return out[:n]
 
 
 __all__ = ["MASK64", "GOLDEN", "mix64", "shuffle_seed", "CounterRng"]
