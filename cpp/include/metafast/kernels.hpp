@@ -57,6 +57,43 @@ inline vec<T, Bytes> load(const T* p) { return *reinterpret_cast<const vec<T, By
 template <class T, std::size_t Bytes = 32>
 inline void store(T* p, vec<T, Bytes> v) { *reinterpret_cast<vec<T, Bytes>*>(p) = v; }
 
+// Transposes the 8 x 8 block of floats at A (row stride lda) into At (row stride ldt): three
+// rounds of shuffles (pairs of elements, pairs of pairs, halves), the unpack/shuffle/permute
+// network of the AVX transpose, in the compilers' portable __builtin_shufflevector.
+inline void transpose_block(const float* A, std::size_t lda, float* At, std::size_t ldt) {
+    using V = vec<float>;
+    V r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = load(A + i * lda);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
+    }
+    for (int i = 0; i < 8; i += 4)
+        for (int j = 0; j < 2; ++j) {
+            r[i + 2 * j] = __builtin_shufflevector(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
+            r[i + 2 * j + 1] = __builtin_shufflevector(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
+        }
+    for (int i = 0; i < 4; ++i) {
+        store(At + i * ldt, __builtin_shufflevector(r[i], r[i + 4], 0, 1, 2, 3, 8, 9, 10, 11));
+        store(At + (i + 4) * ldt, __builtin_shufflevector(r[i], r[i + 4], 4, 5, 6, 7, 12, 13, 14, 15));
+    }
+}
+
+// The same for a 4 x 4 block of doubles.
+inline void transpose_block(const double* A, std::size_t lda, double* At, std::size_t ldt) {
+    using V = vec<double>;
+    V r[4], t[4];
+    for (int i = 0; i < 4; ++i) r[i] = load(A + i * lda);
+    for (int i = 0; i < 4; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 4, 2, 6);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 1, 5, 3, 7);
+    }
+    for (int i = 0; i < 2; ++i) {
+        store(At + i * ldt, __builtin_shufflevector(t[i], t[i + 2], 0, 1, 4, 5));
+        store(At + (i + 2) * ldt, __builtin_shufflevector(t[i], t[i + 2], 2, 3, 6, 7));
+    }
+}
+
 // C[R rows, W vectors of columns] (+)= A B over depth k, with A's element (i, p) at
 // A[i * a_row + p * a_depth] and B's (p, j) at B[p * ldb + j]. The R x W accumulators stay in
 // registers for the whole depth loop: the register blocking that keeps small products near
@@ -95,6 +132,34 @@ inline T dot(std::size_t k, const T* a, const T* b) {
     return sum;
 }
 
+// y (m) (+)= A x for A (m x k, row stride lda), summed exactly as dot() sums: for whole groups
+// of L rows, each row's vector partial sums, then one transpose of the group's L partial-sum
+// vectors, so that adding its rows adds up every row's lanes at once (lane 0 first) instead of
+// one lane at a time; then each row's tail in index order. Leftover rows go through dot().
+template <class T>
+void matvec(std::size_t m, std::size_t k, const T* A, std::size_t lda, const T* x, T* y, bool accumulate) {
+    constexpr std::size_t L = lanes<T>;
+    const std::size_t full = k - k % L;
+    alignas(64) T partial[L * L], lane_major[L * L];
+    std::size_t i = 0;
+    for (; i + L <= m; i += L) {
+        for (std::size_t r = 0; r < L; ++r) {
+            vec<T> acc{};
+            for (std::size_t p = 0; p < full; p += L) acc += load(A + (i + r) * lda + p) * load(x + p);
+            store(partial + r * L, acc);
+        }
+        transpose_block(partial, L, lane_major, L);
+        vec<T> sum = load(lane_major);
+        for (std::size_t l = 1; l < L; ++l) sum += load(lane_major + l * L);
+        for (std::size_t r = 0; r < L; ++r) {
+            T total = sum[r];
+            for (std::size_t p = full; p < k; ++p) total += A[(i + r) * lda + p] * x[p];
+            y[i + r] = accumulate ? y[i + r] + total : total;
+        }
+    }
+    for (; i < m; ++i) y[i] = (accumulate ? y[i] : T(0)) + dot(k, A + i * lda, x);
+}
+
 // Rows [0, m) of one column panel W vectors wide: four rows at a time, then the last one to
 // three rows in one block (each B vector loaded once serves all of them).
 template <int W, std::size_t Bytes, class T>
@@ -123,7 +188,7 @@ void product(std::size_t m, std::size_t n, std::size_t k, const T* A, std::size_
 #ifdef METAFAST_VECTOR_KERNELS
     constexpr std::size_t L = lanes<T>;
     if (n == 1 && a_depth == 1 && k >= L) {  // matrix-vector: dot products along A's rows
-        for (std::size_t i = 0; i < m; ++i) C[i] = (accumulate ? C[i] : T(0)) + dot(k, A + i * a_row, B);
+        matvec(m, k, A, a_row, B, C, accumulate);
         return;
     }
     constexpr std::size_t WL = lanes<T, wide>;
@@ -166,46 +231,6 @@ void gemm_tn(std::size_t m, std::size_t n, std::size_t k, const T* A, const T* B
     detail::product(k, n, m, A, 1, k, B, C, accumulate);
 }
 
-namespace detail {
-#ifdef METAFAST_VECTOR_KERNELS
-// Transposes the 8 x 8 block of floats at A (row stride lda) into At (row stride ldt): three
-// rounds of shuffles (pairs of elements, pairs of pairs, halves), the unpack/shuffle/permute
-// network of the AVX transpose, in the compilers' portable __builtin_shufflevector.
-inline void transpose_block(const float* A, std::size_t lda, float* At, std::size_t ldt) {
-    using V = vec<float>;
-    V r[8], t[8];
-    for (int i = 0; i < 8; ++i) r[i] = load(A + i * lda);
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 8, 1, 9, 4, 12, 5, 13);
-        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 10, 3, 11, 6, 14, 7, 15);
-    }
-    for (int i = 0; i < 8; i += 4)
-        for (int j = 0; j < 2; ++j) {
-            r[i + 2 * j] = __builtin_shufflevector(t[i + j], t[i + j + 2], 0, 1, 8, 9, 4, 5, 12, 13);
-            r[i + 2 * j + 1] = __builtin_shufflevector(t[i + j], t[i + j + 2], 2, 3, 10, 11, 6, 7, 14, 15);
-        }
-    for (int i = 0; i < 4; ++i) {
-        store(At + i * ldt, __builtin_shufflevector(r[i], r[i + 4], 0, 1, 2, 3, 8, 9, 10, 11));
-        store(At + (i + 4) * ldt, __builtin_shufflevector(r[i], r[i + 4], 4, 5, 6, 7, 12, 13, 14, 15));
-    }
-}
-
-// The same for a 4 x 4 block of doubles.
-inline void transpose_block(const double* A, std::size_t lda, double* At, std::size_t ldt) {
-    using V = vec<double>;
-    V r[4], t[4];
-    for (int i = 0; i < 4; ++i) r[i] = load(A + i * lda);
-    for (int i = 0; i < 4; i += 2) {
-        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 4, 2, 6);
-        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 1, 5, 3, 7);
-    }
-    for (int i = 0; i < 2; ++i) {
-        store(At + i * ldt, __builtin_shufflevector(t[i], t[i + 2], 0, 1, 4, 5));
-        store(At + (i + 2) * ldt, __builtin_shufflevector(t[i], t[i + 2], 2, 3, 6, 7));
-    }
-}
-#endif
-}  // namespace detail
 
 // At (cols x rows) = A^T for A (rows x cols): vector blocks where they fit, then the edges.
 template <class T>

@@ -74,18 +74,22 @@ struct LinearBinary {
 
     template <class T>
     void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& scratch) const {
-        scratch.resize(dim * (1 + std::max(support, query)));
-        rng.fill_normal(scratch.data(), dim);
-        fill(rng, scratch.data(), scratch.data() + dim, support, slot.x_support, slot.y_support);
-        fill(rng, scratch.data(), scratch.data() + dim, query, slot.x_query, slot.y_query);
+        const std::size_t rows = std::max(support, query);
+        scratch.resize(dim + rows * dim + rows);
+        double* w = scratch.data();
+        rng.fill_normal(w, dim);
+        fill(rng, w, w + dim, w + dim + rows * dim, support, slot.x_support, slot.y_support);
+        fill(rng, w, w + dim, w + dim + rows * dim, query, slot.x_query, slot.y_query);
     }
 
 private:
     template <class T>
-    void fill(CounterRng& rng, const double* w, double* rows_x, std::size_t rows, T* x, T* y) const {
+    void fill(CounterRng& rng, const double* w, double* rows_x, double* projections, std::size_t rows, T* x,
+              T* y) const {
         rng.fill_uniform(rows_x, rows * dim, -1.0, 1.0);
         for (std::size_t i = 0; i < rows * dim; ++i) x[i] = T(rows_x[i]);
-        for (std::size_t r = 0; r < rows; ++r) y[r] = kernels::detail::dot(dim, rows_x + r * dim, w) > 0.0 ? T(1) : T(0);
+        kernels::gemm_nn(rows, 1, dim, rows_x, w, projections, false);
+        for (std::size_t r = 0; r < rows; ++r) y[r] = projections[r] > 0.0 ? T(1) : T(0);
     }
 };
 
