@@ -79,12 +79,12 @@ void r_backward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, co
 }
 
 // Writes H v to hv and, when grad is not null, the gradient to grad; returns the mean loss
-// (0 unless want_value).
+// (0 unless want_value). With forward_done, ws already holds forward(theta, x) and it is reused.
 template <class T>
 T hvp(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Targets<T>& y,
-      Loss loss, const T* v, MlpWorkspace<T>& ws, T* hv, T* grad, bool want_value = true) {
-    ws.reserve(mlp, rows, true);
-    forward(mlp, theta, x, rows, ws);
+      Loss loss, const T* v, MlpWorkspace<T>& ws, T* hv, T* grad, bool want_value = true, bool forward_done = false) {
+    ws.reserve(mlp, rows, true);  // keeps the contents: a forward pass already there survives
+    if (!forward_done) forward(mlp, theta, x, rows, ws);
     r_forward(mlp, theta, x, rows, v, ws);
     const std::size_t last = mlp.num_layers() - 1;
     const T value = loss_of_forward(mlp, rows, y, loss, ws, ws.delta[0].data(), want_value);

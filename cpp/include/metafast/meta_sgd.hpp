@@ -26,7 +26,8 @@ struct MetaSgdConfig {
 // Per-thread scratch for one task at a time.
 template <class T>
 struct MetaSgdWorkspace {
-    MlpWorkspace<T> mlp;
+    MlpWorkspace<T> mlp;    // the support passes
+    MlpWorkspace<T> query;  // the query pass, so that mlp keeps the last support forward pass
     Buffer<T> thetas;  // theta_0 .. theta_J, each num_params long
     Buffer<T> grads;   // g_0 .. g_{J-1}
     Buffer<T> v, u, hv;
@@ -69,7 +70,7 @@ T task_meta_gradient(const Mlp& mlp, const MetaSgdConfig& config, const T* theta
     // v_J = grad L_Q(theta_J); for j = J-1..0: g_alpha -= g_j * v_{j+1}, v_j = v_{j+1} - H_j (alpha * v_{j+1}).
     T* v = ws.v.data();
     const T value = loss_and_grad(mlp, thetas + steps * n, task.x_query, task.query_rows,
-                                  task.y_query, config.loss, ws.mlp, v);
+                                  task.y_query, config.loss, ws.query, v);
     std::fill(g_alpha, g_alpha + n, T(0));
     for (std::size_t j = steps; j-- > 0;) {
         const T* g = grads + j * n;
@@ -77,8 +78,9 @@ T task_meta_gradient(const Mlp& mlp, const MetaSgdConfig& config, const T* theta
         if (config.first_order) continue;
         T* u = ws.u.data();
         for (std::size_t i = 0; i < n; ++i) u[i] = alpha[i] * v[i];
+        // The last inner step's forward pass (j = J - 1) is still in ws.mlp.
         hvp(mlp, thetas + j * n, task.x_support, task.support_rows, task.y_support, config.loss, u,
-            ws.mlp, ws.hv.data(), static_cast<T*>(nullptr), false);
+            ws.mlp, ws.hv.data(), static_cast<T*>(nullptr), false, j + 1 == steps);
         for (std::size_t i = 0; i < n; ++i) v[i] -= ws.hv[i];
     }
     std::copy(v, v + n, g_theta);
