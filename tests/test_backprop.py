@@ -33,8 +33,10 @@ def test_gradient_matches_finite_differences(activation, output, loss):
         ([4, 3], "identity", "identity", "softmax_ce", True),
         ([2, 8, 8, 8, 5], "tanh", "identity", "softmax_ce", False),
         ([3, 19, 13, 2], "sigmoid", "identity", "mse", True),  # transposes of whole blocks and edges
+        ([2, 53, 21, 3], "tanh", "identity", "mse", True),  # column panels of 2 and of 3 vectors, the last masked
     ],
-    ids=["logistic-50", "relu-1-40-40-1", "tanh-1-64-1", "softmax-linear", "deep-no-bias", "ragged-3-19-13-2"],
+    ids=["logistic-50", "relu-1-40-40-1", "tanh-1-64-1", "softmax-linear", "deep-no-bias", "ragged-3-19-13-2",
+         "ragged-2-53-21-3"],
 )
 def test_gradient_matches_finite_differences_per_architecture(sizes, activation, output, loss, bias):
     p = make_problem(sizes, activation, output, loss, bias=bias, rows=10)
@@ -103,9 +105,10 @@ def test_sigmoid_output_bce_equals_logit_bce():
     )
 
 
+@pytest.mark.parametrize("hidden", [[19, 13], [53, 70]], ids=["19-13", "53-70"])  # whole, masked, scalar edges
 @pytest.mark.parametrize("output,loss", OUTPUT_LOSSES, ids=lambda v: str(v))
-def test_float32_agrees_with_float64(output, loss):
-    p = make_problem([3, 19, 13, width_for(loss)], "tanh", output, loss, rows=20)
+def test_float32_agrees_with_float64(output, loss, hidden):
+    p = make_problem([3, *hidden, width_for(loss)], "tanh", output, loss, rows=20)
     theta32 = p.theta.astype(np.float32)
     y32 = p.y if loss == "softmax_ce" else p.y.astype(np.float32)
     value32, grad32 = p.model.loss_and_grad(theta32, p.x.astype(np.float32), y32, loss)

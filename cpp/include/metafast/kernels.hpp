@@ -7,6 +7,19 @@
 #include <cstddef>
 #include <cstdint>
 
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+// Complete unrolling of a loop with a small constant trip count, before other optimisations.
+#if defined(__clang__)
+#define METAFAST_UNROLL _Pragma("unroll")
+#elif defined(__GNUC__)
+#define METAFAST_UNROLL _Pragma("GCC unroll 16")
+#else
+#define METAFAST_UNROLL
+#endif
+
 namespace metafast::kernels {
 
 namespace detail {
@@ -94,28 +107,64 @@ inline void transpose_block(const double* A, std::size_t lda, double* At, std::s
     }
 }
 
+#ifdef __AVX512F__
+// The first `count` (1 to all) lanes of a 64-byte vector at p, zeros after them; and the way
+// back. Masked, so the lanes beyond are neither read nor written.
+inline vec<float, 64> load_first(const float* p, unsigned count) {
+    return reinterpret_cast<vec<float, 64>>(_mm512_maskz_loadu_ps(__mmask16((1u << count) - 1), p));
+}
+inline vec<double, 64> load_first(const double* p, unsigned count) {
+    return reinterpret_cast<vec<double, 64>>(_mm512_maskz_loadu_pd(__mmask8((1u << count) - 1), p));
+}
+inline void store_first(float* p, unsigned count, vec<float, 64> v) {
+    _mm512_mask_storeu_ps(p, __mmask16((1u << count) - 1), reinterpret_cast<__m512>(v));
+}
+inline void store_first(double* p, unsigned count, vec<double, 64> v) {
+    _mm512_mask_storeu_pd(p, __mmask8((1u << count) - 1), reinterpret_cast<__m512d>(v));
+}
+#endif
+
 // C[R rows, W vectors of columns] (+)= A B over depth k, with A's element (i, p) at
 // A[i * a_row + p * a_depth] and B's (p, j) at B[p * ldb + j]. The R x W accumulators stay in
 // registers for the whole depth loop: the register blocking that keeps small products near
-// the FMA peak instead of bound by loads and stores of C.
-template <int R, int W, std::size_t Bytes, class T>
+// the FMA peak instead of bound by loads and stores of C. With Masked (AVX-512), the last
+// vector has only `tail` columns.
+template <int R, int W, std::size_t Bytes, bool Masked = false, class T>
 inline void block(std::size_t k, const T* A, std::size_t a_row, std::size_t a_depth, const T* B,
-                  std::size_t ldb, T* C, std::size_t ldc, bool accumulate) {
+                  std::size_t ldb, T* C, std::size_t ldc, bool accumulate, [[maybe_unused]] unsigned tail = 0) {
     constexpr std::size_t L = lanes<T, Bytes>;
+    // Vector column w at p; with Masked, the last column has only `tail` lanes.
+    auto load_column = [&](int w, const T* p) {
+#ifdef __AVX512F__
+        if constexpr (Masked)
+            if (w == W - 1) return load_first(p + w * L, tail);
+#endif
+        return load<T, Bytes>(p + w * L);
+    };
+    auto store_column = [&](int w, T* p, vec<T, Bytes> v) {
+#ifdef __AVX512F__
+        if constexpr (Masked)
+            if (w == W - 1) return store_first(p + w * L, tail, v);
+#endif
+        store<T, Bytes>(p + w * L, v);
+    };
+    // The loops over r and w are unrolled before anything else, so that every index into acc
+    // is a constant and the accumulators live in registers: otherwise GCC keeps a memory copy
+    // and stores every accumulator on every step of the depth loop.
     vec<T, Bytes> acc[R][W];
-    for (int r = 0; r < R; ++r)
-        for (int w = 0; w < W; ++w)
-            acc[r][w] = accumulate ? load<T, Bytes>(C + r * ldc + w * L) : vec<T, Bytes>{};
+    METAFAST_UNROLL for (int r = 0; r < R; ++r)
+        METAFAST_UNROLL for (int w = 0; w < W; ++w)
+            acc[r][w] = accumulate ? load_column(w, C + r * ldc) : vec<T, Bytes>{};
     for (std::size_t p = 0; p < k; ++p) {
         vec<T, Bytes> b[W];
-        for (int w = 0; w < W; ++w) b[w] = load<T, Bytes>(B + p * ldb + w * L);
-        for (int r = 0; r < R; ++r) {
+        METAFAST_UNROLL for (int w = 0; w < W; ++w) b[w] = load_column(w, B + p * ldb);
+        METAFAST_UNROLL for (int r = 0; r < R; ++r) {
             const T a = A[r * a_row + p * a_depth];
-            for (int w = 0; w < W; ++w) acc[r][w] += a * b[w];
+            METAFAST_UNROLL for (int w = 0; w < W; ++w) acc[r][w] += a * b[w];
         }
     }
-    for (int r = 0; r < R; ++r)
-        for (int w = 0; w < W; ++w) store<T, Bytes>(C + r * ldc + w * L, acc[r][w]);
+    METAFAST_UNROLL for (int r = 0; r < R; ++r)
+        METAFAST_UNROLL for (int w = 0; w < W; ++w) store_column(w, C + r * ldc, acc[r][w]);
 }
 
 // sum_p a[p] b[p]: vector partial sums over p (lane l takes p = l mod L), then the lanes and
@@ -162,18 +211,18 @@ void matvec(std::size_t m, std::size_t k, const T* A, std::size_t lda, const T* 
 
 // Rows [0, m) of one column panel W vectors wide: four rows at a time, then the last one to
 // three rows in one block (each B vector loaded once serves all of them).
-template <int W, std::size_t Bytes, class T>
+template <int W, std::size_t Bytes, bool Masked = false, class T>
 inline void panel(std::size_t m, std::size_t k, const T* A, std::size_t a_row, std::size_t a_depth,
-                  const T* B, std::size_t ldb, T* C, std::size_t ldc, bool accumulate) {
+                  const T* B, std::size_t ldb, T* C, std::size_t ldc, bool accumulate, unsigned tail = 0) {
     std::size_t i = 0;
     for (; i + 4 <= m; i += 4)
-        block<4, W, Bytes>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate);
+        block<4, W, Bytes, Masked>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate, tail);
     A += i * a_row;
     C += i * ldc;
     switch (m - i) {
-        case 3: block<3, W, Bytes>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate); break;
-        case 2: block<2, W, Bytes>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate); break;
-        case 1: block<1, W, Bytes>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate); break;
+        case 3: block<3, W, Bytes, Masked>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate, tail); break;
+        case 2: block<2, W, Bytes, Masked>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate, tail); break;
+        case 1: block<1, W, Bytes, Masked>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate, tail); break;
         default: break;
     }
 }
@@ -192,9 +241,24 @@ void product(std::size_t m, std::size_t n, std::size_t k, const T* A, std::size_
         return;
     }
     constexpr std::size_t WL = lanes<T, wide>;
+#ifdef __AVX512F__
+    // Panels of two vectors, and the last 1 to 3 vectors (the last one masked) in one panel:
+    // 40 columns take 2.5 vectors' work, not a 32-column panel and a latency-bound 8-column one.
+    for (; n - j > 3 * WL; j += 2 * WL) panel<2, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
+    const std::size_t vectors = (n - j + WL - 1) / WL;
+    const auto tail = static_cast<unsigned>(n - j - (vectors - 1) * WL);
+    switch (vectors) {
+        case 3: panel<3, wide, true>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate, tail); break;
+        case 2: panel<2, wide, true>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate, tail); break;
+        case 1: panel<1, wide, true>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate, tail); break;
+        default: break;
+    }
+    return;
+#else
     for (; j + 2 * WL <= n; j += 2 * WL) panel<2, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
     for (; j + WL <= n; j += WL) panel<1, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
     for (; j + L <= n; j += L) panel<1, 32>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
+#endif
 #endif
     if (j == n) return;
     for (std::size_t i = 0; i < m; ++i) {
