@@ -60,30 +60,41 @@ T task_meta_gradient(const Mlp& mlp, const MetaSgdConfig& config, const T* theta
                      const TaskView<T>& task, MetaSgdWorkspace<T>& ws, T* g_theta, T* g_alpha) {
     const std::size_t n = mlp.num_params(), steps = config.inner_steps;
     ws.reserve(n, steps);
-    T* thetas = ws.thetas.data();
+    // theta_0 = theta itself; theta_1 .. theta_J in ws.thetas (slot 0 unused).
+    auto theta_at = [&](std::size_t j) -> T* { return ws.thetas.data() + j * n; };
+    auto adapted = [&](std::size_t j) -> const T* { return j == 0 ? theta : theta_at(j); };
     T* grads = ws.grads.data();
-    std::copy(theta, theta + n, thetas);
     for (std::size_t j = 0; j < steps; ++j)
-        inner_step(mlp, config.loss, thetas + j * n, alpha, task.x_support, task.support_rows,
-                   task.y_support, ws.mlp, grads + j * n, thetas + (j + 1) * n);
+        inner_step(mlp, config.loss, adapted(j), alpha, task.x_support, task.support_rows, task.y_support, ws.mlp,
+                   grads + j * n, theta_at(j + 1));
 
     // v_J = grad L_Q(theta_J); for j = J-1..0: g_alpha -= g_j * v_{j+1}, v_j = v_{j+1} - H_j (alpha * v_{j+1}).
+    // Fused passes: the first step writes g_alpha instead of adding to zeros (the same bits),
+    // and the last writes v_0 straight to g_theta.
     T* v = ws.v.data();
-    const T value = loss_and_grad(mlp, thetas + steps * n, task.x_query, task.query_rows,
-                                  task.y_query, config.loss, ws.query, v);
-    std::fill(g_alpha, g_alpha + n, T(0));
+    const T value = loss_and_grad(mlp, adapted(steps), task.x_query, task.query_rows, task.y_query, config.loss,
+                                  ws.query, v);
+    if (steps == 0) std::fill(g_alpha, g_alpha + n, T(0));
+    T* u = ws.u.data();
+    const T* hv = ws.hv.data();
     for (std::size_t j = steps; j-- > 0;) {
         const T* g = grads + j * n;
-        for (std::size_t i = 0; i < n; ++i) g_alpha[i] -= g[i] * v[i];
-        if (config.first_order) continue;
-        T* u = ws.u.data();
-        for (std::size_t i = 0; i < n; ++i) u[i] = alpha[i] * v[i];
+        const bool first = j + 1 == steps;
+        if (config.first_order) {
+            for (std::size_t i = 0; i < n; ++i) g_alpha[i] = (first ? T(0) : g_alpha[i]) - g[i] * v[i];
+            continue;
+        }
+        for (std::size_t i = 0; i < n; ++i) {
+            g_alpha[i] = (first ? T(0) : g_alpha[i]) - g[i] * v[i];
+            u[i] = alpha[i] * v[i];
+        }
         // The last inner step's forward pass (j = J - 1) is still in ws.mlp.
-        hvp(mlp, thetas + j * n, task.x_support, task.support_rows, task.y_support, config.loss, u,
-            ws.mlp, ws.hv.data(), static_cast<T*>(nullptr), false, j + 1 == steps);
-        for (std::size_t i = 0; i < n; ++i) v[i] -= ws.hv[i];
+        hvp(mlp, adapted(j), task.x_support, task.support_rows, task.y_support, config.loss, u, ws.mlp, ws.hv.data(),
+            static_cast<T*>(nullptr), false, first);
+        T* next = j == 0 ? g_theta : v;
+        for (std::size_t i = 0; i < n; ++i) next[i] = v[i] - hv[i];
     }
-    std::copy(v, v + n, g_theta);
+    if (steps == 0 || config.first_order) std::copy(v, v + n, g_theta);
     return value;
 }
 
