@@ -74,12 +74,18 @@ public:
         for (std::size_t k = 0; k < iterations; ++k) {
             const std::uint64_t iteration = first_iteration + k;
             const TaskBatchView<T> batch = storage_.view();
-            const double loss = reduce(meta_batch, [&](std::size_t i, int thread) {
+            const double loss = task_gradients(meta_batch, [&](std::size_t i, int thread) {
                 sample_task(family, seed, iteration, i, storage_.slot(i),
                             scratch_[static_cast<std::size_t>(thread)]);
                 return batch.task(i);
             });
-            if (!update_if_finite(loss)) return {k, true};
+            const std::size_t width = 2 * num_params();
+            auto mean_of_block = [&](std::size_t first, std::size_t last) {
+                mean_over_tasks(meta_batch, width, task_grads_.data(), mean_grad_.data(), first, last);
+            };
+            if (!metafast::update_if_finite(loss, mean_grad_, optimizer_, threads_, params_, state_, candidate_,
+                                            candidate_state_, mean_of_block))
+                return {k, true};
             losses[k] = loss;
         }
         return {iterations, false};
@@ -124,9 +130,17 @@ public:
 
 private:
     // Runs the task meta-gradient of tasks 0..tasks-1 in parallel (task_of(i, thread) gives the
-    // task, sampling it first if need be), then averages in task order.
+    // task, sampling it first if need be) into the tasks' slots, then averages in task order.
     template <class TaskOf>
     double reduce(std::size_t tasks, TaskOf&& task_of) {
+        const double loss = task_gradients(tasks, task_of);
+        mean_over_tasks(tasks, 2 * num_params(), task_grads_.data(), mean_grad_.data(), threads_);
+        return loss;
+    }
+
+    // The per-task part of reduce(): gradient slots and the mean loss.
+    template <class TaskOf>
+    double task_gradients(std::size_t tasks, TaskOf&& task_of) {
         const std::size_t n = num_params(), width = 2 * n;
         if (task_grads_.size() < tasks * width) task_grads_.resize(tasks * width);
         if (task_losses_.size() < tasks) task_losses_.resize(tasks);
@@ -138,7 +152,6 @@ private:
             task_losses_[i] = task_meta_gradient(mlp_, config_, theta, alpha, task,
                                                  workspaces_[static_cast<std::size_t>(thread)], g, g + n);
         });
-        mean_over_tasks(tasks, width, task_grads_.data(), mean_grad_.data(), threads_);
         double loss = 0.0;
         for (std::size_t i = 0; i < tasks; ++i) loss += double(task_losses_[i]);
         return loss / double(tasks);

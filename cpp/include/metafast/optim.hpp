@@ -132,14 +132,21 @@ bool all_finite(std::size_t n, const T* x) {
     return finite != 0;
 }
 
+// Does nothing: update_if_finite's default for a gradient that is ready.
+struct GradientReady {
+    void operator()(std::size_t, std::size_t) const {}
+};
+
 // One meta-optimizer update, computed out of place into `candidate` (and `candidate_state`) in
 // parallel blocks, and committed only when the score, the gradient and the new parameters are
 // all finite; returns whether it was. A diverging meta-iteration leaves a learner exactly as it
-// was. Elementwise, so the result does not depend on `threads`.
-template <class T>
-bool update_if_finite(double score, const Buffer<T>& grad, const OptimizerConfig& config, int threads,
+// was. Elementwise, so the result does not depend on `threads` (nor on the blocks).
+// prepare(first, last) fills grad[first, last) just before that block's update: computing the
+// mean over tasks there, block by block, saves a parallel region and a pass over memory.
+template <class T, class Prepare = GradientReady>
+bool update_if_finite(double score, Buffer<T>& grad, const OptimizerConfig& config, int threads,
                       Buffer<T>& params, OptimizerState<T>& state, Buffer<T>& candidate,
-                      OptimizerState<T>& candidate_state) {
+                      OptimizerState<T>& candidate_state, Prepare&& prepare = {}) {
     if (!std::isfinite(score)) return false;
     const std::size_t n = params.size();
     const bool adam = config.kind == Optimizer::adam;
@@ -151,10 +158,13 @@ bool update_if_finite(double score, const Buffer<T>& grad, const OptimizerConfig
     const std::int64_t t = state.step + 1;
     const AdamStep<T> step(config, t);
     const T lr = T(config.lr);
-    constexpr std::size_t block = 2048;
+    // A few blocks per thread, of at least 256 elements (a multiple of any vector width).
+    const std::size_t wanted = static_cast<std::size_t>(std::max(threads, 1)) * 4;
+    const std::size_t block = std::max<std::size_t>(256, ((n + wanted - 1) / wanted + 63) / 64 * 64);
     const std::size_t blocks = (n + block - 1) / block;
     std::atomic<bool> finite{true};
     auto update = [&](std::size_t first, std::size_t last) {
+        prepare(first, last);
         const std::size_t count = last - first;
         T* out = candidate.data() + first;
         if (adam)
@@ -166,10 +176,7 @@ bool update_if_finite(double score, const Buffer<T>& grad, const OptimizerConfig
         const bool ok = all_finite(count, grad.data() + first) && all_finite(count, out);
         if (!ok) finite.store(false, std::memory_order_relaxed);
     };
-    if (blocks <= 1 || threads <= 1)
-        update(0, n);
-    else
-        parallel_for(blocks, threads, [&](std::size_t b, int) { update(b * block, std::min(n, (b + 1) * block)); });
+    parallel_for(blocks, threads, [&](std::size_t b, int) { update(b * block, std::min(n, (b + 1) * block)); });
     if (!finite.load()) return false;
     std::swap(params, candidate);
     if (adam) {

@@ -55,20 +55,27 @@ void parallel_for(std::size_t n, int threads, F&& f) {
     if (error) std::rethrow_exception(error);
 }
 
-// mean[k] = (sum over tasks i, in task order, of slots[i * width + k]) / tasks. Threads split
-// the elements, never the order of a sum, so the result is the same for any thread count.
+// mean[k] = (sum over tasks i, in task order, of slots[i * width + k]) / tasks for k in
+// [first, last).
+template <class T>
+void mean_over_tasks(std::size_t tasks, std::size_t width, const T* slots, T* mean, std::size_t first,
+                     std::size_t last) {
+    std::fill(mean + first, mean + last, T(0));
+    for (std::size_t i = 0; i < tasks; ++i) {
+        const T* slot = slots + i * width;
+        for (std::size_t k = first; k < last; ++k) mean[k] += slot[k];
+    }
+    for (std::size_t k = first; k < last; ++k) mean[k] /= T(tasks);
+}
+
+// The same for every k. Threads split the elements, never the order of a sum, so the result
+// is the same for any thread count.
 template <class T>
 void mean_over_tasks(std::size_t tasks, std::size_t width, const T* slots, T* mean, int threads) {
     constexpr std::size_t block = 512;
     const std::size_t blocks = (width + block - 1) / block;
-    parallel_for(blocks, blocks > 1 ? threads : 1, [&](std::size_t b, int) {
-        const std::size_t first = b * block, last = std::min(width, first + block);
-        std::fill(mean + first, mean + last, T(0));
-        for (std::size_t i = 0; i < tasks; ++i) {
-            const T* slot = slots + i * width;
-            for (std::size_t k = first; k < last; ++k) mean[k] += slot[k];
-        }
-        for (std::size_t k = first; k < last; ++k) mean[k] /= T(tasks);
+    parallel_for(blocks, threads, [&](std::size_t b, int) {
+        mean_over_tasks(tasks, width, slots, mean, b * block, std::min(width, (b + 1) * block));
     });
 }
 
