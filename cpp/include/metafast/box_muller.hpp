@@ -1,6 +1,7 @@
-// The arithmetic of CounterRng::fill_normal: Box-Muller, r = sqrt(-2 log x), (r cos 2 pi u,
-// r sin 2 pi u), on whole vectors of doubles. The C library's log, sin and cos are scalar
-// calls, about 40 ns a pair; these polynomials give the same values to a few ulp in a few ns.
+// Logarithm, sine and cosine on whole vectors of doubles, for the task samplers: the Box-Muller
+// of CounterRng::fill_normal, r = sqrt(-2 log x), (r cos 2 pi u, r sin 2 pi u), and the
+// sine waves of Sinusoid. The C library's functions are scalar calls, tens of ns each; these
+// polynomials give the same values to a few ulp in a few ns.
 #pragma once
 
 #include <cstddef>
@@ -35,13 +36,20 @@ inline Doubles log(Doubles x) {
     return e * ln2_high + (e * ln2_low + 2.0 * s * p);
 }
 
-// sin and cos of 2 pi u for u in [0, 1): u = (q + f) / 4 with quadrant q and f in [0, 1);
-// 2 pi u = q pi/2 + pi/4 + a with |a| <= pi/4, where Taylor series to a^17 and a^18 are exact
-// to 1e-19; then the rotations by pi/4 and by the quadrant.
+// Nearest integer of each lane (ties to even), for |x| < 2^51: adding and subtracting
+// 1.5 * 2^52 leaves no fraction bits.
+inline Doubles round_to_integer(Doubles x) {
+    constexpr double shifter = 0x1.8p52;
+    return (x + shifter) - shifter;
+}
+
+// sin and cos of 2 pi u: 4u = q + f with q the nearest integer and |f| <= 1/2, so
+// 2 pi u = q pi/2 + a with |a| = |f| pi/2 <= pi/4 (f is exact), where Taylor series to a^17 and
+// a^18 are exact to 1e-19; then the rotation by the quadrant q mod 4.
 inline void sincos_turns(Doubles u, Doubles& sine, Doubles& cosine) {
     const Doubles t = 4.0 * u;
-    const Doubles q = __builtin_convertvector(__builtin_convertvector(t, Ints), Doubles);
-    const Doubles a = (t - q - 0.5) * 1.5707963267948966;
+    const Doubles q = round_to_integer(t);
+    const Doubles a = (t - q) * 1.5707963267948966;
     const Doubles a2 = a * a;
     // (-1)^k / (2k+1)! and (-1)^k / (2k)!, k = 0, 1, ...: Horner in a^2 from the last.
     constexpr double sine_coefficients[] = {1.0, -1.0 / 6, 1.0 / 120, -1.0 / 5040, 1.0 / 362880,
@@ -50,15 +58,26 @@ inline void sincos_turns(Doubles u, Doubles& sine, Doubles& cosine) {
     constexpr double cosine_coefficients[] = {1.0, -1.0 / 2, 1.0 / 24, -1.0 / 720, 1.0 / 40320,
                                               -1.0 / 3628800, 1.0 / 479001600, -1.0 / 87178291200,
                                               1.0 / 20922789888000, -1.0 / 6402373705728000};
-    Doubles sa = Doubles{} + sine_coefficients[8];
-    for (int k = 7; k >= 0; --k) sa = sa * a2 + sine_coefficients[k];
-    sa = sa * a;
-    Doubles ca = Doubles{} + cosine_coefficients[9];
-    for (int k = 8; k >= 0; --k) ca = ca * a2 + cosine_coefficients[k];
-    constexpr double half_sqrt2 = 0.7071067811865476;
-    const Doubles s = (sa + ca) * half_sqrt2, c = (ca - sa) * half_sqrt2;  // angle pi/4 + a
-    sine = q == 0.0 ? s : (q == 1.0 ? c : (q == 2.0 ? -s : -c));
-    cosine = q == 0.0 ? c : (q == 1.0 ? -s : (q == 2.0 ? -c : s));
+    Doubles s = Doubles{} + sine_coefficients[8];
+    for (int k = 7; k >= 0; --k) s = s * a2 + sine_coefficients[k];
+    s = s * a;
+    Doubles c = Doubles{} + cosine_coefficients[9];
+    for (int k = 8; k >= 0; --k) c = c * a2 + cosine_coefficients[k];
+    const Ints quadrant = __builtin_convertvector(q, Ints) & 3;
+    sine = quadrant == 0 ? s : (quadrant == 1 ? c : (quadrant == 2 ? -s : -c));
+    cosine = quadrant == 0 ? c : (quadrant == 1 ? -s : (quadrant == 2 ? -c : s));
+}
+
+// sin x for |x| < 1e9: x = 2 pi k + r with |r| <= pi (2 pi in two parts, so r keeps its
+// digits), then sin of r / (2 pi) turns.
+inline Doubles sin(Doubles x) {
+    constexpr double inverse_two_pi = 0.15915494309189535;
+    constexpr double two_pi_high = 6.28318530717958623200, two_pi_low = 2.44929359829470635e-16;
+    const Doubles k = round_to_integer(x * inverse_two_pi);
+    const Doubles r = (x - k * two_pi_high) - k * two_pi_low;
+    Doubles sine, cosine;
+    sincos_turns(r * inverse_two_pi, sine, cosine);
+    return sine;
 }
 #endif
 
