@@ -126,6 +126,24 @@ py::array_t<T> adapt_task(L& learner, const py::array& x, const py::array& y, st
     return out;
 }
 
+// theta and alpha of a learner whose params() hold theta, then alpha, as many values each.
+template <class T, class L>
+py::tuple get_theta_alpha(L& learner) {
+    std::lock_guard<std::mutex> lock(learner.mutex());
+    const std::size_t n = learner.params().size() / 2;
+    return py::make_tuple(copy_out(learner.params().data(), n), copy_out(learner.params().data() + n, n));
+}
+
+template <class T, class L>
+void set_theta_alpha(L& learner, const py::array& theta, const py::array& alpha) {
+    const std::size_t n = learner.params().size() / 2;  // fixed at construction
+    const T* t = checked_vector<T>(theta, "theta", n);
+    const T* a = checked_vector<T>(alpha, "alpha", n);
+    std::lock_guard<std::mutex> lock(learner.mutex());
+    std::copy(t, t + n, learner.params().data());
+    std::copy(a, a + n, learner.params().data() + n);
+}
+
 template <class T, class L>
 py::tuple get_optimizer_state(L& learner) {
     std::lock_guard<std::mutex> lock(learner.mutex());

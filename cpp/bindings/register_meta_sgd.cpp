@@ -44,22 +44,8 @@ void bind_learner(py::module_& m, const char* name) {
                           require(threads >= 0 && threads <= max_threads_allowed, "num_threads must lie in [0, 1024] (0 = all cores)");
                           without_gil(l, [&] { l.set_num_threads(threads); });
                       })
-        .def("get_params",
-             [](Learner<T>& l) {
-                 const std::size_t n = l.num_params();
-                 std::lock_guard<std::mutex> lock(l.mutex());
-                 return py::make_tuple(copy_out(l.params().data(), n), copy_out(l.params().data() + n, n));
-             })
-        .def("set_params",
-             [](Learner<T>& l, const py::array& theta, const py::array& alpha) {
-                 const std::size_t n = l.num_params();
-                 const T* t = checked_vector<T>(theta, "theta", n);
-                 const T* a = checked_vector<T>(alpha, "alpha", n);
-                 std::lock_guard<std::mutex> lock(l.mutex());
-                 std::copy(t, t + n, l.params().data());
-                 std::copy(a, a + n, l.params().data() + n);
-             },
-             "theta"_a, "alpha"_a)
+        .def("get_params", &get_theta_alpha<T, Learner<T>>)
+        .def("set_params", &set_theta_alpha<T, Learner<T>>, "theta"_a, "alpha"_a)
         .def("get_optimizer_state", &get_optimizer_state<T, Learner<T>>)
         .def("set_optimizer_state", &set_optimizer_state<T, Learner<T>>, "m"_a, "v"_a, "step"_a)
         .def("meta_gradient",

@@ -121,22 +121,8 @@ void bind_rl_learner(py::module_& m, const char* name) {
                           require(threads >= 0 && threads <= max_threads_allowed, "num_threads must lie in [0, 1024]");
                           without_gil(l, [&] { l.set_num_threads(threads); });
                       })
-        .def("get_params",
-             [](Learner& l) {
-                 const std::size_t q = l.policy_params();
-                 std::lock_guard<std::mutex> lock(l.mutex());
-                 return py::make_tuple(copy_out(l.params().data(), q), copy_out(l.params().data() + q, q));
-             })
-        .def("set_params",
-             [](Learner& l, const py::array& theta, const py::array& alpha) {
-                 const std::size_t q = l.policy_params();
-                 const T* t = checked_vector<T>(theta, "theta", q);
-                 const T* a = checked_vector<T>(alpha, "alpha", q);
-                 std::lock_guard<std::mutex> lock(l.mutex());
-                 std::copy(t, t + q, l.params().data());
-                 std::copy(a, a + q, l.params().data() + q);
-             },
-             "theta"_a, "alpha"_a)
+        .def("get_params", &get_theta_alpha<T, Learner>)
+        .def("set_params", &set_theta_alpha<T, Learner>, "theta"_a, "alpha"_a)
         .def("get_optimizer_state", &get_optimizer_state<T, Learner>)
         .def("set_optimizer_state", &set_optimizer_state<T, Learner>, "m"_a, "v"_a, "step"_a)
         .def("fit",
