@@ -95,10 +95,12 @@ void adam_elements(std::size_t n, const AdamStep<T>& adam, const T* grad, const 
 }
 
 #ifdef METAFAST_VECTOR_KERNELS
-inline void adam_elements(std::size_t n, const AdamStep<float>& adam, const float* grad, const float* params,
+// `adam` by value: a local copy the stores below cannot alias, so its scalars stay in registers
+// instead of being reloaded and broadcast for every vector.
+inline void adam_elements(std::size_t n, const AdamStep<float> adam, const float* grad, const float* params,
                           const float* m, const float* v, float* out, float* m_out, float* v_out) {
     using fast::load_partial, fast::store_partial;
-    auto update = [&](std::size_t i, std::size_t count) {
+    auto update = [&, adam](std::size_t i, std::size_t count) {
         fast::Floats m_new, v_new;
         const fast::Floats p = adam(load_partial(m + i, count), load_partial(v + i, count),
                                     load_partial(grad + i, count), load_partial(params + i, count), m_new, v_new);

@@ -8,6 +8,8 @@
 #include <exception>
 #include <mutex>
 
+#include "metafast/kernels.hpp"
+
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -57,15 +59,25 @@ void parallel_for(std::size_t n, int threads, F&& f) {
 
 // mean[k] = (sum over tasks i, in task order, of slots[i * width + k]) / tasks for k in
 // [first, last).
+// A vector of elements at a time, its sum over the tasks held in a register.
 template <class T>
 void mean_over_tasks(std::size_t tasks, std::size_t width, const T* slots, T* mean, std::size_t first,
                      std::size_t last) {
-    std::fill(mean + first, mean + last, T(0));
-    for (std::size_t i = 0; i < tasks; ++i) {
-        const T* slot = slots + i * width;
-        for (std::size_t k = first; k < last; ++k) mean[k] += slot[k];
+    std::size_t k = first;
+#ifdef METAFAST_VECTOR_KERNELS
+    using kernels::detail::load, kernels::detail::store, kernels::detail::wide;
+    constexpr std::size_t L = kernels::detail::lanes<T, wide>;
+    for (; k + L <= last; k += L) {
+        kernels::detail::vec<T, wide> sum{};
+        for (std::size_t i = 0; i < tasks; ++i) sum += load<T, wide>(slots + i * width + k);
+        store<T, wide>(mean + k, sum / T(tasks));
     }
-    for (std::size_t k = first; k < last; ++k) mean[k] /= T(tasks);
+#endif
+    for (; k < last; ++k) {
+        T sum = 0;
+        for (std::size_t i = 0; i < tasks; ++i) sum += slots[i * width + k];
+        mean[k] = sum / T(tasks);
+    }
 }
 
 // The same for every k. Threads split the elements, never the order of a sum, so the result
