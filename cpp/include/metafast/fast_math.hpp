@@ -57,7 +57,7 @@ inline Floats sqrt(Floats x) {
 inline Floats load_partial(const float* p, std::size_t count) {
     if (count == float_lanes) return kernels::detail::load<float, kernels::detail::wide>(p);
 #if defined(__AVX512F__)
-    return reinterpret_cast<Floats>(_mm512_maskz_loadu_ps(__mmask16((1u << count) - 1), p));
+    return kernels::detail::load_first(p, static_cast<unsigned>(count));
 #else
     Floats v{};
     for (std::size_t l = 0; l < count; ++l) v[l] = p[l];
@@ -68,7 +68,7 @@ inline Floats load_partial(const float* p, std::size_t count) {
 inline void store_partial(float* p, std::size_t count, Floats v) {
     if (count == float_lanes) return kernels::detail::store<float, kernels::detail::wide>(p, v);
 #if defined(__AVX512F__)
-    _mm512_mask_storeu_ps(p, __mmask16((1u << count) - 1), reinterpret_cast<__m512>(v));
+    kernels::detail::store_first(p, static_cast<unsigned>(count), v);
 #else
     for (std::size_t l = 0; l < count; ++l) p[l] = v[l];
 #endif
