@@ -338,3 +338,23 @@ def test_evaluation_counts_a_diverged_adaptation_as_infinite_loss():
     learner.alpha = np.full(learner.model.num_params, 1e30, dtype=np.float32)
     report = learner.evaluate(Sinusoid(), num_tasks=5, steps=(0, 1))
     assert np.isfinite(report.loss[0]) and report.loss[1] == np.inf
+
+
+def test_float32_adam_with_an_overflowed_second_moment_is_a_zero_step_not_a_divergence():
+    """A finite meta-gradient of 3.6e37 squares to inf in float32: exact Adam then divides by an
+    infinite denominator and leaves those parameters where they are. The vectorised float32
+    Adam (reciprocal and square-root estimates) must do the same, not produce NaN."""
+    learner = mf.MetaSGD(mf.MLP([1, 8, 1]), dtype="float32", seed=0, alpha_init=1e-30)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 5, 1))
+    y = np.full((2, 5, 1), 3e18)
+    batch = mf.TaskBatch(x, y, x, y)
+    _, g_theta, g_alpha = learner.meta_gradient(batch)
+    grads = np.concatenate([g_theta, g_alpha])
+    with np.errstate(over="ignore"):
+        overflowed = np.isinf(np.float32(0.001) * grads * grads)
+    assert np.isfinite(grads).all() and overflowed.any()
+    before = np.concatenate([learner.theta, learner.alpha])
+    assert np.isfinite(learner.meta_step(batch))
+    after = np.concatenate([learner.theta, learner.alpha])
+    assert np.isfinite(after).all()
+    np.testing.assert_array_equal(after[overflowed], before[overflowed])

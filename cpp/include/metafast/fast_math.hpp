@@ -20,7 +20,7 @@ namespace metafast::fast {
 using Floats = kernels::detail::vec<float, kernels::detail::wide>;
 constexpr std::size_t float_lanes = kernels::detail::lanes<float, kernels::detail::wide>;
 
-// 1 / q for finite q > 0.
+// 1 / q for q > 0, +inf included (Adam's denominator is infinite where v overflowed).
 inline Floats reciprocal(Floats q) {
 #if defined(__AVX512F__)
     const Floats r = reinterpret_cast<Floats>(_mm512_maskz_rcp14_ps(0xFFFF, reinterpret_cast<__m512>(q)));
@@ -30,7 +30,8 @@ inline Floats reciprocal(Floats q) {
     return 1.0f / q;
 #endif
 #if defined(__AVX__)
-    return r * (2.0f - q * r);
+    const Floats refined = r * (2.0f - q * r);
+    return q == std::numeric_limits<float>::infinity() ? Floats{} : refined;  // the estimate gives 0 * inf there
 #endif
 }
 

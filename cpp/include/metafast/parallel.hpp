@@ -58,8 +58,7 @@ void parallel_for(std::size_t n, int threads, F&& f) {
 }
 
 // mean[k] = (sum over tasks i, in task order, of slots[i * width + k]) / tasks for k in
-// [first, last).
-// A vector of elements at a time, its sum over the tasks held in a register.
+// [first, last), a vector of elements at a time with its sum over the tasks in a register.
 template <class T>
 void mean_over_tasks(std::size_t tasks, std::size_t width, const T* slots, T* mean, std::size_t first,
                      std::size_t last) {

@@ -31,7 +31,7 @@ public:
     std::uint64_t next_u64() { return mix64(state_ += golden); }
 
     // Uniform in [0, 1) with 53 random bits.
-    double uniform() { return double(next_u64() >> 11) * 0x1.0p-53; }  // = unit(the new state)
+    double uniform() { return unit(state_ += golden); }
     double uniform(double low, double high) { return low + (high - low) * uniform(); }
 
     // n uniforms in [low, high), the same numbers as n calls of uniform(low, high), a vector of
@@ -80,8 +80,11 @@ public:
     }
 
     // Uniform integer in [0, n) for n >= 1 (bias below 2^-53 n, irrelevant for task sizes).
-    std::uint64_t below(std::uint64_t n) {
-        const auto k = static_cast<std::uint64_t>(uniform() * double(n));
+    std::uint64_t below(std::uint64_t n) { return scale_below(uniform(), n); }
+
+    // The integer below(n) returns for the uniform u.
+    static std::uint64_t scale_below(double u, std::uint64_t n) {
+        const auto k = static_cast<std::uint64_t>(u * double(n));
         return k < n ? k : n - 1;
     }
 

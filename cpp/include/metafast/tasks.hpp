@@ -57,7 +57,7 @@ private:
         if (grid > 0) {
             rng.fill_uniform(xs, rows, 0.0, 1.0);
             for (std::size_t r = 0; r < rows; ++r) {
-                const auto k = std::min(static_cast<std::uint64_t>(xs[r] * double(grid)), std::uint64_t(grid - 1));
+                const std::uint64_t k = CounterRng::scale_below(xs[r], grid);
                 xs[r] = x_low + (x_high - x_low) * double(k) / double(grid - 1);
             }
         } else {
