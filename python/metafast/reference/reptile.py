@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from .meta_sgd import _floats, _targets
+from .meta_sgd import _floats, _targets, adam_update
 from .mlp import mlp_loss, mlp_loss_and_grad
 from .rng import MASK64, CounterRng, shuffle_seed
 
@@ -177,14 +177,10 @@ def inner_loop(
         else:
             picked = np.arange(first, first + count)
         _, g = mlp_loss_and_grad(model, params, x[picked], y[picked], loss)
-        t += 1
         if optimizer == "adam":
-            # The operations and their order are those of the core's adam_update.
-            step_size, inv_sqrt_c2 = lr / (1.0 - beta1**t), 1.0 / np.sqrt(1.0 - beta2**t)
-            m = beta1 * m + (1.0 - beta1) * g
-            v = beta2 * v + (1.0 - beta2) * g * g
-            params = params - step_size * m / (np.sqrt(v) * inv_sqrt_c2 + eps)
+            params, (m, v, t) = adam_update(params, g, (m, v, t), lr, beta1, beta2, eps)
         else:
+            t += 1
             params = params - lr * g
     return params, (m, v, t)
 
