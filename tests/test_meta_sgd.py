@@ -358,3 +358,24 @@ def test_float32_adam_with_an_overflowed_second_moment_is_a_zero_step_not_a_dive
     after = np.concatenate([learner.theta, learner.alpha])
     assert np.isfinite(after).all()
     np.testing.assert_array_equal(after[overflowed], before[overflowed])
+
+
+def test_denormals_are_flushed_to_zero_in_the_core_and_kept_in_the_callers_numpy():
+    """The core runs with denormals flushed to zero (an operation on one takes a ~100-cycle
+    microcode assist): Adam's first moment of a parameter with a zero gradient (here a dead ReLU
+    unit) becomes 0 instead of decaying through the denormals. The caller's mode is restored."""
+    learner = mf.MetaSGD(mf.MLP([1, 4, 1], activation="relu"), dtype="float32", seed=0)
+    n = learner.model.num_params  # W0 (1x4), b0 (4), W1 (4x1), b1 (1)
+    theta = learner.theta
+    theta[0], theta[4] = 0.0, -1.0  # hidden unit 0: relu(0 x - 1) = 0, so W0[0], b0[0], W1[0] get no gradient
+    learner.theta = theta
+    dead = np.array([0, 4, 8, n, n + 4, n + 8])
+    denormal = np.float32(1e-39)
+    assert 0 < denormal < np.finfo(np.float32).tiny
+    learner._impl.set_optimizer_state(np.full(2 * n, denormal), np.ones(2 * n, np.float32), 1)
+    x = np.random.default_rng(0).uniform(-1, 1, (2, 5, 1))
+    learner.meta_step(mf.TaskBatch(x, np.sin(x), x, np.cos(x)))
+    m, _, _ = learner._impl.get_optimizer_state()
+    np.testing.assert_array_equal(m[dead], 0.0)  # IEEE arithmetic would give 0.9 * 1e-39
+    assert np.all(m[np.setdiff1d(np.arange(2 * n), dead)] != 0)
+    assert denormal * np.float32(0.5) != 0  # NumPy on this thread still has its denormals

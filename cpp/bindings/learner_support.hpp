@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "metafast/denormals.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/task_batch.hpp"
 #include "metafast/tasks.hpp"
@@ -17,11 +18,13 @@
 namespace metafast::bindings {
 
 // Runs f with the GIL released and the learner locked (in that order: a thread holding the
-// learner's mutex never waits for the GIL, so the two locks cannot deadlock).
+// learner's mutex never waits for the GIL, so the two locks cannot deadlock), and denormals
+// flushed to zero on this thread (parallel_for does it on the others).
 template <class L, class F>
 auto without_gil(L& learner, F&& f) {
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(learner.mutex());
+    const FlushDenormals flush;
     return f();
 }
 

@@ -8,6 +8,7 @@
 #include <exception>
 #include <mutex>
 
+#include "metafast/denormals.hpp"
 #include "metafast/kernels.hpp"
 
 #ifdef _OPENMP
@@ -30,7 +31,8 @@ inline int resolve_threads(int requested) {
 #endif
 }
 
-// Calls f(i, thread) for i in [0, n) on `threads` threads; thread is in [0, threads).
+// Calls f(i, thread) for i in [0, n) on `threads` threads; thread is in [0, threads). Denormals
+// are flushed to zero meanwhile on every thread.
 template <class F>
 void parallel_for(std::size_t n, int threads, F&& f) {
     std::exception_ptr error;
@@ -38,39 +40,56 @@ void parallel_for(std::size_t n, int threads, F&& f) {
     const auto count = static_cast<long long>(n);
     const int team = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(std::max(threads, 1)), n));
 #ifdef _OPENMP
-#pragma omp parallel for num_threads(team) schedule(static) if (team > 1)
+#pragma omp parallel num_threads(team) if (team > 1)
 #endif
-    for (long long i = 0; i < count; ++i) {
-        try {
+    {
+        const FlushDenormals flush;
 #ifdef _OPENMP
-            const int thread = omp_get_thread_num();
+        const int thread = omp_get_thread_num();
+#pragma omp for schedule(static) nowait
 #else
-            const int thread = 0;
+        const int thread = 0;
 #endif
-            f(static_cast<std::size_t>(i), thread);
-        } catch (...) {
-            std::lock_guard<std::mutex> lock(error_mutex);
-            if (!error) error = std::current_exception();
+        for (long long i = 0; i < count; ++i) {
+            try {
+                f(static_cast<std::size_t>(i), thread);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(error_mutex);
+                if (!error) error = std::current_exception();
+            }
         }
     }
     (void)team;
     if (error) std::rethrow_exception(error);
 }
 
+#ifdef METAFAST_VECTOR_KERNELS
+// mean_over_tasks for V vectors of elements from k, their sums over the tasks in registers:
+// V independent additions per task hide the adder's latency (one chain would wait on it).
+template <std::size_t V, class T>
+void mean_over_tasks_vectors(std::size_t tasks, std::size_t width, const T* slots, T* mean, std::size_t k) {
+    using kernels::detail::load, kernels::detail::store, kernels::detail::wide;
+    constexpr std::size_t L = kernels::detail::lanes<T, wide>;
+    kernels::detail::vec<T, wide> sum[V] = {};
+    for (std::size_t i = 0; i < tasks; ++i) {
+        METAFAST_UNROLL
+        for (std::size_t v = 0; v < V; ++v) sum[v] += load<T, wide>(slots + i * width + k + v * L);
+    }
+    METAFAST_UNROLL
+    for (std::size_t v = 0; v < V; ++v) store<T, wide>(mean + k + v * L, sum[v] / T(tasks));
+}
+#endif
+
 // mean[k] = (sum over tasks i, in task order, of slots[i * width + k]) / tasks for k in
-// [first, last), a vector of elements at a time with its sum over the tasks in a register.
+// [first, last), vectors of elements at a time.
 template <class T>
 void mean_over_tasks(std::size_t tasks, std::size_t width, const T* slots, T* mean, std::size_t first,
                      std::size_t last) {
     std::size_t k = first;
 #ifdef METAFAST_VECTOR_KERNELS
-    using kernels::detail::load, kernels::detail::store, kernels::detail::wide;
-    constexpr std::size_t L = kernels::detail::lanes<T, wide>;
-    for (; k + L <= last; k += L) {
-        kernels::detail::vec<T, wide> sum{};
-        for (std::size_t i = 0; i < tasks; ++i) sum += load<T, wide>(slots + i * width + k);
-        store<T, wide>(mean + k, sum / T(tasks));
-    }
+    constexpr std::size_t L = kernels::detail::lanes<T, kernels::detail::wide>;
+    for (; k + 8 * L <= last; k += 8 * L) mean_over_tasks_vectors<8>(tasks, width, slots, mean, k);
+    for (; k + L <= last; k += L) mean_over_tasks_vectors<1>(tasks, width, slots, mean, k);
 #endif
     for (; k < last; ++k) {
         T sum = 0;
