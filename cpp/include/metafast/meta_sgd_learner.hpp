@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "metafast/buffer.hpp"
+#include "metafast/meta_batch_loop.hpp"
 #include "metafast/meta_sgd.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/parallel.hpp"
@@ -23,11 +24,6 @@ namespace metafast {
 template <class T>
 class MetaSgdLearner {
 public:
-    struct FitResult {
-        std::size_t completed;  // meta-iterations done (and losses written)
-        bool diverged;          // stopped because iteration `completed` was not finite
-    };
-
     MetaSgdLearner(Mlp mlp, MetaSgdConfig config, OptimizerConfig optimizer, int num_threads)
         : mlp_(std::move(mlp)), config_(config), optimizer_(optimizer),
           params_(2 * mlp_.num_params(), T(0)), mean_grad_(2 * mlp_.num_params(), T(0)) {
@@ -56,7 +52,18 @@ public:
 
     // Mean query loss over the batch; the mean gradient goes to mean_gradient().
     double meta_gradient(const TaskBatchView<T>& batch) {
-        return reduce(batch.tasks, [&](std::size_t i, int) { return batch.task(i); });
+        const std::size_t n = num_params(), width = 2 * n;
+        grow_task_slots(batch.tasks);
+        parallel_for(batch.tasks, threads_, [&](std::size_t i, int thread) {
+            T* g = task_grads_.data() + i * width;
+            task_losses_[i] = double(task_meta_gradient(mlp_, config_, params_.data(), params_.data() + n,
+                                                        batch.task(i), workspaces_[static_cast<std::size_t>(thread)],
+                                                        g, g + n));
+        });
+        mean_over_tasks(batch.tasks, width, task_grads_.data(), mean_grad_.data(), threads_);
+        double loss = 0.0;
+        for (std::size_t i = 0; i < batch.tasks; ++i) loss += task_losses_[i];
+        return loss / double(batch.tasks);
     }
 
     // One meta-iteration. Returns false and changes nothing when the loss or the gradient is
@@ -71,24 +78,20 @@ public:
     FitResult fit(const TaskFamily& family, std::uint64_t seed, std::uint64_t first_iteration,
                   std::size_t iterations, std::size_t meta_batch, double* losses) {
         storage_.reserve(task_shape(family), meta_batch);
-        for (std::size_t k = 0; k < iterations; ++k) {
-            const std::uint64_t iteration = first_iteration + k;
-            const TaskBatchView<T> batch = storage_.view();
-            const double loss = task_gradients(meta_batch, [&](std::size_t i, int thread) {
-                sample_task(family, seed, iteration, i, storage_.slot(i),
-                            scratch_[static_cast<std::size_t>(thread)]);
-                return batch.task(i);
-            });
-            const std::size_t width = 2 * num_params();
-            auto mean_of_block = [&](std::size_t first, std::size_t last) {
-                mean_over_tasks(meta_batch, width, task_grads_.data(), mean_grad_.data(), first, last);
-            };
-            if (!metafast::update_if_finite(loss, mean_grad_, optimizer_, threads_, params_, state_, candidate_,
-                                            candidate_state_, mean_of_block))
-                return {k, true};
-            losses[k] = loss;
-        }
-        return {iterations, false};
+        const std::size_t n = num_params(), width = 2 * n;
+        grow_task_slots(meta_batch);
+        if (sum_.size() < width) sum_.resize(width);
+        GuardedUpdate<T> update(optimizer_, threads_, params_, state_, candidate_, candidate_state_);
+        const TaskBatchView<T> batch = storage_.view();
+        return meta_batch_loop(iterations, meta_batch, width, threads_, task_grads_.data(), task_losses_.data(),
+                               sum_.data(), mean_grad_.data(), update, losses,
+                               [&](std::size_t k, std::size_t i, int thread) {
+                                   const auto t = static_cast<std::size_t>(thread);
+                                   sample_task(family, seed, first_iteration + k, i, storage_.slot(i), scratch_[t]);
+                                   T* g = task_grads_.data() + i * width;
+                                   return double(task_meta_gradient(mlp_, config_, params_.data(), params_.data() + n,
+                                                                    batch.task(i), workspaces_[t], g, g + n));
+                               });
     }
 
     // Query loss and accuracy of every task after each number of inner steps in `steps`
@@ -129,32 +132,9 @@ public:
     }
 
 private:
-    // Runs the task meta-gradient of tasks 0..tasks-1 in parallel (task_of(i, thread) gives the
-    // task, sampling it first if need be) into the tasks' slots, then averages in task order.
-    template <class TaskOf>
-    double reduce(std::size_t tasks, TaskOf&& task_of) {
-        const double loss = task_gradients(tasks, task_of);
-        mean_over_tasks(tasks, 2 * num_params(), task_grads_.data(), mean_grad_.data(), threads_);
-        return loss;
-    }
-
-    // The per-task part of reduce(): gradient slots and the mean loss.
-    template <class TaskOf>
-    double task_gradients(std::size_t tasks, TaskOf&& task_of) {
-        const std::size_t n = num_params(), width = 2 * n;
-        if (task_grads_.size() < tasks * width) task_grads_.resize(tasks * width);
+    void grow_task_slots(std::size_t tasks) {
+        if (task_grads_.size() < tasks * 2 * num_params()) task_grads_.resize(tasks * 2 * num_params());
         if (task_losses_.size() < tasks) task_losses_.resize(tasks);
-        const T* theta = params_.data();
-        const T* alpha = theta + n;
-        parallel_for(tasks, threads_, [&](std::size_t i, int thread) {
-            const TaskView<T> task = task_of(i, thread);
-            T* g = task_grads_.data() + i * width;
-            task_losses_[i] = task_meta_gradient(mlp_, config_, theta, alpha, task,
-                                                 workspaces_[static_cast<std::size_t>(thread)], g, g + n);
-        });
-        double loss = 0.0;
-        for (std::size_t i = 0; i < tasks; ++i) loss += double(task_losses_[i]);
-        return loss / double(tasks);
     }
 
     bool update_if_finite(double score) {
@@ -170,7 +150,8 @@ private:
     OptimizerState<T> state_, candidate_state_;
     std::vector<MetaSgdWorkspace<T>> workspaces_;
     std::vector<std::vector<double>> scratch_;
-    Buffer<T> task_grads_, task_losses_;
+    Buffer<T> task_grads_, sum_;
+    std::vector<double> task_losses_;
     TaskBatchStorage<T> storage_;
     std::mutex mutex_;
 };

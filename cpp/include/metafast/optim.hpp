@@ -50,9 +50,10 @@ struct OptimizerState {
     }
 };
 
+// SGD from params into out (in place when out is params).
 template <class T>
-void sgd_update(std::size_t n, T lr, const T* grad, T* params) {
-    for (std::size_t i = 0; i < n; ++i) params[i] -= lr * grad[i];
+void sgd_elements(std::size_t n, T lr, const T* grad, const T* params, T* out) {
+    for (std::size_t i = 0; i < n; ++i) out[i] = params[i] - lr * grad[i];
 }
 
 // Adam's update at step t, written with one square root and one division per element:
@@ -123,7 +124,7 @@ void optimizer_update(std::size_t n, const OptimizerConfig& config, const T* gra
         adam_elements(n, AdamStep<T>(config, state.step), grad, params, state.m.data(), state.v.data(), params,
                       state.m.data(), state.v.data());
     else
-        sgd_update(n, T(config.lr), grad, params);
+        sgd_elements(n, T(config.lr), grad, params, params);
 }
 
 // Whether x[0 .. n) are all finite; branch-free (|x| <= max is false for inf and NaN), so it vectorises.
@@ -134,58 +135,89 @@ bool all_finite(std::size_t n, const T* x) {
     return finite != 0;
 }
 
-// Does nothing: update_if_finite's default for a gradient that is ready.
+// Does nothing: the default `prepare` for a gradient that is ready.
 struct GradientReady {
     void operator()(std::size_t, std::size_t) const {}
 };
 
 // One meta-optimizer update, computed out of place into `candidate` (and `candidate_state`) in
-// parallel blocks, and committed only when the score, the gradient and the new parameters are
-// all finite; returns whether it was. A diverging meta-iteration leaves a learner exactly as it
-// was. Elementwise, so the result does not depend on `threads` (nor on the blocks).
-// prepare(first, last) fills grad[first, last) just before that block's update: computing the
-// mean over tasks there, block by block, saves a parallel region and a pass over memory.
+// blocks that threads share, and committed only when the gradient and the new parameters are all
+// finite: a diverging meta-iteration leaves a learner exactly as it was. Elementwise, so the
+// result depends neither on the threads nor on the blocks.
+template <class T>
+class GuardedUpdate {
+public:
+    // Sizes the candidate buffers (the only step that allocates) and the blocks: a few per
+    // thread, of at least 256 elements (a multiple of any vector width).
+    GuardedUpdate(const OptimizerConfig& config, int threads, Buffer<T>& params, OptimizerState<T>& state,
+                  Buffer<T>& candidate, OptimizerState<T>& candidate_state)
+        : config_(config), params_(params), state_(state), candidate_(candidate), candidate_state_(candidate_state),
+          step_(config, state.step + 1) {
+        const std::size_t n = params.size();
+        candidate.resize(n);
+        if (config.kind == Optimizer::adam) {
+            candidate_state.m.resize(n);
+            candidate_state.v.resize(n);
+        }
+        const std::size_t wanted = static_cast<std::size_t>(std::max(threads, 1)) * 4;
+        block_ = std::max<std::size_t>(256, ((n + wanted - 1) / wanted + 63) / 64 * 64);
+        blocks_ = (n + block_ - 1) / block_;
+    }
+
+    std::size_t blocks() const { return blocks_; }
+
+    // Computes block b of the candidate from grad, after prepare(first, last) has filled grad
+    // there (computing the mean over tasks there, block by block, saves a pass over memory);
+    // returns whether the block's gradient and new parameters are finite.
+    template <class Prepare>
+    bool update_block(std::size_t b, T* grad, Prepare&& prepare) const {
+        const std::size_t first = b * block_, last = std::min(params_.size(), first + block_), count = last - first;
+        prepare(first, last);
+        T* out = candidate_.data() + first;
+        if (config_.kind == Optimizer::adam)
+            adam_elements(count, step_, grad + first, params_.data() + first, state_.m.data() + first,
+                          state_.v.data() + first, out, candidate_state_.m.data() + first,
+                          candidate_state_.v.data() + first);
+        else
+            sgd_elements(count, T(config_.lr), grad + first, params_.data() + first, out);
+        return all_finite(count, grad + first) && all_finite(count, out);
+    }
+
+    // Makes the candidate the current parameters and state (every block updated and finite).
+    void commit() {
+        std::swap(params_, candidate_);
+        if (config_.kind == Optimizer::adam) {
+            std::swap(state_.m, candidate_state_.m);
+            std::swap(state_.v, candidate_state_.v);
+        }
+        ++state_.step;
+        step_ = AdamStep<T>(config_, state_.step + 1);
+    }
+
+private:
+    const OptimizerConfig& config_;
+    Buffer<T>& params_;
+    OptimizerState<T>& state_;
+    Buffer<T>& candidate_;
+    OptimizerState<T>& candidate_state_;
+    AdamStep<T> step_;  // Adam's scalars for the next update
+    std::size_t block_ = 0, blocks_ = 0;
+};
+
+// One guarded update on `threads` threads; returns whether it was committed (the score, the
+// gradient and the new parameters all finite). prepare(first, last) as in update_block.
 template <class T, class Prepare = GradientReady>
 bool update_if_finite(double score, Buffer<T>& grad, const OptimizerConfig& config, int threads,
                       Buffer<T>& params, OptimizerState<T>& state, Buffer<T>& candidate,
                       OptimizerState<T>& candidate_state, Prepare&& prepare = {}) {
     if (!std::isfinite(score)) return false;
-    const std::size_t n = params.size();
-    const bool adam = config.kind == Optimizer::adam;
-    candidate.resize(n);
-    if (adam) {
-        candidate_state.m.resize(n);
-        candidate_state.v.resize(n);
-    }
-    const std::int64_t t = state.step + 1;
-    const AdamStep<T> step(config, t);
-    const T lr = T(config.lr);
-    // A few blocks per thread, of at least 256 elements (a multiple of any vector width).
-    const std::size_t wanted = static_cast<std::size_t>(std::max(threads, 1)) * 4;
-    const std::size_t block = std::max<std::size_t>(256, ((n + wanted - 1) / wanted + 63) / 64 * 64);
-    const std::size_t blocks = (n + block - 1) / block;
+    GuardedUpdate<T> update(config, threads, params, state, candidate, candidate_state);
     std::atomic<bool> finite{true};
-    auto update = [&](std::size_t first, std::size_t last) {
-        prepare(first, last);
-        const std::size_t count = last - first;
-        T* out = candidate.data() + first;
-        if (adam)
-            adam_elements(count, step, grad.data() + first, params.data() + first, state.m.data() + first,
-                          state.v.data() + first, out, candidate_state.m.data() + first,
-                          candidate_state.v.data() + first);
-        else
-            for (std::size_t i = 0; i < count; ++i) out[i] = params[first + i] - lr * grad[first + i];
-        const bool ok = all_finite(count, grad.data() + first) && all_finite(count, out);
-        if (!ok) finite.store(false, std::memory_order_relaxed);
-    };
-    parallel_for(blocks, threads, [&](std::size_t b, int) { update(b * block, std::min(n, (b + 1) * block)); });
+    parallel_for(update.blocks(), threads, [&](std::size_t b, int) {
+        if (!update.update_block(b, grad.data(), prepare)) finite.store(false, std::memory_order_relaxed);
+    });
     if (!finite.load()) return false;
-    std::swap(params, candidate);
-    if (adam) {
-        std::swap(state.m, candidate_state.m);
-        std::swap(state.v, candidate_state.v);
-    }
-    state.step = t;
+    update.commit();
     return true;
 }
 

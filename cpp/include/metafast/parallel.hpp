@@ -64,38 +64,52 @@ void parallel_for(std::size_t n, int threads, F&& f) {
 }
 
 #ifdef METAFAST_VECTOR_KERNELS
-// mean_over_tasks for V vectors of elements from k, their sums over the tasks in registers:
-// V independent additions per task hide the adder's latency (one chain would wait on it).
+// add_over_tasks for V vectors of elements from k, their sums in registers: V independent
+// additions per task hide the adder's latency (one chain would wait on it).
 template <std::size_t V, class T>
-void mean_over_tasks_vectors(std::size_t tasks, std::size_t width, const T* slots, T* mean, std::size_t k) {
+void add_over_tasks_vectors(std::size_t first_task, std::size_t last_task, std::size_t width, const T* slots, T* sum,
+                            std::size_t k, bool from_zero) {
     using kernels::detail::load, kernels::detail::store, kernels::detail::wide;
     constexpr std::size_t L = kernels::detail::lanes<T, wide>;
-    kernels::detail::vec<T, wide> sum[V] = {};
-    for (std::size_t i = 0; i < tasks; ++i) {
+    kernels::detail::vec<T, wide> acc[V] = {};
+    if (!from_zero) {
         METAFAST_UNROLL
-        for (std::size_t v = 0; v < V; ++v) sum[v] += load<T, wide>(slots + i * width + k + v * L);
+        for (std::size_t v = 0; v < V; ++v) acc[v] = load<T, wide>(sum + k + v * L);
+    }
+    for (std::size_t i = first_task; i < last_task; ++i) {
+        METAFAST_UNROLL
+        for (std::size_t v = 0; v < V; ++v) acc[v] += load<T, wide>(slots + i * width + k + v * L);
     }
     METAFAST_UNROLL
-    for (std::size_t v = 0; v < V; ++v) store<T, wide>(mean + k + v * L, sum[v] / T(tasks));
+    for (std::size_t v = 0; v < V; ++v) store<T, wide>(sum + k + v * L, acc[v]);
 }
 #endif
 
-// mean[k] = (sum over tasks i, in task order, of slots[i * width + k]) / tasks for k in
-// [first, last), vectors of elements at a time.
+// sum[k] = (0 if from_zero, else sum[k]) + slots[i * width + k] for tasks i = first_task ..
+// last_task - 1, added in task order, for k in [first, last).
 template <class T>
-void mean_over_tasks(std::size_t tasks, std::size_t width, const T* slots, T* mean, std::size_t first,
-                     std::size_t last) {
+void add_over_tasks(std::size_t first_task, std::size_t last_task, std::size_t width, const T* slots, T* sum,
+                    std::size_t first, std::size_t last, bool from_zero) {
     std::size_t k = first;
 #ifdef METAFAST_VECTOR_KERNELS
     constexpr std::size_t L = kernels::detail::lanes<T, kernels::detail::wide>;
-    for (; k + 8 * L <= last; k += 8 * L) mean_over_tasks_vectors<8>(tasks, width, slots, mean, k);
-    for (; k + L <= last; k += L) mean_over_tasks_vectors<1>(tasks, width, slots, mean, k);
+    for (; k + 8 * L <= last; k += 8 * L) add_over_tasks_vectors<8>(first_task, last_task, width, slots, sum, k, from_zero);
+    for (; k + L <= last; k += L) add_over_tasks_vectors<1>(first_task, last_task, width, slots, sum, k, from_zero);
 #endif
     for (; k < last; ++k) {
-        T sum = 0;
-        for (std::size_t i = 0; i < tasks; ++i) sum += slots[i * width + k];
-        mean[k] = sum / T(tasks);
+        T acc = from_zero ? T(0) : sum[k];
+        for (std::size_t i = first_task; i < last_task; ++i) acc += slots[i * width + k];
+        sum[k] = acc;
     }
+}
+
+// mean[k] = (sum over tasks i, in task order, of slots[i * width + k]) / tasks for k in
+// [first, last).
+template <class T>
+void mean_over_tasks(std::size_t tasks, std::size_t width, const T* slots, T* mean, std::size_t first,
+                     std::size_t last) {
+    add_over_tasks(0, tasks, width, slots, mean, first, last, true);
+    for (std::size_t k = first; k < last; ++k) mean[k] /= T(tasks);
 }
 
 // The same for every k. Threads split the elements, never the order of a sum, so the result

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "metafast/buffer.hpp"
+#include "metafast/meta_batch_loop.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/parallel.hpp"
 #include "metafast/rl.hpp"
@@ -22,11 +23,6 @@ namespace metafast {
 template <class T>
 class MetaSgdRlLearner {
 public:
-    struct FitResult {
-        std::size_t completed;
-        bool diverged;
-    };
-
     MetaSgdRlLearner(Mlp mlp, Navigation2D env, RlConfig config, OptimizerConfig optimizer, std::uint64_t seed,
                      int num_threads)
         : mlp_(std::move(mlp)), env_(env), config_(config), optimizer_(optimizer), seed_(seed),
@@ -52,25 +48,20 @@ public:
         const std::size_t q = policy_params(), width = 2 * q;
         if (task_grads_.size() < meta_batch * width) task_grads_.resize(meta_batch * width);
         if (task_returns_.size() < meta_batch) task_returns_.resize(meta_batch);
-        for (std::size_t k = 0; k < iterations; ++k) {
-            const std::uint64_t iteration = first_iteration + k;
-            const T* theta = params_.data();
-            parallel_for(meta_batch, threads_, [&](std::size_t i, int thread) {
-                CounterRng rng(seed_, iteration, i);
-                double goal[2];
-                env_.sample_goal(rng, goal);
-                T* g = task_grads_.data() + i * width;
-                task_returns_[i] = rl_task_meta_gradient(mlp_, env_, config_, theta, theta + q, goal, rng,
-                                                         workspaces_[static_cast<std::size_t>(thread)], g, g + q);
-            });
-            mean_over_tasks(meta_batch, width, task_grads_.data(), mean_grad_.data(), threads_);
-            double mean_return = 0.0;
-            for (std::size_t i = 0; i < meta_batch; ++i) mean_return += task_returns_[i];
-            mean_return /= double(meta_batch);
-            if (!update_if_finite(mean_return)) return {k, true};
-            returns[k] = mean_return;
-        }
-        return {iterations, false};
+        if (sum_.size() < width) sum_.resize(width);
+        GuardedUpdate<T> update(optimizer_, threads_, params_, state_, candidate_, candidate_state_);
+        return meta_batch_loop(iterations, meta_batch, width, threads_, task_grads_.data(), task_returns_.data(),
+                               sum_.data(), mean_grad_.data(), update, returns,
+                               [&](std::size_t k, std::size_t i, int thread) {
+                                   CounterRng rng(seed_, first_iteration + k, i);
+                                   double goal[2];
+                                   env_.sample_goal(rng, goal);
+                                   T* g = task_grads_.data() + i * width;
+                                   const T* theta = params_.data();
+                                   return double(rl_task_meta_gradient(mlp_, env_, config_, theta, theta + q, goal, rng,
+                                                                       workspaces_[static_cast<std::size_t>(thread)], g,
+                                                                       g + q));
+                               });
     }
 
     // Mean return of `trajectories` fresh trajectories after each number of adaptation steps in
@@ -114,18 +105,13 @@ private:
         for (std::size_t i = 0; i < q; ++i) theta[i] -= params_[q + i] * grad[i];
     }
 
-    bool update_if_finite(double score) {
-        return metafast::update_if_finite(score, mean_grad_, optimizer_, threads_, params_, state_, candidate_,
-                                          candidate_state_);
-    }
-
     Mlp mlp_;
     Navigation2D env_;
     RlConfig config_;
     OptimizerConfig optimizer_;
     std::uint64_t seed_;
     int threads_ = 1;
-    Buffer<T> params_, mean_grad_, candidate_, task_grads_;
+    Buffer<T> params_, mean_grad_, candidate_, task_grads_, sum_;
     std::vector<double> task_returns_;
     OptimizerState<T> state_, candidate_state_;
     std::vector<RlWorkspace<T>> workspaces_;
