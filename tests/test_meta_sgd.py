@@ -115,8 +115,9 @@ def test_native_fit_trains_on_the_tasks_that_sample_returns():
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fit_is_bit_identical_for_any_thread_count(dtype):
+    """Also with more threads than cores (3, and 8 for 7 tasks: one task each) and uneven splits."""
     results = []
-    for threads in (1, 2, 1):
+    for threads in (1, 2, 3, 8, 1):
         learner = sine_learner(dtype=dtype, num_threads=threads, inner_steps=2)
         history = learner.fit(Sinusoid(), iterations=30, meta_batch=7, progress=False)
         results.append((learner.theta, learner.alpha, history))

@@ -147,7 +147,7 @@ def test_rollout_and_meta_gradient_match_the_numpy_reference(first_order):
 
 def test_rl_fit_is_bit_identical_for_any_thread_count():
     results = []
-    for threads in (1, 2, 1):
+    for threads in (1, 2, 3, 1):
         learner = rl_learner(num_threads=threads)
         history = learner.fit(iterations=3, meta_batch=4, progress=False)
         results.append((learner.theta, learner.alpha, history))

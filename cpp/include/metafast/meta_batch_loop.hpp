@@ -1,8 +1,9 @@
 // A run of meta-iterations in one OpenMP parallel region: each thread takes a contiguous range
 // of the meta-batch's tasks, the task gradients are summed in task order as a relay through the
 // threads, and the threads share the guarded meta-optimizer update. One region per run instead
-// of several per iteration, and each thread reads only the gradient slots it wrote itself
-// (a mean over tasks split by elements would read most slots from other cores' caches).
+// of several per iteration; each thread reads only the gradient slots it wrote itself (a mean
+// over tasks split by elements reads most slots from other cores' caches); and threads wait on
+// one flag per thread and round instead of barriers, two waits per meta-iteration.
 #pragma once
 
 #include <algorithm>
@@ -12,6 +13,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <thread>
 #include <vector>
 
 #include "metafast/buffer.hpp"
@@ -42,21 +44,20 @@ inline Range contiguous_range(std::size_t n, std::size_t parts, std::size_t part
     return {first, first + size + (part < extra)};
 }
 
-// Sums task slots in task order as a relay: thread c adds its own tasks' slots onto the running
-// sum after thread c - 1 has added its own, so every element is summed in task order for any
-// thread count, and only the running sum moves between cores.
-template <class T>
-class RelaySum {
+// One flag per thread holding the last round (1, 2, ...) that the thread finished a phase of;
+// rounds only increase, so no flag is ever reset.
+class RoundFlags {
 public:
-    explicit RelaySum(int team) : passed_(static_cast<std::size_t>(team)) {}
+    explicit RoundFlags(std::size_t threads) : flags_(threads) {}
 
-    // Thread `thread`'s turn in round `round` (1, 2, ...: the rounds of one relay increase).
-    void add(std::uint64_t round, int thread, Range tasks, std::size_t width, const T* slots, T* sum) {
-        const auto c = static_cast<std::size_t>(thread);
-        if (c > 0)
-            while (passed_[c - 1].round.load(std::memory_order_acquire) < round) pause();
-        add_over_tasks(tasks.first, tasks.last, width, slots, sum, 0, width, c == 0);
-        passed_[c].round.store(round, std::memory_order_release);
+    void publish(std::size_t thread, std::uint64_t round) { flags_[thread].round.store(round, std::memory_order_release); }
+
+    // Waits until `thread` has published `round` (its writes before then are visible after).
+    void wait_for(std::size_t thread, std::uint64_t round) const {
+        for (unsigned spins = 0; flags_[thread].round.load(std::memory_order_acquire) < round; ++spins) {
+            if (spins < 1u << 10) pause();
+            else std::this_thread::yield();  // more threads than cores: let the one we wait for run
+        }
     }
 
 private:
@@ -65,88 +66,91 @@ private:
         _mm_pause();
 #endif
     }
-    struct alignas(64) Flag {  // one cache line each: a waiting thread polls only its predecessor's
+    struct alignas(64) Flag {  // a cache line each: a thread polls only the flags it waits for
         std::atomic<std::uint64_t> round{0};
     };
-    std::vector<Flag> passed_;
+    std::vector<Flag> flags_;
 };
 
 // Runs `iterations` meta-iterations of `tasks` tasks on up to `threads` threads.
-// task_gradient(k, i, thread) computes task i of iteration k into slots[i * width ..] and returns
-// its score; the iteration's score is their mean, and the update's gradient their mean slot.
-// Iteration k is committed and its score written to scores[k] only when the score, the gradient
-// and the new parameters are all finite; otherwise the run stops there (diverged). An exception
-// in any thread stops the run at that iteration and is rethrown after the region.
+// task_gradient(k, i, thread, params) computes task i of iteration k at the current parameters
+// into slots[i * width ..] and returns its score; the iteration's score is their mean, and the
+// update's gradient (written to mean) their mean slot, summed in task order. Iteration k is
+// committed and its score written to scores[k] only when the score, the gradient and the new
+// parameters are all finite; otherwise the run stops there (diverged). An exception in any
+// thread stops the run at that iteration and is rethrown after the region.
 template <class T, class TaskGradient>
 FitResult meta_batch_loop(std::size_t iterations, std::size_t tasks, std::size_t width, int threads, T* slots,
-                          double* task_scores, T* sum, T* mean, GuardedUpdate<T>& update, double* scores,
+                          double* task_scores, T* sum, T* mean, const GuardedUpdate<T>& update, double* scores,
                           TaskGradient&& task_gradient) {
-    const int team = static_cast<int>(std::clamp<std::size_t>(tasks, 1, static_cast<std::size_t>(std::max(threads, 1))));
-    RelaySum<T> relay(team);
+    const int requested = static_cast<int>(std::clamp<std::size_t>(tasks, 1, static_cast<std::size_t>(std::max(threads, 1))));
+    RoundFlags relayed(static_cast<std::size_t>(requested)), updated(static_cast<std::size_t>(requested));
     FitResult result{iterations, false};
+    GuardedUpdate<T> committed = update;
     std::exception_ptr error;
     std::mutex error_mutex;
-    std::atomic<bool> failed{false};
-    std::atomic<std::uint64_t> nonfinite_round{0};
-    auto guarded = [&](auto&& work) {
+    // Rounds in which something failed: only those rounds' values, so a fast thread's next
+    // round cannot change what a slow thread reads for this one.
+    std::atomic<std::uint64_t> failed_round{0}, nonfinite_round{0};
+    auto guarded = [&](std::uint64_t round, auto&& work) {
         try {
             work();
         } catch (...) {
             std::lock_guard<std::mutex> lock(error_mutex);
             if (!error) error = std::current_exception();
-            failed.store(true);
+            failed_round.store(round);
         }
     };
     auto mean_of_block = [&](std::size_t first, std::size_t last) {
         for (std::size_t k = first; k < last; ++k) mean[k] = sum[k] / T(tasks);
     };
 #ifdef _OPENMP
-#pragma omp parallel num_threads(team) if (team > 1)
+#pragma omp parallel num_threads(requested) if (requested > 1)
 #endif
     {
         const FlushDenormals flush;
 #ifdef _OPENMP
-        const int thread = omp_get_thread_num();
+        const auto team = static_cast<std::size_t>(omp_get_num_threads());  // the runtime may give fewer
+        const auto thread = static_cast<std::size_t>(omp_get_thread_num());
 #else
-        const int thread = 0;
+        const std::size_t team = 1, thread = 0;
 #endif
-        const auto parts = static_cast<std::size_t>(team), part = static_cast<std::size_t>(thread);
-        const Range mine = contiguous_range(tasks, parts, part);
-        const Range my_blocks = contiguous_range(update.blocks(), parts, part);
-        // Every thread reaches every barrier in every iteration, and all leave the loop together:
-        // they decide from the same shared values, read after a barrier.
+        const Range mine = contiguous_range(tasks, team, thread);
+        const Range my_blocks = contiguous_range(update.blocks(), team, thread);
+        GuardedUpdate<T> own = update;  // every thread commits its copy alike
         for (std::size_t k = 0; k < iterations; ++k) {
-            guarded([&] {
-                for (std::size_t i = mine.first; i < mine.last; ++i) task_scores[i] = task_gradient(k, i, thread);
+            const std::uint64_t round = k + 1;
+            guarded(round, [&] {
+                for (std::size_t i = mine.first; i < mine.last; ++i)
+                    task_scores[i] = task_gradient(k, i, static_cast<int>(thread), own.params());
             });
-            relay.add(k + 1, thread, mine, width, slots, sum);
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
+            // The relay: add my tasks' slots onto the sum after my predecessor added its own.
+            if (thread > 0) relayed.wait_for(thread - 1, round);
+            add_over_tasks(mine.first, mine.last, width, slots, sum, 0, width, thread == 0);
+            relayed.publish(thread, round);
+            relayed.wait_for(team - 1, round);  // the sum (and every task's score) is complete
+
             double score = 0.0;
             for (std::size_t i = 0; i < tasks; ++i) score += task_scores[i];
             score /= double(tasks);
             if (std::isfinite(score))
-                guarded([&] {
+                guarded(round, [&] {
                     for (std::size_t b = my_blocks.first; b < my_blocks.last; ++b)
-                        if (!update.update_block(b, mean, mean_of_block)) nonfinite_round.store(k + 1);
+                        if (!own.update_block(b, mean, mean_of_block)) nonfinite_round.store(round);
                 });
-#ifdef _OPENMP
-#pragma omp barrier
-#endif
-            if (failed.load() || !std::isfinite(score) || nonfinite_round.load() == k + 1) {
-                if (thread == 0) result = {k, !failed.load()};
-                break;
+            updated.publish(thread, round);
+            for (std::size_t c = 0; c < team; ++c) updated.wait_for(c, round);
+
+            if (failed_round.load() == round || nonfinite_round.load() == round || !std::isfinite(score)) {
+                if (thread == 0) result = {k, failed_round.load() != round};
+                break;  // every thread, at the same round
             }
-#ifdef _OPENMP
-#pragma omp single
-#endif
-            {
-                update.commit();
-                scores[k] = score;
-            }  // (the implied barrier: nobody reads the parameters before the commit)
+            own.commit();
+            if (thread == 0) scores[k] = score;
         }
+        if (thread == 0) committed = own;
     }
+    committed.finish();
     if (error) std::rethrow_exception(error);
     return result;
 }

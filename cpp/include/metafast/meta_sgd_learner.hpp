@@ -81,16 +81,17 @@ public:
         const std::size_t n = num_params(), width = 2 * n;
         grow_task_slots(meta_batch);
         if (sum_.size() < width) sum_.resize(width);
-        GuardedUpdate<T> update(optimizer_, threads_, params_, state_, candidate_, candidate_state_);
         const TaskBatchView<T> batch = storage_.view();
         return meta_batch_loop(iterations, meta_batch, width, threads_, task_grads_.data(), task_losses_.data(),
-                               sum_.data(), mean_grad_.data(), update, losses,
-                               [&](std::size_t k, std::size_t i, int thread) {
+                               sum_.data(), mean_grad_.data(),
+                               GuardedUpdate<T>(optimizer_, threads_, params_, state_, candidate_, candidate_state_),
+                               losses,
+                               [&](std::size_t k, std::size_t i, int thread, const T* params) {
                                    const auto t = static_cast<std::size_t>(thread);
                                    sample_task(family, seed, first_iteration + k, i, storage_.slot(i), scratch_[t]);
                                    T* g = task_grads_.data() + i * width;
-                                   return double(task_meta_gradient(mlp_, config_, params_.data(), params_.data() + n,
-                                                                    batch.task(i), workspaces_[t], g, g + n));
+                                   return double(task_meta_gradient(mlp_, config_, params, params + n, batch.task(i),
+                                                                    workspaces_[t], g, g + n));
                                });
     }
 

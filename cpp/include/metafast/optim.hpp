@@ -140,10 +140,13 @@ struct GradientReady {
     void operator()(std::size_t, std::size_t) const {}
 };
 
-// One meta-optimizer update, computed out of place into `candidate` (and `candidate_state`) in
-// blocks that threads share, and committed only when the gradient and the new parameters are all
-// finite: a diverging meta-iteration leaves a learner exactly as it was. Elementwise, so the
-// result depends neither on the threads nor on the blocks.
+// Meta-optimizer updates computed out of place, from the current parameters and state into
+// the candidate buffers, in blocks that threads share; committing one makes the candidate
+// current. An update is committed only when its gradient and new parameters are all finite, so a
+// diverging meta-iteration leaves a learner exactly as it was. Elementwise, so the result
+// depends neither on the threads nor on the blocks.
+// Cheap to copy: threads may each keep a copy and commit alike, with no lock or swap between
+// updates; finish() then leaves the committed values in the learner's buffers.
 template <class T>
 class GuardedUpdate {
 public:
@@ -151,56 +154,77 @@ public:
     // thread, of at least 256 elements (a multiple of any vector width).
     GuardedUpdate(const OptimizerConfig& config, int threads, Buffer<T>& params, OptimizerState<T>& state,
                   Buffer<T>& candidate, OptimizerState<T>& candidate_state)
-        : config_(config), params_(params), state_(state), candidate_(candidate), candidate_state_(candidate_state),
-          step_(config, state.step + 1) {
-        const std::size_t n = params.size();
-        candidate.resize(n);
-        if (config.kind == Optimizer::adam) {
-            candidate_state.m.resize(n);
-            candidate_state.v.resize(n);
+        : config_(&config), params_buffer_(&params), state_(&state), candidate_buffer_(&candidate),
+          candidate_state_(&candidate_state), n_(params.size()), step_(state.step), adam_(config, state.step + 1) {
+        const bool adam = config.kind == Optimizer::adam;
+        candidate.resize(n_);
+        if (adam) {
+            candidate_state.m.resize(n_);
+            candidate_state.v.resize(n_);
         }
+        params_[0] = params.data();
+        params_[1] = candidate.data();
+        m_[0] = adam ? state.m.data() : nullptr;
+        m_[1] = adam ? candidate_state.m.data() : nullptr;
+        v_[0] = adam ? state.v.data() : nullptr;
+        v_[1] = adam ? candidate_state.v.data() : nullptr;
         const std::size_t wanted = static_cast<std::size_t>(std::max(threads, 1)) * 4;
-        block_ = std::max<std::size_t>(256, ((n + wanted - 1) / wanted + 63) / 64 * 64);
-        blocks_ = (n + block_ - 1) / block_;
+        block_ = std::max<std::size_t>(256, ((n_ + wanted - 1) / wanted + 63) / 64 * 64);
+        blocks_ = (n_ + block_ - 1) / block_;
     }
 
     std::size_t blocks() const { return blocks_; }
+    const T* params() const { return params_[current_]; }  // the current parameters
 
     // Computes block b of the candidate from grad, after prepare(first, last) has filled grad
     // there (computing the mean over tasks there, block by block, saves a pass over memory);
     // returns whether the block's gradient and new parameters are finite.
     template <class Prepare>
     bool update_block(std::size_t b, T* grad, Prepare&& prepare) const {
-        const std::size_t first = b * block_, last = std::min(params_.size(), first + block_), count = last - first;
+        const std::size_t first = b * block_, last = std::min(n_, first + block_), count = last - first;
         prepare(first, last);
-        T* out = candidate_.data() + first;
-        if (config_.kind == Optimizer::adam)
-            adam_elements(count, step_, grad + first, params_.data() + first, state_.m.data() + first,
-                          state_.v.data() + first, out, candidate_state_.m.data() + first,
-                          candidate_state_.v.data() + first);
+        const int now = current_, next = 1 - current_;
+        T* out = params_[next] + first;
+        if (config_->kind == Optimizer::adam)
+            adam_elements(count, adam_, grad + first, params_[now] + first, m_[now] + first, v_[now] + first, out,
+                          m_[next] + first, v_[next] + first);
         else
-            sgd_elements(count, T(config_.lr), grad + first, params_.data() + first, out);
+            sgd_elements(count, T(config_->lr), grad + first, params_[now] + first, out);
         return all_finite(count, grad + first) && all_finite(count, out);
     }
 
-    // Makes the candidate the current parameters and state (every block updated and finite).
+    // Makes the candidate current (every block updated and finite).
     void commit() {
-        std::swap(params_, candidate_);
-        if (config_.kind == Optimizer::adam) {
-            std::swap(state_.m, candidate_state_.m);
-            std::swap(state_.v, candidate_state_.v);
+        current_ = 1 - current_;
+        ++step_;
+        adam_ = AdamStep<T>(*config_, step_ + 1);
+    }
+
+    // Leaves the current parameters and state in the learner's buffers; once, by one copy.
+    void finish() const {
+        if (current_ == 1) {
+            std::swap(*params_buffer_, *candidate_buffer_);
+            if (config_->kind == Optimizer::adam) {
+                std::swap(state_->m, candidate_state_->m);
+                std::swap(state_->v, candidate_state_->v);
+            }
         }
-        ++state_.step;
-        step_ = AdamStep<T>(config_, state_.step + 1);
+        state_->step = step_;
     }
 
 private:
-    const OptimizerConfig& config_;
-    Buffer<T>& params_;
-    OptimizerState<T>& state_;
-    Buffer<T>& candidate_;
-    OptimizerState<T>& candidate_state_;
-    AdamStep<T> step_;  // Adam's scalars for the next update
+    const OptimizerConfig* config_;
+    Buffer<T>* params_buffer_;
+    OptimizerState<T>* state_;
+    Buffer<T>* candidate_buffer_;
+    OptimizerState<T>* candidate_state_;
+    std::size_t n_;
+    T* params_[2];  // [0]: the learner's buffers, [1]: the candidate's
+    T* m_[2];
+    T* v_[2];
+    int current_ = 0;
+    std::int64_t step_;  // updates committed
+    AdamStep<T> adam_;   // Adam's scalars for the next update
     std::size_t block_ = 0, blocks_ = 0;
 };
 
@@ -218,6 +242,7 @@ bool update_if_finite(double score, Buffer<T>& grad, const OptimizerConfig& conf
     });
     if (!finite.load()) return false;
     update.commit();
+    update.finish();
     return true;
 }
 

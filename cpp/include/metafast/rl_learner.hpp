@@ -49,15 +49,15 @@ public:
         if (task_grads_.size() < meta_batch * width) task_grads_.resize(meta_batch * width);
         if (task_returns_.size() < meta_batch) task_returns_.resize(meta_batch);
         if (sum_.size() < width) sum_.resize(width);
-        GuardedUpdate<T> update(optimizer_, threads_, params_, state_, candidate_, candidate_state_);
         return meta_batch_loop(iterations, meta_batch, width, threads_, task_grads_.data(), task_returns_.data(),
-                               sum_.data(), mean_grad_.data(), update, returns,
-                               [&](std::size_t k, std::size_t i, int thread) {
+                               sum_.data(), mean_grad_.data(),
+                               GuardedUpdate<T>(optimizer_, threads_, params_, state_, candidate_, candidate_state_),
+                               returns,
+                               [&](std::size_t k, std::size_t i, int thread, const T* theta) {
                                    CounterRng rng(seed_, first_iteration + k, i);
                                    double goal[2];
                                    env_.sample_goal(rng, goal);
                                    T* g = task_grads_.data() + i * width;
-                                   const T* theta = params_.data();
                                    return double(rl_task_meta_gradient(mlp_, env_, config_, theta, theta + q, goal, rng,
                                                                        workspaces_[static_cast<std::size_t>(thread)], g,
                                                                        g + q));
