@@ -52,9 +52,14 @@ public:
 
     void publish(std::size_t thread, std::uint64_t round) { flags_[thread].round.store(round, std::memory_order_release); }
 
-    // Waits until `thread` has published `round` (its writes before then are visible after).
+    // Whether `thread` has published `round` (then its writes before are visible).
+    bool passed(std::size_t thread, std::uint64_t round) const {
+        return flags_[thread].round.load(std::memory_order_acquire) >= round;
+    }
+
+    // Waits until `thread` has published `round`.
     void wait_for(std::size_t thread, std::uint64_t round) const {
-        for (unsigned spins = 0; flags_[thread].round.load(std::memory_order_acquire) < round; ++spins) {
+        for (unsigned spins = 0; !passed(thread, round); ++spins) {
             if (spins < 1u << 10) pause();
             else std::this_thread::yield();  // more threads than cores: let the one we wait for run
         }
@@ -120,13 +125,21 @@ FitResult meta_batch_loop(std::size_t iterations, std::size_t tasks, std::size_t
         GuardedUpdate<T> own = update;  // every thread commits its copy alike
         for (std::size_t k = 0; k < iterations; ++k) {
             const std::uint64_t round = k + 1;
+            // The relay: my tasks' slots go onto the sum once my predecessor has added its own;
+            // as soon as that has happened, each slot right after its task, still in cache.
+            std::size_t added = mine.first;
+            auto add_done_tasks = [&](std::size_t done) {
+                add_over_tasks(added, done, width, slots, sum, 0, width, thread == 0 && added == mine.first);
+                added = done;
+            };
             guarded(round, [&] {
-                for (std::size_t i = mine.first; i < mine.last; ++i)
+                for (std::size_t i = mine.first; i < mine.last; ++i) {
                     task_scores[i] = task_gradient(k, i, static_cast<int>(thread), own.params());
+                    if (thread == 0 || relayed.passed(thread - 1, round)) add_done_tasks(i + 1);
+                }
             });
-            // The relay: add my tasks' slots onto the sum after my predecessor added its own.
             if (thread > 0) relayed.wait_for(thread - 1, round);
-            add_over_tasks(mine.first, mine.last, width, slots, sum, 0, width, thread == 0);
+            if (added < mine.last || (thread == 0 && mine.first == mine.last)) add_done_tasks(mine.last);
             relayed.publish(thread, round);
             relayed.wait_for(team - 1, round);  // the sum (and every task's score) is complete
 
