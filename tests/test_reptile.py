@@ -206,3 +206,24 @@ def test_float32_adam_matches_the_float64_reference():
     np.testing.assert_array_equal(learner.theta[frozen], theta[frozen].astype(np.float32))
     moved = learner.theta[74 + np.arange(1, 37, 2)] != theta[74 + np.arange(1, 37, 2)].astype(np.float32)
     assert moved.mean() > 0.5  # the live units' output weights learn
+
+
+@pytest.mark.parametrize("step", [0, 4094, 10_000], ids=["fresh", "across-the-kept-schedule", "beyond-it"])
+def test_carried_adam_matches_the_reference_at_any_step_count(step):
+    """The core looks Adam's per-step scalars up in a table for steps up to 4096 and computes
+    them beyond: both agree with the reference update, across the boundary too."""
+    learner = sine_reptile(reset_optimizer=False, inner_epochs=1, inner_batch=5, dtype="float64", epsilon=1.0)
+    batch = Sinusoid(support=15, query=5).sample(1, seed=6, dtype="float64")
+    n = learner.model.num_params
+    rng = np.random.default_rng(0)
+    m, v = rng.normal(0, 1e-2, n), rng.uniform(0, 1e-3, n)
+    learner._impl.set_optimizer_state(m, v, step)
+    params, state = learner.theta, (m, v, step)
+    for first in (0, 5, 10):
+        grad = learner.model.loss_and_grad(params, batch.x_support[0, first:first + 5], batch.y_support[0, first:first + 5])[1]
+        params, state = reference.adam_update(params, grad, state, 1e-2)
+    learner.meta_step(batch)
+    np.testing.assert_allclose(learner.theta, params, rtol=1e-13, atol=1e-15)
+    m_core, v_core, t_core = learner._impl.get_optimizer_state()
+    assert t_core == step + 3
+    np.testing.assert_allclose(m_core, state[0], rtol=1e-13, atol=1e-18)

@@ -115,13 +115,36 @@ inline void adam_elements(std::size_t n, const AdamStep<float> adam, const float
 }
 #endif
 
+// Adam's scalars for steps 1, 2, ... of one configuration, computed once and then looked up: an
+// inner loop that restarts Adam for every task would otherwise take two pow() per step.
+template <class T>
+class AdamSchedule {
+public:
+    static constexpr std::int64_t steps_kept = 4096;  // beyond: computed each time, not stored
+
+    AdamStep<T> at(const OptimizerConfig& config, std::int64_t t) {
+        if (config.lr != lr_ || config.beta1 != beta1_ || config.beta2 != beta2_ || config.eps != eps_) {
+            steps_.clear();
+            lr_ = config.lr, beta1_ = config.beta1, beta2_ = config.beta2, eps_ = config.eps;
+        }
+        if (t > steps_kept) return AdamStep<T>(config, t);
+        while (static_cast<std::int64_t>(steps_.size()) < t)
+            steps_.emplace_back(config, static_cast<std::int64_t>(steps_.size()) + 1);
+        return steps_[static_cast<std::size_t>(t - 1)];
+    }
+
+private:
+    std::vector<AdamStep<T>> steps_;
+    double lr_ = 0, beta1_ = 0, beta2_ = 0, eps_ = 0;
+};
+
 // One update of the inner optimizer in place (Adam with t counted from 1, or SGD).
 template <class T>
 void optimizer_update(std::size_t n, const OptimizerConfig& config, const T* grad, OptimizerState<T>& state,
-                      T* params) {
+                      AdamSchedule<T>& schedule, T* params) {
     ++state.step;
     if (config.kind == Optimizer::adam)
-        adam_elements(n, AdamStep<T>(config, state.step), grad, params, state.m.data(), state.v.data(), params,
+        adam_elements(n, schedule.at(config, state.step), grad, params, state.m.data(), state.v.data(), params,
                       state.m.data(), state.v.data());
     else
         sgd_elements(n, T(config.lr), grad, params, params);

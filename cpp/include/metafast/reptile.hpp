@@ -44,6 +44,7 @@ struct ReptileWorkspace {
     Buffer<T> x_batch, y_batch;
     std::vector<std::int64_t> labels_batch;
     OptimizerState<T> state;
+    AdamSchedule<T> adam_schedule;
 };
 
 // Inner optimizer updates first_update .. first_update + updates - 1 of params (in place) on
@@ -87,7 +88,7 @@ void inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_u
             else yb.values = ws.y_batch.data();
         }
         loss_and_grad(mlp, params, xb, count, yb, config.loss, ws.mlp, ws.grad.data(), false);
-        optimizer_update(n, config.inner, ws.grad.data(), state, params);
+        optimizer_update(n, config.inner, ws.grad.data(), state, ws.adam_schedule, params);
     }
 }
 
