@@ -68,13 +68,21 @@ inline void sincos_turns(Doubles u, Doubles& sine, Doubles& cosine) {
     cosine = quadrant == 0 ? c : (quadrant == 1 ? -s : (quadrant == 2 ? -c : s));
 }
 
-// sin x for |x| < 1e9: x = 2 pi k + r with |r| <= pi (2 pi in two parts, so r keeps its
-// digits), then sin of r / (2 pi) turns.
+// sin x for |x| < 1e9: x = 2 pi k + r with |r| <= pi (2 pi in parts, so r keeps its digits),
+// then sin of r / (2 pi) turns. With fused multiply-adds x - k high is exact for a 53-bit high
+// part; without, high is split in two parts of 25 bits, whose products with k (|k| < 2^28) are
+// exact (Cody and Waite).
 inline Doubles sin(Doubles x) {
     constexpr double inverse_two_pi = 0.15915494309189535;
-    constexpr double two_pi_high = 6.28318530717958623200, two_pi_low = 2.44929359829470635e-16;
     const Doubles k = round_to_integer(x * inverse_two_pi);
+#if defined(__FMA__)
+    constexpr double two_pi_high = 6.28318530717958623200, two_pi_low = 2.44929359829470635e-16;
     const Doubles r = (x - k * two_pi_high) - k * two_pi_low;
+#else
+    constexpr double two_pi_1 = 6.283185243606567, two_pi_2 = 6.357301884918343e-08,
+                     two_pi_3 = 2.4492935982947064e-16;
+    const Doubles r = ((x - k * two_pi_1) - k * two_pi_2) - k * two_pi_3;
+#endif
     Doubles sine, cosine;
     sincos_turns(r * inverse_two_pi, sine, cosine);
     return sine;
