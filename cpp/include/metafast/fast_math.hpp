@@ -20,8 +20,8 @@ namespace metafast::fast {
 using Floats = kernels::detail::vec<float, kernels::detail::wide>;
 constexpr std::size_t float_lanes = kernels::detail::lanes<float, kernels::detail::wide>;
 
-// 1 / q for q > 0, +inf included (Adam's denominator is infinite where v overflowed).
-inline Floats reciprocal(Floats q) {
+// 1 / q for finite q > 0.
+inline Floats reciprocal_of_finite(Floats q) {
 #if defined(__AVX512F__)
     const Floats r = reinterpret_cast<Floats>(_mm512_maskz_rcp14_ps(0xFFFF, reinterpret_cast<__m512>(q)));
 #elif defined(__AVX__)
@@ -30,9 +30,14 @@ inline Floats reciprocal(Floats q) {
     return 1.0f / q;
 #endif
 #if defined(__AVX__)
-    const Floats refined = r * (2.0f - q * r);
-    return q == std::numeric_limits<float>::infinity() ? Floats{} : refined;  // the estimate gives 0 * inf there
+    return r * (2.0f - q * r);
 #endif
+}
+
+// 1 / q for q > 0, +inf included (Adam's denominator is infinite where v overflowed).
+inline Floats reciprocal(Floats q) {
+    // The estimate's refinement gives 0 * inf = NaN at +inf.
+    return q == std::numeric_limits<float>::infinity() ? Floats{} : reciprocal_of_finite(q);
 }
 
 // sqrt(x) for x >= 0 (0 and +inf included).
