@@ -281,6 +281,41 @@ void product(std::size_t m, std::size_t n, std::size_t k, const T* A, std::size_
     }
 }
 
+// s[j] (+)= the sum over rows r = 0 .. m-1, in row order, of weight(r) A[r * n + j], for j in
+// [0, n): V vectors of columns at a time with their sums in registers across the rows (summing
+// in memory would wait for each row's stores before the next row's loads).
+template <std::size_t V, class T, class Weight>
+inline void row_sums_vectors(std::size_t m, std::size_t n, const T* A, Weight weight, T* s, bool accumulate) {
+    constexpr std::size_t L = lanes<T, wide>;
+    vec<T, wide> acc[V] = {};
+    if (accumulate) {
+        METAFAST_UNROLL
+        for (std::size_t v = 0; v < V; ++v) acc[v] = load<T, wide>(s + v * L);
+    }
+    for (std::size_t r = 0; r < m; ++r) {
+        const T w = weight(r);
+        METAFAST_UNROLL
+        for (std::size_t v = 0; v < V; ++v) acc[v] += w * load<T, wide>(A + r * n + v * L);
+    }
+    METAFAST_UNROLL
+    for (std::size_t v = 0; v < V; ++v) store<T, wide>(s + v * L, acc[v]);
+}
+
+template <class T, class Weight>
+void weighted_row_sums(std::size_t m, std::size_t n, const T* A, Weight weight, T* s, bool accumulate) {
+    std::size_t j = 0;
+#ifdef METAFAST_VECTOR_KERNELS
+    constexpr std::size_t L = lanes<T, wide>;
+    for (; j + 4 * L <= n; j += 4 * L) row_sums_vectors<4>(m, n, A + j, weight, s + j, accumulate);
+    for (; j + L <= n; j += L) row_sums_vectors<1>(m, n, A + j, weight, s + j, accumulate);
+#endif
+    for (; j < n; ++j) {
+        T acc = accumulate ? s[j] : T(0);
+        for (std::size_t r = 0; r < m; ++r) acc += weight(r) * A[r * n + j];
+        s[j] = acc;
+    }
+}
+
 }  // namespace detail
 
 // C (m x n) = A (m x k) B (k x n), or C += A B when `accumulate`.
@@ -293,12 +328,7 @@ void gemm_nn(std::size_t m, std::size_t n, std::size_t k, const T* A, const T* B
 template <class T>
 void gemm_tn(std::size_t m, std::size_t n, std::size_t k, const T* A, const T* B, T* C, bool accumulate) {
     if (n == 1) {  // a weighted sum of A's rows: vectorise along them
-        if (!accumulate) std::fill(C, C + k, T(0));
-        for (std::size_t r = 0; r < m; ++r) {
-            const T b = B[r];
-            const T* a = A + r * k;
-            for (std::size_t p = 0; p < k; ++p) C[p] += a[p] * b;
-        }
+        detail::weighted_row_sums(m, k, A, [B](std::size_t r) { return B[r]; }, C, accumulate);
         return;
     }
     detail::product(k, n, m, A, 1, k, B, C, accumulate);
@@ -352,12 +382,8 @@ void add_row_vector(std::size_t m, std::size_t n, const T* __restrict b, T* __re
 
 // s[j] = sum_r A[r, j] (or += when `accumulate`), summed in row order.
 template <class T>
-void column_sums(std::size_t m, std::size_t n, const T* __restrict A, T* __restrict s, bool accumulate) {
-    if (!accumulate) std::fill(s, s + n, T(0));
-    for (std::size_t r = 0; r < m; ++r) {
-        const T* __restrict a = A + r * n;
-        for (std::size_t j = 0; j < n; ++j) s[j] += a[j];
-    }
+void column_sums(std::size_t m, std::size_t n, const T* A, T* s, bool accumulate) {
+    detail::weighted_row_sums(m, n, A, [](std::size_t) { return T(1); }, s, accumulate);
 }
 
 }  // namespace metafast::kernels
