@@ -192,11 +192,13 @@ void matvec(std::size_t m, std::size_t k, const T* A, std::size_t lda, const T* 
     alignas(64) T partial[L * L], lane_major[L * L];
     std::size_t i = 0;
     for (; i + L <= m; i += L) {
-        for (std::size_t r = 0; r < L; ++r) {
-            vec<T> acc{};
-            for (std::size_t p = 0; p < full; p += L) acc += load(A + (i + r) * lda + p) * load(x + p);
-            store(partial + r * L, acc);
+        vec<T> acc[L] = {};  // the group's rows side by side: independent chains, not one per row
+        for (std::size_t p = 0; p < full; p += L) {
+            const vec<T> xp = load(x + p);
+            METAFAST_UNROLL
+            for (std::size_t r = 0; r < L; ++r) acc[r] += load(A + (i + r) * lda + p) * xp;
         }
+        for (std::size_t r = 0; r < L; ++r) store(partial + r * L, acc[r]);
         transpose_block(partial, L, lane_major, L);
         vec<T> sum = load(lane_major);
         for (std::size_t l = 1; l < L; ++l) sum += load(lane_major + l * L);
