@@ -227,3 +227,21 @@ def test_carried_adam_matches_the_reference_at_any_step_count(step):
     m_core, v_core, t_core = learner._impl.get_optimizer_state()
     assert t_core == step + 3
     np.testing.assert_allclose(m_core, state[0], rtol=1e-13, atol=1e-18)
+
+
+@pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
+@pytest.mark.parametrize("hidden, rows", [(1, 1), (7, 5), (16, 10), (40, 10), (64, 10), (100, 23)])
+def test_one_hidden_layer_scalar_network_takes_the_fused_path_with_the_same_bits(hidden, rows, activation, bias):
+    """Reptile's inner loop computes the gradient of 1 -> H -> 1 networks (identity output, MSE,
+    float32) in two fused passes; it must equal the general backpropagation bit for bit. One SGD
+    step with learning rate 1 is theta - grad, rounded once as NumPy rounds it."""
+    model = mf.MLP([1, hidden, 1], activation=activation, bias=bias)
+    learner = mf.Reptile(model, inner_optimizer="sgd", inner_lr=1.0, inner_epochs=1, inner_batch=rows,
+                         dtype="float32", seed=5)
+    rng = np.random.default_rng(hidden + rows)
+    x = rng.uniform(-5, 5, (rows, 1)).astype(np.float32)
+    y = rng.uniform(-3, 3, (rows, 1)).astype(np.float32)
+    theta = learner.theta
+    _, grad = model.loss_and_grad(theta, x, y)
+    np.testing.assert_array_equal(learner.adapt(x, y, steps=1), theta - grad)

@@ -311,10 +311,13 @@ void weighted_row_sums(std::size_t m, std::size_t n, const T* A, Weight weight, 
     for (; j + 4 * L <= n; j += 4 * L) row_sums_vectors<4>(m, n, A + j, weight, s + j, accumulate);
     for (; j + L <= n; j += L) row_sums_vectors<1>(m, n, A + j, weight, s + j, accumulate);
 #endif
-    for (; j < n; ++j) {
-        T acc = accumulate ? s[j] : T(0);
-        for (std::size_t r = 0; r < m; ++r) acc += weight(r) * A[r * n + j];
-        s[j] = acc;
+    if (j == n) return;
+    // The last columns row by row (a loop over j, not a reduction over r, so that each
+    // product is added as in the vectors above: fused where they fuse).
+    if (!accumulate) std::fill(s + j, s + n, T(0));
+    for (std::size_t r = 0; r < m; ++r) {
+        const T w = weight(r);
+        for (std::size_t q = j; q < n; ++q) s[q] += w * A[r * n + q];
     }
 }
 

@@ -15,6 +15,7 @@
 #include "metafast/mlp_workspace.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/rng.hpp"
+#include "metafast/scalar_mlp.hpp"
 
 namespace metafast {
 
@@ -57,6 +58,7 @@ void inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_u
     const std::size_t n = mlp.num_params(), in = mlp.input_width(), out = mlp.output_width();
     const std::size_t per_pass = batches_per_pass(rows, config.inner_batch);
     const std::size_t batch_rows = std::min(config.inner_batch, rows);
+    const bool fused = scalar_mlp::applies<T>(mlp, config.loss);
     if (ws.grad.size() < n) ws.grad.resize(n);
     if (config.shuffle) {  // each buffer checked on its own: a failed resize must not leave one short
         if (ws.order.size() < rows) ws.order.resize(rows);
@@ -87,7 +89,8 @@ void inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_u
             if (y.labels) yb.labels = ws.labels_batch.data();
             else yb.values = ws.y_batch.data();
         }
-        loss_and_grad(mlp, params, xb, count, yb, config.loss, ws.mlp, ws.grad.data(), false);
+        if (fused) scalar_mlp::loss_gradient(mlp, params, xb, count, yb.values, ws.mlp, ws.grad.data());
+        else loss_and_grad(mlp, params, xb, count, yb, config.loss, ws.mlp, ws.grad.data(), false);
         optimizer_update(n, config.inner, ws.grad.data(), state, ws.adam_schedule, params);
     }
 }
