@@ -51,6 +51,43 @@ Floats derivative(Floats z, Floats a) {
     else return z > 0.0f ? Floats{} + 1.0f : Floats{};
 }
 
+// What the backward pass reads and writes (g_b0 null without biases).
+struct Columns {
+    std::size_t hidden, rows;
+    const float *x, *delta, *z, *a, *w1;
+    float *g_w1, *g_w0, *g_b0;
+};
+
+// The backward pass for columns [j0, j0 + V vectors), the last vector cut at `hidden`.
+template <class F, std::size_t V>
+void backward_columns(const Columns& c, std::size_t j0) {
+    const std::size_t last = std::min(L, c.hidden - j0 - (V - 1) * L);  // columns in the last vector
+    auto at = [&](const float* p, std::size_t v) {
+        return v + 1 < V ? kernels::detail::load<float, kernels::detail::wide>(p) : load_partial(p, last);
+    };
+    Floats sum_w1[V] = {}, sum_w0[V] = {}, sum_b0[V] = {};
+    for (std::size_t r = 0; r < c.rows; ++r) {
+        const float d = c.delta[r];
+        const float* zr = c.z + r * c.hidden + j0;
+        const float* ar = c.a + r * c.hidden + j0;
+        METAFAST_UNROLL
+        for (std::size_t v = 0; v < V; ++v) {
+            const Floats av = at(ar + v * L, v);
+            sum_w1[v] += d * av;
+            const Floats g = d * at(c.w1 + j0 + v * L, v) * derivative<F>(at(zr + v * L, v), av);
+            sum_w0[v] += c.x[r] * g;
+            sum_b0[v] += g;
+        }
+    }
+    METAFAST_UNROLL
+    for (std::size_t v = 0; v < V; ++v) {
+        const std::size_t j = j0 + v * L, count = v + 1 < V ? L : last;
+        store_partial(c.g_w1 + j, count, sum_w1[v]);
+        store_partial(c.g_w0 + j, count, sum_w0[v]);
+        if (c.g_b0) store_partial(c.g_b0 + j, count, sum_b0[v]);
+    }
+}
+
 // grad (num_params) of the mean squared error on `rows` rows; z and a (rows x H) and delta
 // (rows) are scratch.
 template <class F>
@@ -87,30 +124,15 @@ void fused_gradient(const Mlp& mlp, const float* theta, const float* x, std::siz
     // Backward, columns of up to four vectors at a time with their sums over the rows in
     // registers: dL/dW1 = a^T delta, dL/dW0 = x^T g and dL/db0 = the sum of g's rows, where
     // g = (delta W1^T) * f'(z).
-    float* g_w0 = grad + mlp.weight_offset(0);
-    float* g_b0 = grad + mlp.bias_offset(0);
-    float* g_w1 = grad + mlp.weight_offset(1);
-    constexpr std::size_t V = 4;
-    for (std::size_t j0 = 0; j0 < hidden; j0 += V * L) {
-        Floats sum_w1[V] = {}, sum_w0[V] = {}, sum_b0[V] = {};
-        const std::size_t vectors = std::min(V, (hidden - j0 + L - 1) / L);
-        for (std::size_t r = 0; r < rows; ++r) {
-            const float d = delta[r];
-            for (std::size_t v = 0; v < vectors; ++v) {
-                const std::size_t j = j0 + v * L, count = std::min(L, hidden - j);
-                const Floats av = load_partial(a + r * hidden + j, count);
-                sum_w1[v] += d * av;
-                const Floats g = d * load_partial(w1 + j, count) * derivative<F>(load_partial(z + r * hidden + j, count), av);
-                sum_w0[v] += x[r] * g;
-                sum_b0[v] += g;
-            }
-        }
-        for (std::size_t v = 0; v < vectors; ++v) {
-            const std::size_t j = j0 + v * L, count = std::min(L, hidden - j);
-            store_partial(g_w1 + j, count, sum_w1[v]);
-            store_partial(g_w0 + j, count, sum_w0[v]);
-            if (bias) store_partial(g_b0 + j, count, sum_b0[v]);
-        }
+    const Columns columns{hidden, rows, x, delta, z, a, w1, grad + mlp.weight_offset(1),
+                          grad + mlp.weight_offset(0), bias ? grad + mlp.bias_offset(0) : nullptr};
+    std::size_t j = 0;
+    for (; hidden - j > 3 * L; j += 4 * L) backward_columns<F, 4>(columns, j);
+    switch ((hidden - j + L - 1) / L) {
+        case 3: backward_columns<F, 3>(columns, j); break;
+        case 2: backward_columns<F, 2>(columns, j); break;
+        case 1: backward_columns<F, 1>(columns, j); break;
+        default: break;
     }
     if (bias) {
         float sum = 0.0f;
