@@ -127,6 +127,21 @@ def test_fit_is_bit_identical_for_any_thread_count(dtype):
         np.testing.assert_array_equal(history, results[0][2])
 
 
+def test_fit_of_a_large_model_splits_the_update_over_threads_with_the_same_bits():
+    """Models with 2 x 16,384 or more parameters ([theta, alpha]) share the meta-optimizer
+    update between the threads instead of leaving it to one; the result must not change."""
+    results = []
+    for threads in (1, 2, 3):
+        learner = mf.MetaSGD(mf.MLP([1, 128, 127, 1], activation="relu"), seed=3, num_threads=threads)
+        assert 2 * learner.model.num_params >= 2**15
+        history = learner.fit(Sinusoid(), iterations=3, meta_batch=5, progress=False)
+        results.append((learner.theta, learner.alpha, history))
+    for theta, alpha, history in results[1:]:
+        np.testing.assert_array_equal(theta, results[0][0])
+        np.testing.assert_array_equal(alpha, results[0][1])
+        np.testing.assert_array_equal(history, results[0][2])
+
+
 def test_fit_in_pieces_equals_fit_at_once():
     whole, pieces = sine_learner(), sine_learner()
     whole.fit(Sinusoid(), iterations=20, meta_batch=4, progress=False)

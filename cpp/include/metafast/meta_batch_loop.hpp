@@ -33,16 +33,22 @@ struct FitResult {
 };
 
 // Items [first, last) of n that part `part` of `parts` takes: contiguous, in order, sizes
-// within one of each other (as OpenMP's static schedule splits a loop).
+// within one of each other, the larger ranges last (the relay's first threads finish early and
+// pass the sum on while the last ones still work).
 struct Range {
     std::size_t first, last;
 };
 
 inline Range contiguous_range(std::size_t n, std::size_t parts, std::size_t part) {
-    const std::size_t size = n / parts, extra = n % parts;
-    const std::size_t first = part * size + std::min(part, extra);
-    return {first, first + size + (part < extra)};
+    const std::size_t size = n / parts, smaller = parts - n % parts;  // parts of `size` items
+    const std::size_t first = part * size + (part > smaller ? part - smaller : 0);
+    return {first, first + size + (part >= smaller)};
 }
+
+// Updates of up to this many parameters run on one thread, the relay's last, which holds the
+// sum in its cache: spread over cores they cost more in moving the sum and the new parameters
+// between caches than they save.
+constexpr std::size_t shared_update_min = 1 << 15;
 
 // One flag per thread holding the last round (1, 2, ...) that the thread finished a phase of;
 // rounds only increase, so no flag is ever reset.
@@ -121,7 +127,8 @@ FitResult meta_batch_loop(std::size_t iterations, std::size_t tasks, std::size_t
         const std::size_t team = 1, thread = 0;
 #endif
         const Range mine = contiguous_range(tasks, team, thread);
-        const Range my_blocks = contiguous_range(update.blocks(), team, thread);
+        const Range my_blocks = width >= shared_update_min ? contiguous_range(update.blocks(), team, thread)
+                                : thread + 1 == team ? Range{0, update.blocks()} : Range{0, 0};
         GuardedUpdate<T> own = update;  // every thread commits its copy alike
         for (std::size_t k = 0; k < iterations; ++k) {
             const std::uint64_t round = k + 1;
