@@ -127,8 +127,9 @@ FitResult meta_batch_loop(std::size_t iterations, std::size_t tasks, std::size_t
         const std::size_t team = 1, thread = 0;
 #endif
         const Range mine = contiguous_range(tasks, team, thread);
+        const bool sole_updater = width < shared_update_min && thread + 1 == team;
         const Range my_blocks = width >= shared_update_min ? contiguous_range(update.blocks(), team, thread)
-                                : thread + 1 == team ? Range{0, update.blocks()} : Range{0, 0};
+                                : sole_updater ? Range{0, update.blocks()} : Range{0, 0};
         GuardedUpdate<T> own = update;  // every thread commits its copy alike
         for (std::size_t k = 0; k < iterations; ++k) {
             const std::uint64_t round = k + 1;
@@ -145,6 +146,7 @@ FitResult meta_batch_loop(std::size_t iterations, std::size_t tasks, std::size_t
                     if (thread == 0 || relayed.passed(thread - 1, round)) add_done_tasks(i + 1);
                 }
             });
+            if (sole_updater) own.prefetch_candidate();  // while waiting for the relay
             if (thread > 0) relayed.wait_for(thread - 1, round);
             if (added < mine.last || (thread == 0 && mine.first == mine.last)) add_done_tasks(mine.last);
             relayed.publish(thread, round);
