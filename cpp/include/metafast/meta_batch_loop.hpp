@@ -128,6 +128,7 @@ FitResult meta_batch_loop(std::size_t iterations, std::size_t tasks, std::size_t
 #endif
         const Range mine = contiguous_range(tasks, team, thread);
         const bool sole_updater = width < shared_update_min && thread + 1 == team;
+        const bool prefetch = sole_updater && team > 1;  // other cores hold copies of the parameters
         const Range my_blocks = width >= shared_update_min ? contiguous_range(update.blocks(), team, thread)
                                 : sole_updater ? Range{0, update.blocks()} : Range{0, 0};
         GuardedUpdate<T> own = update;  // every thread commits its copy alike
@@ -146,7 +147,7 @@ FitResult meta_batch_loop(std::size_t iterations, std::size_t tasks, std::size_t
                     if (thread == 0 || relayed.passed(thread - 1, round)) add_done_tasks(i + 1);
                 }
             });
-            if (sole_updater) own.prefetch_candidate();  // while waiting for the relay
+            if (prefetch) own.prefetch_candidate();  // while waiting for the relay
             if (thread > 0) relayed.wait_for(thread - 1, round);
             if (added < mine.last || (thread == 0 && mine.first == mine.last)) add_done_tasks(mine.last);
             relayed.publish(thread, round);
