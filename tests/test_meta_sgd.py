@@ -113,33 +113,35 @@ def test_native_fit_trains_on_the_tasks_that_sample_returns():
     np.testing.assert_array_equal(history, stepped.history)
 
 
+def assert_fit_is_the_same_for(thread_counts, make_learner, **fit_args):
+    """theta, alpha and the history after fit on sine tasks agree bit for bit across thread counts."""
+    results = []
+    for threads in thread_counts:
+        learner = make_learner(threads)
+        history = learner.fit(Sinusoid(), progress=False, **fit_args)
+        results.append((learner.theta, learner.alpha, history))
+    for result in results[1:]:
+        for got, expected in zip(result, results[0]):
+            np.testing.assert_array_equal(got, expected)
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_fit_is_bit_identical_for_any_thread_count(dtype):
     """Also with more threads than cores (3, and 8 for 7 tasks: one task each) and uneven splits."""
-    results = []
-    for threads in (1, 2, 3, 8, 1):
-        learner = sine_learner(dtype=dtype, num_threads=threads, inner_steps=2)
-        history = learner.fit(Sinusoid(), iterations=30, meta_batch=7, progress=False)
-        results.append((learner.theta, learner.alpha, history))
-    for theta, alpha, history in results[1:]:
-        np.testing.assert_array_equal(theta, results[0][0])
-        np.testing.assert_array_equal(alpha, results[0][1])
-        np.testing.assert_array_equal(history, results[0][2])
+    assert_fit_is_the_same_for((1, 2, 3, 8, 1), lambda threads: sine_learner(dtype=dtype, num_threads=threads,
+                                                                              inner_steps=2),
+                               iterations=30, meta_batch=7)
 
 
 def test_fit_of_a_large_model_splits_the_update_over_threads_with_the_same_bits():
     """Models with 2 x 16,384 or more parameters ([theta, alpha]) share the meta-optimizer
     update between the threads instead of leaving it to one; the result must not change."""
-    results = []
-    for threads in (1, 2, 3):
+    def large(threads):
         learner = mf.MetaSGD(mf.MLP([1, 128, 127, 1], activation="relu"), seed=3, num_threads=threads)
         assert 2 * learner.model.num_params >= 2**15
-        history = learner.fit(Sinusoid(), iterations=3, meta_batch=5, progress=False)
-        results.append((learner.theta, learner.alpha, history))
-    for theta, alpha, history in results[1:]:
-        np.testing.assert_array_equal(theta, results[0][0])
-        np.testing.assert_array_equal(alpha, results[0][1])
-        np.testing.assert_array_equal(history, results[0][2])
+        return learner
+
+    assert_fit_is_the_same_for((1, 2, 3), large, iterations=3, meta_batch=5)
 
 
 def test_fit_in_pieces_equals_fit_at_once():
