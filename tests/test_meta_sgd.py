@@ -351,6 +351,20 @@ def test_failed_calls_leave_the_learner_unchanged():
     np.testing.assert_array_equal(learner.history, state[3])
 
 
+@pytest.mark.parametrize("name", ["x_support", "y_support", "x_query", "y_query"])
+def test_float64_data_beyond_the_float32_range_is_a_clear_error(name):
+    """A float32 learner converts float64 batches; a finite value that float32 cannot hold is a
+    ValueError naming the array (not an overflow warning and infinities), and changes nothing."""
+    learner = sine_learner()
+    batch = Sinusoid().sample(2, seed=1, dtype="float64")
+    getattr(batch, name)[1, 0, 0] = 1e300
+    with pytest.raises(ValueError, match=f"{name} has values beyond the range of float32"):
+        learner.meta_step(batch)
+    assert learner.iteration == 0
+    with pytest.raises(ValueError, match="x_support has values beyond the range of float32"):
+        learner.adapt(np.full((3, 1), -1e300), np.zeros((3, 1)))
+
+
 def test_evaluation_counts_a_diverged_adaptation_as_infinite_loss():
     learner = sine_learner()
     learner.alpha = np.full(learner.model.num_params, 1e30, dtype=np.float32)

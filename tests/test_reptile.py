@@ -231,7 +231,8 @@ def test_carried_adam_matches_the_reference_at_any_step_count(step):
 
 @pytest.mark.parametrize("bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("activation", ["tanh", "sigmoid", "relu"])
-@pytest.mark.parametrize("hidden, rows", [(1, 1), (7, 5), (16, 10), (40, 10), (64, 10), (100, 23)])
+@pytest.mark.parametrize("hidden, rows", [(1, 1), (7, 5), (16, 10), (30, 3), (40, 10), (50, 4), (63, 10), (64, 10),
+                                          (100, 23), (127, 2)])
 def test_one_hidden_layer_scalar_network_takes_the_fused_path_with_the_same_bits(hidden, rows, activation, bias):
     """Reptile's inner loop computes the gradient of 1 -> H -> 1 networks (identity output, MSE,
     float32) in two fused passes; it must equal the general backpropagation bit for bit. One SGD

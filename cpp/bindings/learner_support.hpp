@@ -24,7 +24,7 @@ template <class L, class F>
 auto without_gil(L& learner, F&& f) {
     py::gil_scoped_release release;
     std::lock_guard<std::mutex> lock(learner.mutex());
-    const FlushDenormals flush;
+    [[maybe_unused]] const FlushDenormals flush;
     return f();
 }
 

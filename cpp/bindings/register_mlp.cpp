@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "metafast/backprop.hpp"
+#include "metafast/denormals.hpp"
 #include "metafast/hvp.hpp"
 #include "metafast/losses.hpp"
 #include "metafast/mlp.hpp"
@@ -53,6 +54,7 @@ py::array_t<T> forward_impl(const Mlp& mlp, const py::array& theta, const py::ar
     T* dst = out.mutable_data();
     {
         py::gil_scoped_release release;  // only raw pointers from here on
+        [[maybe_unused]] const FlushDenormals flush;  // as everywhere in the core
         MlpWorkspace<T> ws;
         ws.reserve(mlp, b.rows, false);
         const T* result = forward(mlp, b.theta, b.x, b.rows, ws);
@@ -66,6 +68,7 @@ double loss_impl(const Mlp& mlp, const py::array& theta, const py::array& x, con
                  Loss loss) {
     const Batch<T> b = check_inputs<T>(mlp, theta, x, y, loss);
     py::gil_scoped_release release;  // only raw pointers from here on
+    [[maybe_unused]] const FlushDenormals flush;  // as everywhere in the core
     MlpWorkspace<T> ws;
     return double(loss_value(mlp, b.theta, b.x, b.rows, b.targets, loss, ws));
 }
@@ -80,6 +83,7 @@ std::tuple<double, py::array_t<T>> loss_and_grad_impl(const Mlp& mlp, const py::
     T value;
     {
         py::gil_scoped_release release;  // only raw pointers from here on
+        [[maybe_unused]] const FlushDenormals flush;  // as everywhere in the core
         MlpWorkspace<T> ws;
         value = loss_and_grad(mlp, b.theta, b.x, b.rows, b.targets, loss, ws, g);
     }
@@ -97,6 +101,7 @@ py::array_t<T> hvp_impl(const Mlp& mlp, const py::array& theta, const py::array&
     T* out = hv.mutable_data();
     {
         py::gil_scoped_release release;  // only raw pointers from here on
+        [[maybe_unused]] const FlushDenormals flush;  // as everywhere in the core
         MlpWorkspace<T> ws;
         hvp(mlp, b.theta, b.x, b.rows, b.targets, loss, direction, ws, out, static_cast<T*>(nullptr));
     }

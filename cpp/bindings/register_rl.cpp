@@ -58,6 +58,7 @@ py::tuple surrogate_impl(const Mlp& mlp, const py::array& theta, const py::array
     T value;
     {
         py::gil_scoped_release release;  // only raw pointers from here on
+        [[maybe_unused]] const FlushDenormals flush;  // as everywhere in the core
         MlpWorkspace<T> ws;
         value = surrogate_loss_and_grad(mlp, s.theta, s.states, s.actions, s.weights, s.rows, ws, g);
     }
@@ -76,6 +77,7 @@ py::array_t<T> surrogate_hvp_impl(const Mlp& mlp, const py::array& theta, const 
     T* out = hv.mutable_data();
     {
         py::gil_scoped_release release;  // only raw pointers from here on
+        [[maybe_unused]] const FlushDenormals flush;  // as everywhere in the core
         MlpWorkspace<T> ws;
         surrogate_hvp(mlp, s.theta, s.states, s.actions, s.weights, s.rows, direction, ws, out);
     }

@@ -69,6 +69,16 @@ def params(value: Any, name: str = "theta") -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype.type)
 
 
+def converted(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
+    """`array` (numeric) as a C-contiguous array of `dtype`; finite values beyond the range of
+    `dtype` (1e300 into float32) are a ValueError, not infinities with a RuntimeWarning."""
+    with np.errstate(over="ignore"):
+        result = np.ascontiguousarray(array, dtype=dtype)
+    if result.dtype.itemsize < array.dtype.itemsize and np.any(np.isinf(result) & np.isfinite(array)):
+        raise ValueError(f"{name} has values beyond the range of {dtype} (largest {np.finfo(dtype).max:.4g})")
+    return result
+
+
 def floats(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
     """`value` as a C-contiguous array of `dtype` (theta's). Arrays of another dtype are
     refused rather than cast, so precision never changes behind the user's back; lists and

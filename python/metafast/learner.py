@@ -320,7 +320,7 @@ class MetaLearner:
         array = np.asarray(value)
         if array.dtype.kind not in "fiu":
             raise TypeError(f"{name} must be a numeric array, got dtype {array.dtype}")
-        return np.ascontiguousarray(array, dtype=self._dtype)
+        return _validation.converted(array, self._dtype, name)
 
     def _targets(self, y: Any, name: str) -> np.ndarray:
         return _validation.labels(y, name) if self._loss == "softmax_ce" else self._floats(y, name)

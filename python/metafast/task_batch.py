@@ -107,9 +107,12 @@ class TaskBatch:
     def astype(self, dtype: Any) -> TaskBatch:
         """The batch with floating arrays in ``dtype`` (labels stay int64)."""
         dtype = _validation.float_dtype(dtype)
-        cast = (lambda a: a) if self.has_labels else (lambda a: a.astype(dtype))
-        return TaskBatch(self.x_support.astype(dtype), cast(self.y_support),
-                         self.x_query.astype(dtype), cast(self.y_query))
+
+        def cast(array: np.ndarray, name: str) -> np.ndarray:
+            return array if array.dtype.kind == "i" else _validation.converted(array, dtype, name)
+
+        return TaskBatch(cast(self.x_support, "x_support"), cast(self.y_support, "y_support"),
+                         cast(self.x_query, "x_query"), cast(self.y_query, "y_query"))
 
 
 def _float_array(value: Any, name: str) -> np.ndarray:

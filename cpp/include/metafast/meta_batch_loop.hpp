@@ -119,7 +119,7 @@ FitResult meta_batch_loop(std::size_t iterations, std::size_t tasks, std::size_t
 #pragma omp parallel num_threads(requested) if (requested > 1)
 #endif
     {
-        const FlushDenormals flush;
+        [[maybe_unused]] const FlushDenormals flush;
 #ifdef _OPENMP
         const auto team = static_cast<std::size_t>(omp_get_num_threads());  // the runtime may give fewer
         const auto thread = static_cast<std::size_t>(omp_get_thread_num());

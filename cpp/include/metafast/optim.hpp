@@ -220,8 +220,10 @@ public:
     // other cores hold copies of them (they read the parameters of the iteration before), and
     // invalidating those one store at a time stalls the update.
     void prefetch_candidate() const {
+#if defined(__GNUC__) || defined(__clang__)
         const T* p = params_[1 - current_];
         for (std::size_t i = 0; i < n_; i += 64 / sizeof(T)) __builtin_prefetch(p + i, 1, 3);
+#endif
     }
 
     // Makes the candidate current (every block updated and finite).

@@ -43,7 +43,7 @@ void parallel_for(std::size_t n, int threads, F&& f) {
 #pragma omp parallel num_threads(team) if (team > 1)
 #endif
     {
-        const FlushDenormals flush;
+        [[maybe_unused]] const FlushDenormals flush;
 #ifdef _OPENMP
         const int thread = omp_get_thread_num();
 #pragma omp for schedule(static) nowait

@@ -127,8 +127,9 @@ void fused_gradient(const Mlp& mlp, const float* theta, const float* x, std::siz
     const Columns columns{hidden, rows, x, delta, z, a, w1, grad + mlp.weight_offset(1),
                           grad + mlp.weight_offset(0), bias ? grad + mlp.bias_offset(0) : nullptr};
     std::size_t j = 0;
-    for (; hidden - j > 3 * L; j += 4 * L) backward_columns<F, 4>(columns, j);
+    for (; hidden - j > 4 * L; j += 4 * L) backward_columns<F, 4>(columns, j);  // leaves 1 to 4L columns
     switch ((hidden - j + L - 1) / L) {
+        case 4: backward_columns<F, 4>(columns, j); break;
         case 3: backward_columns<F, 3>(columns, j); break;
         case 2: backward_columns<F, 2>(columns, j); break;
         case 1: backward_columns<F, 1>(columns, j); break;
