@@ -285,22 +285,38 @@ void product(std::size_t m, std::size_t n, std::size_t k, const T* A, std::size_
 
 // s[j] (+)= the sum over rows r = 0 .. m-1, in row order, of weight(r) A[r * n + j], for j in
 // [0, n): V vectors of columns at a time with their sums in registers across the rows (summing
-// in memory would wait for each row's stores before the next row's loads).
-template <std::size_t V, class T, class Weight>
-inline void row_sums_vectors(std::size_t m, std::size_t n, const T* A, Weight weight, T* s, bool accumulate) {
+// in memory would wait for each row's stores before the next row's loads). With Masked
+// (AVX-512), the last vector has only `tail` columns.
+template <std::size_t V, bool Masked = false, class T, class Weight>
+inline void row_sums_vectors(std::size_t m, std::size_t n, const T* A, Weight weight, T* s, bool accumulate,
+                             unsigned tail = 0) {
     constexpr std::size_t L = lanes<T, wide>;
+    auto get = [&](const T* p, std::size_t v) {
+#ifdef __AVX512F__
+        if (Masked && v + 1 == V) return load_first(p, tail);
+#endif
+        return load<T, wide>(p);
+    };
     vec<T, wide> acc[V] = {};
     if (accumulate) {
         METAFAST_UNROLL
-        for (std::size_t v = 0; v < V; ++v) acc[v] = load<T, wide>(s + v * L);
+        for (std::size_t v = 0; v < V; ++v) acc[v] = get(s + v * L, v);
     }
     for (std::size_t r = 0; r < m; ++r) {
         const T w = weight(r);
         METAFAST_UNROLL
-        for (std::size_t v = 0; v < V; ++v) acc[v] += w * load<T, wide>(A + r * n + v * L);
+        for (std::size_t v = 0; v < V; ++v) acc[v] += w * get(A + r * n + v * L, v);
     }
     METAFAST_UNROLL
-    for (std::size_t v = 0; v < V; ++v) store<T, wide>(s + v * L, acc[v]);
+    for (std::size_t v = 0; v < V; ++v) {
+#ifdef __AVX512F__
+        if (Masked && v + 1 == V) {
+            store_first(s + v * L, tail, acc[v]);
+            continue;
+        }
+#endif
+        store<T, wide>(s + v * L, acc[v]);
+    }
 }
 
 template <class T, class Weight>
@@ -308,8 +324,21 @@ void weighted_row_sums(std::size_t m, std::size_t n, const T* A, Weight weight, 
     std::size_t j = 0;
 #ifdef METAFAST_VECTOR_KERNELS
     constexpr std::size_t L = lanes<T, wide>;
+#ifdef __AVX512F__
+    for (; n - j > 4 * L; j += 4 * L) row_sums_vectors<4>(m, n, A + j, weight, s + j, accumulate);
+    // The last 1 to 4 vectors in one pass over the rows, the last one masked.
+    const auto tail = static_cast<unsigned>(n - j - ((n - j - 1) / L) * L);
+    switch ((n - j + L - 1) / L) {
+        case 4: row_sums_vectors<4, true>(m, n, A + j, weight, s + j, accumulate, tail); return;
+        case 3: row_sums_vectors<3, true>(m, n, A + j, weight, s + j, accumulate, tail); return;
+        case 2: row_sums_vectors<2, true>(m, n, A + j, weight, s + j, accumulate, tail); return;
+        case 1: row_sums_vectors<1, true>(m, n, A + j, weight, s + j, accumulate, tail); return;
+        default: return;
+    }
+#else
     for (; j + 4 * L <= n; j += 4 * L) row_sums_vectors<4>(m, n, A + j, weight, s + j, accumulate);
     for (; j + L <= n; j += L) row_sums_vectors<1>(m, n, A + j, weight, s + j, accumulate);
+#endif
 #endif
     if (j == n) return;
     // The last columns row by row (a loop over j, not a reduction over r, so that each
