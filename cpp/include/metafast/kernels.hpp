@@ -289,9 +289,9 @@ void product(std::size_t m, std::size_t n, std::size_t k, const T* A, std::size_
 // (AVX-512), the last vector has only `tail` columns.
 template <std::size_t V, bool Masked = false, class T, class Weight>
 inline void row_sums_vectors(std::size_t m, std::size_t n, const T* A, Weight weight, T* s, bool accumulate,
-                             unsigned tail = 0) {
+                             [[maybe_unused]] unsigned tail = 0) {
     constexpr std::size_t L = lanes<T, wide>;
-    auto get = [&](const T* p, std::size_t v) {
+    auto get = [&](const T* p, [[maybe_unused]] std::size_t v) {
 #ifdef __AVX512F__
         if (Masked && v + 1 == V) return load_first(p, tail);
 #endif
