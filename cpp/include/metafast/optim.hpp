@@ -158,11 +158,6 @@ bool all_finite(std::size_t n, const T* x) {
     return finite != 0;
 }
 
-// Does nothing: the default `prepare` for a gradient that is ready.
-struct GradientReady {
-    void operator()(std::size_t, std::size_t) const {}
-};
-
 // Meta-optimizer updates computed out of place, from the current parameters and state into
 // the candidate buffers, in blocks that threads share; committing one makes the candidate
 // current. An update is committed only when its gradient and new parameters are all finite, so a
@@ -261,17 +256,18 @@ private:
     std::size_t block_ = 0, blocks_ = 0;
 };
 
-// One guarded update on `threads` threads; returns whether it was committed (the score, the
-// gradient and the new parameters all finite). prepare(first, last) as in update_block.
-template <class T, class Prepare = GradientReady>
+// One guarded update from a ready gradient on `threads` threads; returns whether it was
+// committed (the score, the gradient and the new parameters all finite).
+template <class T>
 bool update_if_finite(double score, Buffer<T>& grad, const OptimizerConfig& config, int threads,
                       Buffer<T>& params, OptimizerState<T>& state, Buffer<T>& candidate,
-                      OptimizerState<T>& candidate_state, Prepare&& prepare = {}) {
+                      OptimizerState<T>& candidate_state) {
+    auto ready = [](std::size_t, std::size_t) {};
     if (!std::isfinite(score)) return false;
     GuardedUpdate<T> update(config, threads, params, state, candidate, candidate_state);
     std::atomic<bool> finite{true};
     parallel_for(update.blocks(), threads, [&](std::size_t b, int) {
-        if (!update.update_block(b, grad.data(), prepare)) finite.store(false, std::memory_order_relaxed);
+        if (!update.update_block(b, grad.data(), ready)) finite.store(false, std::memory_order_relaxed);
     });
     if (!finite.load()) return false;
     update.commit();

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "metafast/buffer.hpp"
+#include "metafast/meta_batch_loop.hpp"  // FitResult
 #include "metafast/parallel.hpp"
 #include "metafast/reptile.hpp"
 #include "metafast/task_batch.hpp"
@@ -23,11 +24,6 @@ namespace metafast {
 template <class T>
 class ReptileLearner {
 public:
-    struct FitResult {
-        std::size_t completed;
-        bool diverged;
-    };
-
     // Shuffles during evaluation and adaptation use this iteration key, which training
     // (counting from 0) never reaches.
     static constexpr std::uint64_t evaluation_iteration = std::numeric_limits<std::uint64_t>::max();
