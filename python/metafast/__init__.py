@@ -1,14 +1,16 @@
 """metafast: fast meta-learning (Meta-SGD, Reptile) for small networks on CPUs.
 
-The numerical work runs in a C++17 core (``metafast._core``); this package is its Python
-face. See README.md for the parameter layout and the guarantees.
+The numerical work runs in a C++17 core (``metafast._core``, compiled once per CPU level and
+picked for the running CPU at import: see ``build_info()``); this package is its Python face.
+See README.md for the parameter layout and the guarantees.
 """
 
 from __future__ import annotations
 
 try:
-    from . import _core
-except ImportError as error:  # pragma: no cover - only without a build
+    from ._dispatch import build_info
+    from ._dispatch import core as _core
+except ModuleNotFoundError as error:  # pragma: no cover - only without a build
     raise ImportError(
         "metafast's compiled core is missing; install the package with `pip install .` "
         "(or `pip install -e .` for development) rather than importing it from the source tree"
@@ -38,6 +40,7 @@ __all__ = [
     "EvaluationReport",
     "TrainingDivergedError",
     "load",
+    "build_info",
     "tasks",
     "rl",
     "reference",
