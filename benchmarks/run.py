@@ -3,12 +3,18 @@
     python benchmarks/run.py                       # everything: about 10 minutes
     python benchmarks/run.py --quick               # a smoke run: seconds
     python benchmarks/run.py --workloads W1 W3 --impls metafast numpy --threads 1
+    python benchmarks/run.py --impls metafast metafast@avx2 metafast@baseline metafast@native \
+        --native /tmp/native          # the dispatch levels, and a native build installed there
 
 Every (workload, implementation, threads) runs in a fresh process pinned to that many cores,
 after a correctness pre-check on fixed data (an implementation that disagrees with metafast is
 void, not timed). Each measurement warms up, then takes the median throughput of several runs
 of at least --seconds each. Peers: metafast.reference ("numpy"), and PyTorch and JAX when they
-are installed.
+are installed. "metafast" is the installed build at the level it picks for this CPU;
+"metafast@LEVEL" forces a level (METAFAST_CPU=LEVEL), and "metafast@native" runs a native build
+(METAFAST_NATIVE=ON) installed in the folder given by --native (pip install --target DIR).
+The fp32 multiply-add peak of one core is measured at the level in use (a probe in the core),
+not assumed; "% peak" is of that.
 """
 
 from __future__ import annotations
@@ -28,11 +34,31 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 IMPLS = ("metafast", "numpy", "pytorch", "jax")
+LEVELS = ("baseline", "avx2", "avx512", "native")
 MODULES = {"metafast": "impl_metafast", "numpy": "impl_reference", "pytorch": "impl_torch", "jax": "impl_jax"}
+NATIVE_PATH = ""  # where a native build is installed (--native)
 
 
-def child_environment(threads: int) -> dict[str, str]:
+def implementation(name: str) -> str:
+    """An --impls entry: a peer, metafast, or metafast@LEVEL."""
+    base, _, level = name.partition("@")
+    if base not in IMPLS or (level and (base != "metafast" or level not in LEVELS)):
+        raise argparse.ArgumentTypeError(f"{name!r}: expected one of {', '.join(IMPLS)} or metafast@LEVEL "
+                                         f"with LEVEL in {', '.join(LEVELS)}")
+    return name
+
+
+def child_environment(threads: int, impl: str = "metafast") -> dict[str, str]:
     env = dict(os.environ)
+    _, _, level = impl.partition("@")
+    if level == "native":
+        if not NATIVE_PATH:
+            raise SystemExit("metafast@native needs --native DIR (a native build: "
+                             "CMAKE_ARGS=-DMETAFAST_NATIVE=ON pip install --target DIR .)")
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [NATIVE_PATH, env.get("PYTHONPATH", "")]))
+        env.pop("METAFAST_CPU", None)
+    elif level:
+        env["METAFAST_CPU"] = level
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = "1"  # metafast takes its thread count per call; BLAS stays single-threaded
     env["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'} intra_op_parallelism_threads={threads}"
@@ -40,9 +66,10 @@ def child_environment(threads: int) -> dict[str, str]:
     return env
 
 
-def run_child(args: list[str], threads: int, timeout: float) -> dict:
+def run_child(args: list[str], threads: int, timeout: float, impl: str = "metafast") -> dict:
     command = [sys.executable, str(HERE / "run.py"), *args]
-    result = subprocess.run(command, capture_output=True, text=True, env=child_environment(threads), timeout=timeout)
+    result = subprocess.run(command, capture_output=True, text=True, env=child_environment(threads, impl),
+                            timeout=timeout)
     if result.returncode != 0:
         return {"error": (result.stderr.strip().splitlines() or ["failed"])[-1]}
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -61,7 +88,7 @@ def child_check(workload: str, impl: str) -> dict:
     import fixtures
     import workloads
 
-    module = importlib.import_module(MODULES[impl])
+    module = importlib.import_module(MODULES[impl.partition("@")[0]])
     reason = module.available()
     if reason:
         return {"skipped": reason}
@@ -78,7 +105,7 @@ def child_time(workload: str, impl: str, threads: int, seconds: float, repeats: 
     import workloads
 
     pin(threads)
-    module = importlib.import_module(MODULES[impl])
+    module = importlib.import_module(MODULES[impl.partition("@")[0]])
     reason = module.available()
     if reason:
         return {"skipped": reason}
@@ -102,19 +129,21 @@ def child_time(workload: str, impl: str, threads: int, seconds: float, repeats: 
 
 
 # ------------------------------------------------------------------ in the driver
-def peak_gflops(threads: int) -> tuple[float, str]:
-    """fp32 FMA peak: cores x GHz x (FMA units x lanes x 2). Two FMA units are assumed."""
-    flags, mhz = "", 0.0
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-        flags = next(line for line in text.splitlines() if line.startswith("flags"))
-        mhz = float(next(line for line in text.splitlines() if line.startswith("cpu MHz")).split(":")[1])
-    except (OSError, StopIteration, ValueError):
-        pass
-    lanes = 16 if " avx512f" in flags else 8 if " avx2" in flags and " fma" in flags else 4
-    per_cycle = 2 * lanes * (2 if lanes > 4 else 1)
-    ghz = mhz / 1000 or 2.0
-    return threads * ghz * per_cycle, f"{ghz:.2f} GHz x {per_cycle} flop/cycle/core"
+def child_peak() -> dict:
+    """The fp32 multiply-add peak of one core at the level metafast runs, and the clock."""
+    import metafast as mf
+
+    pin(1)
+    info = mf.build_info()
+    core = mf._core
+    return {"level": info["level"], "cpu": info["cpu"], "gflops": core.fma_peak_gflops(1.0),
+            "ghz": core.clock_ghz(0.5)}
+
+
+def describe_peak(peak: dict) -> str:
+    per_cycle = peak["gflops"] / peak["ghz"] if peak["ghz"] else float("nan")
+    return (f"{peak['gflops']:.1f} GFLOP/s fp32 per core at the {peak['level']} level on {peak['cpu']}, "
+            f"measured ({per_cycle:.1f} flop/cycle at the {peak['ghz']:.2f} GHz a dependent-add chain runs at)")
 
 
 def machine() -> str:
@@ -130,7 +159,9 @@ def machine() -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workloads", nargs="+", default=["W1", "W2", "W3", "W4"])
-    parser.add_argument("--impls", nargs="+", choices=IMPLS, default=list(IMPLS))
+    parser.add_argument("--impls", nargs="+", type=implementation, default=list(IMPLS),
+                        help="peers and metafast variants: metafast, metafast@LEVEL, numpy, pytorch, jax")
+    parser.add_argument("--native", default="", help="folder holding a native build, for metafast@native")
     parser.add_argument("--threads", nargs="+", type=int, default=[1, 2])
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one timed run (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement; the median counts")
@@ -139,7 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
+    global NATIVE_PATH
+    NATIVE_PATH = os.path.abspath(args.native) if args.native else ""
     if args.child:
+        if args.child[0] == "peak":
+            print(json.dumps(child_peak()))
+            return 0
         kind, workload, impl, *rest = args.child
         result = child_check(workload, impl) if kind == "check" else child_time(
             workload, impl, int(rest[0]), float(rest[1]), int(rest[2]))
@@ -151,7 +187,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seconds, args.repeats = 0.2, 2
     print(f"machine: {machine()}")
-    results: dict = {"machine": machine(), "workloads": {}}
+    peaks = {impl: run_child(["--child", "peak"], 1, timeout=120, impl=impl)
+             for impl in args.impls if impl.startswith("metafast")}
+    peaks.setdefault("metafast", run_child(["--child", "peak"], 1, timeout=120))
+    for impl, peak in peaks.items():
+        if "error" in peak:
+            raise SystemExit(f"{impl}: {peak['error']}")
+        print(f"peak ({impl}): {describe_peak(peak)}")
+    results: dict = {"machine": machine(), "peaks": peaks, "workloads": {}}
     for name in args.workloads:
         w = workloads.get(name)
         flops = workloads.flops_per_unit(w)
@@ -159,7 +202,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\n{name}: {w.algorithm}, MLP {'-'.join(map(str, w.sizes))} {w.activation}, {w.meta_batch} task(s) per "
               f"meta-iteration; {flops / 1e6:.3f} MFLOP per unit ({w.unit[:-2]})")
         for impl in args.impls:
-            check = run_child(["--child", "check", name, impl], 1, timeout=600)
+            check = run_child(["--child", "check", name, impl], 1, timeout=600, impl=impl)
             if "skipped" in check or "error" in check:
                 print(f"  {impl:9s} skipped: {check.get('skipped') or check.get('error')}")
                 continue
@@ -168,20 +211,20 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             for threads in args.threads:
                 timing = run_child(["--child", "time", name, impl, str(threads), str(args.seconds), str(args.repeats)],
-                                   threads, timeout=60 + 20 * args.seconds * args.repeats)
+                                   threads, timeout=60 + 20 * args.seconds * args.repeats, impl=impl)
                 if "throughput" not in timing:
                     print(f"  {impl:9s} {threads}t failed: {timing}")
                     continue
                 rows.append({"impl": impl, "threads": threads, "throughput": timing["throughput"],
                              "max_error": max(check["errors"].values())})
-        print_table(w, flops, rows)
+        print_table(w, flops, rows, peaks)
         results["workloads"][name] = {"flops_per_unit": flops, "rows": rows}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
 
 
-def print_table(w, flops: float, rows: list[dict]) -> None:
+def print_table(w, flops: float, rows: list[dict], peaks: dict) -> None:
     if not rows:
         return
     best = {t: r["throughput"] for r in rows if r["impl"] == "metafast" for t in [r["threads"]]}
@@ -190,13 +233,14 @@ def print_table(w, flops: float, rows: list[dict]) -> None:
           f"{'vs 1 thread':>11s}  {'check':>8s}")
     for r in rows:
         gflops = r["throughput"] * flops / 1e9
-        peak, _ = peak_gflops(r["threads"])
+        # metafast's variants against the peak of their own level, peers against the machine's
+        peak = r["threads"] * peaks.get(r["impl"], peaks["metafast"])["gflops"]
         ratio = best.get(r["threads"], float("nan")) / r["throughput"]
         scaling = r["throughput"] / one_thread[r["impl"]] if r["impl"] in one_thread else float("nan")
         print(f"  {r['impl']:9s} {r['threads']:>7d} {r['throughput']:>12,.0f} {ratio:>11.2f}x {gflops:>8.2f} "
               f"{100 * gflops / peak:>6.1f}% {scaling:>10.2f}x  {r['max_error']:>8.1e}")
-    _, formula = peak_gflops(1)
-    print(f"  (peak = threads x {formula}; GFLOP/s = throughput x FLOPs per unit)")
+    print("  (% peak: of threads x the measured one-core peak of the level in use, the best level for peers; "
+          "GFLOP/s = throughput x FLOPs per unit)")
 
 
 if __name__ == "__main__":

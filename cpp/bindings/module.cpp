@@ -15,6 +15,7 @@ void register_tasks(py::module_& m);
 void register_meta_sgd(py::module_& m);
 void register_reptile(py::module_& m);
 void register_rl(py::module_& m);
+void register_probe(py::module_& m);
 }  // namespace metafast::bindings
 
 #ifndef METAFAST_MODULE
@@ -55,4 +56,5 @@ PYBIND11_MODULE(METAFAST_MODULE, m) {
     metafast::bindings::register_meta_sgd(m);
     metafast::bindings::register_reptile(m);
     metafast::bindings::register_rl(m);
+    metafast::bindings::register_probe(m);
 }
