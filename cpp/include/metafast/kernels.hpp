@@ -25,11 +25,21 @@ namespace metafast::kernels {
 namespace detail {
 
 #if defined(__GNUC__) || defined(__clang__)
-// Vectors through the compiler's vector extensions: 64 bytes where AVX-512 is enabled (the
-// native build on such a CPU), else 32 (AVX, or pairs of SSE or NEON registers). Loads and
-// stores are unaligned (the _u form of the intrinsics headers).
+// Vectors through the compiler's vector extensions: `wide` is 64 bytes where AVX-512 is enabled
+// (the avx512 level), 32 with AVX (avx2), else 16 (SSE, NEON): never wider than the registers,
+// which GCC would lower through memory, a scalar store per lane. `narrow` (32 bytes with AVX,
+// else 16) serves products and transposes. Loads and stores are unaligned (the _u form of the
+// intrinsics headers).
 template <class T, std::size_t Bytes>
 struct VectorOf;
+template <>
+struct VectorOf<float, 16> {
+    typedef float type __attribute__((vector_size(16), may_alias, aligned(1)));
+};
+template <>
+struct VectorOf<double, 16> {
+    typedef double type __attribute__((vector_size(16), may_alias, aligned(1)));
+};
 template <>
 struct VectorOf<float, 32> {
     typedef float type __attribute__((vector_size(32), may_alias, aligned(1)));
@@ -54,22 +64,25 @@ template <std::size_t Bytes>
 struct VectorOf<std::int64_t, Bytes> {
     typedef std::int64_t type __attribute__((vector_size(Bytes), may_alias, aligned(1)));
 };
-#ifdef __AVX512F__
-constexpr std::size_t wide = 64;
+#if defined(__AVX512F__)
+constexpr std::size_t wide = 64, narrow = 32;
+#elif defined(__AVX__)
+constexpr std::size_t wide = 32, narrow = 32;
 #else
-constexpr std::size_t wide = 32;
+constexpr std::size_t wide = 16, narrow = 16;
 #endif
-template <class T, std::size_t Bytes = 32>
+template <class T, std::size_t Bytes = narrow>
 using vec = typename VectorOf<T, Bytes>::type;
-template <class T, std::size_t Bytes = 32>
+template <class T, std::size_t Bytes = narrow>
 constexpr std::size_t lanes = Bytes / sizeof(T);
 #define METAFAST_VECTOR_KERNELS 1
 
-template <class T, std::size_t Bytes = 32>
+template <class T, std::size_t Bytes = narrow>
 inline vec<T, Bytes> load(const T* p) { return *reinterpret_cast<const vec<T, Bytes>*>(p); }
-template <class T, std::size_t Bytes = 32>
+template <class T, std::size_t Bytes = narrow>
 inline void store(T* p, vec<T, Bytes> v) { *reinterpret_cast<vec<T, Bytes>*>(p) = v; }
 
+#if defined(__AVX__)
 // Transposes the 8 x 8 block of floats at A (row stride lda) into At (row stride ldt): three
 // rounds of shuffles (pairs of elements, pairs of pairs, halves), the unpack/shuffle/permute
 // network of the AVX transpose, in the compilers' portable __builtin_shufflevector.
@@ -106,6 +119,30 @@ inline void transpose_block(const double* A, std::size_t lda, double* At, std::s
         store(At + (i + 2) * ldt, __builtin_shufflevector(t[i], t[i + 2], 2, 3, 6, 7));
     }
 }
+#else
+// 16-byte vectors: the 4 x 4 block of floats (pairs of elements, then halves), and the 2 x 2
+// block of doubles.
+inline void transpose_block(const float* A, std::size_t lda, float* At, std::size_t ldt) {
+    using V = vec<float>;
+    V r[4], t[4];
+    for (int i = 0; i < 4; ++i) r[i] = load(A + i * lda);
+    for (int i = 0; i < 4; i += 2) {
+        t[i] = __builtin_shufflevector(r[i], r[i + 1], 0, 4, 1, 5);
+        t[i + 1] = __builtin_shufflevector(r[i], r[i + 1], 2, 6, 3, 7);
+    }
+    for (int i = 0; i < 2; ++i) {
+        store(At + (2 * i) * ldt, __builtin_shufflevector(t[i], t[i + 2], 0, 1, 4, 5));
+        store(At + (2 * i + 1) * ldt, __builtin_shufflevector(t[i], t[i + 2], 2, 3, 6, 7));
+    }
+}
+
+inline void transpose_block(const double* A, std::size_t lda, double* At, std::size_t ldt) {
+    using V = vec<double>;
+    const V r0 = load(A), r1 = load(A + lda);
+    store(At, __builtin_shufflevector(r0, r1, 0, 2));
+    store(At + ldt, __builtin_shufflevector(r0, r1, 1, 3));
+}
+#endif
 
 #ifdef __AVX512F__
 // The first `count` (1 to all) lanes of a 64-byte vector at p, zeros after them; and the way
@@ -268,7 +305,7 @@ void product(std::size_t m, std::size_t n, std::size_t k, const T* A, std::size_
 #else
     for (; j + 2 * WL <= n; j += 2 * WL) panel<2, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
     for (; j + WL <= n; j += WL) panel<1, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
-    for (; j + L <= n; j += L) panel<1, 32>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
+    for (; j + L <= n; j += L) panel<1, narrow>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
 #endif
 #endif
     if (j == n) return;
