@@ -229,15 +229,16 @@ def print_table(w, flops: float, rows: list[dict], peaks: dict) -> None:
         return
     best = {t: r["throughput"] for r in rows if r["impl"] == "metafast" for t in [r["threads"]]}
     one_thread = {r["impl"]: r["throughput"] for r in rows if r["threads"] == 1}
-    print(f"  {'impl':9s} {'threads':>7s} {w.unit:>12s} {'metafast is':>12s} {'GFLOP/s':>8s} {'% peak':>7s} "
+    width = max(9, *(len(r["impl"]) for r in rows))
+    print(f"  {'impl':{width}s} {'threads':>7s} {w.unit:>12s} {'metafast is':>12s} {'GFLOP/s':>8s} {'% peak':>7s} "
           f"{'vs 1 thread':>11s}  {'check':>8s}")
     for r in rows:
         gflops = r["throughput"] * flops / 1e9
         # metafast's variants against the peak of their own level, peers against the machine's
         peak = r["threads"] * peaks.get(r["impl"], peaks["metafast"])["gflops"]
-        ratio = best.get(r["threads"], float("nan")) / r["throughput"]
+        ratio = f"{best[r['threads']] / r['throughput']:>11.2f}x" if r["threads"] in best else f"{'-':>12s}"
         scaling = r["throughput"] / one_thread[r["impl"]] if r["impl"] in one_thread else float("nan")
-        print(f"  {r['impl']:9s} {r['threads']:>7d} {r['throughput']:>12,.0f} {ratio:>11.2f}x {gflops:>8.2f} "
+        print(f"  {r['impl']:{width}s} {r['threads']:>7d} {r['throughput']:>12,.0f} {ratio} {gflops:>8.2f} "
               f"{100 * gflops / peak:>6.1f}% {scaling:>10.2f}x  {r['max_error']:>8.1e}")
     print("  (% peak: of threads x the measured one-core peak of the level in use, the best level for peers; "
           "GFLOP/s = throughput x FLOPs per unit)")
