@@ -5,10 +5,16 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
+# The core picked for the running CPU (metafast._core_<level>, imported as metafast._core).
 __version__: str
+level: str  # "baseline", "avx2", "avx512" or "native"
+compile_flags: str
+compiler: str
 openmp: bool
 
 def max_threads() -> int: ...
+def fma_peak_gflops(seconds: float = 0.2) -> float: ...
+def clock_ghz(seconds: float = 0.2) -> float: ...
 
 _Floats = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 _Loss = Literal["mse", "bce", "softmax_ce"]

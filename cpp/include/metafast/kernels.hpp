@@ -254,15 +254,19 @@ template <int W, std::size_t Bytes, bool Masked = false, class T>
 inline void panel(std::size_t m, std::size_t k, const T* A, std::size_t a_row, std::size_t a_depth,
                   const T* B, std::size_t ldb, T* C, std::size_t ldc, bool accumulate, unsigned tail = 0) {
     std::size_t i = 0;
+    // Rows five at a time when that leaves no remainder (10, 20, 50 rows: few-shot batches),
+    // instead of fours and a latency-bound block of two, where the 5 x W accumulators and W + 1
+    // operands fit in the registers (32 with AVX-512, 16 without).
 #ifdef __AVX512F__
-    // With 32 vector registers, rows five at a time when that leaves no remainder (10, 20, 50
-    // rows: few-shot batches), instead of fours and a latency-bound block of two.
-    if (m % 5 == 0) {
+    constexpr bool five_rows_fit = true;
+#else
+    constexpr bool five_rows_fit = W <= 2;
+#endif
+    if (five_rows_fit && m % 5 == 0) {
         for (; i < m; i += 5)
             block<5, W, Bytes, Masked>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate, tail);
         return;
     }
-#endif
     for (; i + 4 <= m; i += 4)
         block<4, W, Bytes, Masked>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate, tail);
     A += i * a_row;

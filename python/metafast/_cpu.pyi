@@ -1,0 +1,3 @@
+"""Type stubs for the CPU probe (private; see metafast.build_info())."""
+
+def features() -> dict[str, bool | str]: ...
