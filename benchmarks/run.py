@@ -237,9 +237,9 @@ def print_table(w, flops: float, rows: list[dict], peaks: dict) -> None:
         # metafast's variants against the peak of their own level, peers against the machine's
         peak = r["threads"] * peaks.get(r["impl"], peaks["metafast"])["gflops"]
         ratio = f"{best[r['threads']] / r['throughput']:>11.2f}x" if r["threads"] in best else f"{'-':>12s}"
-        scaling = r["throughput"] / one_thread[r["impl"]] if r["impl"] in one_thread else float("nan")
+        scaling = f"{r['throughput'] / one_thread[r['impl']]:>10.2f}x" if r["impl"] in one_thread else f"{'-':>11s}"
         print(f"  {r['impl']:{width}s} {r['threads']:>7d} {r['throughput']:>12,.0f} {ratio} {gflops:>8.2f} "
-              f"{100 * gflops / peak:>6.1f}% {scaling:>10.2f}x  {r['max_error']:>8.1e}")
+              f"{100 * gflops / peak:>6.1f}% {scaling}  {r['max_error']:>8.1e}")
     print("  (% peak: of threads x the measured one-core peak of the level in use, the best level for peers; "
           "GFLOP/s = throughput x FLOPs per unit)")
 
