@@ -111,3 +111,11 @@ def test_rl_train_evaluate_and_demo(tmp_path, capsys):
     assert main(["demo", "--rl", "--scale", "0.01", "--tasks", "3", "--quiet", "--out", str(tmp_path / "d.png")]) == 0
     read_png(tmp_path / "d.png")
     assert main(["train", "reptile", "--task", "nav2d", "--save", str(model)]) == 2
+
+
+def test_info_shows_the_level_in_use(capsys):
+    assert main(["info"]) == 0
+    lines = dict(line.split(None, 1) for line in capsys.readouterr().out.splitlines())
+    info = mf.build_info()
+    assert lines["level"] == info["level"]
+    assert lines["levels_supported"] == ", ".join(info["levels_supported"])

@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import __version__
+from . import __version__, build_info
 from .io import load
 from .meta_sgd import MetaSGD
 from .mlp import MLP
@@ -112,6 +112,8 @@ def build_parser() -> Parser:
     evaluate.add_argument("--steps", type=non_negative_int, nargs="+",
                           help="adaptation steps (default 0 1 10; 0 1 2 3 for reinforcement learning)")
     evaluate.add_argument("--eval-seed", type=non_negative_int, default=123, help="seed of the held-out tasks (default 123)")
+
+    commands.add_parser("info", help="show the build and the CPU level in use (METAFAST_CPU forces one)")
     return parser
 
 
@@ -257,6 +259,12 @@ def run_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_info(args: argparse.Namespace) -> int:
+    for key, value in build_info().items():
+        print(f"{key:17s} {', '.join(value) if isinstance(value, list) else value}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = build_parser()
@@ -264,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as done:  # --help, --version, or a bad argument (already reported)
         return int(done.code or 0)
-    commands: dict[str, Any] = {"demo": run_demo, "train": run_train, "evaluate": run_evaluate}
+    commands: dict[str, Any] = {"demo": run_demo, "train": run_train, "evaluate": run_evaluate, "info": run_info}
     try:
         return commands[args.command](args)
     except PlottingUnavailable as error:
