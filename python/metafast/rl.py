@@ -61,7 +61,7 @@ class GaussianPolicy:
     model's parameters in the flat vector ``theta`` (so it has its own Meta-SGD alpha).
 
     The surrogate on fixed samples is ``L = -(1/N) sum_t A_t log pi(a_t | s_t)`` over the
-    samples of N trajectories with advantages A_t (math.md section 4).
+    samples of N trajectories with advantages A_t (docs/math.md, section 4).
     """
 
     def __init__(self, model: MLP) -> None:

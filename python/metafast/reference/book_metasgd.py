@@ -18,7 +18,7 @@ outer loop it
 - updates alpha with that same vector, theta's meta-gradient. That is not the gradient with
   respect to alpha, which is ``-grad L_S(theta) * grad L_Q(theta_i')`` (elementwise).
 
-metafast implements the exact formulas (math.md section 1; see
+metafast implements the exact formulas (docs/math.md, section 1; see
 :mod:`metafast.reference.meta_sgd` for the NumPy version).
 
 Differences from the book, all for reproducibility or convenience: random numbers come
@@ -67,7 +67,7 @@ class MetaSGD:
 
     This is the book's simplification, not exact Meta-SGD: the outer loop updates alpha with
     theta's (first-order) meta-gradient, which is not the gradient with respect to alpha.
-    metafast implements the exact formula (math.md section 1).
+    metafast implements the exact formula (docs/math.md, section 1).
 
     Parameters
     ----------

@@ -56,7 +56,7 @@ Ambiguities and the choices made:
   ``p2 = beta2^t`` kept as running products (float32 variables multiplied by the betas
   after each step), ``m += (g - m)(1 - beta1)``, ``v += (g^2 - v)(1 - beta2)``,
   ``theta -= lr sqrt(1 - p2) / (1 - p1) * m / (sqrt(v) + epsilon)``. Its epsilon is added
-  to ``sqrt(v)`` rather than to the bias-corrected ``sqrt(v_hat)`` of math.md section 3
+  to ``sqrt(v)`` rather than to the bias-corrected ``sqrt(v_hat)`` of docs/math.md, section 3
   (which metafast uses): the textbook form with ``epsilon / sqrt(1 - beta2^t)`` in place of
   ``epsilon`` (about ``32 epsilon`` at the first step). Small as it is, it matters where the
   saturated tanh output makes gradients tiny: in float64 the two forms drift apart by about

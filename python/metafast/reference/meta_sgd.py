@@ -3,7 +3,7 @@ respect to both the initial parameters theta and the per-parameter learning rate
 and a small training class with an Adam or SGD meta-optimizer.
 
 This is the code a user would write by hand on top of :mod:`metafast.reference.mlp`,
-following the guide (math.md section 1) line by line. The test suite uses it as the oracle
+following docs/math.md (section 1) line by line. The test suite uses it as the oracle
 for the C++ core and the benchmarks use it as the pure-Python baseline. All network
 mathematics (losses, gradients, Hessian-vector products) comes from
 :func:`~metafast.reference.mlp.mlp_loss_and_grad` and
@@ -107,7 +107,7 @@ def task_meta_gradient(
 
         theta_0 = theta;  g_j = grad L_S(theta_j);  theta_{j+1} = theta_j - alpha * g_j
 
-    Reverse pass (math.md section 1)::
+    Reverse pass (docs/math.md, section 1)::
 
         v = grad L_Q(theta_J);  g_alpha = 0
         for j = J-1 ... 0:

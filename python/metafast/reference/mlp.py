@@ -1,5 +1,5 @@
 """A NumPy multilayer perceptron: forward pass, loss, backpropagation and Pearlmutter's
-R-operator, following the formulas of the guide (math.md section 2) line by line.
+R-operator, following the formulas of docs/math.md (section 2) line by line.
 
 Every function takes the architecture as any object with ``sizes``, ``activation``,
 ``output`` and ``bias`` attributes (a :class:`metafast.MLP` will do) and computes the
@@ -126,7 +126,7 @@ def _r_forward(layers, directions, inputs, derivatives, x: np.ndarray) -> list[n
 
 
 def _r_backprop(model: Any, layers, directions, inputs, derivatives, r_zs, delta, r_delta) -> np.ndarray:
-    """R(gradient) from delta = dL/dz_L and its R(delta_L) (math.md section 2)."""
+    """R(gradient) from delta = dL/dz_L and its R(delta_L) (docs/math.md, section 2)."""
     r_inputs = [np.zeros_like(inputs[0])] + [d[0] * rz for d, rz in zip(derivatives, r_zs)]
     blocks = []
     for index in reversed(range(len(layers))):

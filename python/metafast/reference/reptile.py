@@ -2,7 +2,7 @@
 (``cpp/include/metafast/reptile.hpp`` and ``reptile_learner.hpp``).
 
 This is the code a user would write by hand on top of :mod:`metafast.reference.mlp`,
-following the guide (math.md section 3). The test suite uses it as the oracle for
+following docs/math.md (section 3). The test suite uses it as the oracle for
 :class:`metafast.Reptile` and the benchmarks as the pure-Python baseline.
 
 The inner loop of one task is ``updates`` optimizer steps on consecutive minibatches of the

@@ -1,4 +1,4 @@
-"""The policy-gradient surrogate of a Gaussian policy in NumPy (math.md section 4): loss,
+"""The policy-gradient surrogate of a Gaussian policy in NumPy (docs/math.md, section 4): loss,
 gradient and exact Hessian-vector product on fixed samples, for testing the core.
 
 theta is the mean network's parameters followed by a log standard deviation per action
