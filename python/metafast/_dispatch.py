@@ -24,9 +24,9 @@ from typing import Any
 #: The portable levels, oldest first, with the x86-64 level each needs and its features.
 LEVELS = ("baseline", "avx2", "avx512")
 _REQUIREMENTS = {
-    "baseline": ("x86_64_v2", ("sse4_2", "ssse3", "popcnt", "cx16")),
-    "avx2": ("x86_64_v3", ("avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "lzcnt", "movbe", "os_ymm")),
-    "avx512": ("x86_64_v4", ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "os_zmm")),
+    "baseline": ("x86-64-v2", ("sse4_2", "ssse3", "popcnt", "cx16")),
+    "avx2": ("x86-64-v3", ("avx", "avx2", "fma", "bmi1", "bmi2", "f16c", "lzcnt", "movbe", "os_ymm")),
+    "avx512": ("x86-64-v4", ("avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "os_zmm")),
 }
 ENVIRONMENT_VARIABLE = "METAFAST_CPU"
 
@@ -58,7 +58,7 @@ def choose_level(requested: str | None, built: list[str], features: dict[str, An
         if not runnable:
             needs = missing_features(built[0], features)
             raise ImportError(
-                f"metafast needs at least {_REQUIREMENTS[built[0]][0].replace('_', '-')} "
+                f"metafast needs at least {_REQUIREMENTS[built[0]][0]} "
                 f"({', '.join(_REQUIREMENTS[built[0]][1])}); {cpu} lacks {', '.join(needs)}"
             )
         return runnable[-1]
@@ -75,7 +75,7 @@ def choose_level(requested: str | None, built: list[str], features: dict[str, An
     if needs:
         raise ImportError(
             f"{ENVIRONMENT_VARIABLE}={requested}: {cpu} cannot run the {requested} core "
-            f"({_REQUIREMENTS[requested][0].replace('_', '-')}): it lacks {', '.join(needs)}; "
+            f"({_REQUIREMENTS[requested][0]}): it lacks {', '.join(needs)}; "
             f"levels it runs: {', '.join(runnable) or 'none'}"
         )
     return requested

@@ -1,11 +1,12 @@
 // What the running CPU and operating system support, read with CPUID and XGETBV: the facts the
-// loader needs to pick a core compiled for an x86-64 level. Compiled for the oldest x86-64 so
-// that it runs on any of them.
+// loader needs to pick a core compiled for an x86-64 level (which features each level needs is
+// the loader's business). Compiled for the oldest x86-64 so that it runs on any of them.
 #pragma once
 
-#include <cstdint>
 #include <cstring>
 #include <string>
+#include <utility>
+#include <vector>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #include <cpuid.h>
@@ -16,83 +17,75 @@ namespace metafast {
 
 struct CpuFeatures {
     std::string vendor, brand;
-    // x86-64-v2
-    bool sse4_2 = false, ssse3 = false, popcnt = false, cx16 = false;
-    // x86-64-v3
-    bool avx = false, avx2 = false, fma = false, bmi1 = false, bmi2 = false, f16c = false, lzcnt = false,
-         movbe = false;
-    // x86-64-v4
-    bool avx512f = false, avx512bw = false, avx512cd = false, avx512dq = false, avx512vl = false;
-    // The operating system saves the YMM (AVX) and ZMM and mask (AVX-512) registers on a switch:
-    // without that, the instructions fault even where CPUID lists them.
-    bool os_ymm = false, os_zmm = false;
-
-    bool x86_64_v2() const { return sse4_2 && ssse3 && popcnt && cx16; }
-    bool x86_64_v3() const {
-        return x86_64_v2() && os_ymm && avx && avx2 && fma && bmi1 && bmi2 && f16c && lzcnt && movbe;
-    }
-    bool x86_64_v4() const {
-        return x86_64_v3() && os_zmm && avx512f && avx512bw && avx512cd && avx512dq && avx512vl;
-    }
+    std::vector<std::pair<const char*, bool>> flags;  // every name of feature_bits, in order
 };
+
+#ifdef METAFAST_HAS_CPUID
+// Where CPUID reports each feature the x86-64 levels need: leaf (subleaf 0), register, bit.
+enum class Register { ebx, ecx };
+struct FeatureBit {
+    const char* name;
+    unsigned leaf;
+    Register reg;
+    int bit;
+};
+constexpr FeatureBit feature_bits[] = {
+    {"ssse3", 1, Register::ecx, 9},      {"fma", 1, Register::ecx, 12},      {"cx16", 1, Register::ecx, 13},
+    {"sse4_2", 1, Register::ecx, 20},    {"movbe", 1, Register::ecx, 22},    {"popcnt", 1, Register::ecx, 23},
+    {"avx", 1, Register::ecx, 28},       {"f16c", 1, Register::ecx, 29},     {"bmi1", 7, Register::ebx, 3},
+    {"avx2", 7, Register::ebx, 5},       {"bmi2", 7, Register::ebx, 8},      {"avx512f", 7, Register::ebx, 16},
+    {"avx512dq", 7, Register::ebx, 17},  {"avx512cd", 7, Register::ebx, 28}, {"avx512bw", 7, Register::ebx, 30},
+    {"avx512vl", 7, Register::ebx, 31},  {"lzcnt", 0x80000001u, Register::ecx, 5},  // ABM
+};
+
+// The ebx and ecx of `leaf`, or zeros where the CPU does not have the leaf.
+inline std::pair<unsigned, unsigned> cpuid_words(unsigned leaf) {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (__get_cpuid_max(leaf & 0x80000000u, nullptr) < leaf) return {0, 0};
+    __cpuid_count(leaf, 0, a, b, c, d);
+    return {b, c};
+}
+#endif
 
 inline CpuFeatures detect_cpu_features() {
     CpuFeatures f;
 #ifdef METAFAST_HAS_CPUID
     unsigned a = 0, b = 0, c = 0, d = 0;
-    if (!__get_cpuid(0, &a, &b, &c, &d)) return f;
-    const unsigned max_leaf = a;
+    __cpuid(0, a, b, c, d);
     char vendor[13] = {};
     std::memcpy(vendor, &b, 4);
     std::memcpy(vendor + 4, &d, 4);
     std::memcpy(vendor + 8, &c, 4);
     f.vendor = vendor;
 
-    __get_cpuid(1, &a, &b, &c, &d);
-    auto bit = [](unsigned word, int n) { return ((word >> n) & 1u) != 0; };
-    f.ssse3 = bit(c, 9);
-    f.fma = bit(c, 12);
-    f.cx16 = bit(c, 13);
-    f.sse4_2 = bit(c, 20);
-    f.movbe = bit(c, 22);
-    f.popcnt = bit(c, 23);
-    f.avx = bit(c, 28);
-    f.f16c = bit(c, 29);
-    if (bit(c, 27)) {  // OSXSAVE: XGETBV reads which register states the OS saves
+    for (const FeatureBit& feature : feature_bits) {
+        const auto [ebx, ecx] = cpuid_words(feature.leaf);
+        const unsigned word = feature.reg == Register::ebx ? ebx : ecx;
+        f.flags.emplace_back(feature.name, ((word >> feature.bit) & 1u) != 0);
+    }
+    // The OS saves the YMM (AVX) and the ZMM and mask (AVX-512) registers on a context switch:
+    // without that, the instructions fault even where CPUID lists them.
+    bool os_ymm = false, os_zmm = false;
+    if ((cpuid_words(1).second >> 27) & 1u) {  // OSXSAVE: XGETBV says which states the OS saves
         unsigned lo = 0, hi = 0;
         __asm__ volatile("xgetbv" : "=a"(lo), "=d"(hi) : "c"(0));
-        f.os_ymm = (lo & 0x6u) == 0x6u;     // SSE and AVX state
-        f.os_zmm = (lo & 0xE6u) == 0xE6u;   // and opmask, ZMM0-15 high halves, ZMM16-31
+        os_ymm = (lo & 0x6u) == 0x6u;    // SSE and AVX state
+        os_zmm = (lo & 0xE6u) == 0xE6u;  // and opmask, ZMM0-15 high halves, ZMM16-31
     }
-    if (max_leaf >= 7) {
-        __get_cpuid_count(7, 0, &a, &b, &c, &d);
-        f.bmi1 = bit(b, 3);
-        f.avx2 = bit(b, 5);
-        f.bmi2 = bit(b, 8);
-        f.avx512f = bit(b, 16);
-        f.avx512dq = bit(b, 17);
-        f.avx512cd = bit(b, 28);
-        f.avx512bw = bit(b, 30);
-        f.avx512vl = bit(b, 31);
-    }
-    if (__get_cpuid(0x80000000u, &a, &b, &c, &d)) {
-        const unsigned max_extended = a;
-        if (max_extended >= 0x80000001u) {
-            __get_cpuid(0x80000001u, &a, &b, &c, &d);
-            f.lzcnt = bit(c, 5);  // ABM
+    f.flags.emplace_back("os_ymm", os_ymm);
+    f.flags.emplace_back("os_zmm", os_zmm);
+
+    if (__get_cpuid_max(0x80000000u, nullptr) >= 0x80000004u) {
+        char brand[49] = {};
+        for (unsigned leaf = 0; leaf < 3; ++leaf) {
+            __cpuid(0x80000002u + leaf, a, b, c, d);
+            const unsigned words[4] = {a, b, c, d};
+            std::memcpy(brand + 16 * leaf, words, 16);
         }
-        if (max_extended >= 0x80000004u) {
-            char brand[49] = {};
-            for (unsigned leaf = 0; leaf < 3; ++leaf) {
-                __get_cpuid(0x80000002u + leaf, &a, &b, &c, &d);
-                const unsigned words[4] = {a, b, c, d};
-                std::memcpy(brand + 16 * leaf, words, 16);
-            }
-            f.brand = brand;
-            const auto first = f.brand.find_first_not_of(' ');
-            f.brand = first == std::string::npos ? std::string() : f.brand.substr(first);
-            while (!f.brand.empty() && f.brand.back() == ' ') f.brand.pop_back();
-        }
+        f.brand = brand;
+        const auto first = f.brand.find_first_not_of(' ');
+        f.brand = first == std::string::npos ? std::string() : f.brand.substr(first);
+        while (!f.brand.empty() && f.brand.back() == ' ') f.brand.pop_back();
     }
 #endif
     return f;

@@ -309,7 +309,6 @@ void product(std::size_t m, std::size_t n, std::size_t k, const T* A, std::size_
 #else
     for (; j + 2 * WL <= n; j += 2 * WL) panel<2, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
     for (; j + WL <= n; j += WL) panel<1, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
-    for (; j + L <= n; j += L) panel<1, narrow>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
 #endif
 #endif
     if (j == n) return;
