@@ -13,11 +13,19 @@
 #include "pybind11.hpp"
 #include "metafast/losses.hpp"
 #include "metafast/mlp.hpp"
+#include "metafast/thread_budget.hpp"
 
 namespace metafast::bindings {
 
 inline void require(bool condition, const std::string& message) {
     if (!condition) throw std::invalid_argument(message);
+}
+
+// num_threads of every call that takes one (0: all cores).
+inline int checked_threads(int threads) {
+    require(threads >= 0 && threads <= max_threads_allowed,
+            "num_threads must lie in [0, 1024] (0 or None: all cores), got " + std::to_string(threads));
+    return threads;
 }
 
 inline std::string shape_text(const py::array& a) {

@@ -1,8 +1,11 @@
-// Helpers shared by the learner bindings: batch and family checks, copies out of the core,
-// and the locking discipline.
+// What the learner bindings share: the checks of their hyperparameters (each said once, here),
+// batch and family checks, copies out of the core, the locking discipline, and the methods
+// every learner class has, added by one template per group (as boost-histogram's
+// register_storage does): each class binds only its constructor and what is its own.
 #pragma once
 
 #include <algorithm>
+#include <cmath>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -13,7 +16,9 @@
 #include "metafast/denormals.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/task_batch.hpp"
+#include "metafast/meta_iteration.hpp"
 #include "metafast/tasks.hpp"
+#include "metafast/thread_budget.hpp"
 
 namespace metafast::bindings {
 
@@ -28,6 +33,31 @@ auto without_gil(L& learner, F&& f) {
     return f();
 }
 
+// ---------------------------------------------------------------- hyperparameters
+// The most tasks of a batch, and steps (as the Python layer's MAX_COUNT).
+constexpr std::size_t max_tasks = std::size_t{1} << 24;
+
+inline std::size_t checked_count(std::size_t value, const char* name, std::size_t most) {
+    require(value >= 1 && value <= most,
+            std::string(name) + " must lie in [1, " + std::to_string(most) + "], got " + std::to_string(value));
+    return value;
+}
+
+inline double checked_positive(double value, const char* name) {
+    require(std::isfinite(value) && value > 0, std::string(name) + " must be a finite number > 0, got " + std::to_string(value));
+    return value;
+}
+
+// An optimizer: `kind` names the argument choosing it (meta_optimizer, inner_optimizer) and
+// `lr` its learning rate's (meta_lr, inner_lr).
+inline OptimizerConfig checked_optimizer(const std::string& name, const char* kind, double lr, const char* lr_name,
+                                         double beta1, double beta2, double eps) {
+    require(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1,
+            "adam_betas must lie in [0, 1), got (" + std::to_string(beta1) + ", " + std::to_string(beta2) + ")");
+    return {parse_optimizer(name, kind), checked_positive(lr, lr_name), beta1, beta2, checked_positive(eps, "adam_eps")};
+}
+
+// ------------------------------------------------------------------------ batches
 template <class T>
 TaskBatchView<T> checked_batch(const Mlp& mlp, Loss loss, const py::array& x_support,
                                const py::array& y_support, const py::array& x_query,
@@ -166,6 +196,38 @@ void set_optimizer_state(L& learner, const py::array& m, const py::array& v, std
     s.m.assign(first, first + n);
     s.v.assign(second, second + n);
     s.step = step;
+}
+
+// Runs run(scores) -> FitResult for `iterations` meta-iterations without the GIL; returns
+// (scores of the committed iterations, diverged).
+template <class L, class Run>
+py::tuple fit_in_core(L& learner, std::size_t iterations, Run&& run) {
+    std::vector<double> scores(iterations);
+    const FitResult result = without_gil(learner, [&] { return run(scores.data()); });
+    return py::make_tuple(copy_out(scores.data(), result.completed), result.diverged);
+}
+
+// ------------------------------------------------------- methods of every learner
+// num_threads and the optimizer state.
+template <class T, class L>
+void add_learner_methods(py::class_<L>& cls) {
+    cls.def_property("num_threads", &L::num_threads,
+                     [](L& l, int threads) { without_gil(l, [&] { l.set_num_threads(checked_threads(threads)); }); })
+        .def("get_optimizer_state", &get_optimizer_state<T, L>)
+        .def("set_optimizer_state", &set_optimizer_state<T, L>, "m"_a, "v"_a, "step"_a);
+}
+
+// Parameters stored as [theta, alpha] (Meta-SGD and its RL learner).
+template <class T, class L>
+void add_theta_alpha(py::class_<L>& cls) {
+    cls.def("get_params", &get_theta_alpha<T, L>).def("set_params", &set_theta_alpha<T, L>, "theta"_a, "alpha"_a);
+}
+
+// Evaluation and adaptation on task batches (the supervised learners).
+template <class T, class L>
+void add_supervised_methods(py::class_<L>& cls) {
+    cls.def("evaluate", &evaluate_tasks<T, L>, "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a, "steps"_a)
+        .def("adapt", &adapt_task<T, L>, "x_support"_a, "y_support"_a, "steps"_a);
 }
 
 }  // namespace metafast::bindings

@@ -98,50 +98,39 @@ py::tuple samples_out(const Samples<T>& s) {
 template <class T>
 void bind_rl_learner(py::module_& m, const char* name) {
     using Learner = MetaSgdRlLearner<T>;
-    py::class_<Learner>(m, name)
-        .def(py::init([](const Mlp& mlp, const Navigation2D& env, std::size_t trajectories, double gamma,
-                         bool first_order, bool normalize_advantages, const std::string& optimizer, double lr, double beta1, double beta2,
-                         double eps, std::uint64_t seed, int num_threads) {
-                 require(mlp.input_width() == 2 && mlp.output_width() == 2,
-                         "the policy network must map 2 inputs (the position) to 2 outputs (the mean action)");
-                 require(mlp.output_activation() == Activation::identity,
-                         "the policy's mean network needs output activation 'identity'");
-                 require(trajectories >= 1 && trajectories <= (std::size_t{1} << 16), "trajectories must lie in [1, 65536]");
-                 require(std::isfinite(gamma) && gamma >= 0 && gamma <= 1, "gamma must lie in [0, 1]");
-                 require(std::isfinite(lr) && lr > 0, "meta_lr must be a finite number > 0");
-                 require(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1, "adam_betas must lie in [0, 1)");
-                 require(std::isfinite(eps) && eps > 0, "adam_eps must be a finite number > 0");
-                 require(num_threads >= 0 && num_threads <= max_threads_allowed, "num_threads must lie in [0, 1024]");
-                 OptimizerConfig config{parse_optimizer(optimizer, "meta_optimizer"), lr, beta1, beta2, eps};
-                 return std::make_unique<Learner>(mlp, env, RlConfig{trajectories, gamma, first_order, normalize_advantages},
-                                                  config, seed, num_threads);
-             }),
-             "mlp"_a, "env"_a, "trajectories"_a, "gamma"_a, "first_order"_a, "normalize_advantages"_a, "meta_optimizer"_a, "meta_lr"_a,
-             "beta1"_a, "beta2"_a, "eps"_a, "seed"_a, "num_threads"_a)
-        .def_property("num_threads", &Learner::num_threads,
-                      [](Learner& l, int threads) {
-                          require(threads >= 0 && threads <= max_threads_allowed, "num_threads must lie in [0, 1024]");
-                          without_gil(l, [&] { l.set_num_threads(threads); });
-                      })
-        .def("get_params", &get_theta_alpha<T, Learner>)
-        .def("set_params", &set_theta_alpha<T, Learner>, "theta"_a, "alpha"_a)
-        .def("get_optimizer_state", &get_optimizer_state<T, Learner>)
-        .def("set_optimizer_state", &set_optimizer_state<T, Learner>, "m"_a, "v"_a, "step"_a)
-        .def("fit",
-             [](Learner& l, std::uint64_t first_iteration, std::size_t iterations, std::size_t meta_batch) {
-                 require(meta_batch >= 1, "meta_batch must be at least 1");
-                 std::vector<double> returns(iterations);
-                 const auto result = without_gil(l, [&] {
-                     return l.fit(first_iteration, iterations, meta_batch, returns.data());
-                 });
-                 return py::make_tuple(copy_out(returns.data(), result.completed), result.diverged);
-             },
-             "first_iteration"_a, "iterations"_a, "meta_batch"_a)
+    py::class_<Learner> cls(m, name);
+    cls.def(py::init([](const Mlp& mlp, const Navigation2D& env, std::size_t trajectories, double gamma,
+                        bool first_order, bool normalize_advantages, const std::string& optimizer, double lr,
+                        double beta1, double beta2, double eps, std::uint64_t seed, int num_threads) {
+                require(mlp.input_width() == 2 && mlp.output_width() == 2,
+                        "the policy network must map 2 inputs (the position) to 2 outputs (the mean action)");
+                require(mlp.output_activation() == Activation::identity,
+                        "the policy's mean network needs output activation 'identity'");
+                require(std::isfinite(gamma) && gamma >= 0 && gamma <= 1,
+                        "gamma must lie in [0, 1], got " + std::to_string(gamma));
+                const RlConfig config{checked_count(trajectories, "inner_trajectories", std::size_t{1} << 16), gamma,
+                                      first_order, normalize_advantages};
+                return std::make_unique<Learner>(
+                    mlp, env, config, checked_optimizer(optimizer, "meta_optimizer", lr, "meta_lr", beta1, beta2, eps),
+                    seed, checked_threads(num_threads));
+            }),
+            "mlp"_a, "env"_a, "trajectories"_a, "gamma"_a, "first_order"_a, "normalize_advantages"_a,
+            "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a, "eps"_a, "seed"_a, "num_threads"_a);
+    add_learner_methods<T>(cls);
+    add_theta_alpha<T>(cls);
+    cls.def("fit",
+            [](Learner& l, std::uint64_t first_iteration, std::size_t iterations, std::size_t meta_batch) {
+                checked_count(meta_batch, "meta_batch", max_tasks);
+                return fit_in_core(l, iterations, [&](double* returns) {
+                    return l.fit(first_iteration, iterations, meta_batch, returns);
+                });
+            },
+            "first_iteration"_a, "iterations"_a, "meta_batch"_a)
         .def("evaluate",
              [](Learner& l, std::uint64_t seed, std::size_t num_tasks, const std::vector<std::size_t>& steps,
                 std::size_t trajectories) {
-                 require(num_tasks >= 1, "num_tasks must be at least 1");
-                 require(trajectories >= 1 && trajectories <= (std::size_t{1} << 16), "trajectories must lie in [1, 65536]");
+                 checked_count(num_tasks, "num_tasks", max_tasks);
+                 checked_count(trajectories, "trajectories", std::size_t{1} << 16);
                  check_steps(steps);
                  py::array_t<double> returns({static_cast<py::ssize_t>(num_tasks), static_cast<py::ssize_t>(steps.size())});
                  double* out = returns.mutable_data();

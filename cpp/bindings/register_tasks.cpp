@@ -116,7 +116,7 @@ void register_tasks(py::module_& m) {
         [](const TaskFamily& family, std::size_t num_tasks, std::uint64_t seed, std::uint64_t iteration,
            const std::string& dtype, int num_threads) {
             require(num_tasks >= 1, "num_tasks must be at least 1");
-            require(num_threads >= 0 && num_threads <= max_threads_allowed, "num_threads must lie in [0, 1024]");
+            checked_threads(num_threads);
             if (dtype == "float32") return sample_impl<float>(family, num_tasks, seed, iteration, num_threads);
             if (dtype == "float64") return sample_impl<double>(family, num_tasks, seed, iteration, num_threads);
             throw py::type_error("dtype must be 'float32' or 'float64', got '" + dtype + "'");

@@ -1,7 +1,7 @@
 // A Meta-SGD learner: theta and alpha (one flat vector [theta, alpha]), the meta-optimizer's
-// state, and per-thread workspaces. Tasks of a meta-batch run in parallel, each writing its own
-// gradient slot; the mean over tasks is a sequential loop in task order, so results are
-// bit-identical for any thread count.
+// state, and per-thread workspaces. meta_gradient, meta_step and fit are runs of the one
+// meta-iteration (meta_iteration.hpp), so results are bit-identical for any thread count and a
+// fit equals repeated meta-steps.
 #pragma once
 
 #include <algorithm>
@@ -12,7 +12,7 @@
 #include <vector>
 
 #include "metafast/buffer.hpp"
-#include "metafast/meta_batch_loop.hpp"
+#include "metafast/meta_iteration.hpp"
 #include "metafast/meta_sgd.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/parallel.hpp"
@@ -26,7 +26,7 @@ class MetaSgdLearner {
 public:
     MetaSgdLearner(Mlp mlp, MetaSgdConfig config, OptimizerConfig optimizer, int num_threads)
         : mlp_(std::move(mlp)), config_(config), optimizer_(optimizer),
-          params_(2 * mlp_.num_params(), T(0)), mean_grad_(2 * mlp_.num_params(), T(0)) {
+          params_(2 * mlp_.num_params(), T(0)) {
         state_.reset(params_.size());
         set_num_threads(num_threads);
     }
@@ -41,36 +41,28 @@ public:
 
     Buffer<T>& params() { return params_; }  // [theta, alpha]
     OptimizerState<T>& optimizer_state() { return state_; }
-    const Buffer<T>& mean_gradient() const { return mean_grad_; }  // [g_theta, g_alpha]
+    const Buffer<T>& mean_gradient() const { return buffers_.mean; }  // [g_theta, g_alpha] of the last run
 
-    int num_threads() const { return threads_; }
+    int num_threads() const { return budget_.threads(); }
     void set_num_threads(int requested) {
-        threads_ = resolve_threads(requested);
-        workspaces_.resize(static_cast<std::size_t>(threads_));
-        scratch_.resize(static_cast<std::size_t>(threads_));
+        budget_.set(requested);
+        workspaces_.resize(static_cast<std::size_t>(budget_.threads()));
+        scratch_.resize(static_cast<std::size_t>(budget_.threads()));
     }
 
     // Mean query loss over the batch; the mean gradient goes to mean_gradient().
     double meta_gradient(const TaskBatchView<T>& batch) {
-        const std::size_t n = num_params(), width = 2 * n;
-        grow_task_slots(batch.tasks);
-        parallel_for(batch.tasks, threads_, [&](std::size_t i, int thread) {
-            T* g = task_grads_.data() + i * width;
-            task_losses_[i] = double(task_meta_gradient(mlp_, config_, params_.data(), params_.data() + n,
-                                                        batch.task(i), workspaces_[static_cast<std::size_t>(thread)],
-                                                        g, g + n));
-        });
-        mean_over_tasks(batch.tasks, width, task_grads_.data(), mean_grad_.data(), threads_);
-        double loss = 0.0;
-        for (std::size_t i = 0; i < batch.tasks; ++i) loss += task_losses_[i];
-        return loss / double(batch.tasks);
+        const MeanOnly<T> keep(params_.data(), 2 * num_params(), budget_.threads());
+        return run(1, batch.tasks, keep, nullptr, [&](std::size_t, std::size_t i, int) { return batch.task(i); }).last_score;
     }
 
     // One meta-iteration. Returns false and changes nothing when the loss or the gradient is
     // not finite.
     bool meta_step(const TaskBatchView<T>& batch, double& loss) {
-        loss = meta_gradient(batch);
-        return update_if_finite(loss);
+        double committed = 0.0;
+        const FitResult result = run(1, batch.tasks, guarded_update(), &committed, [&](std::size_t, std::size_t i, int) { return batch.task(i); });
+        loss = result.last_score;
+        return result.completed == 1;
     }
 
     // `iterations` meta-iterations on tasks sampled natively: task i of iteration k is keyed by
@@ -78,21 +70,11 @@ public:
     FitResult fit(const TaskFamily& family, std::uint64_t seed, std::uint64_t first_iteration,
                   std::size_t iterations, std::size_t meta_batch, double* losses) {
         storage_.reserve(task_shape(family), meta_batch);
-        const std::size_t n = num_params(), width = 2 * n;
-        grow_task_slots(meta_batch);
-        if (sum_.size() < width) sum_.resize(width);
         const TaskBatchView<T> batch = storage_.view();
-        return meta_batch_loop(iterations, meta_batch, width, threads_, task_grads_.data(), task_losses_.data(),
-                               sum_.data(), mean_grad_.data(),
-                               GuardedUpdate<T>(optimizer_, threads_, params_, state_, candidate_, candidate_state_),
-                               losses,
-                               [&](std::size_t k, std::size_t i, int thread, const T* params) {
-                                   const auto t = static_cast<std::size_t>(thread);
-                                   sample_task(family, seed, first_iteration + k, i, storage_.slot(i), scratch_[t]);
-                                   T* g = task_grads_.data() + i * width;
-                                   return double(task_meta_gradient(mlp_, config_, params, params + n, batch.task(i),
-                                                                    workspaces_[t], g, g + n));
-                               });
+        return run(iterations, meta_batch, guarded_update(), losses, [&](std::size_t k, std::size_t i, int thread) {
+            sample_task(family, seed, first_iteration + k, i, storage_.slot(i), scratch_[static_cast<std::size_t>(thread)]);
+            return batch.task(i);
+        });
     }
 
     // Query loss and accuracy of every task after each number of inner steps in `steps`
@@ -101,7 +83,9 @@ public:
                   double* losses, double* accuracies) {
         const std::size_t n = num_params(), columns = steps.size();
         const T* alpha = params_.data() + n;
-        parallel_for(batch.tasks, threads_, [&](std::size_t i, int thread) {
+        const int team = budget_.team(batch.tasks, evaluation_timer_.seconds_each());
+        const WorkTimer::Scope timing(evaluation_timer_, batch.tasks, team);
+        parallel_for(batch.tasks, team, [&](std::size_t i, int thread) {
             MetaSgdWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
             ws.reserve(n, 1);
             const TaskView<T> task = batch.task(i);
@@ -133,26 +117,37 @@ public:
     }
 
 private:
-    void grow_task_slots(std::size_t tasks) {
-        if (task_grads_.size() < tasks * 2 * num_params()) task_grads_.resize(tasks * 2 * num_params());
-        if (task_losses_.size() < tasks) task_losses_.resize(tasks);
+    GuardedUpdate<T> guarded_update() {
+        return GuardedUpdate<T>(optimizer_, budget_.threads(), params_, state_, candidate_, candidate_state_);
     }
 
-    bool update_if_finite(double score) {
-        return metafast::update_if_finite(score, mean_grad_, optimizer_, threads_, params_, state_, candidate_,
-                                          candidate_state_);
+    // Meta-iterations whose task i of iteration k is task_of(k, i, thread) (sampled there if
+    // need be), each task's slot its meta-gradient [g_theta, g_alpha].
+    template <class Update, class TaskOf>
+    FitResult run(std::size_t iterations, std::size_t tasks, const Update& update, double* scores, TaskOf&& task_of) {
+        const std::size_t n = num_params(), width = 2 * n;
+        const int team = budget_.team(tasks, task_timer_.seconds_each());
+        const WorkTimer::Scope timing(task_timer_, iterations * tasks, team);
+        return run_meta_iterations(
+            iterations, tasks, width, team, buffers_, update, scores,
+            [&](std::size_t k, std::size_t i, int thread, const T* params) {
+                const TaskView<T> task = task_of(k, i, thread);
+                T* g = buffers_.slot(i, width);
+                return double(task_meta_gradient(mlp_, config_, params, params + n, task,
+                                                 workspaces_[static_cast<std::size_t>(thread)], g, g + n));
+            });
     }
 
     Mlp mlp_;
     MetaSgdConfig config_;
     OptimizerConfig optimizer_;
-    int threads_ = 1;
-    Buffer<T> params_, mean_grad_, candidate_;
+    ThreadBudget budget_;
+    WorkTimer task_timer_, evaluation_timer_;
+    Buffer<T> params_, candidate_;
     OptimizerState<T> state_, candidate_state_;
     std::vector<MetaSgdWorkspace<T>> workspaces_;
     std::vector<std::vector<double>> scratch_;
-    Buffer<T> task_grads_, sum_;
-    std::vector<double> task_losses_;
+    MetaBatchBuffers<T> buffers_;
     TaskBatchStorage<T> storage_;
     std::mutex mutex_;
 };

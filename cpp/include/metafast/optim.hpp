@@ -3,7 +3,6 @@
 #pragma once
 
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -16,7 +15,6 @@
 
 #include "metafast/buffer.hpp"
 #include "metafast/fast_math.hpp"
-#include "metafast/parallel.hpp"
 
 namespace metafast {
 
@@ -158,6 +156,13 @@ bool all_finite(std::size_t n, const T* x) {
     return finite != 0;
 }
 
+// The blocks an update of n parameters is split into for `threads` threads: a few per thread, of
+// at least 256 elements (a multiple of any vector width).
+inline std::size_t update_block_size(std::size_t n, int threads) {
+    const std::size_t wanted = static_cast<std::size_t>(std::max(threads, 1)) * 4;
+    return std::max<std::size_t>(256, ((n + wanted - 1) / wanted + 63) / 64 * 64);
+}
+
 // Meta-optimizer updates computed out of place, from the current parameters and state into
 // the candidate buffers, in blocks that threads share; committing one makes the candidate
 // current. An update is committed only when its gradient and new parameters are all finite, so a
@@ -168,8 +173,7 @@ bool all_finite(std::size_t n, const T* x) {
 template <class T>
 class GuardedUpdate {
 public:
-    // Sizes the candidate buffers (the only step that allocates) and the blocks: a few per
-    // thread, of at least 256 elements (a multiple of any vector width).
+    // Sizes the candidate buffers (the only step that allocates) and the blocks.
     GuardedUpdate(const OptimizerConfig& config, int threads, Buffer<T>& params, OptimizerState<T>& state,
                   Buffer<T>& candidate, OptimizerState<T>& candidate_state)
         : config_(&config), params_buffer_(&params), state_(&state), candidate_buffer_(&candidate),
@@ -186,8 +190,7 @@ public:
         m_[1] = adam ? candidate_state.m.data() : nullptr;
         v_[0] = adam ? state.v.data() : nullptr;
         v_[1] = adam ? candidate_state.v.data() : nullptr;
-        const std::size_t wanted = static_cast<std::size_t>(std::max(threads, 1)) * 4;
-        block_ = std::max<std::size_t>(256, ((n_ + wanted - 1) / wanted + 63) / 64 * 64);
+        block_ = update_block_size(n_, threads);
         blocks_ = (n_ + block_ - 1) / block_;
     }
 
@@ -255,24 +258,5 @@ private:
     AdamStep<T> adam_;   // Adam's scalars for the next update
     std::size_t block_ = 0, blocks_ = 0;
 };
-
-// One guarded update from a ready gradient on `threads` threads; returns whether it was
-// committed (the score, the gradient and the new parameters all finite).
-template <class T>
-bool update_if_finite(double score, Buffer<T>& grad, const OptimizerConfig& config, int threads,
-                      Buffer<T>& params, OptimizerState<T>& state, Buffer<T>& candidate,
-                      OptimizerState<T>& candidate_state) {
-    auto ready = [](std::size_t, std::size_t) {};
-    if (!std::isfinite(score)) return false;
-    GuardedUpdate<T> update(config, threads, params, state, candidate, candidate_state);
-    std::atomic<bool> finite{true};
-    parallel_for(update.blocks(), threads, [&](std::size_t b, int) {
-        if (!update.update_block(b, grad.data(), ready)) finite.store(false, std::memory_order_relaxed);
-    });
-    if (!finite.load()) return false;
-    update.commit();
-    update.finish();
-    return true;
-}
 
 }  // namespace metafast

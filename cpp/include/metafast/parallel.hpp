@@ -10,26 +10,13 @@
 
 #include "metafast/denormals.hpp"
 #include "metafast/kernels.hpp"
+#include "metafast/thread_budget.hpp"
 
 #ifdef _OPENMP
 #include <omp.h>
 #endif
 
 namespace metafast {
-
-// Threads to use for `requested` (0 = all that OpenMP offers; always 1 without OpenMP).
-// The most threads a learner accepts (a request beyond the machine is a mistake, and libgomp
-// ends the process when it cannot create threads).
-constexpr int max_threads_allowed = 1024;
-
-inline int resolve_threads(int requested) {
-#ifdef _OPENMP
-    return requested > 0 ? requested : omp_get_max_threads();
-#else
-    (void)requested;
-    return 1;
-#endif
-}
 
 // Calls f(i, thread) for i in [0, n) on `threads` threads; thread is in [0, threads). Denormals
 // are flushed to zero meanwhile on every thread.
@@ -101,26 +88,6 @@ void add_over_tasks(std::size_t first_task, std::size_t last_task, std::size_t w
         for (std::size_t i = first_task; i < last_task; ++i) acc += slots[i * width + k];
         sum[k] = acc;
     }
-}
-
-// mean[k] = (sum over tasks i, in task order, of slots[i * width + k]) / tasks for k in
-// [first, last).
-template <class T>
-void mean_over_tasks(std::size_t tasks, std::size_t width, const T* slots, T* mean, std::size_t first,
-                     std::size_t last) {
-    add_over_tasks(0, tasks, width, slots, mean, first, last, true);
-    for (std::size_t k = first; k < last; ++k) mean[k] /= T(tasks);
-}
-
-// The same for every k. Threads split the elements, never the order of a sum, so the result
-// is the same for any thread count.
-template <class T>
-void mean_over_tasks(std::size_t tasks, std::size_t width, const T* slots, T* mean, int threads) {
-    constexpr std::size_t block = 512;
-    const std::size_t blocks = (width + block - 1) / block;
-    parallel_for(blocks, threads, [&](std::size_t b, int) {
-        mean_over_tasks(tasks, width, slots, mean, b * block, std::min(width, (b + 1) * block));
-    });
 }
 
 }  // namespace metafast

@@ -1,7 +1,7 @@
 // A Reptile learner: theta, the inner optimizer's carried state (when not reset per task) and
 // per-thread workspaces. Batched Reptile moves theta by epsilon * mean_i(theta~_i - theta);
-// tasks run in parallel, each writing its own slot, and the mean is summed in task order, so
-// results are bit-identical for any thread count.
+// meta_step and fit are runs of the one meta-iteration (meta_iteration.hpp), so results are
+// bit-identical for any thread count and a fit equals repeated meta-steps.
 #pragma once
 
 #include <algorithm>
@@ -13,9 +13,10 @@
 #include <vector>
 
 #include "metafast/buffer.hpp"
-#include "metafast/meta_batch_loop.hpp"  // FitResult
+#include "metafast/meta_iteration.hpp"
 #include "metafast/parallel.hpp"
 #include "metafast/reptile.hpp"
+#include "metafast/reptile_update.hpp"
 #include "metafast/task_batch.hpp"
 #include "metafast/tasks.hpp"
 
@@ -41,11 +42,11 @@ public:
     Buffer<T>& params() { return params_; }
     OptimizerState<T>& optimizer_state() { return carried_; }  // the inner state carried across tasks
 
-    int num_threads() const { return threads_; }
+    int num_threads() const { return budget_.threads(); }
     void set_num_threads(int requested) {
-        threads_ = resolve_threads(requested);
-        workspaces_.resize(static_cast<std::size_t>(threads_));
-        scratch_.resize(static_cast<std::size_t>(threads_));
+        budget_.set(requested);
+        workspaces_.resize(static_cast<std::size_t>(budget_.threads()));
+        scratch_.resize(static_cast<std::size_t>(budget_.threads()));
     }
 
     // Inner updates of one full inner loop on `rows` support rows.
@@ -56,8 +57,11 @@ public:
     // One meta-iteration on `batch` with step size epsilon; `iteration` keys the shuffles.
     // Returns false and changes nothing when a result is not finite.
     bool meta_step(const TaskBatchView<T>& batch, double epsilon, std::uint64_t iteration, double& loss) {
-        loss = run_tasks(batch.tasks, iteration, [&](std::size_t i, int) { return batch.task(i); });
-        return update_if_finite(loss, batch.tasks, epsilon);
+        double committed = 0.0;
+        const FitResult result = run(1, batch.tasks, iteration, {epsilon, epsilon, 0, 1}, &committed,
+                                     [&](std::size_t, std::size_t i, int) { return batch.task(i); });
+        loss = result.last_score;
+        return result.completed == 1;
     }
 
     // Meta-iterations on natively sampled tasks; iteration k uses the step size
@@ -66,19 +70,13 @@ public:
                   std::size_t meta_batch, double epsilon_start, double epsilon_end, std::size_t offset,
                   std::size_t span, double* losses) {
         storage_.reserve(task_shape(family), meta_batch);
-        for (std::size_t k = 0; k < iterations; ++k) {
-            const std::uint64_t iteration = first_iteration + k;
-            const TaskBatchView<T> batch = storage_.view();
-            const double loss = run_tasks(meta_batch, iteration, [&](std::size_t i, int thread) {
-                sample_task(family, seed_, iteration, i, storage_.slot(i), scratch_[static_cast<std::size_t>(thread)]);
-                return batch.task(i);
-            });
-            const double epsilon =
-                epsilon_start + (epsilon_end - epsilon_start) * double(offset + k) / double(std::max<std::size_t>(span, 1));
-            if (!update_if_finite(loss, meta_batch, epsilon)) return {k, true};
-            losses[k] = loss;
-        }
-        return {iterations, false};
+        const TaskBatchView<T> batch = storage_.view();
+        return run(iterations, meta_batch, first_iteration, {epsilon_start, epsilon_end, offset, span}, losses,
+                   [&](std::size_t k, std::size_t i, int thread) {
+                       sample_task(family, seed_, first_iteration + k, i, storage_.slot(i),
+                                   scratch_[static_cast<std::size_t>(thread)]);
+                       return batch.task(i);
+                   });
     }
 
     // Query loss and accuracy of every task after each number of inner updates in `steps`
@@ -86,7 +84,9 @@ public:
     void evaluate(const TaskBatchView<T>& batch, const std::vector<std::size_t>& steps, double* losses,
                   double* accuracies) {
         const std::size_t n = num_params(), columns = steps.size();
-        parallel_for(batch.tasks, threads_, [&](std::size_t i, int thread) {
+        const int team = budget_.team(batch.tasks, evaluation_timer_.seconds_each());
+        const WorkTimer::Scope timing(evaluation_timer_, batch.tasks, team);
+        parallel_for(batch.tasks, team, [&](std::size_t i, int thread) {
             ReptileWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
             const TaskView<T> task = batch.task(i);
             ws.params.assign(params_.begin(), params_.end());
@@ -116,57 +116,46 @@ public:
     }
 
 private:
-    // Runs the inner loop of tasks 0..tasks-1 (task_of(i, thread) gives the task, sampling it
-    // first if need be), leaving theta~_i - theta in slot i; returns the mean query loss at the
-    // theta~_i. With a carried optimizer state the tasks form one chain and run in order.
+    // Meta-iterations whose task i of iteration k is task_of(k, i, thread) (sampled there if
+    // need be); each task's slot is theta~_i - theta, its score the query loss at theta~_i.
+    // With a carried optimizer state the tasks of an iteration form one chain and run in order,
+    // on one thread.
     template <class TaskOf>
-    double run_tasks(std::size_t tasks, std::uint64_t iteration, TaskOf&& task_of) {
+    FitResult run(std::size_t iterations, std::size_t tasks, std::uint64_t first_iteration, EpsilonSchedule epsilon,
+                  double* scores, TaskOf&& task_of) {
         const std::size_t n = num_params();
-        if (deltas_.size() < tasks * n) deltas_.resize(tasks * n);
-        if (task_losses_.size() < tasks) task_losses_.resize(tasks);
-        chain_ = carried_;
-        auto one_task = [&](std::size_t i, int thread) {
-            ReptileWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
-            const TaskView<T> task = task_of(i, thread);
-            T* delta = deltas_.data() + i * n;
-            std::copy(params_.begin(), params_.end(), delta);
-            OptimizerState<T>& state = config_.reset_optimizer ? ws.state : chain_;
-            if (config_.reset_optimizer) state.reset(n);
-            CounterRng rng(shuffle_seed(seed_), iteration, i);
-            inner_loop(mlp_, config_, 0, inner_updates(task.support_rows), task.x_support, task.support_rows,
-                       task.y_support, rng, state, ws, delta);
-            task_losses_[i] = double(loss_value(mlp_, delta, task.x_query, task.query_rows, task.y_query,
-                                                config_.loss, ws.mlp));
-            for (std::size_t k = 0; k < n; ++k) delta[k] -= params_[k];
-        };
-        parallel_for(tasks, config_.reset_optimizer ? threads_ : 1, one_task);
-        double loss = 0.0;
-        for (std::size_t i = 0; i < tasks; ++i) loss += task_losses_[i];
-        return loss / double(tasks);
-    }
-
-    // theta += epsilon * mean_i delta_i, committed only when everything is finite.
-    bool update_if_finite(double loss, std::size_t tasks, double epsilon) {
-        if (!std::isfinite(loss)) return false;
-        const std::size_t n = num_params();
-        candidate_.resize(n);
-        mean_over_tasks(tasks, n, deltas_.data(), candidate_.data(), threads_);
-        const T step = T(epsilon);
-        for (std::size_t k = 0; k < n; ++k) {
-            candidate_[k] = params_[k] + step * candidate_[k];
-            if (!std::isfinite(candidate_[k])) return false;
-        }
-        std::swap(params_, candidate_);
-        if (!config_.reset_optimizer) std::swap(carried_, chain_);
-        return true;
+        const bool chained = !config_.reset_optimizer;
+        const int team = chained ? 1 : budget_.team(tasks, task_timer_.seconds_each());
+        const WorkTimer::Scope timing(task_timer_, iterations * tasks, team);
+        const ReptileUpdate<T> update(params_, candidate_, epsilon, budget_.threads(), chained ? &carried_ : nullptr,
+                                      &chain_);
+        return run_meta_iterations(
+            iterations, tasks, n, team, buffers_, update, scores,
+            [&](std::size_t k, std::size_t i, int thread, const T* theta) {
+                ReptileWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+                const TaskView<T> task = task_of(k, i, thread);
+                T* delta = buffers_.slot(i, n);
+                std::copy(theta, theta + n, delta);
+                if (chained && i == 0) chain_ = carried_;
+                OptimizerState<T>& state = chained ? chain_ : ws.state;
+                if (!chained) state.reset(n);
+                CounterRng rng(shuffle_seed(seed_), first_iteration + k, i);
+                inner_loop(mlp_, config_, 0, inner_updates(task.support_rows), task.x_support, task.support_rows,
+                           task.y_support, rng, state, ws, delta);
+                const double loss = double(loss_value(mlp_, delta, task.x_query, task.query_rows, task.y_query,
+                                                      config_.loss, ws.mlp));
+                for (std::size_t p = 0; p < n; ++p) delta[p] -= theta[p];
+                return loss;
+            });
     }
 
     Mlp mlp_;
     ReptileConfig config_;
     std::uint64_t seed_;
-    int threads_ = 1;
-    Buffer<T> params_, candidate_, deltas_;
-    std::vector<double> task_losses_;
+    ThreadBudget budget_;
+    WorkTimer task_timer_, evaluation_timer_;
+    Buffer<T> params_, candidate_;
+    MetaBatchBuffers<T> buffers_;
     OptimizerState<T> carried_, chain_;
     std::vector<ReptileWorkspace<T>> workspaces_;
     std::vector<std::vector<double>> scratch_;

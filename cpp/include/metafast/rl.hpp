@@ -44,6 +44,7 @@ struct RlWorkspace {
     std::vector<char> active;
     Samples<T> train, valid;
     Buffer<T> grad, adapted, v, u, hv;
+    Buffer<T> policy, policy_grad;  // a policy being adapted and its gradient (evaluate, adapt)
 };
 
 namespace detail {

@@ -2,7 +2,7 @@
 // network then log_std), Adam or SGD over it, and per-thread workspaces. Task i of meta-iteration
 // k draws its goal and all its action noise from the stream keyed (seed, k, i); tasks write
 // their own gradient slots and the mean is summed in task order, so results are bit-identical
-// for any thread count.
+// for any thread count (fit is a run of the one meta-iteration, meta_iteration.hpp).
 #pragma once
 
 #include <algorithm>
@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "metafast/buffer.hpp"
-#include "metafast/meta_batch_loop.hpp"
+#include "metafast/meta_iteration.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/parallel.hpp"
 #include "metafast/rl.hpp"
@@ -26,7 +26,7 @@ public:
     MetaSgdRlLearner(Mlp mlp, Navigation2D env, RlConfig config, OptimizerConfig optimizer, std::uint64_t seed,
                      int num_threads)
         : mlp_(std::move(mlp)), env_(env), config_(config), optimizer_(optimizer), seed_(seed),
-          params_(2 * policy_params(), T(0)), mean_grad_(params_.size(), T(0)) {
+          params_(2 * policy_params(), T(0)) {
         state_.reset(params_.size());
         set_num_threads(num_threads);
     }
@@ -36,32 +36,30 @@ public:
     std::mutex& mutex() { return mutex_; }
     Buffer<T>& params() { return params_; }  // [theta, alpha]
     OptimizerState<T>& optimizer_state() { return state_; }
-    int num_threads() const { return threads_; }
+    int num_threads() const { return budget_.threads(); }
     void set_num_threads(int requested) {
-        threads_ = resolve_threads(requested);
-        workspaces_.resize(static_cast<std::size_t>(threads_));
+        budget_.set(requested);
+        workspaces_.resize(static_cast<std::size_t>(budget_.threads()));
     }
 
     // Meta-iterations first_iteration .. + iterations - 1 of meta_batch tasks each; writes the
     // mean return after adaptation of each completed iteration.
     FitResult fit(std::uint64_t first_iteration, std::size_t iterations, std::size_t meta_batch, double* returns) {
         const std::size_t q = policy_params(), width = 2 * q;
-        if (task_grads_.size() < meta_batch * width) task_grads_.resize(meta_batch * width);
-        if (task_returns_.size() < meta_batch) task_returns_.resize(meta_batch);
-        if (sum_.size() < width) sum_.resize(width);
-        return meta_batch_loop(iterations, meta_batch, width, threads_, task_grads_.data(), task_returns_.data(),
-                               sum_.data(), mean_grad_.data(),
-                               GuardedUpdate<T>(optimizer_, threads_, params_, state_, candidate_, candidate_state_),
-                               returns,
-                               [&](std::size_t k, std::size_t i, int thread, const T* theta) {
-                                   CounterRng rng(seed_, first_iteration + k, i);
-                                   double goal[2];
-                                   env_.sample_goal(rng, goal);
-                                   T* g = task_grads_.data() + i * width;
-                                   return double(rl_task_meta_gradient(mlp_, env_, config_, theta, theta + q, goal, rng,
-                                                                       workspaces_[static_cast<std::size_t>(thread)], g,
-                                                                       g + q));
-                               });
+        const int team = budget_.team(meta_batch, task_timer_.seconds_each());
+        const WorkTimer::Scope timing(task_timer_, iterations * meta_batch, team);
+        return run_meta_iterations(iterations, meta_batch, width, team, buffers_,
+                                   GuardedUpdate<T>(optimizer_, budget_.threads(), params_, state_, candidate_,
+                                                    candidate_state_),
+                                   returns, [&](std::size_t k, std::size_t i, int thread, const T* theta) {
+                                       CounterRng rng(seed_, first_iteration + k, i);
+                                       double goal[2];
+                                       env_.sample_goal(rng, goal);
+                                       T* g = buffers_.slot(i, width);
+                                       return double(rl_task_meta_gradient(
+                                           mlp_, env_, config_, theta, theta + q, goal, rng,
+                                           workspaces_[static_cast<std::size_t>(thread)], g, g + q));
+                                   });
     }
 
     // Mean return of `trajectories` fresh trajectories after each number of adaptation steps in
@@ -71,16 +69,19 @@ public:
         const std::size_t q = policy_params(), columns = steps.size();
         RlConfig scoring = config_;
         scoring.trajectories = trajectories;
-        parallel_for(num_tasks, threads_, [&](std::size_t i, int thread) {
+        const int team = budget_.team(num_tasks, evaluation_timer_.seconds_each());
+        const WorkTimer::Scope timing(evaluation_timer_, num_tasks, team);
+        parallel_for(num_tasks, team, [&](std::size_t i, int thread) {
             RlWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
             CounterRng rng(seed, 0, i);
             double goal[2];
             env_.sample_goal(rng, goal);
-            Buffer<T> current(params_.begin(), params_.begin() + q), grad(q);
+            ws.policy.assign(params_.begin(), params_.begin() + q);
+            ws.policy_grad.resize(q);
             std::size_t done = 0;
             for (std::size_t c = 0; c < columns; ++c) {
-                for (; done < steps[c]; ++done) adapt_step(current.data(), goal, rng, ws, grad.data());
-                rollout(mlp_, env_, scoring, current.data(), goal, rng, ws, ws.valid);
+                for (; done < steps[c]; ++done) adapt_step(ws.policy.data(), goal, rng, ws, ws.policy_grad.data());
+                rollout(mlp_, env_, scoring, ws.policy.data(), goal, rng, ws, ws.valid);
                 returns[i * columns + c] = ws.valid.mean_return;
             }
         });
@@ -92,8 +93,8 @@ public:
         RlWorkspace<T>& ws = workspaces_[0];
         CounterRng rng(seed, iteration, 0);
         std::copy(params_.begin(), params_.begin() + q, out);
-        Buffer<T> grad(q);
-        for (std::size_t s = 0; s < steps; ++s) adapt_step(out, goal, rng, ws, grad.data());
+        ws.policy_grad.resize(q);
+        for (std::size_t s = 0; s < steps; ++s) adapt_step(out, goal, rng, ws, ws.policy_grad.data());
     }
 
 private:
@@ -110,9 +111,10 @@ private:
     RlConfig config_;
     OptimizerConfig optimizer_;
     std::uint64_t seed_;
-    int threads_ = 1;
-    Buffer<T> params_, mean_grad_, candidate_, task_grads_, sum_;
-    std::vector<double> task_returns_;
+    ThreadBudget budget_;
+    WorkTimer task_timer_, evaluation_timer_;
+    Buffer<T> params_, candidate_;
+    MetaBatchBuffers<T> buffers_;
     OptimizerState<T> state_, candidate_state_;
     std::vector<RlWorkspace<T>> workspaces_;
     std::mutex mutex_;

@@ -1,0 +1,221 @@
+// The one meta-iteration of every learner: `meta_step`, `meta_gradient` and the native `fit`
+// of Meta-SGD, Reptile and the RL learner all run `run_meta_iterations`, so a fit of n
+// iterations is n meta-steps by construction.
+//
+// A run is one OpenMP parallel region: each thread takes a contiguous range of the
+// meta-batch's tasks, the task slots are summed in task order as a relay through the threads
+// (each thread reads only the slots it wrote, still in its cache), and the threads share the
+// guarded update. Threads wait on one flag per thread and round instead of barriers, two waits
+// per meta-iteration, spinning briefly and then sleeping (round_flags.hpp).
+//
+// Three parts are the caller's:
+// - the task work, task_work(k, i, thread, params) -> score: task i of iteration k at the
+//   current parameters, its slot (width values) written to slots + i * width;
+// - the update (GuardedUpdate for the meta-optimizers, ReptileUpdate, MeanOnly for a gradient
+//   without an update): how the mean slot changes the parameters, block by block;
+// - the combination of the task slots into the sum (LocalSum here). It is the one step a
+//   distributed run replaces: start the sum from the tasks of the processes before this one,
+//   pass it on when this process's tasks are added, so the order, and the bits, stay those of
+//   one process.
+#pragma once
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <mutex>
+#include <vector>
+
+#include "metafast/buffer.hpp"
+#include "metafast/denormals.hpp"
+#include "metafast/optim.hpp"
+#include "metafast/parallel.hpp"
+#include "metafast/round_flags.hpp"
+
+namespace metafast {
+
+struct FitResult {
+    std::size_t completed;  // meta-iterations committed (and scores written)
+    bool diverged;          // stopped because iteration `completed` was not finite
+    double last_score;      // the score of the last iteration run, committed or not
+};
+
+// Items [first, last) of n that part `part` of `parts` takes: contiguous, in order, sizes
+// within one of each other, the larger ranges last (the relay's first threads finish early and
+// pass the sum on while the last ones still work).
+struct Range {
+    std::size_t first, last;
+};
+
+inline Range contiguous_range(std::size_t n, std::size_t parts, std::size_t part) {
+    const std::size_t size = n / parts, smaller = parts - n % parts;  // parts of `size` items
+    const std::size_t first = part * size + (part > smaller ? part - smaller : 0);
+    return {first, first + size + (part >= smaller)};
+}
+
+// Updates of up to this many parameters run on one thread, the relay's last, which holds the
+// sum in its cache: spread over cores they cost more in moving the sum and the new parameters
+// between caches than they save.
+constexpr std::size_t shared_update_min = 1 << 15;
+
+// A learner's buffers for its meta-batches; they grow only, so later runs allocate nothing.
+template <class T>
+struct MetaBatchBuffers {
+    Buffer<T> slots, sum, mean;
+    std::vector<double> task_scores;
+
+    void reserve(std::size_t tasks, std::size_t width) {
+        if (slots.size() < tasks * width) slots.resize(tasks * width);
+        if (sum.size() < width) sum.resize(width);
+        if (mean.size() < width) mean.resize(width);
+        if (task_scores.size() < tasks) task_scores.resize(tasks);
+    }
+
+    T* slot(std::size_t task, std::size_t width) { return slots.data() + task * width; }
+};
+
+// The combination of one process: the sum starts at zero and the mean divides by its tasks.
+struct LocalSum {
+    // Called by the relay's first thread before it adds its first task; returns whether the
+    // sum starts at zero (otherwise it holds the tasks before this process's).
+    template <class T>
+    bool start(T*, std::size_t, double&) { return true; }
+    // Called by the relay's last thread once every task of this process is added.
+    template <class T>
+    void finish(T*, std::size_t, double&) {}
+    std::size_t total_tasks(std::size_t local) const { return local; }
+};
+
+// The update that only leaves the mean slot: meta_gradient.
+template <class T>
+class MeanOnly {
+public:
+    MeanOnly(const T* params, std::size_t width, int threads)
+        : params_(params), width_(width), block_(update_block_size(width, threads)) {}
+    std::size_t blocks() const { return (width_ + block_ - 1) / block_; }
+    const T* params() const { return params_; }
+    template <class Prepare>
+    bool update_block(std::size_t b, T*, Prepare&& prepare) const {
+        prepare(b * block_, std::min(width_, (b + 1) * block_));
+        return true;
+    }
+    void prefetch_candidate() const {}
+    void commit() {}
+    void finish() const {}
+
+private:
+    const T* params_;
+    std::size_t width_, block_;
+};
+
+// Runs `iterations` meta-iterations of `tasks` tasks on a team of up to `team` threads. The
+// iteration's score is the mean of its task scores and the update's gradient (left in
+// buffers.mean) the mean slot, both summed in task order. Iteration k is committed and its
+// score written to scores[k] (when scores is not null) only when the score, the gradient and the new parameters are all
+// finite; otherwise the run stops there (diverged). An exception in any thread stops the run at
+// that iteration and is rethrown after the region.
+template <class T, class Update, class TaskWork, class Combine = LocalSum>
+FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::size_t width, int team,
+                              MetaBatchBuffers<T>& buffers, const Update& update, double* scores,
+                              TaskWork&& task_work, Combine&& combine = Combine{}) {
+    buffers.reserve(tasks, width);
+    const int requested = std::clamp(team, 1, static_cast<int>(std::max<std::size_t>(tasks, 1)));
+    RoundFlags relayed(static_cast<std::size_t>(requested)), updated(static_cast<std::size_t>(requested));
+    FitResult result{iterations, false, 0.0};
+    Update committed = update;
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    T* const slots = buffers.slots.data();
+    T* const sum = buffers.sum.data();
+    T* const mean = buffers.mean.data();
+    double* const task_scores = buffers.task_scores.data();
+    const T divisor = T(combine.total_tasks(tasks));
+    double score = 0.0;  // of the current round: written by the relay's last thread, read after it
+    // Rounds in which something failed: only those rounds' values, so a fast thread's next
+    // round cannot change what a slow thread reads for this one.
+    std::atomic<std::uint64_t> failed_round{0}, nonfinite_round{0};
+    auto guarded = [&](std::uint64_t round, auto&& work) {
+        try {
+            work();
+        } catch (...) {
+            std::lock_guard<std::mutex> lock(error_mutex);
+            if (!error) error = std::current_exception();
+            failed_round.store(round);
+        }
+    };
+    auto mean_of_block = [&](std::size_t first, std::size_t last) {
+        for (std::size_t k = first; k < last; ++k) mean[k] = sum[k] / divisor;
+    };
+#ifdef _OPENMP
+#pragma omp parallel num_threads(requested) if (requested > 1)
+#endif
+    {
+        [[maybe_unused]] const FlushDenormals flush;
+#ifdef _OPENMP
+        const auto size = static_cast<std::size_t>(omp_get_num_threads());  // the runtime may give fewer
+        const auto thread = static_cast<std::size_t>(omp_get_thread_num());
+#else
+        const std::size_t size = 1, thread = 0;
+#endif
+        const bool first = thread == 0, last = thread + 1 == size;
+        const Range mine = contiguous_range(tasks, size, thread);
+        const bool sole_updater = width < shared_update_min && last;
+        const bool prefetch = sole_updater && size > 1;  // other cores hold copies of the parameters
+        const Range my_blocks = width >= shared_update_min ? contiguous_range(update.blocks(), size, thread)
+                                : sole_updater ? Range{0, update.blocks()} : Range{0, 0};
+        Update own = update;  // every thread commits its copy alike
+        for (std::size_t k = 0; k < iterations; ++k) {
+            const std::uint64_t round = k + 1;
+            // The relay: my tasks' slots go onto the sum once my predecessor has added its own;
+            // as soon as that has happened, each slot right after its task, still in cache.
+            double relay_score = 0.0;
+            std::size_t added = mine.first;
+            bool from_zero = false;
+            auto add_done_tasks = [&](std::size_t done) {
+                if (first && added == mine.first) from_zero = combine.start(sum, width, relay_score);
+                add_over_tasks(added, done, width, slots, sum, 0, width, from_zero && added == mine.first);
+                added = done;
+            };
+            guarded(round, [&] {
+                for (std::size_t i = mine.first; i < mine.last; ++i) {
+                    task_scores[i] = task_work(k, i, static_cast<int>(thread), own.params());
+                    if (first || relayed.passed(thread - 1, round)) add_done_tasks(i + 1);
+                }
+            });
+            if (prefetch) own.prefetch_candidate();  // while waiting for the relay
+            if (!first) relayed.wait_for(thread - 1, round);
+            if (added < mine.last || (first && mine.first == mine.last)) add_done_tasks(mine.last);
+            if (last) {
+                for (std::size_t i = 0; i < tasks; ++i) relay_score += task_scores[i];
+                combine.finish(sum, width, relay_score);
+                score = relay_score / double(divisor);
+            }
+            relayed.publish(thread, round);
+            relayed.wait_for(size - 1, round);  // the sum and the score are complete
+
+            const double iteration_score = score;
+            guarded(round, [&] {
+                for (std::size_t b = my_blocks.first; b < my_blocks.last; ++b)
+                    if (!own.update_block(b, mean, mean_of_block)) nonfinite_round.store(round);
+            });
+            updated.publish(thread, round);
+            for (std::size_t c = 0; c < size; ++c) updated.wait_for(c, round);
+
+            if (first) result.last_score = iteration_score;
+            if (failed_round.load() == round || nonfinite_round.load() == round || !std::isfinite(iteration_score)) {
+                if (first) result = {k, failed_round.load() != round, iteration_score};
+                break;  // every thread, at the same round
+            }
+            own.commit();
+            if (first && scores) scores[k] = iteration_score;
+        }
+        if (first) committed = own;
+    }
+    committed.finish();
+    if (error) std::rethrow_exception(error);
+    return result;
+}
+
+}  // namespace metafast

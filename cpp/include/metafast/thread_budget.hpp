@@ -1,0 +1,195 @@
+// How many threads a call uses. A team larger than the cores that are free does not run
+// faster: it waits, at every join, on a thread the scheduler has taken off its core, and on a
+// machine busy with other processes (a laptop running a build, a CI runner, a shared node)
+// that costs whole time slices per meta-iteration. So a call takes the learner's setting, less
+// the cores other processes kept busy over the last tenth of a second, and one thread for work
+// too small to pay for a team. Results never depend on the team (every reduction runs in task
+// order), so the choice is free to follow the machine.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstddef>
+#include <cstdio>
+#include <mutex>
+
+#if defined(__linux__)
+#include <sched.h>
+#include <sys/resource.h>
+#include <unistd.h>
+#endif
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace metafast {
+
+// The most threads a learner accepts (a request beyond the machine is a mistake, and libgomp
+// ends the process when it cannot create threads).
+constexpr int max_threads_allowed = 1024;
+
+// Threads to use for `requested` (0 = all that OpenMP offers; always 1 without OpenMP).
+inline int resolve_threads(int requested) {
+#ifdef _OPENMP
+    return requested > 0 ? requested : omp_get_max_threads();
+#else
+    (void)requested;
+    return 1;
+#endif
+}
+
+// Per-iteration work below this many seconds runs on one thread: waking a team and joining it
+// costs a few microseconds on an idle machine and far more on a busy one (measured with
+// benchmarks/contention.py; a 25-task sine meta-iteration takes about 150 us).
+constexpr double min_team_seconds = 30e-6;
+
+// The cores other processes keep busy, from the kernel's per-CPU counters of the CPUs this
+// process may run on, less this process's own CPU time; sampled at most every `window`.
+// Linux only; elsewhere (or when /proc is unreadable) every core counts as free.
+class MachineLoad {
+public:
+    static MachineLoad& instance() {
+        static MachineLoad load;
+        return load;
+    }
+
+    // Cores this process may use that other processes left free, as of the last window.
+    double free_cores() {
+        std::unique_lock<std::mutex> lock(mutex_, std::try_to_lock);  // never wait on a sampler
+        if (lock.owns_lock()) refresh();
+        return free_;
+    }
+
+private:
+    using Clock = std::chrono::steady_clock;
+    static constexpr std::chrono::milliseconds window{100};
+
+    struct Sample {
+        Clock::time_point when;
+        double busy_seconds = 0;  // all processes, on our CPUs
+        double own_seconds = 0;   // this process
+        bool valid = false;
+    };
+
+    MachineLoad() {
+        cores_ = usable_cores();
+        free_ = cores_;
+        last_ = sample();
+    }
+
+    void refresh() {
+        const Clock::time_point now = Clock::now();
+        if (now - last_.when < window) return;
+        const Sample next = sample();
+        if (next.valid && last_.valid) {
+            const double wall = std::chrono::duration<double>(next.when - last_.when).count();
+            const double others = ((next.busy_seconds - last_.busy_seconds) - (next.own_seconds - last_.own_seconds)) / wall;
+            free_ = std::clamp(cores_ - others, 0.0, cores_);
+        }
+        last_ = next;
+    }
+
+    static double usable_cores() {
+#ifdef _OPENMP
+        return double(omp_get_num_procs());  // respects the affinity mask
+#else
+        return 1.0;
+#endif
+    }
+
+    Sample sample() const {
+        Sample s;
+        s.when = Clock::now();
+#if defined(__linux__)
+        cpu_set_t mine;
+        if (sched_getaffinity(0, sizeof(mine), &mine) != 0) return s;
+        std::FILE* file = std::fopen("/proc/stat", "r");
+        if (!file) return s;
+        const double tick = double(sysconf(_SC_CLK_TCK));
+        char line[512];
+        double ticks = 0;
+        bool any = false;
+        while (std::fgets(line, sizeof(line), file)) {
+            // "cpuN user nice system idle iowait irq softirq steal ...": busy is all but idle and
+            // iowait (steal is time the hypervisor gave to others: not free either).
+            int cpu = -1;
+            unsigned long long user, nice, system, idle, iowait, irq, softirq, steal = 0;
+            if (std::sscanf(line, "cpu%d %llu %llu %llu %llu %llu %llu %llu %llu", &cpu, &user, &nice, &system, &idle,
+                            &iowait, &irq, &softirq, &steal) < 8)
+                continue;
+            if (cpu < 0 || cpu >= CPU_SETSIZE || !CPU_ISSET(cpu, &mine)) continue;
+            ticks += double(user + nice + system + irq + softirq + steal);
+            any = true;
+        }
+        std::fclose(file);
+        rusage usage{};
+        if (!any || getrusage(RUSAGE_SELF, &usage) != 0) return s;
+        s.busy_seconds = ticks / tick;
+        s.own_seconds = double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) +
+                        1e-6 * double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec);
+        s.valid = true;
+#endif
+        return s;
+    }
+
+    std::mutex mutex_;
+    double cores_ = 1, free_ = 1;
+    Sample last_;
+};
+
+// A learner's thread setting and the team each call gets from it.
+class ThreadBudget {
+public:
+    explicit ThreadBudget(int requested = 0) { set(requested); }
+
+    void set(int requested) { threads_ = resolve_threads(requested); }
+    int threads() const { return threads_; }  // the most a call uses; workspaces are sized for it
+
+    // The team for `items` independent pieces of work of `seconds_each` (0: not yet known).
+    int team(std::size_t items, double seconds_each) const {
+        int team = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(threads_), std::max<std::size_t>(items, 1)));
+        if (team <= 1) return 1;
+        if (seconds_each > 0 && double(items) * seconds_each < min_team_seconds) return 1;
+        const double free = MachineLoad::instance().free_cores();
+        return std::clamp(static_cast<int>(std::floor(free + 0.5)), 1, team);
+    }
+
+private:
+    int threads_ = 1;
+};
+
+// Seconds per piece of work of one kind of call, measured on the calls themselves (an average
+// that follows changes within a few calls).
+class WorkTimer {
+public:
+    double seconds_each() const { return seconds_each_; }
+
+    // Starts timing `items` pieces of work run by a team of `team`.
+    class Scope {
+    public:
+        Scope(WorkTimer& timer, std::size_t items, int team)
+            : timer_(timer), items_(items), team_(team), start_(std::chrono::steady_clock::now()) {}
+        ~Scope() {
+            if (items_ == 0) return;
+            const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start_).count();
+            // A team's wall time times its size bounds the work from above: enough to tell small from large.
+            const double each = seconds * double(team_) / double(items_);
+            timer_.seconds_each_ = timer_.seconds_each_ > 0 ? 0.75 * timer_.seconds_each_ + 0.25 * each : each;
+        }
+        Scope(const Scope&) = delete;
+        Scope& operator=(const Scope&) = delete;
+
+    private:
+        WorkTimer& timer_;
+        std::size_t items_;
+        int team_;
+        std::chrono::steady_clock::time_point start_;
+    };
+
+private:
+    double seconds_each_ = 0;
+};
+
+}  // namespace metafast
