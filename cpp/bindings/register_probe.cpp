@@ -1,7 +1,9 @@
-// Bindings of the probes of the CPU as this core runs it (for the benchmark).
+// Bindings of the probes of the CPU as this core runs it (for the benchmarks), and of the load
+// the thread teams follow.
 #include <stdexcept>
 
 #include "metafast/peak_probe.hpp"
+#include "metafast/thread_budget.hpp"
 #include "pybind11.hpp"
 
 namespace metafast::bindings {
@@ -27,6 +29,10 @@ void register_probe(py::module_& m) {
             return probe::clock_ghz(seconds);
         },
         "seconds"_a = 0.2, "The core's clock in GHz, from a chain of dependent integer additions (0 off x86-64).");
+    m.def(
+        "free_cores", [] { return MachineLoad::instance().free_cores(); },
+        "Cores of this process's CPUs that other processes left free over the last tenth of a second "
+        "(every call's thread team is at most this, rounded, and at least 1).");
 }
 
 }  // namespace metafast::bindings

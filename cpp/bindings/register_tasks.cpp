@@ -46,18 +46,11 @@ py::tuple sample_impl(const TaskFamily& family, std::size_t tasks, std::uint64_t
     void* yq = y_query.mutable_data();
     {
         py::gil_scoped_release release;  // only raw pointers from here on
-        const int threads = resolve_threads(num_threads);
-        std::vector<std::vector<double>> scratch(static_cast<std::size_t>(threads));
-        parallel_for(tasks, threads, [&](std::size_t i, int thread) {
-            TaskSlot<T> slot{xs + i * s.support_rows * s.input_width, nullptr, nullptr,
-                             xq + i * s.query_rows * s.input_width, nullptr, nullptr};
-            if (s.has_labels) {
-                slot.labels_support = static_cast<std::int64_t*>(ys) + i * s.support_rows;
-                slot.labels_query = static_cast<std::int64_t*>(yq) + i * s.query_rows;
-            } else {
-                slot.y_support = static_cast<T*>(ys) + i * s.support_rows * s.output_width;
-                slot.y_query = static_cast<T*>(yq) + i * s.query_rows * s.output_width;
-            }
+        const int team = ThreadBudget(num_threads).team(tasks, 0.0);
+        std::vector<std::vector<double>> scratch(static_cast<std::size_t>(team));
+        parallel_for(tasks, team, [&](std::size_t i, int thread) {
+            const TaskSlot<T> slot = slot_of(s, i, xs, static_cast<T*>(ys), static_cast<std::int64_t*>(ys), xq,
+                                             static_cast<T*>(yq), static_cast<std::int64_t*>(yq));
             sample_task(family, seed, iteration, i, slot, scratch[static_cast<std::size_t>(thread)]);
         });
     }

@@ -7,16 +7,16 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "metafast/kernels.hpp"
+#include "metafast/simd.hpp"
 
 namespace metafast::box_muller {
 
 #ifdef METAFAST_VECTOR_KERNELS
-constexpr std::size_t wide = kernels::detail::wide;
-using Doubles = kernels::detail::vec<double, wide>;
-using Words = kernels::detail::vec<std::uint64_t, wide>;
-using Ints = kernels::detail::vec<std::int64_t, wide>;
-constexpr std::size_t lanes = kernels::detail::lanes<double, wide>;
+constexpr std::size_t wide = simd::wide;
+using Doubles = simd::vec<double, wide>;
+using Words = simd::vec<std::uint64_t, wide>;
+using Ints = simd::vec<std::int64_t, wide>;
+constexpr std::size_t lanes = simd::lanes<double, wide>;
 
 // log x for normal x > 0: x = m 2^e with m in [sqrt(1/2), sqrt(2)), and
 // log m = 2 atanh(s) = 2 (s + s^3/3 + s^5/5 + ...), s = (m - 1) / (m + 1), |s| < 0.172; terms

@@ -8,7 +8,7 @@
 #include <cstddef>
 #include <limits>
 
-#include "metafast/kernels.hpp"
+#include "metafast/simd.hpp"
 
 #if defined(__AVX__)
 #include <immintrin.h>
@@ -17,8 +17,8 @@
 namespace metafast::fast {
 
 #ifdef METAFAST_VECTOR_KERNELS
-using Floats = kernels::detail::vec<float, kernels::detail::wide>;
-constexpr std::size_t float_lanes = kernels::detail::lanes<float, kernels::detail::wide>;
+using Floats = simd::vec<float, simd::wide>;
+constexpr std::size_t float_lanes = simd::lanes<float, simd::wide>;
 
 // 1 / q for finite q > 0.
 inline Floats reciprocal_of_finite(Floats q) {
@@ -61,9 +61,9 @@ inline Floats sqrt(Floats x) {
 
 // The first `count` (at most float_lanes) floats at p, zeros after them; and the way back.
 inline Floats load_partial(const float* p, std::size_t count) {
-    if (count == float_lanes) return kernels::detail::load<float, kernels::detail::wide>(p);
+    if (count == float_lanes) return simd::load<float, simd::wide>(p);
 #if defined(__AVX512F__)
-    return kernels::detail::load_first(p, static_cast<unsigned>(count));
+    return simd::load_first(p, static_cast<unsigned>(count));
 #else
     Floats v{};
     for (std::size_t l = 0; l < count; ++l) v[l] = p[l];
@@ -72,9 +72,9 @@ inline Floats load_partial(const float* p, std::size_t count) {
 }
 
 inline void store_partial(float* p, std::size_t count, Floats v) {
-    if (count == float_lanes) return kernels::detail::store<float, kernels::detail::wide>(p, v);
+    if (count == float_lanes) return simd::store<float, simd::wide>(p, v);
 #if defined(__AVX512F__)
-    kernels::detail::store_first(p, static_cast<unsigned>(count), v);
+    simd::store_first(p, static_cast<unsigned>(count), v);
 #else
     for (std::size_t l = 0; l < count; ++l) p[l] = v[l];
 #endif

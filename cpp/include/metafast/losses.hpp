@@ -29,15 +29,6 @@ inline Loss parse_loss(std::string_view name) {
                                 std::string(name) + "'");
 }
 
-inline const char* loss_name(Loss loss) {
-    switch (loss) {
-        case Loss::mse: return "mse";
-        case Loss::bce: return "bce";
-        case Loss::softmax_ce: return "softmax_ce";
-    }
-    return "?";
-}
-
 inline bool uses_labels(Loss loss) { return loss == Loss::softmax_ce; }
 
 inline void check_loss_matches_output(Loss loss, Activation output, std::size_t width) {

@@ -9,7 +9,7 @@
 #include <mutex>
 
 #include "metafast/denormals.hpp"
-#include "metafast/kernels.hpp"
+#include "metafast/simd.hpp"
 #include "metafast/thread_budget.hpp"
 
 #ifdef _OPENMP
@@ -56,9 +56,9 @@ void parallel_for(std::size_t n, int threads, F&& f) {
 template <std::size_t V, class T>
 void add_over_tasks_vectors(std::size_t first_task, std::size_t last_task, std::size_t width, const T* slots, T* sum,
                             std::size_t k, bool from_zero) {
-    using kernels::detail::load, kernels::detail::store, kernels::detail::wide;
-    constexpr std::size_t L = kernels::detail::lanes<T, wide>;
-    kernels::detail::vec<T, wide> acc[V] = {};
+    using simd::load, simd::store, simd::wide;
+    constexpr std::size_t L = simd::lanes<T, wide>;
+    simd::vec<T, wide> acc[V] = {};
     if (!from_zero) {
         METAFAST_UNROLL
         for (std::size_t v = 0; v < V; ++v) acc[v] = load<T, wide>(sum + k + v * L);
@@ -79,7 +79,7 @@ void add_over_tasks(std::size_t first_task, std::size_t last_task, std::size_t w
                     std::size_t first, std::size_t last, bool from_zero) {
     std::size_t k = first;
 #ifdef METAFAST_VECTOR_KERNELS
-    constexpr std::size_t L = kernels::detail::lanes<T, kernels::detail::wide>;
+    constexpr std::size_t L = simd::lanes<T, simd::wide>;
     for (; k + 8 * L <= last; k += 8 * L) add_over_tasks_vectors<8>(first_task, last_task, width, slots, sum, k, from_zero);
     for (; k + L <= last; k += L) add_over_tasks_vectors<1>(first_task, last_task, width, slots, sum, k, from_zero);
 #endif

@@ -8,7 +8,7 @@
 #include <cstddef>
 #include <cstdint>
 
-#include "metafast/kernels.hpp"  // METAFAST_UNROLL
+#include "metafast/simd.hpp"
 
 namespace metafast::probe {
 

@@ -42,7 +42,7 @@ public:
         using box_muller::Doubles, box_muller::lanes;
         Words counter = first_counters(state_);
         for (; i + lanes <= n; i += lanes, counter += lanes * golden)
-            kernels::detail::store<double, box_muller::wide>(out + i, low + (high - low) * uniforms(counter));
+            simd::store<double, box_muller::wide>(out + i, low + (high - low) * uniforms(counter));
 #endif
         for (; i < n; ++i) out[i] = low + (high - low) * unit(state_ + (i + 1) * golden);
         state_ += n * golden;

@@ -63,7 +63,7 @@ template <class F, std::size_t V>
 void backward_columns(const Columns& c, std::size_t j0) {
     const std::size_t last = std::min(L, c.hidden - j0 - (V - 1) * L);  // columns in the last vector
     auto at = [&](const float* p, std::size_t v) {
-        return v + 1 < V ? kernels::detail::load<float, kernels::detail::wide>(p) : load_partial(p, last);
+        return v + 1 < V ? simd::load<float, simd::wide>(p) : load_partial(p, last);
     };
     Floats sum_w1[V] = {}, sum_w0[V] = {}, sum_b0[V] = {};
     for (std::size_t r = 0; r < c.rows; ++r) {

@@ -8,7 +8,7 @@
 
 #include "metafast/buffer.hpp"
 #include "metafast/losses.hpp"
-#include "metafast/tasks.hpp"
+#include "metafast/task_layout.hpp"
 
 namespace metafast {
 
@@ -36,15 +36,14 @@ struct TaskBatchView {
     const std::int64_t* labels_query = nullptr;
 
     TaskView<T> task(std::size_t i) const {
-        const std::size_t ks = shape.support_rows, kq = shape.query_rows;
-        TaskView<T> view{x_support + i * ks * shape.input_width, {}, ks,
-                         x_query + i * kq * shape.input_width, {}, kq};
+        const TaskOffsets o = task_offsets(shape, i);
+        TaskView<T> view{x_support + o.x_support, {}, shape.support_rows, x_query + o.x_query, {}, shape.query_rows};
         if (shape.has_labels) {
-            view.y_support.labels = labels_support + i * ks;
-            view.y_query.labels = labels_query + i * kq;
+            view.y_support.labels = labels_support + o.labels_support;
+            view.y_query.labels = labels_query + o.labels_query;
         } else {
-            view.y_support.values = y_support + i * ks * shape.output_width;
-            view.y_query.values = y_query + i * kq * shape.output_width;
+            view.y_support.values = y_support + o.y_support;
+            view.y_query.values = y_query + o.y_query;
         }
         return view;
     }
@@ -70,17 +69,8 @@ public:
     }
 
     TaskSlot<T> slot(std::size_t i) {
-        const std::size_t ks = shape_.support_rows, kq = shape_.query_rows;
-        TaskSlot<T> s{x_support_.data() + i * ks * shape_.input_width, nullptr, nullptr,
-                      x_query_.data() + i * kq * shape_.input_width, nullptr, nullptr};
-        if (shape_.has_labels) {
-            s.labels_support = labels_support_.data() + i * ks;
-            s.labels_query = labels_query_.data() + i * kq;
-        } else {
-            s.y_support = y_support_.data() + i * ks * shape_.output_width;
-            s.y_query = y_query_.data() + i * kq * shape_.output_width;
-        }
-        return s;
+        return slot_of(shape_, i, x_support_.data(), y_support_.data(), labels_support_.data(), x_query_.data(),
+                       y_query_.data(), labels_query_.data());
     }
 
     TaskBatchView<T> view() const {

@@ -11,20 +11,10 @@
 
 #include "metafast/kernels.hpp"
 #include "metafast/rng.hpp"
+#include "metafast/task_layout.hpp"
 
 namespace metafast {
 
-// Where one task's arrays go: x (rows x input_width), and either y (rows x output_width,
-// regression and binary targets) or labels (rows, class indices).
-template <class T>
-struct TaskSlot {
-    T* x_support;
-    T* y_support;
-    std::int64_t* labels_support;
-    T* x_query;
-    T* y_query;
-    std::int64_t* labels_query;
-};
 
 // y = A sin(x + phase_sign * phi), A ~ U[amplitude], phi ~ U[phase]; x ~ U[x_range], or drawn
 // uniformly (with replacement) from `grid` evenly spaced points of x_range when grid > 0.
@@ -189,11 +179,6 @@ void sample_task(const TaskFamily& family, std::uint64_t seed, std::uint64_t ite
     std::visit([&](const auto& f) { f.sample(rng, slot, scratch); }, family);
 }
 
-// The shape of a family's tasks.
-struct TaskShape {
-    std::size_t input_width, output_width, support_rows, query_rows;
-    bool has_labels;
-};
 
 inline TaskShape task_shape(const TaskFamily& family) {
     return std::visit(
