@@ -12,7 +12,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
+#include <cstdlib>
 #include <mutex>
+#include <string>
 
 #if defined(__linux__)
 #include <sched.h>
@@ -139,6 +141,17 @@ private:
     Sample last_;
 };
 
+// METAFAST_TEAMS=exact: every call takes min(threads, pieces of work), whatever the load and the
+// size of the work (the test suite uses it, so that the parallel paths run on tiny problems);
+// unset or "auto": the team follows the machine.
+inline bool exact_teams() {
+    static const bool exact = [] {
+        const char* value = std::getenv("METAFAST_TEAMS");
+        return value && std::string(value) == "exact";
+    }();
+    return exact;
+}
+
 // A learner's thread setting and the team each call gets from it.
 class ThreadBudget {
 public:
@@ -150,7 +163,7 @@ public:
     // The team for `items` independent pieces of work of `seconds_each` (0: not yet known).
     int team(std::size_t items, double seconds_each) const {
         int team = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(threads_), std::max<std::size_t>(items, 1)));
-        if (team <= 1) return 1;
+        if (team <= 1 || exact_teams()) return team;
         if (seconds_each > 0 && double(items) * seconds_each < min_team_seconds) return 1;
         const double free = MachineLoad::instance().free_cores();
         return std::clamp(static_cast<int>(std::floor(free + 0.5)), 1, team);
