@@ -1,0 +1,32 @@
+"""The core's headers point one way: each includes only headers of its own layer or the layers
+below it (README.md, "Layout"), so kernels never reach into learners."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+HEADERS = Path(__file__).resolve().parents[1] / "cpp" / "include" / "metafast"
+
+LAYERS = [
+    ["simd", "cpu_features", "peak_probe", "denormals", "buffer", "fast_math", "box_muller", "rng"],
+    ["kernels", "activations", "losses", "mlp", "mlp_workspace", "backprop", "hvp", "scalar_mlp"],
+    ["task_layout", "tasks", "task_batch", "nav2d", "policy", "rl"],
+    ["meta_sgd", "reptile", "optim", "reptile_update"],
+    ["thread_budget", "round_flags", "parallel", "meta_iteration"],
+    ["meta_sgd_learner", "reptile_learner", "rl_learner"],
+]
+LAYER = {name: depth for depth, names in enumerate(LAYERS) for name in names}
+
+
+def includes(header: Path) -> list[str]:
+    return re.findall(r'#include "metafast/(\w+)\.hpp"', header.read_text())
+
+
+def test_every_header_has_a_layer():
+    assert sorted(p.stem for p in HEADERS.glob("*.hpp")) == sorted(LAYER)
+
+
+def test_headers_include_only_their_layer_or_below():
+    upward = [(h.stem, used) for h in HEADERS.glob("*.hpp") for used in includes(h) if LAYER[used] > LAYER[h.stem]]
+    assert upward == []
