@@ -126,7 +126,7 @@ private:
     template <class Update, class TaskOf>
     FitResult run(std::size_t iterations, std::size_t tasks, const Update& update, double* scores, TaskOf&& task_of) {
         const std::size_t n = num_params(), width = 2 * n;
-        const int team = budget_.team(tasks, task_timer_.seconds_each());
+        const int team = budget_.team(tasks, task_timer_.seconds_each(), iterations);
         const WorkTimer::Scope timing(task_timer_, iterations * tasks, team);
         return run_meta_iterations(
             iterations, tasks, width, team, buffers_, update, scores,

@@ -125,7 +125,7 @@ private:
                   double* scores, TaskOf&& task_of) {
         const std::size_t n = num_params();
         const bool chained = !config_.reset_optimizer;
-        const int team = chained ? 1 : budget_.team(tasks, task_timer_.seconds_each());
+        const int team = chained ? 1 : budget_.team(tasks, task_timer_.seconds_each(), iterations);
         const WorkTimer::Scope timing(task_timer_, iterations * tasks, team);
         const ReptileUpdate<T> update(params_, candidate_, epsilon, budget_.threads(), chained ? &carried_ : nullptr,
                                       &chain_);

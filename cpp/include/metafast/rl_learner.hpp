@@ -46,7 +46,7 @@ public:
     // mean return after adaptation of each completed iteration.
     FitResult fit(std::uint64_t first_iteration, std::size_t iterations, std::size_t meta_batch, double* returns) {
         const std::size_t q = policy_params(), width = 2 * q;
-        const int team = budget_.team(meta_batch, task_timer_.seconds_each());
+        const int team = budget_.team(meta_batch, task_timer_.seconds_each(), iterations);
         const WorkTimer::Scope timing(task_timer_, iterations * meta_batch, team);
         return run_meta_iterations(iterations, meta_batch, width, team, buffers_,
                                    GuardedUpdate<T>(optimizer_, budget_.threads(), params_, state_, candidate_,

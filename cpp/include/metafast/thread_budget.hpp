@@ -42,10 +42,11 @@ inline int resolve_threads(int requested) {
 #endif
 }
 
-// Per-iteration work below this many seconds runs on one thread: waking a team and joining it
-// costs a few microseconds on an idle machine and far more on a busy one (measured with
-// benchmarks/contention.py; a 25-task sine meta-iteration takes about 150 us).
-constexpr double min_team_seconds = 30e-6;
+// A run of less work than this (seconds on one thread) takes one thread: waking a team whose
+// threads sleep and joining it costs a few microseconds. Measured on 2-core Zen 5 and Sapphire
+// Rapids VMs, with the team's threads awake (a loop of calls), two threads already gain 12% on
+// a 2-task meta-step of 2 x 3 us; the threshold keeps only runs where nothing can be gained.
+constexpr double min_team_seconds = 5e-6;
 
 // The cores other processes keep busy, from the kernel's per-CPU counters of the CPUs this
 // process may run on, less this process's own CPU time; sampled at most every `window`.
@@ -160,11 +161,12 @@ public:
     void set(int requested) { threads_ = resolve_threads(requested); }
     int threads() const { return threads_; }  // the most a call uses; workspaces are sized for it
 
-    // The team for `items` independent pieces of work of `seconds_each` (0: not yet known).
-    int team(std::size_t items, double seconds_each) const {
-        int team = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(threads_), std::max<std::size_t>(items, 1)));
+    // The team for `rounds` rounds of `items` independent pieces of work of `seconds_each` (0:
+    // not yet known) each.
+    int team(std::size_t items, double seconds_each, std::size_t rounds = 1) const {
+        const int team = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(threads_), std::max<std::size_t>(items, 1)));
         if (team <= 1 || exact_teams()) return team;
-        if (seconds_each > 0 && double(items) * seconds_each < min_team_seconds) return 1;
+        if (seconds_each > 0 && double(rounds) * double(items) * seconds_each < min_team_seconds) return 1;
         const double free = MachineLoad::instance().free_cores();
         return std::clamp(static_cast<int>(std::floor(free + 0.5)), 1, team);
     }
