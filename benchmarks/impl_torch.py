@@ -7,8 +7,8 @@ summed per-task mean losses have the per-task gradients as their gradient with r
 the stacked parameters, so one ``torch.autograd.grad`` call serves all tasks.
 
 - Reptile (W1, W2): the 50 inner Adam steps of all T tasks run together (W1, one task: plain
-  2-D ``addmm``). Adam (math.md section 3, the formula of ``torch.optim.Adam``) is one call of
-  ``torch._fused_adam_`` per step, the kernel of ``torch.optim.Adam(fused=True)``, minus the
+  2-D ``addmm``). Adam (docs/math.md, section 3, the formula of ``torch.optim.Adam``) is one
+  call of ``torch._fused_adam_`` per step, the kernel of ``torch.optim.Adam(fused=True)``, minus the
   optimizer object's Python overhead (about 3 us a step instead of about 40 us for the
   ``_foreach_*`` form, kept as the fallback), under ``torch.no_grad``.
 - Meta-SGD (W3, W4): theta is broadcast to the T tasks with ``expand`` (a view), the support
@@ -143,7 +143,7 @@ def _sampler(w: Workload, generator):
 
 
 class _Adam:
-    """Adam in place on a list of tensors (math.md section 3, the formula of
+    """Adam in place on a list of tensors (docs/math.md, section 3, the formula of
     ``torch.optim.Adam``): one call of ``torch._fused_adam_``, the CPU kernel behind
     ``torch.optim.Adam(fused=True)``, without the optimizer object's Python overhead; the
     same formula with ``torch._foreach_*`` ops where that kernel is missing."""

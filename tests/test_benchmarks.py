@@ -4,6 +4,7 @@ metafast on the fixed data of every workload, and the FLOP model matches a hand 
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
+import contention  # noqa: E402
 import fixtures  # noqa: E402
 import impl_metafast  # noqa: E402
 import impl_reference  # noqa: E402
@@ -41,3 +43,21 @@ def test_runners_do_the_work_they_report(name):
     w = workloads.get(name)
     assert impl_metafast.make_runner(w, threads=1)(3) >= 3
     assert impl_reference.make_runner(w, threads=1)(1) >= 1
+
+
+def test_contention_quick_prints_a_ratio_per_call(capsys):
+    # --idle: the suite does not load the machine (busy() is tested below). --check 0: every
+    # ratio exceeds it, so exit status 1 shows that the check looked at them.
+    assert contention.main(["--quick", "--idle", "--check", "0"]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("machine: ") and lines[1].startswith("idle: ")
+    for call in contention.CALLS:
+        row = next(line for line in lines if line.strip().startswith(call.name))
+        assert re.search(r"\d\.\d\dx$", row), row
+
+
+def test_contention_busy_processes_die_with_the_block():
+    with pytest.raises(RuntimeError), contention.busy(2) as processes:
+        assert all(process.poll() is None for process in processes)
+        raise RuntimeError
+    assert all(process.returncode is not None for process in processes)

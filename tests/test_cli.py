@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import metafast as mf
@@ -52,6 +54,10 @@ BAD_COMMANDS = {
     "no-save": (["train", "reptile"], "--save"),
     "bad-steps": (["evaluate", "m.npz", "--steps", "x"], "invalid non-negative integer value: 'x'"),
     "bad-scale": (["demo", "--scale", "0"], "must be a positive number"),
+    "gamma-above-1": (["train", "metasgd-rl", "--gamma", "1.5", "--save", "m.npz"],
+                      "argument --gamma: must lie in [0, 1], got 1.5"),
+    "option-of-another-algorithm": (["train", "metasgd", "--epsilon", "0.5", "--save", "m.npz"],
+                                    "--epsilon does not apply to metasgd"),
 }
 
 
@@ -60,6 +66,33 @@ def test_bad_arguments_give_one_line_and_exit_2(argv, message, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1
+
+
+def saved_config(path):
+    with np.load(path) as archive:  # the file format: config is a JSON string
+        return json.loads(str(archive["config"]))
+
+
+RL_TINY = ["train", "metasgd-rl", "--iterations", "1", "--meta-batch", "1", "--hidden", "4", "--trajectories", "2",
+           "--quiet", "--threads", "1"]
+
+
+@pytest.mark.parametrize("options,alpha_init,gamma", [([], 0.1, 0.99),
+                                                      (["--alpha-init", "0.01", "--gamma", "1"], 0.01, 1.0)])
+def test_rl_defaults_are_its_own_and_any_asked_value_is_honoured(tmp_path, options, alpha_init, gamma):
+    # 0.01 is Meta-SGD's default alpha_init: asking for it must not give the RL default 0.1.
+    model = tmp_path / "rl.npz"
+    assert main([*RL_TINY, *options, "--save", str(model)]) == 0
+    config = saved_config(model)
+    assert (config["alpha_init"], config["gamma"], config["inner_trajectories"]) == (alpha_init, gamma, 2)
+
+
+def test_metasgd_defaults(tmp_path):
+    model = tmp_path / "m.npz"
+    assert main(["train", "metasgd", "--iterations", "1", "--hidden", "4", "--quiet", "--save", str(model)]) == 0
+    config = saved_config(model)
+    assert (config["alpha_init"], config["meta_lr"], config["inner_steps"]) == (0.01, 1e-3, 1)
+    assert len(mf.load(model).history) == 1
 
 
 def test_unreadable_model_files(tmp_path, capsys):
@@ -99,7 +132,7 @@ def test_help_exits_zero(capsys):
     assert "demo" in capsys.readouterr().out
 
 
-def test_rl_train_evaluate_and_demo(tmp_path, capsys):
+def test_rl_train_evaluate_and_demo(tmp_path, capsys, monkeypatch):
     model = tmp_path / "rl.npz"
     picture = tmp_path / "rl.png"
     assert main(["train", "metasgd-rl", "--iterations", "2", "--meta-batch", "2", "--hidden", "8", "--trajectories", "4",
@@ -108,8 +141,11 @@ def test_rl_train_evaluate_and_demo(tmp_path, capsys):
     capsys.readouterr()
     assert main(["evaluate", str(model), "--tasks", "3", "--quiet"]) == 0
     assert "return" in capsys.readouterr().out
-    assert main(["demo", "--rl", "--scale", "0.01", "--tasks", "3", "--quiet", "--out", str(tmp_path / "d.png")]) == 0
-    read_png(tmp_path / "d.png")
+    # --out metafast-demo.png is honoured with --rl too (it was the sentinel of the RL default name)
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--rl", "--scale", "0.01", "--tasks", "3", "--quiet", "--out", "metafast-demo.png"]) == 0
+    read_png(tmp_path / "metafast-demo.png")
+    assert "3 held-out tasks" in capsys.readouterr().out
     assert main(["train", "reptile", "--task", "nav2d", "--save", str(model)]) == 2
 
 

@@ -22,9 +22,9 @@ def test_reptile_batch_larger_than_the_support_set_is_full_batch():
 
 
 TOO_BIG = {
-    "inner-batch": (lambda: mf.Reptile(mf.MLP([1, 4, 1]), inner_batch=2**64 - 1), "inner_batch must be at most"),
-    "inner-epochs": (lambda: mf.Reptile(mf.MLP([1, 4, 1]), inner_epochs=2**40), "inner_epochs must be at most"),
-    "inner-steps": (lambda: mf.MetaSGD(mf.MLP([1, 5, 1]), inner_steps=2**60), "inner_steps must be at most"),
+    "inner-batch": (lambda: mf.Reptile(mf.MLP([1, 4, 1]), inner_batch=2**64 - 1), r"inner_batch must fit in 64 bits"),
+    "inner-epochs": (lambda: mf.Reptile(mf.MLP([1, 4, 1]), inner_epochs=2**40), r"inner_epochs must lie in \[1, 16777216\], got 1099511627776"),
+    "inner-steps": (lambda: mf.MetaSGD(mf.MLP([1, 5, 1]), inner_steps=2**60), r"inner_steps must lie in \[1, 100000\]"),
     "width": (lambda: mf.MLP([2**64 - 1, 1]), r"sizes\[i\] must be at most"),
     "raw-width": (lambda: _core.MLP([2**30, 1], "relu", "identity", False), r"sizes must lie in \[1, 16777216\]"),
     "raw-params": (lambda: _core.MLP([2**24, 2**24], "relu", "identity", False), "more than 68719476736 parameters"),

@@ -102,9 +102,10 @@ def sine_learner(**kwargs):
     return mf.MetaSGD(mf.MLP([1, 40, 40, 1], activation="relu"), **settings)
 
 
-def test_native_fit_trains_on_the_tasks_that_sample_returns():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_fit_trains_on_the_tasks_that_sample_returns(threads):
     family = Sinusoid()
-    native, stepped = sine_learner(), sine_learner()
+    native, stepped = sine_learner(num_threads=threads), sine_learner(num_threads=threads)
     history = native.fit(family, iterations=7, meta_batch=5, progress=False)
     for iteration in range(7):
         stepped.meta_step(family.sample(5, seed=3, iteration=iteration, dtype="float32"))
@@ -300,8 +301,8 @@ def test_divergence_stops_with_the_iteration_and_keeps_the_last_finite_state():
 
 SINE = Sinusoid()
 BAD_CALLS = {
-    "inner-steps-zero": (lambda: sine_learner(inner_steps=0), ValueError, "inner_steps must be at least 1"),
-    "meta-lr-negative": (lambda: sine_learner(meta_lr=-1.0), ValueError, "meta_lr must be > 0"),
+    "inner-steps-zero": (lambda: sine_learner(inner_steps=0), ValueError, r"inner_steps must lie in \[1, 100000\], got 0"),
+    "meta-lr-negative": (lambda: sine_learner(meta_lr=-1.0), ValueError, "meta_lr must be a finite number > 0, got -1"),
     "optimizer-unknown": (lambda: sine_learner(meta_optimizer="rmsprop"), ValueError, "meta_optimizer must be 'sgd' or 'adam'"),
     "alpha-init-nan": (lambda: sine_learner(alpha_init=np.nan), ValueError, "alpha_init must be finite"),
     "alpha-init-reversed": (lambda: sine_learner(alpha_init=(0.1, 0.01)), ValueError, "alpha_init must have low <= high"),

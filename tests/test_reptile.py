@@ -57,9 +57,10 @@ def test_batched_fit_is_bit_identical_for_any_thread_count(dtype, shuffle):
         np.testing.assert_array_equal(history, results[0][1])
 
 
-def test_native_fit_trains_on_the_tasks_that_sample_returns():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_native_fit_trains_on_the_tasks_that_sample_returns(threads):
     family = Sinusoid(support=12)
-    native, stepped = sine_reptile(shuffle=True), sine_reptile(shuffle=True)
+    native, stepped = sine_reptile(shuffle=True, num_threads=threads), sine_reptile(shuffle=True, num_threads=threads)
     native.fit(family, iterations=5, meta_batch=3, progress=False)
     for iteration in range(5):
         stepped.meta_step(family.sample(3, seed=2, iteration=iteration, dtype="float32"))
@@ -71,11 +72,32 @@ def test_epsilon_annealing():
     family = Sinusoid()
     annealed = sine_reptile(epsilon=0.5, epsilon_final=0.0)
     annealed.fit(family, iterations=4, meta_batch=2, progress=False)
-    by_hand = sine_reptile(epsilon=0.5)
-    for k, epsilon in enumerate((0.5, 0.375, 0.25, 0.125)):
-        by_hand._epsilon = epsilon
+    theta = annealed.model.init(annealed.seed, annealed.dtype)
+    for k, epsilon in enumerate((0.5, 0.375, 0.25, 0.125)):  # one step each at a constant epsilon
+        by_hand = sine_reptile(epsilon=epsilon)
+        by_hand.theta = theta
         by_hand.meta_step(family.sample(2, seed=2, iteration=k, dtype="float32"))
-    np.testing.assert_allclose(annealed.theta, by_hand.theta, rtol=1e-6, atol=1e-7)
+        theta = by_hand.theta
+    np.testing.assert_allclose(annealed.theta, theta, rtol=1e-6, atol=1e-7)
+
+
+def test_epsilon_annealing_is_the_same_on_the_sampler_path():
+    """The schedule follows fit's own iterations, whichever path runs them (and restarts with
+    each fit call)."""
+    family = Sinusoid()
+
+    def sampler(num_tasks, rng):
+        batch = family.sample(num_tasks, seed=2, iteration=sampler.calls, dtype="float32")
+        sampler.calls += 1
+        return batch
+
+    sampler.calls = 0
+    native, sampled = sine_reptile(epsilon=0.5, epsilon_final=0.0), sine_reptile(epsilon=0.5, epsilon_final=0.0)
+    for iterations in (4, 3):
+        native.fit(family, iterations=iterations, meta_batch=2, progress=False)
+        sampled.fit(sampler, iterations=iterations, meta_batch=2, progress=False)
+    np.testing.assert_array_equal(native.theta, sampled.theta)
+    np.testing.assert_array_equal(native.history, sampled.history)
 
 
 def test_carried_optimizer_state_chains_tasks():
@@ -144,12 +166,12 @@ def test_divergence_keeps_the_last_finite_theta():
 
 
 BAD_CALLS = {
-    "epsilon-zero": (lambda: sine_reptile(epsilon=0.0), ValueError, "epsilon must be > 0"),
-    "epsilon-big": (lambda: sine_reptile(epsilon=1.5), ValueError, "epsilon must be at most 1"),
-    "epsilon-final-negative": (lambda: sine_reptile(epsilon_final=-0.1), ValueError, "epsilon_final must be >= 0"),
-    "inner-lr": (lambda: sine_reptile(inner_lr=0.0), ValueError, "inner_lr must be > 0"),
-    "inner-epochs": (lambda: sine_reptile(inner_epochs=0), ValueError, "inner_epochs must be at least 1"),
-    "inner-batch": (lambda: sine_reptile(inner_batch=0), ValueError, "inner_batch must be at least 1"),
+    "epsilon-zero": (lambda: sine_reptile(epsilon=0.0), ValueError, r"epsilon must lie in \(0, 1\], got 0"),
+    "epsilon-big": (lambda: sine_reptile(epsilon=1.5), ValueError, r"epsilon must lie in \(0, 1\], got 1.5"),
+    "epsilon-final-negative": (lambda: sine_reptile(epsilon_final=-0.1), ValueError, r"epsilon_final must lie in \[0, 1\], got -0.1"),
+    "inner-lr": (lambda: sine_reptile(inner_lr=0.0), ValueError, "inner_lr must be a finite number > 0, got 0"),
+    "inner-epochs": (lambda: sine_reptile(inner_epochs=0), ValueError, r"inner_epochs must lie in \[1, 16777216\], got 0"),
+    "inner-batch": (lambda: sine_reptile(inner_batch=0), ValueError, r"inner_batch must lie in \[1, 2147483648\], got 0"),
     "inner-optimizer": (lambda: sine_reptile(inner_optimizer="lbfgs"), ValueError, "inner_optimizer must be 'sgd' or 'adam'"),
     "reset-not-bool": (lambda: sine_reptile(reset_optimizer=1), TypeError, "reset_optimizer must be True or False"),
     "betas": (lambda: sine_reptile(adam_betas=(0.9, 1.0)), ValueError, "adam_betas must lie in"),

@@ -107,7 +107,7 @@ BAD_CALLS = {
     "advantages-nan": (lambda: mf.rl.GaussianPolicy(mf.MLP([2, 2])).surrogate(np.zeros(8), np.zeros((3, 2)), np.zeros((3, 2)), np.full(3, np.nan), 1), ValueError, "advantages contains NaN"),
     "trajectories-zero": (lambda: mf.rl.GaussianPolicy(mf.MLP([2, 2])).surrogate(np.zeros(8), np.zeros((3, 2)), np.zeros((3, 2)), np.zeros(3), 0), ValueError, "num_trajectories must be at least 1"),
     "reward-name": (lambda: mf.rl.Navigation2D(reward="manhattan"), ValueError, "reward must be 'distance' or 'squared'"),
-    "max-action": (lambda: mf.rl.Navigation2D(max_action=0.0), ValueError, "max_action must be > 0"),
+    "max-action": (lambda: mf.rl.Navigation2D(max_action=0.0), ValueError, "max_action must be a finite number > 0, got 0"),
     "step-shapes": (lambda: mf.rl.Navigation2D().step(np.zeros((2, 2)), np.zeros((3, 2)), np.zeros((2, 2))), ValueError, r"actions must have shape \(2, 2\)"),
 }
 

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstdio>
 #include <cstddef>
 #include <cstdint>
 #include <stdexcept>
@@ -19,6 +20,13 @@ namespace metafast::bindings {
 
 inline void require(bool condition, const std::string& message) {
     if (!condition) throw std::invalid_argument(message);
+}
+
+// A number as a message shows it: 0.1, 1e-09, 5 (std::to_string would give 0.000000 for 1e-9).
+inline std::string number_text(double value) {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%g", value);
+    return text;
 }
 
 // num_threads of every call that takes one (0: all cores).

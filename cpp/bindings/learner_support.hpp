@@ -37,14 +37,24 @@ auto without_gil(L& learner, F&& f) {
 // The most tasks of a batch, and steps (as the Python layer's MAX_COUNT).
 constexpr std::size_t max_tasks = std::size_t{1} << 24;
 
-inline std::size_t checked_count(std::size_t value, const char* name, std::size_t most) {
-    require(value >= 1 && value <= most,
+// The hyperparameters the learners' constructors receive are checked here, once; the Python
+// layer settles only their types (a number, an integer, a string), so each has one message.
+inline std::size_t checked_count(std::int64_t value, const char* name, std::size_t most) {
+    require(value >= 1 && static_cast<std::uint64_t>(value) <= most,
             std::string(name) + " must lie in [1, " + std::to_string(most) + "], got " + std::to_string(value));
-    return value;
+    return static_cast<std::size_t>(value);
 }
 
 inline double checked_positive(double value, const char* name) {
-    require(std::isfinite(value) && value > 0, std::string(name) + " must be a finite number > 0, got " + std::to_string(value));
+    require(std::isfinite(value) && value > 0, std::string(name) + " must be a finite number > 0, got " + number_text(value));
+    return value;
+}
+
+// A number in [low, high] (open at low when low_open).
+inline double checked_within(double value, const char* name, double low, double high, bool low_open = false) {
+    require(std::isfinite(value) && (low_open ? value > low : value >= low) && value <= high,
+            std::string(name) + " must lie in " + (low_open ? "(" : "[") + number_text(low) + ", " + number_text(high) +
+                "], got " + number_text(value));
     return value;
 }
 
@@ -53,7 +63,7 @@ inline double checked_positive(double value, const char* name) {
 inline OptimizerConfig checked_optimizer(const std::string& name, const char* kind, double lr, const char* lr_name,
                                          double beta1, double beta2, double eps) {
     require(beta1 >= 0 && beta1 < 1 && beta2 >= 0 && beta2 < 1,
-            "adam_betas must lie in [0, 1), got (" + std::to_string(beta1) + ", " + std::to_string(beta2) + ")");
+            "adam_betas must lie in [0, 1), got (" + number_text(beta1) + ", " + number_text(beta2) + ")");
     return {parse_optimizer(name, kind), checked_positive(lr, lr_name), beta1, beta2, checked_positive(eps, "adam_eps")};
 }
 

@@ -19,7 +19,7 @@ using Learner = MetaSgdLearner<T>;
 template <class T>
 void bind_learner(py::module_& m, const char* name) {
     py::class_<Learner<T>> cls(m, name);
-    cls.def(py::init([](const Mlp& mlp, const std::string& loss, std::size_t inner_steps, bool first_order,
+    cls.def(py::init([](const Mlp& mlp, const std::string& loss, std::int64_t inner_steps, bool first_order,
                         const std::string& optimizer, double lr, double beta1, double beta2, double eps,
                         int num_threads) {
                 const Loss kind = parse_loss(loss);
@@ -61,11 +61,11 @@ void bind_learner(py::module_& m, const char* name) {
              "One meta-iteration; returns (updated, loss). Not updated when not finite.")
         .def("fit",
              [](Learner<T>& l, const TaskFamily& family, std::uint64_t seed, std::uint64_t first_iteration,
-                std::size_t iterations, std::size_t meta_batch) {
+                std::size_t iterations, std::int64_t meta_batch) {
                  check_family(l.mlp(), l.config().loss, family);
-                 checked_count(meta_batch, "meta_batch", max_tasks);
+                 const std::size_t tasks = checked_count(meta_batch, "meta_batch", max_tasks);
                  return fit_in_core(l, iterations, [&](double* losses) {
-                     return l.fit(family, seed, first_iteration, iterations, meta_batch, losses);
+                     return l.fit(family, seed, first_iteration, iterations, tasks, losses);
                  });
              },
              "family"_a, "seed"_a, "first_iteration"_a, "iterations"_a, "meta_batch"_a,

@@ -15,19 +15,13 @@ namespace {
 template <class T>
 using Learner = ReptileLearner<T>;
 
-double checked_epsilon(double epsilon, const char* name, bool zero_allowed) {
-    require(std::isfinite(epsilon) && (zero_allowed ? epsilon >= 0 : epsilon > 0) && epsilon <= 1,
-            std::string(name) + (zero_allowed ? " must lie in [0, 1], got " : " must lie in (0, 1], got ") +
-                std::to_string(epsilon));
-    return epsilon;
-}
-
 template <class T>
 void bind_learner(py::module_& m, const char* name) {
     py::class_<Learner<T>> cls(m, name);
     cls.def(py::init([](const Mlp& mlp, const std::string& loss, const std::string& optimizer, double lr,
-                        double beta1, double beta2, double eps, std::size_t inner_epochs, std::size_t inner_batch,
-                        bool reset_optimizer, bool shuffle, std::uint64_t seed, int num_threads) {
+                        double beta1, double beta2, double eps, std::int64_t inner_epochs, std::int64_t inner_batch,
+                        bool reset_optimizer, bool shuffle, std::uint64_t seed, int num_threads, double epsilon,
+                        double epsilon_final) {
                 const Loss kind = parse_loss(loss);
                 check_loss_matches_output(kind, mlp.output_activation(), mlp.output_width());
                 const ReptileConfig config{kind,
@@ -35,10 +29,14 @@ void bind_learner(py::module_& m, const char* name) {
                                            checked_count(inner_epochs, "inner_epochs", std::size_t{1} << 24),
                                            checked_count(inner_batch, "inner_batch", std::size_t{1} << 31),
                                            reset_optimizer, shuffle};
-                return std::make_unique<Learner<T>>(mlp, config, seed, checked_threads(num_threads));
+                const EpsilonSchedule schedule{checked_within(epsilon, "epsilon", 0, 1, true),
+                                               checked_within(epsilon_final, "epsilon_final", 0, 1), 0, 0};
+                return std::make_unique<Learner<T>>(mlp, config, schedule, seed, checked_threads(num_threads));
             }),
             "mlp"_a, "loss"_a, "inner_optimizer"_a, "inner_lr"_a, "beta1"_a, "beta2"_a, "eps"_a, "inner_epochs"_a,
-            "inner_batch"_a, "reset_optimizer"_a, "shuffle"_a, "seed"_a, "num_threads"_a);
+            "inner_batch"_a, "reset_optimizer"_a, "shuffle"_a, "seed"_a, "num_threads"_a, "epsilon"_a,
+            "epsilon_final"_a,
+            "A Reptile learner; the step size goes from epsilon to epsilon_final over each fit (equal: constant).");
     add_learner_methods<T>(cls);
     add_supervised_methods<T>(cls);
     cls.def("inner_updates", &Learner<T>::inner_updates, "rows"_a)
@@ -56,29 +54,27 @@ void bind_learner(py::module_& m, const char* name) {
              "theta"_a)
         .def("meta_step",
              [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
-                double epsilon, std::uint64_t iteration) {
-                 checked_epsilon(epsilon, "epsilon", false);
+                std::uint64_t iteration, std::size_t position, std::size_t span) {
                  const TaskBatchView<T> batch = checked_batch<T>(l.mlp(), l.config().loss, xs, ys, xq, yq);
                  double loss = 0.0;
-                 const bool ok = without_gil(l, [&] { return l.meta_step(batch, epsilon, iteration, loss); });
+                 const bool ok = without_gil(l, [&] { return l.meta_step(batch, iteration, position, span, loss); });
                  return py::make_tuple(ok, loss);
              },
-             "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a, "epsilon"_a, "iteration"_a,
-             "One meta-iteration; returns (updated, loss). Not updated when not finite.")
+             "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a, "iteration"_a, "position"_a, "span"_a,
+             "One meta-iteration, `position` of `span` into the epsilon schedule (span 0: epsilon); returns "
+             "(updated, loss). Not updated when not finite.")
         .def("fit",
              [](Learner<T>& l, const TaskFamily& family, std::uint64_t first_iteration, std::size_t iterations,
-                std::size_t meta_batch, double epsilon_start, double epsilon_end, std::size_t offset, std::size_t span) {
+                std::int64_t meta_batch, std::size_t offset, std::size_t span) {
                  check_family(l.mlp(), l.config().loss, family);
-                 checked_count(meta_batch, "meta_batch", max_tasks);
-                 checked_epsilon(epsilon_start, "epsilon", false);
-                 checked_epsilon(epsilon_end, "epsilon_final", true);
+                 const std::size_t tasks = checked_count(meta_batch, "meta_batch", max_tasks);
                  return fit_in_core(l, iterations, [&](double* losses) {
-                     return l.fit(family, first_iteration, iterations, meta_batch, epsilon_start, epsilon_end, offset,
-                                  span, losses);
+                     return l.fit(family, first_iteration, iterations, tasks, offset, span, losses);
                  });
              },
-             "family"_a, "first_iteration"_a, "iterations"_a, "meta_batch"_a, "epsilon_start"_a, "epsilon_end"_a,
-             "offset"_a, "span"_a, "Meta-train on natively sampled tasks; returns (losses, diverged).");
+             "family"_a, "first_iteration"_a, "iterations"_a, "meta_batch"_a, "offset"_a, "span"_a,
+             "Meta-train on natively sampled tasks, `offset` of `span` into the epsilon schedule; returns "
+             "(losses, diverged).");
 }
 
 }  // namespace

@@ -95,34 +95,44 @@ py::tuple samples_out(const Samples<T>& s) {
     return py::make_tuple(states, actions, weights, s.mean_return);
 }
 
+// The RL learner's hyperparameters, checked (for the native learner and the Python path alike).
+struct RlSettings {
+    RlConfig rollouts;
+    OptimizerConfig optimizer;
+};
+
+RlSettings checked_rl_settings(std::int64_t trajectories, double gamma, bool first_order, bool normalize_advantages,
+                               const std::string& optimizer, double lr, double beta1, double beta2, double eps) {
+    return {{checked_count(trajectories, "inner_trajectories", std::size_t{1} << 16), checked_within(gamma, "gamma", 0, 1),
+             first_order, normalize_advantages},
+            checked_optimizer(optimizer, "meta_optimizer", lr, "meta_lr", beta1, beta2, eps)};
+}
+
 template <class T>
 void bind_rl_learner(py::module_& m, const char* name) {
     using Learner = MetaSgdRlLearner<T>;
     py::class_<Learner> cls(m, name);
-    cls.def(py::init([](const Mlp& mlp, const Navigation2D& env, std::size_t trajectories, double gamma,
+    cls.def(py::init([](const Mlp& mlp, const Navigation2D& env, std::int64_t trajectories, double gamma,
                         bool first_order, bool normalize_advantages, const std::string& optimizer, double lr,
                         double beta1, double beta2, double eps, std::uint64_t seed, int num_threads) {
                 require(mlp.input_width() == 2 && mlp.output_width() == 2,
                         "the policy network must map 2 inputs (the position) to 2 outputs (the mean action)");
                 require(mlp.output_activation() == Activation::identity,
                         "the policy's mean network needs output activation 'identity'");
-                require(std::isfinite(gamma) && gamma >= 0 && gamma <= 1,
-                        "gamma must lie in [0, 1], got " + std::to_string(gamma));
-                const RlConfig config{checked_count(trajectories, "inner_trajectories", std::size_t{1} << 16), gamma,
-                                      first_order, normalize_advantages};
-                return std::make_unique<Learner>(
-                    mlp, env, config, checked_optimizer(optimizer, "meta_optimizer", lr, "meta_lr", beta1, beta2, eps),
-                    seed, checked_threads(num_threads));
+                const RlSettings settings = checked_rl_settings(trajectories, gamma, first_order, normalize_advantages,
+                                                                optimizer, lr, beta1, beta2, eps);
+                return std::make_unique<Learner>(mlp, env, settings.rollouts, settings.optimizer, seed,
+                                                 checked_threads(num_threads));
             }),
             "mlp"_a, "env"_a, "trajectories"_a, "gamma"_a, "first_order"_a, "normalize_advantages"_a,
             "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a, "eps"_a, "seed"_a, "num_threads"_a);
     add_learner_methods<T>(cls);
     add_theta_alpha<T>(cls);
     cls.def("fit",
-            [](Learner& l, std::uint64_t first_iteration, std::size_t iterations, std::size_t meta_batch) {
-                checked_count(meta_batch, "meta_batch", max_tasks);
+            [](Learner& l, std::uint64_t first_iteration, std::size_t iterations, std::int64_t meta_batch) {
+                const std::size_t tasks = checked_count(meta_batch, "meta_batch", max_tasks);
                 return fit_in_core(l, iterations, [&](double* returns) {
-                    return l.fit(first_iteration, iterations, meta_batch, returns);
+                    return l.fit(first_iteration, iterations, tasks, returns);
                 });
             },
             "first_iteration"_a, "iterations"_a, "meta_batch"_a)
@@ -171,18 +181,25 @@ void bind_rl_learner(py::module_& m, const char* name) {
 }  // namespace
 
 void register_rl(py::module_& m) {
+    m.def(
+        "check_rl_settings",
+        [](std::int64_t trajectories, double gamma, const std::string& optimizer, double lr, double beta1,
+           double beta2, double eps) { checked_rl_settings(trajectories, gamma, false, false, optimizer, lr, beta1, beta2, eps); },
+        "trajectories"_a, "gamma"_a, "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a, "eps"_a,
+        "Raises ValueError, as the RL learners' constructors do, for settings out of range.");
     bind_rl_learner<float>(m, "MetaSGDRLFloat32");
     bind_rl_learner<double>(m, "MetaSGDRLFloat64");
 
     py::class_<Navigation2D>(m, "Navigation2D")
-        .def(py::init([](double goal_low, double goal_high, double max_action, double tolerance, std::size_t horizon,
+        .def(py::init([](double goal_low, double goal_high, double max_action, double tolerance, std::int64_t horizon,
                          bool squared) {
                  require(std::isfinite(goal_low) && std::isfinite(goal_high) && goal_low <= goal_high,
-                         "goal_range must be a finite (low, high) pair with low <= high");
-                 require(std::isfinite(max_action) && max_action > 0, "max_action must be a finite number > 0");
-                 require(std::isfinite(tolerance) && tolerance >= 0, "tolerance must be a finite number >= 0");
-                 require(horizon >= 1, "horizon must be at least 1");
-                 return Navigation2D{goal_low, goal_high, max_action, tolerance, horizon, squared};
+                         "goal_range must be a finite (low, high) pair with low <= high, got (" + number_text(goal_low) +
+                             ", " + number_text(goal_high) + ")");
+                 require(std::isfinite(tolerance) && tolerance >= 0,
+                         "tolerance must be a finite number >= 0, got " + number_text(tolerance));
+                 return Navigation2D{goal_low, goal_high, checked_positive(max_action, "max_action"), tolerance,
+                                     checked_count(horizon, "horizon", std::size_t{1} << 24), squared};
              }),
              "goal_low"_a, "goal_high"_a, "max_action"_a, "tolerance"_a, "horizon"_a, "squared"_a)
         .def("step",

@@ -7,6 +7,9 @@ See README.md for the parameter layout and the guarantees.
 
 from __future__ import annotations
 
+import importlib
+from typing import Any
+
 try:
     from ._dispatch import build_info
     from ._dispatch import core as _core
@@ -16,7 +19,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - only without a build
         "(or `pip install -e .` for development) rather than importing it from the source tree"
     ) from error
 
-from . import reference, rl, tasks
+from . import rl, tasks
 from .errors import TrainingDivergedError
 from .evaluation import EvaluationReport
 from .io import load
@@ -24,6 +27,15 @@ from .meta_sgd import MetaSGD
 from .mlp import MLP
 from .reptile import Reptile
 from .task_batch import TaskBatch
+
+
+def __getattr__(name: str) -> Any:
+    """``metafast.reference``, the NumPy test oracle, is imported on first use: ``import metafast``
+    does not pay for it."""
+    if name == "reference":
+        return importlib.import_module(".reference", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 try:
     from importlib.metadata import PackageNotFoundError, version

@@ -52,6 +52,14 @@ MAX_SEED = 2**64 - 1  # seeds and iteration counters key a 64-bit counter-based 
 MAX_COUNT = 2**24     # tasks per batch, steps: far beyond any sensible run, far below overflow
 
 
+def int64(value: Any, name: str) -> int:
+    """An integer the core can take as a signed 64-bit count (whose range it checks)."""
+    value = integer(value, name)
+    if not -(2**63) <= value < 2**63:
+        raise ValueError(f"{name} must fit in 64 bits, got {value}")
+    return value
+
+
 def seed(value: Any, name: str = "seed") -> int:
     return integer(value, name, minimum=0, maximum=MAX_SEED)
 
@@ -125,6 +133,13 @@ def real(value: Any, name: str, minimum: float | None = None, exclusive: bool = 
     return value
 
 
+def two_reals(value: Any, name: str) -> tuple[float, float]:
+    """Two finite numbers, as a tuple (their ranges are the core's to check)."""
+    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
+        raise TypeError(f"{name} must be a pair of numbers, got {value!r}")
+    return real(value[0], f"{name}[0]"), real(value[1], f"{name}[1]")
+
+
 def pair(value: Any, name: str) -> tuple[float, float]:
     """A (low, high) pair of finite numbers with low <= high."""
     if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
@@ -140,3 +155,11 @@ def num_threads(value: Any) -> int:
     if value is None:
         return 0
     return integer(value, "num_threads", minimum=0, maximum=1024)
+
+
+def step_counts(steps: Any) -> list[int]:
+    """The distinct numbers of adaptation steps an evaluation reports, in increasing order."""
+    counts = sorted({count(s, "steps[i]", minimum=0) for s in steps})
+    if not counts:
+        raise ValueError("steps must name at least one number of adaptation steps")
+    return counts

@@ -53,9 +53,53 @@ def positive_float(text: str) -> float:
     return value
 
 
+def unit_interval(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:  # NaN fails too
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
+    return value
+
+
 positive_int.__name__ = "positive integer"
 non_negative_int.__name__ = "non-negative integer"
 positive_float.__name__ = "positive number"
+unit_interval.__name__ = "number in [0, 1]"
+
+ALGORITHMS = ("metasgd", "reptile", "metasgd-rl")
+# The defaults of the train options that depend on the algorithm. argparse leaves these options
+# None, so a value the user asks for is always honoured, whatever it is; one an algorithm does
+# not use is an error rather than silently ignored.
+TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
+    "metasgd": dict(meta_batch=25, inner_steps=1, alpha_init=0.01, meta_lr=1e-3, meta_optimizer="adam",
+                    first_order=False),
+    "reptile": dict(meta_batch=5, inner_optimizer="adam", inner_lr=1e-2, inner_epochs=10, inner_batch=10,
+                    epsilon=0.1, epsilon_final=None, shuffle=False),
+    "metasgd-rl": dict(meta_batch=20, alpha_init=0.1, meta_lr=1e-3, meta_optimizer="adam", first_order=False,
+                       trajectories=20, gamma=0.99),
+}
+TRAIN_OPTIONS = sorted({name for defaults in TRAIN_DEFAULTS.values() for name in defaults})
+
+
+def defaults_help(name: str, flag: bool = False) -> str:
+    """The algorithms an option applies to and its defaults, from TRAIN_DEFAULTS: "A, B;
+    default X", "default X for A, Y for B", or, for a flag, "A, B"."""
+    values = {algorithm: defaults[name] for algorithm, defaults in TRAIN_DEFAULTS.items() if name in defaults}
+    if flag:
+        return ", ".join(values)
+    if len(set(values.values())) == 1:
+        return f"{', '.join(values)}; default {next(iter(values.values()))}"
+    return "default " + ", ".join(f"{value} for {algorithm}" for algorithm, value in values.items())
+
+
+def resolve_train_defaults(args: argparse.Namespace) -> None:
+    """Fills the algorithm-dependent train options left unset with the algorithm's defaults."""
+    defaults = TRAIN_DEFAULTS[args.algorithm]
+    for name in TRAIN_OPTIONS:
+        value = getattr(args, name)
+        if name in defaults:
+            setattr(args, name, defaults[name] if value is None else value)
+        elif value is not None:
+            raise UserError(f"--{name.replace('_', '-')} does not apply to {args.algorithm}")
 
 
 def build_parser() -> Parser:
@@ -69,18 +113,18 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     demo = commands.add_parser("demo", parents=[common], help="meta-train Meta-SGD and Reptile on sine waves and plot them")
-    demo.add_argument("--out", default="metafast-demo.png", help="PNG to write (default metafast-demo.png)")
+    demo.add_argument("--out", help="PNG to write (default metafast-demo.png; metafast-demo-rl.png with --rl)")
     demo.add_argument("--scale", type=positive_float, default=1.0,
                       help="multiply the meta-training iterations (default 1; 0.05 for a quick look)")
-    demo.add_argument("--tasks", type=positive_int, default=600, help="held-out tasks to evaluate (default 600)")
+    demo.add_argument("--tasks", type=positive_int, help="held-out tasks to evaluate (default 600; 40 with --rl)")
     demo.add_argument("--rl", action="store_true",
                       help="the reinforcement-learning demo instead: Meta-SGD on 2D navigation")
 
     train = commands.add_parser("train", parents=[common], help="meta-train a model and save it")
-    train.add_argument("algorithm", choices=("metasgd", "reptile", "metasgd-rl"))
+    train.add_argument("algorithm", choices=ALGORITHMS)
     train.add_argument("--task", choices=TASKS, help="task family (default sine; nav2d for metasgd-rl)")
     train.add_argument("--iterations", type=positive_int, default=5000, help="meta-iterations (default 5000)")
-    train.add_argument("--meta-batch", type=positive_int, help="tasks per meta-iteration (default 25 for metasgd, 5 for reptile)")
+    train.add_argument("--meta-batch", type=positive_int, help=f"tasks per meta-iteration ({defaults_help('meta_batch')})")
     train.add_argument("--hidden", type=positive_int, nargs="*", help="hidden layer widths (default by task)")
     train.add_argument("--activation", choices=("relu", "tanh", "sigmoid", "identity"), help="hidden activation")
     train.add_argument("--support", type=positive_int, help="support points per task (per class for nway)")
@@ -88,23 +132,31 @@ def build_parser() -> Parser:
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     train.add_argument("--save", required=True, help="model file to write (.npz)")
     train.add_argument("--plot", help="PNG of the meta-training curve (and, for sine, of adaptation)")
+    # Options whose default depends on the algorithm: default=None, resolved by resolve_train_defaults.
     sgd = train.add_argument_group("Meta-SGD")
-    sgd.add_argument("--inner-steps", type=positive_int, default=1)
-    sgd.add_argument("--alpha-init", type=positive_float, default=0.01)
-    sgd.add_argument("--meta-lr", type=positive_float, default=1e-3)
-    sgd.add_argument("--meta-optimizer", choices=("adam", "sgd"), default="adam")
-    sgd.add_argument("--first-order", action="store_true")
+    sgd.add_argument("--inner-steps", type=positive_int, help=f"inner steps ({defaults_help('inner_steps')})")
+    sgd.add_argument("--alpha-init", type=positive_float,
+                     help=f"initial inner learning rates ({defaults_help('alpha_init')})")
+    sgd.add_argument("--meta-lr", type=positive_float, help=f"meta learning rate ({defaults_help('meta_lr')})")
+    sgd.add_argument("--meta-optimizer", choices=("adam", "sgd"),
+                     help=f"update of [theta, alpha] ({defaults_help('meta_optimizer')})")
+    sgd.add_argument("--first-order", action="store_true", default=None,
+                     help=f"drop the Hessian terms of the meta-gradient ({defaults_help('first_order', flag=True)})")
     rep = train.add_argument_group("Reptile")
-    rep.add_argument("--inner-optimizer", choices=("adam", "sgd"), default="adam")
-    rep.add_argument("--inner-lr", type=positive_float, default=1e-2)
-    rep.add_argument("--inner-epochs", type=positive_int, default=10)
-    rep.add_argument("--inner-batch", type=positive_int, default=10)
-    rep.add_argument("--epsilon", type=positive_float, default=0.1)
-    rep.add_argument("--epsilon-final", type=float, help="anneal epsilon linearly to this value")
-    rep.add_argument("--shuffle", action="store_true")
+    rep.add_argument("--inner-optimizer", choices=("adam", "sgd"),
+                     help=f"inner optimizer ({defaults_help('inner_optimizer')})")
+    rep.add_argument("--inner-lr", type=positive_float, help=f"inner learning rate ({defaults_help('inner_lr')})")
+    rep.add_argument("--inner-epochs", type=positive_int,
+                     help=f"passes over the support set ({defaults_help('inner_epochs')})")
+    rep.add_argument("--inner-batch", type=positive_int, help=f"rows per minibatch ({defaults_help('inner_batch')})")
+    rep.add_argument("--epsilon", type=positive_float, help=f"outer step size ({defaults_help('epsilon')})")
+    rep.add_argument("--epsilon-final", type=unit_interval,
+                     help=f"anneal epsilon linearly to this value ({defaults_help('epsilon_final', flag=True)})")
+    rep.add_argument("--shuffle", action="store_true", default=None,
+                     help=f"reshuffle the support rows every pass ({defaults_help('shuffle', flag=True)})")
     rl = train.add_argument_group("Meta-SGD RL")
-    rl.add_argument("--trajectories", type=positive_int, default=20, help="trajectories per rollout (default 20)")
-    rl.add_argument("--gamma", type=positive_float, default=0.99)
+    rl.add_argument("--trajectories", type=positive_int, help=f"trajectories per rollout ({defaults_help('trajectories')})")
+    rl.add_argument("--gamma", type=unit_interval, help=f"discount of the returns ({defaults_help('gamma')})")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="evaluate a saved model on held-out tasks")
     evaluate.add_argument("model", help="model file written by metafast train (or learner.save)")
@@ -155,13 +207,12 @@ def run_train_rl(args: argparse.Namespace) -> int:
     if args.task not in (None, "nav2d"):
         raise UserError(f"metasgd-rl trains on --task nav2d, not {args.task}")
     hidden = [100, 100] if args.hidden is None else args.hidden
-    alpha = 0.1 if args.alpha_init == 0.01 else args.alpha_init  # the RL default differs
     learner = MetaSGDRL(MLP([2, *hidden, 2], activation=args.activation or "relu"), inner_trajectories=args.trajectories,
-                        gamma=min(args.gamma, 1.0), alpha_init=alpha, first_order=args.first_order,
+                        gamma=args.gamma, alpha_init=args.alpha_init, first_order=args.first_order,
                         meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr, dtype=args.dtype, seed=args.seed,
                         num_threads=args.threads)
     started = time.perf_counter()
-    learner.fit(iterations=args.iterations, meta_batch=args.meta_batch or 20, progress=not args.quiet)
+    learner.fit(iterations=args.iterations, meta_batch=args.meta_batch, progress=not args.quiet)
     learner.save(args.save)
     print(f"trained metasgd-rl on nav2d for {args.iterations} meta-iterations in "
           f"{time.perf_counter() - started:.1f} s; saved {args.save}")
@@ -172,6 +223,7 @@ def run_train_rl(args: argparse.Namespace) -> int:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    resolve_train_defaults(args)
     if args.algorithm == "metasgd-rl":
         return run_train_rl(args)
     if args.task == "nav2d":
@@ -180,9 +232,8 @@ def run_train(args: argparse.Namespace) -> int:
     family = make_family(args)
     reptile = args.algorithm == "reptile"
     learner = make_learner(args, make_model(args, family, reptile), family.loss)
-    meta_batch = args.meta_batch or (5 if reptile else 25)
     started = time.perf_counter()
-    learner.fit(family, iterations=args.iterations, meta_batch=meta_batch, progress=not args.quiet)
+    learner.fit(family, iterations=args.iterations, meta_batch=args.meta_batch, progress=not args.quiet)
     learner.save(args.save)
     print(f"trained {args.algorithm} on {args.task} for {args.iterations} meta-iterations "
           f"in {time.perf_counter() - started:.1f} s; saved {args.save}")
@@ -221,14 +272,18 @@ def run_demo_rl(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     learner.fit(iterations=iterations, meta_batch=20, progress=not args.quiet)
     print(f"  {iterations} meta-iterations x 20 goals in {time.perf_counter() - started:.1f} s\n")
-    print(learner.evaluate(num_tasks=min(args.tasks, 40), steps=(0, 1, 2, 3), trajectories=40, seed=123))
-    out = args.out if args.out != "metafast-demo.png" else "metafast-demo-rl.png"
-    navigation_figure(learner, Navigation2D().sample_goals(3, seed=10_000), 1, out)
-    print(f"\nwrote {out}")
+    print(learner.evaluate(num_tasks=args.tasks, steps=(0, 1, 2, 3), trajectories=40, seed=123))
+    navigation_figure(learner, Navigation2D().sample_goals(3, seed=10_000), 1, args.out)
+    print(f"\nwrote {args.out}")
     return 0
 
 
 def run_demo(args: argparse.Namespace) -> int:
+    # The defaults that differ with --rl (None on the command line, so any value asked for is kept).
+    if args.tasks is None:
+        args.tasks = 40 if args.rl else 600
+    if args.out is None:
+        args.out = "metafast-demo-rl.png" if args.rl else "metafast-demo.png"
     if args.rl:
         return run_demo_rl(args)
     family = Sinusoid(support=10, query=10)

@@ -24,7 +24,25 @@ def _mean_and_ci(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 @dataclass(frozen=True)
 class EvaluationReport:
     """Mean query loss (and accuracy, for classification) after each number of adaptation
-    steps, with 95% confidence half-widths (``mean ± ci95``) over ``num_tasks`` tasks."""
+    steps, with 95% confidence half-widths (``mean ± ci95``) over ``num_tasks`` tasks.
+
+    ``str(report)`` is a table of the rows; :meth:`as_dict` gives them as numbers.
+
+    Attributes
+    ----------
+    steps : tuple of int
+        The numbers of adaptation steps, ascending.
+    loss, loss_ci95 : ndarray, shape (len(steps),)
+        Mean over tasks of what ``metric`` names, and the half-width of its normal 95%
+        confidence interval (NaN for one task). A task whose adaptation diverged counts as
+        an infinite loss, so the mean is then infinite too.
+    accuracy, accuracy_ci95 : ndarray or None
+        The same for the query accuracy (``bce`` and ``softmax_ce``), else None.
+    num_tasks : int
+        Tasks evaluated.
+    metric : str
+        What ``loss`` holds: ``"query loss"``, or ``"return"`` for reinforcement learning.
+    """
 
     steps: tuple[int, ...]
     loss: np.ndarray
@@ -37,6 +55,24 @@ class EvaluationReport:
     @classmethod
     def from_samples(cls, steps: tuple[int, ...], losses: np.ndarray, accuracies: Optional[np.ndarray],
                      metric: str = "query loss") -> EvaluationReport:
+        """The report of per-task results.
+
+        Parameters
+        ----------
+        steps : tuple of int
+            The numbers of adaptation steps, one per column of the samples.
+        losses : ndarray, shape (num_tasks, len(steps))
+            Each task's loss (or return) after each number of steps.
+        accuracies : ndarray of the same shape, or None
+            Each task's accuracy, for classification.
+        metric : str
+            What ``losses`` holds.
+
+        Returns
+        -------
+        EvaluationReport
+            Means and 95% half-widths over the tasks.
+        """
         loss, loss_ci = _mean_and_ci(losses)
         accuracy = accuracy_ci = None
         if accuracies is not None:
@@ -44,7 +80,14 @@ class EvaluationReport:
         return cls(tuple(steps), loss, loss_ci, accuracy, accuracy_ci, losses.shape[0], metric)
 
     def as_dict(self) -> dict[int, dict[str, Any]]:
-        """``{steps: {"loss": ..., "loss_ci95": ..., ["accuracy": ..., "accuracy_ci95": ...]}}``."""
+        """The rows of the report as plain numbers.
+
+        Returns
+        -------
+        dict
+            ``{steps: {"loss": ..., "loss_ci95": ..., ["accuracy": ..., "accuracy_ci95": ...]}}``
+            for each number of steps, as Python floats.
+        """
         rows: dict[int, dict[str, Any]] = {}
         for i, step in enumerate(self.steps):
             row = {"loss": float(self.loss[i]), "loss_ci95": float(self.loss_ci95[i])}

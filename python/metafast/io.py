@@ -6,6 +6,9 @@ class, its model's architecture and its hyperparameters) and the learner's state
 (``theta``; ``alpha`` for Meta-SGD; ``optimizer_m``, ``optimizer_v``, ``optimizer_step``
 (Meta-SGD: the meta-optimizer; Reptile: the inner Adam state carried across tasks);
 ``iteration``, ``history``).
+
+This module knows the format, not the learners: :func:`load` finds the class of a file's
+``kind`` among the learners that registered themselves (``metafast._registry``).
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from typing import Any, Union
 
 import numpy as np
 
+from ._registry import LEARNERS
+
 FORMAT = "metafast"
 FORMAT_VERSION = 1
 
@@ -26,8 +31,20 @@ PathLike = Union[str, "os.PathLike[str]"]
 
 
 def write_archive(path: PathLike, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Writes the archive to a temporary file beside ``path``, syncs it, and renames it
-    over ``path``: readers see the old file or the new one, never a partial one."""
+    """Writes a metafast file, atomically.
+
+    The archive goes to a temporary file beside ``path``, is synced, and is renamed over
+    ``path``: readers see the old file or the new one, never a partial one.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file to write (replaced if it exists).
+    config : dict
+        The learner's configuration (JSON values), stored as the entry ``config``.
+    arrays : dict of str to numpy.ndarray
+        The learner's state, one entry each.
+    """
     path = Path(path)
     payload = {"format": np.array(FORMAT), "format_version": np.array(FORMAT_VERSION),
                "config": np.array(json.dumps(config)), **arrays}
@@ -45,7 +62,25 @@ def write_archive(path: PathLike, config: dict[str, Any], arrays: dict[str, np.n
 
 
 def read_archive(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """The config and arrays of a metafast file; ValueError for anything else."""
+    """Reads a metafast file.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The file.
+
+    Returns
+    -------
+    config : dict
+        The decoded ``config`` entry.
+    arrays : dict of str to numpy.ndarray
+        The other entries but ``format`` and ``format_version``.
+
+    Raises
+    ------
+    ValueError
+        For anything but a readable metafast file of this format version.
+    """
     with open(path, "rb") as file:  # opened here so that a failed read never leaks the handle
         try:
             archive = np.load(file, allow_pickle=False)
@@ -80,20 +115,27 @@ def load(path: PathLike, num_threads: int | None = None) -> Any:
     Parameters
     ----------
     path : str or path-like
+        The file.
     num_threads : int or None
         Threads for the loaded learner (None: all cores); not stored in the file.
-    """
-    from .meta_sgd import MetaSGD
-    from .reptile import Reptile
-    from .rl import MetaSGDRL
 
-    kinds = {"MetaSGD": MetaSGD, "Reptile": Reptile, "MetaSGDRL": MetaSGDRL}
+    Returns
+    -------
+    MetaSGD, Reptile or metafast.rl.MetaSGDRL
+        The learner, exactly as it was saved: parameters, optimizer state, iteration count,
+        history and (for the supervised learners) the task family of its last ``fit``.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a metafast model file, has another format version, or is damaged.
+    """
     config, arrays = read_archive(path)
     kind = config.get("kind")
-    if kind not in kinds:
+    if not isinstance(kind, str) or kind not in LEARNERS:
         raise ValueError(f"{os.fspath(path)} holds an unknown learner kind {kind!r}")
     try:
-        return kinds[kind]._from_saved(config, arrays, num_threads)
+        return LEARNERS[kind]._from_saved(config, arrays, num_threads)
     except KeyError as error:
         raise ValueError(f"{os.fspath(path)} lacks the entry {error}") from None
     except (TypeError, AttributeError) as error:

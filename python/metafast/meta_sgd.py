@@ -8,13 +8,38 @@ from typing import Any
 import numpy as np
 
 from . import _core, _validation
+from ._docs import shared_docs
+from .base import Learner
 from .learner import MetaLearner
 from .mlp import MLP
 from .task_batch import TaskBatch
 from .tasks import TaskFamily
 
 
-class MetaSGD(MetaLearner):
+class InnerLearningRates(Learner, abstract=True):
+    """What every Meta-SGD learner adds to theta: alpha, a learning rate per parameter for the
+    inner step ``theta - alpha * grad``, meta-learned with theta (the core holds both).
+
+    Parameters
+    ----------
+    model, dtype, seed
+        As for :class:`~metafast.base.Learner`.
+    """
+
+    _param_names = ("theta", "alpha")
+
+    @property
+    def alpha(self) -> np.ndarray:
+        """Per-parameter inner learning rates (a copy; assign to change them)."""
+        return self._params()["alpha"]
+
+    @alpha.setter
+    def alpha(self, value: Any) -> None:
+        self._set_param("alpha", value)
+
+
+@shared_docs
+class MetaSGD(MetaLearner, InnerLearningRates):
     """Meta-SGD with an exact meta-gradient through any number of inner steps.
 
     Parameters
@@ -29,18 +54,14 @@ class MetaSGD(MetaLearner):
         Initial learning rates: one value for all parameters, or uniform per parameter.
     first_order : bool
         Drop the Hessian terms of the meta-gradient (the alpha gradient keeps its exact form).
-    meta_optimizer : {"adam", "sgd"}
-        Update of ``[theta, alpha]`` with the mean meta-gradient over a meta-batch.
-    meta_lr : float
-        Meta learning rate (beta).
+    {meta-optimizer parameters}
     dtype : {"float32", "float64"}
         Precision of all computations. Floating data is converted to it.
     seed : int
         Seeds theta (``model.init(seed)``), alpha and the task stream of ``fit``.
     num_threads : int or None
         Threads over the tasks of a meta-batch (None: all cores). Results do not depend on it.
-    adam_betas, adam_eps
-        Adam's hyperparameters.
+    {adam parameters}
 
     Notes
     -----
@@ -68,13 +89,14 @@ class MetaSGD(MetaLearner):
                  first_order: bool = False, meta_optimizer: str = "adam", meta_lr: float = 1e-3,
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8) -> None:
-        self._setup(model, loss, dtype, seed)
-        self._inner_steps = _validation.integer(inner_steps, "inner_steps", minimum=1, maximum=100_000)
+        super().__init__(model, loss, dtype, seed)
+        # Types here; the core's constructor checks the ranges (one message for each).
+        self._inner_steps = _validation.int64(inner_steps, "inner_steps")
         self._first_order = _validation.boolean(first_order, "first_order")
         self._meta_optimizer = _validation.string(meta_optimizer, "meta_optimizer")
-        self._meta_lr = _validation.real(meta_lr, "meta_lr", minimum=0.0, exclusive=True)
-        self._adam_betas = _validation.pair(adam_betas, "adam_betas")
-        self._adam_eps = _validation.real(adam_eps, "adam_eps", minimum=0.0, exclusive=True)
+        self._meta_lr = _validation.real(meta_lr, "meta_lr")
+        self._adam_betas = _validation.two_reals(adam_betas, "adam_betas")
+        self._adam_eps = _validation.real(adam_eps, "adam_eps")
         if isinstance(alpha_init, (tuple, list)):
             self._alpha_init: float | tuple[float, float] = _validation.pair(alpha_init, "alpha_init")
         else:
@@ -86,33 +108,30 @@ class MetaSGD(MetaLearner):
 
     @property
     def inner_steps(self) -> int:
+        """Adaptation steps of the inner loop (in meta-training, and in ``adapt`` by default)."""
         return self._inner_steps
 
     @property
     def first_order(self) -> bool:
+        """Whether the meta-gradient drops its Hessian terms."""
         return self._first_order
 
-    @property
-    def theta(self) -> np.ndarray:
-        """Initial parameters (a copy; assign to change them)."""
-        return self._impl.get_params()[0]
-
-    @theta.setter
-    def theta(self, value: Any) -> None:
-        self._impl.set_params(self._floats(value, "theta"), self._impl.get_params()[1])
-
-    @property
-    def alpha(self) -> np.ndarray:
-        """Per-parameter inner learning rates (a copy; assign to change them)."""
-        return self._impl.get_params()[1]
-
-    @alpha.setter
-    def alpha(self, value: Any) -> None:
-        self._impl.set_params(self._impl.get_params()[0], self._floats(value, "alpha"))
-
     def meta_gradient(self, batch: TaskBatch) -> tuple[np.floating, np.ndarray, np.ndarray]:
-        """Mean query loss after adaptation and its exact gradients with respect to theta and
-        alpha, averaged over the tasks of ``batch``. Changes nothing."""
+        """The mean query loss after adaptation on the tasks of ``batch`` and its exact
+        gradients; changes nothing.
+
+        Parameters
+        ----------
+        batch : TaskBatch
+            The tasks, whose gradients are averaged.
+
+        Returns
+        -------
+        loss : numpy.floating
+            Mean query loss after adaptation.
+        g_theta, g_alpha : numpy.ndarray
+            Its gradients with respect to theta and alpha.
+        """
         loss, g_theta, g_alpha = self._impl.meta_gradient(*self._arrays(batch))
         return self._dtype.type(loss), g_theta, g_alpha
 
@@ -123,26 +142,17 @@ class MetaSGD(MetaLearner):
             return rng.uniform(*self._alpha_init, size).astype(self._dtype)
         return np.full(size, self._alpha_init, dtype=self._dtype)
 
-    # Hooks of MetaLearner.
-    def _native_fit(self, family: TaskFamily, count: int, meta_batch: int, done: int, total: int) -> tuple[np.ndarray, bool]:
-        return self._impl.fit(family._impl, self._seed, self._iteration, count, meta_batch)
-
-    def _step(self, arrays: tuple[np.ndarray, ...], position: int, total: int) -> tuple[bool, float]:
+    # Hooks of MetaLearner and Learner.
+    def _step(self, arrays: tuple[np.ndarray, ...]) -> tuple[bool, float]:
         return self._impl.meta_step(*arrays)
 
-    def _default_steps(self, rows: int) -> int:
-        return self._inner_steps
+    def _native_fit(self, family: TaskFamily, count: int, meta_batch: int) -> tuple[np.ndarray, bool]:
+        return self._impl.fit(family._impl, self._seed, self._iteration, count, meta_batch)
 
-    def _config(self) -> dict[str, Any]:
+    def _adapted(self, x: np.ndarray, y: np.ndarray, steps: int | None) -> np.ndarray:
+        return self._impl.adapt(x, y, self._inner_steps if steps is None else steps)
+
+    def _hyperparameters(self) -> dict[str, Any]:
         return dict(loss=self._loss, inner_steps=self._inner_steps, alpha_init=self._alpha_init,
                     first_order=self._first_order, meta_optimizer=self._meta_optimizer, meta_lr=self._meta_lr,
-                    dtype=self._dtype.name, seed=self._seed, adam_betas=self._adam_betas, adam_eps=self._adam_eps)
-
-    def _state(self) -> dict[str, np.ndarray]:
-        theta, alpha = self._impl.get_params()
-        m, v, step = self._impl.get_optimizer_state()
-        return dict(theta=theta, alpha=alpha, optimizer_m=m, optimizer_v=v, optimizer_step=np.array(step))
-
-    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self._impl.set_params(arrays["theta"], arrays["alpha"])
-        self._impl.set_optimizer_state(arrays["optimizer_m"], arrays["optimizer_v"], int(arrays["optimizer_step"]))
+                    adam_betas=self._adam_betas, adam_eps=self._adam_eps)

@@ -82,18 +82,22 @@ class MLP:
 
     @property
     def num_layers(self) -> int:
+        """Number of weight layers, ``len(sizes) - 1``."""
         return len(self.sizes) - 1
 
     @property
     def activation(self) -> str:
+        """Activation of the hidden layers."""
         return self._impl.activation
 
     @property
     def output(self) -> str:
+        """Activation of the output layer."""
         return self._impl.output
 
     @property
     def bias(self) -> bool:
+        """Whether each layer has a bias vector."""
         return self._impl.bias
 
     def __repr__(self) -> str:
@@ -120,6 +124,18 @@ class MLP:
         followed by ReLU, Glorot (``a = sqrt(6 / (fan_in + fan_out))``) otherwise. Biases
         are zero. Values are drawn in float64 by NumPy's PCG64 and then cast, so
         ``init(s, "float32") == init(s, "float64").astype("float32")``.
+
+        Parameters
+        ----------
+        seed : int
+            Seed of ``numpy.random.default_rng``.
+        dtype : {"float32", "float64"}
+            Dtype of the result.
+
+        Returns
+        -------
+        ndarray, shape (num_params,)
+            The flat parameter vector (layout in the class's Notes).
         """
         seed = _validation.seed(seed)
         dtype = _validation.float_dtype(dtype)
@@ -133,20 +149,70 @@ class MLP:
         return theta.astype(dtype)
 
     def forward(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
-        """Network outputs (after the output activation) for inputs ``x`` of shape
-        ``(rows, sizes[0])``; returns ``(rows, sizes[-1])``."""
+        """Network outputs (after the output activation).
+
+        Parameters
+        ----------
+        theta : ndarray, shape (num_params,)
+            Parameters, float32 or float64; every other array must share its dtype.
+        x : array, shape (rows, sizes[0])
+            Inputs, one sample per row.
+
+        Returns
+        -------
+        ndarray, shape (rows, sizes[-1])
+            Outputs, in theta's dtype.
+        """
         theta = _validation.params(theta)
         return self._impl.forward(theta, _validation.floats(x, "x", theta.dtype))
 
     def loss(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, loss: str = "mse") -> np.floating:
-        """Mean loss of the network on ``(x, y)``."""
+        """Mean loss of the network on ``(x, y)``.
+
+        Parameters
+        ----------
+        theta : ndarray, shape (num_params,)
+            Parameters, float32 or float64; every other array must share its dtype.
+        x : array, shape (rows, sizes[0])
+            Inputs, one sample per row.
+        y : array
+            Targets: ``(rows, sizes[-1])`` floats, or ``(rows,)`` integer class labels for
+            ``"softmax_ce"``.
+        loss : {"mse", "bce", "softmax_ce"}
+            The loss (see the class's Notes).
+
+        Returns
+        -------
+        numpy.floating
+            The mean loss over rows, a scalar of theta's dtype.
+        """
         theta, x, y, loss = self._loss_arguments(theta, x, y, loss)
         return theta.dtype.type(self._impl.loss(theta, x, y, loss))
 
     def loss_and_grad(
         self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, loss: str = "mse"
     ) -> tuple[np.floating, np.ndarray]:
-        """Mean loss and its gradient with respect to ``theta`` (backpropagation)."""
+        """Mean loss and its gradient with respect to ``theta`` (backpropagation).
+
+        Parameters
+        ----------
+        theta : ndarray, shape (num_params,)
+            Parameters, float32 or float64; every other array must share its dtype.
+        x : array, shape (rows, sizes[0])
+            Inputs, one sample per row.
+        y : array
+            Targets: ``(rows, sizes[-1])`` floats, or ``(rows,)`` integer class labels for
+            ``"softmax_ce"``.
+        loss : {"mse", "bce", "softmax_ce"}
+            The loss (see the class's Notes).
+
+        Returns
+        -------
+        loss : numpy.floating
+            The mean loss over rows, a scalar of theta's dtype.
+        grad : ndarray, shape (num_params,)
+            Its gradient, in theta's layout.
+        """
         theta, x, y, loss = self._loss_arguments(theta, x, y, loss)
         value, grad = self._impl.loss_and_grad(theta, x, y, loss)
         return theta.dtype.type(value), grad
@@ -154,14 +220,46 @@ class MLP:
     def hvp(
         self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, v: np.ndarray, loss: str = "mse"
     ) -> np.ndarray:
-        """Exact Hessian-vector product ``H v`` of the mean loss at ``theta``."""
+        """Exact Hessian-vector product ``H v`` of the mean loss at ``theta`` (Pearlmutter's
+        R-operator: one extra forward and backward pass; docs/math.md, section 2).
+
+        Parameters
+        ----------
+        theta : ndarray, shape (num_params,)
+            Parameters, float32 or float64; every other array must share its dtype.
+        x : array, shape (rows, sizes[0])
+            Inputs, one sample per row.
+        y : array
+            Targets: ``(rows, sizes[-1])`` floats, or ``(rows,)`` integer class labels for
+            ``"softmax_ce"``.
+        v : array, shape (num_params,)
+            The direction, in theta's layout and dtype.
+        loss : {"mse", "bce", "softmax_ce"}
+            The loss (see the class's Notes).
+
+        Returns
+        -------
+        ndarray, shape (num_params,)
+            ``H v``, with H the Hessian of the mean loss with respect to theta.
+        """
         theta, x, y, loss = self._loss_arguments(theta, x, y, loss)
         return self._impl.hvp(theta, x, y, _validation.floats(v, "v", theta.dtype), loss)
 
     def unflatten(self, theta: np.ndarray) -> Layers:
-        """``[(W1, b1), (W2, b2), ...]`` with ``W`` of shape ``(fan_in, fan_out)``; ``b`` is
-        None without biases. These are views into ``theta`` when it is a contiguous array,
-        so writing to them writes to ``theta``."""
+        """The layers' weights and biases as arrays.
+
+        Parameters
+        ----------
+        theta : ndarray, shape (num_params,)
+            Parameters, float32 or float64.
+
+        Returns
+        -------
+        list of (W, b)
+            ``[(W1, b1), (W2, b2), ...]`` with ``W`` of shape ``(fan_in, fan_out)`` and ``b``
+            of shape ``(fan_out,)``, or None without biases. These are views into ``theta``
+            when it is a contiguous array, so writing to them writes to ``theta``.
+        """
         theta = _validation.params(theta)
         if theta.shape != (self.num_params,):
             raise ValueError(f"theta must have shape ({self.num_params},), got {theta.shape}")
@@ -174,7 +272,19 @@ class MLP:
         return layers
 
     def flatten(self, layers: Sequence[tuple[Any, Any]]) -> np.ndarray:
-        """Inverse of :meth:`unflatten`: one flat vector, in the dtype of the first ``W``."""
+        """Inverse of :meth:`unflatten`: packs the layers into one flat vector.
+
+        Parameters
+        ----------
+        layers : sequence of (W, b)
+            One pair per layer, ``W`` of shape ``(fan_in, fan_out)`` and ``b`` of shape
+            ``(fan_out,)`` (None when the model has no biases); all in one float dtype.
+
+        Returns
+        -------
+        ndarray, shape (num_params,)
+            The flat parameter vector, in the dtype of the first ``W``.
+        """
         if len(layers) != self.num_layers:
             raise ValueError(f"layers must hold {self.num_layers} (W, b) pairs, got {len(layers)}")
         first = _validation.params(np.asarray(layers[0][0]).ravel(), "layers[0][0]")

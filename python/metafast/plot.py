@@ -15,7 +15,18 @@ class PlottingUnavailable(ImportError):
 
 
 def pyplot() -> Any:
-    """matplotlib.pyplot on the non-interactive Agg backend, or a clear error."""
+    """matplotlib.pyplot on the non-interactive Agg backend, or a clear error.
+
+    Returns
+    -------
+    module
+        ``matplotlib.pyplot``.
+
+    Raises
+    ------
+    PlottingUnavailable
+        When matplotlib is not installed; the message says how to install it.
+    """
     try:
         import matplotlib
 
@@ -29,7 +40,20 @@ def pyplot() -> Any:
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Moving average over ``window`` values (shorter at the start)."""
+    """Moving average over ``window`` values (shorter at the start).
+
+    Parameters
+    ----------
+    values : array_like, shape (n,)
+        The series.
+    window : int
+        Values averaged per point (at least 1).
+
+    Returns
+    -------
+    ndarray, shape (n,)
+        Point ``i`` is the mean of ``values[max(0, i + 1 - window) : i + 1]``.
+    """
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         return values
@@ -39,7 +63,15 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
 
 
 def plot_history(ax: Any, histories: dict[str, np.ndarray]) -> None:
-    """Meta-training loss curves (moving averages) of several learners."""
+    """Meta-training loss curves (moving averages) of several learners, on a log scale.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
+    histories : dict of str to ndarray
+        Each learner's label and its history (one loss per meta-iteration).
+    """
     for label, history in histories.items():
         window = max(1, len(history) // 50)
         ax.plot(np.arange(1, len(history) + 1), smooth(history, window), label=label)
@@ -52,8 +84,19 @@ def plot_history(ax: Any, histories: dict[str, np.ndarray]) -> None:
 
 def plot_sine_adaptation(ax: Any, task: TaskBatch, learners: dict[str, tuple[Any, int]]) -> None:
     """One held-out sine task: its support points, the curve it came from (estimated from the
-    task's own points), and each learner's prediction
-    before and after ``steps`` adaptation steps."""
+    task's own points), and each learner's prediction before and after ``steps`` adaptation
+    steps.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
+    task : TaskBatch
+        One sine task (its first task is drawn), inputs and targets of width 1.
+    learners : dict of str to (learner, int)
+        Each learner's label, the learner (with ``adapt`` and ``predict``) and the number of
+        adaptation steps to show; at most three.
+    """
     x_all = np.concatenate([task.x_support[0, :, 0], task.x_query[0, :, 0]])
     y_all = np.concatenate([task.y_support[0, :, 0], task.y_query[0, :, 0]])
     grid = np.linspace(x_all.min() - 0.5, x_all.max() + 0.5, 200)[:, None]
@@ -69,7 +112,19 @@ def plot_sine_adaptation(ax: Any, task: TaskBatch, learners: dict[str, tuple[Any
 
 def adaptation_figure(tasks: Sequence[TaskBatch], learners: dict[str, tuple[Any, int]],
                       histories: dict[str, np.ndarray], path: str) -> None:
-    """Held-out tasks on top, meta-training curves below; written to ``path`` (PNG)."""
+    """Held-out tasks on top, meta-training curves below; written to ``path`` (PNG).
+
+    Parameters
+    ----------
+    tasks : sequence of TaskBatch
+        One-task sine batches, a column each (see :func:`plot_sine_adaptation`).
+    learners : dict of str to (learner, int)
+        As in :func:`plot_sine_adaptation`.
+    histories : dict of str to ndarray
+        As in :func:`plot_history`.
+    path : str
+        The PNG file to write.
+    """
     plt = pyplot()
     figure = plt.figure(figsize=(4.2 * max(len(tasks), 1), 7.5), layout="constrained")
     grid = figure.add_gridspec(2, max(len(tasks), 1))
@@ -86,7 +141,15 @@ def adaptation_figure(tasks: Sequence[TaskBatch], learners: dict[str, tuple[Any,
 
 
 def history_figure(histories: dict[str, np.ndarray], path: str) -> None:
-    """Meta-training curves alone, written to ``path``."""
+    """Meta-training curves alone, written to ``path`` (PNG).
+
+    Parameters
+    ----------
+    histories : dict of str to ndarray
+        As in :func:`plot_history`.
+    path : str
+        The PNG file to write.
+    """
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(7, 4), layout="constrained")
     plot_history(ax, histories)
@@ -95,7 +158,24 @@ def history_figure(histories: dict[str, np.ndarray], path: str) -> None:
 
 
 def mean_paths(policy: Any, theta: np.ndarray, goals: np.ndarray, env: Any) -> np.ndarray:
-    """Positions (goals, steps + 1, 2) of the policy's mean action from the origin."""
+    """The paths of a navigation policy that always takes its mean action, from the origin.
+
+    Parameters
+    ----------
+    policy : metafast.rl.GaussianPolicy
+        The policy; only its mean network is used.
+    theta : ndarray
+        Policy parameters (the mean network's, then log_std).
+    goals : ndarray, shape (goals, 2)
+        One path per goal.
+    env : metafast.rl.Navigation2D
+        The environment (its ``step`` and ``horizon``).
+
+    Returns
+    -------
+    ndarray, shape (goals, env.horizon + 1, 2)
+        Positions after 0, 1, ... steps; a path stays put once it has reached its goal.
+    """
     positions = np.zeros((len(goals), 2))
     params = theta[: policy.model.num_params].astype(np.float64)
     paths = [positions.copy()]
@@ -110,8 +190,20 @@ def mean_paths(policy: Any, theta: np.ndarray, goals: np.ndarray, env: Any) -> n
 
 
 def navigation_figure(learner: Any, goals: np.ndarray, steps: int, path: str) -> None:
-    """For each goal: the paths of the policy's mean before and after `steps` adaptation
-    steps, and the meta-training curve; written to ``path``."""
+    """For each goal: the paths of the policy's mean before and after ``steps`` adaptation
+    steps, and the meta-training curve; written to ``path`` (PNG).
+
+    Parameters
+    ----------
+    learner : metafast.rl.MetaSGDRL
+        A learner on :class:`metafast.rl.Navigation2D`.
+    goals : ndarray, shape (goals, 2)
+        A column per goal; goal ``i`` adapts with noise seed ``i``.
+    steps : int
+        Adaptation steps.
+    path : str
+        The PNG file to write.
+    """
     plt = pyplot()
     figure = plt.figure(figsize=(4.2 * len(goals), 7.5), layout="constrained")
     grid = figure.add_gridspec(2, len(goals))

@@ -52,6 +52,8 @@ class Reptile(MetaLearner):
         Seeds theta (``model.init(seed)``), the task stream of ``fit`` and the shuffles.
     num_threads : int or None
         Threads over the tasks of a meta-batch (None: all cores). Results do not depend on it.
+    adam_eps : float
+        Adam's denominator constant in the inner loop.
 
     Notes
     -----
@@ -76,70 +78,54 @@ class Reptile(MetaLearner):
                  epsilon_final: float | None = None, adam_betas: tuple[float, float] = (0.9, 0.999),
                  reset_optimizer: bool = True, shuffle: bool = False, dtype: Any = "float32", seed: int = 0,
                  num_threads: int | None = None, adam_eps: float = 1e-8) -> None:
-        self._setup(model, loss, dtype, seed)
+        super().__init__(model, loss, dtype, seed)
         self._inner_optimizer = _validation.string(inner_optimizer, "inner_optimizer")
-        self._inner_lr = _validation.real(inner_lr, "inner_lr", minimum=0.0, exclusive=True)
-        self._inner_epochs = _validation.count(inner_epochs, "inner_epochs")
-        self._inner_batch = _validation.integer(inner_batch, "inner_batch", minimum=1, maximum=2**31)
-        self._epsilon = _validation.real(epsilon, "epsilon", minimum=0.0, exclusive=True)
-        self._epsilon_final = None if epsilon_final is None else _validation.real(epsilon_final, "epsilon_final", minimum=0.0)
-        for name, value in (("epsilon", self._epsilon), ("epsilon_final", self._epsilon_final)):
-            if value is not None and value > 1:
-                raise ValueError(f"{name} must be at most 1, got {value}")
-        self._adam_betas = _validation.pair(adam_betas, "adam_betas")
-        self._adam_eps = _validation.real(adam_eps, "adam_eps", minimum=0.0, exclusive=True)
+        # Types here; the core's constructor checks the ranges (one message for each).
+        self._inner_lr = _validation.real(inner_lr, "inner_lr")
+        self._inner_epochs = _validation.int64(inner_epochs, "inner_epochs")
+        self._inner_batch = _validation.int64(inner_batch, "inner_batch")
+        self._epsilon = _validation.real(epsilon, "epsilon")
+        self._epsilon_final = None if epsilon_final is None else _validation.real(epsilon_final, "epsilon_final")
+        self._adam_betas = _validation.two_reals(adam_betas, "adam_betas")
+        self._adam_eps = _validation.real(adam_eps, "adam_eps")
         self._reset_optimizer = _validation.boolean(reset_optimizer, "reset_optimizer")
         self._shuffle = _validation.boolean(shuffle, "shuffle")
         impl_class = _core.ReptileFloat32 if self._dtype == np.float32 else _core.ReptileFloat64
         self._impl = impl_class(model._impl, self._loss, self._inner_optimizer, self._inner_lr, *self._adam_betas,
                                 self._adam_eps, self._inner_epochs, self._inner_batch, self._reset_optimizer,
-                                self._shuffle, self._seed, _validation.num_threads(num_threads))
+                                self._shuffle, self._seed, _validation.num_threads(num_threads), self._epsilon,
+                                self._epsilon if self._epsilon_final is None else self._epsilon_final)
         self._impl.set_params(model.init(self._seed, self._dtype))
 
     @property
-    def theta(self) -> np.ndarray:
-        """Meta-learned initial parameters (a copy; assign to change them)."""
-        return self._impl.get_params()
-
-    @theta.setter
-    def theta(self, value: Any) -> None:
-        self._impl.set_params(self._floats(value, "theta"))
-
-    @property
     def epsilon(self) -> float:
+        """Outer step size (at the start of each ``fit``, when ``epsilon_final`` anneals it)."""
         return self._epsilon
 
     @property
     def epsilon_final(self) -> float | None:
+        """Outer step size that ``fit`` anneals to over its iterations, or None (constant)."""
         return self._epsilon_final
 
-    def _epsilon_at(self, position: int, total: int) -> float:
-        if self._epsilon_final is None or total == 0:
-            return self._epsilon
-        return self._epsilon + (self._epsilon_final - self._epsilon) * position / total
+    def _schedule(self) -> tuple[int, int]:
+        """Where training stands in the epsilon schedule (which the core computes): the
+        meta-iterations into the running ``fit`` call and all it runs (0 of 0 outside fit:
+        epsilon constant)."""
+        fit = self._current_fit
+        return (0, 0) if fit is None else (self._iteration - fit.start, len(fit))
 
-    # Hooks of MetaLearner.
-    def _native_fit(self, family: TaskFamily, count: int, meta_batch: int, done: int, total: int) -> tuple[np.ndarray, bool]:
-        end = self._epsilon if self._epsilon_final is None else self._epsilon_final
-        return self._impl.fit(family._impl, self._iteration, count, meta_batch, self._epsilon, end, done, total)
+    # Hooks of MetaLearner and Learner.
+    def _step(self, arrays: tuple[np.ndarray, ...]) -> tuple[bool, float]:
+        return self._impl.meta_step(*arrays, self._iteration, *self._schedule())
 
-    def _step(self, arrays: tuple[np.ndarray, ...], position: int, total: int) -> tuple[bool, float]:
-        return self._impl.meta_step(*arrays, self._epsilon_at(position, total), self._iteration)
+    def _native_fit(self, family: TaskFamily, count: int, meta_batch: int) -> tuple[np.ndarray, bool]:
+        return self._impl.fit(family._impl, self._iteration, count, meta_batch, *self._schedule())
 
-    def _default_steps(self, rows: int) -> int:
-        return self._impl.inner_updates(rows)
+    def _adapted(self, x: np.ndarray, y: np.ndarray, steps: int | None) -> np.ndarray:
+        return self._impl.adapt(x, y, self._impl.inner_updates(x.shape[0]) if steps is None else steps)
 
-    def _config(self) -> dict[str, Any]:
+    def _hyperparameters(self) -> dict[str, Any]:
         return dict(loss=self._loss, inner_optimizer=self._inner_optimizer, inner_lr=self._inner_lr,
                     inner_epochs=self._inner_epochs, inner_batch=self._inner_batch, epsilon=self._epsilon,
                     epsilon_final=self._epsilon_final, adam_betas=self._adam_betas, adam_eps=self._adam_eps,
-                    reset_optimizer=self._reset_optimizer, shuffle=self._shuffle, dtype=self._dtype.name,
-                    seed=self._seed)
-
-    def _state(self) -> dict[str, np.ndarray]:
-        m, v, step = self._impl.get_optimizer_state()
-        return dict(theta=self._impl.get_params(), optimizer_m=m, optimizer_v=v, optimizer_step=np.array(step))
-
-    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
-        self._impl.set_params(arrays["theta"])
-        self._impl.set_optimizer_state(arrays["optimizer_m"], arrays["optimizer_v"], int(arrays["optimizer_step"]))
+                    reset_optimizer=self._reset_optimizer, shuffle=self._shuffle)

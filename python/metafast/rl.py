@@ -4,38 +4,55 @@ learner with native rollouts, all computed by the C++ core."""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 
-import threading
-
 from . import _core, _validation, io
-from .errors import TrainingDivergedError
+from ._docs import shared_docs
+from ._optimizers import MetaOptimizer
+from .base import Callback
 from .evaluation import EvaluationReport
-from .learner import Callback, restore_progress, run_in_chunks
+from .meta_sgd import InnerLearningRates
 from .mlp import MLP
 
 
 class Navigation2D:
-    """2D navigation (Finn et al. 2017): a point agent starts at (0, 0) and steers toward a
-    goal drawn uniformly from ``goal_range`` squared. The observation is the position, the
-    action a velocity whose coordinates are clipped to ``[-max_action, max_action]``, the
-    reward minus the Euclidean distance to the goal after the step (``reward="squared"``:
-    minus the squared distance, as the MAML paper's text states; the distance penalises
-    being far away more gently and is what the MAML code uses). An episode ends after
-    ``horizon`` steps or when both coordinates are within ``tolerance`` of the goal.
+    """2D navigation (Finn et al. 2017), the task family of :class:`MetaSGDRL`.
 
+    A point agent starts at (0, 0) and steers toward a goal drawn uniformly from
+    ``goal_range`` squared. The observation is the position, the action a velocity whose
+    coordinates are clipped to ``[-max_action, max_action]``, the reward minus the Euclidean
+    distance to the goal after the step. An episode ends after ``horizon`` steps or when both
+    coordinates are within ``tolerance`` of the goal.
+
+    Parameters
+    ----------
+    goal_range : (float, float)
+        Range of each coordinate of the goals.
+    max_action : float
+        Largest velocity per coordinate and step.
+    tolerance : float
+        Distance per coordinate at which the goal counts as reached.
+    horizon : int
+        Steps per episode at most.
+    reward : {"distance", "squared"}
+        Minus the distance to the goal (what the MAML code uses), or minus the squared
+        distance (as the MAML paper's text states; it penalises being far away more).
+
+    Notes
+    -----
     Goals come from the counter-based generator: goal ``i`` of iteration ``k`` with seed ``s``
     is keyed by ``(s, k, i)``.
     """
 
     def __init__(self, goal_range: tuple[float, float] = (-0.5, 0.5), max_action: float = 0.1,
                  tolerance: float = 0.01, horizon: int = 100, reward: str = "distance") -> None:
-        self.goal_range = _validation.pair(goal_range, "goal_range")
-        self.max_action = _validation.real(max_action, "max_action", minimum=0.0, exclusive=True)
-        self.tolerance = _validation.real(tolerance, "tolerance", minimum=0.0)
-        self.horizon = _validation.integer(horizon, "horizon", minimum=1)
+        # Types here; the core checks the ranges (one message for each).
+        self.goal_range = _validation.two_reals(goal_range, "goal_range")
+        self.max_action = _validation.real(max_action, "max_action")
+        self.tolerance = _validation.real(tolerance, "tolerance")
+        self.horizon = _validation.int64(horizon, "horizon")
         if reward not in ("distance", "squared"):
             raise ValueError(f"reward must be 'distance' or 'squared', got {reward!r}")
         self.reward = reward
@@ -43,23 +60,62 @@ class Navigation2D:
                                         reward == "squared")
 
     def sample_goals(self, num_tasks: int, seed: int = 0, iteration: int = 0) -> np.ndarray:
-        """Goals of ``num_tasks`` tasks, shape (num_tasks, 2)."""
+        """The goals of ``num_tasks`` tasks, as training draws them.
+
+        Parameters
+        ----------
+        num_tasks : int
+            Number of goals.
+        seed : int
+            The learner's seed.
+        iteration : int
+            The meta-iteration.
+
+        Returns
+        -------
+        numpy.ndarray, shape (num_tasks, 2)
+            Goal ``i`` is keyed by ``(seed, iteration, i)``.
+        """
         return self._impl.sample_goals(_validation.integer(num_tasks, "num_tasks", minimum=1),
                                        _validation.integer(seed, "seed", minimum=0),
                                        _validation.integer(iteration, "iteration", minimum=0))
 
     def step(self, positions: Any, actions: Any, goals: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """One step for many agents at once: ``(new positions, rewards, reached goal)``."""
+        """One step for many agents at once.
+
+        Parameters
+        ----------
+        positions, actions, goals : array_like, shape (agents, 2)
+            Where the agents are, the velocities they choose (clipped) and their goals.
+
+        Returns
+        -------
+        positions : numpy.ndarray, shape (agents, 2)
+            The new positions.
+        rewards : numpy.ndarray, shape (agents,)
+            The rewards of the step.
+        reached : numpy.ndarray of bool, shape (agents,)
+            Whether each agent is now within ``tolerance`` of its goal.
+        """
         arrays = [_validation.floats(a, name, np.dtype(np.float64))
                   for a, name in ((positions, "positions"), (actions, "actions"), (goals, "goals"))]
         return self._impl.step(*arrays)
 
 
 class GaussianPolicy:
-    """``pi(a | s) = N(mu(s), diag(exp(2 log_std)))``: ``model`` (identity output) gives the
-    mean; a learned state-independent ``log_std``, one per action dimension, follows the
-    model's parameters in the flat vector ``theta`` (so it has its own Meta-SGD alpha).
+    """``pi(a | s) = N(mu(s), diag(exp(2 log_std)))``, the policy of :class:`MetaSGDRL`.
 
+    ``model`` gives the mean; a learned state-independent ``log_std``, one per action
+    dimension, follows the model's parameters in the flat vector ``theta`` (so it has its own
+    Meta-SGD alpha).
+
+    Parameters
+    ----------
+    model : MLP
+        The mean network; its output activation must be "identity".
+
+    Notes
+    -----
     The surrogate on fixed samples is ``L = -(1/N) sum_t A_t log pi(a_t | s_t)`` over the
     samples of N trajectories with advantages A_t (docs/math.md, section 4).
     """
@@ -73,28 +129,79 @@ class GaussianPolicy:
 
     @property
     def action_dim(self) -> int:
+        """Dimensions of an action (the model's outputs)."""
         return self.model.sizes[-1]
 
     @property
     def num_params(self) -> int:
+        """Length of theta: the model's parameters and one log_std per action dimension."""
         return self.model.num_params + self.action_dim
 
     def init(self, seed: int = 0, dtype: Any = "float64", log_std: float = 0.0) -> np.ndarray:
-        """The model's initial parameters followed by ``log_std`` for every action dimension."""
+        """Initial policy parameters.
+
+        Parameters
+        ----------
+        seed : int
+            Seed of the model's initial parameters (``model.init(seed)``).
+        dtype : {"float32", "float64"}
+            Their precision.
+        log_std : float
+            The initial log standard deviation of every action dimension.
+
+        Returns
+        -------
+        numpy.ndarray, shape (num_params,)
+            The model's initial parameters followed by ``log_std`` for every action dimension.
+        """
         params = self.model.init(seed=seed, dtype=dtype)
         value = _validation.real(log_std, "log_std")
         return np.concatenate([params, np.full(self.action_dim, value, dtype=params.dtype)])
 
     def surrogate(self, theta: Any, states: Any, actions: Any, advantages: Any,
                   num_trajectories: int) -> tuple[np.floating, np.ndarray]:
-        """Surrogate loss and its gradient with respect to theta."""
+        """The surrogate loss and its gradient.
+
+        Parameters
+        ----------
+        theta : numpy.ndarray, shape (num_params,)
+            Policy parameters (float32 or float64; the samples are converted to its dtype).
+        states : array_like, shape (samples, observations)
+            The states of all samples.
+        actions : array_like, shape (samples, action_dim)
+            The actions taken in them.
+        advantages : array_like, shape (samples,)
+            Their advantages (finite).
+        num_trajectories : int
+            N, the trajectories the samples come from.
+
+        Returns
+        -------
+        loss : numpy.floating
+            ``-(1/N) sum_t A_t log pi(a_t | s_t)``.
+        grad : numpy.ndarray, shape (num_params,)
+            Its gradient with respect to theta.
+        """
         theta, arrays = self._arrays(theta, states, actions, advantages, num_trajectories)
         loss, grad = _core.policy_surrogate(self.model._impl, theta, *arrays)
         return theta.dtype.type(loss), grad
 
     def surrogate_hvp(self, theta: Any, states: Any, actions: Any, advantages: Any, num_trajectories: int,
                       v: Any) -> np.ndarray:
-        """Exact Hessian-vector product of the surrogate (R-operator, Gaussian seed)."""
+        """The exact Hessian-vector product of the surrogate (R-operator, Gaussian seed).
+
+        Parameters
+        ----------
+        theta, states, actions, advantages, num_trajectories
+            As for :meth:`surrogate`.
+        v : array_like, shape (num_params,)
+            The vector, in theta's dtype.
+
+        Returns
+        -------
+        numpy.ndarray, shape (num_params,)
+            ``H v``, with ``H`` the surrogate's Hessian with respect to theta.
+        """
         theta, arrays = self._arrays(theta, states, actions, advantages, num_trajectories)
         return _core.policy_surrogate_hvp(self.model._impl, theta, *arrays, _validation.floats(v, "v", theta.dtype))
 
@@ -111,11 +218,20 @@ class GaussianPolicy:
 
 
 class GymTasks:
-    """Bring your own environment: ``sample_task(rng)`` returns a new task as an object with
-    the Gymnasium interface, ``reset(seed=None) -> (observation, info)`` and
-    ``step(action) -> (observation, reward, terminated, truncated, info)``; observations and
-    actions are 1-D float arrays. Episodes last at most ``horizon`` steps.
+    """Bring your own environment: a task family of objects with the Gymnasium interface.
 
+    Parameters
+    ----------
+    sample_task : callable
+        ``sample_task(rng) -> environment``: a new task, from a ``numpy.random.Generator``.
+        The environment has ``reset(seed=None) -> (observation, info)`` and
+        ``step(action) -> (observation, reward, terminated, truncated, info)``; observations
+        and actions are 1-D float arrays.
+    horizon : int
+        Steps per episode at most.
+
+    Notes
+    -----
     :class:`MetaSGDRL` runs such tasks on a slower path: the environment steps in Python, one
     trajectory after another, while the policy, the surrogate, its gradient and its
     Hessian-vector product still run in C++.
@@ -175,14 +291,13 @@ class _PythonBackend:
     def __init__(self, policy: GaussianPolicy, tasks: GymTasks, trajectories: int, gamma: float, first_order: bool,
                  normalize: bool, optimizer: str, lr: float, beta1: float, beta2: float, eps: float, seed: int,
                  dtype: np.dtype) -> None:
-        if optimizer not in ("adam", "sgd"):
-            raise ValueError(f"meta_optimizer must be 'sgd' or 'adam', got '{optimizer}'")
+        _core.check_rl_settings(trajectories, gamma, optimizer, lr, beta1, beta2, eps)
         self.policy, self.tasks, self.seed, self.dtype = policy, tasks, seed, dtype
         self.rollout_settings = (trajectories, tasks.horizon, gamma, normalize)
-        self.first_order, self.optimizer, self.lr, self.betas, self.eps = first_order, optimizer, lr, (beta1, beta2), eps
+        self.first_order = first_order
         size = 2 * policy.num_params
+        self.optimizer = MetaOptimizer(optimizer, size, dtype, lr, (beta1, beta2), eps)
         self.params = np.zeros(size, dtype=dtype)
-        self.state = (np.zeros(size, dtype=dtype), np.zeros(size, dtype=dtype), 0)
 
     def get_params(self) -> tuple[np.ndarray, np.ndarray]:
         q = self.policy.num_params
@@ -198,10 +313,12 @@ class _PythonBackend:
         self.params = np.concatenate([theta, alpha]).astype(self.dtype)
 
     def get_optimizer_state(self) -> tuple[np.ndarray, np.ndarray, int]:
-        return self.state[0].copy(), self.state[1].copy(), self.state[2]
+        m, v, step = self.optimizer.state
+        return m.copy(), v.copy(), step
 
     def set_optimizer_state(self, m: np.ndarray, v: np.ndarray, step: int) -> None:
-        self.state = (np.asarray(m, dtype=self.dtype).copy(), np.asarray(v, dtype=self.dtype).copy(), int(step))
+        self.optimizer.state = (np.asarray(m, dtype=self.dtype).copy(), np.asarray(v, dtype=self.dtype).copy(),
+                                int(step))
 
     def _rollout(self, theta: np.ndarray, env: Any, rng: np.random.Generator, trajectories: int | None = None):
         count, horizon, gamma, normalize = self.rollout_settings
@@ -213,8 +330,6 @@ class _PythonBackend:
         return theta - alpha * grad, train, grad
 
     def fit(self, first_iteration: int, count: int, meta_batch: int) -> tuple[np.ndarray, bool]:
-        from .reference.meta_sgd import adam_update, sgd_update  # the same update rules, in NumPy
-
         q, n = self.policy.num_params, self.rollout_settings[0]
         returns = []
         for k in range(count):
@@ -232,15 +347,12 @@ class _PythonBackend:
                 grads.append(np.concatenate([v, g_alpha]))
                 scores.append(score)
             mean_grad = np.sum(grads, axis=0) / meta_batch
-            if not (np.all(np.isfinite(mean_grad)) and np.all(np.isfinite(scores))):
+            params = None
+            if np.all(np.isfinite(mean_grad)) and np.all(np.isfinite(scores)):
+                params = self.optimizer.update(self.params, mean_grad)
+            if params is None:
                 return np.array(returns), True
-            if self.optimizer == "adam":
-                params, state = adam_update(self.params, mean_grad, self.state, self.lr, *self.betas, self.eps)
-            else:
-                params, state = sgd_update(self.params, mean_grad, self.lr), self.state[:2] + (self.state[2] + 1,)
-            if not np.all(np.isfinite(params)):
-                return np.array(returns), True
-            self.params, self.state = params.astype(self.dtype), (state[0].astype(self.dtype), state[1].astype(self.dtype), state[2])
+            self.params = params
             returns.append(float(np.mean(scores)))
         return np.array(returns), False
 
@@ -267,7 +379,8 @@ class _PythonBackend:
         return theta
 
 
-class MetaSGDRL:
+@shared_docs
+class MetaSGDRL(InnerLearningRates):
     """Meta-SGD for reinforcement learning (Li et al. 2017, section 4.3) on 2D navigation.
 
     For each task (a goal), ``inner_trajectories`` trajectories are sampled with theta; the
@@ -295,156 +408,157 @@ class MetaSGDRL:
     inner_trajectories : int
         Trajectories per rollout, for the inner step and for the outer surrogate.
     gamma : float
-        Discount of the returns-to-go.
+        Discount of the returns-to-go, in [0, 1].
     alpha_init : float
         Initial inner learning rate of every parameter.
     log_std_init : float
         Initial log standard deviation of the policy.
+    first_order : bool
+        Drop the surrogate's Hessian-vector product from the meta-gradient.
     normalize_advantages : bool
         Standardise the advantages of each batch (mean 0, standard deviation 1), as the MAML
         code does; the surrogate's scale then does not depend on the size of the returns.
+    {meta-optimizer parameters}
+    dtype : {"float32", "float64"}
+        Precision of the policy's parameters and of its computations.
+    seed : int
+        Seeds theta (``model.init(seed)``), the goals and the action noise of ``fit``.
+    num_threads : int or None
+        Threads over the tasks of a meta-batch (None: all cores; GymTasks run on one).
+        Results do not depend on it.
+    {adam parameters}
+
+    Attributes
+    ----------
+    policy : GaussianPolicy
+        The policy, around ``model``.
+    env : Navigation2D or GymTasks
+        The task family.
     """
 
     _progress_label = "Meta-SGD RL"
     _progress_metric = "return"
 
-    def __init__(self, model: MLP, env: Navigation2D | None = None, inner_trajectories: int = 20, gamma: float = 0.99,
-                 alpha_init: float = 0.1, log_std_init: float = 0.0, first_order: bool = False,
-                 normalize_advantages: bool = True, meta_optimizer: str = "adam", meta_lr: float = 1e-3, dtype: Any = "float32", seed: int = 0,
-                 num_threads: int | None = None, adam_betas: tuple[float, float] = (0.9, 0.999),
-                 adam_eps: float = 1e-8) -> None:
+    def __init__(self, model: MLP, env: Navigation2D | GymTasks | None = None, inner_trajectories: int = 20,
+                 gamma: float = 0.99, alpha_init: float = 0.1, log_std_init: float = 0.0, first_order: bool = False,
+                 normalize_advantages: bool = True, meta_optimizer: str = "adam", meta_lr: float = 1e-3,
+                 dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
+                 adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8) -> None:
+        super().__init__(model, dtype, seed)
         self.policy = GaussianPolicy(model)
         self.env = Navigation2D() if env is None else env
         if not isinstance(self.env, (Navigation2D, GymTasks)):
             raise TypeError(f"env must be a metafast.rl.Navigation2D or GymTasks, got {type(self.env).__name__}")
         self._settings = dict(
-            inner_trajectories=_validation.integer(inner_trajectories, "inner_trajectories", minimum=1, maximum=2**16),
-            gamma=_validation.real(gamma, "gamma", minimum=0.0), alpha_init=_validation.real(alpha_init, "alpha_init"),
+            # Types here; the core checks the ranges (one message for each).
+            inner_trajectories=_validation.int64(inner_trajectories, "inner_trajectories"),
+            gamma=_validation.real(gamma, "gamma"), alpha_init=_validation.real(alpha_init, "alpha_init"),
             log_std_init=_validation.real(log_std_init, "log_std_init"),
             first_order=_validation.boolean(first_order, "first_order"),
             normalize_advantages=_validation.boolean(normalize_advantages, "normalize_advantages"),
             meta_optimizer=_validation.string(meta_optimizer, "meta_optimizer"),
-            meta_lr=_validation.real(meta_lr, "meta_lr", minimum=0.0, exclusive=True),
-            dtype=_validation.float_dtype(dtype).name, seed=_validation.seed(seed),
-            adam_betas=_validation.pair(adam_betas, "adam_betas"),
-            adam_eps=_validation.real(adam_eps, "adam_eps", minimum=0.0, exclusive=True))
-        if self._settings["gamma"] > 1:
-            raise ValueError(f"gamma must lie in [0, 1], got {gamma}")
-        self._dtype = np.dtype(self._settings["dtype"])
+            meta_lr=_validation.real(meta_lr, "meta_lr"),
+            adam_betas=_validation.two_reals(adam_betas, "adam_betas"),
+            adam_eps=_validation.real(adam_eps, "adam_eps"))
         options = (self._settings["inner_trajectories"], self._settings["gamma"], self._settings["first_order"],
                    self._settings["normalize_advantages"], self._settings["meta_optimizer"], self._settings["meta_lr"],
-                   *self._settings["adam_betas"], self._settings["adam_eps"], self._settings["seed"])
+                   *self._settings["adam_betas"], self._settings["adam_eps"], self._seed)
         if isinstance(self.env, GymTasks):
             self._impl: Any = _PythonBackend(self.policy, self.env, *options, dtype=self._dtype)
         else:
             impl_class = _core.MetaSGDRLFloat32 if self._dtype == np.float32 else _core.MetaSGDRLFloat64
             self._impl = impl_class(model._impl, self.env._impl, *options, _validation.num_threads(num_threads))
-        theta = self.policy.init(seed=self._settings["seed"], dtype=self._dtype, log_std=self._settings["log_std_init"])
+        theta = self.policy.init(seed=self._seed, dtype=self._dtype, log_std=self._settings["log_std_init"])
         self._impl.set_params(theta, np.full(theta.size, self._settings["alpha_init"], dtype=self._dtype))
-        self._iteration = 0
-        self._history: list[np.ndarray] = []
-        self._lock = threading.RLock()
 
-    @property
-    def theta(self) -> np.ndarray:
-        """Policy parameters: the mean network's, then log_std (a copy; assignable)."""
-        return self._impl.get_params()[0]
-
-    @theta.setter
-    def theta(self, value: Any) -> None:
-        self._impl.set_params(np.ascontiguousarray(value, dtype=self._dtype), self._impl.get_params()[1])
-
-    @property
-    def alpha(self) -> np.ndarray:
-        return self._impl.get_params()[1]
-
-    @alpha.setter
-    def alpha(self, value: Any) -> None:
-        self._impl.set_params(self._impl.get_params()[0], np.ascontiguousarray(value, dtype=self._dtype))
-
-    @property
-    def iteration(self) -> int:
-        return self._iteration
-
-    @property
-    def history(self) -> np.ndarray:
-        """Mean return after adaptation of every meta-iteration so far."""
-        return np.concatenate(self._history) if self._history else np.empty(0)
-
-    @property
-    def num_threads(self) -> int:
-        return self._impl.num_threads
-
-    @num_threads.setter
-    def num_threads(self, value: int | None) -> None:
-        self._impl.num_threads = _validation.num_threads(value)
-
+    @shared_docs
     def fit(self, iterations: int = 100, meta_batch: int = 20, progress: bool = True,
             callback: Callback | None = None, checkpoint: io.PathLike | None = None,
             checkpoint_every: int | None = None, on_divergence: str = "raise") -> np.ndarray:
-        """Meta-trains for ``iterations`` meta-iterations of ``meta_batch`` goals each, in chunks
-        run by the core without the GIL (tasks in parallel). Returns the mean return after
-        adaptation of each iteration of this call. Ctrl-C stops at the end of a chunk;
-        ``checkpoint``, ``checkpoint_every`` and ``on_divergence`` work as in
-        :meth:`metafast.MetaSGD.fit`."""
-        iterations = _validation.integer(iterations, "iterations", minimum=0, maximum=_validation.MAX_SEED)
+        """Meta-trains for ``iterations`` meta-iterations of ``meta_batch`` tasks each (tasks in
+        parallel).
+
+        Parameters
+        ----------
+        iterations : int
+            Meta-iterations to run.
+        meta_batch : int
+            Tasks (goals) in each.
+        {training loop parameters}
+
+        Returns
+        -------
+        numpy.ndarray
+            The mean return after adaptation of each meta-iteration run by this call.
+
+        Notes
+        -----
+        {training loop notes}
+        """
         meta_batch = _validation.count(meta_batch, "meta_batch")
 
-        def run_chunk(count: int, done: int) -> np.ndarray:
+        def run_chunk(count: int) -> bool:
             returns, diverged = self._impl.fit(self._iteration, count, meta_batch)
-            if len(returns):
-                self._history.append(np.asarray(returns, dtype=np.float64))
-                self._iteration += len(returns)
-            if diverged:
-                raise TrainingDivergedError(self._iteration)
-            return returns
+            self._record(returns)
+            return diverged
 
-        return run_in_chunks(self, iterations, progress, callback, run_chunk, checkpoint, checkpoint_every,
-                             on_divergence)
+        return self._train(iterations, run_chunk, progress, callback, checkpoint, checkpoint_every, on_divergence)
 
     def adapt(self, task: Any, steps: int = 1, seed: int = 0) -> np.ndarray:
-        """Policy parameters adapted to one task by ``steps`` inner steps (each on
-        ``inner_trajectories`` fresh trajectories, noise seeded by ``seed``). The task is a goal
-        ``(x, y)`` for Navigation2D, an environment object for GymTasks."""
+        """Policy parameters adapted to one task.
+
+        Parameters
+        ----------
+        task : array_like or environment
+            A goal ``(x, y)`` for Navigation2D; an environment object for GymTasks.
+        steps : int
+            Inner steps, each on ``inner_trajectories`` fresh trajectories.
+        seed : int
+            Seed of the action noise.
+
+        Returns
+        -------
+        numpy.ndarray
+            The adapted parameters, in the layout of theta.
+        """
         if isinstance(self.env, Navigation2D):
             task = np.ascontiguousarray(np.asarray(task, dtype=np.float64))
         return self._impl.adapt(task, _validation.count(steps, "steps", minimum=0), _validation.seed(seed), 0)
 
-    def evaluate(self, num_tasks: int = 40, steps: Any = (0, 1, 2, 3), trajectories: int = 40,
+    def evaluate(self, num_tasks: int = 40, steps: Sequence[int] = (0, 1, 2, 3), trajectories: int = 40,
                  seed: int = 123) -> EvaluationReport:
-        """Mean return of ``trajectories`` fresh trajectories after each number of adaptation
-        steps, with a 95% confidence interval over ``num_tasks`` held-out goals (keyed by
-        ``seed``; use one training did not use). The report's ``loss`` fields hold returns."""
-        counts = sorted({_validation.count(s, "steps[i]", minimum=0) for s in steps})
-        if not counts:
-            raise ValueError("steps must name at least one number of adaptation steps")
+        """Mean return after each number of adaptation steps, with a 95% confidence interval
+        over held-out tasks.
+
+        Parameters
+        ----------
+        num_tasks : int
+            Held-out tasks (goals), keyed by ``seed``.
+        steps : sequence of int
+            Numbers of adaptation steps to report.
+        trajectories : int
+            Fresh trajectories whose mean return scores each task.
+        seed : int
+            Seed of the held-out tasks; use one that training did not use.
+
+        Returns
+        -------
+        EvaluationReport
+            One row per number of steps, in increasing order; its ``loss`` fields hold returns.
+        """
+        counts = _validation.step_counts(steps)
         returns = self._impl.evaluate(_validation.seed(seed), _validation.count(num_tasks, "num_tasks"), counts,
                                       _validation.integer(trajectories, "trajectories", minimum=1, maximum=2**16))
         return EvaluationReport.from_samples(tuple(counts), returns, None, metric="return")
 
-    def save(self, path: io.PathLike) -> None:
-        """Writes the learner to one .npz file atomically (see :mod:`metafast.io`)."""
-        model = self.policy.model
+    # Hooks of Learner.
+    def _hyperparameters(self) -> dict[str, Any]:
         env = self.env
         if isinstance(env, GymTasks):
             raise TypeError("a MetaSGDRL on Python environments cannot be saved: the environment is code")
-        config = dict(kind="MetaSGDRL", model=dict(sizes=list(model.sizes), activation=model.activation,
-                                                    output=model.output, bias=model.bias),
-                      env=dict(goal_range=list(env.goal_range), max_action=env.max_action, tolerance=env.tolerance,
-                               horizon=env.horizon, reward=env.reward),
-                      **{k: list(v) if isinstance(v, tuple) else v for k, v in self._settings.items()})
-        theta, alpha = self._impl.get_params()
-        m, v, step = self._impl.get_optimizer_state()
-        io.write_archive(path, config, dict(theta=theta, alpha=alpha, optimizer_m=m, optimizer_v=v,
-                                            optimizer_step=np.array(step), iteration=np.array(self._iteration),
-                                            history=self.history))
+        return dict(env=dict(goal_range=list(env.goal_range), max_action=env.max_action, tolerance=env.tolerance,
+                             horizon=env.horizon, reward=env.reward), **self._settings)
 
     @classmethod
-    def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> MetaSGDRL:
-        settings = {k: tuple(v) if isinstance(v, list) else v for k, v in config.items()
-                    if k not in ("kind", "model", "env")}
-        learner = cls(MLP(**config["model"]), env=Navigation2D(**config["env"]), num_threads=num_threads, **settings)
-        learner._impl.set_params(arrays["theta"], arrays["alpha"])
-        learner._impl.set_optimizer_state(arrays["optimizer_m"], arrays["optimizer_v"], int(arrays["optimizer_step"]))
-        restore_progress(learner, arrays)
-        return learner
+    def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> Any:
+        return super()._from_saved(dict(config, env=Navigation2D(**config["env"])), arrays, num_threads)

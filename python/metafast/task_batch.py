@@ -73,39 +73,68 @@ class TaskBatch:
 
     @property
     def num_tasks(self) -> int:
+        """Tasks in the batch, ``T``."""
         return self.x_support.shape[0]
 
     @property
     def support_size(self) -> int:
+        """Rows of each support set, ``K``."""
         return self.x_support.shape[1]
 
     @property
     def query_size(self) -> int:
+        """Rows of each query set, ``Q``."""
         return self.x_query.shape[1]
 
     @property
     def input_width(self) -> int:
+        """Width of an input row."""
         return self.x_support.shape[2]
 
     @property
     def has_labels(self) -> bool:
+        """Whether the targets are integer class labels rather than floats."""
         return self.y_support.ndim == 2
 
     @property
     def dtype(self) -> np.dtype:
+        """Dtype of the inputs (float32 or float64)."""
         return self.x_support.dtype
 
     def __len__(self) -> int:
         return self.num_tasks
 
     def __getitem__(self, index: Any) -> TaskBatch:
-        """The tasks selected by ``index`` (an int keeps a task axis of length 1)."""
+        """The tasks selected by ``index``.
+
+        Parameters
+        ----------
+        index : int, slice or array of indices
+            Which tasks; an int keeps a task axis of length 1.
+
+        Returns
+        -------
+        TaskBatch
+            The selected tasks.
+        """
         if isinstance(index, (int, np.integer)):
             index = slice(index, index + 1 if index != -1 else None)
         return TaskBatch(self.x_support[index], self.y_support[index], self.x_query[index], self.y_query[index])
 
     def astype(self, dtype: Any) -> TaskBatch:
-        """The batch with floating arrays in ``dtype`` (labels stay int64)."""
+        """The batch with its floating arrays in ``dtype``.
+
+        Parameters
+        ----------
+        dtype : {"float32", "float64"}
+            The new dtype of the inputs and float targets (labels stay int64). Finite values
+            beyond its range raise ValueError.
+
+        Returns
+        -------
+        TaskBatch
+            A new batch (the arrays are copied only where the dtype changes).
+        """
         dtype = _validation.float_dtype(dtype)
 
         def cast(array: np.ndarray, name: str) -> np.ndarray:

@@ -23,7 +23,15 @@ Sampler = Callable[[int, np.random.Generator], TaskBatch]
 
 
 class TaskFamily:
-    """Base class of the built-in families: a distribution over few-shot tasks."""
+    """Base class of the built-in families: a distribution over few-shot tasks, sampled by the
+    core. Families compare equal when they are of one class with equal fields (``repr`` shows
+    them), so a learner can record and rebuild the family it was trained on.
+
+    Attributes
+    ----------
+    loss : str
+        The loss that suits the family's targets: ``"mse"``, ``"bce"`` or ``"softmax_ce"``.
+    """
 
     _impl: Any
     #: The loss that suits the family's targets.
@@ -31,7 +39,27 @@ class TaskFamily:
 
     def sample(self, num_tasks: int, seed: int = 0, iteration: int = 0, dtype: Any = "float64",
                num_threads: int | None = None) -> TaskBatch:
-        """``num_tasks`` tasks keyed by ``(seed, iteration, task index)``."""
+        """``num_tasks`` tasks keyed by ``(seed, iteration, task index)``.
+
+        Parameters
+        ----------
+        num_tasks : int
+            Tasks to draw (at least 1).
+        seed : int
+            Seed of the run; with ``iteration``, the tasks a learner seeded with ``seed``
+            trains on at that meta-iteration.
+        iteration : int
+            Meta-iteration whose tasks to draw.
+        dtype : {"float32", "float64"}
+            Dtype of the floating arrays (integer labels stay int64).
+        num_threads : int or None
+            Threads that draw the tasks (None: all cores). The tasks do not depend on it.
+
+        Returns
+        -------
+        TaskBatch
+            The tasks, task ``i`` keyed by ``(seed, iteration, i)``.
+        """
         num_tasks = _validation.count(num_tasks, "num_tasks")
         seed = _validation.seed(seed)
         iteration = _validation.seed(iteration, "iteration")
@@ -103,7 +131,18 @@ class Sinusoid(TaskFamily):
     @classmethod
     def book(cls, support: int = 50, query: int = 50) -> Sinusoid:
         """The book's sine tasks: amplitude U[0.1, 5], phase U[0, pi], ``y = A sin(x + phi)``,
-        x drawn from ``np.linspace(-5, 5, 100)``."""
+        x drawn from ``np.linspace(-5, 5, 100)``.
+
+        Parameters
+        ----------
+        support, query : int
+            Points in the support and query sets (the book uses 50 points per task).
+
+        Returns
+        -------
+        Sinusoid
+            ``Sinusoid(support=support, query=query, grid=100, phase_sign=+1)``.
+        """
         return cls(support=support, query=query, grid=100, phase_sign=+1)
 
     def _fields(self) -> dict[str, Any]:
@@ -114,7 +153,15 @@ class Sinusoid(TaskFamily):
 class LinearBinary(TaskFamily):
     """Binary classification by a random hyperplane per task: ``w ~ N(0, I)``,
     ``x ~ U[-1, 1]^dim``, ``y = 1[x . w > 0]``. Targets have shape ``(rows, 1)``; use loss
-    ``"bce"`` with a logistic model such as ``MLP([dim, 1], activation="identity", bias=False)``."""
+    ``"bce"`` with a logistic model such as ``MLP([dim, 1], activation="identity", bias=False)``.
+
+    Parameters
+    ----------
+    dim : int
+        Input width.
+    support, query : int
+        Points in the support and query sets.
+    """
 
     loss = "bce"
 
@@ -131,7 +178,15 @@ class LinearBinary(TaskFamily):
 class SeedBinary(LinearBinary):
     """The book's binary tasks exactly: ``x ~ U[0, 1)^dim`` and fair-coin labels that do not
     depend on ``x`` (there is nothing to learn but the label frequencies of a task; use it to
-    reproduce the book, and :class:`LinearBinary` to see learning)."""
+    reproduce the book, and :class:`LinearBinary` to see learning).
+
+    Parameters
+    ----------
+    dim : int
+        Input width.
+    support, query : int
+        Points in the support and query sets.
+    """
 
     def __init__(self, dim: int = 50, support: int = 10, query: int = 10) -> None:
         super().__init__(dim, support, query)
@@ -143,7 +198,19 @@ class GaussianNWay(TaskFamily):
     class ``k`` is ``c_k + spread * N(0, I_dim)``. ``support`` and ``query`` count points
     *per class* (so a task has ``ways * support`` support rows); row ``r`` has label
     ``r % ways``. Labels are integers: use loss ``"softmax_ce"`` and a model with ``ways``
-    outputs."""
+    outputs.
+
+    Parameters
+    ----------
+    ways : int
+        Classes per task (at least 2).
+    dim : int
+        Input width.
+    support, query : int
+        Points per class in the support and query sets.
+    spread : float
+        Standard deviation of the points around their class centre (at least 0).
+    """
 
     loss = "softmax_ce"
 
@@ -165,7 +232,18 @@ FAMILIES = {cls.__name__: cls for cls in (Sinusoid, LinearBinary, SeedBinary, Ga
 
 
 def family_from_config(config: dict[str, Any]) -> TaskFamily:
-    """Rebuilds a family from ``dict(family=class name, **fields)`` (as saved with a learner)."""
+    """Rebuilds a family from ``dict(family=class name, **fields)`` (as saved with a learner).
+
+    Parameters
+    ----------
+    config : dict
+        ``family``, the class name (a key of ``FAMILIES``), and the family's fields.
+
+    Returns
+    -------
+    TaskFamily
+        A family equal to the one saved.
+    """
     fields = dict(config)
     name = fields.pop("family", None)
     if name not in FAMILIES:
@@ -174,7 +252,22 @@ def family_from_config(config: dict[str, Any]) -> TaskFamily:
 
 
 def sample_with(sampler: Sampler, num_tasks: int, rng: np.random.Generator) -> TaskBatch:
-    """Calls a user's sampler and checks that it returned a TaskBatch."""
+    """Calls a user's sampler and checks that it returned a TaskBatch.
+
+    Parameters
+    ----------
+    sampler : callable
+        ``sampler(num_tasks, rng) -> TaskBatch``.
+    num_tasks : int
+        Tasks to ask for.
+    rng : numpy.random.Generator
+        Passed to the sampler.
+
+    Returns
+    -------
+    TaskBatch
+        What the sampler returned; anything else raises TypeError.
+    """
     batch = sampler(num_tasks, rng)
     if not isinstance(batch, TaskBatch):
         raise TypeError(f"a task sampler must return a metafast.TaskBatch, got {type(batch).__name__}")
@@ -182,6 +275,21 @@ def sample_with(sampler: Sampler, num_tasks: int, rng: np.random.Generator) -> T
 
 
 def check_tasks(tasks: Any, allow_batch: bool = False) -> Any:
+    """Checks that ``tasks`` is something learners can draw tasks from.
+
+    Parameters
+    ----------
+    tasks : TaskFamily, callable or TaskBatch
+        A family, a sampler ``sampler(num_tasks, rng) -> TaskBatch``, or (with
+        ``allow_batch``) a TaskBatch.
+    allow_batch : bool
+        Accept a TaskBatch too (as ``evaluate`` does).
+
+    Returns
+    -------
+    TaskFamily, callable or TaskBatch
+        ``tasks`` itself; anything else raises TypeError.
+    """
     if isinstance(tasks, TaskFamily) or (allow_batch and isinstance(tasks, TaskBatch)):
         return tasks
     if callable(tasks):

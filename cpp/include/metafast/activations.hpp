@@ -164,7 +164,7 @@ void multiply_by_derivative(Activation act, std::size_t n, const T* z, const T* 
     });
 }
 
-// The R-operator's backward step through an activation (math.md section 2):
+// The R-operator's backward step through an activation (docs/math.md, section 2):
 // r = r * f'(z) + g * f''(z) * rz, where g is the incoming gradient before multiplying by f'.
 template <class T>
 void r_backward_through(Activation act, std::size_t n, const T* z, const T* a, const T* g,

@@ -1,5 +1,5 @@
 // Exact Hessian-vector products H v of an MLP loss by Pearlmutter's R-operator
-// (math.md section 2): one forward, one R-forward, one backward and one R-backward pass.
+// (docs/math.md, section 2): one forward, one R-forward, one backward and one R-backward pass.
 // The passes are separate so that other objectives (the policy-gradient surrogate) can seed
 // the R-backward pass with their own delta and R(delta).
 #pragma once

@@ -1,5 +1,5 @@
 // Losses on the network output, as means over rows, with the two seeds that backpropagation
-// needs: delta = dL/dz_L (gradient) and R(delta) (Hessian-vector product, math.md section 2).
+// needs: delta = dL/dz_L (gradient) and R(delta) (Hessian-vector product, docs/math.md, section 2).
 #pragma once
 
 #include <algorithm>

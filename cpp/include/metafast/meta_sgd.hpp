@@ -1,6 +1,6 @@
 // Meta-SGD for one task (Li et al. 2017): adaptation theta' = theta - alpha * grad L_S, and the
 // exact gradient of the query loss after J such steps with respect to theta and alpha, by a
-// reverse pass of Hessian-vector products (math.md section 1).
+// reverse pass of Hessian-vector products (docs/math.md, section 1).
 #pragma once
 
 #include <algorithm>

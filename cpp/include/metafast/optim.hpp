@@ -1,5 +1,5 @@
 // Meta-optimizers as small update rules over a flat vector with explicit state
-// (math.md section 3 gives Adam's formula).
+// (docs/math.md, section 3 gives Adam's formula).
 #pragma once
 
 #include <algorithm>

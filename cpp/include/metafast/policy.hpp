@@ -1,4 +1,4 @@
-// The policy-gradient surrogate of a Gaussian policy (math.md section 4) and its exact
+// The policy-gradient surrogate of a Gaussian policy (docs/math.md, section 4) and its exact
 // Hessian-vector product. The policy is N(mu_theta(s), diag(exp(2 log_std))): an MLP with
 // identity output gives the mean, and a state-independent log standard deviation (one per
 // action dimension) follows the MLP's parameters in theta.

@@ -1,5 +1,5 @@
 // Reptile for one task (Nichol et al. 2018): run SGD or Adam on the task's support set,
-// `inner_epochs` passes of consecutive minibatches, from theta to theta~ (math.md section 3).
+// `inner_epochs` passes of consecutive minibatches, from theta to theta~ (docs/math.md, section 3).
 #pragma once
 
 #include <algorithm>

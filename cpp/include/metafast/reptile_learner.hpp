@@ -29,8 +29,9 @@ public:
     // (counting from 0) never reaches.
     static constexpr std::uint64_t evaluation_iteration = std::numeric_limits<std::uint64_t>::max();
 
-    ReptileLearner(Mlp mlp, ReptileConfig config, std::uint64_t seed, int num_threads)
-        : mlp_(std::move(mlp)), config_(config), seed_(seed), params_(mlp_.num_params(), T(0)) {
+    // `epsilon`: the outer step size's schedule over a fit (its offset and span are each call's).
+    ReptileLearner(Mlp mlp, ReptileConfig config, EpsilonSchedule epsilon, std::uint64_t seed, int num_threads)
+        : mlp_(std::move(mlp)), config_(config), epsilon_(epsilon), seed_(seed), params_(mlp_.num_params(), T(0)) {
         carried_.reset(params_.size());
         set_num_threads(num_threads);
     }
@@ -54,24 +55,25 @@ public:
         return config_.inner_epochs * batches_per_pass(rows, config_.inner_batch);
     }
 
-    // One meta-iteration on `batch` with step size epsilon; `iteration` keys the shuffles.
-    // Returns false and changes nothing when a result is not finite.
-    bool meta_step(const TaskBatchView<T>& batch, double epsilon, std::uint64_t iteration, double& loss) {
+    // One meta-iteration on `batch`, `position` of `span` into the epsilon schedule (span 0:
+    // epsilon); `iteration` keys the shuffles. Returns false and changes nothing when a result
+    // is not finite.
+    bool meta_step(const TaskBatchView<T>& batch, std::uint64_t iteration, std::size_t position, std::size_t span,
+                   double& loss) {
         double committed = 0.0;
-        const FitResult result = run(1, batch.tasks, iteration, {epsilon, epsilon, 0, 1}, &committed,
+        const FitResult result = run(1, batch.tasks, iteration, schedule(position, span), &committed,
                                      [&](std::size_t, std::size_t i, int) { return batch.task(i); });
         loss = result.last_score;
         return result.completed == 1;
     }
 
-    // Meta-iterations on natively sampled tasks; iteration k uses the step size
-    // epsilon_start + (epsilon_end - epsilon_start) * (offset + k) / span.
+    // Meta-iterations on natively sampled tasks; iteration k is offset + k of span into the
+    // epsilon schedule.
     FitResult fit(const TaskFamily& family, std::uint64_t first_iteration, std::size_t iterations,
-                  std::size_t meta_batch, double epsilon_start, double epsilon_end, std::size_t offset,
-                  std::size_t span, double* losses) {
+                  std::size_t meta_batch, std::size_t offset, std::size_t span, double* losses) {
         storage_.reserve(task_shape(family), meta_batch);
         const TaskBatchView<T> batch = storage_.view();
-        return run(iterations, meta_batch, first_iteration, {epsilon_start, epsilon_end, offset, span}, losses,
+        return run(iterations, meta_batch, first_iteration, schedule(offset, span), losses,
                    [&](std::size_t k, std::size_t i, int thread) {
                        sample_task(family, seed_, first_iteration + k, i, storage_.slot(i),
                                    scratch_[static_cast<std::size_t>(thread)]);
@@ -116,6 +118,10 @@ public:
     }
 
 private:
+    EpsilonSchedule schedule(std::size_t offset, std::size_t span) const {
+        return {epsilon_.start, span == 0 ? epsilon_.start : epsilon_.end, offset, span};
+    }
+
     // Meta-iterations whose task i of iteration k is task_of(k, i, thread) (sampled there if
     // need be); each task's slot is theta~_i - theta, its score the query loss at theta~_i.
     // With a carried optimizer state the tasks of an iteration form one chain and run in order,
@@ -151,6 +157,7 @@ private:
 
     Mlp mlp_;
     ReptileConfig config_;
+    EpsilonSchedule epsilon_;
     std::uint64_t seed_;
     ThreadBudget budget_;
     WorkTimer task_timer_, evaluation_timer_;

@@ -1,4 +1,4 @@
-// Meta-SGD for reinforcement learning on 2D navigation (math.md section 4): native rollouts of
+// Meta-SGD for reinforcement learning on 2D navigation (docs/math.md, section 4): native rollouts of
 // a Gaussian policy, returns-to-go, a linear feature baseline, and the exact meta-gradient of
 // the policy-gradient surrogate through one inner step.
 #pragma once
@@ -211,7 +211,7 @@ void surrogate_gradient(const Mlp& mlp, const T* theta, const Samples<T>& sample
 }
 
 // One task: train rollout at theta, inner step theta' = theta - alpha * grad, fresh rollout at
-// theta', and the exact meta-gradient (math.md sections 1 and 4). Returns the mean return of
+// theta', and the exact meta-gradient (docs/math.md, sections 1 and 4). Returns the mean return of
 // the rollout after adaptation.
 template <class T>
 double rl_task_meta_gradient(const Mlp& mlp, const Navigation2D& env, const RlConfig& config, const T* theta,

@@ -1,0 +1,61 @@
+"""Docstring text that several learners share, written once.
+
+A docstring names a fragment on a line of its own, ``{name}``, indented as the text should be;
+:func:`shared_docs` puts the fragment there.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from typing import TypeVar
+
+FRAGMENTS = {
+    "training loop parameters": """\
+progress : bool
+    Show a tqdm progress bar.
+callback : callable, optional
+    ``callback(learner, iteration, value)`` with the last value of the history (the loss;
+    the return for reinforcement learning), called between chunks (a few times a second)
+    and after the last iteration; return True to stop training.
+checkpoint : str or path-like, optional
+    Where ``checkpoint_every`` saves the learner (atomically).
+checkpoint_every : int, optional
+    Save the learner to ``checkpoint`` whenever the iteration count reaches a multiple of
+    this; ``mf.load(checkpoint).fit(...)`` then resumes bit for bit.
+on_divergence : {"raise", "skip"}
+    What a non-finite loss, meta-gradient or update does: stop with TrainingDivergedError
+    (naming the iteration, keeping the last finite state), or skip that batch (no update,
+    NaN in the history) and go on.
+""",
+    "training loop notes": """\
+Training runs in chunks of meta-iterations in the core, without the GIL. Ctrl-C (SIGINT)
+stops it at the end of the current chunk (within about a tenth of a second) and raises
+KeyboardInterrupt; the learner then holds the last completed meta-iteration, its history
+matches, and ``fit`` can simply be called again.
+""",
+    "meta-optimizer parameters": """\
+meta_optimizer : {"adam", "sgd"}
+    Update of ``[theta, alpha]`` with the mean meta-gradient over a meta-batch.
+meta_lr : float
+    Meta learning rate (beta).
+""",
+    "adam parameters": """\
+adam_betas : (float, float)
+    Adam's decay rates of the first and second moment estimates.
+adam_eps : float
+    Adam's denominator constant.
+""",
+}
+
+_PLACEHOLDER = re.compile(r"^([ \t]*)\{(" + "|".join(map(re.escape, FRAGMENTS)) + r")\}\n", re.MULTILINE)
+
+Documented = TypeVar("Documented")
+
+
+def shared_docs(documented: Documented) -> Documented:
+    """Fills the fragment placeholders of a function's or class's docstring (a decorator)."""
+    doc = documented.__doc__
+    if doc:  # None under python -OO
+        documented.__doc__ = _PLACEHOLDER.sub(lambda m: textwrap.indent(FRAGMENTS[m.group(2)], m.group(1)), doc)
+    return documented

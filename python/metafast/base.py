@@ -1,0 +1,256 @@
+"""What every learner shares: the model, its dtype and seed, the record of meta-iterations (their
+count and history), the chunked training loop (progress bar, callback, Ctrl-C, checkpoints,
+divergence), and saving with the optimizer state to one file."""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from . import _registry, _validation, io
+from ._interrupts import deferred_interrupt
+from .errors import TrainingDivergedError
+from .mlp import MLP
+
+Callback = Callable[[Any, int, float], Optional[bool]]
+
+# Training hands the core chunks of meta-iterations sized to take about this long, so progress
+# bars, callbacks and Ctrl-C are served a few times a second.
+CHUNK_SECONDS = 0.1
+
+
+class Learner:
+    """Base class of every metafast learner.
+
+    A learner holds an MLP, computes in one floating dtype, draws everything random from one
+    seed, counts the meta-iterations it has taken and records the value of each (its history).
+    This class owns that state, the chunked training loop behind every ``fit``, and saving:
+    one file with the configuration, the parameters, the optimizer state and the history,
+    which :func:`metafast.load` restores exactly.
+
+    Parameters
+    ----------
+    model : MLP
+        The network; its parameters are theta (or their first part).
+    dtype : {"float32", "float64"}
+        Precision of all computations; floating data is converted to it.
+    seed : int
+        Seeds the initial parameters and every random stream of training.
+
+    Notes
+    -----
+    A subclass creates ``self._impl``, the core's learner (``get_params``, ``set_params``,
+    ``get_optimizer_state``, ``set_optimizer_state``, ``num_threads``), names the vectors
+    ``get_params`` returns in ``_param_names`` and its constructor's other keyword arguments
+    in ``_hyperparameters``. Each concrete subclass registers itself, by its class name, as
+    the kind of learner a saved file can hold; a class statement with ``abstract=True``
+    (a base of other learners) does not.
+    """
+
+    _impl: Any
+    _param_names: tuple[str, ...] = ("theta",)
+    _progress_label = "meta-training"
+    _progress_metric = "loss"
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not abstract:
+            _registry.register(cls)
+
+    def __init__(self, model: MLP, dtype: Any, seed: int) -> None:
+        if not isinstance(model, MLP):
+            raise TypeError(f"model must be a metafast.MLP, got {type(model).__name__}")
+        self._model = model
+        self._dtype = _validation.float_dtype(dtype)
+        self._seed = _validation.seed(seed)
+        self._iteration = 0
+        self._history: list[np.ndarray] = []
+        # The meta-iterations the running fit call covers (None outside fit).
+        self._current_fit: range | None = None
+        # One meta-iteration at a time per learner: the iteration counter keys the tasks.
+        self._lock = threading.RLock()
+
+    # ----------------------------------------------------------------- state
+    @property
+    def model(self) -> MLP:
+        """The network (:class:`~metafast.MLP`) whose parameters the learner meta-learns."""
+        return self._model
+
+    @property
+    def dtype(self) -> np.dtype:
+        """Precision of all computations (float32 or float64)."""
+        return self._dtype
+
+    @property
+    def seed(self) -> int:
+        """The seed of the initial parameters and of every random stream of training."""
+        return self._seed
+
+    @property
+    def iteration(self) -> int:
+        """Meta-iterations taken so far; ``fit`` continues the task stream from here."""
+        return self._iteration
+
+    @property
+    def history(self) -> np.ndarray:
+        """The value of every meta-iteration taken so far: the mean query loss after adaptation
+        (the mean return after adaptation for reinforcement learning); NaN for a skipped one."""
+        return np.concatenate(self._history) if self._history else np.empty(0)
+
+    @property
+    def num_threads(self) -> int:
+        """Threads over the tasks of a meta-batch (assign None for all cores). Results do not
+        depend on it."""
+        return self._impl.num_threads
+
+    @num_threads.setter
+    def num_threads(self, value: int | None) -> None:
+        self._impl.num_threads = _validation.num_threads(value)
+
+    @property
+    def theta(self) -> np.ndarray:
+        """Meta-learned initial parameters (a copy; assign to change them)."""
+        return self._params()["theta"]
+
+    @theta.setter
+    def theta(self, value: Any) -> None:
+        self._set_param("theta", value)
+
+    # --------------------------------------------------------------- training
+    def _train(self, iterations: int, run_chunk: Callable[[int], bool], progress: bool, callback: Callback | None,
+               checkpoint: io.PathLike | None, checkpoint_every: int | None, on_divergence: str) -> np.ndarray:
+        """The training loop of every ``fit``: runs ``iterations`` meta-iterations in chunks and
+        returns their history.
+
+        ``run_chunk(count)`` runs up to ``count`` meta-iterations from ``self.iteration``,
+        records them (:meth:`_record`) and returns whether it stopped at one that diverged.
+        Chunks are sized to take about CHUNK_SECONDS and end on multiples of
+        ``checkpoint_every``. While the loop runs, ``self._current_fit`` is the range of
+        meta-iterations it covers.
+        """
+        iterations = _validation.integer(iterations, "iterations", minimum=0, maximum=_validation.MAX_SEED)
+        if on_divergence not in ("raise", "skip"):
+            raise ValueError(f"on_divergence must be 'raise' or 'skip', got {on_divergence!r}")
+        if checkpoint_every is not None:
+            checkpoint_every = _validation.integer(checkpoint_every, "checkpoint_every", minimum=1)
+            if checkpoint is None:
+                raise ValueError("checkpoint_every needs a checkpoint path")
+        run = range(self._iteration, self._iteration + iterations)
+        chunk = 1
+        outer_fit, self._current_fit = self._current_fit, run
+        try:
+            with tqdm(total=iterations, disable=not progress, desc=self._progress_label, unit="it",
+                      leave=False) as bar, deferred_interrupt() as interrupted:
+                while self._iteration < run.stop:
+                    if interrupted():  # between chunks, with the learner consistent
+                        raise KeyboardInterrupt
+                    count = min(chunk, run.stop - self._iteration)
+                    if checkpoint_every:
+                        count = min(count, checkpoint_every - self._iteration % checkpoint_every)
+                    started = time.perf_counter()
+                    values = self._recorded_chunk(run_chunk, count, on_divergence)
+                    elapsed = time.perf_counter() - started
+                    bar.update(len(values))
+                    bar.set_postfix({self._progress_metric: f"{values[-1]:.4g}"})
+                    if elapsed < CHUNK_SECONDS / 2:
+                        chunk *= 2
+                    elif elapsed > 2 * CHUNK_SECONDS:
+                        chunk = max(1, chunk // 2)
+                    if checkpoint_every and self._iteration % checkpoint_every == 0:
+                        self.save(checkpoint)  # type: ignore[arg-type]  # not None: checked above
+                    if callback is not None and callback(self, self._iteration, float(values[-1])):
+                        break
+        finally:
+            self._current_fit = outer_fit
+        return self.history[run.start:]
+
+    def _recorded_chunk(self, run_chunk: Callable[[int], bool], count: int, on_divergence: str) -> np.ndarray:
+        """One chunk of the training loop; returns the values it recorded."""
+        with self._lock:
+            recorded = len(self._history)
+            if run_chunk(count):
+                if on_divergence == "raise":
+                    raise TrainingDivergedError(self._iteration)
+                self._record(np.array([np.nan]))  # the bad batch, skipped: no update
+            return np.concatenate(self._history[recorded:])
+
+    def _record(self, values: np.ndarray) -> None:
+        """Counts meta-iterations that ran and keeps their values in the history."""
+        if len(values):
+            self._history.append(np.asarray(values, dtype=np.float64))
+            self._iteration += len(values)
+
+    # -------------------------------------------------------------------- I/O
+    def save(self, path: io.PathLike) -> None:
+        """Writes the learner to one ``.npz`` file, atomically.
+
+        The file holds the configuration, the parameters, the optimizer state and the history
+        (format: :mod:`metafast.io`); :func:`metafast.load` restores the learner exactly, so
+        training resumes bit for bit.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write (replaced if it exists).
+        """
+        io.write_archive(path, self._config(), self._state())
+
+    def _config(self) -> dict[str, Any]:
+        """The file's ``config``: the kind of learner, its model and its constructor's arguments."""
+        model = self._model
+        return dict(kind=type(self).__name__, dtype=self._dtype.name, seed=self._seed,
+                    model=dict(sizes=list(model.sizes), activation=model.activation, output=model.output,
+                               bias=model.bias),
+                    **self._hyperparameters())
+
+    def _state(self) -> dict[str, np.ndarray]:
+        """The file's arrays: parameters, optimizer state, iteration count and history."""
+        m, v, step = self._impl.get_optimizer_state()
+        return dict(self._params(), optimizer_m=m, optimizer_v=v, optimizer_step=np.array(step),
+                    iteration=np.array(self._iteration), history=self.history)
+
+    @classmethod
+    def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> Any:
+        """The learner a file holds: built from its config, then given the saved state."""
+        arguments = {key: tuple(value) if isinstance(value, list) else value for key, value in config.items()
+                     if key not in ("kind", "model")}
+        learner = cls(MLP(**config["model"]), num_threads=num_threads, **arguments)  # type: ignore[call-arg]
+        learner._restore(arrays)
+        return learner
+
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self._impl.set_params(*(arrays[name] for name in self._param_names))
+        self._impl.set_optimizer_state(arrays["optimizer_m"], arrays["optimizer_v"], int(arrays["optimizer_step"]))
+        self._iteration = int(arrays["iteration"])
+        history = np.asarray(arrays["history"], dtype=np.float64)
+        if history.shape != (self._iteration,):
+            raise ValueError("the saved history does not match the saved iteration count")
+        self._history = [history] if len(history) else []
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        """The constructor's keyword arguments beyond model, dtype, seed and num_threads, as
+        JSON values; the constructor accepts them back (lists as tuples)."""
+        raise NotImplementedError
+
+    # ---------------------------------------------------------------- helpers
+    def _params(self) -> dict[str, np.ndarray]:
+        """The core's parameter vectors (copies), by the names of ``_param_names``."""
+        values = self._impl.get_params()
+        return dict(zip(self._param_names, values if len(self._param_names) > 1 else (values,)))
+
+    def _set_param(self, name: str, value: Any) -> None:
+        """Replaces one parameter vector; the core checks its shape and values."""
+        params = self._params()
+        params[name] = self._floats(value, name)
+        self._impl.set_params(*params.values())
+
+    def _floats(self, value: Any, name: str) -> np.ndarray:
+        """Numeric data in the learner's dtype (learners convert; MLP functions do not)."""
+        array = np.asarray(value)
+        if array.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must be a numeric array, got dtype {array.dtype}")
+        return _validation.converted(array, self._dtype, name)
