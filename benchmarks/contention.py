@@ -1,4 +1,4 @@
-"""Threads on a busy machine (issue 12, item 4): every call with the default threads
+"""Threads on a busy machine: every call with the default threads
 (num_threads=None: all cores) against num_threads=1, in the same run, while one busy process
 per core competes for the CPUs.
 
@@ -7,8 +7,10 @@ per core competes for the CPUs.
     python benchmarks/contention.py --check 1.2   # exit 1 if any default/1-thread ratio exceeds 1.2
     python benchmarks/contention.py --quick       # a smoke run (tiny sizes): seconds, not a measurement
 
-Each call is timed three times per setting, the two settings interleaved, and the medians are
-compared: a ratio above 1 means the default threads lose to one thread. The busy processes
+Each call is timed three times per setting (--repeats), the two settings interleaved, and the
+medians are compared: a ratio above 1 means the default threads lose to one thread. On a busy
+machine single runs vary by tens of percent with the scheduler's time slices; MetaSGD.adapt,
+one task on one thread in both settings, shows that noise. The busy processes
 are killed on the way out whatever ends the run (an exception, Ctrl-C, SIGTERM), and each
 stops by itself once this process is gone.
 """
@@ -169,12 +171,12 @@ def timed(run: Run) -> float:
     return time.perf_counter() - started
 
 
-def measure(call: Call, count: int) -> tuple[float, float]:
+def measure(call: Call, count: int, repeats: int) -> tuple[float, float]:
     """Median seconds with the default threads and with one thread, runs interleaved (the
     order alternating, so a drift in the machine's load favours neither)."""
     runs = {None: call.prepare(None, count), 1: call.prepare(1, count)}
     times: dict[Threads, list[float]] = {None: [], 1: []}
-    for repeat in range(REPEATS):
+    for repeat in range(repeats):
         for threads in ((None, 1) if repeat % 2 == 0 else (1, None)):
             times[threads].append(timed(runs[threads]))
     return statistics.median(times[None]), statistics.median(times[1])
@@ -185,6 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--idle", action="store_true", help="no busy processes: the idle machine's scaling")
     parser.add_argument("--check", type=float, metavar="RATIO",
                         help="exit 1 if any call's default/1-thread time ratio exceeds RATIO")
+    parser.add_argument("--repeats", type=int, default=REPEATS, help=f"timed runs per setting (default {REPEATS})")
     parser.add_argument("--scale", type=float, default=1.0, help="multiply every call's count (default 1)")
     parser.add_argument("--quick", action="store_true", help="--scale 0.01: a smoke test, not a measurement")
     args = parser.parse_args(argv)
@@ -194,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     default_threads = metasgd(None).num_threads
     print(f"machine: {machine()}")
     print("idle: no busy processes" if args.idle else f"busy: {busy_count} spinning processes, one per core")
-    print(f"default threads = {default_threads} (num_threads=None) against num_threads=1, median of {REPEATS} "
+    print(f"default threads = {default_threads} (num_threads=None) against num_threads=1, median of {args.repeats} "
           f"interleaved runs each; MLP 1-40-40-1 relu unless said")
     # Settings that change how teams are formed (the test suite sets METAFAST_TEAMS=exact).
     settings = sorted((k, v) for k, v in os.environ.items() if k.startswith(("METAFAST_", "OMP_", "GOMP_")))
@@ -208,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             meta_step(threads, 1)()
         for call in CALLS:
             count = max(1, round(call.count * scale))
-            default, one = measure(call, count)
+            default, one = measure(call, count, args.repeats)
             ratios[call.name] = default / one
             print(f"  {call.name:22s} {call.what.format(n=count):42s} {1e3 * default:>10.1f} {1e3 * one:>11.1f} "
                   f"{ratios[call.name]:>9.2f}x", flush=True)
