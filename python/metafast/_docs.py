@@ -1,4 +1,4 @@
-"""Docstring text that several learners share, written once.
+"""Docstring text that several functions share, written once.
 
 A docstring names a fragment on a line of its own, ``{name}``, indented as the text should be;
 :func:`shared_docs` puts the fragment there.
@@ -39,6 +39,27 @@ meta_optimizer : {"adam", "sgd"}
     Update of ``[theta, alpha]`` with the mean meta-gradient over a meta-batch.
 meta_lr : float
     Meta learning rate (beta).
+""",
+    "theta and x": """\
+theta : ndarray, shape (num_params,)
+    Parameters, float32 or float64; every other array must share its dtype.
+x : array, shape (rows, sizes[0])
+    Inputs, one sample per row.
+""",
+    "targets": """\
+y : array
+    Targets: ``(rows, sizes[-1])`` floats, or ``(rows,)`` integer class labels for
+    ``"softmax_ce"``.
+""",
+    "loss": """\
+loss : {"mse", "bce", "softmax_ce"}
+    The loss (see the class's Notes).
+""",
+    "binary task parameters": """\
+dim : int
+    Input width.
+support, query : int
+    Points in the support and query sets.
 """,
     "adam parameters": """\
 adam_betas : (float, float)

@@ -8,6 +8,7 @@ from typing import Any, Optional
 import numpy as np
 
 from . import _core, _validation
+from ._docs import shared_docs
 
 Layers = list[tuple[np.ndarray, Optional[np.ndarray]]]
 
@@ -148,15 +149,13 @@ class MLP:
             theta[start : start + fan_in * fan_out] = rng.uniform(-limit, limit, fan_in * fan_out)
         return theta.astype(dtype)
 
+    @shared_docs
     def forward(self, theta: np.ndarray, x: np.ndarray) -> np.ndarray:
         """Network outputs (after the output activation).
 
         Parameters
         ----------
-        theta : ndarray, shape (num_params,)
-            Parameters, float32 or float64; every other array must share its dtype.
-        x : array, shape (rows, sizes[0])
-            Inputs, one sample per row.
+        {theta and x}
 
         Returns
         -------
@@ -166,20 +165,15 @@ class MLP:
         theta = _validation.params(theta)
         return self._impl.forward(theta, _validation.floats(x, "x", theta.dtype))
 
+    @shared_docs
     def loss(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, loss: str = "mse") -> np.floating:
         """Mean loss of the network on ``(x, y)``.
 
         Parameters
         ----------
-        theta : ndarray, shape (num_params,)
-            Parameters, float32 or float64; every other array must share its dtype.
-        x : array, shape (rows, sizes[0])
-            Inputs, one sample per row.
-        y : array
-            Targets: ``(rows, sizes[-1])`` floats, or ``(rows,)`` integer class labels for
-            ``"softmax_ce"``.
-        loss : {"mse", "bce", "softmax_ce"}
-            The loss (see the class's Notes).
+        {theta and x}
+        {targets}
+        {loss}
 
         Returns
         -------
@@ -189,6 +183,7 @@ class MLP:
         theta, x, y, loss = self._loss_arguments(theta, x, y, loss)
         return theta.dtype.type(self._impl.loss(theta, x, y, loss))
 
+    @shared_docs
     def loss_and_grad(
         self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, loss: str = "mse"
     ) -> tuple[np.floating, np.ndarray]:
@@ -196,15 +191,9 @@ class MLP:
 
         Parameters
         ----------
-        theta : ndarray, shape (num_params,)
-            Parameters, float32 or float64; every other array must share its dtype.
-        x : array, shape (rows, sizes[0])
-            Inputs, one sample per row.
-        y : array
-            Targets: ``(rows, sizes[-1])`` floats, or ``(rows,)`` integer class labels for
-            ``"softmax_ce"``.
-        loss : {"mse", "bce", "softmax_ce"}
-            The loss (see the class's Notes).
+        {theta and x}
+        {targets}
+        {loss}
 
         Returns
         -------
@@ -217,6 +206,7 @@ class MLP:
         value, grad = self._impl.loss_and_grad(theta, x, y, loss)
         return theta.dtype.type(value), grad
 
+    @shared_docs
     def hvp(
         self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, v: np.ndarray, loss: str = "mse"
     ) -> np.ndarray:
@@ -225,17 +215,11 @@ class MLP:
 
         Parameters
         ----------
-        theta : ndarray, shape (num_params,)
-            Parameters, float32 or float64; every other array must share its dtype.
-        x : array, shape (rows, sizes[0])
-            Inputs, one sample per row.
-        y : array
-            Targets: ``(rows, sizes[-1])`` floats, or ``(rows,)`` integer class labels for
-            ``"softmax_ce"``.
+        {theta and x}
+        {targets}
         v : array, shape (num_params,)
             The direction, in theta's layout and dtype.
-        loss : {"mse", "bce", "softmax_ce"}
-            The loss (see the class's Notes).
+        {loss}
 
         Returns
         -------

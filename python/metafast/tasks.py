@@ -17,6 +17,7 @@ from typing import Any, Callable, Union
 import numpy as np
 
 from . import _core, _memory, _validation
+from ._docs import shared_docs
 from .task_batch import TaskBatch
 
 Sampler = Callable[[int, np.random.Generator], TaskBatch]
@@ -150,6 +151,7 @@ class Sinusoid(TaskFamily):
                     query=self.query, grid=self.grid, phase_sign=self.phase_sign)
 
 
+@shared_docs
 class LinearBinary(TaskFamily):
     """Binary classification by a random hyperplane per task: ``w ~ N(0, I)``,
     ``x ~ U[-1, 1]^dim``, ``y = 1[x . w > 0]``. Targets have shape ``(rows, 1)``; use loss
@@ -157,10 +159,7 @@ class LinearBinary(TaskFamily):
 
     Parameters
     ----------
-    dim : int
-        Input width.
-    support, query : int
-        Points in the support and query sets.
+    {binary task parameters}
     """
 
     loss = "bce"
@@ -175,6 +174,7 @@ class LinearBinary(TaskFamily):
         return dict(dim=self.dim, support=self.support, query=self.query)
 
 
+@shared_docs
 class SeedBinary(LinearBinary):
     """The book's binary tasks exactly: ``x ~ U[0, 1)^dim`` and fair-coin labels that do not
     depend on ``x`` (there is nothing to learn but the label frequencies of a task; use it to
@@ -182,10 +182,7 @@ class SeedBinary(LinearBinary):
 
     Parameters
     ----------
-    dim : int
-        Input width.
-    support, query : int
-        Points in the support and query sets.
+    {binary task parameters}
     """
 
     def __init__(self, dim: int = 50, support: int = 10, query: int = 10) -> None:
