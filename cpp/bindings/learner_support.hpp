@@ -208,13 +208,78 @@ void set_optimizer_state(L& learner, const py::array& m, const py::array& v, std
     s.step = step;
 }
 
-// Runs run(scores) -> FitResult for `iterations` meta-iterations without the GIL; returns
-// (scores of the committed iterations, diverged).
-template <class L, class Run>
-py::tuple fit_in_core(L& learner, std::size_t iterations, Run&& run) {
+// ----------------------------------------------------- combination across processes
+// The combination of a meta-batch's task slots done by a Python object (a
+// metafast.distributed.TaskRelay over MPI): the core hands it the running sum and score of
+// the tasks, without copies; the GIL is taken only for its two calls per meta-iteration. The
+// core itself never sees MPI.
+template <class T>
+class PythonRelay {
+public:
+    PythonRelay(py::object relay, std::size_t first, std::size_t total)
+        : relay_(std::move(relay)), first_(first), total_(total) {}
+
+    bool start(T* sum, std::size_t width, double& score, bool& failed) {
+        py::gil_scoped_acquire gil;
+        const py::tuple answer = relay_.attr("start")(view(sum, width));
+        score = answer[1].cast<double>();
+        failed = answer[2].cast<bool>();
+        return answer[0].cast<bool>();
+    }
+
+    void finish(T* sum, std::size_t width, double& score, bool& failed) {
+        py::gil_scoped_acquire gil;
+        const py::tuple answer = relay_.attr("finish")(view(sum, width), score, failed);
+        score = answer[0].cast<double>();
+        failed = answer[1].cast<bool>();
+    }
+
+    std::size_t first_task() const { return first_; }
+    std::size_t total_tasks(std::size_t) const { return total_; }
+
+private:
+    static py::array_t<T> view(T* data, std::size_t n) {  // a NumPy array over the core's buffer
+        return py::array_t<T>({static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(sizeof(T))}, data,
+                              py::capsule(data, [](void*) {}));
+    }
+    py::object relay_;
+    std::size_t first_, total_;
+};
+
+// run(combine) with the combination `relay` asks for: this process alone (None), or tasks
+// [first_task, first_task + local) of total_tasks combined by the relay.
+template <class T, class Run>
+auto with_combination(const py::object& relay, std::size_t first_task, std::size_t total_tasks, std::size_t local,
+                      Run&& run) {
+    if (relay.is_none()) return run(LocalSum{});
+    require(total_tasks >= 1 && first_task + local <= total_tasks,
+            "a share of tasks [" + std::to_string(first_task) + ", " + std::to_string(first_task + local) +
+                ") does not lie in a meta-batch of " + std::to_string(total_tasks));
+    return run(PythonRelay<T>(relay, first_task, total_tasks));
+}
+
+// Tasks of this process's share: at least 1 alone, possibly 0 in a distributed run (more
+// processes than tasks).
+inline std::size_t checked_share(std::int64_t meta_batch, const py::object& relay) {
+    if (!relay.is_none() && meta_batch == 0) return 0;
+    return checked_count(meta_batch, "meta_batch", max_tasks);
+}
+
+// What the core's runs return to Python: (scores of the committed iterations, diverged,
+// failed_elsewhere).
+inline py::tuple run_result(const FitResult& result, const double* scores) {
+    return py::make_tuple(copy_out(scores, result.completed), result.diverged, result.failed_elsewhere);
+}
+
+// Runs run(scores, combine) -> FitResult for `iterations` meta-iterations without the GIL.
+template <class T, class L, class Run>
+py::tuple fit_in_core(L& learner, std::size_t iterations, const py::object& relay, std::size_t first_task,
+                      std::size_t total_tasks, std::size_t local, Run&& run) {
     std::vector<double> scores(iterations);
-    const FitResult result = without_gil(learner, [&] { return run(scores.data()); });
-    return py::make_tuple(copy_out(scores.data(), result.completed), result.diverged);
+    const FitResult result = with_combination<T>(relay, first_task, total_tasks, local, [&](auto combine) {
+        return without_gil(learner, [&] { return run(scores.data(), combine); });
+    });
+    return run_result(result, scores.data());
 }
 
 // ------------------------------------------------------- methods of every learner

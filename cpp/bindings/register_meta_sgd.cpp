@@ -35,41 +35,51 @@ void bind_learner(py::module_& m, const char* name) {
     add_theta_alpha<T>(cls);
     add_supervised_methods<T>(cls);
     cls.def("meta_gradient",
-            [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq) {
+            [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
+               const py::object& relay, std::size_t first_task, std::size_t total_tasks) {
                 const TaskBatchView<T> batch = checked_batch<T>(l.mlp(), l.config().loss, xs, ys, xq, yq);
                 const std::size_t n = l.num_params();
                 py::array_t<T> g_theta(static_cast<py::ssize_t>(n)), g_alpha(static_cast<py::ssize_t>(n));
                 T* gt = g_theta.mutable_data();
                 T* ga = g_alpha.mutable_data();
-                const double loss = without_gil(l, [&] {
-                    const double value = l.meta_gradient(batch);
-                    std::copy(l.mean_gradient().begin(), l.mean_gradient().begin() + n, gt);
-                    std::copy(l.mean_gradient().begin() + n, l.mean_gradient().begin() + 2 * n, ga);
-                    return value;
+                const FitResult result = with_combination<T>(relay, first_task, total_tasks, batch.tasks, [&](auto combine) {
+                    return without_gil(l, [&] {
+                        const FitResult run = l.meta_gradient(batch, combine);
+                        std::copy(l.mean_gradient().begin(), l.mean_gradient().begin() + n, gt);
+                        std::copy(l.mean_gradient().begin() + n, l.mean_gradient().begin() + 2 * n, ga);
+                        return run;
+                    });
                 });
-                return py::make_tuple(loss, g_theta, g_alpha);
+                return py::make_tuple(result.last_score, g_theta, g_alpha, result.failed_elsewhere);
             },
-            "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a)
+            "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a, "relay"_a = py::none(), "first_task"_a = 0,
+            "total_tasks"_a = 0, "(loss, g_theta, g_alpha, failed_elsewhere): the mean over the meta-batch.")
         .def("meta_step",
-             [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq) {
+             [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
+                const py::object& relay, std::size_t first_task, std::size_t total_tasks) {
                  const TaskBatchView<T> batch = checked_batch<T>(l.mlp(), l.config().loss, xs, ys, xq, yq);
-                 double loss = 0.0;
-                 const bool ok = without_gil(l, [&] { return l.meta_step(batch, loss); });
-                 return py::make_tuple(ok, loss);
+                 const FitResult result = with_combination<T>(relay, first_task, total_tasks, batch.tasks, [&](auto combine) {
+                     return without_gil(l, [&] { return l.meta_step(batch, combine); });
+                 });
+                 return py::make_tuple(result.completed == 1, result.last_score, result.failed_elsewhere);
              },
-             "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a,
-             "One meta-iteration; returns (updated, loss). Not updated when not finite.")
+             "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a, "relay"_a = py::none(), "first_task"_a = 0,
+             "total_tasks"_a = 0,
+             "One meta-iteration; returns (updated, loss, failed_elsewhere). Not updated when not finite.")
         .def("fit",
              [](Learner<T>& l, const TaskFamily& family, std::uint64_t seed, std::uint64_t first_iteration,
-                std::size_t iterations, std::int64_t meta_batch) {
+                std::size_t iterations, std::int64_t meta_batch, const py::object& relay, std::size_t first_task,
+                std::size_t total_tasks) {
                  check_family(l.mlp(), l.config().loss, family);
-                 const std::size_t tasks = checked_count(meta_batch, "meta_batch", max_tasks);
-                 return fit_in_core(l, iterations, [&](double* losses) {
-                     return l.fit(family, seed, first_iteration, iterations, tasks, losses);
+                 const std::size_t tasks = checked_share(meta_batch, relay);
+                 return fit_in_core<T>(l, iterations, relay, first_task, total_tasks, tasks, [&](double* losses, auto& combine) {
+                     return l.fit(family, seed, first_iteration, iterations, tasks, losses, combine);
                  });
              },
-             "family"_a, "seed"_a, "first_iteration"_a, "iterations"_a, "meta_batch"_a,
-             "Meta-train on natively sampled tasks; returns (losses, diverged).");
+             "family"_a, "seed"_a, "first_iteration"_a, "iterations"_a, "meta_batch"_a, "relay"_a = py::none(),
+             "first_task"_a = 0, "total_tasks"_a = 0,
+             "Meta-train on natively sampled tasks; returns (losses, diverged, failed_elsewhere). With a relay, "
+             "meta_batch is this process's share, tasks [first_task, first_task + meta_batch) of total_tasks.");
 }
 
 }  // namespace

@@ -54,27 +54,32 @@ void bind_learner(py::module_& m, const char* name) {
              "theta"_a)
         .def("meta_step",
              [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
-                std::uint64_t iteration, std::size_t position, std::size_t span) {
+                std::uint64_t iteration, std::size_t position, std::size_t span, const py::object& relay,
+                std::size_t first_task, std::size_t total_tasks) {
                  const TaskBatchView<T> batch = checked_batch<T>(l.mlp(), l.config().loss, xs, ys, xq, yq);
-                 double loss = 0.0;
-                 const bool ok = without_gil(l, [&] { return l.meta_step(batch, iteration, position, span, loss); });
-                 return py::make_tuple(ok, loss);
+                 const FitResult result = with_combination<T>(relay, first_task, total_tasks, batch.tasks, [&](auto combine) {
+                     return without_gil(l, [&] { return l.meta_step(batch, iteration, position, span, combine); });
+                 });
+                 return py::make_tuple(result.completed == 1, result.last_score, result.failed_elsewhere);
              },
              "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a, "iteration"_a, "position"_a, "span"_a,
+             "relay"_a = py::none(), "first_task"_a = 0, "total_tasks"_a = 0,
              "One meta-iteration, `position` of `span` into the epsilon schedule (span 0: epsilon); returns "
-             "(updated, loss). Not updated when not finite.")
+             "(updated, loss, failed_elsewhere). Not updated when not finite.")
         .def("fit",
              [](Learner<T>& l, const TaskFamily& family, std::uint64_t first_iteration, std::size_t iterations,
-                std::int64_t meta_batch, std::size_t offset, std::size_t span) {
+                std::int64_t meta_batch, std::size_t offset, std::size_t span, const py::object& relay,
+                std::size_t first_task, std::size_t total_tasks) {
                  check_family(l.mlp(), l.config().loss, family);
-                 const std::size_t tasks = checked_count(meta_batch, "meta_batch", max_tasks);
-                 return fit_in_core(l, iterations, [&](double* losses) {
-                     return l.fit(family, first_iteration, iterations, tasks, offset, span, losses);
+                 const std::size_t tasks = checked_share(meta_batch, relay);
+                 return fit_in_core<T>(l, iterations, relay, first_task, total_tasks, tasks, [&](double* losses, auto& combine) {
+                     return l.fit(family, first_iteration, iterations, tasks, offset, span, losses, combine);
                  });
              },
              "family"_a, "first_iteration"_a, "iterations"_a, "meta_batch"_a, "offset"_a, "span"_a,
+             "relay"_a = py::none(), "first_task"_a = 0, "total_tasks"_a = 0,
              "Meta-train on natively sampled tasks, `offset` of `span` into the epsilon schedule; returns "
-             "(losses, diverged).");
+             "(losses, diverged, failed_elsewhere).");
 }
 
 }  // namespace

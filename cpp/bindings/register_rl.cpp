@@ -129,13 +129,15 @@ void bind_rl_learner(py::module_& m, const char* name) {
     add_learner_methods<T>(cls);
     add_theta_alpha<T>(cls);
     cls.def("fit",
-            [](Learner& l, std::uint64_t first_iteration, std::size_t iterations, std::int64_t meta_batch) {
-                const std::size_t tasks = checked_count(meta_batch, "meta_batch", max_tasks);
-                return fit_in_core(l, iterations, [&](double* returns) {
-                    return l.fit(first_iteration, iterations, tasks, returns);
+            [](Learner& l, std::uint64_t first_iteration, std::size_t iterations, std::int64_t meta_batch,
+               const py::object& relay, std::size_t first_task, std::size_t total_tasks) {
+                const std::size_t tasks = checked_share(meta_batch, relay);
+                return fit_in_core<T>(l, iterations, relay, first_task, total_tasks, tasks, [&](double* returns, auto& combine) {
+                    return l.fit(first_iteration, iterations, tasks, returns, combine);
                 });
             },
-            "first_iteration"_a, "iterations"_a, "meta_batch"_a)
+            "first_iteration"_a, "iterations"_a, "meta_batch"_a, "relay"_a = py::none(), "first_task"_a = 0,
+            "total_tasks"_a = 0)
         .def("evaluate",
              [](Learner& l, std::uint64_t seed, std::size_t num_tasks, const std::vector<std::size_t>& steps,
                 std::size_t trajectories) {

@@ -28,6 +28,14 @@ on_divergence : {"raise", "skip"}
     (naming the iteration, keeping the last finite state), or skip that batch (no update,
     NaN in the history) and go on.
 """,
+    "comm parameter": """\
+comm : mpi4py.MPI.Comm, optional
+    Spread every meta-batch over the processes of this MPI communicator (each computes a
+    contiguous share of the tasks, with its own threads): theta, alpha, the optimizer state
+    and the history are bit-identical to one process's, for any number of processes. Every
+    process calls ``fit`` alike; the first writes checkpoints and shows progress. Needs
+    ``pip install "metafast[mpi]"``; see :mod:`metafast.distributed`.
+""",
     "training loop notes": """\
 Training runs in chunks of meta-iterations in the core, without the GIL. Ctrl-C (SIGINT)
 stops it at the end of the current chunk (within about a tenth of a second) and raises

@@ -13,6 +13,7 @@ from tqdm.auto import tqdm
 
 from . import _registry, _validation, io
 from ._interrupts import deferred_interrupt
+from ._share import Share, Status, raise_agreed_error
 from .errors import TrainingDivergedError
 from .mlp import MLP
 
@@ -122,7 +123,8 @@ class Learner:
 
     # --------------------------------------------------------------- training
     def _train(self, iterations: int, run_chunk: Callable[[int], bool], progress: bool, callback: Callback | None,
-               checkpoint: io.PathLike | None, checkpoint_every: int | None, on_divergence: str) -> np.ndarray:
+               checkpoint: io.PathLike | None, checkpoint_every: int | None, on_divergence: str,
+               share: Share) -> np.ndarray:
         """The training loop of every ``fit``: runs ``iterations`` meta-iterations in chunks and
         returns their history.
 
@@ -130,7 +132,9 @@ class Learner:
         records them (:meth:`_record`) and returns whether it stopped at one that diverged.
         Chunks are sized to take about CHUNK_SECONDS and end on multiples of
         ``checkpoint_every``. While the loop runs, ``self._current_fit`` is the range of
-        meta-iterations it covers.
+        meta-iterations it covers. ``share`` is this process's share of each meta-batch: in a
+        distributed run the processes agree between chunks (:mod:`metafast._share`), the first
+        one writing checkpoints and showing progress.
         """
         iterations = _validation.integer(iterations, "iterations", minimum=0, maximum=_validation.MAX_SEED)
         if on_divergence not in ("raise", "skip"):
@@ -140,19 +144,29 @@ class Learner:
             if checkpoint is None:
                 raise ValueError("checkpoint_every needs a checkpoint path")
         run = range(self._iteration, self._iteration + iterations)
-        chunk = 1
+        chunk, stop, error = 1, False, None
         outer_fit, self._current_fit = self._current_fit, run
         try:
-            with tqdm(total=iterations, disable=not progress, desc=self._progress_label, unit="it",
+            with tqdm(total=iterations, disable=not (progress and share.is_root), desc=self._progress_label, unit="it",
                       leave=False) as bar, deferred_interrupt() as interrupted:
-                while self._iteration < run.stop:
-                    if interrupted():  # between chunks, with the learner consistent
-                        raise KeyboardInterrupt
-                    count = min(chunk, run.stop - self._iteration)
+                while True:
+                    # Between chunks, with the learner consistent: every process agrees on the
+                    # next chunk, or on stopping, or on the error one of them met.
+                    proposal = min(chunk, run.stop - self._iteration)
                     if checkpoint_every:
-                        count = min(count, checkpoint_every - self._iteration % checkpoint_every)
+                        proposal = min(proposal, checkpoint_every - self._iteration % checkpoint_every)
+                    statuses = share.agree(Status(proposal, stop, interrupted(), error))
+                    raise_agreed_error(statuses, error)
+                    if any(status.interrupted for status in statuses):
+                        raise KeyboardInterrupt
+                    if statuses[0].stop or self._iteration >= run.stop:
+                        break
                     started = time.perf_counter()
-                    values = self._recorded_chunk(run_chunk, count, on_divergence)
+                    try:
+                        values = self._recorded_chunk(run_chunk, statuses[0].chunk, on_divergence)
+                    except Exception as failure:  # noqa: BLE001 - raised at the next agreement, by every process
+                        error = failure
+                        continue
                     elapsed = time.perf_counter() - started
                     bar.update(len(values))
                     bar.set_postfix({self._progress_metric: f"{values[-1]:.4g}"})
@@ -160,13 +174,26 @@ class Learner:
                         chunk *= 2
                     elif elapsed > 2 * CHUNK_SECONDS:
                         chunk = max(1, chunk // 2)
-                    if checkpoint_every and self._iteration % checkpoint_every == 0:
-                        self.save(checkpoint)  # type: ignore[arg-type]  # not None: checked above
-                    if callback is not None and callback(self, self._iteration, float(values[-1])):
-                        break
+                    try:
+                        if checkpoint_every and self._iteration % checkpoint_every == 0 and share.is_root:
+                            self.save(checkpoint)  # type: ignore[arg-type]  # not None: checked above
+                        if callback is not None:
+                            stop = bool(callback(self, self._iteration, float(values[-1])))
+                    except Exception as failure:  # noqa: BLE001 - as above
+                        error = failure
         finally:
             self._current_fit = outer_fit
         return self.history[run.start:]
+
+    def _share_of(self, meta_batch: int, comm: Any) -> Share:
+        """This process's share of meta-batches of ``meta_batch`` tasks: all of them, or with an
+        MPI communicator its part of a distributed run (checked to be the same run on every
+        process)."""
+        if comm is None:
+            return Share(meta_batch)
+        from . import distributed  # mpi4py is needed only here
+
+        return distributed.share_of(self, comm, meta_batch)
 
     def _recorded_chunk(self, run_chunk: Callable[[int], bool], count: int, on_divergence: str) -> np.ndarray:
         """One chunk of the training loop; returns the values it recorded."""

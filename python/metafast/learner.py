@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _memory, _validation, io
 from ._docs import shared_docs
+from ._share import FailedElsewhere, Share
 from .base import Callback, Learner
 from .errors import TrainingDivergedError
 from .evaluation import EvaluationReport
@@ -71,7 +72,7 @@ class MetaLearner(Learner, abstract=True):
         """
         arrays = self._arrays(batch)
         with self._lock:
-            loss = self._recorded_step(arrays)
+            loss = self._recorded_step(arrays, Share(len(arrays[0])))
             if loss is None:
                 raise TrainingDivergedError(self._iteration)
             return loss
@@ -79,7 +80,7 @@ class MetaLearner(Learner, abstract=True):
     @shared_docs
     def fit(self, tasks: Tasks, iterations: int = 10_000, meta_batch: int = 25, progress: bool = True,
             callback: Callback | None = None, checkpoint: io.PathLike | None = None,
-            checkpoint_every: int | None = None, on_divergence: str = "raise") -> np.ndarray:
+            checkpoint_every: int | None = None, on_divergence: str = "raise", comm: Any = None) -> np.ndarray:
         """Meta-trains for ``iterations`` meta-iterations of ``meta_batch`` tasks each.
 
         Parameters
@@ -93,6 +94,7 @@ class MetaLearner(Learner, abstract=True):
         meta_batch : int
             Tasks in each.
         {training loop parameters}
+        {comm parameter}
 
         Returns
         -------
@@ -108,28 +110,39 @@ class MetaLearner(Learner, abstract=True):
         per_task = 3 * self._model.num_params + (tasks._values_per_task() if isinstance(tasks, TaskFamily) else 0)
         _memory.check(meta_batch * per_task * self._dtype.itemsize, f"a meta-batch of {meta_batch} tasks")
 
+        share = self._share_of(meta_batch, comm)
+
         def run_chunk(count: int) -> bool:
             if isinstance(tasks, TaskFamily):
-                losses, diverged = self._native_fit(tasks, count, meta_batch)
+                losses, diverged = self._native_fit(tasks, count, share)
                 self._record(losses)
             else:
-                diverged = self._sampled_fit(tasks, count, meta_batch)
+                diverged = self._sampled_fit(tasks, count, share)
             self._tasks = tasks if isinstance(tasks, TaskFamily) else None  # what save() records
             return diverged
 
-        return self._train(iterations, run_chunk, progress, callback, checkpoint, checkpoint_every, on_divergence)
+        return self._train(iterations, run_chunk, progress, callback, checkpoint, checkpoint_every, on_divergence,
+                           share)
 
-    def _sampled_fit(self, sampler: Sampler, count: int, meta_batch: int) -> bool:
-        """``count`` meta-iterations on the batches of a Python sampler; True if one diverged."""
+    def _sampled_fit(self, sampler: Sampler, count: int, share: Share) -> bool:
+        """``count`` meta-iterations on the batches of a Python sampler; True if one diverged.
+        Every process draws the whole batch (the same, from the same generator) and computes
+        its share; they agree that all have it before the core combines them."""
         for _ in range(count):
             rng = np.random.default_rng([self._seed, self._iteration])
-            if self._recorded_step(self._arrays(sample_with(sampler, meta_batch, rng))) is None:
+            try:
+                arrays, error = self._arrays(sample_with(sampler, share.total, rng)), None
+            except Exception as failure:  # noqa: BLE001 - reported to every process, then raised
+                arrays, error = None, failure
+            if not share.all_ok(error is None):
+                raise error if error is not None else FailedElsewhere
+            if self._recorded_step(arrays, share) is None:
                 return True
         return False
 
-    def _recorded_step(self, arrays: tuple[np.ndarray, ...]) -> float | None:
+    def _recorded_step(self, arrays: tuple[np.ndarray, ...], share: Share) -> float | None:
         """One meta-iteration, recorded; None, changing nothing, if it diverged."""
-        updated, loss = self._step(arrays)
+        updated, loss = self._step(arrays, share)
         if not updated:
             return None
         self._record(np.array([loss]))
@@ -246,13 +259,14 @@ class MetaLearner(Learner, abstract=True):
         return batch.x_support, batch.y_support, batch.x_query, batch.y_query
 
     # Hooks for subclasses.
-    def _step(self, arrays: tuple[np.ndarray, ...]) -> tuple[bool, float]:
-        """One meta-iteration in the core: (whether it updated, the mean query loss)."""
+    def _step(self, arrays: tuple[np.ndarray, ...], share: Share) -> tuple[bool, float]:
+        """One meta-iteration in the core on this process's share of the batch: (whether it
+        updated, the mean query loss of the whole batch)."""
         raise NotImplementedError
 
-    def _native_fit(self, family: TaskFamily, count: int, meta_batch: int) -> tuple[np.ndarray, bool]:
-        """``count`` meta-iterations on ``family`` in the core: (their losses, whether the
-        next one diverged)."""
+    def _native_fit(self, family: TaskFamily, count: int, share: Share) -> tuple[np.ndarray, bool]:
+        """``count`` meta-iterations on ``family`` in the core, this process computing its
+        share of each meta-batch: (their losses, whether the next one diverged)."""
         raise NotImplementedError
 
     def _adapted(self, x: np.ndarray, y: np.ndarray, steps: int | None) -> np.ndarray:

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _core, _validation
 from ._docs import shared_docs
+from ._share import Share
 from .base import Learner
 from .learner import MetaLearner
 from .mlp import MLP
@@ -132,7 +133,7 @@ class MetaSGD(MetaLearner, InnerLearningRates):
         g_theta, g_alpha : numpy.ndarray
             Its gradients with respect to theta and alpha.
         """
-        loss, g_theta, g_alpha = self._impl.meta_gradient(*self._arrays(batch))
+        loss, g_theta, g_alpha, _ = self._impl.meta_gradient(*self._arrays(batch))
         return self._dtype.type(loss), g_theta, g_alpha
 
     def _initial_alpha(self) -> np.ndarray:
@@ -143,11 +144,12 @@ class MetaSGD(MetaLearner, InnerLearningRates):
         return np.full(size, self._alpha_init, dtype=self._dtype)
 
     # Hooks of MetaLearner and Learner.
-    def _step(self, arrays: tuple[np.ndarray, ...]) -> tuple[bool, float]:
-        return self._impl.meta_step(*arrays)
+    def _step(self, arrays: tuple[np.ndarray, ...], share: Share) -> tuple[bool, float]:
+        return share.result(self._impl.meta_step(*share.of(arrays), **share.core()))
 
-    def _native_fit(self, family: TaskFamily, count: int, meta_batch: int) -> tuple[np.ndarray, bool]:
-        return self._impl.fit(family._impl, self._seed, self._iteration, count, meta_batch)
+    def _native_fit(self, family: TaskFamily, count: int, share: Share) -> tuple[np.ndarray, bool]:
+        return share.result(self._impl.fit(family._impl, self._seed, self._iteration, count, share.count,
+                                           **share.core()))
 
     def _adapted(self, x: np.ndarray, y: np.ndarray, steps: int | None) -> np.ndarray:
         return self._impl.adapt(x, y, self._inner_steps if steps is None else steps)

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from . import _core, _validation
+from ._share import Share
 from .learner import MetaLearner
 from .mlp import MLP
 from .tasks import TaskFamily
@@ -115,11 +116,13 @@ class Reptile(MetaLearner):
         return (0, 0) if fit is None else (self._iteration - fit.start, len(fit))
 
     # Hooks of MetaLearner and Learner.
-    def _step(self, arrays: tuple[np.ndarray, ...]) -> tuple[bool, float]:
-        return self._impl.meta_step(*arrays, self._iteration, *self._schedule())
+    def _step(self, arrays: tuple[np.ndarray, ...], share: Share) -> tuple[bool, float]:
+        return share.result(self._impl.meta_step(*share.of(arrays), self._iteration, *self._schedule(),
+                                                 **share.core()))
 
-    def _native_fit(self, family: TaskFamily, count: int, meta_batch: int) -> tuple[np.ndarray, bool]:
-        return self._impl.fit(family._impl, self._iteration, count, meta_batch, *self._schedule())
+    def _native_fit(self, family: TaskFamily, count: int, share: Share) -> tuple[np.ndarray, bool]:
+        return share.result(self._impl.fit(family._impl, self._iteration, count, share.count, *self._schedule(),
+                                           **share.core()))
 
     def _adapted(self, x: np.ndarray, y: np.ndarray, steps: int | None) -> np.ndarray:
         return self._impl.adapt(x, y, self._impl.inner_updates(x.shape[0]) if steps is None else steps)

@@ -329,7 +329,7 @@ class _PythonBackend:
         grad = self.policy.surrogate(theta, *train, self.rollout_settings[0])[1]
         return theta - alpha * grad, train, grad
 
-    def fit(self, first_iteration: int, count: int, meta_batch: int) -> tuple[np.ndarray, bool]:
+    def fit(self, first_iteration: int, count: int, meta_batch: int) -> tuple[np.ndarray, bool, bool]:
         q, n = self.policy.num_params, self.rollout_settings[0]
         returns = []
         for k in range(count):
@@ -351,10 +351,10 @@ class _PythonBackend:
             if np.all(np.isfinite(mean_grad)) and np.all(np.isfinite(scores)):
                 params = self.optimizer.update(self.params, mean_grad)
             if params is None:
-                return np.array(returns), True
+                return np.array(returns), True, False
             self.params = params
             returns.append(float(np.mean(scores)))
-        return np.array(returns), False
+        return np.array(returns), False, False
 
     def evaluate(self, seed: int, num_tasks: int, steps: list[int], trajectories: int) -> np.ndarray:
         q = self.policy.num_params
@@ -474,7 +474,7 @@ class MetaSGDRL(InnerLearningRates):
     @shared_docs
     def fit(self, iterations: int = 100, meta_batch: int = 20, progress: bool = True,
             callback: Callback | None = None, checkpoint: io.PathLike | None = None,
-            checkpoint_every: int | None = None, on_divergence: str = "raise") -> np.ndarray:
+            checkpoint_every: int | None = None, on_divergence: str = "raise", comm: Any = None) -> np.ndarray:
         """Meta-trains for ``iterations`` meta-iterations of ``meta_batch`` tasks each (tasks in
         parallel).
 
@@ -485,6 +485,7 @@ class MetaSGDRL(InnerLearningRates):
         meta_batch : int
             Tasks (goals) in each.
         {training loop parameters}
+        {comm parameter}
 
         Returns
         -------
@@ -496,13 +497,17 @@ class MetaSGDRL(InnerLearningRates):
         {training loop notes}
         """
         meta_batch = _validation.count(meta_batch, "meta_batch")
+        if comm is not None and isinstance(self.env, GymTasks):
+            raise ValueError("comm needs the native Navigation2D tasks: GymTasks environments run in one process")
+        share = self._share_of(meta_batch, comm)
 
         def run_chunk(count: int) -> bool:
-            returns, diverged = self._impl.fit(self._iteration, count, meta_batch)
+            returns, diverged = share.result(self._impl.fit(self._iteration, count, share.count, **share.core()))
             self._record(returns)
             return diverged
 
-        return self._train(iterations, run_chunk, progress, callback, checkpoint, checkpoint_every, on_divergence)
+        return self._train(iterations, run_chunk, progress, callback, checkpoint, checkpoint_every, on_divergence,
+                           share)
 
     def adapt(self, task: Any, steps: int = 1, seed: int = 0) -> np.ndarray:
         """Policy parameters adapted to one task.

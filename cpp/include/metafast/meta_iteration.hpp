@@ -37,9 +37,10 @@
 namespace metafast {
 
 struct FitResult {
-    std::size_t completed;  // meta-iterations committed (and scores written)
-    bool diverged;          // stopped because iteration `completed` was not finite
-    double last_score;      // the score of the last iteration run, committed or not
+    std::size_t completed;     // meta-iterations committed (and scores written)
+    bool diverged;             // stopped because iteration `completed` was not finite
+    double last_score;         // the score of the last iteration run, committed or not
+    bool failed_elsewhere = false;  // stopped because another process's share of it failed
 };
 
 // Items [first, last) of n that part `part` of `parts` takes: contiguous, in order, sizes
@@ -77,14 +78,21 @@ struct MetaBatchBuffers {
 };
 
 // The combination of one process: the sum starts at zero and the mean divides by its tasks.
+// A distributed combination (python/metafast/distributed.py) has the same three members.
 struct LocalSum {
     // Called by the relay's first thread before it adds its first task; returns whether the
-    // sum starts at zero (otherwise it holds the tasks before this process's).
+    // sum starts at zero (otherwise sum and score hold the tasks before this process's).
+    // `failed`: whether a process before this one failed in this meta-iteration.
     template <class T>
-    bool start(T*, std::size_t, double&) { return true; }
-    // Called by the relay's last thread once every task of this process is added.
+    bool start(T*, std::size_t, double&, bool&) { return true; }
+    // Called by the relay's last thread once every task of this process is added to the sum and
+    // the score; leaves the sum and the score of all tasks there, and in `failed` (this
+    // process's on entry) whether any process failed.
     template <class T>
-    void finish(T*, std::size_t, double&) {}
+    void finish(T*, std::size_t, double&, bool&) {}
+    // The whole meta-batch's index of this process's first task, and its number of tasks
+    // given this process's share.
+    std::size_t first_task() const { return 0; }
     std::size_t total_tasks(std::size_t local) const { return local; }
 };
 
@@ -110,16 +118,17 @@ private:
     std::size_t width_, block_;
 };
 
-// Runs `iterations` meta-iterations of `tasks` tasks on a team of up to `team` threads. The
+// Runs `iterations` meta-iterations of `tasks` tasks (this process's share of the meta-batch,
+// combined with the others' by `combine`) on a team of up to `team` threads. The
 // iteration's score is the mean of its task scores and the update's gradient (left in
 // buffers.mean) the mean slot, both summed in task order. Iteration k is committed and its
 // score written to scores[k] (when scores is not null) only when the score, the gradient and the new parameters are all
 // finite; otherwise the run stops there (diverged). An exception in any thread stops the run at
 // that iteration and is rethrown after the region.
-template <class T, class Update, class TaskWork, class Combine = LocalSum>
+template <class T, class Update, class TaskWork, class Combine>
 FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::size_t width, int team,
                               MetaBatchBuffers<T>& buffers, const Update& update, double* scores,
-                              TaskWork&& task_work, Combine&& combine = Combine{}) {
+                              TaskWork&& task_work, Combine& combine) {
     buffers.reserve(tasks, width);
     const int requested = std::clamp(team, 1, static_cast<int>(std::max<std::size_t>(tasks, 1)));
     RoundFlags relayed(static_cast<std::size_t>(requested)), updated(static_cast<std::size_t>(requested));
@@ -132,7 +141,10 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
     T* const mean = buffers.mean.data();
     double* const task_scores = buffers.task_scores.data();
     const T divisor = T(combine.total_tasks(tasks));
-    double score = 0.0;  // of the current round: written by the relay's last thread, read after it
+    double score = 0.0;         // of the current round: written by the relay's last thread, read after it
+    double prefix_score = 0.0;  // the scores before this process's tasks: written by the first thread
+    bool failed_before = false;  // whether a process before this one failed: likewise
+    bool failed_anywhere = false;  // written by the relay's last thread, read after it
     // Rounds in which something failed: only those rounds' values, so a fast thread's next
     // round cannot change what a slow thread reads for this one.
     std::atomic<std::uint64_t> failed_round{0}, nonfinite_round{0};
@@ -170,11 +182,14 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
             const std::uint64_t round = k + 1;
             // The relay: my tasks' slots go onto the sum once my predecessor has added its own;
             // as soon as that has happened, each slot right after its task, still in cache.
-            double relay_score = 0.0;
             std::size_t added = mine.first;
             bool from_zero = false;
             auto add_done_tasks = [&](std::size_t done) {
-                if (first && added == mine.first) from_zero = combine.start(sum, width, relay_score);
+                if (first && added == mine.first) {
+                    prefix_score = 0.0;
+                    failed_before = false;
+                    from_zero = combine.start(sum, width, prefix_score, failed_before);
+                }
                 add_over_tasks(added, done, width, slots, sum, 0, width, from_zero && added == mine.first);
                 added = done;
             };
@@ -187,15 +202,19 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
             if (prefetch) own.prefetch_candidate();  // while waiting for the relay
             if (!first) relayed.wait_for(thread - 1, round);
             if (added < mine.last || (first && mine.first == mine.last)) add_done_tasks(mine.last);
-            if (last) {
-                for (std::size_t i = 0; i < tasks; ++i) relay_score += task_scores[i];
-                combine.finish(sum, width, relay_score);
-                score = relay_score / double(divisor);
+            if (last) {  // the first thread's prefix is visible here, through the relay
+                double total = prefix_score;
+                for (std::size_t i = 0; i < tasks; ++i) total += task_scores[i];
+                bool failed = failed_before || failed_round.load() == round;
+                combine.finish(sum, width, total, failed);
+                failed_anywhere = failed;
+                score = total / double(divisor);
             }
             relayed.publish(thread, round);
             relayed.wait_for(size - 1, round);  // the sum and the score are complete
 
             const double iteration_score = score;
+            const bool elsewhere = failed_anywhere && failed_round.load() != round;
             guarded(round, [&] {
                 for (std::size_t b = my_blocks.first; b < my_blocks.last; ++b)
                     if (!own.update_block(b, mean, mean_of_block)) nonfinite_round.store(round);
@@ -204,8 +223,9 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
             for (std::size_t c = 0; c < size; ++c) updated.wait_for(c, round);
 
             if (first) result.last_score = iteration_score;
-            if (failed_round.load() == round || nonfinite_round.load() == round || !std::isfinite(iteration_score)) {
-                if (first) result = {k, failed_round.load() != round, iteration_score};
+            if (elsewhere || failed_round.load() == round || nonfinite_round.load() == round ||
+                !std::isfinite(iteration_score)) {
+                if (first) result = {k, !elsewhere && failed_round.load() != round, iteration_score, elsewhere};
                 break;  // every thread, at the same round
             }
             own.commit();

@@ -50,31 +50,37 @@ public:
         scratch_.resize(static_cast<std::size_t>(budget_.threads()));
     }
 
-    // Mean query loss over the batch; the mean gradient goes to mean_gradient().
-    double meta_gradient(const TaskBatchView<T>& batch) {
+    // Mean query loss over the batch; the mean gradient goes to mean_gradient(). With a
+    // distributed `combine`, the batch is this process's share of the meta-batch.
+    template <class Combine = LocalSum>
+    FitResult meta_gradient(const TaskBatchView<T>& batch, Combine&& combine = {}) {
         const MeanOnly<T> keep(params_.data(), 2 * num_params(), budget_.threads());
-        return run(1, batch.tasks, keep, nullptr, [&](std::size_t, std::size_t i, int) { return batch.task(i); }).last_score;
+        return run(1, batch.tasks, keep, nullptr, [&](std::size_t, std::size_t i, int) { return batch.task(i); }, combine);
     }
 
-    // One meta-iteration. Returns false and changes nothing when the loss or the gradient is
-    // not finite.
-    bool meta_step(const TaskBatchView<T>& batch, double& loss) {
+    // One meta-iteration; completed 0 and nothing changed when the loss or the gradient is not
+    // finite.
+    template <class Combine = LocalSum>
+    FitResult meta_step(const TaskBatchView<T>& batch, Combine&& combine = {}) {
         double committed = 0.0;
-        const FitResult result = run(1, batch.tasks, guarded_update(), &committed, [&](std::size_t, std::size_t i, int) { return batch.task(i); });
-        loss = result.last_score;
-        return result.completed == 1;
+        return run(1, batch.tasks, guarded_update(), &committed,
+                   [&](std::size_t, std::size_t i, int) { return batch.task(i); }, combine);
     }
 
     // `iterations` meta-iterations on tasks sampled natively: task i of iteration k is keyed by
-    // (seed, first_iteration + k, i). Writes one mean query loss per completed iteration.
+    // (seed, first_iteration + k, i). Writes one mean query loss per completed iteration. With a
+    // distributed `combine`, meta_batch is this process's share.
+    template <class Combine = LocalSum>
     FitResult fit(const TaskFamily& family, std::uint64_t seed, std::uint64_t first_iteration,
-                  std::size_t iterations, std::size_t meta_batch, double* losses) {
+                  std::size_t iterations, std::size_t meta_batch, double* losses, Combine&& combine = {}) {
         storage_.reserve(task_shape(family), meta_batch);
         const TaskBatchView<T> batch = storage_.view();
+        const std::size_t first = combine.first_task();
         return run(iterations, meta_batch, guarded_update(), losses, [&](std::size_t k, std::size_t i, int thread) {
-            sample_task(family, seed, first_iteration + k, i, storage_.slot(i), scratch_[static_cast<std::size_t>(thread)]);
+            sample_task(family, seed, first_iteration + k, first + i, storage_.slot(i),
+                        scratch_[static_cast<std::size_t>(thread)]);
             return batch.task(i);
-        });
+        }, combine);
     }
 
     // Query loss and accuracy of every task after each number of inner steps in `steps`
@@ -123,8 +129,9 @@ private:
 
     // Meta-iterations whose task i of iteration k is task_of(k, i, thread) (sampled there if
     // need be), each task's slot its meta-gradient [g_theta, g_alpha].
-    template <class Update, class TaskOf>
-    FitResult run(std::size_t iterations, std::size_t tasks, const Update& update, double* scores, TaskOf&& task_of) {
+    template <class Update, class TaskOf, class Combine>
+    FitResult run(std::size_t iterations, std::size_t tasks, const Update& update, double* scores, TaskOf&& task_of,
+                  Combine& combine) {
         const std::size_t n = num_params(), width = 2 * n;
         const int team = budget_.team(tasks, task_timer_.seconds_each(), iterations);
         const WorkTimer::Scope timing(task_timer_, iterations * tasks, team);
@@ -135,7 +142,8 @@ private:
                 T* g = buffers_.slot(i, width);
                 return double(task_meta_gradient(mlp_, config_, params, params + n, task,
                                                  workspaces_[static_cast<std::size_t>(thread)], g, g + n));
-            });
+            },
+            combine);
     }
 
     Mlp mlp_;

@@ -58,27 +58,30 @@ public:
     // One meta-iteration on `batch`, `position` of `span` into the epsilon schedule (span 0:
     // epsilon); `iteration` keys the shuffles. Returns false and changes nothing when a result
     // is not finite.
-    bool meta_step(const TaskBatchView<T>& batch, std::uint64_t iteration, std::size_t position, std::size_t span,
-                   double& loss) {
+    template <class Combine = LocalSum>
+    FitResult meta_step(const TaskBatchView<T>& batch, std::uint64_t iteration, std::size_t position, std::size_t span,
+                        Combine&& combine = {}) {
         double committed = 0.0;
-        const FitResult result = run(1, batch.tasks, iteration, schedule(position, span), &committed,
-                                     [&](std::size_t, std::size_t i, int) { return batch.task(i); });
-        loss = result.last_score;
-        return result.completed == 1;
+        return run(1, batch.tasks, iteration, schedule(position, span), &committed,
+                   [&](std::size_t, std::size_t i, int) { return batch.task(i); }, combine);
     }
 
     // Meta-iterations on natively sampled tasks; iteration k is offset + k of span into the
     // epsilon schedule.
+    template <class Combine = LocalSum>
     FitResult fit(const TaskFamily& family, std::uint64_t first_iteration, std::size_t iterations,
-                  std::size_t meta_batch, std::size_t offset, std::size_t span, double* losses) {
+                  std::size_t meta_batch, std::size_t offset, std::size_t span, double* losses,
+                  Combine&& combine = {}) {
         storage_.reserve(task_shape(family), meta_batch);
         const TaskBatchView<T> batch = storage_.view();
+        const std::size_t first = combine.first_task();
         return run(iterations, meta_batch, first_iteration, schedule(offset, span), losses,
                    [&](std::size_t k, std::size_t i, int thread) {
-                       sample_task(family, seed_, first_iteration + k, i, storage_.slot(i),
+                       sample_task(family, seed_, first_iteration + k, first + i, storage_.slot(i),
                                    scratch_[static_cast<std::size_t>(thread)]);
                        return batch.task(i);
-                   });
+                   },
+                   combine);
     }
 
     // Query loss and accuracy of every task after each number of inner updates in `steps`
@@ -126,9 +129,9 @@ private:
     // need be); each task's slot is theta~_i - theta, its score the query loss at theta~_i.
     // With a carried optimizer state the tasks of an iteration form one chain and run in order,
     // on one thread.
-    template <class TaskOf>
+    template <class TaskOf, class Combine>
     FitResult run(std::size_t iterations, std::size_t tasks, std::uint64_t first_iteration, EpsilonSchedule epsilon,
-                  double* scores, TaskOf&& task_of) {
+                  double* scores, TaskOf&& task_of, Combine& combine) {
         const std::size_t n = num_params();
         const bool chained = !config_.reset_optimizer;
         const int team = chained ? 1 : budget_.team(tasks, task_timer_.seconds_each(), iterations);
@@ -145,14 +148,15 @@ private:
                 if (chained && i == 0) chain_ = carried_;
                 OptimizerState<T>& state = chained ? chain_ : ws.state;
                 if (!chained) state.reset(n);
-                CounterRng rng(shuffle_seed(seed_), first_iteration + k, i);
+                CounterRng rng(shuffle_seed(seed_), first_iteration + k, combine.first_task() + i);
                 inner_loop(mlp_, config_, 0, inner_updates(task.support_rows), task.x_support, task.support_rows,
                            task.y_support, rng, state, ws, delta);
                 const double loss = double(loss_value(mlp_, delta, task.x_query, task.query_rows, task.y_query,
                                                       config_.loss, ws.mlp));
                 for (std::size_t p = 0; p < n; ++p) delta[p] -= theta[p];
                 return loss;
-            });
+            },
+            combine);
     }
 
     Mlp mlp_;

@@ -44,7 +44,11 @@ public:
 
     // Meta-iterations first_iteration .. + iterations - 1 of meta_batch tasks each; writes the
     // mean return after adaptation of each completed iteration.
-    FitResult fit(std::uint64_t first_iteration, std::size_t iterations, std::size_t meta_batch, double* returns) {
+    // With a distributed `combine`, meta_batch is this process's share.
+    template <class Combine = LocalSum>
+    FitResult fit(std::uint64_t first_iteration, std::size_t iterations, std::size_t meta_batch, double* returns,
+                  Combine&& combine = {}) {
+        const std::size_t first = combine.first_task();
         const std::size_t q = policy_params(), width = 2 * q;
         const int team = budget_.team(meta_batch, task_timer_.seconds_each(), iterations);
         const WorkTimer::Scope timing(task_timer_, iterations * meta_batch, team);
@@ -52,14 +56,15 @@ public:
                                    GuardedUpdate<T>(optimizer_, budget_.threads(), params_, state_, candidate_,
                                                     candidate_state_),
                                    returns, [&](std::size_t k, std::size_t i, int thread, const T* theta) {
-                                       CounterRng rng(seed_, first_iteration + k, i);
+                                       CounterRng rng(seed_, first_iteration + k, first + i);
                                        double goal[2];
                                        env_.sample_goal(rng, goal);
                                        T* g = buffers_.slot(i, width);
                                        return double(rl_task_meta_gradient(
                                            mlp_, env_, config_, theta, theta + q, goal, rng,
                                            workspaces_[static_cast<std::size_t>(thread)], g, g + q));
-                                   });
+                                   },
+                                   combine);
     }
 
     // Mean return of `trajectories` fresh trajectories after each number of adaptation steps in
