@@ -9,7 +9,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import __version__, build_info
+from . import __version__, build_info, distributed
 from .io import load
 from .meta_sgd import MetaSGD
 from .mlp import MLP
@@ -203,6 +203,10 @@ def default_steps(learner: MetaSGD | Reptile) -> int:
     return learner.inner_steps if isinstance(learner, MetaSGD) else 10
 
 
+def processes_text(comm: Any) -> str:
+    return "" if comm is None else f" on {comm.Get_size()} processes"
+
+
 def run_train_rl(args: argparse.Namespace) -> int:
     if args.task not in (None, "nav2d"):
         raise UserError(f"metasgd-rl trains on --task nav2d, not {args.task}")
@@ -212,10 +216,14 @@ def run_train_rl(args: argparse.Namespace) -> int:
                         meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr, dtype=args.dtype, seed=args.seed,
                         num_threads=args.threads)
     started = time.perf_counter()
-    learner.fit(iterations=args.iterations, meta_batch=args.meta_batch, progress=not args.quiet)
+    comm = distributed.launched_world()
+    root = comm is None or comm.Get_rank() == 0
+    learner.fit(iterations=args.iterations, meta_batch=args.meta_batch, progress=root and not args.quiet, comm=comm)
+    if not root:  # one process of an MPI run writes the files
+        return 0
     learner.save(args.save)
     print(f"trained metasgd-rl on nav2d for {args.iterations} meta-iterations in "
-          f"{time.perf_counter() - started:.1f} s; saved {args.save}")
+          f"{time.perf_counter() - started:.1f} s{processes_text(comm)}; saved {args.save}")
     if args.plot:
         navigation_figure(learner, Navigation2D().sample_goals(3, seed=10_000), 1, args.plot)
         print(f"wrote {args.plot}")
@@ -233,10 +241,15 @@ def run_train(args: argparse.Namespace) -> int:
     reptile = args.algorithm == "reptile"
     learner = make_learner(args, make_model(args, family, reptile), family.loss)
     started = time.perf_counter()
-    learner.fit(family, iterations=args.iterations, meta_batch=args.meta_batch, progress=not args.quiet)
+    comm = distributed.launched_world()
+    root = comm is None or comm.Get_rank() == 0
+    learner.fit(family, iterations=args.iterations, meta_batch=args.meta_batch, progress=root and not args.quiet,
+                comm=comm)
+    if not root:  # one process of an MPI run writes the files
+        return 0
     learner.save(args.save)
     print(f"trained {args.algorithm} on {args.task} for {args.iterations} meta-iterations "
-          f"in {time.perf_counter() - started:.1f} s; saved {args.save}")
+          f"in {time.perf_counter() - started:.1f} s{processes_text(comm)}; saved {args.save}")
     if args.plot:
         label = type(learner).__name__
         if args.task == "sine":
@@ -333,7 +346,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PlottingUnavailable as error:
         print(f"metafast: {error}", file=sys.stderr)
         return 1
-    except (UserError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError) as error:
+    except (UserError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError,
+            distributed.RankError, ImportError) as error:
         print(f"metafast {args.command}: error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

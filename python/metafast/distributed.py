@@ -27,13 +27,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 import numpy as np
 
-from ._share import RankError, Share, Status
+from ._share import FailedElsewhere, RankError, Share, Status
 
-__all__ = ["RankError", "TaskRelay", "share_of", "split"]
+__all__ = ["RankError", "TaskRelay", "launched_world", "share_of", "split"]
 
 _RELAY_TAG = 2719  # the relay's messages, apart from anything else the program sends
 
@@ -98,11 +99,10 @@ class _DistributedShare(Share):
 
     def agree(self, status: Status) -> list[Status]:
         # Errors travel as their text (any exception pickles as a string).
-        error = None if status.error is None else _describe(status.error)
-        gathered = self.comm.allgather((status.chunk, status.stop, status.interrupted, error))
-        mine = self.rank
-        return [status if rank == mine else
-                Status(chunk, stop, interrupted, None if text is None else RankError(text))
+        error = status.error
+        text = None if error is None else "" if isinstance(error, FailedElsewhere) else _describe(error)
+        gathered = self.comm.allgather((status.chunk, status.stop, status.interrupted, text))
+        return [status if rank == self.rank else Status(chunk, stop, interrupted, _error_of(text))
                 for rank, (chunk, stop, interrupted, text) in enumerate(gathered)]
 
 
@@ -122,6 +122,24 @@ def share_of(learner: Any, comm: Any, meta_batch: int) -> Share:
     return _DistributedShare(comm, meta_batch, width, learner.dtype)
 
 
+# How launchers tell a process the size of its run: MPICH and Intel MPI (Hydra), Open MPI, PMIx,
+# SLURM's srun.
+_SIZE_VARIABLES = ("PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "PMIX_SIZE", "SLURM_NTASKS")
+
+
+def launched_world() -> Any:
+    """``MPI.COMM_WORLD`` when this process was started by an MPI launcher (``mpiexec``,
+    ``mpirun``, ``srun``) with more than one process, else None (no MPI needed)."""
+    sizes = [int(os.environ[name]) for name in _SIZE_VARIABLES if os.environ.get(name, "").isdigit()]
+    if not sizes or max(sizes) <= 1:
+        return None
+    try:
+        return _mpi().COMM_WORLD
+    except ImportError:
+        raise ImportError(f"this process is one of {max(sizes)} started by an MPI launcher, which needs "
+                          'mpi4py: pip install "metafast[mpi]"') from None
+
+
 def _fingerprint(learner: Any, meta_batch: int) -> str:
     """A digest of everything that must be equal on every process of a run."""
     digest = hashlib.sha256(json.dumps([learner._config(), meta_batch], sort_keys=True, default=str).encode())
@@ -133,6 +151,13 @@ def _fingerprint(learner: Any, meta_batch: int) -> str:
 
 def _describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+def _error_of(text: str | None) -> BaseException | None:
+    """Another process's error from its text ("": it saw a failure elsewhere)."""
+    if text is None:
+        return None
+    return FailedElsewhere() if text == "" else RankError(text)
 
 
 def _mpi() -> Any:

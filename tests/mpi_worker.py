@@ -1,0 +1,130 @@
+"""What tests/test_distributed.py runs under mpiexec: one scenario per call, each process
+writing its results, one per line, to RANK.txt in the folder METAFAST_TEST_OUT names."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+from mpi4py import MPI
+
+import metafast as mf
+
+COMM = MPI.COMM_WORLD
+RANK = COMM.Get_rank()
+
+
+def sine_metasgd(**settings):
+    return mf.MetaSGD(mf.MLP([1, 12, 1]), seed=3, num_threads=1, **settings)
+
+
+def sine_reptile(**settings):
+    return mf.Reptile(mf.MLP([1, 12, 1]), seed=3, num_threads=1, inner_epochs=2, epsilon_final=0.0, **settings)
+
+
+def rl_learner(**settings):
+    return mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]), inner_trajectories=4, seed=3, num_threads=2, **settings)
+
+
+def family_fit(meta_batch, iterations=12):
+    return lambda learner, comm: learner.fit(mf.tasks.Sinusoid(), iterations=iterations, meta_batch=meta_batch,
+                                             progress=False, comm=comm)
+
+
+def sampler(num_tasks, rng):
+    return mf.tasks.Sinusoid(support=4, query=4).sample(num_tasks, seed=int(rng.integers(2**31)), dtype="float32")
+
+
+CASES = {
+    "metasgd, uneven shares": (sine_metasgd, family_fit(5)),
+    "metasgd, fewer tasks than processes": (sine_metasgd, family_fit(2)),
+    "metasgd, second order through 2 steps": (lambda: sine_metasgd(inner_steps=2), family_fit(4)),
+    "metasgd on a sampler": (sine_metasgd, lambda l, comm: l.fit(sampler, iterations=6, meta_batch=4, progress=False,
+                                                                  comm=comm)),
+    "reptile, annealed epsilon": (sine_reptile, family_fit(5)),
+    "reptile, fewer tasks than processes": (sine_reptile, family_fit(1)),
+    "metasgd-rl": (rl_learner, lambda l, comm: l.fit(iterations=3, meta_batch=3, progress=False, comm=comm)),
+}
+
+
+def same_state(a, b) -> bool:
+    first, second = a._state(), b._state()
+    return first.keys() == second.keys() and all(np.array_equal(first[k], second[k], equal_nan=True) for k in first)
+
+
+def report(result: str) -> None:
+    with open(Path(os.environ["METAFAST_TEST_OUT"]) / f"{RANK}.txt", "a") as out:
+        out.write(result + "\n")
+
+
+def bits() -> None:
+    for name, (make, fit) in CASES.items():
+        spread, alone = make(), make()
+        fit(spread, COMM)
+        fit(alone, None)
+        report(f"{name}: {'same' if same_state(spread, alone) else 'DIFFERENT'}")
+
+
+def resume_start(path: str) -> None:
+    learner = sine_metasgd()
+    learner.fit(mf.tasks.Sinusoid(), iterations=10, meta_batch=5, progress=False, checkpoint=path,
+                checkpoint_every=5, comm=COMM)
+    report("saved")
+
+
+def resume_finish(path: str) -> None:
+    resumed = mf.load(path, num_threads=1)
+    resumed.fit(mf.tasks.Sinusoid(), iterations=10, meta_batch=5, progress=False, comm=COMM)
+    alone = sine_metasgd()
+    alone.fit(mf.tasks.Sinusoid(), iterations=20, meta_batch=5, progress=False)
+    report("same" if same_state(resumed, alone) else "DIFFERENT")
+
+
+def failing_sampler() -> None:
+    def flaky(num_tasks, rng):
+        if RANK == 1 and flaky.calls == 3:
+            raise ValueError("sampler broke on process 1")
+        flaky.calls += 1
+        return sampler(num_tasks, rng)
+
+    flaky.calls = 0
+    raised(lambda: sine_metasgd().fit(flaky, iterations=10, meta_batch=4, progress=False, comm=COMM))
+
+
+def failing_callback() -> None:
+    def callback(learner, iteration, loss):
+        if RANK == 0 and iteration >= 4:
+            raise RuntimeError("callback broke on process 0")
+
+    raised(lambda: sine_metasgd().fit(mf.tasks.Sinusoid(), iterations=200, meta_batch=4, progress=False,
+                                      callback=callback, comm=COMM))
+
+
+def stopping_callback() -> None:
+    learner = sine_metasgd()
+    learner.fit(mf.tasks.Sinusoid(), iterations=10_000, meta_batch=4, progress=False, comm=COMM,
+                callback=lambda l, iteration, loss: RANK == 0 and iteration >= 3)
+    report(f"stopped at {learner.iteration}")
+
+
+def mismatch() -> None:
+    raised(lambda: mf.MetaSGD(mf.MLP([1, 12, 1]), seed=RANK, num_threads=1).fit(
+        mf.tasks.Sinusoid(), iterations=5, meta_batch=4, progress=False, comm=COMM))
+
+
+def raised(run) -> None:
+    try:
+        run()
+    except Exception as error:  # noqa: BLE001 - what each process raised is the result
+        report(f"{type(error).__name__}: {error}")
+    else:
+        report("no error")
+
+
+if __name__ == "__main__":
+    scenario, *arguments = sys.argv[1:]
+    {"bits": bits, "resume-start": resume_start, "resume-finish": resume_finish, "failing-sampler": failing_sampler,
+     "failing-callback": failing_callback, "stopping-callback": stopping_callback,
+     "mismatch": mismatch}[scenario](*arguments)

@@ -1,0 +1,80 @@
+"""Meta-batches spread over MPI processes give the bits of one process (tests/mpi_worker.py
+runs each scenario under mpiexec with 2 and 3 processes)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("mpi4py", reason='distributed runs need mpi4py: pip install "metafast[mpi]"')
+MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
+if MPIEXEC is None:
+    pytest.skip("no mpiexec (the mpich wheel of metafast[mpi] brings one)", allow_module_level=True)
+
+WORKER = Path(__file__).with_name("mpi_worker.py")
+
+
+def run_processes(processes: int, scenario: str, out: Path, *arguments: str, timeout: float = 120) -> list[list[str]]:
+    """Each process's result lines; the run must end by itself within `timeout` seconds."""
+    out.mkdir(exist_ok=True)
+    for old in out.glob("*.txt"):
+        old.unlink()
+    environment = dict(os.environ, METAFAST_TEST_OUT=str(out))
+    done = subprocess.run([MPIEXEC, "-n", str(processes), sys.executable, str(WORKER), scenario, *arguments],
+                          env=environment, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return [(out / f"{rank}.txt").read_text().splitlines() for rank in range(processes)]
+
+
+@pytest.mark.parametrize("processes", [2, 3])
+def test_every_learner_gives_the_bits_of_one_process(tmp_path, processes):
+    results = run_processes(processes, "bits", tmp_path)
+    for lines in results:
+        assert len(lines) == 7
+        assert all(line.endswith(": same") for line in lines), lines
+
+
+def test_resume_on_another_number_of_processes_is_bit_identical(tmp_path):
+    checkpoint = tmp_path / "run.npz"
+    assert run_processes(2, "resume-start", tmp_path / "a", str(checkpoint)) == [["saved"], ["saved"]]
+    assert run_processes(3, "resume-finish", tmp_path / "b", str(checkpoint)) == [["same"]] * 3
+
+
+def test_a_failing_sampler_ends_every_process_with_its_error(tmp_path):
+    results = run_processes(3, "failing-sampler", tmp_path, timeout=60)
+    assert results[1] == ["ValueError: sampler broke on process 1"]
+    for rank in (0, 2):
+        assert results[rank] == ["RankError: process 1 of 3 failed: ValueError: sampler broke on process 1"]
+
+
+def test_a_failing_callback_ends_every_process_with_its_error(tmp_path):
+    results = run_processes(2, "failing-callback", tmp_path, timeout=60)
+    assert results[0] == ["RuntimeError: callback broke on process 0"]
+    assert results[1] == ["RankError: process 0 of 2 failed: RuntimeError: callback broke on process 0"]
+
+
+def test_the_first_process_callback_stops_every_process(tmp_path):
+    assert run_processes(2, "stopping-callback", tmp_path) == [["stopped at 3"]] * 2
+
+
+def test_processes_holding_different_learners_are_refused(tmp_path):
+    for lines in run_processes(2, "mismatch", tmp_path):
+        assert len(lines) == 1 and lines[0].startswith("ValueError: the processes of the run hold different learners")
+
+
+def test_the_command_line_under_mpiexec_writes_one_model_equal_to_one_process(tmp_path):
+    command = [sys.executable, "-m", "metafast", "train", "metasgd", "--iterations", "20", "--hidden", "8", "--quiet",
+               "--threads", "1", "--save"]
+    subprocess.run([MPIEXEC, "-n", "2", *command, str(tmp_path / "spread.npz")], check=True, capture_output=True,
+                   timeout=120)
+    subprocess.run([*command, str(tmp_path / "alone.npz")], check=True, capture_output=True, timeout=120)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["alone.npz", "spread.npz"]
+    spread, alone = np.load(tmp_path / "spread.npz"), np.load(tmp_path / "alone.npz")
+    assert spread.files == alone.files
+    assert all(np.array_equal(spread[name], alone[name]) for name in alone.files)
