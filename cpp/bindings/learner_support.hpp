@@ -216,6 +216,8 @@ void set_optimizer_state(L& learner, const py::array& m, const py::array& v, std
 template <class T>
 class PythonRelay {
 public:
+    static constexpr bool start_waits = true;  // for the process before this one
+
     PythonRelay(py::object relay, std::size_t first, std::size_t total)
         : relay_(std::move(relay)), first_(first), total_(total) {}
 

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
+#include <type_traits>
 #include <vector>
 
 #include "metafast/buffer.hpp"
@@ -80,6 +81,9 @@ struct MetaBatchBuffers {
 // The combination of one process: the sum starts at zero and the mean divides by its tasks.
 // A distributed combination (python/metafast/distributed.py) has the same three members.
 struct LocalSum {
+    // Whether start() waits for other processes: then the first thread computes all its tasks
+    // before it starts the sum, instead of adding each task as it is done.
+    static constexpr bool start_waits = false;
     // Called by the relay's first thread before it adds its first task; returns whether the
     // sum starts at zero (otherwise sum and score hold the tasks before this process's).
     // `failed`: whether a process before this one failed in this meta-iteration.
@@ -196,7 +200,8 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
             guarded(round, [&] {
                 for (std::size_t i = mine.first; i < mine.last; ++i) {
                     task_scores[i] = task_work(k, i, static_cast<int>(thread), own.params());
-                    if (first || relayed.passed(thread - 1, round)) add_done_tasks(i + 1);
+                    if (first ? !std::decay_t<Combine>::start_waits : relayed.passed(thread - 1, round))
+                        add_done_tasks(i + 1);
                 }
             });
             if (prefetch) own.prefetch_candidate();  // while waiting for the relay

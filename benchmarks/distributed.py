@@ -1,0 +1,159 @@
+"""Distributed meta-batches: W2, W3 and W4 on 2 MPI processes x 1 thread against one process
+with 2 threads (and with 1), in the same run, and a model of the exchange's cost at more
+processes from the latency and bandwidth measured here.
+
+    python benchmarks/distributed.py               # needs pip install "metafast[mpi]"
+    python benchmarks/distributed.py --seconds 0.3 # quicker, noisier
+
+Each configuration runs in fresh processes (mpiexec for the distributed one); every number is
+the median of --repeats timed fits of about --seconds each, after a warm-up. The processes of
+a distributed run exchange, per meta-iteration, the relay's sum (W values) and its broadcast:
+the benchmark prints those bytes, and for R processes models the exchange as
+(R - 1 + ceil(log2 R)) x (latency + bytes / bandwidth) on the critical path beside the compute
+of one share (1/R of a meta-iteration on one thread) - a paper model for machines we cannot
+test: real networks add contention and the share's compute does not shrink below one task.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+
+from run import machine  # noqa: E402
+from workloads import WORKLOADS  # noqa: E402
+
+DEFAULT_WORKLOADS = ("W2", "W3", "W4")
+
+
+def child(workload: str, threads: int, seconds: float, repeats: int) -> None:
+    """Times fit on this workload (over MPI.COMM_WORLD when started by mpiexec); the first
+    process prints {"iterations_per_second": ..., "width": ..., "itemsize": ...}."""
+    from fixtures import family
+    from impl_metafast import learner
+    from metafast.distributed import launched_world
+
+    comm = launched_world()
+    w = WORKLOADS[workload]
+    learn, tasks = learner(w, threads), family(w)
+
+    def fit(iterations: int) -> float:
+        if comm is not None:
+            comm.Barrier()
+        started = time.perf_counter()
+        learn.fit(tasks, iterations=iterations, meta_batch=w.meta_batch, progress=False, comm=comm)
+        return time.perf_counter() - started
+
+    iterations = 4
+    while fit(iterations) < seconds / 4:  # warm-up, and a count that takes about `seconds`
+        iterations *= 2
+    if comm is not None:
+        iterations = comm.bcast(iterations, root=0)
+    iterations *= 4
+    rates = [iterations / fit(iterations) for _ in range(repeats)]
+    if comm is None or comm.Get_rank() == 0:
+        width = sum(len(v) for v in learn._params().values())
+        print(json.dumps({"iterations_per_second": statistics.median(rates), "width": width,
+                          "itemsize": learn.dtype.itemsize}))
+
+
+def ping_pong() -> None:
+    """Latency (8-byte messages) and bandwidth (1 MB) between two processes."""
+    import numpy as np
+    from mpi4py import MPI
+
+    comm = MPI.COMM_WORLD
+    rank, other = comm.Get_rank(), 1 - comm.Get_rank()
+    results = {}
+    for name, size, rounds in (("latency", 8, 2000), ("bandwidth", 1 << 20, 200)):
+        message = np.zeros(size, dtype=np.uint8)
+        comm.Barrier()
+        started = time.perf_counter()
+        for _ in range(rounds):
+            if rank == 0:
+                comm.Send(message, dest=other)
+                comm.Recv(message, source=other)
+            else:
+                comm.Recv(message, source=other)
+                comm.Send(message, dest=other)
+        one_way = (time.perf_counter() - started) / (2 * rounds)
+        results[name] = one_way if name == "latency" else size / one_way
+    if rank == 0:
+        print(json.dumps(results))
+
+
+def launch(arguments: list[str], processes: int, threads: int) -> dict:
+    environment = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=os.pathsep.join(
+        filter(None, [str(HERE), os.environ.get("PYTHONPATH", "")])))
+    command = [sys.executable, str(Path(__file__).resolve()), *arguments]
+    if processes > 1:
+        mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
+        if mpiexec is None:
+            raise SystemExit('no mpiexec: pip install "metafast[mpi]"')
+        command = [mpiexec, "-n", str(processes), *command]
+    done = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def model(latency: float, bandwidth: float, message: int, one_thread_seconds: float, tasks: int) -> str:
+    """The modelled speed-up over one process at 8, 64 and 512 processes."""
+    parts = []
+    for ranks in (8, 64, 512):
+        exchange = (ranks - 1 + math.ceil(math.log2(ranks))) * (latency + message / bandwidth)
+        compute = one_thread_seconds * max(1, math.ceil(tasks / ranks)) / tasks
+        parts.append(f"{ranks}: {one_thread_seconds / (compute + exchange):.2f}x")
+    return ", ".join(parts)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", default=list(DEFAULT_WORKLOADS), choices=sorted(WORKLOADS))
+    parser.add_argument("--seconds", type=float, default=1.0)
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "THREADS"), help=argparse.SUPPRESS)
+    parser.add_argument("--ping-pong", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        child(args.child[0], int(args.child[1]), args.seconds, args.repeats)
+        return 0
+    if args.ping_pong:
+        ping_pong()
+        return 0
+
+    print(f"machine: {machine()}")
+    link = launch(["--ping-pong"], 2, 1)
+    print(f"MPI between 2 processes here: latency {1e6 * link['latency']:.1f} us, bandwidth "
+          f"{link['bandwidth'] / 1e9:.2f} GB/s (one way)")
+    print(f"  {'workload':9s} {'1 x 1 thread':>13s} {'1 x 2 threads':>14s} {'2 x 1 thread':>13s} "
+          f"{'2x1 / 1x2':>10s} {'bytes/it':>9s}  modelled speed-up over 1 x 1 at R processes")
+    timing = ["--seconds", str(args.seconds), "--repeats", str(args.repeats)]
+    for name in args.workloads:
+        w = WORKLOADS[name]
+        one = launch(["--child", name, "1", *timing], 1, 1)
+        two_threads = launch(["--child", name, "2", *timing], 1, 2)
+        two_processes = launch(["--child", name, "1", *timing], 2, 1)
+        message = one["width"] * one["itemsize"] + 16
+        sent = 2 * message  # per process and meta-iteration: its relay message and its part of the broadcast
+        ratio = two_processes["iterations_per_second"] / two_threads["iterations_per_second"]
+        print(f"  {name:9s} {one['iterations_per_second']:>13,.0f} {two_threads['iterations_per_second']:>14,.0f} "
+              f"{two_processes['iterations_per_second']:>13,.0f} {ratio:>9.2f}x {sent:>9,d}  "
+              f"{model(link['latency'], link['bandwidth'], message, 1 / one['iterations_per_second'], w.meta_batch)}",
+              flush=True)
+    print("  (meta-iterations/s; bytes/it: sent per process per meta-iteration)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
