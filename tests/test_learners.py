@@ -195,6 +195,12 @@ def test_import_metafast_leaves_the_reference_unimported_until_used():
     subprocess.run([sys.executable, "-c", script], check=True)
 
 
+def test_import_metafast_never_needs_mpi():
+    script = ("import sys, metafast, metafast.cli, metafast.distributed; "
+              "assert 'mpi4py' not in sys.modules, 'mpi4py imported'")
+    subprocess.run([sys.executable, "-c", script], check=True)
+
+
 def module_name(path: Path) -> str:
     parts = ("metafast", *path.relative_to(PACKAGE).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
