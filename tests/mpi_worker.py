@@ -109,6 +109,22 @@ def stopping_callback() -> None:
     report(f"stopped at {learner.iteration}")
 
 
+def interrupted() -> None:
+    """A long fit; the test sends SIGINT to the first process once every process is training."""
+    learner = sine_metasgd()
+
+    def started(learner, iteration, loss):
+        if iteration >= 2 and not started.said:
+            started.said = True
+            report(f"pid {os.getpid()}")
+
+    started.said = False
+    try:
+        learner.fit(mf.tasks.Sinusoid(), iterations=10**9, meta_batch=4, progress=False, callback=started, comm=COMM)
+    except KeyboardInterrupt:
+        report(f"KeyboardInterrupt at a consistent iteration: {len(learner.history) == learner.iteration}")
+
+
 def mismatch() -> None:
     raised(lambda: mf.MetaSGD(mf.MLP([1, 12, 1]), seed=RANK, num_threads=1).fit(
         mf.tasks.Sinusoid(), iterations=5, meta_batch=4, progress=False, comm=COMM))
@@ -127,4 +143,4 @@ if __name__ == "__main__":
     scenario, *arguments = sys.argv[1:]
     {"bits": bits, "resume-start": resume_start, "resume-finish": resume_finish, "failing-sampler": failing_sampler,
      "failing-callback": failing_callback, "stopping-callback": stopping_callback,
-     "mismatch": mismatch}[scenario](*arguments)
+     "interrupted": interrupted, "mismatch": mismatch}[scenario](*arguments)

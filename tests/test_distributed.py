@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +63,27 @@ def test_a_failing_callback_ends_every_process_with_its_error(tmp_path):
 
 def test_the_first_process_callback_stops_every_process(tmp_path):
     assert run_processes(2, "stopping-callback", tmp_path) == [["stopped at 3"]] * 2
+
+
+def test_ctrl_c_on_the_first_process_stops_every_process(tmp_path):
+    environment = dict(os.environ, METAFAST_TEST_OUT=str(tmp_path))
+    errors = tmp_path / "stderr.txt"
+    with open(errors, "w") as stderr:
+        run = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(WORKER), "interrupted"], env=environment,
+                               stdout=subprocess.DEVNULL, stderr=stderr)
+    first = tmp_path / "0.txt"
+    try:
+        deadline = time.monotonic() + 60
+        while not (first.exists() and first.read_text().startswith("pid")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(int(first.read_text().split()[1]), signal.SIGINT)  # the first process only
+        assert run.wait(timeout=30) == 0, errors.read_text()[-2000:]
+    finally:
+        run.kill()
+        run.wait()
+    for rank in range(2):
+        assert (tmp_path / f"{rank}.txt").read_text().splitlines()[-1] == \
+            "KeyboardInterrupt at a consistent iteration: True"
 
 
 def test_processes_holding_different_learners_are_refused(tmp_path):
