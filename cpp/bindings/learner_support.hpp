@@ -218,10 +218,13 @@ class PythonRelay {
 public:
     static constexpr bool start_waits = true;  // for the process before this one
 
+    // `relay.first` says whether this process is the first, whose sum starts at zero (its
+    // start() is then answered here, without a call into Python).
     PythonRelay(py::object relay, std::size_t first, std::size_t total)
-        : relay_(std::move(relay)), first_(first), total_(total) {}
+        : relay_(std::move(relay)), first_process_(relay_.attr("first").cast<bool>()), first_(first), total_(total) {}
 
     bool start(T* sum, std::size_t width, double& score, bool& failed) {
+        if (first_process_) return true;
         py::gil_scoped_acquire gil;
         const py::tuple answer = relay_.attr("start")(view(sum, width));
         score = answer[1].cast<double>();
@@ -240,12 +243,17 @@ public:
     std::size_t total_tasks(std::size_t) const { return total_; }
 
 private:
-    static py::array_t<T> view(T* data, std::size_t n) {  // a NumPy array over the core's buffer
-        return py::array_t<T>({static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(sizeof(T))}, data,
-                              py::capsule(data, [](void*) {}));
+    // A NumPy array over the core's sum, made once (the buffer stays put for the whole run).
+    py::array_t<T>& view(T* data, std::size_t n) {
+        if (view_.data() != data)
+            view_ = py::array_t<T>({static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(sizeof(T))}, data,
+                                   py::capsule(data, [](void*) {}));
+        return view_;
     }
     py::object relay_;
+    bool first_process_;
     std::size_t first_, total_;
+    py::array_t<T> view_;
 };
 
 // run(combine) with the combination `relay` asks for: this process alone (None), or tasks

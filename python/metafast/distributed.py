@@ -55,6 +55,7 @@ class TaskRelay:
 
     def __init__(self, comm: Any, width: int, dtype: np.dtype) -> None:
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
+        self.first = self.rank == 0  # the core starts the first process's sum at zero itself
         nbytes = width * np.dtype(dtype).itemsize
         self._message = np.zeros(nbytes + 16, dtype=np.uint8)
         self._sum = self._message[:nbytes].view(dtype)
