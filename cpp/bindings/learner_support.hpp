@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "interrupts.hpp"
 #include "metafast/denormals.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/task_batch.hpp"
@@ -156,7 +157,7 @@ py::tuple evaluate_tasks(L& learner, const py::array& xs, const py::array& ys, c
     py::array_t<double> losses({rows, cols}), accuracies({rows, cols});
     double* lp = losses.mutable_data();
     double* ap = accuracies.mutable_data();
-    without_gil(learner, [&] { learner.evaluate(batch, steps, lp, ap); });
+    interruptible([&] { without_gil(learner, [&] { learner.evaluate(batch, steps, lp, ap); }); });
     return py::make_tuple(losses, accuracies);
 }
 
@@ -165,7 +166,7 @@ py::array_t<T> adapt_task(L& learner, const py::array& x, const py::array& y, st
     const Task<T> task = checked_task<T>(learner.mlp(), learner.config().loss, x, y);
     py::array_t<T> out(static_cast<py::ssize_t>(learner.num_params()));
     T* op = out.mutable_data();
-    without_gil(learner, [&] { learner.adapt(task.x, task.rows, task.targets, steps, op); });
+    interruptible([&] { without_gil(learner, [&] { learner.adapt(task.x, task.rows, task.targets, steps, op); }); });
     return out;
 }
 

@@ -146,7 +146,7 @@ void bind_rl_learner(py::module_& m, const char* name) {
                  check_steps(steps);
                  py::array_t<double> returns({static_cast<py::ssize_t>(num_tasks), static_cast<py::ssize_t>(steps.size())});
                  double* out = returns.mutable_data();
-                 without_gil(l, [&] { l.evaluate(seed, num_tasks, steps, trajectories, out); });
+                 interruptible([&] { without_gil(l, [&] { l.evaluate(seed, num_tasks, steps, trajectories, out); }); });
                  return returns;
              },
              "seed"_a, "num_tasks"_a, "steps"_a, "trajectories"_a)
@@ -157,7 +157,7 @@ void bind_rl_learner(py::module_& m, const char* name) {
                  check_finite("goal", g, 2);
                  py::array_t<T> out(static_cast<py::ssize_t>(l.policy_params()));
                  T* op = out.mutable_data();
-                 without_gil(l, [&] { l.adapt(g, steps, seed, iteration, op); });
+                 interruptible([&] { without_gil(l, [&] { l.adapt(g, steps, seed, iteration, op); }); });
                  return out;
              },
              "goal"_a, "steps"_a, "seed"_a, "iteration"_a)

@@ -72,8 +72,13 @@ class Learner:
         self._history: list[np.ndarray] = []
         # The meta-iterations the running fit call covers (None outside fit).
         self._current_fit: range | None = None
-        # One meta-iteration at a time per learner: the iteration counter keys the tasks.
+        # One meta-iteration at a time per learner (the iteration counter keys the tasks); held
+        # for each chunk of training, so that snapshots (save) see one iteration's state.
         self._lock = threading.RLock()
+        # One training call at a time: fit and meta_step from several threads run one after
+        # another, each doing exactly its own iterations.
+        self._training = threading.RLock()
+        self._snapshots_waiting: list[None] = []  # saves waiting for the chunk in progress to end
 
     # ----------------------------------------------------------------- state
     @property
@@ -143,47 +148,50 @@ class Learner:
             checkpoint_every = _validation.integer(checkpoint_every, "checkpoint_every", minimum=1)
             if checkpoint is None:
                 raise ValueError("checkpoint_every needs a checkpoint path")
-        run = range(self._iteration, self._iteration + iterations)
-        chunk, stop, error = 1, False, None
-        outer_fit, self._current_fit = self._current_fit, run
-        try:
-            with tqdm(total=iterations, disable=not (progress and share.is_root), desc=self._progress_label, unit="it",
-                      leave=False) as bar, deferred_interrupt() as interrupted:
-                while True:
-                    # Between chunks, with the learner consistent: every process agrees on the
-                    # next chunk, or on stopping, or on the error one of them met.
-                    proposal = min(chunk, run.stop - self._iteration)
-                    if checkpoint_every:
-                        proposal = min(proposal, checkpoint_every - self._iteration % checkpoint_every)
-                    statuses = share.agree(Status(proposal, stop, interrupted(), error))
-                    raise_agreed_error(statuses, error)
-                    if any(status.interrupted for status in statuses):
-                        raise KeyboardInterrupt
-                    if statuses[0].stop or self._iteration >= run.stop:
-                        break
-                    started = time.perf_counter()
-                    try:
-                        values = self._recorded_chunk(run_chunk, statuses[0].chunk, on_divergence)
-                    except Exception as failure:  # noqa: BLE001 - raised at the next agreement, by every process
-                        error = failure
-                        continue
-                    elapsed = time.perf_counter() - started
-                    bar.update(len(values))
-                    bar.set_postfix({self._progress_metric: f"{values[-1]:.4g}"})
-                    if elapsed < CHUNK_SECONDS / 2:
-                        chunk *= 2
-                    elif elapsed > 2 * CHUNK_SECONDS:
-                        chunk = max(1, chunk // 2)
-                    try:
-                        if checkpoint_every and self._iteration % checkpoint_every == 0 and share.is_root:
-                            self.save(checkpoint)  # type: ignore[arg-type]  # not None: checked above
-                        if callback is not None:
-                            stop = bool(callback(self, self._iteration, float(values[-1])))
-                    except Exception as failure:  # noqa: BLE001 - as above
-                        error = failure
-        finally:
-            self._current_fit = outer_fit
-        return self.history[run.start:]
+        # One fit (or meta_step) at a time: each runs exactly its iterations, from where the
+        # previous one left the learner.
+        with self._training:
+            run = range(self._iteration, self._iteration + iterations)
+            chunk, stop, error = 1, False, None
+            outer_fit, self._current_fit = self._current_fit, run
+            try:
+                with tqdm(total=iterations, disable=not (progress and share.is_root), desc=self._progress_label, unit="it",
+                          leave=False) as bar, deferred_interrupt() as interrupted:
+                    while True:
+                        # Between chunks, with the learner consistent: every process agrees on the
+                        # next chunk, or on stopping, or on the error one of them met.
+                        proposal = min(chunk, run.stop - self._iteration)
+                        if checkpoint_every:
+                            proposal = min(proposal, checkpoint_every - self._iteration % checkpoint_every)
+                        statuses = share.agree(Status(proposal, stop, interrupted(), error))
+                        raise_agreed_error(statuses, error)
+                        if any(status.interrupted for status in statuses):
+                            raise KeyboardInterrupt
+                        if statuses[0].stop or self._iteration >= run.stop:
+                            break
+                        started = time.perf_counter()
+                        try:
+                            values = self._recorded_chunk(run_chunk, statuses[0].chunk, on_divergence)
+                        except Exception as failure:  # noqa: BLE001 - raised at the next agreement, by every process
+                            error = failure
+                            continue
+                        elapsed = time.perf_counter() - started
+                        bar.update(len(values))
+                        bar.set_postfix({self._progress_metric: f"{values[-1]:.4g}"})
+                        if elapsed < CHUNK_SECONDS / 2:
+                            chunk *= 2
+                        elif elapsed > 2 * CHUNK_SECONDS:
+                            chunk = max(1, chunk // 2)
+                        try:
+                            if checkpoint_every and self._iteration % checkpoint_every == 0 and share.is_root:
+                                self.save(checkpoint)  # type: ignore[arg-type]  # not None: checked above
+                            if callback is not None:
+                                stop = bool(callback(self, self._iteration, float(values[-1])))
+                        except Exception as failure:  # noqa: BLE001 - as above
+                            error = failure
+            finally:
+                self._current_fit = outer_fit
+            return self.history[run.start:]
 
     def _share_of(self, meta_batch: int, comm: Any) -> Share:
         """This process's share of meta-batches of ``meta_batch`` tasks: all of them, or with an
@@ -197,6 +205,8 @@ class Learner:
 
     def _recorded_chunk(self, run_chunk: Callable[[int], bool], count: int, on_divergence: str) -> np.ndarray:
         """One chunk of the training loop; returns the values it recorded."""
+        while self._snapshots_waiting:  # a lock is not fair: let waiting saves in first
+            time.sleep(0.0001)
         with self._lock:
             recorded = len(self._history)
             if run_chunk(count):
@@ -224,7 +234,13 @@ class Learner:
         path : str or path-like
             The file to write (replaced if it exists).
         """
-        io.write_archive(path, self._config(), self._state())
+        self._snapshots_waiting.append(None)  # list.append and pop are atomic, += is not
+        try:
+            with self._lock:  # one iteration's state, even while another thread trains
+                config, state = self._config(), self._state()
+        finally:
+            self._snapshots_waiting.pop()
+        io.write_archive(path, config, state)
 
     def _config(self) -> dict[str, Any]:
         """The file's ``config``: the kind of learner, its model and its constructor's arguments."""

@@ -9,6 +9,7 @@ import numpy as np
 
 from . import _memory, _validation, io
 from ._docs import shared_docs
+from ._interrupts import deferred_interrupt
 from ._share import FailedElsewhere, Share
 from .base import Callback, Learner
 from .errors import TrainingDivergedError
@@ -71,11 +72,12 @@ class MetaLearner(Learner, abstract=True):
             If a result is not finite; the learner is then left unchanged.
         """
         arrays = self._arrays(batch)
-        with self._lock:
+        # Ctrl-C waits until the step is recorded: the learner holds it whole or not at all.
+        with self._training, deferred_interrupt(), self._lock:
             loss = self._recorded_step(arrays, Share(len(arrays[0])))
-            if loss is None:
-                raise TrainingDivergedError(self._iteration)
-            return loss
+        if loss is None:
+            raise TrainingDivergedError(self._iteration)
+        return loss
 
     @shared_docs
     def fit(self, tasks: Tasks, iterations: int = 10_000, meta_batch: int = 25, progress: bool = True,

@@ -9,6 +9,7 @@
 
 #include "metafast/buffer.hpp"
 #include "metafast/backprop.hpp"
+#include "metafast/cancellation.hpp"
 #include "metafast/hvp.hpp"
 #include "metafast/losses.hpp"
 #include "metafast/mlp.hpp"
@@ -106,6 +107,7 @@ void adapt(const Mlp& mlp, Loss loss, const T* theta, const T* alpha, std::size_
     ws.reserve(n, 1);
     std::copy(theta, theta + n, out);
     for (std::size_t s = 0; s < steps; ++s) {
+        cancellation::throw_if_cancelled();
         inner_step(mlp, loss, out, alpha, x, rows, y, ws.mlp, ws.grads.data(), ws.thetas.data());
         std::copy(ws.thetas.data(), ws.thetas.data() + n, out);
     }

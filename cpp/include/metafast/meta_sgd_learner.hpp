@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "metafast/buffer.hpp"
+#include "metafast/cancellation.hpp"
 #include "metafast/meta_iteration.hpp"
 #include "metafast/meta_sgd.hpp"
 #include "metafast/optim.hpp"
@@ -101,6 +102,7 @@ public:
             std::size_t done = 0;
             for (std::size_t c = 0; c < columns; ++c) {
                 for (; done < steps[c]; ++done) {
+                    cancellation::throw_if_cancelled();
                     inner_step(mlp_, config_.loss, current, alpha, task.x_support, task.support_rows,
                                task.y_support, ws.mlp, ws.grads.data(), next);
                     std::swap(current, next);

@@ -10,6 +10,7 @@
 
 #include "metafast/buffer.hpp"
 #include "metafast/backprop.hpp"
+#include "metafast/cancellation.hpp"
 #include "metafast/losses.hpp"
 #include "metafast/mlp.hpp"
 #include "metafast/mlp_workspace.hpp"
@@ -67,6 +68,7 @@ void inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_u
         if (ws.labels_batch.size() < batch_rows) ws.labels_batch.resize(batch_rows);
     }
     for (std::size_t u = first_update; u < first_update + updates; ++u) {
+        cancellation::throw_if_cancelled();  // only evaluation and adaptation ever request it
         const std::size_t b = u % per_pass;
         const std::size_t first = b * config.inner_batch;
         const std::size_t count = std::min(config.inner_batch, rows - first);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "metafast/buffer.hpp"
+#include "metafast/cancellation.hpp"
 #include "metafast/meta_iteration.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/parallel.hpp"
@@ -85,7 +86,10 @@ public:
             ws.policy_grad.resize(q);
             std::size_t done = 0;
             for (std::size_t c = 0; c < columns; ++c) {
-                for (; done < steps[c]; ++done) adapt_step(ws.policy.data(), goal, rng, ws, ws.policy_grad.data());
+                for (; done < steps[c]; ++done) {
+                    cancellation::throw_if_cancelled();
+                    adapt_step(ws.policy.data(), goal, rng, ws, ws.policy_grad.data());
+                }
                 rollout(mlp_, env_, scoring, ws.policy.data(), goal, rng, ws, ws.valid);
                 returns[i * columns + c] = ws.valid.mean_return;
             }
@@ -99,7 +103,10 @@ public:
         CounterRng rng(seed, iteration, 0);
         std::copy(params_.begin(), params_.begin() + q, out);
         ws.policy_grad.resize(q);
-        for (std::size_t s = 0; s < steps; ++s) adapt_step(out, goal, rng, ws, ws.policy_grad.data());
+        for (std::size_t s = 0; s < steps; ++s) {
+            cancellation::throw_if_cancelled();
+            adapt_step(out, goal, rng, ws, ws.policy_grad.data());
+        }
     }
 
 private:

@@ -1,0 +1,107 @@
+"""One learner used from several threads, and Ctrl-C in its long calls: every call runs whole
+or not at all, snapshots show one iteration's state, and long calls stop within a second."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import metafast as mf
+
+FAMILY = mf.tasks.Sinusoid()
+
+
+def sine_learner(**settings):
+    return mf.MetaSGD(mf.MLP([1, 16, 16, 1]), seed=5, num_threads=1, **settings)
+
+
+def test_concurrent_fits_each_run_exactly_their_iterations():
+    learner = sine_learner()
+    histories = []
+    threads = [threading.Thread(target=lambda: histories.append(
+        learner.fit(FAMILY, iterations=150, meta_batch=4, progress=False))) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert [len(h) for h in histories] == [150, 150]
+    assert learner.iteration == 300 and len(learner.history) == 300
+    alone = sine_learner()
+    alone.fit(FAMILY, iterations=300, meta_batch=4, progress=False)
+    np.testing.assert_array_equal(learner.theta, alone.theta)  # one after the other, as one fit of 300
+
+
+def test_a_save_during_fit_holds_one_iterations_state(tmp_path):
+    learner, path = sine_learner(), tmp_path / "snapshot.npz"
+    training = threading.Thread(target=lambda: learner.fit(FAMILY, iterations=40_000, meta_batch=4, progress=False))
+    training.start()
+    while learner.iteration == 0:
+        time.sleep(0.001)
+    learner.save(path)  # mid-training
+    training.join()
+    snapshot = mf.load(path)
+    assert 0 < snapshot.iteration < 40_000
+    reference = sine_learner()
+    reference.fit(FAMILY, iterations=snapshot.iteration, meta_batch=4, progress=False)
+    np.testing.assert_array_equal(snapshot.theta, reference.theta)
+    np.testing.assert_array_equal(snapshot.alpha, reference.alpha)
+    np.testing.assert_array_equal(snapshot.history, reference.history)
+    assert snapshot._impl.get_optimizer_state()[2] == snapshot.iteration
+
+
+def test_ctrl_c_during_meta_steps_leaves_whole_steps():
+    learner, batch = sine_learner(), FAMILY.sample(8, seed=3, dtype="float32")
+    timer = threading.Timer(0.2, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        for _ in range(10**6):
+            learner.meta_step(batch)
+    timer.join()
+    reference = sine_learner()
+    for _ in range(learner.iteration):
+        reference.meta_step(batch)
+    assert learner.iteration == len(learner.history) > 0
+    np.testing.assert_array_equal(learner.theta, reference.theta)  # updates and records match
+
+
+EVALUATE_FOREVER = """
+import metafast as mf
+learner = mf.{learner}
+print("ready", flush=True)
+try:
+    {call}
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+"""
+
+CALLS = {
+    "evaluate": ("MetaSGD(mf.MLP([1, 40, 40, 1]))", "learner.evaluate(mf.tasks.Sinusoid(), num_tasks=64, steps=(2**24,))"),
+    "adapt": ("Reptile(mf.MLP([1, 40, 1]))", "learner.adapt([[0.0]] * 10, [[1.0]] * 10, steps=2**24)"),
+    "rl-evaluate": ("rl.MetaSGDRL(mf.MLP([2, 16, 2]))", "learner.evaluate(num_tasks=4, steps=(2**20,))"),
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_ctrl_c_stops_a_long_call_within_a_second(call):
+    learner, code = CALLS[call]
+    child = subprocess.Popen([sys.executable, "-c", EVALUATE_FOREVER.format(learner=learner, call=code)],
+                             stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(0.5)  # well into the call
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=10) == 0
+        assert time.monotonic() - sent < 1.0
+        assert child.stdout.read().strip() == "interrupted"
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()
