@@ -87,17 +87,17 @@ def converted(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     return result
 
 
-def floats(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
-    """`value` as a C-contiguous array of `dtype` (theta's). Arrays of another dtype are
-    refused rather than cast, so precision never changes behind the user's back; lists and
-    scalars are converted."""
+def floats(value: Any, name: str, dtype: np.dtype, owner: str = "theta") -> np.ndarray:
+    """`value` as a C-contiguous array of `dtype` (`owner`'s: theta's by default). Arrays of
+    another dtype are refused rather than cast, so precision never changes behind the user's
+    back; lists and scalars are converted."""
     if not isinstance(value, np.ndarray):
         return _as_array(value, name, dtype)
     if value.dtype.kind != "f":
         raise TypeError(f"{name} must be a floating-point array, got dtype {value.dtype}")
     if value.dtype.itemsize != dtype.itemsize:
         raise TypeError(
-            f"{name} has dtype {value.dtype} but theta has dtype {dtype}; "
+            f"{name} has dtype {value.dtype} but {owner} has dtype {dtype}; "
             f"convert one of them, e.g. {name}.astype(np.{dtype})"
         )
     return np.ascontiguousarray(value, dtype=dtype)
@@ -125,7 +125,10 @@ def _as_array(value: Any, name: str, dtype: Any) -> np.ndarray:
 def real(value: Any, name: str, minimum: float | None = None, exclusive: bool = False) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {value!r}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:  # an int beyond any float
+        raise ValueError(f"{name} must be finite, got {value}") from None
     if not np.isfinite(value):
         raise ValueError(f"{name} must be finite, got {value}")
     if minimum is not None and (value <= minimum if exclusive else value < minimum):
@@ -159,6 +162,8 @@ def num_threads(value: Any) -> int:
 
 def step_counts(steps: Any) -> list[int]:
     """The distinct numbers of adaptation steps an evaluation reports, in increasing order."""
+    if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
+        raise TypeError(f"steps must be a sequence of step counts, e.g. (0, 1, 5), got {steps!r}")
     counts = sorted({count(s, "steps[i]", minimum=0) for s in steps})
     if not counts:
         raise ValueError("steps must name at least one number of adaptation steps")

@@ -11,6 +11,7 @@ from . import _core, _validation
 from ._docs import shared_docs
 from ._share import Share
 from .base import Learner
+from .errors import TrainingDivergedError
 from .learner import MetaLearner
 from .mlp import MLP
 from .task_batch import TaskBatch
@@ -134,6 +135,8 @@ class MetaSGD(MetaLearner, InnerLearningRates):
             Its gradients with respect to theta and alpha.
         """
         loss, g_theta, g_alpha, _ = self._impl.meta_gradient(*self._arrays(batch))
+        if not (np.isfinite(loss) and np.all(np.isfinite(g_theta)) and np.all(np.isfinite(g_alpha))):
+            raise TrainingDivergedError(self._iteration, " on this batch")
         return self._dtype.type(loss), g_theta, g_alpha
 
     def _initial_alpha(self) -> np.ndarray:

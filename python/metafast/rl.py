@@ -97,7 +97,7 @@ class Navigation2D:
         reached : numpy.ndarray of bool, shape (agents,)
             Whether each agent is now within ``tolerance`` of its goal.
         """
-        arrays = [_validation.floats(a, name, np.dtype(np.float64))
+        arrays = [_validation.floats(a, name, np.dtype(np.float64), owner="the environment")
                   for a, name in ((positions, "positions"), (actions, "actions"), (goals, "goals"))]
         return self._impl.step(*arrays)
 
@@ -528,7 +528,11 @@ class MetaSGDRL(InnerLearningRates):
         """
         if isinstance(self.env, Navigation2D):
             task = np.ascontiguousarray(np.asarray(task, dtype=np.float64))
-        return self._impl.adapt(task, _validation.count(steps, "steps", minimum=0), _validation.seed(seed), 0)
+        adapted = self._impl.adapt(task, _validation.count(steps, "steps", minimum=0), _validation.seed(seed), 0)
+        if not np.all(np.isfinite(adapted)):
+            raise ValueError("the adaptation diverged: the adapted policy parameters are not finite "
+                             "(a task far outside the goal range, or a smaller alpha needed)")
+        return adapted
 
     def evaluate(self, num_tasks: int = 40, steps: Sequence[int] = (0, 1, 2, 3), trajectories: int = 40,
                  seed: int = 123) -> EvaluationReport:

@@ -46,6 +46,10 @@ struct Identity {
     template <class T> static T d2(T, T) { return T(0); }
 };
 
+// Beyond this |x|, tanh x rounds to +-1 in float32 (1 - tanh x < 2^-25): tanh returns +-1
+// exactly there, so a saturated unit's derivatives 1 - a^2 and a(1 - a) are exactly 0.
+constexpr float tanh_saturation = 9.010913f;
+
 // tanh for float as a rational function (the coefficients of Eigen's fast tanh): branch-free,
 // so loops over it vectorise; its error is below 7 ulp (4e-7 absolute) of the exact value.
 // Doubles keep the C library's correctly rounded-in-practice tanh.
@@ -64,6 +68,7 @@ inline float rational_tanh(float x) {
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
     const float r = clamped * p / q;
+    if (std::abs(x) > tanh_saturation) return std::copysign(1.0f, x);
     return std::abs(x) < 0.0004f ? x : r;
 }
 
@@ -84,7 +89,9 @@ inline fast::Floats rational_tanh(fast::Floats x) {
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
     const fast::Floats r = clamped * p * fast::reciprocal_of_finite(q);
-    return x2 < 1.6e-7f ? x : r;  // |x| < 0.0004: tanh x = x to float precision
+    const fast::Floats saturated = x < 0.0f ? -1.0f + fast::Floats{} : 1.0f + fast::Floats{};
+    const fast::Floats value = x * x > tanh_saturation * tanh_saturation ? saturated : r;  // x2 is clamped
+    return x2 < 1.6e-7f ? x : value;  // |x| < 0.0004: tanh x = x to float precision
 }
 #endif
 
