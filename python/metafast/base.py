@@ -12,6 +12,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _registry, _validation, io
+from ._atomic_file import check_destination
 from ._interrupts import deferred_interrupt
 from ._share import Share, Status, raise_agreed_error
 from .errors import TrainingDivergedError
@@ -153,6 +154,11 @@ class Learner:
         with self._training:
             run = range(self._iteration, self._iteration + iterations)
             chunk, stop, error = 1, False, None
+            if checkpoint_every and share.is_root:  # a bad destination fails now, not after a chunk
+                try:
+                    check_destination(checkpoint, "checkpoint")  # type: ignore[arg-type]  # checked above
+                except (TypeError, ValueError) as failure:
+                    error = failure  # raised at the first agreement, by every process
             outer_fit, self._current_fit = self._current_fit, run
             try:
                 with tqdm(total=iterations, disable=not (progress and share.is_root), desc=self._progress_label, unit="it",

@@ -15,26 +15,25 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
-from pathlib import Path
-from typing import Any, Union
+from typing import Any
 
 import numpy as np
 
+from ._atomic_file import PathLike, write_atomically
 from ._registry import LEARNERS
 
 FORMAT = "metafast"
 FORMAT_VERSION = 1
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 def write_archive(path: PathLike, config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     """Writes a metafast file, atomically.
 
     The archive goes to a temporary file beside ``path``, is synced, and is renamed over
-    ``path``: readers see the old file or the new one, never a partial one.
+    ``path``: readers see the old file or the new one, never a partial one. Only a regular
+    file (or a symbolic link to one, written through) is replaced, keeping its mode; see
+    :mod:`metafast._atomic_file` for the whole contract.
 
     Parameters
     ----------
@@ -44,21 +43,17 @@ def write_archive(path: PathLike, config: dict[str, Any], arrays: dict[str, np.n
         The learner's configuration (JSON values), stored as the entry ``config``.
     arrays : dict of str to numpy.ndarray
         The learner's state, one entry each.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` exists and is not a regular file.
+    OSError
+        If the file cannot be written, naming ``path``.
     """
-    path = Path(path)
     payload = {"format": np.array(FORMAT), "format_version": np.array(FORMAT_VERSION),
                "config": np.array(json.dumps(config)), **arrays}
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            np.savez(file, **payload)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    write_atomically(path, lambda file: np.savez(file, **payload))
 
 
 def read_archive(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
