@@ -11,7 +11,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 from tqdm.auto import tqdm
 
-from . import _registry, _validation, io
+from . import _memory, _registry, _validation, io
 from ._atomic_file import check_destination
 from ._interrupts import deferred_interrupt
 from ._share import Share, Status, raise_agreed_error
@@ -56,6 +56,12 @@ class Learner:
     _impl: Any
     _param_names: tuple[str, ...] = ("theta",)
     _progress_label = "meta-training"
+    # Numbers the core keeps per parameter for the learner's life (parameters, optimizer state,
+    # room for the candidate update), per parameter in each task's slot of a meta-batch, and
+    # per parameter in each thread's workspace: what the memory checks count.
+    _values_per_parameter = 12
+    _slot_values_per_parameter = 2
+    _thread_values_per_parameter = 6
     _progress_metric = "loss"
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
@@ -68,6 +74,8 @@ class Learner:
             raise TypeError(f"model must be a metafast.MLP, got {type(model).__name__}")
         self._model = model
         self._dtype = _validation.float_dtype(dtype)
+        self._check_memory(self._values_per_parameter * model.num_params,
+                           f"a {type(self).__name__} learner of {model.num_params:,} parameters")
         self._seed = _validation.seed(seed)
         self._iteration = 0
         self._history: list[np.ndarray] = []
@@ -198,6 +206,18 @@ class Learner:
             finally:
                 self._current_fit = outer_fit
             return self.history[run.start:]
+
+    def _check_memory(self, values: float, what: str) -> None:
+        """ValueError, before anything is allocated, when ``values`` numbers of the learner's
+        dtype would not fit in the memory available."""
+        _memory.check(values * self._dtype.itemsize, what)
+
+    def _training_values(self, meta_batch: int, values_per_task: int, rows: int) -> int:
+        """Numbers a meta-batch of ``meta_batch`` tasks holding ``values_per_task`` numbers each,
+        on tasks of ``rows`` rows, needs: the task slots and every thread's workspaces."""
+        n, threads = self._model.num_params, self.num_threads
+        per_thread = self._thread_values_per_parameter * n + 2 * _memory.workspace_values(self._model.sizes, rows)
+        return meta_batch * (self._slot_values_per_parameter * n + values_per_task) + threads * per_thread
 
     def _share_of(self, meta_batch: int, comm: Any) -> Share:
         """This process's share of meta-batches of ``meta_batch`` tasks: all of them, or with an

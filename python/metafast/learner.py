@@ -7,7 +7,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _memory, _validation, io
+from . import _validation, io
 from ._docs import shared_docs
 from ._interrupts import deferred_interrupt
 from ._share import FailedElsewhere, Share
@@ -109,8 +109,8 @@ class MetaLearner(Learner, abstract=True):
         """
         tasks = check_tasks(tasks)
         meta_batch = _validation.count(meta_batch, "meta_batch")
-        per_task = 3 * self._model.num_params + (tasks._values_per_task() if isinstance(tasks, TaskFamily) else 0)
-        _memory.check(meta_batch * per_task * self._dtype.itemsize, f"a meta-batch of {meta_batch} tasks")
+        per_task, rows = (tasks._values_per_task(), tasks._rows_per_task()) if isinstance(tasks, TaskFamily) else (0, 0)
+        self._check_memory(self._training_values(meta_batch, per_task, rows), f"a meta-batch of {meta_batch} tasks")
 
         share = self._share_of(meta_batch, comm)
 

@@ -87,6 +87,10 @@ class MetaSGD(MetaLearner, InnerLearningRates):
 
     _progress_label = "Meta-SGD"
 
+    @property
+    def _thread_values_per_parameter(self) -> int:  # type: ignore[override]
+        return 2 * self._inner_steps + 4  # theta_0 .. theta_J, g_0 .. g_J-1 and three more vectors
+
     def __init__(self, model: MLP, loss: str = "mse", inner_steps: int = 1, alpha_init: float | tuple[float, float] = 0.01,
                  first_order: bool = False, meta_optimizer: str = "adam", meta_lr: float = 1e-3,
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,

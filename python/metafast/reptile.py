@@ -73,6 +73,9 @@ class Reptile(MetaLearner):
     """
 
     _progress_label = "Reptile"
+    _values_per_parameter = 6  # theta, the carried Adam state, the candidate and the chain's state
+    _slot_values_per_parameter = 1
+    _thread_values_per_parameter = 4
 
     def __init__(self, model: MLP, loss: str = "mse", inner_optimizer: str = "adam", inner_lr: float = 1e-2,
                  inner_epochs: int = 10, inner_batch: int = 10, epsilon: float = 0.1,

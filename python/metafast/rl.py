@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _core, _validation, io
+from . import _core, _memory, _validation, io
 from ._docs import shared_docs
 from ._optimizers import MetaOptimizer
 from .base import Callback
@@ -471,6 +471,15 @@ class MetaSGDRL(InnerLearningRates):
         theta = self.policy.init(seed=self._seed, dtype=self._dtype, log_std=self._settings["log_std_init"])
         self._impl.set_params(theta, np.full(theta.size, self._settings["alpha_init"], dtype=self._dtype))
 
+    def _check_rollouts(self, trajectories: int, meta_batch: int) -> None:
+        """The memory check of rollouts of ``trajectories`` trajectories on every thread (two
+        rollouts a task, each its samples and a network pass over them) and of ``meta_batch``
+        task slots, before any is made."""
+        samples = trajectories * self.env.horizon
+        per_thread = 2 * (16 * samples + _memory.workspace_values(self._model.sizes, samples))
+        self._check_memory(self.num_threads * per_thread + meta_batch * 4 * self.policy.num_params,
+                           f"rollouts of {trajectories} trajectories of up to {self.env.horizon:,} steps")
+
     @shared_docs
     def fit(self, iterations: int = 100, meta_batch: int = 20, progress: bool = True,
             callback: Callback | None = None, checkpoint: io.PathLike | None = None,
@@ -499,6 +508,7 @@ class MetaSGDRL(InnerLearningRates):
         meta_batch = _validation.count(meta_batch, "meta_batch")
         if comm is not None and isinstance(self.env, GymTasks):
             raise ValueError("comm needs the native Navigation2D tasks: GymTasks environments run in one process")
+        self._check_rollouts(self._settings["inner_trajectories"], meta_batch)
         share = self._share_of(meta_batch, comm)
 
         def run_chunk(count: int) -> bool:
@@ -556,8 +566,10 @@ class MetaSGDRL(InnerLearningRates):
             One row per number of steps, in increasing order; its ``loss`` fields hold returns.
         """
         counts = _validation.step_counts(steps)
+        trajectories = _validation.integer(trajectories, "trajectories", minimum=1, maximum=2**16)
+        self._check_rollouts(max(trajectories, self._settings["inner_trajectories"]), 0)
         returns = self._impl.evaluate(_validation.seed(seed), _validation.count(num_tasks, "num_tasks"), counts,
-                                      _validation.integer(trajectories, "trajectories", minimum=1, maximum=2**16))
+                                      trajectories)
         return EvaluationReport.from_samples(tuple(counts), returns, None, metric="return")
 
     # Hooks of Learner.

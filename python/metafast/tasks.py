@@ -83,6 +83,11 @@ class TaskFamily:
     def _fields(self) -> dict[str, Any]:
         raise NotImplementedError
 
+    def _rows_per_task(self) -> int:
+        """Rows of a task's larger set (support or query): what a network's pass over it holds."""
+        fields = self._fields()
+        return max(fields["support"], fields["query"]) * fields.get("ways", 1)
+
     def _values_per_task(self) -> int:
         """Numbers one task holds (inputs and targets of its support and query rows)."""
         fields = self._fields()
