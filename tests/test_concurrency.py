@@ -105,3 +105,22 @@ def test_ctrl_c_stops_a_long_call_within_a_second(call):
         child.kill()
         child.wait()
         child.stdout.close()
+
+
+def test_ctrl_c_stops_the_command_line_evaluate_within_a_second(tmp_path):
+    model, learner = tmp_path / "m.npz", mf.MetaSGD(mf.MLP([1, 40, 40, 1]))
+    learner.fit(FAMILY, iterations=1, meta_batch=2, progress=False)  # a model file that records its tasks
+    learner.save(model)
+    child = subprocess.Popen([sys.executable, "-m", "metafast", "evaluate", str(model), "--tasks", "64", "--steps",
+                              str(2**24)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)  # past the start-up, into the evaluation
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=10) == 130
+        assert time.monotonic() - sent < 1.0
+        assert "interrupted" in child.stderr.read()
+    finally:
+        child.kill()
+        child.wait()
+        child.stderr.close()
