@@ -5,12 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import zipfile
 
 import numpy as np
 import pytest
 
 import metafast as mf
+from hostile_files import (deep_json, saved_entries, with_compression_method, with_config, with_first_data_byte,
+                           write)
 from metafast import plot
+from metafast.base import Learner
 from metafast.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -155,3 +159,45 @@ def test_info_shows_the_level_in_use(capsys):
     info = mf.build_info()
     assert lines["level"] == info["level"]
     assert lines["levels_supported"] == ", ".join(info["levels_supported"])
+
+
+def test_hostile_model_files_give_one_line_and_exit_2(tmp_path, capsys):
+    entries = saved_entries(tmp_path)
+    paths = [write(tmp_path / "deep.npz", with_config(entries, deep_json(100_000))),  # was a RecursionError
+             write(tmp_path / "huge.npz", entries, headers={"theta": dict(shape=(2**40,))}),  # a MemoryError
+             with_compression_method(write(tmp_path / "method.npz", entries), "theta", 99),  # NotImplementedError
+             with_first_data_byte(write(tmp_path / "inflate.npz", entries, compression=zipfile.ZIP_DEFLATED),
+                                  "theta", 0xFF)]  # zlib.error
+    for path in paths:
+        assert main(["evaluate", str(path), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith(f"metafast evaluate: error: {path} ") and err.count("\n") == 1, err
+    (tmp_path / "file").write_text("")
+    assert main(["evaluate", str(tmp_path / "file" / "m.npz")]) == 2  # was a NotADirectoryError
+    assert "Not a directory" in capsys.readouterr().err
+
+
+def test_destinations_are_checked_before_training(tmp_path, capsys, monkeypatch):
+    def train(*args, **kwargs):
+        raise AssertionError("trained before checking where the results go")
+
+    monkeypatch.setattr(Learner, "_train", train)
+    a_file = tmp_path / "file"
+    a_file.write_text("")
+    commands = {
+        "not-a-folder": (["train", "metasgd", "--save", str(a_file / "m.npz")], "Not a directory"),
+        "rl-not-a-folder": (["train", "metasgd-rl", "--save", str(a_file / "m.npz")], "Not a directory"),
+        "missing-folder": (["train", "reptile", "--save", str(tmp_path / "missing" / "m.npz")], "No such file"),
+        "long-name": (["train", "metasgd", "--save", str(tmp_path / ("m" * 300 + ".npz"))], "File name too long"),
+        "empty-name": (["train", "metasgd", "--save", ""], "names no file"),
+        "a-folder": (["train", "metasgd", "--save", str(tmp_path)], "is a directory"),
+        "plot": (["train", "metasgd", "--save", str(tmp_path / "m.npz"), "--plot", str(a_file / "p.png")],
+                 "Not a directory"),
+        "demo": (["demo", "--out", str(a_file / "d.png")], "Not a directory"),
+        "demo-rl": (["demo", "--rl", "--out", str(a_file / "d.png")], "Not a directory"),
+    }
+    for name, (argv, message) in commands.items():
+        assert main([*argv, "--quiet"]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith(f"metafast {argv[0]}: error: --") and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "m.npz").exists()

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -218,6 +219,10 @@ template <class T>
 class PythonRelay {
 public:
     static constexpr bool start_waits = true;  // for the process before this one
+    // The message is the sum followed by the score (a double) and the failure flag (a double):
+    // 16 bytes after the sum in the core's buffer, so MPI sends and receives it in place.
+    template <class U>
+    static constexpr std::size_t tail_values = 16 / sizeof(U);
 
     // `relay.first` says whether this process is the first, whose sum starts at zero (its
     // start() is then answered here, without a call into Python).
@@ -227,34 +232,44 @@ public:
     bool start(T* sum, std::size_t width, double& score, bool& failed) {
         if (first_process_) return true;
         py::gil_scoped_acquire gil;
-        const py::tuple answer = relay_.attr("start")(view(sum, width));
-        score = answer[1].cast<double>();
-        failed = answer[2].cast<bool>();
-        return answer[0].cast<bool>();
+        relay_.attr("start")(message(sum, width));
+        read_tail(sum + width, score, failed);
+        return false;
     }
 
     void finish(T* sum, std::size_t width, double& score, bool& failed) {
+        write_tail(sum + width, score, failed);
         py::gil_scoped_acquire gil;
-        const py::tuple answer = relay_.attr("finish")(view(sum, width), score, failed);
-        score = answer[0].cast<double>();
-        failed = answer[1].cast<bool>();
+        relay_.attr("finish")(message(sum, width));
+        read_tail(sum + width, score, failed);
     }
 
     std::size_t first_task() const { return first_; }
     std::size_t total_tasks(std::size_t) const { return total_; }
 
 private:
-    // A NumPy array over the core's sum, made once (the buffer stays put for the whole run).
-    py::array_t<T>& view(T* data, std::size_t n) {
-        if (view_.data() != data)
-            view_ = py::array_t<T>({static_cast<py::ssize_t>(n)}, {static_cast<py::ssize_t>(sizeof(T))}, data,
-                                   py::capsule(data, [](void*) {}));
-        return view_;
+    static void write_tail(T* tail, double score, bool failed) {
+        const double values[2] = {score, failed ? 1.0 : 0.0};
+        std::memcpy(tail, values, sizeof(values));
+    }
+    static void read_tail(const T* tail, double& score, bool& failed) {
+        double values[2];
+        std::memcpy(values, tail, sizeof(values));
+        score = values[0];
+        failed = values[1] != 0.0;
+    }
+    // The message as bytes over the core's buffer, made once (the buffer stays put for the run).
+    py::array_t<std::uint8_t>& message(T* sum, std::size_t width) {
+        auto* bytes = reinterpret_cast<std::uint8_t*>(sum);
+        if (message_.data() != bytes)
+            message_ = py::array_t<std::uint8_t>({static_cast<py::ssize_t>(width * sizeof(T) + 16)}, {py::ssize_t{1}},
+                                                 bytes, py::capsule(bytes, [](void*) {}));
+        return message_;
     }
     py::object relay_;
     bool first_process_;
     std::size_t first_, total_;
-    py::array_t<T> view_;
+    py::array_t<std::uint8_t> message_;
 };
 
 // run(combine) with the combination `relay` asks for: this process alone (None), or tasks

@@ -10,6 +10,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import __version__, build_info, distributed
+from ._atomic_file import check_destination
 from .io import load
 from .meta_sgd import MetaSGD
 from .mlp import MLP
@@ -230,8 +231,17 @@ def run_train_rl(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_destinations(args: argparse.Namespace, *options: str) -> None:
+    """Checks, before any training, that the files the command will write can be written: a
+    missing folder or a name too long is reported at once, not after the work."""
+    for option in options:
+        if getattr(args, option) is not None:
+            check_destination(getattr(args, option), f"--{option}")
+
+
 def run_train(args: argparse.Namespace) -> int:
     resolve_train_defaults(args)
+    check_destinations(args, "save", "plot")
     if args.algorithm == "metasgd-rl":
         return run_train_rl(args)
     if args.task == "nav2d":
@@ -297,6 +307,7 @@ def run_demo(args: argparse.Namespace) -> int:
         args.tasks = 40 if args.rl else 600
     if args.out is None:
         args.out = "metafast-demo-rl.png" if args.rl else "metafast-demo.png"
+    check_destinations(args, "out")
     if args.rl:
         return run_demo_rl(args)
     family = Sinusoid(support=10, query=10)
@@ -333,6 +344,11 @@ def run_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def one_line(error: BaseException) -> str:
+    """An error's message on one line, as the command line reports every error."""
+    return " ".join(str(error).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Runs the command line; returns the exit status."""
     parser = build_parser()
@@ -346,9 +362,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PlottingUnavailable as error:
         print(f"metafast: {error}", file=sys.stderr)
         return 1
-    except (UserError, ValueError, TypeError, FileNotFoundError, IsADirectoryError, PermissionError,
-            distributed.RankError, ImportError) as error:
-        print(f"metafast {args.command}: error: {error}", file=sys.stderr)
+    except (UserError, ValueError, TypeError, OSError, distributed.RankError, ImportError) as error:
+        print(f"metafast {args.command}: error: {one_line(error)}", file=sys.stderr)
+        return 2
+    except MemoryError as error:  # a request beyond what the memory checks foresee
+        print(f"metafast {args.command}: error: out of memory {one_line(error)}".rstrip(), file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("metafast: interrupted", file=sys.stderr)

@@ -49,46 +49,32 @@ def split(total: int, parts: int, part: int) -> tuple[int, int]:
 
 class TaskRelay:
     """The combination of a meta-iteration's task sums across the processes of ``comm``, in
-    task order; the core calls ``start`` before it adds this process's tasks and ``finish``
-    after. A message is the sum (``width`` values of ``dtype``), then the score and a flag
-    saying whether a process has failed (two float64)."""
+    task order. The core calls ``start`` before it adds this process's tasks and ``finish``
+    after, handing over the message in place: the sum, then the score and a flag saying
+    whether a process has failed (two float64), as bytes."""
 
-    def __init__(self, comm: Any, width: int, dtype: np.dtype) -> None:
+    def __init__(self, comm: Any) -> None:
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
         self.first = self.rank == 0  # the core starts the first process's sum at zero itself
-        nbytes = width * np.dtype(dtype).itemsize
-        self._message = np.zeros(nbytes + 16, dtype=np.uint8)
-        self._sum = self._message[:nbytes].view(dtype)
-        self._tail = self._message[nbytes:].view(np.float64)
 
-    def start(self, total: np.ndarray) -> tuple[bool, float, bool]:
-        """(whether the sum starts at zero, the score so far, whether a process failed);
-        fills ``total`` with the sum of the tasks before this process's."""
-        if self.rank == 0:
-            return True, 0.0, False
-        self.comm.Recv(self._message, source=self.rank - 1, tag=_RELAY_TAG)
-        total[...] = self._sum
-        return False, float(self._tail[0]), bool(self._tail[1])
+    def start(self, message: np.ndarray) -> None:
+        """Receives the sum of the tasks before this process's (the first process never asks)."""
+        self.comm.Recv(message, source=self.rank - 1, tag=_RELAY_TAG)
 
-    def finish(self, total: np.ndarray, score: float, failed: bool) -> tuple[float, bool]:
-        """Passes the sum on and leaves the sum of all tasks in ``total``: (the score of all
-        tasks, whether any process failed)."""
-        self._sum[...] = total
-        self._tail[0], self._tail[1] = score, float(failed)
+    def finish(self, message: np.ndarray) -> None:
+        """Passes the sum on; leaves the sum of all tasks, its score and flag, in ``message``."""
         if self.rank + 1 < self.size:
-            self.comm.Send(self._message, dest=self.rank + 1, tag=_RELAY_TAG)
-        self.comm.Bcast(self._message, root=self.size - 1)
-        total[...] = self._sum
-        return float(self._tail[0]), bool(self._tail[1])
+            self.comm.Send(message, dest=self.rank + 1, tag=_RELAY_TAG)
+        self.comm.Bcast(message, root=self.size - 1)
 
 
 class _DistributedShare(Share):
     """A share of a distributed run: the relay in the core, agreements through ``comm``."""
 
-    def __init__(self, comm: Any, total: int, width: int, dtype: np.dtype) -> None:
+    def __init__(self, comm: Any, total: int) -> None:
         rank, size = comm.Get_rank(), comm.Get_size()
         first, count = split(total, size, rank)
-        super().__init__(total, first, count, TaskRelay(comm, width, dtype))
+        super().__init__(total, first, count, TaskRelay(comm))
         self.comm, self.rank = comm, rank
 
     @property
@@ -119,8 +105,7 @@ def share_of(learner: Any, comm: Any, meta_batch: int) -> Share:
         raise ValueError(f"the processes of the run hold different learners or meta-batches (processes "
                          f"{differing} differ from process 0: seed, model, hyperparameters, parameters, "
                          "optimizer state, iteration and meta_batch must be the same everywhere)")
-    width = sum(len(vector) for vector in learner._params().values())
-    return _DistributedShare(comm, meta_batch, width, learner.dtype)
+    return _DistributedShare(comm, meta_batch)
 
 
 # How launchers tell a process the size of its run: MPICH and Intel MPI (Hydra), Open MPI, PMIx,

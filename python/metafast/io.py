@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from typing import Any
 
 import numpy as np
 
+from . import _archive_checks as checks, _validation
 from ._atomic_file import PathLike, write_atomically
 from ._registry import LEARNERS
 
@@ -69,39 +69,36 @@ def read_archive(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     config : dict
         The decoded ``config`` entry.
     arrays : dict of str to numpy.ndarray
-        The other entries but ``format`` and ``format_version``.
+        The learner's state entries.
 
     Raises
     ------
     ValueError
-        For anything but a readable metafast file of this format version.
+        Naming the file, for anything but a readable metafast file of this format version whose
+        config, array headers and data agree and fit in memory. Every size the file declares is
+        checked before anything is allocated for it (:mod:`metafast._archive_checks`).
     """
+    name = os.fspath(path)
     with open(path, "rb") as file:  # opened here so that a failed read never leaks the handle
         try:
-            archive = np.load(file, allow_pickle=False)
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise ValueError("not an .npz archive")
-            with archive:
-                arrays = {name: archive[name] for name in archive.files}
-        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
-            raise ValueError(f"{os.fspath(path)} is not a readable metafast model file ({error})") from None
-    if str(arrays.get("format", "")) != FORMAT:
-        raise ValueError(f"{os.fspath(path)} is not a metafast model file")
-    try:
-        version = int(arrays.pop("format_version"))
-    except (KeyError, TypeError, ValueError):
-        raise ValueError(f"{os.fspath(path)} has no readable format version") from None
-    if version != FORMAT_VERSION:
-        raise ValueError(f"{os.fspath(path)} has format version {version}; this metafast reads version "
-                         f"{FORMAT_VERSION}")
-    try:
-        config = json.loads(str(arrays.pop("config")))
-    except (KeyError, json.JSONDecodeError) as error:
-        raise ValueError(f"{os.fspath(path)} has a damaged config ({error})") from None
-    if not isinstance(config, dict):
-        raise ValueError(f"{os.fspath(path)} has a damaged config (not an object)")
-    arrays.pop("format")
-    return config, arrays
+            with checks.Archive(file) as archive:
+                if "format" not in archive or str(archive.read("format")[()]) != FORMAT:
+                    raise checks.Refused("is not a metafast model file")
+                if "format_version" not in archive:
+                    raise checks.Refused("has no readable format version")
+                version = int(archive.read("format_version")[()])
+                if version != FORMAT_VERSION:
+                    raise checks.Refused(f"has format version {version}; this metafast reads version {FORMAT_VERSION}")
+                if "config" not in archive:
+                    raise checks.Refused("has no config")
+                config = checks.decoded_config(str(archive.read("config")[()]))
+                model, dtype = checks.checked_model(config, LEARNERS)
+                learner = LEARNERS[config["kind"]]
+                return config, checks.checked_state(archive, model, dtype, learner._values_per_parameter)
+        except checks.Refused as refusal:
+            raise ValueError(f"{name} {refusal}") from None
+        except checks.DAMAGE as error:
+            raise ValueError(f"{name} is not a readable metafast model file ({checks.described(error)})") from None
 
 
 def load(path: PathLike, num_threads: int | None = None) -> Any:
@@ -123,15 +120,15 @@ def load(path: PathLike, num_threads: int | None = None) -> Any:
     Raises
     ------
     ValueError
-        If the file is not a metafast model file, has another format version, or is damaged.
+        If the file is not a metafast model file, has another format version, or is damaged
+        (the message names the file); a hostile file is refused so too, in bounded time and
+        memory (:func:`read_archive`).
     """
+    _validation.num_threads(num_threads)  # the caller's mistake, not the file's
     config, arrays = read_archive(path)
-    kind = config.get("kind")
-    if not isinstance(kind, str) or kind not in LEARNERS:
-        raise ValueError(f"{os.fspath(path)} holds an unknown learner kind {kind!r}")
     try:
-        return LEARNERS[kind]._from_saved(config, arrays, num_threads)
+        return LEARNERS[config["kind"]]._from_saved(config, arrays, num_threads)
     except KeyError as error:
-        raise ValueError(f"{os.fspath(path)} lacks the entry {error}") from None
-    except (TypeError, AttributeError) as error:
-        raise ValueError(f"{os.fspath(path)} has a damaged config ({error})") from None
+        raise ValueError(f"{os.fspath(path)} lacks the entry {checks.described(error)}") from None
+    except checks.DAMAGE as error:  # what a config the checks let through can still do to a constructor
+        raise ValueError(f"{os.fspath(path)} has a damaged config or state ({checks.described(error)})") from None

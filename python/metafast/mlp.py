@@ -142,8 +142,9 @@ class MLP:
         dtype = _validation.float_dtype(dtype)
         rng = np.random.default_rng(seed)
         theta = np.zeros(self.num_params)
-        for layer, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
-            is_relu = (self.output if layer == self.num_layers - 1 else self.activation) == "relu"
+        sizes = self.sizes  # once: each access copies the widths, so one per layer is quadratic
+        for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+            is_relu = (self.output if layer == len(sizes) - 2 else self.activation) == "relu"
             limit = np.sqrt(6.0 / (fan_in if is_relu else fan_in + fan_out))
             start = self._impl.weight_offset(layer)
             theta[start : start + fan_in * fan_out] = rng.uniform(-limit, limit, fan_in * fan_out)

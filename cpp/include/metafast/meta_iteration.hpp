@@ -68,9 +68,10 @@ struct MetaBatchBuffers {
     Buffer<T> slots, sum, mean;
     std::vector<double> task_scores;
 
-    void reserve(std::size_t tasks, std::size_t width) {
+    // `tail`: values after the sum that a combination may use (a message's header, say).
+    void reserve(std::size_t tasks, std::size_t width, std::size_t tail = 0) {
         if (slots.size() < tasks * width) slots.resize(tasks * width);
-        if (sum.size() < width) sum.resize(width);
+        if (sum.size() < width + tail) sum.resize(width + tail);
         if (mean.size() < width) mean.resize(width);
         if (task_scores.size() < tasks) task_scores.resize(tasks);
     }
@@ -84,6 +85,9 @@ struct LocalSum {
     // Whether start() waits for other processes: then the first thread computes all its tasks
     // before it starts the sum, instead of adding each task as it is done.
     static constexpr bool start_waits = false;
+    // Values of the sum's type the combination may use right after the sum.
+    template <class T>
+    static constexpr std::size_t tail_values = 0;
     // Called by the relay's first thread before it adds its first task; returns whether the
     // sum starts at zero (otherwise sum and score hold the tasks before this process's).
     // `failed`: whether a process before this one failed in this meta-iteration.
@@ -133,7 +137,7 @@ template <class T, class Update, class TaskWork, class Combine>
 FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::size_t width, int team,
                               MetaBatchBuffers<T>& buffers, const Update& update, double* scores,
                               TaskWork&& task_work, Combine& combine) {
-    buffers.reserve(tasks, width);
+    buffers.reserve(tasks, width, std::decay_t<Combine>::template tail_values<T>);
     const int requested = std::clamp(team, 1, static_cast<int>(std::max<std::size_t>(tasks, 1)));
     RoundFlags relayed(static_cast<std::size_t>(requested)), updated(static_cast<std::size_t>(requested));
     FitResult result{iterations, false, 0.0};
