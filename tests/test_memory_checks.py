@@ -12,6 +12,9 @@ import pytest
 CASES = {
     "a learner of a huge model": "mf.MetaSGD(mf.MLP([1, 30000, 30000, 1]))",
     "a Reptile learner of a huge model": "mf.Reptile(mf.MLP([1, 40000, 40000, 1]))",
+    "a network's pass over many rows": (
+        "import numpy as np; model = mf.MLP([1, 200000, 1]); "
+        "model.forward(model.init(dtype='float32'), np.zeros((100000, 1), np.float32))"),
     "a meta-batch of tasks with huge support sets": (
         "mf.MetaSGD(mf.MLP([1, 2000, 2000, 1])).fit(mf.tasks.Sinusoid(support=100000, query=10), iterations=1, "
         "meta_batch=25, progress=False)"),

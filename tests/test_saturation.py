@@ -55,3 +55,10 @@ def test_edge_arguments_give_clear_errors():
         mf.MetaSGD(mf.MLP([1, 8, 1])).evaluate(mf.tasks.Sinusoid(), num_tasks=2, steps=None)
     with pytest.raises(TypeError, match="the environment"):
         mf.rl.Navigation2D().step(np.zeros((1, 2), np.float32), np.zeros((1, 2)), np.zeros((1, 2)))
+
+
+def test_flatten_refuses_a_missing_bias_instead_of_a_nan():
+    model = mf.MLP([2, 1])
+    weights, _ = model.unflatten(model.init())[0]
+    with pytest.raises(ValueError, match=r"layers\[0\]\[1\] is None"):
+        model.flatten([(weights, None)])

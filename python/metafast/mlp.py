@@ -7,7 +7,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from . import _core, _validation
+from . import _core, _memory, _validation
 from ._docs import shared_docs
 
 Layers = list[tuple[np.ndarray, Optional[np.ndarray]]]
@@ -164,7 +164,9 @@ class MLP:
             Outputs, in theta's dtype.
         """
         theta = _validation.params(theta)
-        return self._impl.forward(theta, _validation.floats(x, "x", theta.dtype))
+        x = _validation.floats(x, "x", theta.dtype)
+        self._check_pass(theta, x)
+        return self._impl.forward(theta, x)
 
     @shared_docs
     def loss(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, loss: str = "mse") -> np.floating:
@@ -284,6 +286,9 @@ class MLP:
                 if bias is not None:
                     raise ValueError(f"layers[{i}][1] must be None: the model has no biases")
                 continue
+            if bias is None:  # np.asarray(None, float) would be a NaN, not an error
+                raise ValueError(f"layers[{i}][1] is None, but the model has biases: give an array of shape "
+                                 f"{b_out.shape}")
             b_in = _validation.floats(bias, f"layers[{i}][1]", theta.dtype)
             if b_in.shape != b_out.shape:
                 raise ValueError(f"layers[{i}][1] must have shape {b_out.shape}, got {b_in.shape}")
@@ -297,4 +302,11 @@ class MLP:
         loss = _validation.string(loss, "loss")
         x = _validation.floats(x, "x", theta.dtype)
         y = _validation.labels(y) if loss == "softmax_ce" else _validation.floats(y, "y", theta.dtype)
+        self._check_pass(theta, x)
         return theta, x, y, loss
+
+    def _check_pass(self, theta: np.ndarray, x: np.ndarray) -> None:
+        """The memory check of a pass over the rows of ``x``, before the core allocates it."""
+        rows = x.shape[0] if x.ndim else 1
+        _memory.check(_memory.workspace_values(self.sizes, rows) * theta.dtype.itemsize,
+                      f"a pass of the network over {rows:,} rows")
