@@ -124,3 +124,31 @@ def test_ctrl_c_stops_the_command_line_evaluate_within_a_second(tmp_path):
         child.kill()
         child.wait()
         child.stderr.close()
+
+
+LONG_FIT = """
+import metafast as mf
+learner = mf.rl.MetaSGDRL(mf.MLP([2, 64, 64, 2]), env=mf.rl.Navigation2D(horizon=5_000, tolerance=0.0),
+                          inner_trajectories=20, num_threads=1)
+print("ready", flush=True)
+try:
+    learner.fit(iterations=1000, meta_batch=32, progress=False)
+except KeyboardInterrupt:
+    print("interrupted", learner.iteration == len(learner.history), flush=True)
+"""
+
+
+def test_ctrl_c_stops_a_fit_whose_meta_iterations_take_seconds_within_a_second():
+    child = subprocess.Popen([sys.executable, "-c", LONG_FIT], stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        time.sleep(1.0)  # inside the first meta-iteration (several seconds long)
+        sent = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=20) == 0
+        assert time.monotonic() - sent < 1.0
+        assert child.stdout.read().strip() == "interrupted True"
+    finally:
+        child.kill()
+        child.wait()
+        child.stdout.close()

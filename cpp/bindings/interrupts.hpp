@@ -45,9 +45,9 @@ private:
         cancellation::requested.store(true);
         previous().sa_handler(signal);  // Python's: it notes the signal for later
     }
-    static bool in_main_thread() {
-        const py::module_ threading = py::module_::import("threading");
-        return threading.attr("current_thread")().is(threading.attr("main_thread")());
+    static bool in_main_thread() {  // with the GIL held
+        static const unsigned long main = py::module_::import("threading").attr("main_thread")().attr("ident").cast<unsigned long>();
+        return PyThread_get_thread_ident() == main;
     }
     bool installed_ = false;
 };
@@ -55,15 +55,22 @@ private:
 // Runs call() (which releases the GIL itself) so that Ctrl-C stops it: a Cancelled core
 // becomes the exception Python's handler raises (KeyboardInterrupt unless the user chose
 // otherwise).
+// Raises what Python's SIGINT handler raises (KeyboardInterrupt unless the user chose
+// otherwise; KeyboardInterrupt too when the handler raises nothing, as a call that was stopped
+// has no result).
+[[noreturn]] inline void raise_interrupt() {
+    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+    PyErr_SetNone(PyExc_KeyboardInterrupt);
+    throw py::error_already_set();
+}
+
 template <class Call>
 auto interruptible(Call&& call) {
     SigintForwarding forwarding;
     try {
         return call();
     } catch (const Cancelled&) {
-        if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-        PyErr_SetNone(PyExc_KeyboardInterrupt);
-        throw py::error_already_set();
+        raise_interrupt();
     }
 }
 

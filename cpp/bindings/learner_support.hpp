@@ -298,14 +298,30 @@ inline py::tuple run_result(const FitResult& result, const double* scores) {
 }
 
 // Runs run(scores, combine) -> FitResult for `iterations` meta-iterations without the GIL.
+// Ctrl-C stops it after the last meta-iteration completed (the scores say how many): Python's
+// handler then runs as always, fit's raising KeyboardInterrupt with the learner consistent.
 template <class T, class L, class Run>
 py::tuple fit_in_core(L& learner, std::size_t iterations, const py::object& relay, std::size_t first_task,
                       std::size_t total_tasks, std::size_t local, Run&& run) {
     std::vector<double> scores(iterations);
     const FitResult result = with_combination<T>(relay, first_task, total_tasks, local, [&](auto combine) {
+        SigintForwarding forwarding;
         return without_gil(learner, [&] { return run(scores.data(), combine); });
     });
     return run_result(result, scores.data());
+}
+
+// A run of one meta-iteration (meta_step, meta_gradient): stopped by Ctrl-C, it changed
+// nothing and raises what Python's handler raises (KeyboardInterrupt by default).
+template <class T, class L, class Run>
+FitResult step_in_core(L& learner, const py::object& relay, std::size_t first_task, std::size_t total_tasks,
+                       std::size_t local, Run&& run) {
+    const FitResult result = with_combination<T>(relay, first_task, total_tasks, local, [&](auto combine) {
+        SigintForwarding forwarding;
+        return without_gil(learner, [&] { return run(combine); });
+    });
+    if (result.cancelled) raise_interrupt();
+    return result;
 }
 
 // ------------------------------------------------------- methods of every learner

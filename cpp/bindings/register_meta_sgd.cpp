@@ -42,13 +42,11 @@ void bind_learner(py::module_& m, const char* name) {
                 py::array_t<T> g_theta(static_cast<py::ssize_t>(n)), g_alpha(static_cast<py::ssize_t>(n));
                 T* gt = g_theta.mutable_data();
                 T* ga = g_alpha.mutable_data();
-                const FitResult result = with_combination<T>(relay, first_task, total_tasks, batch.tasks, [&](auto combine) {
-                    return without_gil(l, [&] {
-                        const FitResult run = l.meta_gradient(batch, combine);
-                        std::copy(l.mean_gradient().begin(), l.mean_gradient().begin() + n, gt);
-                        std::copy(l.mean_gradient().begin() + n, l.mean_gradient().begin() + 2 * n, ga);
-                        return run;
-                    });
+                const FitResult result = step_in_core<T>(l, relay, first_task, total_tasks, batch.tasks, [&](auto& combine) {
+                    const FitResult run = l.meta_gradient(batch, combine);
+                    std::copy(l.mean_gradient().begin(), l.mean_gradient().begin() + n, gt);
+                    std::copy(l.mean_gradient().begin() + n, l.mean_gradient().begin() + 2 * n, ga);
+                    return run;
                 });
                 return py::make_tuple(result.last_score, g_theta, g_alpha, result.failed_elsewhere);
             },
@@ -58,9 +56,8 @@ void bind_learner(py::module_& m, const char* name) {
              [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
                 const py::object& relay, std::size_t first_task, std::size_t total_tasks) {
                  const TaskBatchView<T> batch = checked_batch<T>(l.mlp(), l.config().loss, xs, ys, xq, yq);
-                 const FitResult result = with_combination<T>(relay, first_task, total_tasks, batch.tasks, [&](auto combine) {
-                     return without_gil(l, [&] { return l.meta_step(batch, combine); });
-                 });
+                 const FitResult result = step_in_core<T>(l, relay, first_task, total_tasks, batch.tasks,
+                                                          [&](auto& combine) { return l.meta_step(batch, combine); });
                  return py::make_tuple(result.completed == 1, result.last_score, result.failed_elsewhere);
              },
              "x_support"_a, "y_support"_a, "x_query"_a, "y_query"_a, "relay"_a = py::none(), "first_task"_a = 0,

@@ -57,8 +57,8 @@ void bind_learner(py::module_& m, const char* name) {
                 std::uint64_t iteration, std::size_t position, std::size_t span, const py::object& relay,
                 std::size_t first_task, std::size_t total_tasks) {
                  const TaskBatchView<T> batch = checked_batch<T>(l.mlp(), l.config().loss, xs, ys, xq, yq);
-                 const FitResult result = with_combination<T>(relay, first_task, total_tasks, batch.tasks, [&](auto combine) {
-                     return without_gil(l, [&] { return l.meta_step(batch, iteration, position, span, combine); });
+                 const FitResult result = step_in_core<T>(l, relay, first_task, total_tasks, batch.tasks, [&](auto& combine) {
+                     return l.meta_step(batch, iteration, position, span, combine);
                  });
                  return py::make_tuple(result.completed == 1, result.last_score, result.failed_elsewhere);
              },

@@ -36,6 +36,7 @@ class Share:
         self.total, self.first = total, first
         self.count = total if count is None else count
         self.relay = relay
+        self._failed_elsewhere = False
 
     @property
     def is_root(self) -> bool:
@@ -53,11 +54,16 @@ class Share:
         return tuple(a[self.first:self.first + self.count] for a in arrays)
 
     def result(self, answer: tuple[Any, Any, bool]) -> tuple[Any, Any]:
-        """The core's answer ``(first, second, failed_elsewhere)`` without its last part;
-        FailedElsewhere when the core reports another process's failure."""
-        if answer[2]:
-            raise FailedElsewhere
+        """The core's answer ``(first, second, failed_elsewhere)`` without its last part, which
+        :meth:`raise_if_failed_elsewhere` raises once what the core completed is recorded."""
+        self._failed_elsewhere = bool(answer[2])
         return answer[0], answer[1]
+
+    def raise_if_failed_elsewhere(self) -> None:
+        """FailedElsewhere when the core's last answer reported another process's failure."""
+        if self._failed_elsewhere:
+            self._failed_elsewhere = False
+            raise FailedElsewhere
 
     def all_ok(self, ok: bool) -> bool:
         """Whether every process is ready (one collective call per meta-iteration on paths
@@ -83,5 +89,6 @@ def raise_agreed_error(statuses: Sequence[Status], own: BaseException | None) ->
     if failed:
         rank, error = failed[0]
         raise RankError(f"process {rank} of {len(statuses)} failed: {error}")
-    if own is not None:  # failed elsewhere, yet no process says so: a broken run
+    if own is not None and not any(status.interrupted for status in statuses):
+        # failed elsewhere, yet no process says why (a process stopped by Ctrl-C says so)
         raise RankError("a process of the run failed without saying why")

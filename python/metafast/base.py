@@ -185,11 +185,13 @@ class Learner:
                             break
                         started = time.perf_counter()
                         try:
-                            values = self._recorded_chunk(run_chunk, statuses[0].chunk, on_divergence)
+                            values = self._recorded_chunk(run_chunk, statuses[0].chunk, on_divergence, share)
                         except Exception as failure:  # noqa: BLE001 - raised at the next agreement, by every process
                             error = failure
                             continue
                         elapsed = time.perf_counter() - started
+                        if not len(values):  # stopped by Ctrl-C in its first meta-iteration
+                            continue
                         bar.update(len(values))
                         bar.set_postfix({self._progress_metric: f"{values[-1]:.4g}"})
                         if elapsed < CHUNK_SECONDS / 2:
@@ -229,17 +231,20 @@ class Learner:
 
         return distributed.share_of(self, comm, meta_batch)
 
-    def _recorded_chunk(self, run_chunk: Callable[[int], bool], count: int, on_divergence: str) -> np.ndarray:
+    def _recorded_chunk(self, run_chunk: Callable[[int], bool], count: int, on_divergence: str,
+                        share: Share) -> np.ndarray:
         """One chunk of the training loop; returns the values it recorded."""
         while self._snapshots_waiting:  # a lock is not fair: let waiting saves in first
             time.sleep(0.0001)
         with self._lock:
             recorded = len(self._history)
-            if run_chunk(count):
+            diverged = run_chunk(count)
+            share.raise_if_failed_elsewhere()  # after recording what this process completed
+            if diverged:
                 if on_divergence == "raise":
                     raise TrainingDivergedError(self._iteration)
                 self._record(np.array([np.nan]))  # the bad batch, skipped: no update
-            return np.concatenate(self._history[recorded:])
+            return np.concatenate(self._history[recorded:]) if len(self._history) > recorded else np.empty(0)
 
     def _record(self, values: np.ndarray) -> None:
         """Counts meta-iterations that ran and keeps their values in the history."""

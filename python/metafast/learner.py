@@ -145,6 +145,7 @@ class MetaLearner(Learner, abstract=True):
     def _recorded_step(self, arrays: tuple[np.ndarray, ...], share: Share) -> float | None:
         """One meta-iteration, recorded; None, changing nothing, if it diverged."""
         updated, loss = self._step(arrays, share)
+        share.raise_if_failed_elsewhere()
         if not updated:
             return None
         self._record(np.array([loss]))

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "metafast/buffer.hpp"
+#include "metafast/cancellation.hpp"
 #include "metafast/denormals.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/parallel.hpp"
@@ -42,6 +43,7 @@ struct FitResult {
     bool diverged;             // stopped because iteration `completed` was not finite
     double last_score;         // the score of the last iteration run, committed or not
     bool failed_elsewhere = false;  // stopped because another process's share of it failed
+    bool cancelled = false;         // stopped because a stop was requested (Ctrl-C) during it
 };
 
 // Items [first, last) of n that part `part` of `parts` takes: contiguous, in order, sizes
@@ -155,10 +157,13 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
     bool failed_anywhere = false;  // written by the relay's last thread, read after it
     // Rounds in which something failed: only those rounds' values, so a fast thread's next
     // round cannot change what a slow thread reads for this one.
-    std::atomic<std::uint64_t> failed_round{0}, nonfinite_round{0};
+    std::atomic<std::uint64_t> failed_round{0}, nonfinite_round{0}, cancelled_round{0};
     auto guarded = [&](std::uint64_t round, auto&& work) {
         try {
             work();
+        } catch (const Cancelled&) {  // the round fails everywhere, as for an error, but nothing is rethrown
+            cancelled_round.store(round);
+            failed_round.store(round);
         } catch (...) {
             std::lock_guard<std::mutex> lock(error_mutex);
             if (!error) error = std::current_exception();
@@ -203,6 +208,7 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
             };
             guarded(round, [&] {
                 for (std::size_t i = mine.first; i < mine.last; ++i) {
+                    cancellation::throw_if_cancelled();
                     task_scores[i] = task_work(k, i, static_cast<int>(thread), own.params());
                     if (first ? !std::decay_t<Combine>::start_waits : relayed.passed(thread - 1, round))
                         add_done_tasks(i + 1);
@@ -234,7 +240,10 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
             if (first) result.last_score = iteration_score;
             if (elsewhere || failed_round.load() == round || nonfinite_round.load() == round ||
                 !std::isfinite(iteration_score)) {
-                if (first) result = {k, !elsewhere && failed_round.load() != round, iteration_score, elsewhere};
+                const bool cancelled = cancelled_round.load() == round;
+                if (first)
+                    result = {k, !elsewhere && failed_round.load() != round, iteration_score, elsewhere && !cancelled,
+                              cancelled};
                 break;  // every thread, at the same round
             }
             own.commit();

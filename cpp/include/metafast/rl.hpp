@@ -10,6 +10,7 @@
 
 #include "metafast/buffer.hpp"
 #include "metafast/backprop.hpp"
+#include "metafast/cancellation.hpp"
 #include "metafast/mlp.hpp"
 #include "metafast/mlp_workspace.hpp"
 #include "metafast/nav2d.hpp"
@@ -120,6 +121,7 @@ void rollout(const Mlp& mlp, const Navigation2D& env, const RlConfig& config, co
     ws.mlp.reserve(mlp, std::max(n, n * horizon), true);
     std::size_t running = n;
     for (std::size_t t = 0; t < horizon && running > 0; ++t) {
+        cancellation::throw_if_cancelled();  // a long rollout stops within a step on Ctrl-C
         for (std::size_t i = 0; i < n * dims; ++i) ws.observations[i] = T(ws.positions[i]);
         const T* mean = forward(mlp, theta, ws.observations.data(), n, ws.mlp);
         for (std::size_t i = 0; i < n; ++i) {
@@ -223,12 +225,17 @@ double rl_task_meta_gradient(const Mlp& mlp, const Navigation2D& env, const RlCo
     ws.v.resize(q);
     ws.u.resize(q);
     ws.hv.resize(q);
+    // Ctrl-C is served between the stages too: with long horizons each is a large pass.
     rollout(mlp, env, config, theta, goal, rng, ws, ws.train);
+    cancellation::throw_if_cancelled();
     surrogate_gradient(mlp, theta, ws.train, ws, ws.grad.data());
     for (std::size_t i = 0; i < q; ++i) ws.adapted[i] = theta[i] - alpha[i] * ws.grad[i];
+    cancellation::throw_if_cancelled();
     rollout(mlp, env, config, ws.adapted.data(), goal, rng, ws, ws.valid);
+    cancellation::throw_if_cancelled();
     surrogate_gradient(mlp, ws.adapted.data(), ws.valid, ws, ws.v.data());
     for (std::size_t i = 0; i < q; ++i) g_alpha[i] = -ws.grad[i] * ws.v[i];
+    cancellation::throw_if_cancelled();
     if (!config.first_order) {
         for (std::size_t i = 0; i < q; ++i) ws.u[i] = alpha[i] * ws.v[i];
         surrogate_hvp(mlp, theta, ws.train.states.data(), ws.train.actions.data(), ws.train.weights.data(),
