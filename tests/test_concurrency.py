@@ -88,42 +88,41 @@ CALLS = {
 }
 
 
-@pytest.mark.parametrize("call", sorted(CALLS))
-def test_ctrl_c_stops_a_long_call_within_a_second(call):
-    learner, code = CALLS[call]
-    child = subprocess.Popen([sys.executable, "-c", EVALUATE_FOREVER.format(learner=learner, call=code)],
-                             stdout=subprocess.PIPE, text=True)
+def interrupt(command: list[str], after: float) -> tuple[int, str, str]:
+    """Runs ``command``, sends it SIGINT ``after`` seconds past its "ready" line (or its start,
+    when it prints none), and returns (exit status, stdout, stderr); it must end within a
+    second of the signal."""
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(0.5)  # well into the call
+        if command[1] == "-c":
+            assert child.stdout.readline().strip() == "ready"
+        time.sleep(after)
         sent = time.monotonic()
         child.send_signal(signal.SIGINT)
-        assert child.wait(timeout=10) == 0
+        status = child.wait(timeout=20)
         assert time.monotonic() - sent < 1.0
-        assert child.stdout.read().strip() == "interrupted"
+        return status, child.stdout.read().strip(), child.stderr.read()
     finally:
         child.kill()
         child.wait()
         child.stdout.close()
+        child.stderr.close()
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_ctrl_c_stops_a_long_call_within_a_second(call):
+    learner, code = CALLS[call]
+    command = [sys.executable, "-c", EVALUATE_FOREVER.format(learner=learner, call=code)]
+    assert interrupt(command, after=0.5)[:2] == (0, "interrupted")  # 0.5 s: well into the call
 
 
 def test_ctrl_c_stops_the_command_line_evaluate_within_a_second(tmp_path):
     model, learner = tmp_path / "m.npz", mf.MetaSGD(mf.MLP([1, 40, 40, 1]))
     learner.fit(FAMILY, iterations=1, meta_batch=2, progress=False)  # a model file that records its tasks
     learner.save(model)
-    child = subprocess.Popen([sys.executable, "-m", "metafast", "evaluate", str(model), "--tasks", "64", "--steps",
-                              str(2**24)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    try:
-        time.sleep(1.5)  # past the start-up, into the evaluation
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        assert child.wait(timeout=10) == 130
-        assert time.monotonic() - sent < 1.0
-        assert "interrupted" in child.stderr.read()
-    finally:
-        child.kill()
-        child.wait()
-        child.stderr.close()
+    command = [sys.executable, "-m", "metafast", "evaluate", str(model), "--tasks", "64", "--steps", str(2**24)]
+    status, _, errors = interrupt(command, after=1.5)  # past the start-up, into the evaluation
+    assert status == 130 and "interrupted" in errors
 
 
 LONG_FIT = """
@@ -139,16 +138,5 @@ except KeyboardInterrupt:
 
 
 def test_ctrl_c_stops_a_fit_whose_meta_iterations_take_seconds_within_a_second():
-    child = subprocess.Popen([sys.executable, "-c", LONG_FIT], stdout=subprocess.PIPE, text=True)
-    try:
-        assert child.stdout.readline().strip() == "ready"
-        time.sleep(1.0)  # inside the first meta-iteration (several seconds long)
-        sent = time.monotonic()
-        child.send_signal(signal.SIGINT)
-        assert child.wait(timeout=20) == 0
-        assert time.monotonic() - sent < 1.0
-        assert child.stdout.read().strip() == "interrupted True"
-    finally:
-        child.kill()
-        child.wait()
-        child.stdout.close()
+    # 1 s: inside the first meta-iteration, about 10 s long
+    assert interrupt([sys.executable, "-c", LONG_FIT], after=1.0)[:2] == (0, "interrupted True")
