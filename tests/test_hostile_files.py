@@ -27,8 +27,9 @@ CHILD_TIMEOUT = 60
 
 # The limit is set by the child itself, first: a preexec_fn could deadlock a threaded parent.
 CHILD = f"""
-import resource
-resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))
+import os, resource
+if "libasan" not in os.environ.get("LD_PRELOAD", ""):  # AddressSanitizer reserves terabytes of address space
+    resource.setrlimit(resource.RLIMIT_AS, ({MEMORY_LIMIT}, {MEMORY_LIMIT}))
 import json, sys, time
 import metafast as mf
 results = []

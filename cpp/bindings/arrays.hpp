@@ -14,26 +14,11 @@
 #include "pybind11.hpp"
 #include "metafast/losses.hpp"
 #include "metafast/mlp.hpp"
-#include "metafast/thread_budget.hpp"
 
 namespace metafast::bindings {
 
 inline void require(bool condition, const std::string& message) {
     if (!condition) throw std::invalid_argument(message);
-}
-
-// A number as a message shows it: 0.1, 1e-09, 5 (std::to_string would give 0.000000 for 1e-9).
-inline std::string number_text(double value) {
-    char text[32];
-    std::snprintf(text, sizeof(text), "%g", value);
-    return text;
-}
-
-// num_threads of every call that takes one (0: all cores).
-inline int checked_threads(int threads) {
-    require(threads >= 0 && threads <= max_threads_allowed,
-            "num_threads must lie in [0, 1024] (0 or None: all cores), got " + std::to_string(threads));
-    return threads;
 }
 
 inline std::string shape_text(const py::array& a) {

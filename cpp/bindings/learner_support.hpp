@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "arrays.hpp"
+#include "checks.hpp"
 #include "interrupts.hpp"
 #include "metafast/denormals.hpp"
 #include "metafast/optim.hpp"
@@ -36,30 +37,6 @@ auto without_gil(L& learner, F&& f) {
 }
 
 // ---------------------------------------------------------------- hyperparameters
-// The most tasks of a batch, and steps (as the Python layer's MAX_COUNT).
-constexpr std::size_t max_tasks = std::size_t{1} << 24;
-
-// The hyperparameters the learners' constructors receive are checked here, once; the Python
-// layer settles only their types (a number, an integer, a string), so each has one message.
-inline std::size_t checked_count(std::int64_t value, const char* name, std::size_t most) {
-    require(value >= 1 && static_cast<std::uint64_t>(value) <= most,
-            std::string(name) + " must lie in [1, " + std::to_string(most) + "], got " + std::to_string(value));
-    return static_cast<std::size_t>(value);
-}
-
-inline double checked_positive(double value, const char* name) {
-    require(std::isfinite(value) && value > 0, std::string(name) + " must be a finite number > 0, got " + number_text(value));
-    return value;
-}
-
-// A number in [low, high] (open at low when low_open).
-inline double checked_within(double value, const char* name, double low, double high, bool low_open = false) {
-    require(std::isfinite(value) && (low_open ? value > low : value >= low) && value <= high,
-            std::string(name) + " must lie in " + (low_open ? "(" : "[") + number_text(low) + ", " + number_text(high) +
-                "], got " + number_text(value));
-    return value;
-}
-
 // An optimizer: `kind` names the argument choosing it (meta_optimizer, inner_optimizer) and
 // `lr` its learning rate's (meta_lr, inner_lr).
 inline OptimizerConfig checked_optimizer(const std::string& name, const char* kind, double lr, const char* lr_name,

@@ -1,8 +1,10 @@
 // Binds the built-in task families and native sampling of a meta-batch.
 #include "arrays.hpp"
+#include "checks.hpp"
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -12,16 +14,14 @@
 namespace metafast::bindings {
 namespace {
 
-void check_sizes(std::size_t support, std::size_t query) {
-    require(support >= 1, "support must be at least 1, got " + std::to_string(support));
-    require(query >= 1, "query must be at least 1, got " + std::to_string(query));
-}
+// The rows of a task's sets: support and query points (per class for N-way tasks).
+std::size_t checked_rows(std::int64_t rows, const char* name) { return checked_count(rows, name, max_tasks); }
 
+// A (low, high) range of finite numbers, low < high when strict.
 void check_range(const char* name, double low, double high, bool strict) {
-    require(std::isfinite(low) && std::isfinite(high), std::string(name) + " must be finite");
-    require(strict ? low < high : low <= high,
-            std::string(name) + " must be a (low, high) pair with low " + (strict ? "<" : "<=") +
-                " high, got (" + std::to_string(low) + ", " + std::to_string(high) + ")");
+    require(std::isfinite(low) && std::isfinite(high) && (strict ? low < high : low <= high),
+            std::string(name) + " must be a finite (low, high) pair with low " + (strict ? "<" : "<=") + " high, got (" +
+                number_text(low) + ", " + number_text(high) + ")");
 }
 
 template <class T>
@@ -62,45 +62,46 @@ py::tuple sample_impl(const TaskFamily& family, std::size_t tasks, std::uint64_t
 void register_tasks(py::module_& m) {
     py::class_<Sinusoid>(m, "Sinusoid")
         .def(py::init([](double amplitude_low, double amplitude_high, double phase_low, double phase_high,
-                         double x_low, double x_high, std::size_t grid, double phase_sign,
-                         std::size_t support, std::size_t query) {
+                         double x_low, double x_high, std::optional<std::int64_t> grid, std::int64_t phase_sign,
+                         std::int64_t support, std::int64_t query) {
                  check_range("amplitude", amplitude_low, amplitude_high, false);
                  check_range("phase", phase_low, phase_high, false);
                  check_range("x_range", x_low, x_high, true);
-                 require(grid != 1, "grid must be 0 (continuous x) or at least 2 points, got 1");
-                 require(phase_sign == 1.0 || phase_sign == -1.0,
-                         "phase_sign must be +1 or -1, got " + std::to_string(phase_sign));
-                 check_sizes(support, query);
+                 require(!grid || (*grid >= 2 && *grid <= (std::int64_t{1} << 32)),
+                         "grid must be None (continuous inputs) or a number of points in [2, 2^32], got " +
+                             std::to_string(grid.value_or(0)));
+                 require(phase_sign == 1 || phase_sign == -1,
+                         "phase_sign must be -1 or +1, got " + std::to_string(phase_sign));
                  return Sinusoid{amplitude_low, amplitude_high, phase_low, phase_high, x_low, x_high,
-                                 grid, phase_sign, support, query};
+                                 static_cast<std::size_t>(grid.value_or(0)), double(phase_sign),
+                                 checked_rows(support, "support"), checked_rows(query, "query")};
              }),
              "amplitude_low"_a, "amplitude_high"_a, "phase_low"_a, "phase_high"_a, "x_low"_a,
              "x_high"_a, "grid"_a, "phase_sign"_a, "support"_a, "query"_a);
 
     py::class_<LinearBinary>(m, "LinearBinary")
-        .def(py::init([](std::size_t dim, std::size_t support, std::size_t query) {
-                 require(dim >= 1, "dim must be at least 1");
-                 check_sizes(support, query);
-                 return LinearBinary{dim, support, query};
+        .def(py::init([](std::int64_t dim, std::int64_t support, std::int64_t query) {
+                 return LinearBinary{checked_count(dim, "dim", max_tasks), checked_rows(support, "support"),
+                                     checked_rows(query, "query")};
              }),
              "dim"_a, "support"_a, "query"_a);
 
     py::class_<SeedBinary>(m, "SeedBinary")
-        .def(py::init([](std::size_t dim, std::size_t support, std::size_t query) {
-                 require(dim >= 1, "dim must be at least 1");
-                 check_sizes(support, query);
-                 return SeedBinary{dim, support, query};
+        .def(py::init([](std::int64_t dim, std::int64_t support, std::int64_t query) {
+                 return SeedBinary{checked_count(dim, "dim", max_tasks), checked_rows(support, "support"),
+                                   checked_rows(query, "query")};
              }),
              "dim"_a, "support"_a, "query"_a);
 
     py::class_<GaussianNWay>(m, "GaussianNWay")
-        .def(py::init([](std::size_t ways, std::size_t dim, std::size_t support, std::size_t query,
+        .def(py::init([](std::int64_t ways, std::int64_t dim, std::int64_t support, std::int64_t query,
                          double spread) {
-                 require(ways >= 2, "ways must be at least 2, got " + std::to_string(ways));
-                 require(dim >= 1, "dim must be at least 1");
-                 require(std::isfinite(spread) && spread >= 0, "spread must be a finite number >= 0");
-                 check_sizes(support, query);
-                 return GaussianNWay{ways, dim, support, query, spread};
+                 require(ways >= 2 && ways <= std::int64_t{1} << 24,
+                         "ways must lie in [2, 16777216], got " + std::to_string(ways));
+                 require(std::isfinite(spread) && spread >= 0,
+                         "spread must be a finite number >= 0, got " + number_text(spread));
+                 return GaussianNWay{static_cast<std::size_t>(ways), checked_count(dim, "dim", max_tasks),
+                                     checked_rows(support, "support"), checked_rows(query, "query"), spread};
              }),
              "ways"_a, "dim"_a, "support"_a, "query"_a, "spread"_a);
 

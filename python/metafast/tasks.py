@@ -122,17 +122,16 @@ class Sinusoid(TaskFamily):
     def __init__(self, amplitude: tuple[float, float] = (0.1, 5.0), phase: tuple[float, float] = (0.0, np.pi),
                  x_range: tuple[float, float] = (-5.0, 5.0), support: int = 10, query: int = 10,
                  grid: int | None = None, phase_sign: int = -1) -> None:
-        self.amplitude = _validation.pair(amplitude, "amplitude")
-        self.phase = _validation.pair(phase, "phase")
-        self.x_range = _validation.pair(x_range, "x_range")
-        self.support = _validation.count(support, "support")
-        self.query = _validation.count(query, "query")
-        self.grid = None if grid is None else _validation.integer(grid, "grid", minimum=2, maximum=2**32)
-        if phase_sign not in (-1, 1) or isinstance(phase_sign, bool):
-            raise ValueError(f"phase_sign must be -1 or +1, got {phase_sign!r}")
-        self.phase_sign = int(phase_sign)
-        self._impl = _core.Sinusoid(*self.amplitude, *self.phase, *self.x_range, self.grid or 0,
-                                    float(self.phase_sign), self.support, self.query)
+        # Types here; the core checks the ranges (one message for each).
+        self.amplitude = _validation.two_reals(amplitude, "amplitude")
+        self.phase = _validation.two_reals(phase, "phase")
+        self.x_range = _validation.two_reals(x_range, "x_range")
+        self.support = _validation.int64(support, "support")
+        self.query = _validation.int64(query, "query")
+        self.grid = None if grid is None else _validation.int64(grid, "grid")
+        self.phase_sign = _validation.int64(phase_sign, "phase_sign")
+        self._impl = _core.Sinusoid(*self.amplitude, *self.phase, *self.x_range, self.grid, self.phase_sign,
+                                    self.support, self.query)
 
     @classmethod
     def book(cls, support: int = 50, query: int = 50) -> Sinusoid:
@@ -170,9 +169,10 @@ class LinearBinary(TaskFamily):
     loss = "bce"
 
     def __init__(self, dim: int = 50, support: int = 10, query: int = 10) -> None:
-        self.dim = _validation.count(dim, "dim")
-        self.support = _validation.count(support, "support")
-        self.query = _validation.count(query, "query")
+        # Types here; the core checks the ranges (one message for each).
+        self.dim = _validation.int64(dim, "dim")
+        self.support = _validation.int64(support, "support")
+        self.query = _validation.int64(query, "query")
         self._impl = _core.LinearBinary(self.dim, self.support, self.query)
 
     def _fields(self) -> dict[str, Any]:
@@ -217,11 +217,12 @@ class GaussianNWay(TaskFamily):
     loss = "softmax_ce"
 
     def __init__(self, ways: int = 5, dim: int = 8, support: int = 1, query: int = 15, spread: float = 0.5) -> None:
-        self.ways = _validation.count(ways, "ways", minimum=2)
-        self.dim = _validation.count(dim, "dim")
-        self.support = _validation.count(support, "support")
-        self.query = _validation.count(query, "query")
-        self.spread = _validation.real(spread, "spread", minimum=0.0)
+        # Types here; the core checks the ranges (one message for each).
+        self.ways = _validation.int64(ways, "ways")
+        self.dim = _validation.int64(dim, "dim")
+        self.support = _validation.int64(support, "support")
+        self.query = _validation.int64(query, "query")
+        self.spread = _validation.real(spread, "spread")
         self._impl = _core.GaussianNWay(self.ways, self.dim, self.support, self.query, self.spread)
 
     def _fields(self) -> dict[str, Any]:
