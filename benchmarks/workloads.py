@@ -1,4 +1,4 @@
-"""The four benchmark workloads (issue 5), shared by every implementation.
+"""The four benchmark workloads, shared by every implementation.
 
 W1  Reptile serial: MLP 1-64-1 (tanh hidden, linear output, MSE); per task 50 points of a sine
     (A ~ U[0.1, 5], phi ~ U[0, pi], x from linspace(-5, 5, 100), y = A sin(x + phi));
