@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
+import time
 import zipfile
 
 import numpy as np
@@ -201,3 +203,22 @@ def test_destinations_are_checked_before_training(tmp_path, capsys, monkeypatch)
         err = capsys.readouterr().err
         assert err.startswith(f"metafast {argv[0]}: error: --") and message in err and err.count("\n") == 1, err
     assert not (tmp_path / "m.npz").exists()
+
+
+def test_ctrl_c_during_train_saves_the_model_reached(tmp_path):
+    model = tmp_path / "m.npz"
+    child = subprocess.Popen([sys.executable, "-m", "metafast", "train", "metasgd", "--iterations", "100000000",
+                              "--quiet", "--threads", "1", "--save", str(model)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(2.0)  # past the start-up, into the training
+        child.send_signal(signal.SIGINT)
+        assert child.wait(timeout=20) == 130
+        errors = child.stderr.read()
+    finally:
+        child.kill()
+        child.wait()
+        child.stderr.close()
+    assert "saved the model reached" in errors and "interrupted" in errors
+    saved = mf.load(model)
+    assert saved.iteration > 0 and len(saved.history) == saved.iteration

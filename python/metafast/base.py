@@ -59,6 +59,7 @@ class Learner:
     # Numbers the core keeps per parameter for the learner's life (parameters, optimizer state,
     # room for the candidate update), per parameter in each task's slot of a meta-batch, and
     # per parameter in each thread's workspace: what the memory checks count.
+    _divergence_hint = "a smaller meta_lr or alpha_init"  # what to change when training diverges
     _values_per_parameter = 12
     _slot_values_per_parameter = 2
     _thread_values_per_parameter = 6
@@ -157,6 +158,8 @@ class Learner:
             checkpoint_every = _validation.integer(checkpoint_every, "checkpoint_every", minimum=1)
             if checkpoint is None:
                 raise ValueError("checkpoint_every needs a checkpoint path")
+        elif checkpoint is not None:
+            raise ValueError("checkpoint needs checkpoint_every: how many meta-iterations apart to save")
         # One fit (or meta_step) at a time: each runs exactly its iterations, from where the
         # previous one left the learner.
         with self._training:
@@ -242,7 +245,7 @@ class Learner:
             share.raise_if_failed_elsewhere()  # after recording what this process completed
             if diverged:
                 if on_divergence == "raise":
-                    raise TrainingDivergedError(self._iteration)
+                    raise TrainingDivergedError(self._iteration, hint=self._divergence_hint)
                 self._record(np.array([np.nan]))  # the bad batch, skipped: no update
             return np.concatenate(self._history[recorded:]) if len(self._history) > recorded else np.empty(0)
 

@@ -219,7 +219,8 @@ def run_train_rl(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     comm = distributed.launched_world()
     root = comm is None or comm.Get_rank() == 0
-    learner.fit(iterations=args.iterations, meta_batch=args.meta_batch, progress=root and not args.quiet, comm=comm)
+    fit_keeping_work(learner, args, root, iterations=args.iterations, meta_batch=args.meta_batch,
+                     progress=root and not args.quiet, comm=comm)
     if not root:  # one process of an MPI run writes the files
         return 0
     learner.save(args.save)
@@ -229,6 +230,19 @@ def run_train_rl(args: argparse.Namespace) -> int:
         navigation_figure(learner, Navigation2D().sample_goals(3, seed=10_000), 1, args.plot)
         print(f"wrote {args.plot}")
     return 0
+
+
+def fit_keeping_work(learner: Any, args: argparse.Namespace, root: bool, *tasks: Any, **settings: Any) -> None:
+    """learner.fit(*tasks, **settings); on Ctrl-C the model reached is saved to --save (by the
+    first process of an MPI run) before KeyboardInterrupt goes on: no work is lost."""
+    try:
+        learner.fit(*tasks, **settings)
+    except KeyboardInterrupt:
+        if root and learner.iteration > 0:
+            learner.save(args.save)
+            print(f"metafast train: interrupted after {learner.iteration} meta-iterations; saved the model "
+                  f"reached to {args.save}", file=sys.stderr)
+        raise
 
 
 def check_destinations(args: argparse.Namespace, *options: str) -> None:
@@ -253,8 +267,8 @@ def run_train(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     comm = distributed.launched_world()
     root = comm is None or comm.Get_rank() == 0
-    learner.fit(family, iterations=args.iterations, meta_batch=args.meta_batch, progress=root and not args.quiet,
-                comm=comm)
+    fit_keeping_work(learner, args, root, family, iterations=args.iterations, meta_batch=args.meta_batch,
+                     progress=root and not args.quiet, comm=comm)
     if not root:  # one process of an MPI run writes the files
         return 0
     learner.save(args.save)

@@ -10,10 +10,10 @@ class TrainingDivergedError(FloatingPointError):
     ``iteration`` is the index of the meta-iteration that failed.
     """
 
-    def __init__(self, iteration: int, detail: str = "") -> None:
+    def __init__(self, iteration: int, detail: str = "", hint: str = "a smaller meta_lr or alpha_init") -> None:
         self.iteration = iteration
+        kept = "its initial parameters" if iteration == 0 else f"the parameters of iteration {iteration - 1}"
         super().__init__(
             f"training diverged at meta-iteration {iteration}: the loss or the meta-gradient is not "
-            f"finite{detail}; the learner keeps the parameters of iteration {iteration - 1} "
-            "(try a smaller meta_lr or alpha_init)"
+            f"finite{detail}; the learner keeps {kept} (try {hint})"
         )

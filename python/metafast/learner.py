@@ -76,7 +76,7 @@ class MetaLearner(Learner, abstract=True):
         with self._training, deferred_interrupt(), self._lock:
             loss = self._recorded_step(arrays, Share(len(arrays[0])))
         if loss is None:
-            raise TrainingDivergedError(self._iteration)
+            raise TrainingDivergedError(self._iteration, hint=self._divergence_hint)
         return loss
 
     @shared_docs

@@ -140,7 +140,7 @@ class MetaSGD(MetaLearner, InnerLearningRates):
         """
         loss, g_theta, g_alpha, _ = self._impl.meta_gradient(*self._arrays(batch))
         if not (np.isfinite(loss) and np.all(np.isfinite(g_theta)) and np.all(np.isfinite(g_alpha))):
-            raise TrainingDivergedError(self._iteration, " on this batch")
+            raise TrainingDivergedError(self._iteration, " on this batch", self._divergence_hint)
         return self._dtype.type(loss), g_theta, g_alpha
 
     def _initial_alpha(self) -> np.ndarray:

@@ -73,6 +73,7 @@ class Reptile(MetaLearner):
     """
 
     _progress_label = "Reptile"
+    _divergence_hint = "a smaller inner_lr or epsilon"
     _values_per_parameter = 6  # theta, the carried Adam state, the candidate and the chain's state
     _slot_values_per_parameter = 1
     _thread_values_per_parameter = 4

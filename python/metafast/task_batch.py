@@ -118,6 +118,8 @@ class TaskBatch:
             The selected tasks.
         """
         if isinstance(index, (int, np.integer)):
+            if not -self.num_tasks <= index < self.num_tasks:
+                raise IndexError(f"task {index} is out of range for a batch of {self.num_tasks} tasks")
             index = slice(index, index + 1 if index != -1 else None)
         return TaskBatch(self.x_support[index], self.y_support[index], self.x_query[index], self.y_query[index])
 

@@ -274,6 +274,8 @@ def sample_with(sampler: Sampler, num_tasks: int, rng: np.random.Generator) -> T
     batch = sampler(num_tasks, rng)
     if not isinstance(batch, TaskBatch):
         raise TypeError(f"a task sampler must return a metafast.TaskBatch, got {type(batch).__name__}")
+    if batch.num_tasks != num_tasks:
+        raise ValueError(f"the task sampler was asked for {num_tasks} tasks but returned {batch.num_tasks}")
     return batch
 
 
@@ -295,6 +297,8 @@ def check_tasks(tasks: Any, allow_batch: bool = False) -> Any:
     """
     if isinstance(tasks, TaskFamily) or (allow_batch and isinstance(tasks, TaskBatch)):
         return tasks
+    if isinstance(tasks, type) and issubclass(tasks, TaskFamily):
+        raise TypeError(f"tasks must be a task family, not the class {tasks.__name__}: give {tasks.__name__}()")
     if callable(tasks):
         return tasks
     allowed = "a task family, a TaskBatch" if allow_batch else "a task family"

@@ -1,0 +1,50 @@
+"""Mistakes a new user makes in the first hour get an error that says what to do."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import metafast as mf
+
+
+def test_a_family_class_instead_of_an_instance_is_named():
+    with pytest.raises(TypeError, match=r"not the class Sinusoid: give Sinusoid\(\)"):
+        mf.MetaSGD(mf.MLP([1, 8, 1])).fit(mf.tasks.Sinusoid, iterations=1, progress=False)
+
+
+def test_a_sampler_returning_another_number_of_tasks_is_refused():
+    def sampler(num_tasks, rng):
+        return mf.tasks.Sinusoid().sample(num_tasks + 1, dtype="float32")
+
+    with pytest.raises(ValueError, match="asked for 4 tasks but returned 5"):
+        mf.MetaSGD(mf.MLP([1, 8, 1])).fit(sampler, iterations=1, meta_batch=4, progress=False)
+
+
+def test_a_task_index_out_of_range_is_an_index_error():
+    batch = mf.tasks.Sinusoid().sample(4)
+    with pytest.raises(IndexError, match="task 10 is out of range for a batch of 4 tasks"):
+        batch[10]
+    assert batch[-1].num_tasks == 1 and batch[3].num_tasks == 1
+
+
+def test_a_checkpoint_without_checkpoint_every_is_refused(tmp_path):
+    with pytest.raises(ValueError, match="checkpoint needs checkpoint_every"):
+        mf.MetaSGD(mf.MLP([1, 8, 1])).fit(mf.tasks.Sinusoid(), iterations=1, progress=False,
+                                          checkpoint=tmp_path / "m.npz")
+
+
+def test_adam_betas_need_not_be_increasing():
+    learner = mf.MetaSGD(mf.MLP([1, 8, 1]), adam_betas=(0.999, 0.9))
+    learner.fit(mf.tasks.Sinusoid(), iterations=2, meta_batch=2, progress=False)
+    assert np.all(np.isfinite(learner.theta))
+
+
+def test_divergence_at_the_first_iteration_says_what_is_kept_and_what_to_change():
+    batch = mf.tasks.Sinusoid().sample(2, dtype="float32")
+    meta_sgd = mf.MetaSGD(mf.MLP([1, 8, 1]), alpha_init=1e30)
+    with pytest.raises(mf.TrainingDivergedError, match=r"keeps its initial parameters \(try a smaller meta_lr"):
+        meta_sgd.meta_step(batch)
+    reptile = mf.Reptile(mf.MLP([1, 8, 1]), inner_optimizer="sgd", inner_lr=1e30)
+    with pytest.raises(mf.TrainingDivergedError, match=r"\(try a smaller inner_lr or epsilon\)"):
+        reptile.meta_step(batch)
