@@ -48,3 +48,9 @@ def test_divergence_at_the_first_iteration_says_what_is_kept_and_what_to_change(
     reptile = mf.Reptile(mf.MLP([1, 8, 1]), inner_optimizer="sgd", inner_lr=1e30)
     with pytest.raises(mf.TrainingDivergedError, match=r"\(try a smaller inner_lr or epsilon\)"):
         reptile.meta_step(batch)
+
+
+def test_a_chained_reptile_cannot_be_spread_over_processes():
+    learner = mf.Reptile(mf.MLP([1, 8, 1]), reset_optimizer=False)
+    with pytest.raises(ValueError, match="comm needs reset_optimizer=True"):
+        learner.fit(mf.tasks.Sinusoid(), iterations=1, progress=False, comm=object())

@@ -112,6 +112,12 @@ class Reptile(MetaLearner):
         """Outer step size that ``fit`` anneals to over its iterations, or None (constant)."""
         return self._epsilon_final
 
+    def _share_of(self, meta_batch: int, comm: Any) -> Share:
+        if comm is not None and not self._reset_optimizer:
+            raise ValueError("comm needs reset_optimizer=True: with the inner optimizer state carried from task "
+                             "to task, the tasks of a meta-batch form one chain that cannot be split")
+        return super()._share_of(meta_batch, comm)
+
     def _schedule(self) -> tuple[int, int]:
         """Where training stands in the epsilon schedule (which the core computes): the
         meta-iterations into the running ``fit`` call and all it runs (0 of 0 outside fit:
