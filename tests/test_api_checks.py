@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -54,3 +57,29 @@ def test_a_chained_reptile_cannot_be_spread_over_processes():
     learner = mf.Reptile(mf.MLP([1, 8, 1]), reset_optimizer=False)
     with pytest.raises(ValueError, match="comm needs reset_optimizer=True"):
         learner.fit(mf.tasks.Sinusoid(), iterations=1, progress=False, comm=object())
+
+
+RAISING_RELAY = """
+import metafast as mf
+class Relay:  # a combination across processes that fails (as an MPI error would)
+    first = {first}
+    def start(self, message):
+        raise RuntimeError("the relay broke")
+    def finish(self, message):
+        raise RuntimeError("the relay broke")
+learner = mf.MetaSGD(mf.MLP([1, 8, 1]), num_threads=1)
+batch = mf.tasks.Sinusoid().sample(4, dtype="float32")
+try:
+    learner._impl.meta_step(batch.x_support, batch.y_support, batch.x_query, batch.y_query, relay=Relay(),
+                            first_task=0, total_tasks=4)
+except RuntimeError as error:
+    print(error)
+"""
+
+
+@pytest.mark.parametrize("first", [True, False])
+def test_a_failing_combination_across_processes_is_an_exception_not_a_crash(first):
+    done = subprocess.run([sys.executable, "-c", RAISING_RELAY.format(first=first)], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "the relay broke"

@@ -216,12 +216,13 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
             });
             if (prefetch) own.prefetch_candidate();  // while waiting for the relay
             if (!first) relayed.wait_for(thread - 1, round);
-            if (added < mine.last || (first && mine.first == mine.last)) add_done_tasks(mine.last);
+            // guarded: a distributed combination's start() (Python, MPI) may throw here
+            if (added < mine.last || (first && mine.first == mine.last)) guarded(round, [&] { add_done_tasks(mine.last); });
             if (last) {  // the first thread's prefix is visible here, through the relay
                 double total = prefix_score;
                 for (std::size_t i = 0; i < tasks; ++i) total += task_scores[i];
                 bool failed = failed_before || failed_round.load() == round;
-                combine.finish(sum, width, total, failed);
+                guarded(round, [&] { combine.finish(sum, width, total, failed); });
                 failed_anywhere = failed;
                 score = total / double(divisor);
             }
