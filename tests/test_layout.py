@@ -11,7 +11,7 @@ HEADERS = Path(__file__).resolve().parents[1] / "cpp" / "include" / "metafast"
 LAYERS = [
     ["simd", "cpu_features", "peak_probe", "denormals", "buffer", "fast_math", "box_muller", "rng", "cancellation"],
     ["kernels", "activations", "losses", "mlp", "mlp_workspace", "backprop", "hvp", "scalar_mlp"],
-    ["task_layout", "tasks", "task_batch", "nav2d", "policy", "rl"],
+    ["task_layout", "data_tasks", "tasks", "task_batch", "nav2d", "policy", "rl"],
     ["meta_sgd", "reptile", "optim", "reptile_update"],
     ["thread_budget", "round_flags", "parallel", "meta_iteration"],
     ["meta_sgd_learner", "reptile_learner", "rl_learner"],

@@ -12,6 +12,7 @@
 namespace metafast::bindings {
 void register_mlp(py::module_& m);
 void register_tasks(py::module_& m);
+void register_data_tasks(py::module_& m);
 void register_meta_sgd(py::module_& m);
 void register_reptile(py::module_& m);
 void register_rl(py::module_& m);
@@ -53,6 +54,7 @@ PYBIND11_MODULE(METAFAST_MODULE, m) {
 #endif
     metafast::bindings::register_mlp(m);
     metafast::bindings::register_tasks(m);
+    metafast::bindings::register_data_tasks(m);
     metafast::bindings::register_meta_sgd(m);
     metafast::bindings::register_reptile(m);
     metafast::bindings::register_rl(m);

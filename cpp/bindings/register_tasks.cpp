@@ -47,7 +47,7 @@ py::tuple sample_impl(const TaskFamily& family, std::size_t tasks, std::uint64_t
     {
         py::gil_scoped_release release;  // only raw pointers from here on
         const int team = ThreadBudget(num_threads).team(tasks, 0.0);
-        std::vector<std::vector<double>> scratch(static_cast<std::size_t>(team));
+        std::vector<SampleScratch> scratch(static_cast<std::size_t>(team));
         parallel_for(tasks, team, [&](std::size_t i, int thread) {
             const TaskSlot<T> slot = slot_of(s, i, xs, static_cast<T*>(ys), static_cast<std::int64_t*>(ys), xq,
                                              static_cast<T*>(yq), static_cast<std::int64_t*>(yq));

@@ -103,6 +103,26 @@ def floats(value: Any, name: str, dtype: np.dtype, owner: str = "theta") -> np.n
     return np.ascontiguousarray(value, dtype=dtype)
 
 
+def float_array(value: Any, name: str) -> np.ndarray:
+    """A float32 or float64 array, C-contiguous, in its own dtype (integers become float64)."""
+    array = np.asarray(value)
+    if array.dtype.kind in "iu":  # integer features are exact in float64
+        array = array.astype(np.float64)
+    if array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8):
+        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=array.dtype.type)
+
+
+def integer_ids(value: Any, name: str) -> np.ndarray:
+    """Integer ids (class labels or task ids of a data set) as a C-contiguous int64 array."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "iu":
+        raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
+    if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
+        raise ValueError(f"{name} holds an id too large for int64")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
 def labels(value: Any, name: str = "y") -> np.ndarray:
     """Integer class labels as a C-contiguous int64 array."""
     array = np.asarray(value)

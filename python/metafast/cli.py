@@ -294,6 +294,10 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 0
     args.steps = args.steps or [0, 1, 10]
     if learner.tasks is None:
+        saved = learner.tasks_config
+        if saved is not None:
+            raise UserError(f"{args.model} was trained on a {saved['family']} family of the user's data, which "
+                            "the file does not hold: evaluate it from Python, learner.evaluate(family)")
         raise UserError(f"{args.model} does not record the task family it was trained on")
     report = learner.evaluate(learner.tasks, num_tasks=args.tasks, steps=args.steps, seed=args.eval_seed)
     print(f"{type(learner).__name__} on {learner.tasks!r}")

@@ -16,7 +16,7 @@ from .errors import TrainingDivergedError
 from .evaluation import EvaluationReport
 from .mlp import MLP
 from .task_batch import TaskBatch
-from .tasks import Sampler, TaskFamily, Tasks, check_tasks, family_from_config, sample_with
+from .tasks import Sampler, TaskFamily, TaskPool, Tasks, check_tasks, family_from_config, sample_with
 
 
 class MetaLearner(Learner, abstract=True):
@@ -41,6 +41,7 @@ class MetaLearner(Learner, abstract=True):
         super().__init__(model, dtype, seed)
         self._loss = _validation.string(loss, "loss")
         self._tasks: TaskFamily | None = None
+        self._tasks_config: dict[str, Any] | None = None
 
     @property
     def loss(self) -> str:
@@ -49,8 +50,20 @@ class MetaLearner(Learner, abstract=True):
 
     @property
     def tasks(self) -> TaskFamily | None:
-        """The built-in task family of the last ``fit`` (saved with the learner), if any."""
+        """The task family of the last ``fit``, if it was one (not a Python sampler). A learner
+        loaded from a file has the synthetic family it was saved with, but None for a family
+        drawn from the user's data, which the file describes (``tasks_config``) but does not
+        hold."""
         return self._tasks
+
+    @property
+    def tasks_config(self) -> dict[str, Any] | None:
+        """What a saved file records of the family of the last ``fit``: its class name and
+        fields (for a data-set family: its configuration, the data's size and SHA-256
+        fingerprint, and ``data_stored=False``); None after a Python sampler or no fit."""
+        if self._tasks is not None:
+            return self._tasks._config()
+        return None if self._tasks_config is None else dict(self._tasks_config)
 
     # --------------------------------------------------------------- training
     def meta_step(self, batch: TaskBatch) -> float:
@@ -87,10 +100,11 @@ class MetaLearner(Learner, abstract=True):
 
         Parameters
         ----------
-        tasks : TaskFamily or callable
-            A built-in family (fast path: whole chunks of iterations run in C++ without the
-            GIL) or ``sampler(num_tasks, rng) -> TaskBatch`` (one call per iteration; ``rng``
-            is seeded from ``(seed, iteration)``).
+        tasks : TaskFamily, TaskBatch or callable
+            A task family (fast path: whole chunks of iterations run in C++ without the
+            GIL); a TaskBatch, a fixed pool whose tasks each meta-batch draws uniformly with
+            replacement (``mf.tasks.TaskPool``, also native); or ``sampler(num_tasks, rng) ->
+            TaskBatch`` (one call per iteration; ``rng`` is seeded from ``(seed, iteration)``).
         iterations : int
             Meta-iterations to run.
         meta_batch : int
@@ -107,7 +121,7 @@ class MetaLearner(Learner, abstract=True):
         -----
         {training loop notes}
         """
-        tasks = check_tasks(tasks)
+        tasks = self._native_family(check_tasks(tasks, allow_batch=True))
         meta_batch = _validation.count(meta_batch, "meta_batch")
         per_task, rows = (tasks._values_per_task(), tasks._rows_per_task()) if isinstance(tasks, TaskFamily) else (0, 0)
         self._check_memory(self._training_values(meta_batch, per_task, rows), f"a meta-batch of {meta_batch} tasks")
@@ -121,10 +135,22 @@ class MetaLearner(Learner, abstract=True):
             else:
                 diverged = self._sampled_fit(tasks, count, share)
             self._tasks = tasks if isinstance(tasks, TaskFamily) else None  # what save() records
+            self._tasks_config = None
             return diverged
 
         return self._train(iterations, run_chunk, progress, callback, checkpoint, checkpoint_every, on_divergence,
                            share)
+
+    def _native_family(self, tasks: Any) -> Any:
+        """``tasks`` as fit draws from it: a TaskBatch becomes a TaskPool in the learner's
+        dtype; a family's targets must suit the loss."""
+        if isinstance(tasks, TaskBatch):
+            self._arrays(tasks)  # the targets must suit the loss
+            classes = self._model.sizes[-1] if tasks.has_labels else None
+            tasks = TaskPool(tasks.astype(self._dtype), classes=classes)
+        if isinstance(tasks, TaskFamily) and self._loss == "bce" and not tasks._unit_targets:
+            raise ValueError("loss 'bce' needs targets in [0, 1], but the tasks' targets leave that range: use 'mse'")
+        return tasks
 
     def _sampled_fit(self, sampler: Sampler, count: int, share: Share) -> bool:
         """``count`` meta-iterations on the batches of a Python sampler; True if one diverged.
@@ -192,7 +218,7 @@ class MetaLearner(Learner, abstract=True):
         params = self.theta if params is None else self._floats(params, "params")
         return self._model.forward(params, self._floats(x, "x"))
 
-    def evaluate(self, tasks: Tasks | TaskBatch, num_tasks: int = 600, steps: Sequence[int] = (0, 1, 5, 10),
+    def evaluate(self, tasks: Tasks | TaskBatch, num_tasks: int | None = None, steps: Sequence[int] = (0, 1, 5, 10),
                  seed: int = 123) -> EvaluationReport:
         """Query loss (and accuracy, for bce and softmax_ce) after each number of adaptation
         steps, as mean and 95% confidence interval over held-out tasks.
@@ -202,8 +228,9 @@ class MetaLearner(Learner, abstract=True):
         tasks : TaskFamily, callable or TaskBatch
             Where the tasks come from: ``tasks.sample(num_tasks, seed=seed)``, a sampler called
             with ``np.random.default_rng(seed)``, or the given TaskBatch itself.
-        num_tasks : int
-            Tasks to draw (ignored for a TaskBatch).
+        num_tasks : int, optional
+            Tasks to draw (default 600); for a TaskBatch, its first ``num_tasks`` tasks
+            (default: all of them).
         steps : sequence of int
             Numbers of adaptation steps to report.
         seed : int
@@ -221,22 +248,26 @@ class MetaLearner(Learner, abstract=True):
         """
         tasks = check_tasks(tasks, allow_batch=True)
         counts = _validation.step_counts(steps)
-        num_tasks = _validation.count(num_tasks, "num_tasks")
+        if num_tasks is not None:
+            num_tasks = _validation.count(num_tasks, "num_tasks")
         seed = _validation.seed(seed)
         if isinstance(tasks, TaskBatch):
-            batch = tasks
+            if num_tasks is not None and num_tasks > tasks.num_tasks:
+                raise ValueError(f"num_tasks is {num_tasks}, but the batch holds only {tasks.num_tasks} tasks")
+            batch = tasks if num_tasks is None else tasks[:num_tasks]
         elif isinstance(tasks, TaskFamily):
-            batch = tasks.sample(num_tasks, seed=seed, dtype=self._dtype, num_threads=self.num_threads)
+            batch = tasks.sample(num_tasks or 600, seed=seed, dtype=self._dtype, num_threads=self.num_threads)
         else:
-            batch = sample_with(tasks, num_tasks, np.random.default_rng(seed))
+            batch = sample_with(tasks, num_tasks or 600, np.random.default_rng(seed))
         losses, accuracies = self._impl.evaluate(*self._arrays(batch), counts)
         return EvaluationReport.from_samples(tuple(counts), losses, None if self._loss == "mse" else accuracies)
 
     # -------------------------------------------------------------------- I/O
     def _config(self) -> dict[str, Any]:
         config = super()._config()
-        if self._tasks is not None:
-            config["tasks"] = dict(family=type(self._tasks).__name__, **self._tasks._fields())
+        tasks = self.tasks_config
+        if tasks is not None:
+            config["tasks"] = tasks
         return config
 
     @classmethod
@@ -245,6 +276,7 @@ class MetaLearner(Learner, abstract=True):
         learner = super()._from_saved(arguments, arrays, num_threads)
         if "tasks" in config:
             learner._tasks = family_from_config(config["tasks"])
+            learner._tasks_config = None if learner._tasks is not None else dict(config["tasks"])
         return learner
 
     # ---------------------------------------------------------------- helpers

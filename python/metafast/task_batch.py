@@ -39,8 +39,8 @@ class TaskBatch:
     y_query: np.ndarray
 
     def __post_init__(self) -> None:
-        xs = _float_array(self.x_support, "x_support")
-        xq = _float_array(self.x_query, "x_query")
+        xs = _validation.float_array(self.x_support, "x_support")
+        xq = _validation.float_array(self.x_query, "x_query")
         ys, yq = np.asarray(self.y_support), np.asarray(self.y_query)
         labels = ys.dtype.kind in "iu"
         if labels != (yq.dtype.kind in "iu"):
@@ -48,7 +48,7 @@ class TaskBatch:
         if labels:
             ys, yq = _validation.labels(ys, "y_support"), _validation.labels(yq, "y_query")
         else:
-            ys, yq = _float_array(ys, "y_support"), _float_array(yq, "y_query")
+            ys, yq = _validation.float_array(ys, "y_support"), _validation.float_array(yq, "y_query")
         for name, array, ndim in (("x_support", xs, 3), ("x_query", xq, 3),
                                   ("y_support", ys, 2 if labels else 3), ("y_query", yq, 2 if labels else 3)):
             if array.ndim != ndim:
@@ -145,11 +145,3 @@ class TaskBatch:
         return TaskBatch(cast(self.x_support, "x_support"), cast(self.y_support, "y_support"),
                          cast(self.x_query, "x_query"), cast(self.y_query, "y_query"))
 
-
-def _float_array(value: Any, name: str) -> np.ndarray:
-    array = np.asarray(value)
-    if array.dtype.kind in "iu":  # integer features are exact in float64
-        array = array.astype(np.float64)
-    if array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8):
-        raise TypeError(f"{name} must be a float32 or float64 array, got dtype {array.dtype}")
-    return np.ascontiguousarray(array, dtype=array.dtype.type)

@@ -156,7 +156,7 @@ private:
     Buffer<T> params_, candidate_;
     OptimizerState<T> state_, candidate_state_;
     std::vector<MetaSgdWorkspace<T>> workspaces_;
-    std::vector<std::vector<double>> scratch_;
+    std::vector<SampleScratch> scratch_;
     MetaBatchBuffers<T> buffers_;
     TaskBatchStorage<T> storage_;
     std::mutex mutex_;

@@ -169,7 +169,7 @@ private:
     MetaBatchBuffers<T> buffers_;
     OptimizerState<T> carried_, chain_;
     std::vector<ReptileWorkspace<T>> workspaces_;
-    std::vector<std::vector<double>> scratch_;
+    std::vector<SampleScratch> scratch_;
     TaskBatchStorage<T> storage_;
     std::mutex mutex_;
 };

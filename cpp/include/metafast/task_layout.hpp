@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace metafast {
 
@@ -24,6 +25,13 @@ struct TaskSlot {
     T* x_query;
     T* y_query;
     std::int64_t* labels_query;
+};
+
+// Per-thread memory a family reuses while it draws tasks: numbers, and picked indices (rows
+// of a user's data set, classes of an episode).
+struct SampleScratch {
+    std::vector<double> values;
+    std::vector<std::size_t> picks;
 };
 
 // Element offsets of task i's arrays in a batch laid out task-major: x (tasks, rows, inputs),

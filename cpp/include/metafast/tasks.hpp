@@ -9,6 +9,7 @@
 #include <variant>
 #include <vector>
 
+#include "metafast/data_tasks.hpp"
 #include "metafast/kernels.hpp"
 #include "metafast/rng.hpp"
 #include "metafast/task_layout.hpp"
@@ -31,7 +32,8 @@ struct Sinusoid {
     std::size_t query_rows() const { return query; }
 
     template <class T>
-    void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& scratch) const {
+    void sample(CounterRng& rng, const TaskSlot<T>& slot, SampleScratch& memory) const {
+        std::vector<double>& scratch = memory.values;
         const double amplitude = rng.uniform(amplitude_low, amplitude_high);
         const double phase = phase_sign * rng.uniform(phase_low, phase_high);
         scratch.resize(2 * std::max(support, query));
@@ -85,7 +87,8 @@ struct LinearBinary {
     std::size_t query_rows() const { return query; }
 
     template <class T>
-    void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& scratch) const {
+    void sample(CounterRng& rng, const TaskSlot<T>& slot, SampleScratch& memory) const {
+        std::vector<double>& scratch = memory.values;
         const std::size_t rows = std::max(support, query);
         scratch.resize(dim + rows * dim + rows);
         double* w = scratch.data();
@@ -117,7 +120,8 @@ struct SeedBinary {
     std::size_t query_rows() const { return query; }
 
     template <class T>
-    void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& scratch) const {
+    void sample(CounterRng& rng, const TaskSlot<T>& slot, SampleScratch& memory) const {
+        std::vector<double>& scratch = memory.values;
         fill(rng, support, slot.x_support, slot.y_support, scratch);
         fill(rng, query, slot.x_query, slot.y_query, scratch);
     }
@@ -148,7 +152,8 @@ struct GaussianNWay {
     std::size_t query_rows() const { return ways * query; }
 
     template <class T>
-    void sample(CounterRng& rng, const TaskSlot<T>& slot, std::vector<double>& scratch) const {
+    void sample(CounterRng& rng, const TaskSlot<T>& slot, SampleScratch& memory) const {
+        std::vector<double>& scratch = memory.values;
         scratch.resize(ways * dim + std::max(support_rows(), query_rows()) * dim);
         rng.fill_normal(scratch.data(), ways * dim);
         fill(rng, scratch.data(), scratch.data() + ways * dim, support_rows(), slot.x_support, slot.labels_support);
@@ -169,12 +174,12 @@ private:
     }
 };
 
-using TaskFamily = std::variant<Sinusoid, LinearBinary, SeedBinary, GaussianNWay>;
+using TaskFamily = std::variant<Sinusoid, LinearBinary, SeedBinary, GaussianNWay, Classification, Regression, TaskPool>;
 
 // Draws task `task` of meta-iteration `iteration` into `slot`; `scratch` is reused memory.
 template <class T>
 void sample_task(const TaskFamily& family, std::uint64_t seed, std::uint64_t iteration,
-                 std::uint64_t task, const TaskSlot<T>& slot, std::vector<double>& scratch) {
+                 std::uint64_t task, const TaskSlot<T>& slot, SampleScratch& scratch) {
     CounterRng rng(seed, iteration, task);
     std::visit([&](const auto& f) { f.sample(rng, slot, scratch); }, family);
 }

@@ -1,0 +1,282 @@
+"""Task families drawn from the user's own data: N-way K-shot episodes from a labelled array,
+regression tasks from rows grouped by task, and a fixed pool of tasks (a TaskBatch), all
+sampled natively by the core from the same (seed, iteration, task) streams as the synthetic
+families; and the split of classes into meta-train, meta-validation and meta-test sets."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import _core, _validation
+from ..task_batch import TaskBatch
+from .family import TaskFamily
+
+
+class DataFamily(TaskFamily):
+    """A family drawn from arrays the user gave. It keeps one private copy of them (so later
+    changes to the user's arrays do not reach it) and never copies per task. A learner saved
+    after training on it records the family's configuration and a SHA-256 fingerprint of the
+    data, not the data: :func:`metafast.load` gives such a learner ``tasks = None`` and the
+    record in ``tasks_config``."""
+
+    _holds_user_data = True
+    fingerprint: str
+
+    def __repr__(self) -> str:
+        def shown(value: Any) -> str:
+            if isinstance(value, tuple) and len(value) > 8:
+                return f"({', '.join(map(repr, value[:4]))}, ... {len(value)} in all)"
+            if isinstance(value, str) and len(value) > 16:  # the fingerprint: its start tells them apart
+                return repr(value[:12] + "...")
+            return repr(value)
+
+        fields = ", ".join(f"{k}={shown(v)}" for k, v in self._fields().items())
+        return f"{type(self).__name__}({fields})"
+
+    def _config(self) -> dict[str, Any]:
+        return dict(super()._config(), data_stored=False)
+
+
+def split_classes(labels: Any, parts: Sequence[float], seed: int = 0) -> tuple[np.ndarray, ...]:
+    """Splits the classes of ``labels`` into disjoint sets, such as meta-train, meta-validation
+    and meta-test classes (the Omniglot and mini-ImageNet protocols), so that evaluation is on
+    classes never seen in meta-training.
+
+    Parameters
+    ----------
+    labels : array_like of int
+        The labels of the data set (or task ids: any integer ids).
+    parts : sequence of int or of float
+        Classes in each set: counts (ints, at most the number of classes in all) or fractions
+        (floats in (0, 1], summing to at most 1; each set gets the rounded-down share, and at
+        least one class).
+    seed : int
+        Seeds the random order of the classes.
+
+    Returns
+    -------
+    tuple of numpy.ndarray
+        One sorted int64 array of class ids per part, disjoint.
+
+    Examples
+    --------
+    >>> import numpy as np, metafast as mf
+    >>> train, test = mf.tasks.split_classes(np.arange(10).repeat(3), parts=(6, 4), seed=0)
+    >>> len(train), len(test), set(train) & set(test)
+    (6, 4, set())
+    """
+    classes = np.unique(_validation.integer_ids(labels, "labels"))
+    if not isinstance(parts, (list, tuple)) or not parts:
+        raise TypeError(f"parts must be a non-empty sequence of counts or fractions, got {parts!r}")
+    if all(isinstance(p, (int, np.integer)) and not isinstance(p, bool) for p in parts):
+        sizes = [int(p) for p in parts]
+        if min(sizes) < 1 or sum(sizes) > len(classes):
+            raise ValueError(f"parts must be counts >= 1 summing to at most the {len(classes)} classes, got {parts}")
+    else:
+        fractions = [_validation.real(p, "parts") for p in parts]
+        if min(fractions) <= 0 or sum(fractions) > 1 + 1e-12:
+            raise ValueError(f"parts must be fractions in (0, 1] summing to at most 1, got {parts}")
+        sizes = [max(1, int(f * len(classes))) for f in fractions]
+        if sum(sizes) > len(classes):
+            raise ValueError(f"{len(classes)} classes cannot be split into {len(parts)} non-empty parts")
+    order = np.random.default_rng(_validation.seed(seed)).permutation(classes)
+    bounds = np.cumsum([0, *sizes])
+    return tuple(np.sort(order[bounds[i]:bounds[i + 1]]) for i in range(len(sizes)))
+
+
+def _chosen(ids: np.ndarray, subset: Any, name: str) -> np.ndarray:
+    """The ids a family draws from: ``subset`` (checked by the core) or every id of the data."""
+    if subset is None:
+        return np.unique(ids)
+    chosen = _validation.integer_ids(subset, name)
+    if chosen.ndim != 1:
+        raise ValueError(f"{name} must be a 1-D sequence of ids, got shape {chosen.shape}")
+    return chosen
+
+
+def _rows(value: Any, name: str, rows: int | None = None, vector_ok: bool = False) -> np.ndarray:
+    array = _validation.float_array(value, name)
+    if vector_ok and array.ndim == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2:
+        raise ValueError(f"{name} must have shape (rows, width), got {array.shape}")
+    if rows is not None and array.shape[0] != rows:
+        raise ValueError(f"{name} must have {rows} rows (one per row of the data), got {array.shape[0]}")
+    return array
+
+
+def _within_unit(y: np.ndarray) -> bool:
+    """Whether float targets can be bce's probabilities."""
+    return bool(np.all((y >= 0) & (y <= 1)))
+
+
+def _fingerprint(*arrays: np.ndarray) -> str:
+    """SHA-256 of the arrays' dtypes, shapes and bytes: what a saved learner records of its data."""
+    digest = hashlib.sha256()
+    for array in arrays:
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+    return digest.hexdigest()
+
+
+class Classification(DataFamily):
+    """N-way K-shot classification episodes drawn from a labelled data set.
+
+    Each task draws ``ways`` classes without replacement from ``classes``, relabels them
+    ``0 .. ways-1`` in the order drawn, and draws ``shots + query`` examples of each without
+    replacement: the first ``shots`` go to the support set, the rest to the query set. Row
+    ``r`` of either set has label ``r % ways``. Use loss ``"softmax_ce"`` and a model with
+    ``ways`` outputs.
+
+    Parameters
+    ----------
+    features : array_like, shape (rows, width)
+        The examples (images flattened, embeddings from a frozen network, sensor windows);
+        float32 and float64 are kept as they are, integers become float64. Must be finite.
+    labels : array_like of int, shape (rows,)
+        The class of each example (any integers).
+    ways : int
+        Classes per task (at least 2).
+    shots : int
+        Support examples per class.
+    query : int
+        Query examples per class.
+    classes : array_like of int, optional
+        The classes to draw from (default: all), e.g. one part of :func:`split_classes`.
+        Each needs at least ``shots + query`` examples, and there must be at least ``ways``.
+
+    Examples
+    --------
+    >>> import numpy as np, metafast as mf
+    >>> rng = np.random.default_rng(0)
+    >>> x, y = rng.normal(size=(200, 4)), np.arange(200) % 10
+    >>> train, test = mf.tasks.split_classes(y, parts=(6, 4))
+    >>> family = mf.tasks.Classification(x, y, ways=3, shots=1, query=5, classes=train)
+    >>> batch = family.sample(8, seed=1)
+    >>> batch.x_support.shape, batch.y_query.shape
+    ((8, 3, 4), (8, 15))
+    """
+
+    loss = "softmax_ce"
+
+    def __init__(self, features: Any, labels: Any, ways: int = 5, shots: int = 1, query: int = 15,
+                 classes: Any = None) -> None:
+        features = _rows(features, "features")
+        labels = _validation.integer_ids(labels, "labels")
+        if labels.shape != (features.shape[0],):
+            raise ValueError(f"labels must have shape ({features.shape[0]},) (one per row of features), "
+                             f"got {labels.shape}")
+        chosen = _chosen(labels, classes, "classes")
+        self.ways = _validation.int64(ways, "ways")
+        self.shots = _validation.int64(shots, "shots")
+        self.query = _validation.int64(query, "query")
+        self._impl = _core.Classification(features, labels, chosen, self.ways, self.shots, self.query)
+        self.classes = tuple(int(c) for c in chosen)
+        self.num_rows, self.width = features.shape
+        self.fingerprint = _fingerprint(features, labels)
+
+    def _fields(self) -> dict[str, Any]:
+        return dict(ways=self.ways, shots=self.shots, query=self.query, classes=self.classes, rows=self.num_rows,
+                    width=self.width, fingerprint=self.fingerprint)
+
+    def _rows_per_task(self) -> int:
+        return self.ways * max(self.shots, self.query)
+
+    def _values_per_task(self) -> int:
+        return self.ways * (self.shots + self.query) * (self.width + 1)
+
+
+class Regression(DataFamily):
+    """Regression tasks from a pool of functions given as rows grouped by task.
+
+    Each task picks one task id uniformly from ``tasks`` and draws ``support + query`` of its
+    rows without replacement: the first ``support`` go to the support set, the rest to the
+    query set. Use loss ``"mse"``.
+
+    Parameters
+    ----------
+    x : array_like, shape (rows, inputs)
+        Inputs (float32 or float64; integers become float64). Must be finite.
+    y : array_like, shape (rows, outputs) or (rows,)
+        Targets of the same rows. Must be finite.
+    task_ids : array_like of int, shape (rows,)
+        Which task (function) each row belongs to.
+    support, query : int
+        Rows per support and query set.
+    tasks : array_like of int, optional
+        The task ids to draw from (default: all), e.g. one part of :func:`split_classes`
+        applied to ``task_ids``. Each needs at least ``support + query`` rows.
+    """
+
+    loss = "mse"
+
+    def __init__(self, x: Any, y: Any, task_ids: Any, support: int = 10, query: int = 10, tasks: Any = None) -> None:
+        x = _rows(x, "x")
+        y = _rows(y, "y", rows=x.shape[0], vector_ok=True)
+        ids = _validation.integer_ids(task_ids, "task_ids")
+        if ids.shape != (x.shape[0],):
+            raise ValueError(f"task_ids must have shape ({x.shape[0]},) (one per row of x), got {ids.shape}")
+        chosen = _chosen(ids, tasks, "tasks")
+        self.support = _validation.int64(support, "support")
+        self.query = _validation.int64(query, "query")
+        self._impl = _core.Regression(x, y, ids, chosen, self.support, self.query)
+        self.tasks = tuple(int(t) for t in chosen)
+        self.num_rows, self.input_width = x.shape
+        self.output_width = y.shape[1]
+        self.fingerprint = _fingerprint(x, y, ids)
+        self._unit_targets = _within_unit(y)
+
+    def _fields(self) -> dict[str, Any]:
+        return dict(support=self.support, query=self.query, tasks=self.tasks, rows=self.num_rows,
+                    inputs=self.input_width, outputs=self.output_width, fingerprint=self.fingerprint)
+
+    def _rows_per_task(self) -> int:
+        return max(self.support, self.query)
+
+    def _values_per_task(self) -> int:
+        return (self.support + self.query) * (self.input_width + self.output_width)
+
+
+class TaskPool(DataFamily):
+    """A fixed pool of tasks: each task of a meta-batch is one of the pool's, drawn uniformly
+    and independently (with replacement) from the task stream. ``fit(batch)`` on a TaskBatch
+    trains on ``TaskPool(batch)``.
+
+    Parameters
+    ----------
+    batch : TaskBatch
+        The pool.
+    classes : int, optional
+        For a pool with integer labels: the number of classes (the model's outputs); labels
+        must lie in ``[0, classes)``. Default: the largest label + 1.
+    """
+
+    def __init__(self, batch: TaskBatch, classes: int | None = None) -> None:
+        if not isinstance(batch, TaskBatch):
+            raise TypeError(f"batch must be a metafast.TaskBatch, got {type(batch).__name__}")
+        if batch.has_labels:
+            largest = int(max(batch.y_support.max(), batch.y_query.max()))
+            classes = largest + 1 if classes is None else _validation.int64(classes, "classes")
+        elif classes is not None:
+            raise ValueError("classes applies only to a pool with integer labels")
+        self.loss = "softmax_ce" if batch.has_labels else "mse"
+        self.classes = classes
+        self._impl = _core.TaskPool(batch.x_support, batch.y_support, batch.x_query, batch.y_query, classes or 0)
+        self.num_tasks, self.support_size, self.query_size = batch.num_tasks, batch.support_size, batch.query_size
+        self.input_width = batch.input_width
+        self.output_width = classes if batch.has_labels else batch.y_support.shape[2]
+        self.fingerprint = _fingerprint(batch.x_support, batch.y_support, batch.x_query, batch.y_query)
+        self._unit_targets = batch.has_labels or (_within_unit(batch.y_support) and _within_unit(batch.y_query))
+
+    def _fields(self) -> dict[str, Any]:
+        return dict(tasks=self.num_tasks, support=self.support_size, query=self.query_size, inputs=self.input_width,
+                    outputs=self.output_width, fingerprint=self.fingerprint)
+
+    def _rows_per_task(self) -> int:
+        return max(self.support_size, self.query_size)
+
+    def _values_per_task(self) -> int:
+        return (self.support_size + self.query_size) * (self.input_width + self.output_width)
