@@ -366,11 +366,21 @@ def test_float64_data_beyond_the_float32_range_is_a_clear_error(name):
         learner.adapt(np.full((3, 1), -1e300), np.zeros((3, 1)))
 
 
-def test_evaluation_counts_a_diverged_adaptation_as_infinite_loss():
+def test_evaluation_reports_diverged_adaptations_apart_from_the_mean_of_the_others():
     learner = sine_learner()
     learner.alpha = np.full(learner.model.num_params, 1e30, dtype=np.float32)
     report = learner.evaluate(Sinusoid(), num_tasks=5, steps=(0, 1))
-    assert np.isfinite(report.loss[0]) and report.loss[1] == np.inf
+    assert np.isfinite(report.loss[0]) and np.isnan(report.loss[1])
+    np.testing.assert_array_equal(report.diverged, [0.0, 1.0])
+    assert np.all(np.isinf(report.task_losses[:, 1])) and "all diverged" in str(report)
+    # Some tasks diverged: the mean of the others, and the fraction beside it.
+    losses = np.array([[1.0, 2.0], [3.0, np.inf], [5.0, 4.0], [7.0, np.nan]])
+    mixed = mf.EvaluationReport.from_samples((0, 1), losses, None)
+    np.testing.assert_allclose(mixed.loss, [4.0, 3.0])
+    np.testing.assert_array_equal(mixed.diverged, [0.0, 0.5])
+    assert mixed.as_dict()[1]["diverged"] == 0.5
+    assert "(50.0% diverged)" in str(mixed) and "did not diverge" in str(mixed)
+    assert "diverged" not in str(mf.EvaluationReport.from_samples((0,), losses[:, :1], None))
 
 
 def test_float32_adam_with_an_overflowed_second_moment_is_a_zero_step_not_a_divergence():

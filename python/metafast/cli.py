@@ -345,9 +345,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print(f"{'steps':>5}  {'Meta-SGD':>22}  {'Reptile':>22}")
     reports = [learner.evaluate(family, num_tasks=args.tasks, steps=(0, 1, 10), seed=123) for _, learner, _, _ in runs]
     for row, steps in enumerate((0, 1, 10)):
-        cells = [f"{r.loss[row]:>11.4g} ± {r.loss_ci95[row]:<8.2g}" if np.isfinite(r.loss[row]) else f"{'diverged':>22}"
-                 for r in reports]
-        print(f"{steps:>5}  {cells[0]}  {cells[1]}")
+        print(f"{steps:>5}  {reports[0].cell(row)}  {reports[1].cell(row)}")
     print("(Meta-SGD learns its step sizes for the one step it trains with; Reptile adapts with Adam.)")
     tasks = [family.sample(1, seed=10_000 + i) for i in range(3)]
     adaptation_figure(tasks, {"Meta-SGD": (metasgd, 1), "Reptile": (reptile, 10)},

@@ -11,20 +11,28 @@ import numpy as np
 Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 
 
-def _mean_and_ci(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Column means and half-widths of their normal 95% intervals (NaN for one task)."""
-    count = samples.shape[0]
-    with np.errstate(invalid="ignore", over="ignore"):  # diverged tasks have infinite loss
-        mean = samples.mean(axis=0)
-        if count < 2:
-            return mean, np.full_like(mean, np.nan)
-        return mean, Z_95 * samples.std(axis=0, ddof=1) / np.sqrt(count)
+def _mean_and_ci(samples: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column, the mean of the kept rows and the half-width of its normal 95% interval
+    (NaN with fewer than two rows kept; the mean is NaN with none)."""
+    mean, half_width = np.full(samples.shape[1], np.nan), np.full(samples.shape[1], np.nan)
+    for column in range(samples.shape[1]):
+        values = samples[kept[:, column], column]
+        if values.size:
+            mean[column] = values.mean()
+        if values.size >= 2:
+            half_width[column] = Z_95 * values.std(ddof=1) / np.sqrt(values.size)
+    return mean, half_width
 
 
 @dataclass(frozen=True)
 class EvaluationReport:
     """Mean query loss (and accuracy, for classification) after each number of adaptation
     steps, with 95% confidence half-widths (``mean ± ci95``) over ``num_tasks`` tasks.
+
+    An adaptation that overflows (a loss that is not finite: steps far beyond those of
+    meta-training, or step sizes too large for the task) is counted apart: ``diverged`` is
+    the fraction of tasks it happened to, and the means are over the other tasks. The table
+    shows that fraction beside the means whenever it is not zero.
 
     ``str(report)`` is a table of the rows; :meth:`as_dict` gives them as numbers.
 
@@ -33,15 +41,20 @@ class EvaluationReport:
     steps : tuple of int
         The numbers of adaptation steps, ascending.
     loss, loss_ci95 : ndarray, shape (len(steps),)
-        Mean over tasks of what ``metric`` names, and the half-width of its normal 95%
-        confidence interval (NaN for one task). A task whose adaptation diverged counts as
-        an infinite loss, so the mean is then infinite too.
+        Mean of what ``metric`` names over the tasks whose adaptation did not diverge, and
+        the half-width of its normal 95% confidence interval (NaN with fewer than two such
+        tasks; the mean is NaN when every task diverged).
     accuracy, accuracy_ci95 : ndarray or None
         The same for the query accuracy (``bce`` and ``softmax_ce``), else None.
     num_tasks : int
         Tasks evaluated.
     metric : str
         What ``loss`` holds: ``"query loss"``, or ``"return"`` for reinforcement learning.
+    diverged : ndarray, shape (len(steps),)
+        Fraction of the tasks whose adaptation diverged after each number of steps.
+    task_losses, task_accuracies : ndarray, shape (num_tasks, len(steps)), or None
+        Each task's value (inf where it diverged) and accuracy, for paired comparisons on the
+        same tasks; accuracies None without them.
     """
 
     steps: tuple[int, ...]
@@ -51,6 +64,9 @@ class EvaluationReport:
     accuracy_ci95: Optional[np.ndarray]
     num_tasks: int
     metric: str = "query loss"  # what the `loss` fields hold ("return" for reinforcement learning)
+    diverged: Optional[np.ndarray] = None
+    task_losses: Optional[np.ndarray] = None
+    task_accuracies: Optional[np.ndarray] = None
 
     @classmethod
     def from_samples(cls, steps: tuple[int, ...], losses: np.ndarray, accuracies: Optional[np.ndarray],
@@ -71,13 +87,19 @@ class EvaluationReport:
         Returns
         -------
         EvaluationReport
-            Means and 95% half-widths over the tasks.
+            Means and 95% half-widths over the tasks that did not diverge (a loss that is not
+            finite marks a diverged task).
         """
-        loss, loss_ci = _mean_and_ci(losses)
+        losses = np.asarray(losses, dtype=np.float64)
+        kept = np.isfinite(losses)
+        loss, loss_ci = _mean_and_ci(losses, kept)
         accuracy = accuracy_ci = None
         if accuracies is not None:
-            accuracy, accuracy_ci = _mean_and_ci(accuracies)
-        return cls(tuple(steps), loss, loss_ci, accuracy, accuracy_ci, losses.shape[0], metric)
+            accuracies = np.asarray(accuracies, dtype=np.float64)
+            accuracy, accuracy_ci = _mean_and_ci(accuracies, kept)
+        diverged = 1.0 - kept.mean(axis=0)
+        return cls(tuple(steps), loss, loss_ci, accuracy, accuracy_ci, losses.shape[0], metric, diverged, losses,
+                   accuracies)
 
     def as_dict(self) -> dict[int, dict[str, Any]]:
         """The rows of the report as plain numbers.
@@ -85,25 +107,40 @@ class EvaluationReport:
         Returns
         -------
         dict
-            ``{steps: {"loss": ..., "loss_ci95": ..., ["accuracy": ..., "accuracy_ci95": ...]}}``
-            for each number of steps, as Python floats.
+            ``{steps: {"loss": ..., "loss_ci95": ..., ["accuracy": ..., "accuracy_ci95": ...,]
+            "diverged": ...}}`` for each number of steps, as Python floats.
         """
         rows: dict[int, dict[str, Any]] = {}
+        diverged = np.zeros(len(self.steps)) if self.diverged is None else self.diverged
         for i, step in enumerate(self.steps):
             row = {"loss": float(self.loss[i]), "loss_ci95": float(self.loss_ci95[i])}
             if self.accuracy is not None and self.accuracy_ci95 is not None:
                 row.update(accuracy=float(self.accuracy[i]), accuracy_ci95=float(self.accuracy_ci95[i]))
+            row["diverged"] = float(diverged[i])
             rows[step] = row
         return rows
+
+    def cell(self, row: int) -> str:
+        """Row ``row``'s mean ± 95% half-width of ``loss`` as the table shows it, followed by
+        the fraction of diverged tasks when there are any (``"all diverged"`` if every task
+        did)."""
+        return self._cell(row, with_accuracy=False)
+
+    def _cell(self, row: int, with_accuracy: bool) -> str:
+        values = self.as_dict()[self.steps[row]]
+        if values["diverged"] == 1.0:
+            return f"{'all diverged':>22}"
+        text = f"{values['loss']:>11.4g} ± {values['loss_ci95']:<8.2g}"
+        if with_accuracy and "accuracy" in values:
+            text += f"  {values['accuracy']:>8.3f} ± {values['accuracy_ci95']:<7.2g}"
+        return text + (f"  ({values['diverged']:.1%} diverged)" if values["diverged"] else "")
 
     def __str__(self) -> str:
         header = f"{'steps':>5}  {self.metric:>22}"
         if self.accuracy is not None:
             header += f"  {'accuracy':>18}"
         lines = [f"evaluation on {self.num_tasks} held-out tasks (mean ± 95% CI)", header]
-        for step, row in self.as_dict().items():
-            line = f"{step:>5}  {row['loss']:>11.4g} ± {row['loss_ci95']:<8.2g}"
-            if "accuracy" in row:
-                line += f"  {row['accuracy']:>8.3f} ± {row['accuracy_ci95']:<7.2g}"
-            lines.append(line)
+        lines += [f"{step:>5}  {self._cell(row, with_accuracy=True)}" for row, step in enumerate(self.steps)]
+        if self.diverged is not None and self.diverged.any():
+            lines.append("(means over the tasks whose adaptation did not diverge)")
         return "\n".join(lines)

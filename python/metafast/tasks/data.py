@@ -37,7 +37,8 @@ class DataFamily(TaskFamily):
         return f"{type(self).__name__}({fields})"
 
     def _config(self) -> dict[str, Any]:
-        return dict(super()._config(), data_stored=False)
+        config = {k: list(v) if isinstance(v, tuple) else v for k, v in super()._config().items()}  # as JSON reads back
+        return dict(config, data_stored=False)
 
 
 def split_classes(labels: Any, parts: Sequence[float], seed: int = 0) -> tuple[np.ndarray, ...]:
