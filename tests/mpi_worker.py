@@ -37,12 +37,25 @@ def sampler(num_tasks, rng):
     return mf.tasks.Sinusoid(support=4, query=4).sample(num_tasks, seed=int(rng.integers(2**31)), dtype="float32")
 
 
+def digits_like_family():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 7)
+    return mf.tasks.Classification(rng.normal(size=(labels.size, 3)), labels, ways=3, shots=2, query=2)
+
+
 CASES = {
     "metasgd, uneven shares": (sine_metasgd, family_fit(5)),
     "metasgd, fewer tasks than processes": (sine_metasgd, family_fit(2)),
     "metasgd, second order through 2 steps": (lambda: sine_metasgd(inner_steps=2), family_fit(4)),
     "metasgd on a sampler": (sine_metasgd, lambda l, comm: l.fit(sampler, iterations=6, meta_batch=4, progress=False,
                                                                   comm=comm)),
+    "metasgd on a data-set family": (
+        lambda: mf.MetaSGD(mf.MLP([3, 6, 3]), loss="softmax_ce", seed=3, num_threads=1),
+        lambda l, comm: l.fit(digits_like_family(), iterations=5, meta_batch=5, progress=False, comm=comm)),
+    "reptile on a task pool": (
+        sine_reptile,
+        lambda l, comm: l.fit(mf.tasks.Sinusoid().sample(7, seed=1), iterations=5, meta_batch=4, progress=False,
+                              comm=comm)),
     "reptile, annealed epsilon": (sine_reptile, family_fit(5)),
     "reptile, fewer tasks than processes": (sine_reptile, family_fit(1)),
     "metasgd-rl": (rl_learner, lambda l, comm: l.fit(iterations=3, meta_batch=3, progress=False, comm=comm)),
