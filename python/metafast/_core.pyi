@@ -58,7 +58,18 @@ class SeedBinary:
 class GaussianNWay:
     def __init__(self, ways: int, dim: int, support: int, query: int, spread: float) -> None: ...
 
-_Family = Sinusoid | LinearBinary | SeedBinary | GaussianNWay
+class Classification:
+    def __init__(self, features: _Floats, labels: _Array, classes: _Array, ways: int, shots: int,
+                 query: int) -> None: ...
+
+class Regression:
+    def __init__(self, x: _Floats, y: _Floats, task_ids: _Array, tasks: _Array, support: int, query: int) -> None: ...
+
+class TaskPool:
+    def __init__(self, x_support: _Floats, y_support: _Array, x_query: _Floats, y_query: _Array,
+                 classes: int) -> None: ...
+
+_Family = Sinusoid | LinearBinary | SeedBinary | GaussianNWay | Classification | Regression | TaskPool
 
 def sample_tasks(family: _Family, num_tasks: int, seed: int, iteration: int = 0, dtype: str = "float64",
                  num_threads: int = 0) -> tuple[_Array, _Array, _Array, _Array]: ...

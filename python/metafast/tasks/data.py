@@ -119,7 +119,7 @@ def _fingerprint(*arrays: np.ndarray) -> str:
     digest = hashlib.sha256()
     for array in arrays:
         digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(memoryview(np.ascontiguousarray(array)).cast("B"))
+        digest.update(np.ascontiguousarray(array).reshape(-1).view(np.uint8))
     return digest.hexdigest()
 
 
@@ -268,7 +268,7 @@ class TaskPool(DataFamily):
         self._impl = _core.TaskPool(batch.x_support, batch.y_support, batch.x_query, batch.y_query, classes or 0)
         self.num_tasks, self.support_size, self.query_size = batch.num_tasks, batch.support_size, batch.query_size
         self.input_width = batch.input_width
-        self.output_width = classes if batch.has_labels else batch.y_support.shape[2]
+        self.output_width: int = classes if classes is not None else batch.y_support.shape[2]
         self.fingerprint = _fingerprint(batch.x_support, batch.y_support, batch.x_query, batch.y_query)
         self._unit_targets = batch.has_labels or (_within_unit(batch.y_support) and _within_unit(batch.y_query))
 
