@@ -222,3 +222,94 @@ def test_ctrl_c_during_train_saves_the_model_reached(tmp_path):
     assert "saved the model reached" in errors and "interrupted" in errors
     saved = mf.load(model)
     assert saved.iteration > 0 and len(saved.history) == saved.iteration
+
+
+TINY = ["--hidden", "4", "--meta-batch", "3", "--quiet", "--threads", "1"]
+
+
+def test_checkpoint_every_saves_the_run_as_it_goes(tmp_path, monkeypatch):
+    saved_at = []
+    save = Learner.save
+    monkeypatch.setattr(Learner, "save", lambda self, path: (saved_at.append(self.iteration), save(self, path)))
+    model = tmp_path / "m.npz"
+    assert main(["train", "metasgd", *TINY, "--iterations", "12", "--checkpoint-every", "5", "--save", str(model)]) == 0
+    assert saved_at == [5, 10, 12] and mf.load(model).iteration == 12
+
+
+@pytest.mark.parametrize("algorithm,options", [("metasgd", []), ("reptile", ["--task", "nway"]),
+                                               ("metasgd-rl", ["--trajectories", "2"])])
+def test_resume_continues_bit_for_bit(tmp_path, algorithm, options):
+    part, resumed, whole = tmp_path / "part.npz", tmp_path / "resumed.npz", tmp_path / "whole.npz"
+    assert main(["train", algorithm, *TINY, *options, "--iterations", "4", "--save", str(part)]) == 0
+    assert main(["train", algorithm, "--meta-batch", "3", "--quiet", "--iterations", "7", "--resume", str(part),
+                 "--save", str(resumed)]) == 0
+    assert main(["train", algorithm, *TINY, *options, "--iterations", "7", "--save", str(whole)]) == 0
+    a, b = mf.load(resumed), mf.load(whole)
+    assert a.iteration == 7
+    np.testing.assert_array_equal(a.theta, b.theta)
+    np.testing.assert_array_equal(a.history, b.history)
+
+
+def test_resume_refuses_what_the_file_decides(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    assert main(["train", "metasgd", *TINY, "--iterations", "2", "--save", str(model)]) == 0
+    bare = tmp_path / "bare.npz"
+    mf.MetaSGD(mf.MLP([1, 4, 1])).save(bare)
+    cases = {
+        "learner-option": (["metasgd", "--hidden", "8", "--alpha-init", "0.1"], "leave out --hidden, --alpha-init"),
+        "seed": (["metasgd", "--seed", "3"], "leave out --seed"),
+        "other-algorithm": (["reptile"], "holds a MetaSGD learner, not reptile"),
+        "done-already": (["metasgd", "--iterations", "2"], "already holds 2 meta-iterations"),
+    }
+    for name, (argv, message) in cases.items():
+        assert main(["train", *argv, "--resume", str(model), "--save", str(tmp_path / "out.npz"), "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, (name, err)
+    assert main(["train", "metasgd", "--resume", str(bare), "--save", str(tmp_path / "out.npz")]) == 2
+    assert "does not record a built-in task family" in capsys.readouterr().err
+    assert not (tmp_path / "out.npz").exists()
+
+
+def test_hidden_takes_widths_or_none(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    assert main(["train", "metasgd", "--hidden", "none", "--iterations", "1", "--quiet", "--save", str(model)]) == 0
+    assert tuple(mf.load(model).model.sizes) == (1, 1)
+    assert main(["train", "metasgd", "--hidden", "--iterations", "1", "--save", str(model)]) == 2
+    assert "argument --hidden: expected at least one argument" in capsys.readouterr().err
+    assert main(["train", "metasgd", "--hidden", "8", "x", "--save", str(model)]) == 2
+    assert "--hidden takes positive layer widths or 'none', got 8 x" in capsys.readouterr().err
+
+
+def test_evaluate_seed_is_the_seed_of_the_held_out_tasks(tmp_path, capsys):
+    model = tmp_path / "m.npz"
+    assert main(["train", "metasgd", *TINY, "--iterations", "2", "--save", str(model)]) == 0
+    outputs = []
+    for option in (["--seed", "7"], ["--eval-seed", "7"], ["--seed", "8"]):
+        capsys.readouterr()
+        assert main(["evaluate", str(model), "--tasks", "20", *option]) == 0
+        outputs.append(capsys.readouterr().out)
+    assert outputs[0] == outputs[1] != outputs[2]
+
+
+def test_options_that_do_not_apply_are_refused(capsys):
+    for argv, message in ((["metasgd-rl", "--support", "5"], "--support does not apply to metasgd-rl"),
+                          (["metasgd", "--inner-lr", "0.1"], "--inner-lr does not apply to metasgd"),
+                          (["reptile", "--alpha-init", "0.1"], "--alpha-init does not apply to reptile")):
+        assert main(["train", *argv, "--save", "m.npz"]) == 2
+        assert message in capsys.readouterr().err
+
+
+def test_every_train_option_is_documented_with_its_default():
+    from metafast.cli import build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    undocumented, without_default = [], []
+    for action in train._actions:
+        if action.dest in ("help", "algorithm"):
+            continue
+        if not action.help:
+            undocumented.append(action.dest)
+        flag = action.nargs == 0
+        if not flag and action.dest not in ("save", "plot", "resume") and "default" not in action.help:
+            without_default.append(action.dest)
+    assert undocumented == [] and without_default == []

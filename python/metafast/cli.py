@@ -67,6 +67,7 @@ positive_float.__name__ = "positive number"
 unit_interval.__name__ = "number in [0, 1]"
 
 ALGORITHMS = ("metasgd", "reptile", "metasgd-rl")
+ALGORITHM_NAMES = {"metasgd": "Meta-SGD", "reptile": "Reptile", "metasgd-rl": "Meta-SGD RL"}  # as the docs spell them
 # The defaults of the train options that depend on the algorithm. argparse leaves these options
 # None, so a value the user asks for is always honoured, whatever it is; one an algorithm does
 # not use is an error rather than silently ignored.
@@ -105,15 +106,17 @@ def resolve_train_defaults(args: argparse.Namespace) -> None:
 
 def build_parser() -> Parser:
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
-    common.add_argument("--threads", type=non_negative_int, default=0, help="threads, 0 = all cores (default)")
+    common.add_argument("--threads", type=non_negative_int, default=0, help="threads, 0 = all cores (default 0)")
     common.add_argument("--quiet", action="store_true", help="no progress bars")
+    seeded = argparse.ArgumentParser(add_help=False, parents=[common])
+    seeded.add_argument("--seed", type=non_negative_int, help="seed of the initial parameters and of every random "
+                        "stream of training (default 0)")
 
     parser = Parser(prog="metafast", description="Fast meta-learning (Meta-SGD, Reptile) for small networks on CPUs.")
     parser.add_argument("--version", action="version", version=f"metafast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    demo = commands.add_parser("demo", parents=[common], help="meta-train Meta-SGD and Reptile on sine waves and plot them")
+    demo = commands.add_parser("demo", parents=[seeded], help="meta-train Meta-SGD and Reptile on sine waves and plot them")
     demo.add_argument("--out", help="PNG to write (default metafast-demo.png; metafast-demo-rl.png with --rl)")
     demo.add_argument("--scale", type=positive_float, default=1.0,
                       help="multiply the meta-training iterations (default 1; 0.05 for a quick look)")
@@ -121,18 +124,32 @@ def build_parser() -> Parser:
     demo.add_argument("--rl", action="store_true",
                       help="the reinforcement-learning demo instead: Meta-SGD on 2D navigation")
 
-    train = commands.add_parser("train", parents=[common], help="meta-train a model and save it")
-    train.add_argument("algorithm", choices=ALGORITHMS)
-    train.add_argument("--task", choices=TASKS, help="task family (default sine; nav2d for metasgd-rl)")
-    train.add_argument("--iterations", type=positive_int, default=5000, help="meta-iterations (default 5000)")
+    train = commands.add_parser("train", parents=[seeded], help="meta-train a model and save it",
+                                description="Meta-trains a model and saves it. Options left out take the "
+                                "algorithm's defaults; an option the algorithm does not use is an error.")
+    train.add_argument("algorithm", choices=ALGORITHMS, help="the meta-learner")
+    train.add_argument("--task", choices=TASKS, help="task family (default sine; nav2d, the only one, for metasgd-rl)")
+    train.add_argument("--iterations", type=positive_int, default=5000,
+                       help="meta-iterations of the whole run, a resumed one included (default 5000)")
     train.add_argument("--meta-batch", type=positive_int, help=f"tasks per meta-iteration ({defaults_help('meta_batch')})")
-    train.add_argument("--hidden", type=positive_int, nargs="*", help="hidden layer widths (default by task)")
-    train.add_argument("--activation", choices=("relu", "tanh", "sigmoid", "identity"), help="hidden activation")
-    train.add_argument("--support", type=positive_int, help="support points per task (per class for nway)")
-    train.add_argument("--query", type=positive_int, help="query points per task (per class for nway)")
-    train.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    train.add_argument("--save", required=True, help="model file to write (.npz)")
+    train.add_argument("--hidden", nargs="+", metavar="WIDTH",
+                       help="hidden layer widths, or 'none' for no hidden layer (default 40 40 for metasgd on sine, "
+                            "64 64 for reptile on sine, 32 for nway, none for the binary tasks, 100 100 for nav2d)")
+    train.add_argument("--activation", choices=("relu", "tanh", "sigmoid", "identity"),
+                       help="hidden activation (default relu; tanh for reptile on sine)")
+    train.add_argument("--support", type=positive_int,
+                       help="support points per task, per class for nway (default 10; 1 for nway)")
+    train.add_argument("--query", type=positive_int, help="query points per task, per class for nway (default 10; 15 for nway)")
+    train.add_argument("--dtype", choices=("float32", "float64"), help="precision of all computations (default float32)")
+    train.add_argument("--save", required=True, help="model file to write (.npz), atomically; Ctrl-C saves the "
+                       "model reached to it")
     train.add_argument("--plot", help="PNG of the meta-training curve (and, for sine, of adaptation)")
+    train.add_argument("--checkpoint-every", type=positive_int, metavar="N",
+                       help="also save the model to --save every N meta-iterations (default: at the end only)")
+    train.add_argument("--resume", metavar="FILE",
+                       help="continue the run saved in FILE (a --save file) up to --iterations meta-iterations; the "
+                            "learner, its hyperparameters, seed and task family come from FILE (pass the same "
+                            "--meta-batch to continue bit for bit)")
     # Options whose default depends on the algorithm: default=None, resolved by resolve_train_defaults.
     sgd = train.add_argument_group("Meta-SGD")
     sgd.add_argument("--inner-steps", type=positive_int, help=f"inner steps ({defaults_help('inner_steps')})")
@@ -152,7 +169,7 @@ def build_parser() -> Parser:
     rep.add_argument("--inner-batch", type=positive_int, help=f"rows per minibatch ({defaults_help('inner_batch')})")
     rep.add_argument("--epsilon", type=positive_float, help=f"outer step size ({defaults_help('epsilon')})")
     rep.add_argument("--epsilon-final", type=unit_interval,
-                     help=f"anneal epsilon linearly to this value ({defaults_help('epsilon_final', flag=True)})")
+                     help="anneal epsilon linearly to this value over the run (reptile; default: no annealing)")
     rep.add_argument("--shuffle", action="store_true", default=None,
                      help=f"reshuffle the support rows every pass ({defaults_help('shuffle', flag=True)})")
     rl = train.add_argument_group("Meta-SGD RL")
@@ -164,7 +181,8 @@ def build_parser() -> Parser:
     evaluate.add_argument("--tasks", type=positive_int, default=600, help="held-out tasks (default 600)")
     evaluate.add_argument("--steps", type=non_negative_int, nargs="+",
                           help="adaptation steps (default 0 1 10; 0 1 2 3 for reinforcement learning)")
-    evaluate.add_argument("--eval-seed", type=non_negative_int, default=123, help="seed of the held-out tasks (default 123)")
+    evaluate.add_argument("--eval-seed", "--seed", dest="eval_seed", type=non_negative_int, default=123,
+                          help="seed of the held-out tasks; use one training did not use (default 123)")
 
     commands.add_parser("info", help="show the build and the CPU level in use (METAFAST_CPU forces one)")
     return parser
@@ -176,6 +194,18 @@ def make_family(args: argparse.Namespace) -> TaskFamily:
     return families[args.task](**sizes)
 
 
+def hidden_widths(args: argparse.Namespace, default: list[int]) -> list[int]:
+    """--hidden: widths, or 'none' for no hidden layer; the task's default when left out."""
+    if args.hidden is None:
+        return default
+    if args.hidden == ["none"]:
+        return []
+    try:
+        return [positive_int(width) for width in args.hidden]
+    except (ValueError, argparse.ArgumentTypeError):
+        raise UserError(f"--hidden takes positive layer widths or 'none', got {' '.join(args.hidden)}") from None
+
+
 def make_model(args: argparse.Namespace, family: TaskFamily, reptile: bool) -> MLP:
     batch = family.sample(1)
     width_in = batch.input_width
@@ -183,21 +213,66 @@ def make_model(args: argparse.Namespace, family: TaskFamily, reptile: bool) -> M
     default_hidden, default_activation = {
         "sine": ([64, 64], "tanh") if reptile else ([40, 40], "relu"),
         "nway": ([32], "relu"),
-    }.get(args.task, ([], "identity"))
-    hidden = default_hidden if args.hidden is None else args.hidden
-    activation = args.activation or default_activation
+    }.get(args.task, ([], "relu"))
+    hidden = hidden_widths(args, default_hidden)
     logistic = args.task in ("linear-binary", "seed-binary") and not hidden
-    return MLP([width_in, *hidden, width_out], activation=activation, bias=not logistic)
+    return MLP([width_in, *hidden, width_out], activation=args.activation or default_activation, bias=not logistic)
 
 
-def make_learner(args: argparse.Namespace, model: MLP, loss: str) -> MetaSGD | Reptile:
-    common = dict(loss=loss, dtype=args.dtype, seed=args.seed, num_threads=args.threads)
-    if args.algorithm == "metasgd":
-        return MetaSGD(model, inner_steps=args.inner_steps, alpha_init=args.alpha_init, first_order=args.first_order,
-                       meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr, **common)
-    return Reptile(model, inner_optimizer=args.inner_optimizer, inner_lr=args.inner_lr, inner_epochs=args.inner_epochs,
-                   inner_batch=args.inner_batch, epsilon=args.epsilon, epsilon_final=args.epsilon_final,
-                   shuffle=args.shuffle, **common)
+def make_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]:
+    """The learner the options describe, and the tasks its fit takes (none for metasgd-rl)."""
+    common = dict(dtype=args.dtype or "float32", seed=args.seed or 0, num_threads=args.threads)
+    if args.algorithm == "metasgd-rl":
+        if args.task not in (None, "nav2d"):
+            raise UserError(f"metasgd-rl trains on --task nav2d, not {args.task}")
+        for option in ("support", "query"):
+            if getattr(args, option) is not None:
+                raise UserError(f"--{option} does not apply to metasgd-rl (a task is a goal to reach)")
+        args.task = "nav2d"
+        model = MLP([2, *hidden_widths(args, [100, 100]), 2], activation=args.activation or "relu")
+        return MetaSGDRL(model, inner_trajectories=args.trajectories, gamma=args.gamma, alpha_init=args.alpha_init,
+                         first_order=args.first_order, meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr,
+                         **common), ()
+    if args.task == "nav2d":
+        raise UserError("--task nav2d is for metasgd-rl")
+    args.task = args.task or "sine"
+    family = make_family(args)
+    reptile = args.algorithm == "reptile"
+    model = make_model(args, family, reptile)
+    if reptile:
+        return Reptile(model, loss=family.loss, inner_optimizer=args.inner_optimizer, inner_lr=args.inner_lr,
+                       inner_epochs=args.inner_epochs, inner_batch=args.inner_batch, epsilon=args.epsilon,
+                       epsilon_final=args.epsilon_final, shuffle=args.shuffle, **common), (family,)
+    return MetaSGD(model, loss=family.loss, inner_steps=args.inner_steps, alpha_init=args.alpha_init,
+                   first_order=args.first_order, meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr,
+                   **common), (family,)
+
+
+LEARNERS = {"metasgd": MetaSGD, "reptile": Reptile, "metasgd-rl": MetaSGDRL}
+# What a resumed run takes from its file: every option that describes the learner or its tasks.
+RESUMED_OPTIONS = ("task", "hidden", "activation", "support", "query", "dtype", "seed",
+                   *(name for name in TRAIN_OPTIONS if name != "meta_batch"))
+TASK_NAMES = {Sinusoid: "sine", LinearBinary: "linear-binary", SeedBinary: "seed-binary", GaussianNWay: "nway"}
+
+
+def resumed_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]:
+    """The learner saved in --resume, and the tasks it was training on."""
+    given = [f"--{name.replace('_', '-')}" for name in RESUMED_OPTIONS if getattr(args, name) is not None]
+    if given:
+        raise UserError(f"--resume takes the learner and its tasks from {args.resume}: leave out {', '.join(given)}")
+    learner = load(args.resume, num_threads=args.threads)
+    if type(learner) is not LEARNERS[args.algorithm]:
+        raise UserError(f"{args.resume} holds a {type(learner).__name__} learner, not {args.algorithm}")
+    if learner.iteration >= args.iterations:
+        raise UserError(f"{args.resume} already holds {learner.iteration} meta-iterations; ask for more with "
+                        f"--iterations")
+    if isinstance(learner, MetaSGDRL):
+        args.task = "nav2d"
+        return learner, ()
+    if type(learner.tasks) not in TASK_NAMES:
+        raise UserError(f"{args.resume} does not record a built-in task family to go on training on")
+    args.task = TASK_NAMES[type(learner.tasks)]
+    return learner, (learner.tasks,)
 
 
 def default_steps(learner: MetaSGD | Reptile) -> int:
@@ -206,30 +281,6 @@ def default_steps(learner: MetaSGD | Reptile) -> int:
 
 def processes_text(comm: Any) -> str:
     return "" if comm is None else f" on {comm.Get_size()} processes"
-
-
-def run_train_rl(args: argparse.Namespace) -> int:
-    if args.task not in (None, "nav2d"):
-        raise UserError(f"metasgd-rl trains on --task nav2d, not {args.task}")
-    hidden = [100, 100] if args.hidden is None else args.hidden
-    learner = MetaSGDRL(MLP([2, *hidden, 2], activation=args.activation or "relu"), inner_trajectories=args.trajectories,
-                        gamma=args.gamma, alpha_init=args.alpha_init, first_order=args.first_order,
-                        meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr, dtype=args.dtype, seed=args.seed,
-                        num_threads=args.threads)
-    started = time.perf_counter()
-    comm = distributed.launched_world()
-    root = comm is None or comm.Get_rank() == 0
-    fit_keeping_work(learner, args, root, iterations=args.iterations, meta_batch=args.meta_batch,
-                     progress=root and not args.quiet, comm=comm)
-    if not root:  # one process of an MPI run writes the files
-        return 0
-    learner.save(args.save)
-    print(f"trained metasgd-rl on nav2d for {args.iterations} meta-iterations in "
-          f"{time.perf_counter() - started:.1f} s{processes_text(comm)}; saved {args.save}")
-    if args.plot:
-        navigation_figure(learner, Navigation2D().sample_goals(3, seed=10_000), 1, args.plot)
-        print(f"wrote {args.plot}")
-    return 0
 
 
 def fit_keeping_work(learner: Any, args: argparse.Namespace, root: bool, *tasks: Any, **settings: Any) -> None:
@@ -254,35 +305,43 @@ def check_destinations(args: argparse.Namespace, *options: str) -> None:
 
 
 def run_train(args: argparse.Namespace) -> int:
+    learner, tasks = resumed_learner(args) if args.resume is not None else (None, ())
     resolve_train_defaults(args)
     check_destinations(args, "save", "plot")
-    if args.algorithm == "metasgd-rl":
-        return run_train_rl(args)
-    if args.task == "nav2d":
-        raise UserError("--task nav2d is for metasgd-rl")
-    args.task = args.task or "sine"
-    family = make_family(args)
-    reptile = args.algorithm == "reptile"
-    learner = make_learner(args, make_model(args, family, reptile), family.loss)
+    if learner is None:
+        learner, tasks = make_learner(args)
+    first = learner.iteration
     started = time.perf_counter()
     comm = distributed.launched_world()
     root = comm is None or comm.Get_rank() == 0
-    fit_keeping_work(learner, args, root, family, iterations=args.iterations, meta_batch=args.meta_batch,
-                     progress=root and not args.quiet, comm=comm)
+    checkpoints = {} if args.checkpoint_every is None else dict(checkpoint=args.save,
+                                                                 checkpoint_every=args.checkpoint_every)
+    fit_keeping_work(learner, args, root, *tasks, iterations=args.iterations - first, meta_batch=args.meta_batch,
+                     progress=root and not args.quiet, comm=comm, **checkpoints)
     if not root:  # one process of an MPI run writes the files
         return 0
     learner.save(args.save)
-    print(f"trained {args.algorithm} on {args.task} for {args.iterations} meta-iterations "
-          f"in {time.perf_counter() - started:.1f} s{processes_text(comm)}; saved {args.save}")
+    span = f"meta-iterations {first} to {learner.iteration}" if first else f"{learner.iteration} meta-iterations"
+    print(f"trained {args.algorithm} on {args.task} for {span} in {time.perf_counter() - started:.1f} s"
+          f"{processes_text(comm)}; saved {args.save}")
     if args.plot:
-        label = type(learner).__name__
-        if args.task == "sine":
-            tasks = [family.sample(1, seed=10_000 + i) for i in range(3)]
-            adaptation_figure(tasks, {label: (learner, default_steps(learner))}, {label: learner.history}, args.plot)
-        else:
-            history_figure({label: learner.history}, args.plot)
+        plot_training(learner, tasks, args)
         print(f"wrote {args.plot}")
     return 0
+
+
+def plot_training(learner: Any, tasks: tuple[TaskFamily, ...], args: argparse.Namespace) -> None:
+    if isinstance(learner, MetaSGDRL):
+        navigation_figure(learner, Navigation2D().sample_goals(3, seed=10_000), 1, args.plot)
+        return
+    label = ALGORITHM_NAMES[args.algorithm]
+    family = tasks[0]
+    if args.task == "sine":
+        examples = [family.sample(1, seed=10_000 + i) for i in range(3)]
+        adaptation_figure(examples, {label: (learner, default_steps(learner))}, {label: learner.history}, args.plot,
+                          family=family)
+    else:
+        history_figure({label: learner.history}, args.plot, loss=learner.loss, family=family)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
@@ -307,7 +366,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 def run_demo_rl(args: argparse.Namespace) -> int:
     learner = MetaSGDRL(MLP([2, 64, 64, 2], activation="relu"), inner_trajectories=20, alpha_init=0.1, meta_lr=1e-2,
-                        seed=args.seed, num_threads=args.threads)
+                        seed=args.seed or 0, num_threads=args.threads)
     iterations = max(1, round(100 * args.scale))
     print("meta-training Meta-SGD on 2D navigation (goals in [-0.5, 0.5]^2, 20 trajectories per rollout)")
     started = time.perf_counter()
@@ -331,9 +390,9 @@ def run_demo(args: argparse.Namespace) -> int:
     family = Sinusoid(support=10, query=10)
     progress = not args.quiet
     metasgd = MetaSGD(MLP([1, 40, 40, 1], activation="relu"), loss="mse", inner_steps=1, alpha_init=0.01,
-                      meta_lr=1e-3, seed=args.seed, num_threads=args.threads)
+                      meta_lr=1e-3, seed=args.seed or 0, num_threads=args.threads)
     reptile = Reptile(MLP([1, 64, 64, 1], activation="tanh"), loss="mse", inner_lr=1e-2, inner_epochs=10,
-                      inner_batch=10, epsilon=0.1, epsilon_final=0.0, seed=args.seed, num_threads=args.threads)
+                      inner_batch=10, epsilon=0.1, epsilon_final=0.0, seed=args.seed or 0, num_threads=args.threads)
     runs = [("Meta-SGD", metasgd, round(20_000 * args.scale), 25), ("Reptile", reptile, round(6000 * args.scale), 5)]
     print("meta-training on sine waves y = A sin(x - phi), 10 support and 10 query points per task")
     for name, learner, iterations, meta_batch in runs:
@@ -349,7 +408,7 @@ def run_demo(args: argparse.Namespace) -> int:
     print("(Meta-SGD learns its step sizes for the one step it trains with; Reptile adapts with Adam.)")
     tasks = [family.sample(1, seed=10_000 + i) for i in range(3)]
     adaptation_figure(tasks, {"Meta-SGD": (metasgd, 1), "Reptile": (reptile, 10)},
-                      {"Meta-SGD": metasgd.history, "Reptile": reptile.history}, args.out)
+                      {"Meta-SGD": metasgd.history, "Reptile": reptile.history}, args.out, family=family)
     print(f"\nwrote {args.out}")
     return 0
 

@@ -40,7 +40,8 @@ def pyplot() -> Any:
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
-    """Moving average over ``window`` values (shorter at the start).
+    """Centred moving average over ``window`` values (fewer where the series ends), so that a
+    change in the data is drawn where it happens, not ``window`` iterations late.
 
     Parameters
     ----------
@@ -52,34 +53,66 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     Returns
     -------
     ndarray, shape (n,)
-        Point ``i`` is the mean of ``values[max(0, i + 1 - window) : i + 1]``.
+        Point ``i`` is the mean of ``values[max(0, i - window // 2) : i + (window + 1) // 2]``.
     """
     values = np.asarray(values, dtype=np.float64)
     if len(values) == 0:
         return values
     sums = np.cumsum(np.insert(values, 0, 0.0))
-    starts = np.maximum(np.arange(1, len(values) + 1) - window, 0)
-    return (sums[1:] - sums[starts]) / (np.arange(1, len(values) + 1) - starts)
+    index = np.arange(len(values))
+    starts = np.maximum(index - window // 2, 0)
+    stops = np.minimum(index + (window + 1) // 2, len(values))
+    return (sums[stops] - sums[starts]) / (stops - starts)
 
 
-def plot_history(ax: Any, histories: dict[str, np.ndarray]) -> None:
-    """Meta-training loss curves (moving averages) of several learners, on a log scale.
+LOSS_NAMES = {"mse": "mean squared error", "bce": "binary cross-entropy", "softmax_ce": "cross-entropy"}
+
+
+def chance_level(loss: str | None, family: Any) -> tuple[float, str] | None:
+    """The query loss of guessing, for classification: ln 2 for binary tasks, ln N for N-way."""
+    if loss == "bce":
+        return float(np.log(2)), "chance (ln 2)"
+    ways = getattr(family, "ways", None)
+    if loss == "softmax_ce" and ways:
+        return float(np.log(ways)), f"chance (ln {ways})"
+    return None
+
+
+def plot_history(ax: Any, histories: dict[str, np.ndarray], loss: str | None = None, family: Any = None,
+                 metric: str = "query loss after adaptation") -> None:
+    """Meta-training curves of several learners: every iteration's value, faint, and a centred
+    moving average over 1/50 of the run (the legend says how many iterations); loss curves on
+    a log scale, with the chance level of classification tasks.
 
     Parameters
     ----------
     ax : matplotlib.axes.Axes
         Where to draw.
     histories : dict of str to ndarray
-        Each learner's label and its history (one loss per meta-iteration).
+        Each learner's label and its history (one value per meta-iteration).
+    loss : {"mse", "bce", "softmax_ce"}, optional
+        The loss, named on the axis.
+    family : TaskFamily, optional
+        The tasks, named in the title (and their number of classes for the chance level).
+    metric : str
+        What the histories hold; "mean return after adaptation" for reinforcement learning
+        (a linear scale).
     """
-    for label, history in histories.items():
+    for (label, history), color in zip(histories.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
+        iterations = np.arange(1, len(history) + 1)
         window = max(1, len(history) // 50)
-        ax.plot(np.arange(1, len(history) + 1), smooth(history, window), label=label)
-    ax.set_yscale("log")
+        ax.plot(iterations, history, color=color, lw=0.5, alpha=0.25)
+        averaged = f", mean of {window} iterations" if window > 1 else ""
+        ax.plot(iterations, smooth(history, window), color=color, label=f"{label}{averaged}")
+    chance = chance_level(loss, family)
+    if chance is not None:
+        ax.axhline(chance[0], color="gray", ls="--", lw=1, label=chance[1])
+    if loss is not None:
+        ax.set_yscale("log")
     ax.set_xlabel("meta-iteration")
-    ax.set_ylabel("query loss after adaptation")
-    ax.set_title("meta-training")
-    ax.legend()
+    ax.set_ylabel(metric + (f" ({LOSS_NAMES[loss]})" if loss in LOSS_NAMES else ""))
+    ax.set_title("meta-training" + (f" on {type(family).__name__} tasks" if family is not None else ""))
+    ax.legend(fontsize=8)
 
 
 def plot_sine_adaptation(ax: Any, task: TaskBatch, learners: dict[str, tuple[Any, int]]) -> None:
@@ -111,7 +144,7 @@ def plot_sine_adaptation(ax: Any, task: TaskBatch, learners: dict[str, tuple[Any
 
 
 def adaptation_figure(tasks: Sequence[TaskBatch], learners: dict[str, tuple[Any, int]],
-                      histories: dict[str, np.ndarray], path: str) -> None:
+                      histories: dict[str, np.ndarray], path: str, family: Any = None) -> None:
     """Held-out tasks on top, meta-training curves below; written to ``path`` (PNG).
 
     Parameters
@@ -124,6 +157,8 @@ def adaptation_figure(tasks: Sequence[TaskBatch], learners: dict[str, tuple[Any,
         As in :func:`plot_history`.
     path : str
         The PNG file to write.
+    family : TaskFamily, optional
+        The sine family, named in the title of the curves.
     """
     plt = pyplot()
     figure = plt.figure(figsize=(4.2 * max(len(tasks), 1), 7.5), layout="constrained")
@@ -135,12 +170,12 @@ def adaptation_figure(tasks: Sequence[TaskBatch], learners: dict[str, tuple[Any,
         if column == 0:
             ax.set_ylabel("y")
             ax.legend(fontsize=7, loc="lower left")
-    plot_history(figure.add_subplot(grid[1, :]), histories)
+    plot_history(figure.add_subplot(grid[1, :]), histories, loss="mse", family=family)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
 
-def history_figure(histories: dict[str, np.ndarray], path: str) -> None:
+def history_figure(histories: dict[str, np.ndarray], path: str, loss: str | None = None, family: Any = None) -> None:
     """Meta-training curves alone, written to ``path`` (PNG).
 
     Parameters
@@ -149,10 +184,12 @@ def history_figure(histories: dict[str, np.ndarray], path: str) -> None:
         As in :func:`plot_history`.
     path : str
         The PNG file to write.
+    loss, family : optional
+        As in :func:`plot_history`.
     """
     plt = pyplot()
     figure, ax = plt.subplots(figsize=(7, 4), layout="constrained")
-    plot_history(ax, histories)
+    plot_history(ax, histories, loss=loss, family=family)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -208,25 +245,26 @@ def navigation_figure(learner: Any, goals: np.ndarray, steps: int, path: str) ->
     figure = plt.figure(figsize=(4.2 * len(goals), 7.5), layout="constrained")
     grid = figure.add_gridspec(2, len(goals))
     before = mean_paths(learner.policy, learner.theta, goals, learner.env)
-    for column, goal in enumerate(goals):
-        adapted = learner.adapt(goal, steps=steps, seed=column)
-        after = mean_paths(learner.policy, adapted, goal[None], learner.env)[0]
+    afters = [mean_paths(learner.policy, learner.adapt(goal, steps=steps, seed=column), goal[None], learner.env)[0]
+              for column, goal in enumerate(goals)]
+    # One frame for every panel, holding every path and goal with a margin.
+    reach = max(0.6, float(np.abs(before).max()), max(float(np.abs(a).max()) for a in afters),
+                float(np.abs(goals).max())) * 1.1
+    for column, (goal, after) in enumerate(zip(goals, afters)):
         ax = figure.add_subplot(grid[0, column])
         ax.plot(*before[column].T, ls=":", color="tab:blue", label="before adaptation")
         ax.plot(*after.T, color="tab:blue", label=f"after {steps} step{'s' * (steps != 1)}")
         ax.scatter([0], [0], color="black", marker="o", zorder=3, label="start")
         ax.scatter([goal[0]], [goal[1]], color="tab:red", marker="*", s=150, zorder=3, label="goal")
-        ax.set_xlim(-1.0, 1.0)
-        ax.set_ylim(-1.0, 1.0)
+        ax.set_xlim(-reach, reach)
+        ax.set_ylim(-reach, reach)
         ax.set_aspect("equal")
-        ax.set_title(f"goal {column + 1}")
+        ax.set_xlabel("position x")
+        ax.set_title(f"goal {column + 1}: ({goal[0]:.2f}, {goal[1]:.2f})")
         if column == 0:
+            ax.set_ylabel("position y")
             ax.legend(fontsize=7, loc="lower left")
-    ax = figure.add_subplot(grid[1, :])
-    history = learner.history
-    ax.plot(np.arange(1, len(history) + 1), smooth(history, max(1, len(history) // 50)))
-    ax.set_xlabel("meta-iteration")
-    ax.set_ylabel("mean return after adaptation")
-    ax.set_title("meta-training")
+    plot_history(figure.add_subplot(grid[1, :]), {"Meta-SGD": learner.history}, family=learner.env,
+                 metric="mean return after adaptation")
     figure.savefig(path, dpi=110)
     plt.close(figure)
