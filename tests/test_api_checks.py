@@ -83,3 +83,13 @@ def test_a_failing_combination_across_processes_is_an_exception_not_a_crash(firs
                           timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "the relay broke"
+
+
+def test_a_negative_initial_learning_rate_is_refused():
+    with pytest.raises(ValueError, match="alpha_init must be >= 0.0, got -0.1"):
+        mf.MetaSGD(mf.MLP([1, 4, 1]), alpha_init=-0.1)
+    with pytest.raises(ValueError, match=r"alpha_init\[0\] must be >= 0.0, got -0.1"):
+        mf.MetaSGD(mf.MLP([1, 4, 1]), alpha_init=(-0.1, 0.1))
+    with pytest.raises(ValueError, match="alpha_init must be >= 0.0, got -1.0"):
+        mf.rl.MetaSGDRL(mf.MLP([2, 4, 2]), alpha_init=-1.0)
+    assert np.all(mf.MetaSGD(mf.MLP([1, 4, 1]), alpha_init=0.0).alpha == 0)  # zero: no step until meta-learned

@@ -53,7 +53,9 @@ class MetaSGD(MetaLearner, InnerLearningRates):
     inner_steps : int
         Adaptation steps ``theta <- theta - alpha * grad L_support(theta)`` (same alpha each step).
     alpha_init : float or (low, high)
-        Initial learning rates: one value for all parameters, or uniform per parameter.
+        Initial learning rates: one value for all parameters, or uniform per parameter; at
+        least 0 (a negative rate would climb the support loss; meta-training may still drive
+        single entries of alpha below 0, and keeps them).
     first_order : bool
         Drop the Hessian terms of the meta-gradient (the alpha gradient keeps its exact form).
     {meta-optimizer parameters}
@@ -105,8 +107,9 @@ class MetaSGD(MetaLearner, InnerLearningRates):
         self._adam_eps = _validation.real(adam_eps, "adam_eps")
         if isinstance(alpha_init, (tuple, list)):
             self._alpha_init: float | tuple[float, float] = _validation.pair(alpha_init, "alpha_init")
+            _validation.real(self._alpha_init[0], "alpha_init[0]", minimum=0.0)
         else:
-            self._alpha_init = _validation.real(alpha_init, "alpha_init")
+            self._alpha_init = _validation.real(alpha_init, "alpha_init", minimum=0.0)
         impl_class = _core.MetaSGDFloat32 if self._dtype == np.float32 else _core.MetaSGDFloat64
         self._impl = impl_class(model._impl, self._loss, self._inner_steps, self._first_order, self._meta_optimizer,
                                 self._meta_lr, *self._adam_betas, self._adam_eps, _validation.num_threads(num_threads))

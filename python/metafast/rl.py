@@ -410,7 +410,7 @@ class MetaSGDRL(InnerLearningRates):
     gamma : float
         Discount of the returns-to-go, in [0, 1].
     alpha_init : float
-        Initial inner learning rate of every parameter.
+        Initial inner learning rate of every parameter (at least 0).
     log_std_init : float
         Initial log standard deviation of the policy.
     first_order : bool
@@ -452,7 +452,7 @@ class MetaSGDRL(InnerLearningRates):
         self._settings = dict(
             # Types here; the core checks the ranges (one message for each).
             inner_trajectories=_validation.int64(inner_trajectories, "inner_trajectories"),
-            gamma=_validation.real(gamma, "gamma"), alpha_init=_validation.real(alpha_init, "alpha_init"),
+            gamma=_validation.real(gamma, "gamma"), alpha_init=_validation.real(alpha_init, "alpha_init", minimum=0.0),
             log_std_init=_validation.real(log_std_init, "log_std_init"),
             first_order=_validation.boolean(first_order, "first_order"),
             normalize_advantages=_validation.boolean(normalize_advantages, "normalize_advantages"),
