@@ -268,3 +268,33 @@ def test_one_hidden_layer_scalar_network_takes_the_fused_path_with_the_same_bits
     theta = learner.theta
     _, grad = model.loss_and_grad(theta, x, y)
     np.testing.assert_array_equal(learner.adapt(x, y, steps=1), theta - grad)
+
+
+def digits_family(classes_part: int, shots: int = 1):
+    datasets = pytest.importorskip("sklearn.datasets", reason="needs scikit-learn (the test extra)")
+    data = datasets.load_digits()
+    parts = mf.tasks.split_classes(data.target, parts=(5, 5), seed=0)
+    return mf.tasks.Classification(data.data / 16.0, data.target, ways=5, shots=shots, query=15,
+                                   classes=parts[classes_part])
+
+
+DEFAULT_PROBLEMS = {
+    "sine": (lambda: mf.MLP([1, 64, 64, 1], activation="tanh"), lambda part: Sinusoid(), "mse"),
+    "linear-binary": (lambda: mf.MLP([50, 1], bias=False), lambda part: mf.tasks.LinearBinary(), "bce"),
+    "nway": (lambda: mf.MLP([8, 32, 5]), lambda part: GaussianNWay(), "softmax_ce"),
+    "digits-linear": (lambda: mf.MLP([64, 5]), lambda part: digits_family(part, shots=5), "softmax_ce"),
+    "digits-hidden-layer": (lambda: mf.MLP([64, 64, 5]), digits_family, "softmax_ce"),
+}
+
+
+@pytest.mark.parametrize("model,family,loss", DEFAULT_PROBLEMS.values(), ids=DEFAULT_PROBLEMS.keys())
+def test_the_defaults_learn_on_every_family(model, family, loss):
+    """Reptile as constructed with only a model and a loss: meta-training lowers its training
+    loss and the query loss after adaptation on held-out tasks (on digits: held-out classes)."""
+    learner = mf.Reptile(model(), loss=loss, seed=0)
+    assert (learner.inner_optimizer, learner.inner_lr) == (("adam", 1e-2) if loss == "mse" else ("sgd", 0.1))
+    held_out = family(1).sample(200, seed=123)
+    before = learner.evaluate(held_out, steps=(10,)).loss[0]
+    history = learner.fit(family(0), iterations=2000, meta_batch=5, progress=False)
+    after = learner.evaluate(held_out, steps=(10,)).loss[0]
+    assert history[-100:].mean() < history[:100].mean() and after < before, (before, after)

@@ -74,7 +74,8 @@ ALGORITHM_NAMES = {"metasgd": "Meta-SGD", "reptile": "Reptile", "metasgd-rl": "M
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "metasgd": dict(meta_batch=25, inner_steps=1, alpha_init=0.01, meta_lr=1e-3, meta_optimizer="adam",
                     first_order=False),
-    "reptile": dict(meta_batch=5, inner_optimizer="adam", inner_lr=1e-2, inner_epochs=10, inner_batch=10,
+    # None: the learner's default, which depends on the loss (Reptile's docstring).
+    "reptile": dict(meta_batch=5, inner_optimizer=None, inner_lr=None, inner_epochs=10, inner_batch=10,
                     epsilon=0.1, epsilon_final=None, shuffle=False),
     "metasgd-rl": dict(meta_batch=20, alpha_init=0.1, meta_lr=1e-3, meta_optimizer="adam", first_order=False,
                        trajectories=20, gamma=0.99),
@@ -162,8 +163,9 @@ def build_parser() -> Parser:
                      help=f"drop the Hessian terms of the meta-gradient ({defaults_help('first_order', flag=True)})")
     rep = train.add_argument_group("Reptile")
     rep.add_argument("--inner-optimizer", choices=("adam", "sgd"),
-                     help=f"inner optimizer ({defaults_help('inner_optimizer')})")
-    rep.add_argument("--inner-lr", type=positive_float, help=f"inner learning rate ({defaults_help('inner_lr')})")
+                     help="inner optimizer (reptile; default adam for sine, sgd for the classification tasks)")
+    rep.add_argument("--inner-lr", type=positive_float,
+                     help="inner learning rate (reptile; default 0.01 for adam, 0.1 for sgd)")
     rep.add_argument("--inner-epochs", type=positive_int,
                      help=f"passes over the support set ({defaults_help('inner_epochs')})")
     rep.add_argument("--inner-batch", type=positive_int, help=f"rows per minibatch ({defaults_help('inner_batch')})")

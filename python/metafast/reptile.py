@@ -14,6 +14,10 @@ from .mlp import MLP
 from .tasks import TaskFamily
 
 
+# The inner learning rate each optimizer gets by default.
+INNER_LR = {"adam": 1e-2, "sgd": 0.1}
+
+
 class Reptile(MetaLearner):
     """Reptile, serial (one task per meta-iteration) or batched (several, in parallel).
 
@@ -23,10 +27,13 @@ class Reptile(MetaLearner):
         The network; its parameters are theta.
     loss : {"mse", "bce", "softmax_ce"}
         Loss of the inner loop (and of the query sets, which only score).
-    inner_optimizer : {"adam", "sgd"}
-        Optimizer of the inner loop.
-    inner_lr : float
-        Its learning rate.
+    inner_optimizer : {"adam", "sgd"}, optional
+        Optimizer of the inner loop. Default: Adam for ``mse`` (the book's sine setting), SGD
+        for ``bce`` and ``softmax_ce``: with Adam's per-parameter normalisation, ten passes
+        over a few-shot support set overfit it, and meta-training drove the query loss of
+        few-shot classification up instead of down.
+    inner_lr : float, optional
+        Its learning rate. Default: 1e-2 for Adam, 0.1 for SGD.
     inner_epochs : int
         Passes over a task's support set in the inner loop.
     inner_batch : int
@@ -78,13 +85,17 @@ class Reptile(MetaLearner):
     _slot_values_per_parameter = 1
     _thread_values_per_parameter = 4
 
-    def __init__(self, model: MLP, loss: str = "mse", inner_optimizer: str = "adam", inner_lr: float = 1e-2,
+    def __init__(self, model: MLP, loss: str = "mse", inner_optimizer: str | None = None, inner_lr: float | None = None,
                  inner_epochs: int = 10, inner_batch: int = 10, epsilon: float = 0.1,
                  epsilon_final: float | None = None, adam_betas: tuple[float, float] = (0.9, 0.999),
                  reset_optimizer: bool = True, shuffle: bool = False, dtype: Any = "float32", seed: int = 0,
                  num_threads: int | None = None, adam_eps: float = 1e-8) -> None:
         super().__init__(model, loss, dtype, seed)
+        if inner_optimizer is None:
+            inner_optimizer = "adam" if self._loss == "mse" else "sgd"
         self._inner_optimizer = _validation.string(inner_optimizer, "inner_optimizer")
+        if inner_lr is None:
+            inner_lr = INNER_LR.get(self._inner_optimizer, 1e-2)  # an unknown optimizer: the core names it
         # Types here; the core's constructor checks the ranges (one message for each).
         self._inner_lr = _validation.real(inner_lr, "inner_lr")
         self._inner_epochs = _validation.int64(inner_epochs, "inner_epochs")
@@ -101,6 +112,16 @@ class Reptile(MetaLearner):
                                 self._shuffle, self._seed, _validation.num_threads(num_threads), self._epsilon,
                                 self._epsilon if self._epsilon_final is None else self._epsilon_final)
         self._impl.set_params(model.init(self._seed, self._dtype))
+
+    @property
+    def inner_optimizer(self) -> str:
+        """Optimizer of the inner loop, "adam" or "sgd" (the default resolved for the loss)."""
+        return self._inner_optimizer
+
+    @property
+    def inner_lr(self) -> float:
+        """Learning rate of the inner loop."""
+        return self._inner_lr
 
     @property
     def epsilon(self) -> float:
