@@ -381,6 +381,11 @@ def test_evaluation_reports_diverged_adaptations_apart_from_the_mean_of_the_othe
     assert mixed.as_dict()[1]["diverged"] == 0.5
     assert "(50.0% diverged)" in str(mixed) and "did not diverge" in str(mixed)
     assert "diverged" not in str(mf.EvaluationReport.from_samples((0,), losses[:, :1], None))
+    # A loss a million times the one before adaptation has diverged too, finite or not.
+    grown = mf.EvaluationReport.from_samples((1,), np.array([[2.0], [3e6], [2.9e6]]), None,
+                                             before=np.array([1.0, 2.0, 3.0]))
+    np.testing.assert_allclose(grown.diverged, [1 / 3])
+    np.testing.assert_allclose(grown.loss, [(2.0 + 2.9e6) / 2])
 
 
 def test_float32_adam_with_an_overflowed_second_moment_is_a_zero_step_not_a_divergence():

@@ -403,10 +403,11 @@ def run_demo(args: argparse.Namespace) -> int:
         print(f"  {name:8s}: {learner.iteration} meta-iterations x {meta_batch} tasks in "
               f"{time.perf_counter() - started:.1f} s")
     print(f"\nquery MSE on {args.tasks} held-out tasks after 0, 1 and 10 adaptation steps (mean ± 95% CI)")
-    print(f"{'steps':>5}  {'Meta-SGD':>22}  {'Reptile':>22}")
     reports = [learner.evaluate(family, num_tasks=args.tasks, steps=(0, 1, 10), seed=123) for _, learner, _, _ in runs]
+    width = max(len(reports[0].cell(row)) for row in range(3))  # room for a "(x% diverged)"
+    print(f"{'steps':>5}  {'Meta-SGD':>22}{'':<{width - 22}}  {'Reptile':>22}")
     for row, steps in enumerate((0, 1, 10)):
-        print(f"{steps:>5}  {reports[0].cell(row)}  {reports[1].cell(row)}")
+        print(f"{steps:>5}  {reports[0].cell(row):<{width}}  {reports[1].cell(row)}".rstrip())
     print("(Meta-SGD learns its step sizes for the one step it trains with; Reptile adapts with Adam.)")
     tasks = [family.sample(1, seed=10_000 + i) for i in range(3)]
     adaptation_figure(tasks, {"Meta-SGD": (metasgd, 1), "Reptile": (reptile, 10)},

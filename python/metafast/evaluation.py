@@ -9,6 +9,9 @@ from typing import Any, Optional
 import numpy as np
 
 Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
+# An adaptation whose query loss grew beyond this many times the loss before it has diverged
+# (it overshoots without bound long before float32 overflows).
+DIVERGED_GROWTH = 1e6
 
 
 def _mean_and_ci(samples: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -29,9 +32,10 @@ class EvaluationReport:
     """Mean query loss (and accuracy, for classification) after each number of adaptation
     steps, with 95% confidence half-widths (``mean ± ci95``) over ``num_tasks`` tasks.
 
-    An adaptation that overflows (a loss that is not finite: steps far beyond those of
-    meta-training, or step sizes too large for the task) is counted apart: ``diverged`` is
-    the fraction of tasks it happened to, and the means are over the other tasks. The table
+    An adaptation that diverges (steps far beyond those of meta-training, or step sizes too
+    large for the task: a query loss that is not finite, or above a million times the task's
+    loss before adaptation) is counted apart: ``diverged`` is the fraction of tasks it
+    happened to, and the means are over the other tasks. The table
     shows that fraction beside the means whenever it is not zero.
 
     ``str(report)`` is a table of the rows; :meth:`as_dict` gives them as numbers.
@@ -70,7 +74,7 @@ class EvaluationReport:
 
     @classmethod
     def from_samples(cls, steps: tuple[int, ...], losses: np.ndarray, accuracies: Optional[np.ndarray],
-                     metric: str = "query loss") -> EvaluationReport:
+                     metric: str = "query loss", before: Optional[np.ndarray] = None) -> EvaluationReport:
         """The report of per-task results.
 
         Parameters
@@ -83,15 +87,21 @@ class EvaluationReport:
             Each task's accuracy, for classification.
         metric : str
             What ``losses`` holds.
+        before : ndarray, shape (num_tasks,), optional
+            Each task's loss before adaptation: a loss above ``DIVERGED_GROWTH`` times it
+            marks a diverged adaptation too.
 
         Returns
         -------
         EvaluationReport
             Means and 95% half-widths over the tasks that did not diverge (a loss that is not
-            finite marks a diverged task).
+            finite, or grew beyond ``DIVERGED_GROWTH`` times ``before``, marks a diverged task).
         """
         losses = np.asarray(losses, dtype=np.float64)
         kept = np.isfinite(losses)
+        if before is not None:
+            with np.errstate(invalid="ignore"):
+                kept &= ~(losses > DIVERGED_GROWTH * np.asarray(before, dtype=np.float64)[:, None])
         loss, loss_ci = _mean_and_ci(losses, kept)
         accuracy = accuracy_ci = None
         if accuracies is not None:
@@ -140,7 +150,7 @@ class EvaluationReport:
         if self.accuracy is not None:
             header += f"  {'accuracy':>18}"
         lines = [f"evaluation on {self.num_tasks} held-out tasks (mean ± 95% CI)", header]
-        lines += [f"{step:>5}  {self._cell(row, with_accuracy=True)}" for row, step in enumerate(self.steps)]
+        lines += [f"{step:>5}  {self._cell(row, with_accuracy=True)}".rstrip() for row, step in enumerate(self.steps)]
         if self.diverged is not None and self.diverged.any():
             lines.append("(means over the tasks whose adaptation did not diverge)")
         return "\n".join(lines)

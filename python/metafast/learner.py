@@ -259,8 +259,12 @@ class MetaLearner(Learner, abstract=True):
             batch = tasks.sample(num_tasks or 600, seed=seed, dtype=self._dtype, num_threads=self.num_threads)
         else:
             batch = sample_with(tasks, num_tasks or 600, np.random.default_rng(seed))
-        losses, accuracies = self._impl.evaluate(*self._arrays(batch), counts)
-        return EvaluationReport.from_samples(tuple(counts), losses, None if self._loss == "mse" else accuracies)
+        # Step 0 too, always: an adaptation diverged when its loss left that one far behind.
+        evaluated = counts if counts[0] == 0 else [0, *counts]
+        losses, accuracies = self._impl.evaluate(*self._arrays(batch), evaluated)
+        shown = slice(len(evaluated) - len(counts), None)
+        return EvaluationReport.from_samples(tuple(counts), losses[:, shown],
+                                             None if self._loss == "mse" else accuracies[:, shown], before=losses[:, 0])
 
     # -------------------------------------------------------------------- I/O
     def _config(self) -> dict[str, Any]:
