@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def recorded_level(text: str) -> str | None:
 def run(command: str, keep: bool = False) -> str:
     """What ``command`` prints on stdout, run from a scratch folder: ``python X`` runs X of
     the clone with this interpreter, ``metafast ...`` the installed command line."""
-    words = command.split()
+    words = shlex.split(command)
     if words[0] == "python":
         argv = [sys.executable, *(str(ROOT / w) if w.endswith(".py") else w for w in words[1:])]
     elif words[0] == "metafast":

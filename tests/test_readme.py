@@ -1,0 +1,80 @@
+"""README.md stays true to the code: every Python snippet is a file of docs/examples that runs
+as written, and the outputs it shows are what the code prints (docs/regenerate_outputs.py
+makes them; the quick ones are checked here, timings aside, at the CPU level they were made
+at)."""
+
+from __future__ import annotations
+
+import importlib.util
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import metafast as mf
+
+ROOT = Path(__file__).resolve().parents[1]
+README = (ROOT / "README.md").read_text(encoding="utf-8")
+EXAMPLES = sorted((ROOT / "docs" / "examples").glob("*.py"))
+SNIPPET = re.compile(r"<!-- snippet: (?P<path>\S+) -->\n```python\n(?P<code>.*?)```\n", re.S)
+
+spec = importlib.util.spec_from_file_location("regenerate_outputs", ROOT / "docs" / "regenerate_outputs.py")
+outputs = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(outputs)
+
+# Runs an example as written, except that training stops after a few meta-iterations: the
+# snippets' own lengths are for the outputs README.md shows (docs/regenerate_outputs.py).
+SHORT_TRAINING = """
+import runpy, sys
+from metafast.base import Learner
+train = Learner._train
+Learner._train = lambda self, iterations, *args, **kwargs: train(self, min(iterations, 5), *args, **kwargs)
+sys.argv = sys.argv[1:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+# Outputs quick enough to make again in the suite (seconds each on 2 cores).
+QUICK = ["metafast demo", "python docs/examples/meta_sgd_sine.py", "python docs/examples/reptile_sine.py",
+         "python docs/examples/digits_meta_sgd.py",
+         "python docs/examples/few_shot_digits.py"]
+
+
+def test_every_python_block_is_an_example_file():
+    blocks = README.count("```python\n")
+    snippets = {match.group("path"): match.group("code") for match in SNIPPET.finditer(README)}
+    assert len(snippets) == blocks, "a ```python block of README.md lacks its <!-- snippet: --> marker"
+    for path, code in snippets.items():
+        assert (ROOT / path).read_text(encoding="utf-8") == code, f"README.md's copy of {path} differs from it"
+    assert sorted(ROOT / path for path in snippets) == [e for e in EXAMPLES if e.name != "few_shot_digits.py"]
+
+
+@pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
+def test_every_example_runs_as_written(example, tmp_path):
+    needs = {"many_machines": "mpi4py", "digits_meta_sgd": "sklearn", "few_shot_digits": "sklearn"}
+    if example.stem in needs:
+        pytest.importorskip(needs[example.stem], reason=f"{example.name} needs {needs[example.stem]}")
+    done = subprocess.run([sys.executable, "-c", SHORT_TRAINING, str(example)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def test_every_output_block_names_a_command_that_runs():
+    commands = outputs.commands(README)
+    assert len(commands) == README.count("<!-- output:")
+    for command in commands:
+        for word in command.split():
+            if word.endswith(".py"):
+                assert (ROOT / word).is_file(), command
+    assert set(QUICK) <= set(commands)
+
+
+@pytest.mark.parametrize("command", QUICK)
+def test_the_outputs_shown_are_what_the_code_prints(command):
+    level = outputs.recorded_level(README)
+    if mf.build_info()["level"] != level:
+        pytest.skip(f"README.md's outputs were made at the {level} level; this process runs another")
+    if "digits" in command:
+        pytest.importorskip("sklearn", reason="the digits examples need scikit-learn")
+    shown = outputs.recorded(README)[command]
+    assert outputs.masked(outputs.run(command)) == outputs.masked(shown)
