@@ -148,22 +148,25 @@ py::array_t<T> adapt_task(L& learner, const py::array& x, const py::array& y, st
     return out;
 }
 
-// theta and alpha of a learner whose params() hold theta, then alpha, as many values each.
+// theta and alpha of a learner whose params() hold theta (num_params() values), then alpha
+// (the rest: one vector, or one per inner step, flat); theta alone when there is no alpha.
 template <class T, class L>
 py::tuple get_theta_alpha(L& learner) {
     std::lock_guard<std::mutex> lock(learner.mutex());
-    const std::size_t n = learner.params().size() / 2;
-    return py::make_tuple(copy_out(learner.params().data(), n), copy_out(learner.params().data() + n, n));
+    const std::size_t n = learner.num_params(), alphas = learner.params().size() - n;
+    if (alphas == 0) return py::make_tuple(copy_out(learner.params().data(), n));
+    return py::make_tuple(copy_out(learner.params().data(), n), copy_out(learner.params().data() + n, alphas));
 }
 
 template <class T, class L>
-void set_theta_alpha(L& learner, const py::array& theta, const py::array& alpha) {
-    const std::size_t n = learner.params().size() / 2;  // fixed at construction
+void set_theta_alpha(L& learner, const py::array& theta, const py::object& alpha) {
+    const std::size_t n = learner.num_params(), alphas = learner.params().size() - n;  // fixed at construction
     const T* t = checked_vector<T>(theta, "theta", n);
-    const T* a = checked_vector<T>(alpha, "alpha", n);
+    require(alpha.is_none() == (alphas == 0), alphas == 0 ? "this learner has no alpha" : "alpha is missing");
+    const T* a = alphas == 0 ? nullptr : checked_vector<T>(alpha.cast<py::array>(), "alpha", alphas);
     std::lock_guard<std::mutex> lock(learner.mutex());
     std::copy(t, t + n, learner.params().data());
-    std::copy(a, a + n, learner.params().data() + n);
+    if (a) std::copy(a, a + alphas, learner.params().data() + n);
 }
 
 template <class T, class L>
@@ -314,7 +317,8 @@ void add_learner_methods(py::class_<L>& cls) {
 // Parameters stored as [theta, alpha] (Meta-SGD and its RL learner).
 template <class T, class L>
 void add_theta_alpha(py::class_<L>& cls) {
-    cls.def("get_params", &get_theta_alpha<T, L>).def("set_params", &set_theta_alpha<T, L>, "theta"_a, "alpha"_a);
+    cls.def("get_params", &get_theta_alpha<T, L>)
+        .def("set_params", &set_theta_alpha<T, L>, "theta"_a, "alpha"_a = py::none());
 }
 
 // Evaluation and adaptation on task batches (the supervised learners).

@@ -4,6 +4,7 @@
 #include "learner_support.hpp"
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -21,16 +22,23 @@ void bind_learner(py::module_& m, const char* name) {
     py::class_<Learner<T>> cls(m, name);
     cls.def(py::init([](const Mlp& mlp, const std::string& loss, std::int64_t inner_steps, bool first_order,
                         const std::string& optimizer, double lr, double beta1, double beta2, double eps,
-                        int num_threads) {
+                        int num_threads, bool alpha_per_step, std::optional<double> clip_grad_norm,
+                        std::optional<double> fixed_inner_lr) {
                 const Loss kind = parse_loss(loss);
                 check_loss_matches_output(kind, mlp.output_activation(), mlp.output_width());
-                const MetaSgdConfig config{kind, checked_count(inner_steps, "inner_steps", 100000), first_order};
+                MetaSgdConfig config{kind, checked_count(inner_steps, "inner_steps", 100000), first_order};
+                config.alpha_per_step = alpha_per_step;
+                config.learn_alpha = !fixed_inner_lr;
+                if (clip_grad_norm) config.clip_grad_norm = checked_positive(*clip_grad_norm, "clip_grad_norm");
+                if (fixed_inner_lr) checked_within(*fixed_inner_lr, "inner_lr", 0.0, 1e30);
                 return std::make_unique<Learner<T>>(
                     mlp, config, checked_optimizer(optimizer, "meta_optimizer", lr, "meta_lr", beta1, beta2, eps),
-                    checked_threads(num_threads));
+                    checked_threads(num_threads), fixed_inner_lr.value_or(0.0));
             }),
             "mlp"_a, "loss"_a, "inner_steps"_a, "first_order"_a, "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a,
-            "eps"_a, "num_threads"_a);
+            "eps"_a, "num_threads"_a, "alpha_per_step"_a = false, "clip_grad_norm"_a = py::none(),
+            "fixed_inner_lr"_a = py::none(),
+            "A Meta-SGD learner; with fixed_inner_lr, MAML: alpha that step size for every parameter, not learned.");
     add_learner_methods<T>(cls);
     add_theta_alpha<T>(cls);
     add_supervised_methods<T>(cls);
@@ -38,14 +46,14 @@ void bind_learner(py::module_& m, const char* name) {
             [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
                const py::object& relay, std::size_t first_task, std::size_t total_tasks) {
                 const TaskBatchView<T> batch = checked_batch<T>(l.mlp(), l.config().loss, xs, ys, xq, yq);
-                const std::size_t n = l.num_params();
-                py::array_t<T> g_theta(static_cast<py::ssize_t>(n)), g_alpha(static_cast<py::ssize_t>(n));
+                const std::size_t n = l.num_params(), alphas = l.params().size() - n;
+                py::array_t<T> g_theta(static_cast<py::ssize_t>(n)), g_alpha(static_cast<py::ssize_t>(alphas));
                 T* gt = g_theta.mutable_data();
                 T* ga = g_alpha.mutable_data();
                 const FitResult result = step_in_core<T>(l, relay, first_task, total_tasks, batch.tasks, [&](auto& combine) {
                     const FitResult run = l.meta_gradient(batch, combine);
                     std::copy(l.mean_gradient().begin(), l.mean_gradient().begin() + n, gt);
-                    std::copy(l.mean_gradient().begin() + n, l.mean_gradient().begin() + 2 * n, ga);
+                    std::copy(l.mean_gradient().begin() + n, l.mean_gradient().begin() + n + alphas, ga);
                     return run;
                 });
                 return py::make_tuple(result.last_score, g_theta, g_alpha, result.failed_elsewhere);

@@ -23,6 +23,7 @@ from . import rl, tasks
 from .errors import TrainingDivergedError
 from .evaluation import EvaluationReport
 from .io import load
+from .maml import MAML
 from .meta_sgd import MetaSGD
 from .mlp import MLP
 from .reptile import Reptile
@@ -47,6 +48,7 @@ except PackageNotFoundError:  # pragma: no cover
 __all__ = [
     "MLP",
     "MetaSGD",
+    "MAML",
     "Reptile",
     "TaskBatch",
     "EvaluationReport",

@@ -32,6 +32,7 @@ from .mlp import MLP
 # Bounds far beyond any real model file, and small enough to check in well under a second.
 MAX_LAYERS = 10_000
 MAX_CONFIG_CHARS = 2**20
+MAX_ALPHA_VECTORS = 100_000  # alpha per inner step: at most the inner steps a learner takes
 MAX_CONFIG_DEPTH = 8  # a saved config nests three levels deep (config, model, sizes)
 MAX_HEADER_BYTES = 10_000  # numpy's own bound on a .npy header it reads without trust
 DEFLATE_MAX_RATIO = 1032  # deflate expands its input at most about 1032-fold
@@ -259,10 +260,11 @@ def checked_state(archive: Archive, model: MLP, dtype: np.dtype, values_per_para
     if not architecture <= parameters <= architecture + model.sizes[-1]:
         raise Refused(f"has {parameters} values in theta, but its model {shown(list(model.sizes))} has "
                       f"{architecture} parameters")
-    if "alpha" in declared and declared["alpha"].size != parameters:
-        raise Refused(f"has {declared['alpha'].size} values in alpha and {parameters} in theta")
+    alphas = declared["alpha"].size if "alpha" in declared else 0
+    if alphas % parameters or alphas > MAX_ALPHA_VECTORS * parameters:  # one alpha vector, or one per inner step
+        raise Refused(f"has {alphas} values in alpha and {parameters} in theta")
     moments = declared["optimizer_m"].size, declared["optimizer_v"].size
-    if moments[0] != moments[1] or moments[0] > 2 * parameters:  # at most a moment per theta and alpha entry
+    if moments[0] != moments[1] or moments[0] > parameters + alphas:  # at most a moment per theta and alpha entry
         raise Refused(f"has an optimizer state of {moments[0]} and {moments[1]} values for {parameters} parameters")
     iteration = int(archive.read("iteration", declared["iteration"])[()])
     if declared["history"].size != iteration:

@@ -48,6 +48,20 @@ meta_optimizer : {"adam", "sgd"}
 meta_lr : float
     Meta learning rate (beta).
 """,
+    "multi-step parameters": """\
+alpha_per_step : bool
+    One alpha vector per inner step (MAML++'s per-step learning rates, generalised per
+    parameter): ``alpha`` has shape (inner_steps, num_params), and steps beyond
+    ``inner_steps`` in ``adapt`` and ``evaluate`` reuse the last row.
+clip_grad_norm : float, optional
+    Clip the mean meta-gradient to this Euclidean norm before each update (the exact
+    gradient scaled by ``min(1, clip_grad_norm / norm)``, the norm summed in one fixed order,
+    so results stay the same for any number of threads and processes).
+init : str, ("normal", std) or array, optional
+    Initial theta: a scheme of :meth:`MLP.init` ("auto", the default: He for layers before a
+    ReLU, Glorot otherwise; "he"; "glorot"; "pytorch", ``torch.nn.Linear``'s default;
+    ("normal", std), MAML's is ("normal", 0.01)), or theta itself.
+""",
     "theta and x": """\
 theta : ndarray, shape (num_params,)
     Parameters, float32 or float64; every other array must share its dtype.

@@ -317,7 +317,7 @@ class Learner:
     def _params(self) -> dict[str, np.ndarray]:
         """The core's parameter vectors (copies), by the names of ``_param_names``."""
         values = self._impl.get_params()
-        return dict(zip(self._param_names, values if len(self._param_names) > 1 else (values,)))
+        return dict(zip(self._param_names, values if isinstance(values, tuple) else (values,)))
 
     def _set_param(self, name: str, value: Any) -> None:
         """Replaces one parameter vector; the core checks its shape and values."""

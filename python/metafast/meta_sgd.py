@@ -32,12 +32,19 @@ class InnerLearningRates(Learner, abstract=True):
 
     @property
     def alpha(self) -> np.ndarray:
-        """Per-parameter inner learning rates (a copy; assign to change them)."""
-        return self._params()["alpha"]
+        """Per-parameter inner learning rates (a copy; assign to change them): shape
+        (num_params,), or (inner_steps, num_params) with one vector per inner step."""
+        return self._params()["alpha"].reshape(self._alpha_shape())
 
     @alpha.setter
     def alpha(self, value: Any) -> None:
-        self._set_param("alpha", value)
+        array = np.asarray(value)
+        if array.shape != self._alpha_shape():
+            raise ValueError(f"alpha must have shape {self._alpha_shape()}, got {array.shape}")
+        self._set_param("alpha", array.reshape(-1))
+
+    def _alpha_shape(self) -> tuple[int, ...]:
+        return self._params()["theta"].shape  # one rate per entry of theta
 
 
 @shared_docs
@@ -51,7 +58,7 @@ class MetaSGD(MetaLearner, InnerLearningRates):
     loss : {"mse", "bce", "softmax_ce"}
         Loss of the support (inner) and query (outer) sets.
     inner_steps : int
-        Adaptation steps ``theta <- theta - alpha * grad L_support(theta)`` (same alpha each step).
+        Adaptation steps ``theta <- theta - alpha * grad L_support(theta)``.
     alpha_init : float or (low, high)
         Initial learning rates: one value for all parameters, or uniform per parameter; at
         least 0 (a negative rate would climb the support loss; meta-training may still drive
@@ -59,6 +66,7 @@ class MetaSGD(MetaLearner, InnerLearningRates):
     first_order : bool
         Drop the Hessian terms of the meta-gradient (the alpha gradient keeps its exact form).
     {meta-optimizer parameters}
+    {multi-step parameters}
     dtype : {"float32", "float64"}
         Precision of all computations. Floating data is converted to it.
     seed : int
@@ -71,7 +79,8 @@ class MetaSGD(MetaLearner, InnerLearningRates):
     -----
     The meta-gradient is the exact reverse pass through the inner loop, with Hessian-vector
     products from Pearlmutter's R-operator: for ``j = J-1 .. 0``,
-    ``g_alpha -= g_j * v`` and ``v <- v - H_j (alpha * v)``, from ``v = grad L_query(theta_J)``.
+    ``g_alpha_j -= g_j * v`` and ``v <- v - H_j (alpha_j * v)``, from ``v = grad L_query(theta_J)``
+    (``alpha_j`` is alpha, or its row j with ``alpha_per_step``).
     The book "Hands-On Meta Learning with Python" updates alpha with theta's meta-gradient;
     that is not the gradient with respect to alpha, and metafast does not copy it (see
     ``metafast.reference.book_metasgd`` for a port of that listing).
@@ -96,7 +105,17 @@ class MetaSGD(MetaLearner, InnerLearningRates):
     def __init__(self, model: MLP, loss: str = "mse", inner_steps: int = 1, alpha_init: float | tuple[float, float] = 0.01,
                  first_order: bool = False, meta_optimizer: str = "adam", meta_lr: float = 1e-3,
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
-                 adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8) -> None:
+                 adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
+                 alpha_per_step: bool = False, clip_grad_norm: float | None = None, init: Any = None) -> None:
+        self._alpha_per_step = _validation.boolean(alpha_per_step, "alpha_per_step")
+        self._build(model, loss, inner_steps, first_order, meta_optimizer, meta_lr, dtype, seed, num_threads,
+                    adam_betas, adam_eps, clip_grad_norm, init, fixed_inner_lr=None, alpha_init=alpha_init)
+
+    def _build(self, model: MLP, loss: str, inner_steps: int, first_order: bool, meta_optimizer: str,
+               meta_lr: float, dtype: Any, seed: int, num_threads: int | None, adam_betas: tuple[float, float],
+               adam_eps: float, clip_grad_norm: float | None, init: Any, fixed_inner_lr: float | None,
+               alpha_init: Any = None) -> None:
+        """The constructor's work, shared with MAML (whose alpha is ``fixed_inner_lr``)."""
         super().__init__(model, loss, dtype, seed)
         # Types here; the core's constructor checks the ranges (one message for each).
         self._inner_steps = _validation.int64(inner_steps, "inner_steps")
@@ -105,15 +124,23 @@ class MetaSGD(MetaLearner, InnerLearningRates):
         self._meta_lr = _validation.real(meta_lr, "meta_lr")
         self._adam_betas = _validation.two_reals(adam_betas, "adam_betas")
         self._adam_eps = _validation.real(adam_eps, "adam_eps")
-        if isinstance(alpha_init, (tuple, list)):
-            self._alpha_init: float | tuple[float, float] = _validation.pair(alpha_init, "alpha_init")
-            _validation.real(self._alpha_init[0], "alpha_init[0]", minimum=0.0)
-        else:
-            self._alpha_init = _validation.real(alpha_init, "alpha_init", minimum=0.0)
+        self._clip_grad_norm = None if clip_grad_norm is None else _validation.real(clip_grad_norm, "clip_grad_norm")
+        theta, self._init = initial_theta(model, init, self._seed, self._dtype)
+        if fixed_inner_lr is None:
+            if isinstance(alpha_init, (tuple, list)):
+                self._alpha_init: float | tuple[float, float] = _validation.pair(alpha_init, "alpha_init")
+                _validation.real(self._alpha_init[0], "alpha_init[0]", minimum=0.0)
+            else:
+                self._alpha_init = _validation.real(alpha_init, "alpha_init", minimum=0.0)
         impl_class = _core.MetaSGDFloat32 if self._dtype == np.float32 else _core.MetaSGDFloat64
         self._impl = impl_class(model._impl, self._loss, self._inner_steps, self._first_order, self._meta_optimizer,
-                                self._meta_lr, *self._adam_betas, self._adam_eps, _validation.num_threads(num_threads))
-        self._impl.set_params(model.init(self._seed, self._dtype), self._initial_alpha())
+                                self._meta_lr, *self._adam_betas, self._adam_eps, _validation.num_threads(num_threads),
+                                alpha_per_step=self._alpha_per_step, clip_grad_norm=self._clip_grad_norm,
+                                fixed_inner_lr=fixed_inner_lr)
+        if fixed_inner_lr is None:
+            self._impl.set_params(theta, self._initial_alpha())
+        else:
+            self._impl.set_params(theta)
 
     @property
     def inner_steps(self) -> int:
@@ -124,6 +151,20 @@ class MetaSGD(MetaLearner, InnerLearningRates):
     def first_order(self) -> bool:
         """Whether the meta-gradient drops its Hessian terms."""
         return self._first_order
+
+    @property
+    def alpha_per_step(self) -> bool:
+        """Whether alpha holds one vector per inner step."""
+        return self._alpha_per_step
+
+    @property
+    def clip_grad_norm(self) -> float | None:
+        """The largest norm of the mean meta-gradient an update uses (None: no clipping)."""
+        return self._clip_grad_norm
+
+    def _alpha_shape(self) -> tuple[int, ...]:
+        n = self._model.num_params
+        return (self._inner_steps, n) if self._alpha_per_step else (n,)
 
     def meta_gradient(self, batch: TaskBatch) -> tuple[np.floating, np.ndarray, np.ndarray]:
         """The mean query loss after adaptation on the tasks of ``batch`` and its exact
@@ -139,15 +180,16 @@ class MetaSGD(MetaLearner, InnerLearningRates):
         loss : numpy.floating
             Mean query loss after adaptation.
         g_theta, g_alpha : numpy.ndarray
-            Its gradients with respect to theta and alpha.
+            Its gradients with respect to theta and alpha (alpha's shape), exact and before
+            any clipping (``clip_grad_norm`` clips what the update uses).
         """
         loss, g_theta, g_alpha, _ = self._impl.meta_gradient(*self._arrays(batch))
         if not (np.isfinite(loss) and np.all(np.isfinite(g_theta)) and np.all(np.isfinite(g_alpha))):
             raise TrainingDivergedError(self._iteration, " on this batch", self._divergence_hint)
-        return self._dtype.type(loss), g_theta, g_alpha
+        return self._dtype.type(loss), g_theta, g_alpha.reshape(self._alpha_shape())
 
     def _initial_alpha(self) -> np.ndarray:
-        size = self._model.num_params
+        size = int(np.prod(self._alpha_shape()))
         if isinstance(self._alpha_init, tuple):
             rng = np.random.default_rng([self._seed, 1])  # a stream apart from theta's
             return rng.uniform(*self._alpha_init, size).astype(self._dtype)
@@ -167,4 +209,28 @@ class MetaSGD(MetaLearner, InnerLearningRates):
     def _hyperparameters(self) -> dict[str, Any]:
         return dict(loss=self._loss, inner_steps=self._inner_steps, alpha_init=self._alpha_init,
                     first_order=self._first_order, meta_optimizer=self._meta_optimizer, meta_lr=self._meta_lr,
-                    adam_betas=self._adam_betas, adam_eps=self._adam_eps)
+                    adam_betas=self._adam_betas, adam_eps=self._adam_eps, alpha_per_step=self._alpha_per_step,
+                    **self._common_hyperparameters())
+
+    def _common_hyperparameters(self) -> dict[str, Any]:
+        """Those MAML shares: clipping and the initialisation scheme (None for an explicit theta,
+        which the file holds anyway)."""
+        return dict(clip_grad_norm=self._clip_grad_norm, init=self._init)
+
+
+INIT_SCHEMES = ("auto", "he", "glorot", "pytorch")
+
+
+def initial_theta(model: MLP, init: Any, seed: int, dtype: np.dtype) -> tuple[np.ndarray, Any]:
+    """theta to start from, and what a saved file records of ``init``: a scheme of
+    :meth:`MLP.init` (a name, or ("normal", std)), or an explicit theta (recorded as None)."""
+    if init is None or isinstance(init, str) or (isinstance(init, (tuple, list)) and len(init) == 2
+                                                    and isinstance(init[0], str)):
+        scheme = "auto" if init is None else (init if isinstance(init, str) else (init[0], init[1]))
+        return model.init(seed, dtype, scheme=scheme), None if init is None else scheme
+    theta = _validation.converted(np.asarray(init), dtype, "init")
+    if theta.shape != (model.num_params,):
+        raise ValueError(f"init as an array must be theta, of shape ({model.num_params},), got {theta.shape}")
+    if not np.all(np.isfinite(theta)):
+        raise ValueError("init contains NaN or infinity")
+    return np.ascontiguousarray(theta), None

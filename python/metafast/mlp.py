@@ -118,12 +118,20 @@ class MLP:
     def _key(self) -> tuple[Any, ...]:
         return (self.sizes, self.activation, self.output, self.bias)
 
-    def init(self, seed: int = 0, dtype: Any = "float64") -> np.ndarray:
+    def init(self, seed: int = 0, dtype: Any = "float64", scheme: Any = "auto") -> np.ndarray:
         """Random initial parameters, reproducible from ``seed``.
 
-        Weights are uniform in ``[-a, a]``: He (``a = sqrt(6 / fan_in)``) for layers
-        followed by ReLU, Glorot (``a = sqrt(6 / (fan_in + fan_out))``) otherwise. Biases
-        are zero. Values are drawn in float64 by NumPy's PCG64 and then cast, so
+        Schemes (``fan_in``, ``fan_out``: a layer's widths):
+
+        - ``"auto"`` (the default): weights uniform in ``[-a, a]``, He (``a = sqrt(6 / fan_in)``)
+          for layers followed by ReLU, Glorot (``a = sqrt(6 / (fan_in + fan_out))``)
+          otherwise; biases zero.
+        - ``"he"`` or ``"glorot"``: that uniform limit for every layer; biases zero.
+        - ``"pytorch"``: ``torch.nn.Linear``'s default, weights and biases uniform in
+          ``[-1/sqrt(fan_in), 1/sqrt(fan_in)]``.
+        - ``("normal", std)``: weights ``N(0, std^2)``, biases zero (MAML's code uses 0.01).
+
+        Values are drawn in float64 by NumPy's PCG64 and then cast, so
         ``init(s, "float32") == init(s, "float64").astype("float32")``.
 
         Parameters
@@ -132,6 +140,8 @@ class MLP:
             Seed of ``numpy.random.default_rng``.
         dtype : {"float32", "float64"}
             Dtype of the result.
+        scheme : str or ("normal", float)
+            The initialisation scheme.
 
         Returns
         -------
@@ -140,14 +150,29 @@ class MLP:
         """
         seed = _validation.seed(seed)
         dtype = _validation.float_dtype(dtype)
+        std = None
+        if isinstance(scheme, (tuple, list)) and len(scheme) == 2 and scheme[0] == "normal":
+            std = _validation.real(scheme[1], "init std", minimum=0.0)
+        elif scheme not in ("auto", "he", "glorot", "pytorch"):
+            raise ValueError(f"init must be 'auto', 'he', 'glorot', 'pytorch' or ('normal', std), got {scheme!r}")
         rng = np.random.default_rng(seed)
         theta = np.zeros(self.num_params)
         sizes = self.sizes  # once: each access copies the widths, so one per layer is quadratic
         for layer, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            is_relu = (self.output if layer == len(sizes) - 2 else self.activation) == "relu"
-            limit = np.sqrt(6.0 / (fan_in if is_relu else fan_in + fan_out))
-            start = self._impl.weight_offset(layer)
-            theta[start : start + fan_in * fan_out] = rng.uniform(-limit, limit, fan_in * fan_out)
+            start, count = self._impl.weight_offset(layer), fan_in * fan_out
+            if std is not None:
+                theta[start : start + count] = rng.normal(0.0, std, count)
+                continue
+            if scheme == "pytorch":
+                bound = 1.0 / np.sqrt(fan_in)
+                theta[start : start + count] = rng.uniform(-bound, bound, count)
+                if self.bias:
+                    theta[start + count : start + count + fan_out] = rng.uniform(-bound, bound, fan_out)
+                continue
+            relu = (self.output if layer == len(sizes) - 2 else self.activation) == "relu"
+            he = scheme == "he" or (scheme == "auto" and relu)
+            limit = np.sqrt(6.0 / (fan_in if he else fan_in + fan_out))
+            theta[start : start + count] = rng.uniform(-limit, limit, count)
         return theta.astype(dtype)
 
     @shared_docs

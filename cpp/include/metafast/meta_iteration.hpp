@@ -128,17 +128,29 @@ private:
     std::size_t width_, block_;
 };
 
+// min(1, clip_norm / |sum / divisor|): the factor that clips the mean of the slots to norm
+// clip_norm (1 for a norm that is not finite: the update's finiteness check stops it).
+template <class T>
+T clipping_scale(const T* sum, std::size_t width, double divisor, double clip_norm) {
+    double squares = 0.0;
+    for (std::size_t k = 0; k < width; ++k) squares += double(sum[k]) * double(sum[k]);
+    const double norm = std::sqrt(squares) / divisor;
+    return std::isfinite(norm) && norm > clip_norm ? T(clip_norm / norm) : T(1);
+}
+
 // Runs `iterations` meta-iterations of `tasks` tasks (this process's share of the meta-batch,
 // combined with the others' by `combine`) on a team of up to `team` threads. The
 // iteration's score is the mean of its task scores and the update's gradient (left in
 // buffers.mean) the mean slot, both summed in task order. Iteration k is committed and its
 // score written to scores[k] (when scores is not null) only when the score, the gradient and the new parameters are all
 // finite; otherwise the run stops there (diverged). An exception in any thread stops the run at
-// that iteration and is rethrown after the region.
+// that iteration and is rethrown after the region. With clip_norm > 0 the mean gradient is
+// scaled by min(1, clip_norm / its norm) before the update, the norm summed in one fixed order
+// by one thread, so that the bits do not depend on the threads.
 template <class T, class Update, class TaskWork, class Combine>
 FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::size_t width, int team,
                               MetaBatchBuffers<T>& buffers, const Update& update, double* scores,
-                              TaskWork&& task_work, Combine& combine) {
+                              TaskWork&& task_work, Combine& combine, double clip_norm = 0.0) {
     buffers.reserve(tasks, width, std::decay_t<Combine>::template tail_values<T>);
     const int requested = std::clamp(team, 1, static_cast<int>(std::max<std::size_t>(tasks, 1)));
     RoundFlags relayed(static_cast<std::size_t>(requested)), updated(static_cast<std::size_t>(requested));
@@ -152,6 +164,7 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
     double* const task_scores = buffers.task_scores.data();
     const T divisor = T(combine.total_tasks(tasks));
     double score = 0.0;         // of the current round: written by the relay's last thread, read after it
+    T clip_scale = T(1);        // likewise: the factor that clips the mean gradient
     double prefix_score = 0.0;  // the scores before this process's tasks: written by the first thread
     bool failed_before = false;  // whether a process before this one failed: likewise
     bool failed_anywhere = false;  // written by the relay's last thread, read after it
@@ -172,6 +185,8 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
     };
     auto mean_of_block = [&](std::size_t first, std::size_t last) {
         for (std::size_t k = first; k < last; ++k) mean[k] = sum[k] / divisor;
+        if (clip_scale < T(1))
+            for (std::size_t k = first; k < last; ++k) mean[k] *= clip_scale;
     };
 #ifdef _OPENMP
 #pragma omp parallel num_threads(requested) if (requested > 1)
@@ -225,6 +240,7 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
                 guarded(round, [&] { combine.finish(sum, width, total, failed); });
                 failed_anywhere = failed;
                 score = total / double(divisor);
+                if (clip_norm > 0) clip_scale = clipping_scale(sum, width, double(divisor), clip_norm);
             }
             relayed.publish(thread, round);
             relayed.wait_for(size - 1, round);  // the sum and the score are complete

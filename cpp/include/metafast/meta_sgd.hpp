@@ -1,6 +1,8 @@
 // Meta-SGD for one task (Li et al. 2017): adaptation theta' = theta - alpha * grad L_S, and the
 // exact gradient of the query loss after J such steps with respect to theta and alpha, by a
-// reverse pass of Hessian-vector products (docs/math.md, section 1).
+// reverse pass of Hessian-vector products (docs/math.md, section 1). alpha is one vector for
+// every step, or one per step (alpha_j at step j, as MAML++'s per-step learning rates); MAML
+// is the same with alpha fixed, its gradient not computed.
 #pragma once
 
 #include <algorithm>
@@ -22,6 +24,14 @@ struct MetaSgdConfig {
     Loss loss = Loss::mse;
     std::size_t inner_steps = 1;
     bool first_order = false;
+    bool alpha_per_step = false;  // alpha holds inner_steps vectors, alpha_j for step j
+    bool learn_alpha = true;      // false: MAML, alpha fixed and no gradient for it
+    double clip_grad_norm = 0.0;  // > 0: the meta-gradient's norm is clipped to it before the update
+
+    // Vectors of num_params values alpha holds.
+    std::size_t alpha_vectors() const { return alpha_per_step ? inner_steps : 1; }
+    // alpha_j's offset in alpha, in vectors: steps beyond those of meta-training reuse the last.
+    std::size_t alpha_at(std::size_t step) const { return alpha_per_step ? std::min(step, inner_steps - 1) : 0; }
 };
 
 // Per-thread scratch for one task at a time.
@@ -55,7 +65,8 @@ void inner_step(const Mlp& mlp, Loss loss, const T* theta, const T* alpha, const
     for (std::size_t i = 0; i < mlp.num_params(); ++i) theta_next[i] = theta[i] - alpha[i] * grad[i];
 }
 
-// The query loss at theta_J and its gradients: g_theta = dL/dtheta, g_alpha = dL/dalpha.
+// The query loss at theta_J and its gradients: g_theta = dL/dtheta, g_alpha = dL/dalpha (its
+// alpha_vectors() blocks; not written when alpha is not learned).
 template <class T>
 T task_meta_gradient(const Mlp& mlp, const MetaSgdConfig& config, const T* theta, const T* alpha,
                      const TaskView<T>& task, MetaSgdWorkspace<T>& ws, T* g_theta, T* g_alpha) {
@@ -65,33 +76,33 @@ T task_meta_gradient(const Mlp& mlp, const MetaSgdConfig& config, const T* theta
     auto theta_at = [&](std::size_t j) -> T* { return ws.thetas.data() + j * n; };
     auto adapted = [&](std::size_t j) -> const T* { return j == 0 ? theta : theta_at(j); };
     T* grads = ws.grads.data();
+    auto alpha_of = [&](std::size_t j) { return alpha + config.alpha_at(j) * n; };
     for (std::size_t j = 0; j < steps; ++j)
-        inner_step(mlp, config.loss, adapted(j), alpha, task.x_support, task.support_rows, task.y_support, ws.mlp,
-                   grads + j * n, theta_at(j + 1));
+        inner_step(mlp, config.loss, adapted(j), alpha_of(j), task.x_support, task.support_rows, task.y_support,
+                   ws.mlp, grads + j * n, theta_at(j + 1));
 
-    // v_J = grad L_Q(theta_J); for j = J-1..0: g_alpha -= g_j * v_{j+1}, v_j = v_{j+1} - H_j (alpha * v_{j+1}).
-    // Fused passes: the first step writes g_alpha instead of adding to zeros (the same bits),
-    // and the last writes v_0 straight to g_theta.
+    // v_J = grad L_Q(theta_J); for j = J-1..0: g_alpha_j -= g_j * v_{j+1} (one alpha for every
+    // step: all onto one block), v_j = v_{j+1} - H_j (alpha_j * v_{j+1}). Fused passes: the first
+    // write of a block writes instead of adding to zeros (the same bits), and the last step
+    // writes v_0 straight to g_theta.
     T* v = ws.v.data();
     const T value = loss_and_grad(mlp, adapted(steps), task.x_query, task.query_rows, task.y_query, config.loss,
                                   ws.query, v);
-    if (steps == 0) std::fill(g_alpha, g_alpha + n, T(0));
+    if (g_alpha && steps == 0) std::fill(g_alpha, g_alpha + config.alpha_vectors() * n, T(0));
     T* u = ws.u.data();
     const T* hv = ws.hv.data();
     for (std::size_t j = steps; j-- > 0;) {
         const T* g = grads + j * n;
-        const bool first = j + 1 == steps;
-        if (config.first_order) {
-            for (std::size_t i = 0; i < n; ++i) g_alpha[i] = (first ? T(0) : g_alpha[i]) - g[i] * v[i];
-            continue;
-        }
-        for (std::size_t i = 0; i < n; ++i) {
-            g_alpha[i] = (first ? T(0) : g_alpha[i]) - g[i] * v[i];
-            u[i] = alpha[i] * v[i];
-        }
+        const T* a = alpha_of(j);
+        const bool first = config.alpha_per_step || j + 1 == steps;  // this block's first write
+        T* ga = g_alpha ? g_alpha + config.alpha_at(j) * n : nullptr;
+        if (ga)
+            for (std::size_t i = 0; i < n; ++i) ga[i] = (first ? T(0) : ga[i]) - g[i] * v[i];
+        if (config.first_order) continue;
+        for (std::size_t i = 0; i < n; ++i) u[i] = a[i] * v[i];
         // The last inner step's forward pass (j = J - 1) is still in ws.mlp.
         hvp(mlp, adapted(j), task.x_support, task.support_rows, task.y_support, config.loss, u, ws.mlp, ws.hv.data(),
-            static_cast<T*>(nullptr), false, first);
+            static_cast<T*>(nullptr), false, j + 1 == steps);
         T* next = j == 0 ? g_theta : v;
         for (std::size_t i = 0; i < n; ++i) next[i] = v[i] - hv[i];
     }
@@ -101,14 +112,15 @@ T task_meta_gradient(const Mlp& mlp, const MetaSgdConfig& config, const T* theta
 
 // theta' after `steps` inner steps on (x, y); written to out (num_params).
 template <class T>
-void adapt(const Mlp& mlp, Loss loss, const T* theta, const T* alpha, std::size_t steps,
+void adapt(const Mlp& mlp, const MetaSgdConfig& config, const T* theta, const T* alpha, std::size_t steps,
            const T* x, std::size_t rows, const Targets<T>& y, MetaSgdWorkspace<T>& ws, T* out) {
     const std::size_t n = mlp.num_params();
     ws.reserve(n, 1);
     std::copy(theta, theta + n, out);
     for (std::size_t s = 0; s < steps; ++s) {
         cancellation::throw_if_cancelled();
-        inner_step(mlp, loss, out, alpha, x, rows, y, ws.mlp, ws.grads.data(), ws.thetas.data());
+        inner_step(mlp, config.loss, out, alpha + config.alpha_at(s) * n, x, rows, y, ws.mlp, ws.grads.data(),
+                   ws.thetas.data());
         std::copy(ws.thetas.data(), ws.thetas.data() + n, out);
     }
 }

@@ -1,4 +1,5 @@
-// A Meta-SGD learner: theta and alpha (one flat vector [theta, alpha]), the meta-optimizer's
+// A Meta-SGD learner: theta and alpha (one flat vector [theta, alpha], alpha one vector or one
+// per inner step; for MAML [theta] alone, alpha a fixed step size), the meta-optimizer's
 // state, and per-thread workspaces. meta_gradient, meta_step and fit are runs of the one
 // meta-iteration (meta_iteration.hpp), so results are bit-identical for any thread count and a
 // fit equals repeated meta-steps.
@@ -25,9 +26,11 @@ namespace metafast {
 template <class T>
 class MetaSgdLearner {
 public:
-    MetaSgdLearner(Mlp mlp, MetaSgdConfig config, OptimizerConfig optimizer, int num_threads)
+    // fixed_alpha: MAML's step size, for every parameter (when config.learn_alpha is false).
+    MetaSgdLearner(Mlp mlp, MetaSgdConfig config, OptimizerConfig optimizer, int num_threads, double fixed_alpha = 0)
         : mlp_(std::move(mlp)), config_(config), optimizer_(optimizer),
-          params_(2 * mlp_.num_params(), T(0)) {
+          params_((1 + (config.learn_alpha ? config.alpha_vectors() : 0)) * mlp_.num_params(), T(0)),
+          fixed_alpha_(config.learn_alpha ? 0 : mlp_.num_params(), T(fixed_alpha)) {
         state_.reset(params_.size());
         set_num_threads(num_threads);
     }
@@ -40,9 +43,11 @@ public:
     // Guards every public call: Python threads may share a learner while the GIL is released.
     std::mutex& mutex() { return mutex_; }
 
-    Buffer<T>& params() { return params_; }  // [theta, alpha]
+    Buffer<T>& params() { return params_; }  // [theta, alpha] ([theta] for MAML)
     OptimizerState<T>& optimizer_state() { return state_; }
     const Buffer<T>& mean_gradient() const { return buffers_.mean; }  // [g_theta, g_alpha] of the last run
+    // The inner steps' alpha (its alpha_vectors() blocks) at the parameters `params`.
+    const T* alpha(const T* params) const { return config_.learn_alpha ? params + num_params() : fixed_alpha_.data(); }
 
     int num_threads() const { return budget_.threads(); }
     void set_num_threads(int requested) {
@@ -55,8 +60,9 @@ public:
     // distributed `combine`, the batch is this process's share of the meta-batch.
     template <class Combine = LocalSum>
     FitResult meta_gradient(const TaskBatchView<T>& batch, Combine&& combine = {}) {
-        const MeanOnly<T> keep(params_.data(), 2 * num_params(), budget_.threads());
-        return run(1, batch.tasks, keep, nullptr, [&](std::size_t, std::size_t i, int) { return batch.task(i); }, combine);
+        const MeanOnly<T> keep(params_.data(), params_.size(), budget_.threads());
+        return run(1, batch.tasks, keep, nullptr, [&](std::size_t, std::size_t i, int) { return batch.task(i); }, combine,
+                   0.0);  // the exact mean: clipping is the update's
     }
 
     // One meta-iteration; completed 0 and nothing changed when the loss or the gradient is not
@@ -65,7 +71,7 @@ public:
     FitResult meta_step(const TaskBatchView<T>& batch, Combine&& combine = {}) {
         double committed = 0.0;
         return run(1, batch.tasks, guarded_update(), &committed,
-                   [&](std::size_t, std::size_t i, int) { return batch.task(i); }, combine);
+                   [&](std::size_t, std::size_t i, int) { return batch.task(i); }, combine, config_.clip_grad_norm);
     }
 
     // `iterations` meta-iterations on tasks sampled natively: task i of iteration k is keyed by
@@ -81,7 +87,7 @@ public:
             sample_task(family, seed, first_iteration + k, first + i, storage_.slot(i),
                         scratch_[static_cast<std::size_t>(thread)]);
             return batch.task(i);
-        }, combine);
+        }, combine, config_.clip_grad_norm);
     }
 
     // Query loss and accuracy of every task after each number of inner steps in `steps`
@@ -89,7 +95,7 @@ public:
     void evaluate(const TaskBatchView<T>& batch, const std::vector<std::size_t>& steps,
                   double* losses, double* accuracies) {
         const std::size_t n = num_params(), columns = steps.size();
-        const T* alpha = params_.data() + n;
+        const T* alpha = this->alpha(params_.data());
         const int team = budget_.team(batch.tasks, evaluation_timer_.seconds_each());
         const WorkTimer::Scope timing(evaluation_timer_, batch.tasks, team);
         parallel_for(batch.tasks, team, [&](std::size_t i, int thread) {
@@ -103,8 +109,8 @@ public:
             for (std::size_t c = 0; c < columns; ++c) {
                 for (; done < steps[c]; ++done) {
                     cancellation::throw_if_cancelled();
-                    inner_step(mlp_, config_.loss, current, alpha, task.x_support, task.support_rows,
-                               task.y_support, ws.mlp, ws.grads.data(), next);
+                    inner_step(mlp_, config_.loss, current, alpha + config_.alpha_at(done) * n, task.x_support,
+                               task.support_rows, task.y_support, ws.mlp, ws.grads.data(), next);
                     std::swap(current, next);
                 }
                 const double loss = double(loss_value(mlp_, current, task.x_query, task.query_rows,
@@ -120,7 +126,7 @@ public:
 
     // theta' for one task after `steps` inner steps.
     void adapt(const T* x, std::size_t rows, const Targets<T>& y, std::size_t steps, T* out) {
-        metafast::adapt(mlp_, config_.loss, params_.data(), params_.data() + num_params(), steps, x,
+        metafast::adapt(mlp_, config_, params_.data(), alpha(params_.data()), steps, x,
                         rows, y, workspaces_[0], out);
     }
 
@@ -130,11 +136,12 @@ private:
     }
 
     // Meta-iterations whose task i of iteration k is task_of(k, i, thread) (sampled there if
-    // need be), each task's slot its meta-gradient [g_theta, g_alpha].
+    // need be), each task's slot its meta-gradient [g_theta, g_alpha]; the mean clipped to
+    // norm clip_norm when it is > 0.
     template <class Update, class TaskOf, class Combine>
     FitResult run(std::size_t iterations, std::size_t tasks, const Update& update, double* scores, TaskOf&& task_of,
-                  Combine& combine) {
-        const std::size_t n = num_params(), width = 2 * n;
+                  Combine& combine, double clip_norm) {
+        const std::size_t n = num_params(), width = params_.size();
         const int team = budget_.team(tasks, task_timer_.seconds_each(), iterations);
         const WorkTimer::Scope timing(task_timer_, iterations * tasks, team);
         return run_meta_iterations(
@@ -142,10 +149,11 @@ private:
             [&](std::size_t k, std::size_t i, int thread, const T* params) {
                 const TaskView<T> task = task_of(k, i, thread);
                 T* g = buffers_.slot(i, width);
-                return double(task_meta_gradient(mlp_, config_, params, params + n, task,
-                                                 workspaces_[static_cast<std::size_t>(thread)], g, g + n));
+                return double(task_meta_gradient(mlp_, config_, params, alpha(params), task,
+                                                 workspaces_[static_cast<std::size_t>(thread)], g,
+                                                 config_.learn_alpha ? g + n : nullptr));
             },
-            combine);
+            combine, clip_norm);
     }
 
     Mlp mlp_;
@@ -153,7 +161,7 @@ private:
     OptimizerConfig optimizer_;
     ThreadBudget budget_;
     WorkTimer task_timer_, evaluation_timer_;
-    Buffer<T> params_, candidate_;
+    Buffer<T> params_, fixed_alpha_, candidate_;
     OptimizerState<T> state_, candidate_state_;
     std::vector<MetaSgdWorkspace<T>> workspaces_;
     std::vector<SampleScratch> scratch_;

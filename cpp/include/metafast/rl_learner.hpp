@@ -34,6 +34,7 @@ public:
 
     const Mlp& mlp() const { return mlp_; }
     std::size_t policy_params() const { return mlp_.num_params() + mlp_.output_width(); }
+    std::size_t num_params() const { return policy_params(); }  // theta's length, as every learner names it
     std::mutex& mutex() { return mutex_; }
     Buffer<T>& params() { return params_; }  // [theta, alpha]
     OptimizerState<T>& optimizer_state() { return state_; }

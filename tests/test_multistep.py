@@ -1,0 +1,188 @@
+"""Multi-step Meta-SGD's tools and MAML: per-step alpha, meta-gradient clipping, initialisation
+schemes and the MAML learner, each exact against central finite differences through the whole
+inner loop in float64, bit-identical at any thread count, and saved and resumed exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import metafast as mf
+from metafast.tasks import GaussianNWay, Sinusoid
+
+STEPS = 3
+
+
+def adapted_query_loss(model, loss, theta, alphas, task):
+    """L_Q after len(alphas) inner steps theta <- theta - alpha_j * grad L_S(theta), from the
+    MLP's own loss and gradient (themselves checked against finite differences)."""
+    for alpha in alphas:
+        _, grad = model.loss_and_grad(theta, task.x_support[0], task.y_support[0], loss=loss)
+        theta = theta - alpha * grad
+    return model.loss(theta, task.x_query[0], task.y_query[0], loss=loss)
+
+
+def central_differences(f, x, h=1e-6):
+    out = np.empty_like(x)
+    for i in range(x.size):
+        up, down = x.copy(), x.copy()
+        up.flat[i] += h
+        down.flat[i] -= h
+        out.flat[i] = (f(up) - f(down)) / (2 * h)
+    return out
+
+
+PROBLEMS = {
+    "sine-tanh": (mf.MLP([1, 5, 1], activation="tanh"), "mse", Sinusoid(support=4, query=5)),
+    "nway-sigmoid": (mf.MLP([3, 4, 3], activation="sigmoid"), "softmax_ce", GaussianNWay(ways=3, dim=3, support=2,
+                                                                                        query=2)),
+}
+
+
+@pytest.mark.parametrize("model,loss,family", PROBLEMS.values(), ids=PROBLEMS.keys())
+def test_per_step_alpha_meta_gradient_is_exact(model, loss, family):
+    learner = mf.MetaSGD(model, loss=loss, inner_steps=STEPS, alpha_per_step=True, alpha_init=(0.05, 0.3),
+                         dtype="float64", seed=2)
+    task = family.sample(1, seed=4, dtype="float64")
+    value, g_theta, g_alpha = learner.meta_gradient(task)
+    theta, alphas = learner.theta, learner.alpha
+    assert alphas.shape == (STEPS, model.num_params) and g_alpha.shape == alphas.shape
+    assert value == pytest.approx(adapted_query_loss(model, loss, theta, alphas, task), rel=1e-12)
+    np.testing.assert_allclose(g_theta, central_differences(
+        lambda t: adapted_query_loss(model, loss, t, alphas, task), theta), rtol=1e-5, atol=1e-8)
+    np.testing.assert_allclose(g_alpha, central_differences(
+        lambda a: adapted_query_loss(model, loss, theta, a, task), alphas), rtol=1e-5, atol=1e-8)
+
+
+def test_one_shared_alpha_is_the_per_step_alphas_summed():
+    model = mf.MLP([1, 5, 1], activation="tanh")
+    shared = mf.MetaSGD(model, inner_steps=STEPS, alpha_init=0.1, dtype="float64", seed=1)
+    per_step = mf.MetaSGD(model, inner_steps=STEPS, alpha_init=0.1, alpha_per_step=True, dtype="float64", seed=1)
+    task = Sinusoid().sample(3, seed=2, dtype="float64")
+    loss, g_theta, g_alpha = shared.meta_gradient(task)
+    loss_steps, g_theta_steps, g_alpha_steps = per_step.meta_gradient(task)
+    assert loss == loss_steps
+    np.testing.assert_array_equal(g_theta, g_theta_steps)
+    np.testing.assert_allclose(g_alpha, g_alpha_steps.sum(axis=0), rtol=1e-12, atol=1e-15)
+
+
+def test_adaptation_beyond_the_trained_steps_reuses_the_last_alpha():
+    model = mf.MLP([1, 5, 1], activation="tanh")
+    learner = mf.MetaSGD(model, inner_steps=2, alpha_per_step=True, alpha_init=(0.01, 0.2), dtype="float64", seed=3)
+    task = Sinusoid().sample(1, seed=5, dtype="float64")
+    alphas = learner.alpha
+    theta = learner.theta
+    for alpha in (alphas[0], alphas[1], alphas[1], alphas[1]):
+        theta = theta - alpha * model.loss_and_grad(theta, task.x_support[0], task.y_support[0], loss="mse")[1]
+    np.testing.assert_allclose(learner.adapt(task.x_support[0], task.y_support[0], steps=4), theta, rtol=1e-12)
+
+
+def test_maml_is_meta_sgd_with_a_constant_alpha_whose_gradient_is_discarded():
+    model = mf.MLP([1, 6, 1], activation="tanh")
+    maml = mf.MAML(model, inner_lr=0.05, inner_steps=2, meta_optimizer="sgd", meta_lr=0.01, dtype="float64", seed=7)
+    meta_sgd = mf.MetaSGD(model, alpha_init=0.05, inner_steps=2, meta_optimizer="sgd", meta_lr=0.01,
+                          dtype="float64", seed=7)
+    for k in range(4):
+        batch = Sinusoid(support=5, query=5).sample(4, seed=k, dtype="float64")
+        loss, g_theta = maml.meta_gradient(batch)
+        assert (loss, *g_theta) == (meta_sgd.meta_gradient(batch)[0], *meta_sgd.meta_gradient(batch)[1])
+        maml.meta_step(batch)
+        meta_sgd.meta_step(batch)
+        meta_sgd.alpha = np.full(model.num_params, 0.05)  # discard what alpha learned
+        np.testing.assert_array_equal(maml.theta, meta_sgd.theta)
+    with pytest.raises(AttributeError, match="MAML has no learned alpha"):
+        maml.alpha
+
+
+def test_maml_meta_gradient_is_exact():
+    model = mf.MLP([1, 5, 1], activation="tanh")
+    maml = mf.MAML(model, inner_lr=0.1, inner_steps=STEPS, dtype="float64", seed=1)
+    task = Sinusoid(support=4, query=4).sample(1, seed=3, dtype="float64")
+    _, g_theta = maml.meta_gradient(task)
+    alphas = [np.full(model.num_params, 0.1)] * STEPS
+    np.testing.assert_allclose(g_theta, central_differences(
+        lambda t: adapted_query_loss(model, "mse", t, alphas, task), maml.theta), rtol=1e-5, atol=1e-8)
+    first_order = mf.MAML(model, inner_lr=0.1, inner_steps=1, first_order=True, dtype="float64", seed=1)
+    _, g_first = first_order.meta_gradient(task)
+    adapted = first_order.adapt(task.x_support[0], task.y_support[0])
+    np.testing.assert_allclose(g_first, model.loss_and_grad(adapted, task.x_query[0], task.y_query[0], loss="mse")[1],
+                               rtol=1e-12)
+
+
+@pytest.mark.parametrize("clip", [1e-3, 1e3])
+def test_clipping_scales_the_exact_meta_gradient_to_its_norm(clip):
+    model = mf.MLP([1, 8, 1], activation="tanh")
+    learner = mf.MetaSGD(model, inner_steps=2, meta_optimizer="sgd", meta_lr=0.1, clip_grad_norm=clip,
+                         dtype="float64", seed=0)
+    batch = Sinusoid().sample(5, seed=1, dtype="float64")
+    _, g_theta, g_alpha = learner.meta_gradient(batch)  # exact, unclipped
+    gradient = np.concatenate([g_theta, g_alpha])
+    scale = min(1.0, clip / np.linalg.norm(gradient))
+    before = np.concatenate([learner.theta, learner.alpha])
+    learner.meta_step(batch)
+    after = np.concatenate([learner.theta, learner.alpha])
+    np.testing.assert_allclose(after, before - 0.1 * scale * gradient, rtol=1e-12, atol=1e-15)
+    assert (scale < 1) == (clip == 1e-3)
+
+
+MAKERS = {
+    "per-step-clipped": lambda threads: mf.MetaSGD(mf.MLP([1, 16, 16, 1]), inner_steps=3, alpha_per_step=True,
+                                                   clip_grad_norm=0.5, seed=5, num_threads=threads),
+    "maml": lambda threads: mf.MAML(mf.MLP([1, 16, 16, 1]), inner_lr=0.02, inner_steps=2, clip_grad_norm=1.0,
+                                    init=("normal", 0.1), seed=5, num_threads=threads),
+}
+
+
+@pytest.mark.parametrize("make", MAKERS.values(), ids=MAKERS.keys())
+def test_bits_are_the_same_at_any_thread_count_and_resume_exactly(make, tmp_path):
+    one, two = make(1), make(2)
+    for learner in (one, two):
+        learner.fit(Sinusoid(), iterations=12, meta_batch=7, progress=False)
+    np.testing.assert_array_equal(one.theta, two.theta)
+    np.testing.assert_array_equal(one.history, two.history)
+    half = make(2)
+    half.fit(Sinusoid(), iterations=5, meta_batch=7, progress=False)
+    half.save(tmp_path / "half.npz")
+    resumed = mf.load(tmp_path / "half.npz")
+    assert type(resumed) is type(one)
+    resumed.fit(Sinusoid(), iterations=7, meta_batch=7, progress=False)
+    assert resumed._state().keys() == one._state().keys()
+    for name, value in one._state().items():
+        np.testing.assert_array_equal(resumed._state()[name], value, err_msg=name)
+
+
+def test_initialisation_schemes():
+    model = mf.MLP([50, 400, 3], activation="tanh")
+    weights = slice(0, 50 * 400)
+    biases = slice(50 * 400, 50 * 400 + 400)
+    pytorch = model.init(1, scheme="pytorch")
+    bound = 1 / np.sqrt(50)
+    assert np.abs(pytorch[weights]).max() <= bound and np.abs(pytorch[weights]).max() > 0.99 * bound
+    assert np.abs(pytorch[biases]).max() <= bound and np.std(pytorch[biases]) > 0.5 * bound / np.sqrt(3)
+    normal = model.init(1, scheme=("normal", 0.01))
+    assert normal[weights].std() == pytest.approx(0.01, rel=0.02) and np.all(normal[biases] == 0)
+    he, glorot = model.init(1, scheme="he"), model.init(1, scheme="glorot")
+    assert np.abs(he[weights]).max() == pytest.approx(np.sqrt(6 / 50), rel=1e-3)
+    assert np.abs(glorot[weights]).max() == pytest.approx(np.sqrt(6 / 450), rel=1e-3)
+    np.testing.assert_array_equal(model.init(1), glorot)  # "auto": Glorot before tanh
+    with pytest.raises(ValueError, match="init must be 'auto', 'he', 'glorot', 'pytorch' or \\('normal', std\\)"):
+        model.init(1, scheme="xavier")
+    # A learner starts from the scheme, or from an explicit theta; a saved file rebuilds it.
+    learner = mf.MAML(mf.MLP([1, 8, 1]), init="pytorch", seed=4)
+    np.testing.assert_array_equal(learner.theta, mf.MLP([1, 8, 1]).init(4, "float32", scheme="pytorch"))
+    explicit = np.linspace(-1, 1, mf.MLP([1, 8, 1]).num_params)
+    np.testing.assert_array_equal(mf.MetaSGD(mf.MLP([1, 8, 1]), init=explicit, dtype="float64").theta, explicit)
+    with pytest.raises(ValueError, match=r"init as an array must be theta, of shape \(25,\)"):
+        mf.MetaSGD(mf.MLP([1, 8, 1]), init=explicit[:-1])
+
+
+def test_new_options_are_checked():
+    with pytest.raises(ValueError, match="clip_grad_norm must be a finite number > 0, got 0"):
+        mf.MetaSGD(mf.MLP([1, 4, 1]), clip_grad_norm=0.0)
+    with pytest.raises(ValueError, match="inner_lr must be >= 0.0, got -0.1"):
+        mf.MAML(mf.MLP([1, 4, 1]), inner_lr=-0.1)
+    per_step = mf.MetaSGD(mf.MLP([1, 4, 1]), inner_steps=2, alpha_per_step=True)
+    with pytest.raises(ValueError, match=r"alpha must have shape \(2, 13\), got \(13,\)"):
+        per_step.alpha = np.zeros(13)
+    per_step.alpha = np.full((2, 13), 0.5)
+    assert np.all(per_step.alpha == 0.5)
