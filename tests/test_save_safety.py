@@ -216,7 +216,7 @@ def test_kill_during_save_leaves_a_loadable_file_and_the_next_save_removes_the_t
     rng = np.random.default_rng(0)
     strays: set[str] = set()
     started = time.monotonic()
-    for trial in range(8):  # until some kills have landed mid-write, within a few seconds
+    for trial in range(8):  # until some kills have landed mid-write
         child = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE)
         assert child.stdout.readline() == b"saved\n"
         time.sleep(rng.uniform(0.0, 0.1))
@@ -225,7 +225,8 @@ def test_kill_during_save_leaves_a_loadable_file_and_the_next_save_removes_the_t
         child.stdout.close()
         assert mf.load(path).theta.size > 10**6
         strays.update(temporaries(tmp_path))
-        if (len(strays) >= 2 and trial >= 2) or time.monotonic() - started > 4:
+        # Enough, or some after a few seconds (a loaded machine, a sanitized build: slow starts).
+        if (len(strays) >= 2 and trial >= 2) or (strays and time.monotonic() - started > 4):
             break
     assert strays, "no kill landed during a save"
     in_progress = strays.pop().rsplit("-", 2)[0] + f"-{os.getpid()}-{'0' * 16}"  # a live process's save
