@@ -313,3 +313,23 @@ def test_every_train_option_is_documented_with_its_default():
         if not flag and action.dest not in ("save", "plot", "resume") and "default" not in action.help:
             without_default.append(action.dest)
     assert undocumented == [] and without_default == []
+
+
+def test_train_maml_and_the_multi_step_options(tmp_path, capsys):
+    model = tmp_path / "maml.npz"
+    assert main(["train", "maml", *TINY, "--iterations", "3", "--inner-steps", "2", "--inner-lr", "0.05",
+                 "--init", "normal:0.01", "--clip-grad-norm", "5", "--save", str(model)]) == 0
+    maml = mf.load(model)
+    assert type(maml).__name__ == "MAML" and (maml.inner_lr, maml.inner_steps, maml.clip_grad_norm) == (0.05, 2, 5.0)
+    assert saved_config(model)["init"] == ["normal", 0.01]
+    assert main(["evaluate", str(model), "--tasks", "5"]) == 0
+    per_step = tmp_path / "per-step.npz"
+    assert main(["train", "metasgd", *TINY, "--iterations", "2", "--inner-steps", "3", "--alpha-per-step",
+                 "--save", str(per_step)]) == 0
+    assert mf.load(per_step).alpha.shape == (3, mf.load(per_step).model.num_params)
+    capsys.readouterr()
+    for argv, message in ((["maml", "--alpha-per-step"], "--alpha-per-step does not apply to maml"),
+                          (["maml", "--alpha-init", "0.1"], "--alpha-init does not apply to maml"),
+                          (["metasgd", "--init", "xavier"], "argument --init: must be auto, he, glorot, pytorch")):
+        assert main(["train", *argv, "--save", str(tmp_path / "x.npz")]) == 2
+        assert message in capsys.readouterr().err

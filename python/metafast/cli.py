@@ -12,6 +12,7 @@ import numpy as np
 from . import __version__, build_info, distributed
 from ._atomic_file import check_destination
 from .io import load
+from .maml import MAML
 from .meta_sgd import MetaSGD
 from .mlp import MLP
 from .plot import PlottingUnavailable, adaptation_figure, history_figure, navigation_figure
@@ -61,19 +62,31 @@ def unit_interval(text: str) -> float:
     return value
 
 
+def init_scheme(text: str) -> Any:
+    """--init: a scheme of MLP.init, or normal:STD."""
+    if text in ("auto", "he", "glorot", "pytorch"):
+        return text
+    if text.startswith("normal:"):
+        return "normal", positive_float(text.split(":", 1)[1])
+    raise argparse.ArgumentTypeError(f"must be auto, he, glorot, pytorch or normal:STD, got {text}")
+
+
 positive_int.__name__ = "positive integer"
 non_negative_int.__name__ = "non-negative integer"
 positive_float.__name__ = "positive number"
 unit_interval.__name__ = "number in [0, 1]"
 
-ALGORITHMS = ("metasgd", "reptile", "metasgd-rl")
-ALGORITHM_NAMES = {"metasgd": "Meta-SGD", "reptile": "Reptile", "metasgd-rl": "Meta-SGD RL"}  # as the docs spell them
+ALGORITHMS = ("metasgd", "maml", "reptile", "metasgd-rl")
+ALGORITHM_NAMES = {"metasgd": "Meta-SGD", "maml": "MAML", "reptile": "Reptile",
+                   "metasgd-rl": "Meta-SGD RL"}  # as the docs spell them
 # The defaults of the train options that depend on the algorithm. argparse leaves these options
 # None, so a value the user asks for is always honoured, whatever it is; one an algorithm does
 # not use is an error rather than silently ignored.
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "metasgd": dict(meta_batch=25, inner_steps=1, alpha_init=0.01, meta_lr=1e-3, meta_optimizer="adam",
-                    first_order=False),
+                    first_order=False, alpha_per_step=False, clip_grad_norm=None, init="auto"),
+    "maml": dict(meta_batch=25, inner_steps=1, inner_lr=0.01, meta_lr=1e-3, meta_optimizer="adam", first_order=False,
+                 clip_grad_norm=None, init="auto"),
     # None: the learner's default, which depends on the loss (Reptile's docstring).
     "reptile": dict(meta_batch=5, inner_optimizer=None, inner_lr=None, inner_epochs=10, inner_batch=10,
                     epsilon=0.1, epsilon_final=None, shuffle=False),
@@ -134,8 +147,9 @@ def build_parser() -> Parser:
                        help="meta-iterations of the whole run, a resumed one included (default 5000)")
     train.add_argument("--meta-batch", type=positive_int, help=f"tasks per meta-iteration ({defaults_help('meta_batch')})")
     train.add_argument("--hidden", nargs="+", metavar="WIDTH",
-                       help="hidden layer widths, or 'none' for no hidden layer (default 40 40 for metasgd on sine, "
-                            "64 64 for reptile on sine, 32 for nway, none for the binary tasks, 100 100 for nav2d)")
+                       help="hidden layer widths, or 'none' for no hidden layer (default 40 40 for metasgd and maml "
+                            "on sine, 64 64 for reptile on sine, 32 for nway, none for the binary tasks, 100 100 for "
+                            "nav2d)")
     train.add_argument("--activation", choices=("relu", "tanh", "sigmoid", "identity"),
                        help="hidden activation (default relu; tanh for reptile on sine)")
     train.add_argument("--support", type=positive_int,
@@ -152,7 +166,7 @@ def build_parser() -> Parser:
                             "learner, its hyperparameters, seed and task family come from FILE (pass the same "
                             "--meta-batch to continue bit for bit)")
     # Options whose default depends on the algorithm: default=None, resolved by resolve_train_defaults.
-    sgd = train.add_argument_group("Meta-SGD")
+    sgd = train.add_argument_group("Meta-SGD and MAML")
     sgd.add_argument("--inner-steps", type=positive_int, help=f"inner steps ({defaults_help('inner_steps')})")
     sgd.add_argument("--alpha-init", type=positive_float,
                      help=f"initial inner learning rates ({defaults_help('alpha_init')})")
@@ -161,11 +175,18 @@ def build_parser() -> Parser:
                      help=f"update of [theta, alpha] ({defaults_help('meta_optimizer')})")
     sgd.add_argument("--first-order", action="store_true", default=None,
                      help=f"drop the Hessian terms of the meta-gradient ({defaults_help('first_order', flag=True)})")
+    sgd.add_argument("--alpha-per-step", action="store_true", default=None,
+                     help=f"one alpha vector per inner step ({defaults_help('alpha_per_step', flag=True)})")
+    sgd.add_argument("--clip-grad-norm", type=positive_float, metavar="NORM",
+                     help="clip the mean meta-gradient to this norm (metasgd, maml; default: no clipping)")
+    sgd.add_argument("--init", type=init_scheme, metavar="SCHEME",
+                     help="initial theta: auto, he, glorot, pytorch or normal:STD, e.g. normal:0.01 (metasgd, maml; "
+                          "default auto: He before ReLU, Glorot otherwise)")
     rep = train.add_argument_group("Reptile")
     rep.add_argument("--inner-optimizer", choices=("adam", "sgd"),
                      help="inner optimizer (reptile; default adam for sine, sgd for the classification tasks)")
     rep.add_argument("--inner-lr", type=positive_float,
-                     help="inner learning rate (reptile; default 0.01 for adam, 0.1 for sgd)")
+                     help="inner learning rate (default 0.01 for maml; for reptile 0.01 with adam, 0.1 with sgd)")
     rep.add_argument("--inner-epochs", type=positive_int,
                      help=f"passes over the support set ({defaults_help('inner_epochs')})")
     rep.add_argument("--inner-batch", type=positive_int, help=f"rows per minibatch ({defaults_help('inner_batch')})")
@@ -241,16 +262,21 @@ def make_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]
     family = make_family(args)
     reptile = args.algorithm == "reptile"
     model = make_model(args, family, reptile)
+    if args.algorithm == "maml":
+        return MAML(model, loss=family.loss, inner_lr=args.inner_lr, inner_steps=args.inner_steps,
+                    first_order=args.first_order, meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr,
+                    clip_grad_norm=args.clip_grad_norm, init=args.init, **common), (family,)
     if reptile:
         return Reptile(model, loss=family.loss, inner_optimizer=args.inner_optimizer, inner_lr=args.inner_lr,
                        inner_epochs=args.inner_epochs, inner_batch=args.inner_batch, epsilon=args.epsilon,
                        epsilon_final=args.epsilon_final, shuffle=args.shuffle, **common), (family,)
     return MetaSGD(model, loss=family.loss, inner_steps=args.inner_steps, alpha_init=args.alpha_init,
                    first_order=args.first_order, meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr,
+                   alpha_per_step=args.alpha_per_step, clip_grad_norm=args.clip_grad_norm, init=args.init,
                    **common), (family,)
 
 
-LEARNERS = {"metasgd": MetaSGD, "reptile": Reptile, "metasgd-rl": MetaSGDRL}
+LEARNERS = {"metasgd": MetaSGD, "maml": MAML, "reptile": Reptile, "metasgd-rl": MetaSGDRL}
 # What a resumed run takes from its file: every option that describes the learner or its tasks.
 RESUMED_OPTIONS = ("task", "hidden", "activation", "support", "query", "dtype", "seed",
                    *(name for name in TRAIN_OPTIONS if name != "meta_batch"))
