@@ -49,6 +49,9 @@ CASES = {
     "metasgd, second order through 2 steps": (lambda: sine_metasgd(inner_steps=2), family_fit(4)),
     "metasgd on a sampler": (sine_metasgd, lambda l, comm: l.fit(sampler, iterations=6, meta_batch=4, progress=False,
                                                                   comm=comm)),
+    "maml, clipped": (
+        lambda: mf.MAML(mf.MLP([1, 12, 1]), inner_steps=2, clip_grad_norm=0.1, seed=3, num_threads=1),
+        family_fit(5)),
     "metasgd on a data-set family": (
         lambda: mf.MetaSGD(mf.MLP([3, 6, 3]), loss="softmax_ce", seed=3, num_threads=1),
         lambda l, comm: l.fit(digits_like_family(), iterations=5, meta_batch=5, progress=False, comm=comm)),
