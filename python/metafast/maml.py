@@ -10,7 +10,6 @@ import numpy as np
 
 from . import _validation
 from ._docs import shared_docs
-from .errors import TrainingDivergedError
 from .meta_sgd import MetaSGD
 from .mlp import MLP
 from .task_batch import TaskBatch
@@ -106,10 +105,8 @@ class MAML(MetaSGD):
         g_theta : numpy.ndarray
             Its gradient with respect to theta (before any clipping).
         """
-        loss, g_theta, _, _ = self._impl.meta_gradient(*self._arrays(batch))
-        if not (np.isfinite(loss) and np.all(np.isfinite(g_theta))):
-            raise TrainingDivergedError(self._iteration, " on this batch", self._divergence_hint)
-        return self._dtype.type(loss), g_theta
+        loss, g_theta, _ = self._exact_meta_gradient(batch)
+        return loss, g_theta
 
     def _hyperparameters(self) -> dict[str, Any]:
         return dict(loss=self._loss, inner_lr=self._inner_lr, inner_steps=self._inner_steps,

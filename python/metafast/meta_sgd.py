@@ -183,10 +183,15 @@ class MetaSGD(MetaLearner, InnerLearningRates):
             Its gradients with respect to theta and alpha (alpha's shape), exact and before
             any clipping (``clip_grad_norm`` clips what the update uses).
         """
+        loss, g_theta, g_alpha = self._exact_meta_gradient(batch)
+        return loss, g_theta, g_alpha.reshape(self._alpha_shape())
+
+    def _exact_meta_gradient(self, batch: TaskBatch) -> tuple[np.floating, np.ndarray, np.ndarray]:
+        """The core's mean loss and gradients (g_alpha flat, empty for MAML), all finite."""
         loss, g_theta, g_alpha, _ = self._impl.meta_gradient(*self._arrays(batch))
         if not (np.isfinite(loss) and np.all(np.isfinite(g_theta)) and np.all(np.isfinite(g_alpha))):
             raise TrainingDivergedError(self._iteration, " on this batch", self._divergence_hint)
-        return self._dtype.type(loss), g_theta, g_alpha.reshape(self._alpha_shape())
+        return self._dtype.type(loss), g_theta, g_alpha
 
     def _initial_alpha(self) -> np.ndarray:
         size = int(np.prod(self._alpha_shape()))
