@@ -61,3 +61,14 @@ def test_contention_busy_processes_die_with_the_block():
         assert all(process.poll() is None for process in processes)
         raise RuntimeError
     assert all(process.returncode is not None for process in processes)
+
+
+def test_the_reproduction_script_runs_and_reports_honestly():
+    import reproduce  # noqa: E402
+
+    rows, notes = reproduce.run(quick=True)
+    text = reproduce.markdown(rows, notes)
+    assert "MAML 0.38" in text and "MAML −11.68" in text and "Reptile" in text
+    # A tiny training cannot reach the papers: the table must say so rather than claim it.
+    reached = [row for row in rows if row[-1] == "reached"]
+    assert not reached and any(row[-1] == "**not reached**" for row in rows)
