@@ -66,6 +66,30 @@ def test_one_shared_alpha_is_the_per_step_alphas_summed():
     np.testing.assert_allclose(g_alpha, g_alpha_steps.sum(axis=0), rtol=1e-12, atol=1e-15)
 
 
+def test_first_order_per_step_alpha_gradients_sum_to_the_shared_one():
+    model = mf.MLP([1, 5, 1], activation="tanh")
+    task = Sinusoid().sample(3, seed=2, dtype="float64")
+    gradients = [mf.MetaSGD(model, inner_steps=STEPS, alpha_init=0.1, first_order=True, alpha_per_step=per_step,
+                            dtype="float64", seed=1).meta_gradient(task) for per_step in (False, True)]
+    np.testing.assert_array_equal(gradients[0][1], gradients[1][1])
+    np.testing.assert_allclose(gradients[0][2], gradients[1][2].sum(axis=0), rtol=1e-12, atol=1e-15)
+    # One step: first order is exact for alpha.
+    one = mf.MetaSGD(model, inner_steps=1, alpha_init=(0.05, 0.2), first_order=True, alpha_per_step=True,
+                     dtype="float64", seed=1)
+    single = task[:1]
+    np.testing.assert_allclose(one.meta_gradient(single)[2], central_differences(
+        lambda a: adapted_query_loss(model, "mse", one.theta, a, single), one.alpha), rtol=1e-5, atol=1e-8)
+
+
+def test_the_core_refuses_an_alpha_its_learner_does_not_hold():
+    maml = mf.MAML(mf.MLP([1, 4, 1]), dtype="float64")
+    with pytest.raises(ValueError, match="this learner has no alpha"):
+        maml._impl.set_params(maml.theta, np.zeros(13))
+    meta_sgd = mf.MetaSGD(mf.MLP([1, 4, 1]), dtype="float64")
+    with pytest.raises(ValueError, match="alpha is missing"):
+        meta_sgd._impl.set_params(meta_sgd.theta)
+
+
 def test_adaptation_beyond_the_trained_steps_reuses_the_last_alpha():
     model = mf.MLP([1, 5, 1], activation="tanh")
     learner = mf.MetaSGD(model, inner_steps=2, alpha_per_step=True, alpha_init=(0.01, 0.2), dtype="float64", seed=3)

@@ -145,9 +145,8 @@ class MetaLearner(Learner, abstract=True):
         """``tasks`` as fit draws from it: a TaskBatch becomes a TaskPool in the learner's
         dtype; a family's targets must suit the loss."""
         if isinstance(tasks, TaskBatch):
-            self._arrays(tasks)  # the targets must suit the loss
             classes = self._model.sizes[-1] if tasks.has_labels else None
-            tasks = TaskPool(tasks.astype(self._dtype), classes=classes)
+            tasks = TaskPool(TaskBatch(*self._arrays(tasks)), classes=classes)  # checked, in the learner's dtype
         if isinstance(tasks, TaskFamily) and self._loss == "bce" and not tasks._unit_targets:
             raise ValueError("loss 'bce' needs targets in [0, 1], but the tasks' targets leave that range: use 'mse'")
         return tasks

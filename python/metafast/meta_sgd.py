@@ -34,17 +34,21 @@ class InnerLearningRates(Learner, abstract=True):
     def alpha(self) -> np.ndarray:
         """Per-parameter inner learning rates (a copy; assign to change them): shape
         (num_params,), or (inner_steps, num_params) with one vector per inner step."""
-        return self._params()["alpha"].reshape(self._alpha_shape())
+        alpha, shape = self._params()["alpha"], self._alpha_shape()
+        return alpha if shape is None else alpha.reshape(shape)
 
     @alpha.setter
     def alpha(self, value: Any) -> None:
-        array = np.asarray(value)
-        if array.shape != self._alpha_shape():
-            raise ValueError(f"alpha must have shape {self._alpha_shape()}, got {array.shape}")
-        self._set_param("alpha", array.reshape(-1))
+        array, shape = np.asarray(value), self._alpha_shape()
+        if shape is not None:
+            if array.shape != shape:
+                raise ValueError(f"alpha must have shape {shape}, got {array.shape}")
+            array = array.reshape(-1)
+        self._set_param("alpha", array)  # the core checks a flat alpha's length
 
-    def _alpha_shape(self) -> tuple[int, ...]:
-        return self._params()["theta"].shape  # one rate per entry of theta
+    def _alpha_shape(self) -> tuple[int, ...] | None:
+        """alpha's shape when it is not one flat rate per entry of theta (the core's layout)."""
+        return None
 
 
 @shared_docs
