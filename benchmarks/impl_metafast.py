@@ -20,7 +20,8 @@ def learner(w: Workload, threads: int, seed: int = 0):
         return mf.Reptile(model(w), loss=w.loss, inner_optimizer="adam", inner_lr=w.inner_lr, inner_epochs=w.inner_epochs,
                           inner_batch=w.inner_batch, epsilon=w.epsilon, seed=seed, num_threads=threads)
     return mf.MetaSGD(model(w), loss=w.loss, inner_steps=w.inner_steps, alpha_init=w.alpha_init,
-                      meta_optimizer=w.meta_optimizer, meta_lr=w.meta_lr, seed=seed, num_threads=threads)
+                      meta_optimizer=w.meta_optimizer, meta_lr=w.meta_lr, alpha_lr=w.meta_lr, seed=seed,
+                      num_threads=threads)  # alpha_lr: the update every implementation makes
 
 
 def make_runner(w: Workload, threads: int, seed: int = 0):

@@ -17,7 +17,7 @@ STEPS = (0, 5, 20)
 
 def learners():
     return {
-        "metasgd": mf.MetaSGD(mf.MLP([64, 5]), loss="softmax_ce", inner_steps=5, alpha_init=0.1, seed=0),
+        "metasgd": mf.MetaSGD(mf.MLP([64, 5]), loss="softmax_ce", inner_steps=5, alpha_init=0.5, seed=0),
         "reptile": mf.Reptile(mf.MLP([64, 5]), loss="softmax_ce", inner_optimizer="sgd", inner_lr=0.5, seed=0),
     }
 

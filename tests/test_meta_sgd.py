@@ -87,7 +87,8 @@ def test_first_order_meta_gradient_is_the_query_gradient_at_the_adapted_paramete
 def test_meta_steps_match_the_reference_learner(optimizer):
     learner, _ = make_learner("mse", inner_steps=2, meta_optimizer=optimizer, meta_lr=1e-2)
     ref = reference.MetaSGD(learner.model, learner.theta, learner.alpha, loss="mse", inner_steps=2,
-                            meta_optimizer=optimizer, meta_lr=1e-2)
+                            meta_optimizer=optimizer, meta_lr=1e-2, alpha_lr=learner.alpha_lr)
+    assert learner.alpha_lr < 1e-2  # theta and alpha learn at different rates
     family = PROBLEMS["mse"][2]
     for iteration in range(5):
         batch = family.sample(4, seed=9, iteration=iteration, dtype="float64")

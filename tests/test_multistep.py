@@ -136,8 +136,8 @@ def test_maml_meta_gradient_is_exact():
 @pytest.mark.parametrize("clip", [1e-3, 1e3])
 def test_clipping_scales_the_exact_meta_gradient_to_its_norm(clip):
     model = mf.MLP([1, 8, 1], activation="tanh")
-    learner = mf.MetaSGD(model, inner_steps=2, meta_optimizer="sgd", meta_lr=0.1, clip_grad_norm=clip,
-                         dtype="float64", seed=0)
+    learner = mf.MetaSGD(model, inner_steps=2, meta_optimizer="sgd", meta_lr=0.1, alpha_lr=0.1,
+                         clip_grad_norm=clip, dtype="float64", seed=0)
     batch = Sinusoid().sample(5, seed=1, dtype="float64")
     _, g_theta, g_alpha = learner.meta_gradient(batch)  # exact, unclipped
     gradient = np.concatenate([g_theta, g_alpha])
@@ -210,3 +210,42 @@ def test_new_options_are_checked():
         per_step.alpha = np.zeros(13)
     per_step.alpha = np.full((2, 13), 0.5)
     assert np.all(per_step.alpha == 0.5)
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+@pytest.mark.parametrize("per_step", [False, True])
+def test_alpha_learns_at_its_own_rate(optimizer, per_step):
+    """One update moves theta at meta_lr and alpha at alpha_lr, by the rule of the optimizer."""
+    learner = mf.MetaSGD(mf.MLP([1, 6, 1], activation="tanh"), inner_steps=2, alpha_init=0.05, meta_lr=0.01,
+                         alpha_lr=3e-4, meta_optimizer=optimizer, alpha_per_step=per_step, dtype="float64", seed=2)
+    batch = Sinusoid(support=4, query=4).sample(5, seed=1, dtype="float64")
+    theta, alpha = learner.theta, learner.alpha
+    _, g_theta, g_alpha = learner.meta_gradient(batch)
+    learner.meta_step(batch)
+
+    def updated(value, gradient, lr):
+        if optimizer == "sgd":
+            return value - lr * gradient
+        m, v = 0.1 * gradient, 0.001 * gradient**2  # Adam's first step, bias-corrected below
+        return value - lr * (m / 0.1) / (np.sqrt(v / 0.001) + 1e-8)
+
+    np.testing.assert_allclose(learner.theta, updated(theta, g_theta, 0.01), rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(learner.alpha, updated(alpha, g_alpha, 3e-4), rtol=1e-12, atol=1e-15)
+
+
+def test_alpha_lr_defaults_to_meta_lr_at_alphas_scale_with_several_steps(tmp_path):
+    def alpha_lr(**kwargs):
+        return mf.MetaSGD(mf.MLP([1, 4, 1]), **kwargs).alpha_lr
+
+    assert alpha_lr(alpha_init=0.01, meta_lr=1e-3) == 1e-3  # one step: theta's rate
+    assert alpha_lr(alpha_init=0.01, meta_lr=1e-3, inner_steps=5) == pytest.approx(1e-5)
+    assert alpha_lr(alpha_init=(0.005, 0.1), meta_lr=2e-3, inner_steps=2) == pytest.approx(1.05e-4)
+    assert alpha_lr(alpha_init=0.0, alpha_lr=1e-4, inner_steps=3) == 1e-4
+    assert alpha_lr(alpha_init=0.0, meta_lr=1e-3, inner_steps=3) == 1e-3  # no scale to take
+    with pytest.raises(ValueError, match="alpha_lr must be > 0.0, got -1e-05"):
+        mf.MetaSGD(mf.MLP([1, 4, 1]), alpha_lr=-1e-5)
+    with pytest.raises(TypeError, match="alpha_lr must be a number"):
+        mf.MetaSGD(mf.MLP([1, 4, 1]), alpha_lr="fast")
+    learner = mf.MetaSGD(mf.MLP([1, 4, 1]), alpha_lr=2e-4)
+    learner.save(tmp_path / "m.npz")
+    assert mf.load(tmp_path / "m.npz").alpha_lr == 2e-4

@@ -23,7 +23,7 @@ void bind_learner(py::module_& m, const char* name) {
     cls.def(py::init([](const Mlp& mlp, const std::string& loss, std::int64_t inner_steps, bool first_order,
                         const std::string& optimizer, double lr, double beta1, double beta2, double eps,
                         int num_threads, bool alpha_per_step, std::optional<double> clip_grad_norm,
-                        std::optional<double> fixed_inner_lr) {
+                        std::optional<double> fixed_inner_lr, std::optional<double> alpha_lr) {
                 const Loss kind = parse_loss(loss);
                 check_loss_matches_output(kind, mlp.output_activation(), mlp.output_width());
                 MetaSgdConfig config{kind, checked_count(inner_steps, "inner_steps", 100000), first_order};
@@ -31,14 +31,16 @@ void bind_learner(py::module_& m, const char* name) {
                 config.learn_alpha = !fixed_inner_lr;
                 if (clip_grad_norm) config.clip_grad_norm = checked_positive(*clip_grad_norm, "clip_grad_norm");
                 if (fixed_inner_lr) checked_within(*fixed_inner_lr, "inner_lr", 0.0, 1e30);
-                return std::make_unique<Learner<T>>(
-                    mlp, config, checked_optimizer(optimizer, "meta_optimizer", lr, "meta_lr", beta1, beta2, eps),
-                    checked_threads(num_threads), fixed_inner_lr.value_or(0.0));
+                OptimizerConfig meta = checked_optimizer(optimizer, "meta_optimizer", lr, "meta_lr", beta1, beta2, eps);
+                meta.tail_lr = alpha_lr ? checked_positive(*alpha_lr, "alpha_lr") : meta.lr;
+                return std::make_unique<Learner<T>>(mlp, config, meta, checked_threads(num_threads),
+                                                    fixed_inner_lr.value_or(0.0));
             }),
             "mlp"_a, "loss"_a, "inner_steps"_a, "first_order"_a, "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a,
             "eps"_a, "num_threads"_a, "alpha_per_step"_a = false, "clip_grad_norm"_a = py::none(),
-            "fixed_inner_lr"_a = py::none(),
-            "A Meta-SGD learner; with fixed_inner_lr, MAML: alpha that step size for every parameter, not learned.");
+            "fixed_inner_lr"_a = py::none(), "alpha_lr"_a = py::none(),
+            "A Meta-SGD learner (alpha learning at alpha_lr, by default meta_lr); with fixed_inner_lr, MAML: alpha "
+            "that step size for every parameter, not learned.");
     add_learner_methods<T>(cls);
     add_theta_alpha<T>(cls);
     add_supervised_methods<T>(cls);

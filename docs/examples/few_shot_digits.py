@@ -33,7 +33,7 @@ for shots in (1, 5):
     test = mf.tasks.Classification(x, y, ways=5, shots=shots, query=15, classes=test_classes)
     episodes = test.sample(600, seed=123)  # the same episodes for every method
     learners = {
-        "Meta-SGD (linear)": mf.MetaSGD(mf.MLP([64, 5]), loss="softmax_ce", inner_steps=5, alpha_init=0.1, seed=0),
+        "Meta-SGD (linear)": mf.MetaSGD(mf.MLP([64, 5]), loss="softmax_ce", inner_steps=5, alpha_init=0.5, seed=0),
         "Reptile (linear)": mf.Reptile(mf.MLP([64, 5]), loss="softmax_ce", inner_optimizer="sgd", inner_lr=0.5,
                                        seed=0),
     }

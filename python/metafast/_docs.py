@@ -48,6 +48,17 @@ meta_optimizer : {"adam", "sgd"}
 meta_lr : float
     Meta learning rate (beta).
 """,
+    "alpha learning rate": """\
+alpha_lr : float, optional
+    alpha's meta learning rate. By default ``meta_lr``, and with several inner steps
+    ``meta_lr`` times alpha's initial scale (``alpha_init``, or the middle of its range;
+    ``meta_lr`` itself when alpha starts at 0). Adam moves every entry by about its learning
+    rate per update, whatever the entry's size: at ``meta_lr`` an alpha of 0.01 changes by a
+    tenth each meta-iteration. After one inner step the adapted parameters are linear in
+    alpha and an alpha too large costs a bounded loss; after k steps the loss grows like
+    ``(1 - alpha * curvature)**(2k)`` once alpha passes the stable step size, so training with
+    several steps soon diverges unless alpha moves at the pace theta moves relative to its size.
+""",
     "multi-step parameters": """\
 alpha_per_step : bool
     One alpha vector per inner step (MAML++'s per-step learning rates, generalised per

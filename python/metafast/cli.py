@@ -84,7 +84,7 @@ ALGORITHM_NAMES = {"metasgd": "Meta-SGD", "maml": "MAML", "reptile": "Reptile",
 # not use is an error rather than silently ignored.
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "metasgd": dict(meta_batch=25, inner_steps=1, alpha_init=0.01, meta_lr=1e-3, meta_optimizer="adam",
-                    first_order=False, alpha_per_step=False, clip_grad_norm=None, init="auto"),
+                    first_order=False, alpha_per_step=False, clip_grad_norm=None, init="auto", alpha_lr=None),
     "maml": dict(meta_batch=25, inner_steps=1, inner_lr=0.01, meta_lr=1e-3, meta_optimizer="adam", first_order=False,
                  clip_grad_norm=None, init="auto"),
     # None: the learner's default, which depends on the loss (Reptile's docstring).
@@ -171,6 +171,9 @@ def build_parser() -> Parser:
     sgd.add_argument("--alpha-init", type=positive_float,
                      help=f"initial inner learning rates ({defaults_help('alpha_init')})")
     sgd.add_argument("--meta-lr", type=positive_float, help=f"meta learning rate ({defaults_help('meta_lr')})")
+    sgd.add_argument("--alpha-lr", type=positive_float,
+                     help="alpha's meta learning rate (metasgd; default: --meta-lr, times --alpha-init "
+                          "with several --inner-steps)")
     sgd.add_argument("--meta-optimizer", choices=("adam", "sgd"),
                      help=f"update of [theta, alpha] ({defaults_help('meta_optimizer')})")
     sgd.add_argument("--first-order", action="store_true", default=None,
@@ -273,7 +276,7 @@ def make_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]
     return MetaSGD(model, loss=family.loss, inner_steps=args.inner_steps, alpha_init=args.alpha_init,
                    first_order=args.first_order, meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr,
                    alpha_per_step=args.alpha_per_step, clip_grad_norm=args.clip_grad_norm, init=args.init,
-                   **common), (family,)
+                   alpha_lr=args.alpha_lr, **common), (family,)
 
 
 LEARNERS = {"metasgd": MetaSGD, "maml": MAML, "reptile": Reptile, "metasgd-rl": MetaSGDRL}

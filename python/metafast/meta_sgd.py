@@ -70,6 +70,7 @@ class MetaSGD(MetaLearner, InnerLearningRates):
     first_order : bool
         Drop the Hessian terms of the meta-gradient (the alpha gradient keeps its exact form).
     {meta-optimizer parameters}
+    {alpha learning rate}
     {multi-step parameters}
     dtype : {"float32", "float64"}
         Precision of all computations. Floating data is converted to it.
@@ -110,15 +111,17 @@ class MetaSGD(MetaLearner, InnerLearningRates):
                  first_order: bool = False, meta_optimizer: str = "adam", meta_lr: float = 1e-3,
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
-                 alpha_per_step: bool = False, clip_grad_norm: float | None = None, init: Any = None) -> None:
+                 alpha_per_step: bool = False, clip_grad_norm: float | None = None, init: Any = None,
+                 alpha_lr: float | None = None) -> None:
         self._alpha_per_step = _validation.boolean(alpha_per_step, "alpha_per_step")
         self._build(model, loss, inner_steps, first_order, meta_optimizer, meta_lr, dtype, seed, num_threads,
-                    adam_betas, adam_eps, clip_grad_norm, init, fixed_inner_lr=None, alpha_init=alpha_init)
+                    adam_betas, adam_eps, clip_grad_norm, init, fixed_inner_lr=None, alpha_init=alpha_init,
+                    alpha_lr=alpha_lr)
 
     def _build(self, model: MLP, loss: str, inner_steps: int, first_order: bool, meta_optimizer: str,
                meta_lr: float, dtype: Any, seed: int, num_threads: int | None, adam_betas: tuple[float, float],
                adam_eps: float, clip_grad_norm: float | None, init: Any, fixed_inner_lr: float | None,
-               alpha_init: Any = None) -> None:
+               alpha_init: Any = None, alpha_lr: float | None = None) -> None:
         """The constructor's work, shared with MAML (whose alpha is ``fixed_inner_lr``)."""
         super().__init__(model, loss, dtype, seed)
         # Types here; the core's constructor checks the ranges (one message for each).
@@ -136,15 +139,25 @@ class MetaSGD(MetaLearner, InnerLearningRates):
                 _validation.real(self._alpha_init[0], "alpha_init[0]", minimum=0.0)
             else:
                 self._alpha_init = _validation.real(alpha_init, "alpha_init", minimum=0.0)
+            self._alpha_lr: float | None = default_alpha_lr(alpha_lr, self._meta_lr, self._alpha_init,
+                                                             self._inner_steps)
+        else:
+            self._alpha_lr = None
         impl_class = _core.MetaSGDFloat32 if self._dtype == np.float32 else _core.MetaSGDFloat64
         self._impl = impl_class(model._impl, self._loss, self._inner_steps, self._first_order, self._meta_optimizer,
                                 self._meta_lr, *self._adam_betas, self._adam_eps, _validation.num_threads(num_threads),
                                 alpha_per_step=self._alpha_per_step, clip_grad_norm=self._clip_grad_norm,
-                                fixed_inner_lr=fixed_inner_lr)
+                                fixed_inner_lr=fixed_inner_lr, alpha_lr=self._alpha_lr)
         if fixed_inner_lr is None:
             self._impl.set_params(theta, self._initial_alpha())
         else:
             self._impl.set_params(theta)
+
+    @property
+    def alpha_lr(self) -> float:
+        """alpha's meta learning rate (see the constructor for its default)."""
+        assert self._alpha_lr is not None
+        return self._alpha_lr
 
     @property
     def inner_steps(self) -> int:
@@ -219,12 +232,23 @@ class MetaSGD(MetaLearner, InnerLearningRates):
         return dict(loss=self._loss, inner_steps=self._inner_steps, alpha_init=self._alpha_init,
                     first_order=self._first_order, meta_optimizer=self._meta_optimizer, meta_lr=self._meta_lr,
                     adam_betas=self._adam_betas, adam_eps=self._adam_eps, alpha_per_step=self._alpha_per_step,
-                    **self._common_hyperparameters())
+                    alpha_lr=self._alpha_lr, **self._common_hyperparameters())
 
     def _common_hyperparameters(self) -> dict[str, Any]:
         """Those MAML shares: clipping and the initialisation scheme (None for an explicit theta,
         which the file holds anyway)."""
         return dict(clip_grad_norm=self._clip_grad_norm, init=self._init)
+
+
+def default_alpha_lr(alpha_lr: Any, meta_lr: float, alpha_init: float | tuple[float, float],
+                     inner_steps: int) -> float:
+    """alpha's meta learning rate: ``alpha_lr``, or by default meta_lr, times alpha's initial
+    scale when there are several inner steps (meta_lr itself when alpha starts at 0, which
+    gives no scale)."""
+    if alpha_lr is not None:
+        return _validation.real(alpha_lr, "alpha_lr", minimum=0.0, exclusive=True)
+    scale = (alpha_init[0] + alpha_init[1]) / 2 if isinstance(alpha_init, tuple) else alpha_init
+    return meta_lr * scale if inner_steps > 1 and scale > 0 else meta_lr
 
 
 INIT_SCHEMES = ("auto", "he", "glorot", "pytorch")

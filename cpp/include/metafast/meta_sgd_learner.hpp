@@ -26,11 +26,13 @@ namespace metafast {
 template <class T>
 class MetaSgdLearner {
 public:
-    // fixed_alpha: MAML's step size, for every parameter (when config.learn_alpha is false).
+    // fixed_alpha: MAML's step size, for every parameter (when config.learn_alpha is false);
+    // optimizer.tail_lr: alpha's meta learning rate (when it is learned).
     MetaSgdLearner(Mlp mlp, MetaSgdConfig config, OptimizerConfig optimizer, int num_threads, double fixed_alpha = 0)
         : mlp_(std::move(mlp)), config_(config), optimizer_(optimizer),
           params_((1 + (config.learn_alpha ? config.alpha_vectors() : 0)) * mlp_.num_params(), T(0)),
           fixed_alpha_(config.learn_alpha ? 0 : mlp_.num_params(), T(fixed_alpha)) {
+        optimizer_.tail_from = config.learn_alpha ? mlp_.num_params() : params_.size();
         state_.reset(params_.size());
         set_num_threads(num_threads);
     }

@@ -33,6 +33,9 @@ struct OptimizerConfig {
     double beta1 = 0.9;
     double beta2 = 0.999;
     double eps = 1e-8;
+    // The parameters from tail_from on (Meta-SGD's alpha) learn at tail_lr instead of lr.
+    std::size_t tail_from = std::numeric_limits<std::size_t>::max();
+    double tail_lr = 0;
 };
 
 // Adam's moments and the number of updates taken so far.
@@ -62,9 +65,10 @@ template <class T>
 struct AdamStep {
     T b1, b2, eps, step_size, inv_sqrt_c2;
 
-    AdamStep(const OptimizerConfig& config, std::int64_t t)
+    AdamStep(const OptimizerConfig& config, std::int64_t t) : AdamStep(config, t, config.lr) {}
+    AdamStep(const OptimizerConfig& config, std::int64_t t, double lr)
         : b1(T(config.beta1)), b2(T(config.beta2)), eps(T(config.eps)),
-          step_size(T(config.lr / (1.0 - std::pow(config.beta1, double(t))))),
+          step_size(T(lr / (1.0 - std::pow(config.beta1, double(t))))),
           inv_sqrt_c2(T(1.0 / std::sqrt(1.0 - std::pow(config.beta2, double(t))))) {}
 
     // New moments from (m, v, g); returns the parameter's new value.
@@ -177,7 +181,8 @@ public:
     GuardedUpdate(const OptimizerConfig& config, int threads, Buffer<T>& params, OptimizerState<T>& state,
                   Buffer<T>& candidate, OptimizerState<T>& candidate_state)
         : config_(&config), params_buffer_(&params), state_(&state), candidate_buffer_(&candidate),
-          candidate_state_(&candidate_state), n_(params.size()), step_(state.step), adam_(config, state.step + 1) {
+          candidate_state_(&candidate_state), n_(params.size()), step_(state.step), adam_(config, state.step + 1),
+          adam_tail_(config, state.step + 1, config.tail_lr) {
         const bool adam = config.kind == Optimizer::adam;
         candidate.resize(n_);
         if (adam) {
@@ -202,16 +207,26 @@ public:
     // returns whether the block's gradient and new parameters are finite.
     template <class Prepare>
     bool update_block(std::size_t b, T* grad, Prepare&& prepare) const {
-        const std::size_t first = b * block_, last = std::min(n_, first + block_), count = last - first;
+        const std::size_t first = b * block_, last = std::min(n_, first + block_);
         prepare(first, last);
+        const std::size_t split = std::clamp(config_->tail_from, first, last);
+        update_range(first, split, adam_, config_->lr, grad);
+        update_range(split, last, adam_tail_, config_->tail_lr, grad);
+        const T* out = params_[1 - current_] + first;
+        return all_finite(last - first, grad + first) && all_finite(last - first, out);
+    }
+
+    // The candidate's elements [first, last) at one learning rate (`adam` Adam's scalars for it).
+    void update_range(std::size_t first, std::size_t last, const AdamStep<T>& adam, double lr, const T* grad) const {
+        if (first == last) return;
         const int now = current_, next = 1 - current_;
+        const std::size_t count = last - first;
         T* out = params_[next] + first;
         if (config_->kind == Optimizer::adam)
-            adam_elements(count, adam_, grad + first, params_[now] + first, m_[now] + first, v_[now] + first, out,
+            adam_elements(count, adam, grad + first, params_[now] + first, m_[now] + first, v_[now] + first, out,
                           m_[next] + first, v_[next] + first);
         else
-            sgd_elements(count, T(config_->lr), grad + first, params_[now] + first, out);
-        return all_finite(count, grad + first) && all_finite(count, out);
+            sgd_elements(count, T(lr), grad + first, params_[now] + first, out);
     }
 
     // Asks for the candidate parameters' cache lines in exclusive state ahead of an update:
@@ -229,6 +244,7 @@ public:
         current_ = 1 - current_;
         ++step_;
         adam_ = AdamStep<T>(*config_, step_ + 1);
+        adam_tail_ = AdamStep<T>(*config_, step_ + 1, config_->tail_lr);
     }
 
     // Leaves the current parameters and state in the learner's buffers; once, by one copy.
@@ -255,7 +271,8 @@ private:
     T* v_[2];
     int current_ = 0;
     std::int64_t step_;  // updates committed
-    AdamStep<T> adam_;   // Adam's scalars for the next update
+    AdamStep<T> adam_;       // Adam's scalars for the next update
+    AdamStep<T> adam_tail_;  // the same for the elements from config.tail_from on
     std::size_t block_ = 0, blocks_ = 0;
 };
 

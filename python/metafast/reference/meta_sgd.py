@@ -241,7 +241,7 @@ def meta_gradient(
     return total_loss / num_tasks, total_theta / num_tasks, total_alpha / num_tasks
 
 
-def sgd_update(params: np.ndarray, grad: np.ndarray, lr: float) -> np.ndarray:
+def sgd_update(params: np.ndarray, grad: np.ndarray, lr: float | np.ndarray) -> np.ndarray:
     """One plain gradient-descent step: ``params - lr * grad``."""
     return params - lr * grad
 
@@ -250,7 +250,7 @@ def adam_update(
     params: np.ndarray,
     grad: np.ndarray,
     state: tuple[np.ndarray, np.ndarray, int],
-    lr: float,
+    lr: float | np.ndarray,
     beta1: float = 0.9,
     beta2: float = 0.999,
     eps: float = 1e-8,
@@ -264,8 +264,8 @@ def adam_update(
     state : tuple (m, v, t)
         First and second moment estimates and the number of updates done so far; start
         from ``(np.zeros_like(params), np.zeros_like(params), 0)``.
-    lr : float
-        Learning rate.
+    lr : float or ndarray
+        Learning rate (one, or one per element).
     beta1, beta2, eps : float
         Adam's decay rates and denominator constant.
 
@@ -311,11 +311,14 @@ class MetaSGD:
     meta_optimizer : {"adam", "sgd"}
         Optimizer of ``[theta, alpha]``.
     meta_lr : float
-        Meta learning rate beta.
+        Meta learning rate beta (of theta; of alpha too unless ``alpha_lr`` is given).
     adam_betas : tuple of float
         Adam's ``(beta1, beta2)``.
     adam_eps : float
         Adam's denominator constant.
+    alpha_lr : float, optional
+        alpha's meta learning rate (default ``meta_lr``). :class:`metafast.MetaSGD` derives
+        its default from ``alpha_init``; pass its ``alpha_lr`` to follow it step by step.
 
     Attributes
     ----------
@@ -337,6 +340,7 @@ class MetaSGD:
         meta_lr: float = 1e-3,
         adam_betas: tuple[float, float] = (0.9, 0.999),
         adam_eps: float = 1e-8,
+        alpha_lr: float | None = None,
     ) -> None:
         if meta_optimizer not in ("adam", "sgd"):
             raise ValueError(f"meta_optimizer must be 'adam' or 'sgd', got {meta_optimizer!r}")
@@ -352,6 +356,7 @@ class MetaSGD:
         self.meta_lr = float(meta_lr)
         self.adam_betas = (float(adam_betas[0]), float(adam_betas[1]))
         self.adam_eps = float(adam_eps)
+        self.alpha_lr = self.meta_lr if alpha_lr is None else float(alpha_lr)
         size = 2 * self.theta.size
         self.adam_state = (np.zeros(size), np.zeros(size), 0)
 
@@ -381,13 +386,12 @@ class MetaSGD:
         query_loss, g_theta, g_alpha = self.meta_gradient(batch)
         params = np.concatenate([self.theta, self.alpha])
         grad = np.concatenate([g_theta, g_alpha])
+        lr = np.repeat([self.meta_lr, self.alpha_lr], self.theta.size)  # per element: theta's, then alpha's
         if self.meta_optimizer == "adam":
             beta1, beta2 = self.adam_betas
-            params, self.adam_state = adam_update(
-                params, grad, self.adam_state, self.meta_lr, beta1, beta2, self.adam_eps
-            )
+            params, self.adam_state = adam_update(params, grad, self.adam_state, lr, beta1, beta2, self.adam_eps)
         else:
-            params = sgd_update(params, grad, self.meta_lr)
+            params = sgd_update(params, grad, lr)
         size = self.theta.size
         self.theta = params[:size].copy()
         self.alpha = params[size:].copy()
