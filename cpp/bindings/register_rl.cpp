@@ -4,6 +4,7 @@
 
 #include <cmath>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -114,18 +115,21 @@ void bind_rl_learner(py::module_& m, const char* name) {
     py::class_<Learner> cls(m, name);
     cls.def(py::init([](const Mlp& mlp, const Navigation2D& env, std::int64_t trajectories, double gamma,
                         bool first_order, bool normalize_advantages, const std::string& optimizer, double lr,
-                        double beta1, double beta2, double eps, std::uint64_t seed, int num_threads) {
+                        double beta1, double beta2, double eps, std::uint64_t seed, int num_threads,
+                        std::optional<double> alpha_lr) {
                 require(mlp.input_width() == 2 && mlp.output_width() == 2,
                         "the policy network must map 2 inputs (the position) to 2 outputs (the mean action)");
                 require(mlp.output_activation() == Activation::identity,
                         "the policy's mean network needs output activation 'identity'");
-                const RlSettings settings = checked_rl_settings(trajectories, gamma, first_order, normalize_advantages,
-                                                                optimizer, lr, beta1, beta2, eps);
+                RlSettings settings = checked_rl_settings(trajectories, gamma, first_order, normalize_advantages,
+                                                          optimizer, lr, beta1, beta2, eps);
+                settings.optimizer.tail_lr = alpha_lr ? checked_positive(*alpha_lr, "alpha_lr") : lr;
                 return std::make_unique<Learner>(mlp, env, settings.rollouts, settings.optimizer, seed,
                                                  checked_threads(num_threads));
             }),
             "mlp"_a, "env"_a, "trajectories"_a, "gamma"_a, "first_order"_a, "normalize_advantages"_a,
-            "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a, "eps"_a, "seed"_a, "num_threads"_a);
+            "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a, "eps"_a, "seed"_a, "num_threads"_a,
+            "alpha_lr"_a = py::none());
     add_learner_methods<T>(cls);
     add_theta_alpha<T>(cls);
     cls.def("fit",
@@ -194,16 +198,17 @@ void register_rl(py::module_& m) {
 
     py::class_<Navigation2D>(m, "Navigation2D")
         .def(py::init([](double goal_low, double goal_high, double max_action, double tolerance, std::int64_t horizon,
-                         bool squared) {
+                         bool squared, bool scaled_actions) {
                  require(std::isfinite(goal_low) && std::isfinite(goal_high) && goal_low <= goal_high,
                          "goal_range must be a finite (low, high) pair with low <= high, got (" + number_text(goal_low) +
                              ", " + number_text(goal_high) + ")");
                  require(std::isfinite(tolerance) && tolerance >= 0,
                          "tolerance must be a finite number >= 0, got " + number_text(tolerance));
                  return Navigation2D{goal_low, goal_high, checked_positive(max_action, "max_action"), tolerance,
-                                     checked_count(horizon, "horizon", std::size_t{1} << 24), squared};
+                                     checked_count(horizon, "horizon", std::size_t{1} << 24), squared, scaled_actions};
              }),
-             "goal_low"_a, "goal_high"_a, "max_action"_a, "tolerance"_a, "horizon"_a, "squared"_a)
+             "goal_low"_a, "goal_high"_a, "max_action"_a, "tolerance"_a, "horizon"_a, "squared"_a,
+             "scaled_actions"_a)
         .def("step",
              [](const Navigation2D& env, const py::array& positions, const py::array& actions, const py::array& goals) {
                  std::vector<Dim> dims{{-1, "n"}, {2, ""}};

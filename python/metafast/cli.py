@@ -90,8 +90,8 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     # None: the learner's default, which depends on the loss (Reptile's docstring).
     "reptile": dict(meta_batch=5, inner_optimizer=None, inner_lr=None, inner_epochs=10, inner_batch=10,
                     epsilon=0.1, epsilon_final=None, shuffle=False),
-    "metasgd-rl": dict(meta_batch=20, alpha_init=0.1, meta_lr=1e-3, meta_optimizer="adam", first_order=False,
-                       trajectories=20, gamma=0.99),
+    "metasgd-rl": dict(meta_batch=20, alpha_init=0.001, meta_lr=1e-3, meta_optimizer="adam", first_order=False,
+                       trajectories=20, gamma=0.99, alpha_lr=None),
 }
 TRAIN_OPTIONS = sorted({name for defaults in TRAIN_DEFAULTS.values() for name in defaults})
 
@@ -172,8 +172,8 @@ def build_parser() -> Parser:
                      help=f"initial inner learning rates ({defaults_help('alpha_init')})")
     sgd.add_argument("--meta-lr", type=positive_float, help=f"meta learning rate ({defaults_help('meta_lr')})")
     sgd.add_argument("--alpha-lr", type=positive_float,
-                     help="alpha's meta learning rate (metasgd; default: --meta-lr, times --alpha-init "
-                          "with several --inner-steps)")
+                     help="alpha's meta learning rate (metasgd, metasgd-rl; default: --meta-lr, times "
+                          "--alpha-init with several --inner-steps or for metasgd-rl)")
     sgd.add_argument("--meta-optimizer", choices=("adam", "sgd"),
                      help=f"update of [theta, alpha] ({defaults_help('meta_optimizer')})")
     sgd.add_argument("--first-order", action="store_true", default=None,
@@ -258,7 +258,7 @@ def make_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]
         model = MLP([2, *hidden_widths(args, [100, 100]), 2], activation=args.activation or "relu")
         return MetaSGDRL(model, inner_trajectories=args.trajectories, gamma=args.gamma, alpha_init=args.alpha_init,
                          first_order=args.first_order, meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr,
-                         **common), ()
+                         alpha_lr=args.alpha_lr, **common), ()
     if args.task == "nav2d":
         raise UserError("--task nav2d is for metasgd-rl")
     args.task = args.task or "sine"
@@ -396,8 +396,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def run_demo_rl(args: argparse.Namespace) -> int:
-    learner = MetaSGDRL(MLP([2, 64, 64, 2], activation="relu"), inner_trajectories=20, alpha_init=0.1, meta_lr=1e-2,
-                        seed=args.seed or 0, num_threads=args.threads)
+    learner = MetaSGDRL(MLP([2, 64, 64, 2], activation="relu"), inner_trajectories=20, seed=args.seed or 0,
+                        num_threads=args.threads)
     iterations = max(1, round(100 * args.scale))
     print("meta-training Meta-SGD on 2D navigation (goals in [-0.5, 0.5]^2, 20 trajectories per rollout)")
     started = time.perf_counter()

@@ -140,7 +140,7 @@ class MetaSGD(MetaLearner, InnerLearningRates):
             else:
                 self._alpha_init = _validation.real(alpha_init, "alpha_init", minimum=0.0)
             self._alpha_lr: float | None = default_alpha_lr(alpha_lr, self._meta_lr, self._alpha_init,
-                                                             self._inner_steps)
+                                                             scaled=self._inner_steps > 1)
         else:
             self._alpha_lr = None
         impl_class = _core.MetaSGDFloat32 if self._dtype == np.float32 else _core.MetaSGDFloat64
@@ -240,15 +240,13 @@ class MetaSGD(MetaLearner, InnerLearningRates):
         return dict(clip_grad_norm=self._clip_grad_norm, init=self._init)
 
 
-def default_alpha_lr(alpha_lr: Any, meta_lr: float, alpha_init: float | tuple[float, float],
-                     inner_steps: int) -> float:
+def default_alpha_lr(alpha_lr: Any, meta_lr: float, alpha_init: float | tuple[float, float], scaled: bool) -> float:
     """alpha's meta learning rate: ``alpha_lr``, or by default meta_lr, times alpha's initial
-    scale when there are several inner steps (meta_lr itself when alpha starts at 0, which
-    gives no scale)."""
+    scale when ``scaled`` (meta_lr itself when alpha starts at 0, which gives no scale)."""
     if alpha_lr is not None:
         return _validation.real(alpha_lr, "alpha_lr", minimum=0.0, exclusive=True)
     scale = (alpha_init[0] + alpha_init[1]) / 2 if isinstance(alpha_init, tuple) else alpha_init
-    return meta_lr * scale if inner_steps > 1 and scale > 0 else meta_lr
+    return meta_lr * scale if scaled and scale > 0 else meta_lr
 
 
 INIT_SCHEMES = ("auto", "he", "glorot", "pytorch")

@@ -4,6 +4,7 @@ learner with native rollouts, all computed by the C++ core."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Sequence
 
 import numpy as np
@@ -13,7 +14,7 @@ from ._docs import shared_docs
 from ._optimizers import MetaOptimizer
 from .base import Callback
 from .evaluation import EvaluationReport
-from .meta_sgd import InnerLearningRates
+from .meta_sgd import InnerLearningRates, default_alpha_lr, initial_theta
 from .mlp import MLP
 
 
@@ -21,9 +22,10 @@ class Navigation2D:
     """2D navigation (Finn et al. 2017), the task family of :class:`MetaSGDRL`.
 
     A point agent starts at (0, 0) and steers toward a goal drawn uniformly from
-    ``goal_range`` squared. The observation is the position, the action a velocity whose
-    coordinates are clipped to ``[-max_action, max_action]``, the reward minus the Euclidean
-    distance to the goal after the step. An episode ends after ``horizon`` steps or when both
+    ``goal_range`` squared. The observation is the position; the action, in [-1, 1] per
+    coordinate, sets the velocity to ``max_action`` times it, clipped to
+    ``[-max_action, max_action]`` (as the papers' code, through rllab's normalized
+    environments, does); the reward is minus the Euclidean distance to the goal after the step. An episode ends after ``horizon`` steps or when both
     coordinates are within ``tolerance`` of the goal.
 
     Parameters
@@ -39,6 +41,10 @@ class Navigation2D:
     reward : {"distance", "squared"}
         Minus the distance to the goal (what the MAML code uses), or minus the squared
         distance (as the MAML paper's text states; it penalises being far away more).
+    scaled_actions : bool
+        False: the action is the velocity itself, clipped to ``[-max_action, max_action]``
+        (a policy then needs a standard deviation of about ``max_action`` for the noise not
+        to swamp its steering).
 
     Notes
     -----
@@ -47,7 +53,8 @@ class Navigation2D:
     """
 
     def __init__(self, goal_range: tuple[float, float] = (-0.5, 0.5), max_action: float = 0.1,
-                 tolerance: float = 0.01, horizon: int = 100, reward: str = "distance") -> None:
+                 tolerance: float = 0.01, horizon: int = 100, reward: str = "distance",
+                 scaled_actions: bool = True) -> None:
         # Types here; the core checks the ranges (one message for each).
         self.goal_range = _validation.two_reals(goal_range, "goal_range")
         self.max_action = _validation.real(max_action, "max_action")
@@ -56,8 +63,9 @@ class Navigation2D:
         if reward not in ("distance", "squared"):
             raise ValueError(f"reward must be 'distance' or 'squared', got {reward!r}")
         self.reward = reward
+        self.scaled_actions = _validation.boolean(scaled_actions, "scaled_actions")
         self._impl = _core.Navigation2D(*self.goal_range, self.max_action, self.tolerance, self.horizon,
-                                        reward == "squared")
+                                        reward == "squared", self.scaled_actions)
 
     def sample_goals(self, num_tasks: int, seed: int = 0, iteration: int = 0) -> np.ndarray:
         """The goals of ``num_tasks`` tasks, as training draws them.
@@ -290,13 +298,14 @@ class _PythonBackend:
 
     def __init__(self, policy: GaussianPolicy, tasks: GymTasks, trajectories: int, gamma: float, first_order: bool,
                  normalize: bool, optimizer: str, lr: float, beta1: float, beta2: float, eps: float, seed: int,
-                 dtype: np.dtype) -> None:
+                 dtype: np.dtype, alpha_lr: float) -> None:
         _core.check_rl_settings(trajectories, gamma, optimizer, lr, beta1, beta2, eps)
         self.policy, self.tasks, self.seed, self.dtype = policy, tasks, seed, dtype
         self.rollout_settings = (trajectories, tasks.horizon, gamma, normalize)
         self.first_order = first_order
         size = 2 * policy.num_params
-        self.optimizer = MetaOptimizer(optimizer, size, dtype, lr, (beta1, beta2), eps)
+        rates = np.repeat([lr, alpha_lr], policy.num_params)  # theta's, then alpha's
+        self.optimizer = MetaOptimizer(optimizer, size, dtype, rates, (beta1, beta2), eps)
         self.params = np.zeros(size, dtype=dtype)
 
     def get_params(self) -> tuple[np.ndarray, np.ndarray]:
@@ -380,6 +389,23 @@ class _PythonBackend:
 
 
 @shared_docs
+def warn_if_returns_fell(history: np.ndarray) -> None:
+    """Warns (RuntimeWarning) when a fit ended with clearly lower returns than it began with:
+    the mean of its last tenth of meta-iterations more than three standard errors below that
+    of its first tenth. A policy gradient pushed too far (too large a meta_lr or alpha) saturates
+    the policy's actions, after which its gradients carry no signal and it drifts away from
+    every goal; the history shows it, but a fit must not end that way silently."""
+    window = len(history) // 10
+    if window < 5:
+        return
+    first, last = history[:window], history[-window:]
+    spread = np.sqrt((first.var(ddof=1) + last.var(ddof=1)) / window)
+    if last.mean() < first.mean() - 3 * spread:
+        warnings.warn(f"meta-training lowered the mean return after adaptation from {first.mean():.4g} (the first "
+                      f"{window} meta-iterations of this fit) to {last.mean():.4g} (the last {window}): the policy "
+                      "is collapsing; try a smaller meta_lr or alpha_init", RuntimeWarning, stacklevel=3)
+
+
 class MetaSGDRL(InnerLearningRates):
     """Meta-SGD for reinforcement learning (Li et al. 2017, section 4.3) on 2D navigation.
 
@@ -410,11 +436,23 @@ class MetaSGDRL(InnerLearningRates):
     gamma : float
         Discount of the returns-to-go, in [0, 1].
     alpha_init : float
-        Initial inner learning rate of every parameter (at least 0).
+        Initial inner learning rate of every parameter (at least 0). The surrogate sums over the
+        steps of a trajectory, so its gradient is about the horizon times that of a per-step
+        mean (the MAML code's): 0.001 here is MAML's fast learning rate of 0.1 there.
     log_std_init : float
-        Initial log standard deviation of the policy.
+        Initial log standard deviation of the policy (in the action units of ``env``: with
+        Navigation2D's scaled actions, -1 is a noise of 0.37 of the largest velocity).
     first_order : bool
         Drop the surrogate's Hessian-vector product from the meta-gradient.
+    init : str, (str, float) or array_like
+        The mean network's initial parameters: a scheme of :meth:`MLP.init` (``"glorot"``, the
+        default, as the MAML code's policies; ``"he"``, ``"pytorch"``, ``("normal", std)``) or
+        the parameters themselves. Glorot keeps the initial mean actions small, so the untrained
+        policy barely moves; He's larger ones drive it away from every goal.
+    alpha_lr : float, optional
+        alpha's meta learning rate; by default ``meta_lr * alpha_init`` (``meta_lr`` when
+        ``alpha_init`` is 0): Adam moves every entry by about its learning rate per update,
+        whatever its size, so alpha moves at the pace theta moves relative to its size.
     normalize_advantages : bool
         Standardise the advantages of each batch (mean 0, standard deviation 1), as the MAML
         code does; the surrogate's scale then does not depend on the size of the returns.
@@ -440,10 +478,11 @@ class MetaSGDRL(InnerLearningRates):
     _progress_metric = "return"
 
     def __init__(self, model: MLP, env: Navigation2D | GymTasks | None = None, inner_trajectories: int = 20,
-                 gamma: float = 0.99, alpha_init: float = 0.1, log_std_init: float = 0.0, first_order: bool = False,
+                 gamma: float = 0.99, alpha_init: float = 0.001, log_std_init: float = -1.0, first_order: bool = False,
                  normalize_advantages: bool = True, meta_optimizer: str = "adam", meta_lr: float = 1e-3,
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
-                 adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8) -> None:
+                 adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
+                 alpha_lr: float | None = None, init: Any = "glorot") -> None:
         super().__init__(model, dtype, seed)
         self.policy = GaussianPolicy(model)
         self.env = Navigation2D() if env is None else env
@@ -460,16 +499,27 @@ class MetaSGDRL(InnerLearningRates):
             meta_lr=_validation.real(meta_lr, "meta_lr"),
             adam_betas=_validation.two_reals(adam_betas, "adam_betas"),
             adam_eps=_validation.real(adam_eps, "adam_eps"))
+        self._settings["alpha_lr"] = default_alpha_lr(alpha_lr, self._settings["meta_lr"],
+                                                      self._settings["alpha_init"], scaled=True)
+        mean_network, self._settings["init"] = initial_theta(model, init, self._seed, self._dtype)
         options = (self._settings["inner_trajectories"], self._settings["gamma"], self._settings["first_order"],
                    self._settings["normalize_advantages"], self._settings["meta_optimizer"], self._settings["meta_lr"],
                    *self._settings["adam_betas"], self._settings["adam_eps"], self._seed)
         if isinstance(self.env, GymTasks):
-            self._impl: Any = _PythonBackend(self.policy, self.env, *options, dtype=self._dtype)
+            self._impl: Any = _PythonBackend(self.policy, self.env, *options, dtype=self._dtype,
+                                             alpha_lr=self._settings["alpha_lr"])
         else:
             impl_class = _core.MetaSGDRLFloat32 if self._dtype == np.float32 else _core.MetaSGDRLFloat64
-            self._impl = impl_class(model._impl, self.env._impl, *options, _validation.num_threads(num_threads))
-        theta = self.policy.init(seed=self._seed, dtype=self._dtype, log_std=self._settings["log_std_init"])
+            self._impl = impl_class(model._impl, self.env._impl, *options, _validation.num_threads(num_threads),
+                                    alpha_lr=self._settings["alpha_lr"])
+        log_std = np.full(self.policy.action_dim, self._settings["log_std_init"], dtype=self._dtype)
+        theta = np.concatenate([mean_network, log_std])
         self._impl.set_params(theta, np.full(theta.size, self._settings["alpha_init"], dtype=self._dtype))
+
+    @property
+    def alpha_lr(self) -> float:
+        """alpha's meta learning rate (see the constructor for its default)."""
+        return float(self._settings["alpha_lr"])
 
     def _check_rollouts(self, trajectories: int, meta_batch: int) -> None:
         """The memory check of rollouts of ``trajectories`` trajectories on every thread (two
@@ -499,7 +549,9 @@ class MetaSGDRL(InnerLearningRates):
         Returns
         -------
         numpy.ndarray
-            The mean return after adaptation of each meta-iteration run by this call.
+            The mean return after adaptation of each meta-iteration run by this call. A fit
+            whose last tenth of meta-iterations returns clearly less than its first tenth warns
+            (RuntimeWarning): the policy is collapsing.
 
         Notes
         -----
@@ -516,8 +568,10 @@ class MetaSGDRL(InnerLearningRates):
             self._record(returns)
             return diverged
 
-        return self._train(iterations, run_chunk, progress, callback, checkpoint, checkpoint_every, on_divergence,
-                           share)
+        history = self._train(iterations, run_chunk, progress, callback, checkpoint, checkpoint_every,
+                              on_divergence, share)
+        warn_if_returns_fell(history)
+        return history
 
     def adapt(self, task: Any, steps: int = 1, seed: int = 0) -> np.ndarray:
         """Policy parameters adapted to one task.
@@ -578,8 +632,12 @@ class MetaSGDRL(InnerLearningRates):
         if isinstance(env, GymTasks):
             raise TypeError("a MetaSGDRL on Python environments cannot be saved: the environment is code")
         return dict(env=dict(goal_range=list(env.goal_range), max_action=env.max_action, tolerance=env.tolerance,
-                             horizon=env.horizon, reward=env.reward), **self._settings)
+                             horizon=env.horizon, reward=env.reward, scaled_actions=env.scaled_actions),
+                    **self._settings)
 
     @classmethod
     def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> Any:
-        return super()._from_saved(dict(config, env=Navigation2D(**config["env"])), arrays, num_threads)
+        # Files from before scaled actions and alpha_lr hold velocity actions and alpha at meta_lr.
+        env = Navigation2D(**{"scaled_actions": False, **config["env"]})
+        config = {"alpha_lr": config.get("meta_lr"), **config, "env": env}
+        return super()._from_saved(config, arrays, num_threads)

@@ -28,6 +28,7 @@ public:
                      int num_threads)
         : mlp_(std::move(mlp)), env_(env), config_(config), optimizer_(optimizer), seed_(seed),
           params_(2 * policy_params(), T(0)) {
+        optimizer_.tail_from = policy_params();  // alpha learns at optimizer.tail_lr
         state_.reset(params_.size());
         set_num_threads(num_threads);
     }

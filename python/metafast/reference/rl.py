@@ -55,9 +55,13 @@ def surrogate_hvp(model: Any, theta: np.ndarray, states: np.ndarray, actions: np
 
 
 def navigation_step(positions: np.ndarray, actions: np.ndarray, goals: np.ndarray, max_action: float = 0.1,
-                    tolerance: float = 0.01, squared: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One step of 2D navigation for many agents: (new positions, rewards, reached)."""
-    moved = positions + np.clip(actions, -max_action, max_action)
+                    tolerance: float = 0.01, squared: bool = False,
+                    scaled_actions: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One step of 2D navigation for many agents: (new positions, rewards, reached). With
+    ``scaled_actions`` the velocity is ``max_action`` times the action, clipped to
+    ``±max_action``; otherwise the action itself, clipped."""
+    velocity = max_action * actions if scaled_actions else actions
+    moved = positions + np.clip(velocity, -max_action, max_action)
     offset = moved - goals
     distance2 = np.sum(offset**2, axis=1)
     reached = np.all(np.abs(offset) <= tolerance, axis=1)
@@ -66,7 +70,7 @@ def navigation_step(positions: np.ndarray, actions: np.ndarray, goals: np.ndarra
 
 def rollout(model: Any, theta: np.ndarray, goal: np.ndarray, rng: Any, trajectories: int = 20, horizon: int = 100,
             gamma: float = 0.99, max_action: float = 0.1, tolerance: float = 0.01, squared: bool = False,
-            normalize_advantages: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+            normalize_advantages: bool = True, scaled_actions: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Samples trajectories of the Gaussian policy theta toward `goal` with the core's
     semantics: noise ``rng.normal()`` for every trajectory and dimension at every step (finished
     or not), returns-to-go, MAML's linear feature baseline fitted by ridge regression (1e-5),
@@ -87,7 +91,7 @@ def rollout(model: Any, theta: np.ndarray, goal: np.ndarray, rng: Any, trajector
             states[i].append(positions[i].copy())
             actions[i].append(action)
             moved, reward, reached = navigation_step(positions[i:i + 1], action[None], goal[None], max_action,
-                                                     tolerance, squared)
+                                                     tolerance, squared, scaled_actions)
             positions[i] = moved[0]
             rewards[i].append(reward[0])
             active[i] = not reached[0]
