@@ -14,16 +14,20 @@ Protocols (each trains from scratch with seed 0 and evaluates on held-out tasks,
   step of 0.01 in training; meta-batch 25, Adam 1e-3, 70,000 meta-iterations; MSE after 1, 5
   and 10 steps of 0.01.
 - multi-step Meta-SGD: MAML's sine protocol with Meta-SGD trained and tested with 5 inner
-  steps, alpha initialised to 0.01 (the setting MAML trains routinely).
+  steps, alpha initialised to 0.01 (the setting MAML trains routinely), alpha learning at
+  its default rate (meta_lr times alpha_init with several inner steps).
 - sine, Meta-SGD's (Li et al. 2017, Table 1): trained on 5-shot tasks with one inner step,
   meta-batch 4, 60,000 meta-iterations, alpha initialised uniform in [0.005, 0.1] as in the
   paper (MAML beside it with its step of 0.01), the same network; tested on 5-, 10- and 20-shot tasks after one step. A secondary source describes
   that paper's sines as also drawing a frequency; its ranges could not be established, so
   this runs MAML's sines (no frequency).
-- 2D navigation (MAML Table 4; Meta-SGD's RL section): metafast's Meta-SGD for RL with the
-  README's settings (500 meta-iterations of 20 goals x 20 trajectories, Adam 3e-3, alpha
-  0.1), returns after 0-3 steps on 600 held-out goals with 20 trajectories each. metafast
-  meta-trains with a policy-gradient meta-objective and Adam where the papers use TRPO.
+- 2D navigation (MAML Table 4; Meta-SGD's RL section): metafast's Meta-SGD for RL with its
+  defaults (MLP 2-100-100-2 ReLU initialised Glorot, actions in [-1, 1] scaled to velocities
+  of at most 0.1 as in the papers' rllab environment, log-std -1, alpha 0.001 on a surrogate
+  summed over time steps, Adam 1e-3), 500 meta-iterations of 20 goals x 20 trajectories,
+  meta-trained with one inner step; returns (minus the distance, as the MAML code rewards)
+  after 0-3 steps on 600 held-out goals with 20 trajectories each. metafast meta-trains with
+  a policy-gradient meta-objective and Adam where the papers use TRPO.
 - Reptile's sine demonstration (Nichol et al. 2018, figure 1): 10 support points, Reptile
   with 32 full-batch SGD inner steps of 0.02, MLP 1-64-64-1 tanh, epsilon 0.1 annealed to 0
   over 30,000 serial meta-iterations; query MSE on 100 points after 0, 1 and 32 steps.
@@ -113,8 +117,7 @@ def run(quick: bool) -> tuple[list[list[str]], list[str]]:
 
     # 2D navigation.
     started = time.perf_counter()
-    rl = mf.rl.MetaSGDRL(mf.MLP([2, 100, 100, 2], activation="relu"), env=mf.rl.Navigation2D(),
-                         inner_trajectories=20, alpha_init=0.1, meta_lr=3e-3, seed=0)
+    rl = mf.rl.MetaSGDRL(mf.MLP([2, 100, 100, 2], activation="relu"), env=mf.rl.Navigation2D(), seed=0)  # defaults
     fit(rl, notes, "Meta-SGD (RL)", iterations=max(1, round(500 * scale)), meta_batch=20)
     report = rl.evaluate(num_tasks=tasks_held_out, steps=(0, 1, 2, 3), trajectories=20, seed=EVAL_SEED)
     published_nav = {0: "MAML −40.41", 1: "MAML −11.68; Meta-SGD −8.64 ± 0.68 (secondary source)",

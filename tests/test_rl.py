@@ -129,13 +129,16 @@ def rl_learner(**kwargs):
     return mf.rl.MetaSGDRL(mf.MLP([2, 16, 16, 2]), **settings)
 
 
+@pytest.mark.parametrize("inner_steps", [1, 3])
 @pytest.mark.parametrize("first_order", [False, True], ids=["exact", "first-order"])
-def test_rollout_and_meta_gradient_match_the_numpy_reference(first_order):
-    learner = rl_learner(dtype="float64", inner_trajectories=5)
+def test_rollout_and_meta_gradient_match_the_numpy_reference(first_order, inner_steps):
+    learner = rl_learner(dtype="float64", inner_trajectories=5, alpha_init=0.01)
     learner.theta = learner.theta + 0.05 * np.random.default_rng(0).normal(size=learner.theta.size)
     env = learner.env
-    score, g_theta, g_alpha, train, valid = learner._impl.task_meta_gradient(env._impl, 5, 0.99, first_order, True,
-                                                                              7, 3, 2)
+    score, g_theta, g_alpha, steps, valid = learner._impl.task_meta_gradient(env._impl, 5, 0.99, first_order, True,
+                                                                              7, 3, 2, inner_steps)
+    assert len(steps) == inner_steps
+    train = steps[0]
     # The training rollout, rebuilt in NumPy from the same counter-based stream.
     rng = reference.CounterRng(7, 3, 2)
     goal = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5)])
@@ -144,23 +147,51 @@ def test_rollout_and_meta_gradient_match_the_numpy_reference(first_order):
     np.testing.assert_allclose(train[1], actions, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(train[2], weights, rtol=1e-8, atol=1e-12)
     # The meta-gradient on the core's own samples.
-    ref_theta, ref_alpha = reference.rl.meta_gradient(learner.policy.model, learner.theta, learner.alpha, train[:3],
-                                                      valid[:3], first_order)
+    ref_theta, ref_alpha = reference.rl.meta_gradient(learner.policy.model, learner.theta, learner.alpha,
+                                                      [step[:3] for step in steps], valid[:3], first_order)
     assert relative_error(g_theta, ref_theta) < 1e-9
     assert relative_error(g_alpha, ref_alpha) < 1e-9
     assert score == valid[3] < 0
 
 
-def test_rl_fit_is_bit_identical_for_any_thread_count():
+@pytest.mark.parametrize("inner_steps", [1, 3])
+def test_rl_meta_gradient_is_exact_through_the_inner_steps(inner_steps):
+    """Central finite differences of the outer surrogate after the inner steps, on the core's
+    fixed samples, with respect to every entry of theta and alpha."""
+    learner = rl_learner(dtype="float64", inner_trajectories=4, alpha_init=0.02)
+    learner.theta = learner.theta + 0.05 * np.random.default_rng(1).normal(size=learner.theta.size)
+    theta, alpha, policy = learner.theta, learner.alpha, learner.policy
+    _, g_theta, g_alpha, steps, valid = learner._impl.task_meta_gradient(learner.env._impl, 4, 0.99, False, True,
+                                                                          5, 0, 1, inner_steps)
+
+    def objective(theta, alpha):
+        for states, actions, weights in (step[:3] for step in steps):
+            theta = theta - alpha * policy.surrogate(theta, states, actions, weights, 1)[1]
+        return policy.surrogate(theta, *valid[:3], 1)[0]
+
+    eps = 1e-7  # the objective's large third derivatives along alpha want a small step
+    for name, gradient, shift in (("theta", g_theta, lambda d: (theta + d, alpha)),
+                                  ("alpha", g_alpha, lambda d: (theta, alpha + d))):
+        fd = np.empty_like(gradient)
+        for i in range(gradient.size):
+            step = np.zeros_like(gradient)
+            step[i] = eps
+            fd[i] = (objective(*shift(step)) - objective(*shift(-step))) / (2 * eps)
+        assert relative_error(gradient, fd) < 1e-6, name
+
+
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_rl_fit_is_bit_identical_for_any_thread_count(inner_steps):
     results = []
     for threads in (1, 2, 3, 1):
-        learner = rl_learner(num_threads=threads)
+        learner = rl_learner(num_threads=threads, inner_steps=inner_steps, alpha_init=0.01)
         history = learner.fit(iterations=3, meta_batch=4, progress=False)
         results.append((learner.theta, learner.alpha, history))
     for theta, alpha, history in results[1:]:
         np.testing.assert_array_equal(theta, results[0][0])
         np.testing.assert_array_equal(alpha, results[0][1])
         np.testing.assert_array_equal(history, results[0][2])
+    assert np.all(np.isfinite(results[0][2]))
 
 
 def test_rl_save_load_and_resume(tmp_path):
@@ -178,21 +209,22 @@ def test_rl_save_load_and_resume(tmp_path):
 
 def test_rl_settings_survive_save_and_files_before_them_load_as_they_were(tmp_path):
     learner = mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]), env=mf.rl.Navigation2D(scaled_actions=False), alpha_lr=3e-4,
-                              init=("normal", 0.01), seed=2)
+                              init=("normal", 0.01), inner_steps=2, seed=2)
     learner.save(tmp_path / "rl.npz")
     loaded = mf.load(tmp_path / "rl.npz")
     assert loaded.env.scaled_actions is False and loaded._settings["alpha_lr"] == 3e-4
-    assert loaded._settings["init"] == ("normal", 0.01)
+    assert loaded._settings["init"] == ("normal", 0.01) and loaded._settings["inner_steps"] == 2
     assert mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]))._settings["alpha_lr"] == pytest.approx(1e-6)  # meta_lr * alpha_init
     # A file written before scaled actions and alpha_lr existed: velocity actions, alpha at meta_lr.
     with np.load(tmp_path / "rl.npz") as archive:
         arrays = dict(archive)
     config = json.loads(str(arrays["config"]))
-    del config["env"]["scaled_actions"], config["alpha_lr"], config["init"]
+    del config["env"]["scaled_actions"], config["alpha_lr"], config["init"], config["inner_steps"]
     arrays["config"] = np.array(json.dumps(config))
     np.savez(tmp_path / "old.npz", **arrays)
     old = mf.load(tmp_path / "old.npz")
     assert old.env.scaled_actions is False and old._settings["alpha_lr"] == old._settings["meta_lr"]
+    assert old._settings["inner_steps"] == 1
     np.testing.assert_array_equal(old.theta, learner.theta)
 
 
@@ -243,19 +275,23 @@ def test_bring_your_own_environment():
         learner.save("unused.npz")
 
 
-def test_byo_meta_gradient_uses_the_same_maths():
+@pytest.mark.parametrize("inner_steps", [1, 2])
+def test_byo_meta_gradient_uses_the_same_maths(inner_steps):
     """One task through the Python path equals the meta-gradient formula on its own samples."""
     tasks = mf.rl.GymTasks(lambda rng: LineWorld(0.25), horizon=10)
     learner = mf.rl.MetaSGDRL(mf.MLP([1, 6, 1]), env=tasks, inner_trajectories=3, meta_optimizer="sgd", meta_lr=0.5,
-                              alpha_lr=0.25, alpha_init=0.1, seed=1, dtype="float64")
+                              alpha_lr=0.25, alpha_init=0.1, inner_steps=inner_steps, seed=1, dtype="float64")
     theta, alpha = learner.theta, learner.alpha
     backend = learner._impl
     rng = np.random.default_rng([1, 0, 0])
     env = tasks.sample_task(rng)
-    adapted, train, grad = backend._adapt_step(theta, alpha, env, rng)
-    valid, _ = backend._rollout(adapted, env, rng)
     weights = lambda samples: (samples[0], samples[1], samples[2] / 3)  # noqa: E731
-    g_theta, g_alpha = reference.rl.meta_gradient(learner.policy.model, theta, alpha, weights(train), weights(valid))
+    adapted, steps = theta, []
+    for _ in range(inner_steps):
+        adapted, train, _ = backend._adapt_step(adapted, alpha, env, rng)
+        steps.append(weights(train))
+    valid, _ = backend._rollout(adapted, env, rng)
+    g_theta, g_alpha = reference.rl.meta_gradient(learner.policy.model, theta, alpha, steps, weights(valid))
     learner.fit(iterations=1, meta_batch=1, progress=False)
     np.testing.assert_allclose(learner.theta, theta - 0.5 * g_theta, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(learner.alpha, alpha - 0.25 * g_alpha, rtol=1e-10, atol=1e-12)  # at alpha_lr

@@ -1,9 +1,8 @@
 import metafast as mf
 
-learner = mf.rl.MetaSGDRL(mf.MLP([2, 100, 100, 2], activation="relu"), env=mf.rl.Navigation2D(),
-                          inner_trajectories=20, gamma=0.99, alpha_init=0.1, meta_lr=3e-3, seed=0)
+learner = mf.rl.MetaSGDRL(mf.MLP([2, 100, 100, 2], activation="relu"), env=mf.rl.Navigation2D(), seed=0)
 history = learner.fit(iterations=500, meta_batch=20)        # mean return after adaptation per iteration
-print(learner.evaluate(num_tasks=40, steps=(0, 1, 2, 3), trajectories=40, seed=123))
+print(learner.evaluate(num_tasks=600, steps=(0, 1, 2, 3), trajectories=20, seed=123))
 theta_goal = learner.adapt([0.3, -0.2], steps=1)            # policy adapted to one goal
 learner.save("nav.npz")
 again = mf.load("nav.npz")

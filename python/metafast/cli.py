@@ -91,7 +91,7 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     "reptile": dict(meta_batch=5, inner_optimizer=None, inner_lr=None, inner_epochs=10, inner_batch=10,
                     epsilon=0.1, epsilon_final=None, shuffle=False),
     "metasgd-rl": dict(meta_batch=20, alpha_init=0.001, meta_lr=1e-3, meta_optimizer="adam", first_order=False,
-                       trajectories=20, gamma=0.99, alpha_lr=None),
+                       trajectories=20, gamma=0.99, alpha_lr=None, inner_steps=1),
 }
 TRAIN_OPTIONS = sorted({name for defaults in TRAIN_DEFAULTS.values() for name in defaults})
 
@@ -258,7 +258,7 @@ def make_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]
         model = MLP([2, *hidden_widths(args, [100, 100]), 2], activation=args.activation or "relu")
         return MetaSGDRL(model, inner_trajectories=args.trajectories, gamma=args.gamma, alpha_init=args.alpha_init,
                          first_order=args.first_order, meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr,
-                         alpha_lr=args.alpha_lr, **common), ()
+                         alpha_lr=args.alpha_lr, inner_steps=args.inner_steps, **common), ()
     if args.task == "nav2d":
         raise UserError("--task nav2d is for metasgd-rl")
     args.task = args.task or "sine"

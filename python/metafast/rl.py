@@ -298,8 +298,11 @@ class _PythonBackend:
 
     def __init__(self, policy: GaussianPolicy, tasks: GymTasks, trajectories: int, gamma: float, first_order: bool,
                  normalize: bool, optimizer: str, lr: float, beta1: float, beta2: float, eps: float, seed: int,
-                 dtype: np.dtype, alpha_lr: float) -> None:
+                 dtype: np.dtype, alpha_lr: float, inner_steps: int) -> None:
         _core.check_rl_settings(trajectories, gamma, optimizer, lr, beta1, beta2, eps)
+        if not 1 <= inner_steps <= 100:
+            raise ValueError(f"inner_steps must be in [1, 100], got {inner_steps}")
+        self.inner_steps = inner_steps
         self.policy, self.tasks, self.seed, self.dtype = policy, tasks, seed, dtype
         self.rollout_settings = (trajectories, tasks.horizon, gamma, normalize)
         self.first_order = first_order
@@ -347,12 +350,18 @@ class _PythonBackend:
             for i in range(meta_batch):
                 rng = np.random.default_rng([self.seed, first_iteration + k, i])
                 env = self.tasks.sample_task(rng)
-                adapted, train, grad = self._adapt_step(theta, alpha, env, rng)
+                path, adapted = [], theta  # (theta_j, its samples, the gradient at it) of each step
+                for _ in range(self.inner_steps):
+                    step_from = adapted
+                    adapted, train, grad = self._adapt_step(step_from, alpha, env, rng)
+                    path.append((step_from, train, grad))
                 valid, score = self._rollout(adapted, env, rng)
                 v = self.policy.surrogate(adapted, *valid, n)[1]
-                g_alpha = -grad * v
-                if not self.first_order:
-                    v = v - self.policy.surrogate_hvp(theta, *train, n, alpha * v)
+                g_alpha = np.zeros_like(v)
+                for at, train, grad in reversed(path):
+                    g_alpha -= grad * v
+                    if not self.first_order:
+                        v = v - self.policy.surrogate_hvp(at, *train, n, alpha * v)
                 grads.append(np.concatenate([v, g_alpha]))
                 scores.append(score)
             mean_grad = np.sum(grads, axis=0) / meta_batch
@@ -453,6 +462,11 @@ class MetaSGDRL(InnerLearningRates):
         alpha's meta learning rate; by default ``meta_lr * alpha_init`` (``meta_lr`` when
         ``alpha_init`` is 0): Adam moves every entry by about its learning rate per update,
         whatever its size, so alpha moves at the pace theta moves relative to its size.
+    inner_steps : int
+        Adaptation steps in meta-training, each on ``inner_trajectories`` fresh trajectories of
+        the policy adapted so far; the meta-gradient goes back through all of them on their
+        samples (as in the papers' code, the dependence of the sampling itself on theta is not
+        differentiated). Meta-train with the number of steps you will adapt with.
     normalize_advantages : bool
         Standardise the advantages of each batch (mean 0, standard deviation 1), as the MAML
         code does; the surrogate's scale then does not depend on the size of the returns.
@@ -482,7 +496,7 @@ class MetaSGDRL(InnerLearningRates):
                  normalize_advantages: bool = True, meta_optimizer: str = "adam", meta_lr: float = 1e-3,
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
-                 alpha_lr: float | None = None, init: Any = "glorot") -> None:
+                 alpha_lr: float | None = None, init: Any = "glorot", inner_steps: int = 1) -> None:
         super().__init__(model, dtype, seed)
         self.policy = GaussianPolicy(model)
         self.env = Navigation2D() if env is None else env
@@ -499,6 +513,7 @@ class MetaSGDRL(InnerLearningRates):
             meta_lr=_validation.real(meta_lr, "meta_lr"),
             adam_betas=_validation.two_reals(adam_betas, "adam_betas"),
             adam_eps=_validation.real(adam_eps, "adam_eps"))
+        self._settings["inner_steps"] = _validation.int64(inner_steps, "inner_steps")
         self._settings["alpha_lr"] = default_alpha_lr(alpha_lr, self._settings["meta_lr"],
                                                       self._settings["alpha_init"], scaled=True)
         mean_network, self._settings["init"] = initial_theta(model, init, self._seed, self._dtype)
@@ -507,11 +522,12 @@ class MetaSGDRL(InnerLearningRates):
                    *self._settings["adam_betas"], self._settings["adam_eps"], self._seed)
         if isinstance(self.env, GymTasks):
             self._impl: Any = _PythonBackend(self.policy, self.env, *options, dtype=self._dtype,
-                                             alpha_lr=self._settings["alpha_lr"])
+                                             alpha_lr=self._settings["alpha_lr"],
+                                             inner_steps=self._settings["inner_steps"])
         else:
             impl_class = _core.MetaSGDRLFloat32 if self._dtype == np.float32 else _core.MetaSGDRLFloat64
             self._impl = impl_class(model._impl, self.env._impl, *options, _validation.num_threads(num_threads),
-                                    alpha_lr=self._settings["alpha_lr"])
+                                    alpha_lr=self._settings["alpha_lr"], inner_steps=self._settings["inner_steps"])
         log_std = np.full(self.policy.action_dim, self._settings["log_std_init"], dtype=self._dtype)
         theta = np.concatenate([mean_network, log_std])
         self._impl.set_params(theta, np.full(theta.size, self._settings["alpha_init"], dtype=self._dtype))
@@ -522,11 +538,11 @@ class MetaSGDRL(InnerLearningRates):
         return float(self._settings["alpha_lr"])
 
     def _check_rollouts(self, trajectories: int, meta_batch: int) -> None:
-        """The memory check of rollouts of ``trajectories`` trajectories on every thread (two
-        rollouts a task, each its samples and a network pass over them) and of ``meta_batch``
-        task slots, before any is made."""
+        """The memory check of rollouts of ``trajectories`` trajectories on every thread
+        (``inner_steps + 1`` rollouts a task, each its samples and a network pass over them) and
+        of ``meta_batch`` task slots, before any is made."""
         samples = trajectories * self.env.horizon
-        per_thread = 2 * (16 * samples + _memory.workspace_values(self._model.sizes, samples))
+        per_thread = (self._settings["inner_steps"] + 1) * (16 * samples + _memory.workspace_values(self._model.sizes, samples))
         self._check_memory(self.num_threads * per_thread + meta_batch * 4 * self.policy.num_params,
                            f"rollouts of {trajectories} trajectories of up to {self.env.horizon:,} steps")
 

@@ -24,6 +24,7 @@ struct RlConfig {
     double gamma = 0.99;
     bool first_order = false;
     bool normalize_advantages = true;  // to mean 0 and standard deviation 1 per batch, as MAML's code does
+    std::size_t inner_steps = 1;       // adaptation steps in meta-training, each on a fresh rollout
 };
 
 // The samples of one batch of trajectories, in trajectory-major order, with the surrogate's
@@ -44,7 +45,9 @@ struct RlWorkspace {
     std::vector<std::size_t> lengths;
     std::vector<char> active;
     Samples<T> train, valid;
-    Buffer<T> grad, adapted, v, u, hv;
+    std::vector<Samples<T>> steps;  // the rollout of each inner step (meta-training)
+    Buffer<T> path, grads;           // theta_j and the gradient at it, for each inner step j
+    Buffer<T> u, hv;
     Buffer<T> policy, policy_grad;  // a policy being adapted and its gradient (evaluate, adapt)
 };
 
@@ -212,37 +215,49 @@ void surrogate_gradient(const Mlp& mlp, const T* theta, const Samples<T>& sample
                             samples.rows, ws.mlp, grad);
 }
 
-// One task: train rollout at theta, inner step theta' = theta - alpha * grad, fresh rollout at
-// theta', and the exact meta-gradient (docs/math.md, sections 1 and 4). Returns the mean return of
+// One task: for each inner step j, a rollout at theta_j and theta_{j+1} = theta_j - alpha * grad_j;
+// a fresh rollout at the adapted theta_k; then the exact meta-gradient of its surrogate back
+// through the steps on their fixed samples (docs/math.md, sections 1 and 4): g_alpha gathers
+// -grad_j * g, and g <- g - H_j (alpha * g) (first_order keeps g). Returns the mean return of
 // the rollout after adaptation.
 template <class T>
 double rl_task_meta_gradient(const Mlp& mlp, const Navigation2D& env, const RlConfig& config, const T* theta,
                              const T* alpha, const double* goal, CounterRng& rng, RlWorkspace<T>& ws, T* g_theta,
                              T* g_alpha) {
-    const std::size_t q = mlp.num_params() + mlp.output_width();
-    ws.grad.resize(q);
-    ws.adapted.resize(q);
-    ws.v.resize(q);
+    const std::size_t q = mlp.num_params() + mlp.output_width(), k = config.inner_steps;
+    ws.steps.resize(k);
+    ws.path.resize((k + 1) * q);
+    ws.grads.resize(k * q);
     ws.u.resize(q);
     ws.hv.resize(q);
+    std::copy(theta, theta + q, ws.path.data());
     // Ctrl-C is served between the stages too: with long horizons each is a large pass.
-    rollout(mlp, env, config, theta, goal, rng, ws, ws.train);
-    cancellation::throw_if_cancelled();
-    surrogate_gradient(mlp, theta, ws.train, ws, ws.grad.data());
-    for (std::size_t i = 0; i < q; ++i) ws.adapted[i] = theta[i] - alpha[i] * ws.grad[i];
-    cancellation::throw_if_cancelled();
-    rollout(mlp, env, config, ws.adapted.data(), goal, rng, ws, ws.valid);
-    cancellation::throw_if_cancelled();
-    surrogate_gradient(mlp, ws.adapted.data(), ws.valid, ws, ws.v.data());
-    for (std::size_t i = 0; i < q; ++i) g_alpha[i] = -ws.grad[i] * ws.v[i];
-    cancellation::throw_if_cancelled();
-    if (!config.first_order) {
-        for (std::size_t i = 0; i < q; ++i) ws.u[i] = alpha[i] * ws.v[i];
-        surrogate_hvp(mlp, theta, ws.train.states.data(), ws.train.actions.data(), ws.train.weights.data(),
-                      ws.train.rows, ws.u.data(), ws.mlp, ws.hv.data());
-        for (std::size_t i = 0; i < q; ++i) ws.v[i] -= ws.hv[i];
+    for (std::size_t j = 0; j < k; ++j) {
+        const T* at = ws.path.data() + j * q;
+        T* grad = ws.grads.data() + j * q;
+        T* next = ws.path.data() + (j + 1) * q;
+        rollout(mlp, env, config, at, goal, rng, ws, ws.steps[j]);
+        cancellation::throw_if_cancelled();
+        surrogate_gradient(mlp, at, ws.steps[j], ws, grad);
+        for (std::size_t i = 0; i < q; ++i) next[i] = at[i] - alpha[i] * grad[i];
+        cancellation::throw_if_cancelled();
     }
-    std::copy(ws.v.begin(), ws.v.end(), g_theta);
+    const T* adapted = ws.path.data() + k * q;
+    rollout(mlp, env, config, adapted, goal, rng, ws, ws.valid);
+    cancellation::throw_if_cancelled();
+    surrogate_gradient(mlp, adapted, ws.valid, ws, g_theta);  // g, carried back through the steps
+    std::fill(g_alpha, g_alpha + q, T(0));
+    for (std::size_t j = k; j-- > 0;) {
+        const T* grad = ws.grads.data() + j * q;
+        for (std::size_t i = 0; i < q; ++i) g_alpha[i] -= grad[i] * g_theta[i];
+        if (config.first_order) continue;
+        cancellation::throw_if_cancelled();
+        for (std::size_t i = 0; i < q; ++i) ws.u[i] = alpha[i] * g_theta[i];
+        const Samples<T>& s = ws.steps[j];
+        surrogate_hvp(mlp, ws.path.data() + j * q, s.states.data(), s.actions.data(), s.weights.data(), s.rows,
+                      ws.u.data(), ws.mlp, ws.hv.data());
+        for (std::size_t i = 0; i < q; ++i) g_theta[i] -= ws.hv[i];
+    }
     return ws.valid.mean_return;
 }
 

@@ -115,13 +115,20 @@ def rollout(model: Any, theta: np.ndarray, goal: np.ndarray, rng: Any, trajector
             advantages / trajectories, mean_return)
 
 
-def meta_gradient(model: Any, theta: np.ndarray, alpha: np.ndarray, train: tuple, valid: tuple,
+def meta_gradient(model: Any, theta: np.ndarray, alpha: np.ndarray, train: tuple | list, valid: tuple,
                   first_order: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Exact Meta-SGD meta-gradient through one inner step on fixed samples: ``train`` at theta
-    and ``valid`` at theta' = theta - alpha * grad, each (states, actions, weights)."""
-    _, g_train = surrogate_loss_and_grad(model, theta, *train)
-    adapted = theta - alpha * g_train
-    _, v = surrogate_loss_and_grad(model, adapted, *valid)
-    g_alpha = -g_train * v
-    g_theta = v if first_order else v - surrogate_hvp(model, theta, *train, alpha * v)
-    return g_theta, g_alpha
+    """Exact Meta-SGD meta-gradient through the inner steps on fixed samples: ``train`` (one
+    step's samples, or a list with those of each step) at theta_j, theta_{j+1} = theta_j - alpha
+    * grad_j, and ``valid`` at the last; each (states, actions, weights)."""
+    steps = train if isinstance(train, list) else [train]
+    path, grads = [np.asarray(theta, dtype=np.float64)], []
+    for samples in steps:
+        grads.append(surrogate_loss_and_grad(model, path[-1], *samples)[1])
+        path.append(path[-1] - alpha * grads[-1])
+    _, g = surrogate_loss_and_grad(model, path[-1], *valid)
+    g_alpha = np.zeros_like(g)
+    for j in reversed(range(len(steps))):
+        g_alpha -= grads[j] * g
+        if not first_order:
+            g = g - surrogate_hvp(model, path[j], *steps[j], alpha * g)
+    return g, g_alpha
