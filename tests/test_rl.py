@@ -129,20 +129,21 @@ def rl_learner(**kwargs):
     return mf.rl.MetaSGDRL(mf.MLP([2, 16, 16, 2]), **settings)
 
 
-@pytest.mark.parametrize("inner_steps", [1, 3])
+@pytest.mark.parametrize("inner_steps,gae_lambda", [(1, 1.0), (3, 1.0), (1, 0.6)])
 @pytest.mark.parametrize("first_order", [False, True], ids=["exact", "first-order"])
-def test_rollout_and_meta_gradient_match_the_numpy_reference(first_order, inner_steps):
+def test_rollout_and_meta_gradient_match_the_numpy_reference(first_order, inner_steps, gae_lambda):
     learner = rl_learner(dtype="float64", inner_trajectories=5, alpha_init=0.01)
     learner.theta = learner.theta + 0.05 * np.random.default_rng(0).normal(size=learner.theta.size)
     env = learner.env
     score, g_theta, g_alpha, steps, valid = learner._impl.task_meta_gradient(env._impl, 5, 0.99, first_order, True,
-                                                                              7, 3, 2, inner_steps)
+                                                                              7, 3, 2, inner_steps, gae_lambda)
     assert len(steps) == inner_steps
     train = steps[0]
     # The training rollout, rebuilt in NumPy from the same counter-based stream.
     rng = reference.CounterRng(7, 3, 2)
     goal = np.array([rng.uniform(-0.5, 0.5), rng.uniform(-0.5, 0.5)])
-    states, actions, weights, _ = reference.rl.rollout(learner.policy.model, learner.theta, goal, rng, trajectories=5)
+    states, actions, weights, _ = reference.rl.rollout(learner.policy.model, learner.theta, goal, rng, trajectories=5,
+                                                       gae_lambda=gae_lambda)
     np.testing.assert_allclose(train[0], states, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(train[1], actions, rtol=1e-12, atol=1e-14)
     np.testing.assert_allclose(train[2], weights, rtol=1e-8, atol=1e-12)
@@ -273,6 +274,20 @@ def test_bring_your_own_environment():
     assert adapted.shape == learner.theta.shape
     with pytest.raises(TypeError, match="cannot be saved"):
         learner.save("unused.npz")
+
+
+def test_python_path_gae_is_the_reference_recursion():
+    rewards, values = np.array([-1.0, -0.5, -0.25, -2.0, -1.0]), np.array([-1.5, -0.7, -0.2, -2.5, -0.8])
+    gamma, lam = 0.9, 0.5
+    advantages = mf.rl.generalized_advantages(rewards, values, [3, 2], gamma, lam)
+    for start, length in ((0, 3), (3, 2)):
+        r, b = rewards[start:start + length], np.append(values[start:start + length], 0.0)
+        deltas = r + gamma * b[1:] - b[:-1]
+        expected = [sum((gamma * lam) ** l * deltas[t + l] for l in range(length - t)) for t in range(length)]
+        np.testing.assert_allclose(advantages[start:start + length], expected, rtol=1e-14)
+    returns = np.array([sum(gamma**l * r for l, r in enumerate(rewards[t:3])) for t in range(3)])
+    np.testing.assert_allclose(mf.rl.generalized_advantages(rewards[:3], values[:3], [3], gamma, 1.0),
+                               returns - values[:3], rtol=1e-13)  # lambda 1: returns minus the baseline
 
 
 @pytest.mark.parametrize("inner_steps", [1, 2])

@@ -116,7 +116,7 @@ void bind_rl_learner(py::module_& m, const char* name) {
     cls.def(py::init([](const Mlp& mlp, const Navigation2D& env, std::int64_t trajectories, double gamma,
                         bool first_order, bool normalize_advantages, const std::string& optimizer, double lr,
                         double beta1, double beta2, double eps, std::uint64_t seed, int num_threads,
-                        std::optional<double> alpha_lr, std::int64_t inner_steps) {
+                        std::optional<double> alpha_lr, std::int64_t inner_steps, double gae_lambda) {
                 require(mlp.input_width() == 2 && mlp.output_width() == 2,
                         "the policy network must map 2 inputs (the position) to 2 outputs (the mean action)");
                 require(mlp.output_activation() == Activation::identity,
@@ -125,12 +125,13 @@ void bind_rl_learner(py::module_& m, const char* name) {
                                                           optimizer, lr, beta1, beta2, eps);
                 settings.optimizer.tail_lr = alpha_lr ? checked_positive(*alpha_lr, "alpha_lr") : lr;
                 settings.rollouts.inner_steps = checked_count(inner_steps, "inner_steps", 100);
+                settings.rollouts.gae_lambda = checked_within(gae_lambda, "gae_lambda", 0, 1);
                 return std::make_unique<Learner>(mlp, env, settings.rollouts, settings.optimizer, seed,
                                                  checked_threads(num_threads));
             }),
             "mlp"_a, "env"_a, "trajectories"_a, "gamma"_a, "first_order"_a, "normalize_advantages"_a,
             "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a, "eps"_a, "seed"_a, "num_threads"_a,
-            "alpha_lr"_a = py::none(), "inner_steps"_a = 1);
+            "alpha_lr"_a = py::none(), "inner_steps"_a = 1, "gae_lambda"_a = 1.0);
     add_learner_methods<T>(cls);
     add_theta_alpha<T>(cls);
     cls.def("fit",
@@ -169,7 +170,7 @@ void bind_rl_learner(py::module_& m, const char* name) {
         .def("task_meta_gradient",
              [](Learner& l, const Navigation2D& env, std::size_t trajectories, double gamma, bool first_order,
                 bool normalize_advantages, std::uint64_t seed, std::uint64_t iteration, std::uint64_t task,
-                std::size_t inner_steps) {
+                std::size_t inner_steps, double gae_lambda) {
                  // One task's meta-gradient with the samples it used, for checking the maths:
                  // (score, g_theta, g_alpha, [samples of each inner step], samples after them).
                  const std::size_t q = l.policy_params();
@@ -179,7 +180,8 @@ void bind_rl_learner(py::module_& m, const char* name) {
                  double goal[2];
                  env.sample_goal(rng, goal);
                  require(inner_steps >= 1 && inner_steps <= 100, "inner_steps must be in [1, 100]");
-                 const RlConfig config{trajectories, gamma, first_order, normalize_advantages, inner_steps};
+                 const RlConfig config{trajectories, gamma, first_order, normalize_advantages, inner_steps,
+                                       checked_within(gae_lambda, "gae_lambda", 0, 1)};
                  const double score = rl_task_meta_gradient(l.mlp(), env, config, l.params().data(),
                                                             l.params().data() + q, goal, rng, ws,
                                                             g_theta.mutable_data(), g_alpha.mutable_data());
@@ -188,7 +190,7 @@ void bind_rl_learner(py::module_& m, const char* name) {
                  return py::make_tuple(score, g_theta, g_alpha, steps, samples_out(ws.valid));
              },
              "env"_a, "trajectories"_a, "gamma"_a, "first_order"_a, "normalize_advantages"_a, "seed"_a, "iteration"_a,
-             "task"_a, "inner_steps"_a = 1);
+             "task"_a, "inner_steps"_a = 1, "gae_lambda"_a = 1.0);
 }
 
 }  // namespace

@@ -25,6 +25,7 @@ struct RlConfig {
     bool first_order = false;
     bool normalize_advantages = true;  // to mean 0 and standard deviation 1 per batch, as MAML's code does
     std::size_t inner_steps = 1;       // adaptation steps in meta-training, each on a fresh rollout
+    double gae_lambda = 1.0;           // 1: returns-to-go minus the baseline; below 1, GAE(lambda)
 };
 
 // The samples of one batch of trajectories, in trajectory-major order, with the surrogate's
@@ -40,7 +41,7 @@ struct Samples {
 template <class T>
 struct RlWorkspace {
     MlpWorkspace<T> mlp;
-    std::vector<double> positions, rewards, returns, features;
+    std::vector<double> positions, rewards, returns, features, values;
     Buffer<T> observations, states, actions;
     std::vector<std::size_t> lengths;
     std::vector<char> active;
@@ -177,12 +178,33 @@ void rollout(const Mlp& mlp, const Navigation2D& env, const RlConfig& config, co
     double w[k];
     detail::ridge_solve(normal, rhs, w);
 
-    // Advantages (in ws.returns), standardised when asked, then weights A_t / N.
-    double mean = 0.0, square = 0.0;
+    // Advantages (in ws.returns): returns-to-go minus the baseline, or with gae_lambda < 1
+    // GAE's sum of (gamma lambda)^l delta_{t+l}, delta_t = r_t + gamma b_{t+1} - b_t (b = 0 after
+    // the last step, as the papers' code pads it); standardised when asked, then weights A_t / N.
+    ws.values.resize(rows);
     for (std::size_t r = 0; r < rows; ++r) {
         double baseline = 0.0;
         for (std::size_t a = 0; a < k; ++a) baseline += ws.features[r * k + a] * w[a];
-        ws.returns[r] -= baseline;
+        ws.values[r] = baseline;
+    }
+    if (config.gae_lambda < 1.0) {
+        const double decay = config.gamma * config.gae_lambda;
+        row = 0;
+        for (std::size_t i = 0; i < n; ++i) {
+            double advantage = 0.0, next_value = 0.0;
+            for (std::size_t t = ws.lengths[i]; t-- > 0;) {
+                const double value = ws.values[row + t];
+                advantage = ws.rewards[i * horizon + t] + config.gamma * next_value - value + decay * advantage;
+                ws.returns[row + t] = advantage;
+                next_value = value;
+            }
+            row += ws.lengths[i];
+        }
+    } else {
+        for (std::size_t r = 0; r < rows; ++r) ws.returns[r] -= ws.values[r];
+    }
+    double mean = 0.0, square = 0.0;
+    for (std::size_t r = 0; r < rows; ++r) {
         mean += ws.returns[r];
         square += ws.returns[r] * ws.returns[r];
     }

@@ -70,7 +70,7 @@ def navigation_step(positions: np.ndarray, actions: np.ndarray, goals: np.ndarra
 
 def rollout(model: Any, theta: np.ndarray, goal: np.ndarray, rng: Any, trajectories: int = 20, horizon: int = 100,
             gamma: float = 0.99, max_action: float = 0.1, tolerance: float = 0.01, squared: bool = False,
-            normalize_advantages: bool = True, scaled_actions: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+            normalize_advantages: bool = True, scaled_actions: bool = True, gae_lambda: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Samples trajectories of the Gaussian policy theta toward `goal` with the core's
     semantics: noise ``rng.normal()`` for every trajectory and dimension at every step (finished
     or not), returns-to-go, MAML's linear feature baseline fitted by ridge regression (1e-5),
@@ -107,7 +107,17 @@ def rollout(model: Any, theta: np.ndarray, goal: np.ndarray, rng: Any, trajector
             features.append([state[0], state[1], state[0] ** 2, state[1] ** 2, tau, tau**2, tau**3, 1.0])
     returns, features = np.array(returns), np.array(features)
     weights_baseline = np.linalg.solve(features.T @ features + 1e-5 * np.eye(8), features.T @ returns)
-    advantages = returns - features @ weights_baseline
+    values = features @ weights_baseline
+    advantages = returns - values
+    if gae_lambda < 1:  # GAE: sum over l of (gamma lambda)^l (r + gamma b' - b), b = 0 after the last step
+        start = 0
+        for i in range(trajectories):
+            length = len(rewards[i])
+            b = np.append(values[start:start + length], 0.0)
+            deltas = np.array(rewards[i]) + gamma * b[1:] - b[:-1]
+            weights_l = (gamma * gae_lambda) ** np.arange(length)
+            advantages[start:start + length] = [np.dot(weights_l[:length - t], deltas[t:]) for t in range(length)]
+            start += length
     if normalize_advantages:
         advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
     mean_return = sum(sum(r) for r in rewards) / trajectories
