@@ -216,19 +216,6 @@ public:
         return all_finite(last - first, grad + first) && all_finite(last - first, out);
     }
 
-    // The candidate's elements [first, last) at one learning rate (`adam` Adam's scalars for it).
-    void update_range(std::size_t first, std::size_t last, const AdamStep<T>& adam, double lr, const T* grad) const {
-        if (first == last) return;
-        const int now = current_, next = 1 - current_;
-        const std::size_t count = last - first;
-        T* out = params_[next] + first;
-        if (config_->kind == Optimizer::adam)
-            adam_elements(count, adam, grad + first, params_[now] + first, m_[now] + first, v_[now] + first, out,
-                          m_[next] + first, v_[next] + first);
-        else
-            sgd_elements(count, T(lr), grad + first, params_[now] + first, out);
-    }
-
     // Asks for the candidate parameters' cache lines in exclusive state ahead of an update:
     // other cores hold copies of them (they read the parameters of the iteration before), and
     // invalidating those one store at a time stalls the update.
@@ -260,6 +247,19 @@ public:
     }
 
 private:
+    // The candidate's elements [first, last) at one learning rate (`adam` Adam's scalars for it).
+    void update_range(std::size_t first, std::size_t last, const AdamStep<T>& adam, double lr, const T* grad) const {
+        if (first == last) return;
+        const int now = current_, next = 1 - current_;
+        const std::size_t count = last - first;
+        T* out = params_[next] + first;
+        if (config_->kind == Optimizer::adam)
+            adam_elements(count, adam, grad + first, params_[now] + first, m_[now] + first, v_[now] + first, out,
+                          m_[next] + first, v_[next] + first);
+        else
+            sgd_elements(count, T(lr), grad + first, params_[now] + first, out);
+    }
+
     const OptimizerConfig* config_;
     Buffer<T>* params_buffer_;
     OptimizerState<T>* state_;
