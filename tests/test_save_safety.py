@@ -196,6 +196,7 @@ def test_a_terminating_signal_during_save_leaves_no_temporary(tmp_path, signal_n
     old.save(path)
     script = (
         "import os, signal, sys, numpy as np, metafast as mf\n"
+        f"signal.signal(signal.{signal_name}, signal.SIG_DFL)\n"  # as it kills (not under nohup)
         "def savez(file, **arrays):\n"
         "    file.write(b'partial')\n"
         f"    os.kill(os.getpid(), signal.{signal_name})\n"
