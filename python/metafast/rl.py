@@ -25,8 +25,9 @@ class Navigation2D:
     ``goal_range`` squared. The observation is the position; the action, in [-1, 1] per
     coordinate, sets the velocity to ``max_action`` times it, clipped to
     ``[-max_action, max_action]`` (as the papers' code, through rllab's normalized
-    environments, does); the reward is minus the Euclidean distance to the goal after the step. An episode ends after ``horizon`` steps or when both
-    coordinates are within ``tolerance`` of the goal.
+    environments, does); the reward is minus the Euclidean distance to the goal after the step.
+    An episode ends after ``horizon`` steps or when both coordinates are within ``tolerance`` of
+    the goal.
 
     Parameters
     ----------
@@ -322,11 +323,11 @@ class _PythonBackend:
                  dtype: np.dtype, alpha_lr: float, inner_steps: int, gae_lambda: float) -> None:
         _core.check_rl_settings(trajectories, gamma, optimizer, lr, beta1, beta2, eps)
         if not 1 <= inner_steps <= 100:
-            raise ValueError(f"inner_steps must be in [1, 100], got {inner_steps}")
+            raise ValueError(f"inner_steps must lie in [1, 100], got {inner_steps}")
         self.inner_steps = inner_steps
         self.policy, self.tasks, self.seed, self.dtype = policy, tasks, seed, dtype
         if not 0 <= gae_lambda <= 1:
-            raise ValueError(f"gae_lambda must be in [0, 1], got {gae_lambda}")
+            raise ValueError(f"gae_lambda must lie in [0, 1], got {gae_lambda}")
         self.rollout_settings = (trajectories, tasks.horizon, gamma, normalize, gae_lambda)
         self.first_order = first_order
         size = 2 * policy.num_params
