@@ -4,6 +4,8 @@ inner loop in float64, bit-identical at any thread count, and saved and resumed 
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -249,3 +251,12 @@ def test_alpha_lr_defaults_to_meta_lr_at_alphas_scale_with_several_steps(tmp_pat
     learner = mf.MetaSGD(mf.MLP([1, 4, 1]), alpha_lr=2e-4)
     learner.save(tmp_path / "m.npz")
     assert mf.load(tmp_path / "m.npz").alpha_lr == 2e-4
+    # A file from before alpha_lr: alpha learnt at meta_lr, and goes on so.
+    mf.MetaSGD(mf.MLP([1, 4, 1]), inner_steps=3, meta_lr=2e-3).save(tmp_path / "old.npz")
+    with np.load(tmp_path / "old.npz") as archive:
+        arrays = dict(archive)
+    config = json.loads(str(arrays["config"]))
+    del config["alpha_lr"]
+    arrays["config"] = np.array(json.dumps(config))
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert mf.load(tmp_path / "old.npz").alpha_lr == 2e-3

@@ -234,6 +234,12 @@ class MetaSGD(MetaLearner, InnerLearningRates):
                     adam_betas=self._adam_betas, adam_eps=self._adam_eps, alpha_per_step=self._alpha_per_step,
                     alpha_lr=self._alpha_lr, **self._common_hyperparameters())
 
+    @classmethod
+    def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> Any:
+        if cls is MetaSGD and "alpha_lr" not in config:  # a file from before alpha_lr: alpha learnt at meta_lr
+            config = dict(config, alpha_lr=config.get("meta_lr"))
+        return super()._from_saved(config, arrays, num_threads)
+
     def _common_hyperparameters(self) -> dict[str, Any]:
         """Those MAML shares: clipping and the initialisation scheme (None for an explicit theta,
         which the file holds anyway)."""
