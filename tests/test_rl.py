@@ -320,7 +320,7 @@ def test_byo_meta_gradient_uses_the_same_maths(inner_steps):
 
 def test_defaults_learn_2d_navigation_and_a_collapse_is_reported():
     """With its defaults the learner improves the return after adaptation (and a second step
-    does not undo the first); pushed too hard (meta_lr 3e-2) the policy collapses, and fit
+    does not undo the first); pushed too hard (meta_lr 0.1) the policy collapses, and fit
     says so instead of ending silently worse than it began."""
     def learner(**kwargs):
         return mf.rl.MetaSGDRL(mf.MLP([2, 32, 32, 2], activation="relu"), inner_trajectories=10, seed=0, **kwargs)
@@ -335,5 +335,17 @@ def test_defaults_learn_2d_navigation_and_a_collapse_is_reported():
     assert after.loss[1] > before + 10 and after.loss[1] > after.loss[0] + 10
     assert after.loss[2] > after.loss[1] - 5  # no collapse after a second step
     with pytest.warns(RuntimeWarning, match="lowered the mean return after adaptation from .* the policy is collapsing"):
-        collapsed = learner(meta_lr=3e-2).fit(iterations=200, meta_batch=10, progress=False)
+        collapsed = learner(meta_lr=0.1).fit(iterations=200, meta_batch=10, progress=False)
     assert collapsed[-20:].mean() < collapsed[:20].mean() - 100
+
+
+def test_the_collapse_warning_needs_a_clear_fall():
+    rng = np.random.default_rng(0)
+    noisy = -20 + rng.normal(size=200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        mf.rl.warn_if_returns_fell(noisy)  # flat: noise only
+        mf.rl.warn_if_returns_fell(noisy + np.linspace(0, 10, 200))  # rising
+        mf.rl.warn_if_returns_fell(np.linspace(0, -100, 49))  # too short to judge
+    with pytest.warns(RuntimeWarning, match=r"from -20\.\d+ .* to -24\.\d+"):
+        mf.rl.warn_if_returns_fell(noisy - np.linspace(0, 5, 200))
