@@ -318,25 +318,32 @@ def test_byo_meta_gradient_uses_the_same_maths(inner_steps):
     np.testing.assert_allclose(learner.alpha, alpha - 0.25 * g_alpha, rtol=1e-10, atol=1e-12)  # at alpha_lr
 
 
-def test_defaults_learn_2d_navigation_and_a_collapse_is_reported():
-    """With its defaults the learner improves the return after adaptation (and a second step
-    does not undo the first); pushed too hard (meta_lr 0.1) the policy collapses, and fit
-    says so instead of ending silently worse than it began."""
-    def learner(**kwargs):
-        return mf.rl.MetaSGDRL(mf.MLP([2, 32, 32, 2], activation="relu"), inner_trajectories=10, seed=0, **kwargs)
-
-    healthy = learner()
-    before = healthy.evaluate(num_tasks=40, steps=(1,), trajectories=10, seed=77).loss[0]
+def test_defaults_learn_2d_navigation():
+    """With its defaults the learner improves the return after adaptation, and a second step
+    does not undo the first."""
+    learner = mf.rl.MetaSGDRL(mf.MLP([2, 32, 32, 2], activation="relu"), inner_trajectories=10, seed=0)
+    before = learner.evaluate(num_tasks=40, steps=(1,), trajectories=10, seed=77).loss[0]
     with warnings.catch_warnings():
-        warnings.simplefilter("error", RuntimeWarning)
-        history = healthy.fit(iterations=200, meta_batch=10, progress=False)
-    after = healthy.evaluate(num_tasks=40, steps=(0, 1, 2), trajectories=10, seed=77)
+        warnings.simplefilter("error", RuntimeWarning)  # a healthy fit does not cry collapse
+        history = learner.fit(iterations=200, meta_batch=10, progress=False)
+    after = learner.evaluate(num_tasks=40, steps=(0, 1, 2), trajectories=10, seed=77)
     assert history[-20:].mean() > history[:20].mean() + 10
     assert after.loss[1] > before + 10 and after.loss[1] > after.loss[0] + 10
     assert after.loss[2] > after.loss[1] - 5  # no collapse after a second step
-    with pytest.warns(RuntimeWarning, match="lowered the mean return after adaptation from .* the policy is collapsing"):
-        collapsed = learner(meta_lr=0.1).fit(iterations=200, meta_batch=10, progress=False)
-    assert collapsed[-20:].mean() < collapsed[:20].mean() - 100
+
+
+def test_fit_judges_its_whole_history_for_a_collapse(monkeypatch):
+    """fit hands every return it recorded to the collapse rule (tested on fixed histories
+    below): whether a given run collapses is chaotic in the last bits of the arithmetic, so
+    the rule and its wiring are tested apart."""
+    judged = []
+    monkeypatch.setattr(mf.rl, "warn_if_returns_fell", judged.append)
+    learner = mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]), inner_trajectories=4, seed=0)
+    first = learner.fit(iterations=3, meta_batch=2, progress=False)
+    second = learner.fit(iterations=2, meta_batch=2, progress=False)
+    assert len(judged) == 2
+    np.testing.assert_array_equal(judged[0], first)
+    np.testing.assert_array_equal(judged[1], second)
 
 
 def test_the_collapse_warning_needs_a_clear_fall():
