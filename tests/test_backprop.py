@@ -78,6 +78,23 @@ def test_losses_by_hand():
     assert model.loss(theta, x, labels, "softmax_ce") == pytest.approx(ce, rel=1e-14)
 
 
+@pytest.mark.parametrize("scale", [1e-30, 1e-3, 1.0, 8.0, 40.0, 120.0, 1e4, 1e30])
+def test_float32_cross_entropy_is_the_float64_formula_rounded_once(scale):
+    # float32 logits take the vectorised log(1 + exp(-|z|)) (a vector of lanes and a partial
+    # one at every row count here): the mean loss is the float64 formula to float precision,
+    # from logits that round to 1 to those that overflow exp.
+    model = mf.MLP([1, 1], activation="identity", output="identity", bias=False)
+    rng = np.random.default_rng(int(np.log10(scale) + 40))
+    for rows in [1, 3, 8, 9, 16, 17, 31]:
+        z = (rng.standard_normal(rows) * scale).astype(np.float32)
+        y = rng.random(rows).astype(np.float32) if rows % 2 else rng.integers(0, 2, rows).astype(np.float32)
+        zd, yd = z.astype(np.float64), y.astype(np.float64)
+        exact = np.mean(np.maximum(zd, 0) - zd * yd + np.log1p(np.exp(-np.abs(zd))))
+        got = model.loss(np.ones(1, np.float32), z[:, None], y[:, None], "bce")
+        assert got.dtype == np.float32
+        assert got == pytest.approx(exact, rel=2 ** -23, abs=1e-37), rows
+
+
 def test_logit_losses_stay_finite_for_huge_logits():
     model = mf.MLP([1, 2], activation="identity", output="identity", bias=False)
     theta = np.array([1.0, -1.0])

@@ -9,8 +9,10 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <type_traits>
 
 #include "metafast/activations.hpp"
+#include "metafast/softplus.hpp"
 
 namespace metafast {
 
@@ -62,6 +64,29 @@ T bce_on_logit(T z, T y) {
     return std::max(z, T(0)) - z * y + std::log1p(std::exp(-std::abs(z)));
 }
 
+// The sum over i < n of bce_on_logit(z[i], y[i]), in index order and in double. Float logits
+// go through whole vectors of doubles (softplus.hpp) instead of one expf and log1pf each.
+template <class T>
+double bce_total(std::size_t n, const T* z, const T* y) {
+    double total = 0.0;
+    std::size_t i = 0;
+#ifdef METAFAST_VECTOR_KERNELS
+    if constexpr (std::is_same_v<T, float>) {
+        using softplus::Doubles;
+        constexpr std::size_t L = box_muller::lanes;
+        for (; i < n; i += L) {
+            const std::size_t count = std::min(L, n - i);
+            Doubles zi{}, yi{};
+            for (std::size_t l = 0; l < count; ++l) zi[l] = double(z[i + l]), yi[l] = double(y[i + l]);
+            const Doubles term = (zi > 0.0 ? zi : Doubles{}) - zi * yi + softplus::log1p_exp_minus_abs(zi);
+            for (std::size_t l = 0; l < count; ++l) total += term[l];
+        }
+    }
+#endif
+    for (; i < n; ++i) total += double(bce_on_logit(z[i], y[i]));
+    return total;
+}
+
 }  // namespace detail
 
 // Returns the mean loss of outputs (z, a) = (z_L, f(z_L)), both rows x width. When `delta`
@@ -86,8 +111,7 @@ T loss_and_seed(Loss loss, Activation output, std::size_t rows, std::size_t widt
         }
         case Loss::bce: {
             const T scale = T(1) / T(rows);
-            if (want_value)
-                for (std::size_t i = 0; i < n; ++i) total += double(detail::bce_on_logit(z[i], y.values[i]));
+            if (want_value) total = detail::bce_total(n, z, y.values);
             if (delta)
                 for (std::size_t i = 0; i < n; ++i) delta[i] = scale * (detail::stable_sigmoid(z[i]) - y.values[i]);
             return T(total / double(rows));

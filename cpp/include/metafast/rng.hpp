@@ -41,8 +41,11 @@ public:
 #ifdef METAFAST_VECTOR_KERNELS
         using box_muller::Doubles, box_muller::lanes;
         Words counter = first_counters(state_);
+        // (high - low) 2^-53 k is the same number as (high - low) (2^-53 k): scaling by a power
+        // of two is exact, so one multiply fewer gives the same bits.
+        const double step = (high - low) * 0x1.0p-53;
         for (; i + lanes <= n; i += lanes, counter += lanes * golden)
-            simd::store<double, box_muller::wide>(out + i, low + (high - low) * uniforms(counter));
+            simd::store<double, box_muller::wide>(out + i, low + step * integers(counter));
 #endif
         for (; i < n; ++i) out[i] = low + (high - low) * unit(state_ + (i + 1) * golden);
         state_ += n * golden;
@@ -114,9 +117,21 @@ private:
         for (std::size_t l = 0; l < box_muller::lanes; ++l) c[l] = state + (l + 1) * golden;
         return c;
     }
-    static box_muller::Doubles uniforms(Words c) {
-        return __builtin_convertvector(mix64(c) >> 11, box_muller::Doubles) * 0x1.0p-53;
+    // The 53 random bits at counters c, as doubles (integers below 2^53), and as uniforms.
+    static box_muller::Doubles integers(Words c) {
+        const Words bits = mix64(c) >> 11;
+#ifdef __AVX512DQ__
+        return __builtin_convertvector(bits, box_muller::Doubles);  // one vcvtuqq2pd
+#else
+        // No vector conversion from 64-bit integers below AVX-512: the high 21 and low 32 bits
+        // as the mantissas of 2^84 and 2^52, the offsets subtracted, exact at every step.
+        using box_muller::Doubles;
+        const Doubles high = reinterpret_cast<Doubles>((bits >> 32) | 0x4530000000000000ULL);
+        const Doubles low = reinterpret_cast<Doubles>((bits & 0xFFFFFFFFULL) | 0x4330000000000000ULL);
+        return (high - (0x1.0p84 + 0x1.0p52)) + low;
+#endif
     }
+    static box_muller::Doubles uniforms(Words c) { return integers(c) * 0x1.0p-53; }
     static box_muller::Doubles sqrt_of(box_muller::Doubles x) {
         for (std::size_t l = 0; l < box_muller::lanes; ++l) x[l] = std::sqrt(x[l]);  // one vsqrtpd
         return x;
