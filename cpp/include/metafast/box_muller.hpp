@@ -18,6 +18,9 @@ using Words = simd::vec<std::uint64_t, wide>;
 using Ints = simd::vec<std::int64_t, wide>;
 constexpr std::size_t lanes = simd::lanes<double, wide>;
 
+// ln 2 in two parts: ln2_high has few enough bits that its products with exponents are exact.
+constexpr double ln2_high = 0.6931471803691238, ln2_low = 1.9082149292705877e-10;
+
 // log x for normal x > 0: x = m 2^e with m in [sqrt(1/2), sqrt(2)), and
 // log m = 2 atanh(s) = 2 (s + s^3/3 + s^5/5 + ...), s = (m - 1) / (m + 1), |s| < 0.172; terms
 // up to s^23 leave a truncation error below 1e-18.
@@ -32,7 +35,6 @@ inline Doubles log(Doubles x) {
     const Doubles z = s * s;
     Doubles p = Doubles{} + 1.0 / 23;  // 1 / (2k + 1), Horner in s^2 from k = 11
     for (int k = 10; k >= 0; --k) p = p * z + 1.0 / (2 * k + 1);
-    constexpr double ln2_high = 0.6931471803691238, ln2_low = 1.9082149292705877e-10;  // split of ln 2
     return e * ln2_high + (e * ln2_low + 2.0 * s * p);
 }
 
