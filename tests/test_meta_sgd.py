@@ -42,6 +42,23 @@ def test_meta_gradient_matches_reference(name, inner_steps, first_order):
     assert relative_error(g_alpha, ref_alpha) < 1e-10
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_meta_gradient_follows_theta_between_calls(threads):
+    """Each thread transposes theta's weights once per meta-iteration and reuses them for its
+    tasks; a new theta (assigned, or after a step) must never meet the old transposes."""
+    learner, batch = make_learner("mse", inner_steps=2, num_threads=threads)
+    learner.meta_gradient(batch)
+    learner.theta = learner.theta * 1.5 + 0.01
+    got = learner.meta_gradient(batch)
+    fresh, _ = make_learner("mse", inner_steps=2, num_threads=threads)
+    fresh.theta = learner.theta
+    for a, b in zip(got, fresh.meta_gradient(batch)):
+        np.testing.assert_array_equal(a, b)
+    ref = reference.meta_gradient(learner.model, learner.theta, learner.alpha, batch.x_support, batch.y_support,
+                                  batch.x_query, batch.y_query, learner.loss, 2, False)
+    assert relative_error(got[1], ref[1]) < 1e-10 and relative_error(got[2], ref[2]) < 1e-10
+
+
 def query_loss_after_adaptation(learner, batch, theta, alpha):
     learner.theta, learner.alpha = theta, alpha
     return learner.meta_gradient(batch)[0]

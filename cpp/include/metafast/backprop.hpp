@@ -46,11 +46,32 @@ T loss_value(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const
     return loss_of_forward<T>(mlp, rows, y, loss, ws, nullptr);
 }
 
+// Writes W_l^T for every layer l > 0 with more than one output to out (theta's layout): the
+// products with W^T that backpropagation needs, transposed once for several passes at theta.
+template <class T>
+void transpose_weights(const Mlp& mlp, const T* theta, T* out) {
+    for (std::size_t l = 1; l < mlp.num_layers(); ++l)
+        if (mlp.fan_out(l) > 1)
+            kernels::transpose(mlp.fan_in(l), mlp.fan_out(l), theta + mlp.weight_offset(l), out + mlp.weight_offset(l));
+}
+
+// delta_l W_l^T (rows x fan_in(l)) to out: from theta_t (transpose_weights of theta) when it is
+// not null, else through ws.transposed. The same bits either way.
+template <class T>
+void times_weights_transposed(const Mlp& mlp, std::size_t l, const T* theta, const T* theta_t, std::size_t rows,
+                              const T* delta, T* out, MlpWorkspace<T>& ws) {
+    const std::size_t in = mlp.fan_in(l), out_width = mlp.fan_out(l);
+    if (theta_t && out_width > 1)
+        kernels::gemm_nn(rows, in, out_width, delta, theta_t + mlp.weight_offset(l), out, false);
+    else
+        kernels::gemm_nt(rows, in, out_width, delta, theta + mlp.weight_offset(l), out, false, ws.transposed.data());
+}
+
 // Backpropagates ws.delta[0] = dL/dz_L through the forward pass in ws, writing the
-// gradient (num_params) to grad.
+// gradient (num_params) to grad. theta_t: transpose_weights(theta), or null.
 template <class T>
 void backward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, MlpWorkspace<T>& ws,
-              T* grad) {
+              T* grad, const T* theta_t = nullptr) {
     T* delta = ws.delta[0].data();
     T* next = ws.delta[1].data();
     for (std::size_t l = mlp.num_layers(); l-- > 0;) {
@@ -59,21 +80,23 @@ void backward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, MlpW
         kernels::gemm_tn(rows, out, in, input, delta, grad + mlp.weight_offset(l), false);
         if (mlp.bias()) kernels::column_sums(rows, out, delta, grad + mlp.bias_offset(l), false);
         if (l == 0) break;
-        kernels::gemm_nt(rows, in, out, delta, theta + mlp.weight_offset(l), next, false, ws.transposed.data());
+        times_weights_transposed(mlp, l, theta, theta_t, rows, delta, next, ws);
         multiply_by_derivative(mlp.activation(l - 1), rows * in, ws.z[l - 1].data(),
                                ws.a[l - 1].data(), next);
         std::swap(delta, next);
     }
 }
 
-// Mean loss over `rows` samples (0 unless want_value) and its gradient with respect to theta.
+// Mean loss over `rows` samples (0 unless want_value) and its gradient with respect to theta
+// (theta_t: transpose_weights(theta), or null).
 template <class T>
 T loss_and_grad(const Mlp& mlp, const T* theta, const T* x, std::size_t rows,
-                const Targets<T>& y, Loss loss, MlpWorkspace<T>& ws, T* grad, bool want_value = true) {
+                const Targets<T>& y, Loss loss, MlpWorkspace<T>& ws, T* grad, bool want_value = true,
+                const T* theta_t = nullptr) {
     ws.reserve(mlp, rows, false);
     forward(mlp, theta, x, rows, ws);
     const T value = loss_of_forward(mlp, rows, y, loss, ws, ws.delta[0].data(), want_value);
-    backward(mlp, theta, x, rows, ws, grad);
+    backward(mlp, theta, x, rows, ws, grad, theta_t);
     return value;
 }
 

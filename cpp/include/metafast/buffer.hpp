@@ -32,4 +32,12 @@ struct CacheAlignedAllocator {
 template <class T>
 using Buffer = std::vector<T, CacheAlignedAllocator<T>>;
 
+// n rounded up to whole cache lines of T: the distance between vectors laid end to end in one
+// Buffer, so that each starts on a line as the Buffer does.
+template <class T>
+constexpr std::size_t cache_line_stride(std::size_t n) {
+    constexpr std::size_t line = 64 / sizeof(T);
+    return (n + line - 1) / line * line;
+}
+
 }  // namespace metafast

@@ -36,9 +36,10 @@ void r_forward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, con
 
 // R-backward from ws.delta[0] = dL/dz_L and ws.rdelta[0] = R(dL/dz_L), after forward() and
 // r_forward(): writes the MLP part of H v to hv and, when grad is not null, the gradient.
+// theta_t: transpose_weights(theta), or null.
 template <class T>
 void r_backward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const T* v, MlpWorkspace<T>& ws,
-                T* hv, T* grad) {
+                T* hv, T* grad, const T* theta_t = nullptr) {
     T* delta = ws.delta[0].data();
     T* next = ws.delta[1].data();
     T* rdelta = ws.rdelta[0].data();
@@ -58,14 +59,18 @@ void r_backward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, co
         if (l == 0) break;
 
         // back = delta_l W^T; R(delta_{l-1}) = (R(delta_l) W^T + delta_l U^T) f' + back f'' R(z_{l-1}),
-        // with W^T transposed once for the first two products.
+        // with W^T transposed once for the first two products (or taken from theta_t).
         T* back = ws.back.data();
         T* wt = ws.transposed.data();
-        kernels::gemm_nt(rows, in, out, delta, theta + mlp.weight_offset(l), back, false, wt);
-        if (out == 1)
+        if (out == 1) {
+            kernels::gemm_nt(rows, in, out, delta, theta + mlp.weight_offset(l), back, false, wt);
             kernels::gemm_nt(rows, in, out, rdelta, theta + mlp.weight_offset(l), rnext, false, wt);
-        else
-            kernels::gemm_nn(rows, in, out, rdelta, wt, rnext, false);
+        } else {
+            const T* w_t = theta_t ? theta_t + mlp.weight_offset(l) : wt;
+            if (!theta_t) kernels::transpose(in, out, theta + mlp.weight_offset(l), wt);
+            kernels::gemm_nn(rows, in, out, delta, w_t, back, false);
+            kernels::gemm_nn(rows, in, out, rdelta, w_t, rnext, false);
+        }
         kernels::gemm_nt(rows, in, out, delta, v + mlp.weight_offset(l), rnext, true, wt);
         const Activation act = mlp.activation(l - 1);
         const T* z = ws.z[l - 1].data();
@@ -80,9 +85,11 @@ void r_backward(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, co
 
 // Writes H v to hv and, when grad is not null, the gradient to grad; returns the mean loss
 // (0 unless want_value). With forward_done, ws already holds forward(theta, x) and it is reused.
+// theta_t: transpose_weights(theta), or null.
 template <class T>
 T hvp(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Targets<T>& y,
-      Loss loss, const T* v, MlpWorkspace<T>& ws, T* hv, T* grad, bool want_value = true, bool forward_done = false) {
+      Loss loss, const T* v, MlpWorkspace<T>& ws, T* hv, T* grad, bool want_value = true, bool forward_done = false,
+      const T* theta_t = nullptr) {
     ws.reserve(mlp, rows, true);  // keeps the contents: a forward pass already there survives
     if (!forward_done) forward(mlp, theta, x, rows, ws);
     r_forward(mlp, theta, x, rows, v, ws);
@@ -90,7 +97,7 @@ T hvp(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Target
     const T value = loss_of_forward(mlp, rows, y, loss, ws, ws.delta[0].data(), want_value);
     r_seed(loss, mlp.output_activation(), rows, mlp.output_width(), ws.z[last].data(), ws.a[last].data(), y,
            ws.rz[last].data(), ws.rdelta[0].data());
-    r_backward(mlp, theta, x, rows, v, ws, hv, grad);
+    r_backward(mlp, theta, x, rows, v, ws, hv, grad, theta_t);
     return value;
 }
 

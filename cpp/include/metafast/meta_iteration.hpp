@@ -10,7 +10,7 @@
 //
 // Three parts are the caller's:
 // - the task work, task_work(k, i, thread, params) -> score: task i of iteration k at the
-//   current parameters, its slot (width values) written to slots + i * width;
+//   current parameters, its slot (width values) written to buffers.slot(i, width);
 // - the update (GuardedUpdate for the meta-optimizers, ReptileUpdate, MeanOnly for a gradient
 //   without an update): how the mean slot changes the parameters, block by block;
 // - the combination of the task slots into the sum (LocalSum here). It is the one step a
@@ -70,15 +70,19 @@ struct MetaBatchBuffers {
     Buffer<T> slots, sum, mean;
     std::vector<double> task_scores;
 
+    // Values from one slot to the next: each slot starts on a cache line, so that its vector
+    // stores do not straddle two.
+    static constexpr std::size_t stride(std::size_t width) { return cache_line_stride<T>(width); }
+
     // `tail`: values after the sum that a combination may use (a message's header, say).
     void reserve(std::size_t tasks, std::size_t width, std::size_t tail = 0) {
-        if (slots.size() < tasks * width) slots.resize(tasks * width);
+        if (slots.size() < tasks * stride(width)) slots.resize(tasks * stride(width));
         if (sum.size() < width + tail) sum.resize(width + tail);
         if (mean.size() < width) mean.resize(width);
         if (task_scores.size() < tasks) task_scores.resize(tasks);
     }
 
-    T* slot(std::size_t task, std::size_t width) { return slots.data() + task * width; }
+    T* slot(std::size_t task, std::size_t width) { return slots.data() + task * stride(width); }
 };
 
 // The combination of one process: the sum starts at zero and the mean divides by its tasks.
@@ -159,6 +163,7 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
     std::exception_ptr error;
     std::mutex error_mutex;
     T* const slots = buffers.slots.data();
+    const std::size_t stride = MetaBatchBuffers<T>::stride(width);
     T* const sum = buffers.sum.data();
     T* const mean = buffers.mean.data();
     double* const task_scores = buffers.task_scores.data();
@@ -218,7 +223,7 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
                     failed_before = false;
                     from_zero = combine.start(sum, width, prefix_score, failed_before);
                 }
-                add_over_tasks(added, done, width, slots, sum, 0, width, from_zero && added == mine.first);
+                add_over_tasks(added, done, stride, slots, sum, 0, width, from_zero && added == mine.first);
                 added = done;
             };
             guarded(round, [&] {

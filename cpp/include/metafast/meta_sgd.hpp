@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 #include "metafast/buffer.hpp"
@@ -39,47 +40,70 @@ template <class T>
 struct MetaSgdWorkspace {
     MlpWorkspace<T> mlp;    // the support passes
     MlpWorkspace<T> query;  // the query pass, so that mlp keeps the last support forward pass
-    Buffer<T> thetas;  // theta_0 .. theta_J, each num_params long
-    Buffer<T> grads;   // g_0 .. g_{J-1}
+    Buffer<T> thetas;  // theta_0 .. theta_J, each num_params long, stride(num_params) apart
+    Buffer<T> grads;   // g_0 .. g_{J-1}, likewise
     Buffer<T> v, u, hv;
 
+    // transpose_weights(theta) for meta-iteration `iteration` of run `run` (a learner numbers its runs from 1):
+    // every task of a thread in one meta-iteration starts from the same theta, so its weights
+    // are transposed once per thread and iteration instead of twice per task.
+    const T* transposed_theta(const Mlp& network, const T* theta, std::uint64_t run, std::uint64_t iteration) {
+        if (theta_t_run != run || theta_t_iteration != iteration || theta_t.size() < network.num_params()) {
+            grow(theta_t, network.num_params());
+            transpose_weights(network, theta, theta_t.data());
+            theta_t_run = run;
+            theta_t_iteration = iteration;
+        }
+        return theta_t.data();
+    }
+
+    // Values from one step's vector to the next in thetas and grads.
+    static constexpr std::size_t stride(std::size_t params) { return cache_line_stride<T>(params); }
+
     void reserve(std::size_t params, std::size_t steps) {
-        grow(thetas, (steps + 1) * params);
-        grow(grads, std::max<std::size_t>(steps, 1) * params);
+        grow(thetas, (steps + 1) * stride(params));
+        grow(grads, std::max<std::size_t>(steps, 1) * stride(params));
         grow(v, params);
         grow(u, params);
         grow(hv, params);
     }
 
 private:
+    Buffer<T> theta_t;
+    std::uint64_t theta_t_run = 0, theta_t_iteration = 0;  // run 0: none yet
+
     static void grow(Buffer<T>& x, std::size_t n) {
         if (x.size() < n) x.resize(n);
     }
 };
 
 // One inner step: theta_next = theta - alpha * grad L(theta); writes the gradient to grad.
+// theta_t: transpose_weights(theta), or null.
 template <class T>
 void inner_step(const Mlp& mlp, Loss loss, const T* theta, const T* alpha, const T* x,
-             std::size_t rows, const Targets<T>& y, MlpWorkspace<T>& ws, T* grad, T* theta_next) {
-    loss_and_grad(mlp, theta, x, rows, y, loss, ws, grad, false);
+             std::size_t rows, const Targets<T>& y, MlpWorkspace<T>& ws, T* grad, T* theta_next,
+             const T* theta_t = nullptr) {
+    loss_and_grad(mlp, theta, x, rows, y, loss, ws, grad, false, theta_t);
     for (std::size_t i = 0; i < mlp.num_params(); ++i) theta_next[i] = theta[i] - alpha[i] * grad[i];
 }
 
 // The query loss at theta_J and its gradients: g_theta = dL/dtheta, g_alpha = dL/dalpha (its
-// alpha_vectors() blocks; not written when alpha is not learned).
+// alpha_vectors() blocks; not written when alpha is not learned). theta_t:
+// transpose_weights(theta), or null.
 template <class T>
 T task_meta_gradient(const Mlp& mlp, const MetaSgdConfig& config, const T* theta, const T* alpha,
-                     const TaskView<T>& task, MetaSgdWorkspace<T>& ws, T* g_theta, T* g_alpha) {
-    const std::size_t n = mlp.num_params(), steps = config.inner_steps;
+                     const TaskView<T>& task, MetaSgdWorkspace<T>& ws, T* g_theta, T* g_alpha,
+                     const T* theta_t = nullptr) {
+    const std::size_t n = mlp.num_params(), steps = config.inner_steps, stride = ws.stride(n);
     ws.reserve(n, steps);
     // theta_0 = theta itself; theta_1 .. theta_J in ws.thetas (slot 0 unused).
-    auto theta_at = [&](std::size_t j) -> T* { return ws.thetas.data() + j * n; };
+    auto theta_at = [&](std::size_t j) -> T* { return ws.thetas.data() + j * stride; };
     auto adapted = [&](std::size_t j) -> const T* { return j == 0 ? theta : theta_at(j); };
     T* grads = ws.grads.data();
     auto alpha_of = [&](std::size_t j) { return alpha + config.alpha_at(j) * n; };
     for (std::size_t j = 0; j < steps; ++j)
         inner_step(mlp, config.loss, adapted(j), alpha_of(j), task.x_support, task.support_rows, task.y_support,
-                   ws.mlp, grads + j * n, theta_at(j + 1));
+                   ws.mlp, grads + j * stride, theta_at(j + 1), j == 0 ? theta_t : nullptr);
 
     // v_J = grad L_Q(theta_J); for j = J-1..0: g_alpha_j -= g_j * v_{j+1} (one alpha for every
     // step: all onto one block), v_j = v_{j+1} - H_j (alpha_j * v_{j+1}). Fused passes: the first
@@ -92,7 +116,7 @@ T task_meta_gradient(const Mlp& mlp, const MetaSgdConfig& config, const T* theta
     T* u = ws.u.data();
     const T* hv = ws.hv.data();
     for (std::size_t j = steps; j-- > 0;) {
-        const T* g = grads + j * n;
+        const T* g = grads + j * stride;
         const T* a = alpha_of(j);
         const bool first = config.alpha_per_step || j + 1 == steps;  // this block's first write
         T* ga = g_alpha ? g_alpha + config.alpha_at(j) * n : nullptr;
@@ -102,7 +126,7 @@ T task_meta_gradient(const Mlp& mlp, const MetaSgdConfig& config, const T* theta
         for (std::size_t i = 0; i < n; ++i) u[i] = a[i] * v[i];
         // The last inner step's forward pass (j = J - 1) is still in ws.mlp.
         hvp(mlp, adapted(j), task.x_support, task.support_rows, task.y_support, config.loss, u, ws.mlp, ws.hv.data(),
-            static_cast<T*>(nullptr), false, j + 1 == steps);
+            static_cast<T*>(nullptr), false, j + 1 == steps, j == 0 ? theta_t : nullptr);
         T* next = j == 0 ? g_theta : v;
         for (std::size_t i = 0; i < n; ++i) next[i] = v[i] - hv[i];
     }

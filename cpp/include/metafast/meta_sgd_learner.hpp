@@ -105,7 +105,7 @@ public:
             ws.reserve(n, 1);
             const TaskView<T> task = batch.task(i);
             T* current = ws.thetas.data();
-            T* next = current + n;
+            T* next = current + ws.stride(n);
             std::copy(params_.data(), params_.data() + n, current);
             std::size_t done = 0;
             for (std::size_t c = 0; c < columns; ++c) {
@@ -144,6 +144,7 @@ private:
     FitResult run(std::size_t iterations, std::size_t tasks, const Update& update, double* scores, TaskOf&& task_of,
                   Combine& combine, double clip_norm) {
         const std::size_t n = num_params(), width = params_.size();
+        const std::uint64_t run = ++runs_;  // names this run's iterations for the transposed-theta caches
         const int team = budget_.team(tasks, task_timer_.seconds_each(), iterations);
         const WorkTimer::Scope timing(task_timer_, iterations * tasks, team);
         return run_meta_iterations(
@@ -151,15 +152,17 @@ private:
             [&](std::size_t k, std::size_t i, int thread, const T* params) {
                 const TaskView<T> task = task_of(k, i, thread);
                 T* g = buffers_.slot(i, width);
-                return double(task_meta_gradient(mlp_, config_, params, alpha(params), task,
-                                                 workspaces_[static_cast<std::size_t>(thread)], g,
-                                                 config_.learn_alpha ? g + n : nullptr));
+                MetaSgdWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+                const T* theta_t = config_.inner_steps > 0 ? ws.transposed_theta(mlp_, params, run, k) : nullptr;
+                return double(task_meta_gradient(mlp_, config_, params, alpha(params), task, ws, g,
+                                                 config_.learn_alpha ? g + n : nullptr, theta_t));
             },
             combine, clip_norm);
     }
 
     Mlp mlp_;
     MetaSgdConfig config_;
+    std::uint64_t runs_ = 0;
     OptimizerConfig optimizer_;
     ThreadBudget budget_;
     WorkTimer task_timer_, evaluation_timer_;
