@@ -152,15 +152,17 @@ def test_fit_is_bit_identical_for_any_thread_count(dtype):
                                iterations=30, meta_batch=7)
 
 
-def test_fit_of_a_large_model_splits_the_update_over_threads_with_the_same_bits():
-    """Models with 2 x 16,384 or more parameters ([theta, alpha]) share the meta-optimizer
-    update between the threads instead of leaving it to one; the result must not change."""
-    def large(threads):
-        learner = mf.MetaSGD(mf.MLP([1, 128, 127, 1], activation="relu"), seed=3, num_threads=threads)
-        assert 2 * learner.model.num_params >= 2**15
-        return learner
+@pytest.mark.parametrize("hidden", [16, 40, 127], ids=["one-updater", "shared", "shared-large"])
+def test_fit_splits_the_update_over_threads_with_the_same_bits(hidden):
+    """Models with 2,048 or more values in [theta, alpha] share the meta-optimizer update
+    between the threads, smaller ones leave it to the relay's last thread; the result must not
+    change either way."""
+    def learner(threads):
+        made = mf.MetaSGD(mf.MLP([1, hidden, hidden, 1], activation="relu"), seed=3, num_threads=threads)
+        assert (2 * made.model.num_params >= 2**11) == (hidden > 16)
+        return made
 
-    assert_fit_is_the_same_for((1, 2, 3), large, iterations=3, meta_batch=5)
+    assert_fit_is_the_same_for((1, 2, 3), learner, iterations=3, meta_batch=5)
 
 
 def test_fit_in_pieces_equals_fit_at_once():
