@@ -34,7 +34,7 @@ def run_processes(processes: int, scenario: str, out: Path, *arguments: str, tim
     return [(out / f"{rank}.txt").read_text().splitlines() for rank in range(processes)]
 
 
-@pytest.mark.parametrize("processes", [2, 3])
+@pytest.mark.parametrize("processes", [1, 2, 3])  # 1: comm= with one process is one process
 def test_every_learner_gives_the_bits_of_one_process(tmp_path, processes):
     results = run_processes(processes, "bits", tmp_path)
     for lines in results:

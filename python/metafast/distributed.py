@@ -71,10 +71,11 @@ class TaskRelay:
             self.comm.Send(message, dest=self.rank + 1, tag=_RELAY_TAG)
         if self.size > 2:
             self.comm.Bcast(message, root=last)
-        elif self.rank == last:  # two processes: one message back, without a collective's overhead
-            self.comm.Send(message, dest=0, tag=_TOTAL_TAG)
-        else:
-            self.comm.Recv(message, source=last, tag=_TOTAL_TAG)
+        elif self.size == 2:  # one message back, without a collective's overhead
+            if self.rank == last:
+                self.comm.Send(message, dest=0, tag=_TOTAL_TAG)
+            else:
+                self.comm.Recv(message, source=last, tag=_TOTAL_TAG)
 
 
 class _DistributedShare(Share):
