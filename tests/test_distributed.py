@@ -101,3 +101,28 @@ def test_the_command_line_under_mpiexec_writes_one_model_equal_to_one_process(tm
     spread, alone = np.load(tmp_path / "spread.npz"), np.load(tmp_path / "alone.npz")
     assert spread.files == alone.files
     assert all(np.array_equal(spread[name], alone[name]) for name in alone.files)
+
+
+@pytest.mark.parametrize("variables, expected", [
+    ({}, False), ({"SLURM_NTASKS": "1"}, False), ({"SLURM_NTASKS": "4"}, True), ({"PMI_SIZE": "2"}, True),
+    ({"OMPI_COMM_WORLD_SIZE": "3"}, True), ({"PMIX_SIZE": "x"}, False)], ids=lambda v: str(v))
+def test_launchers_are_recognised_by_their_environment(monkeypatch, variables, expected):
+    """`srun metafast train` and `mpiexec -n N metafast train` take MPI.COMM_WORLD; a plain
+    process (or a launcher's run of one) needs no MPI at all."""
+    from metafast import distributed
+
+    for name in distributed._SIZE_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    world = object()
+    monkeypatch.setattr(distributed, "_mpi", lambda: type("MPI", (), {"COMM_WORLD": world}))
+    assert (distributed.launched_world() is world) == expected
+    if expected:
+        def missing():
+            raise ImportError("No module named 'mpi4py'")
+        monkeypatch.setattr(distributed, "_mpi", missing)
+        with pytest.raises(ImportError, match=r"started by an MPI launcher, which needs mpi4py"):
+            distributed.launched_world()
+    else:
+        assert distributed.launched_world() is None
