@@ -146,6 +146,31 @@ def mismatch() -> None:
         mf.tasks.Sinusoid(), iterations=5, meta_batch=4, progress=False, comm=COMM))
 
 
+def diverging() -> None:
+    """A task of process 1's share overflows at the fourth meta-iteration: every process must
+    stop there with the state one process has there."""
+    def extreme(num_tasks, rng):
+        batch = sampler(num_tasks, rng)
+        extreme.calls += 1
+        y_query = batch.y_query.copy()
+        if extreme.calls == 4:
+            y_query[-1] = 1e30  # finite in float32, its square is not
+        return mf.TaskBatch(batch.x_support, batch.y_support, batch.x_query, y_query)
+
+    outcomes = []
+    for comm in (COMM, None):
+        extreme.calls = 0
+        learner = sine_metasgd()
+        try:
+            learner.fit(extreme, iterations=10, meta_batch=4, progress=False, comm=comm)
+        except mf.TrainingDivergedError as error:
+            outcomes.append((learner, f"{type(error).__name__} at iteration {learner.iteration}"))
+        else:
+            outcomes.append((learner, "no error"))
+    (spread, spread_text), (alone, alone_text) = outcomes
+    report(f"{spread_text}; one process: {alone_text}; same state: {same_state(spread, alone)}")
+
+
 def raised(run) -> None:
     try:
         run()
@@ -159,4 +184,4 @@ if __name__ == "__main__":
     scenario, *arguments = sys.argv[1:]
     {"bits": bits, "resume-start": resume_start, "resume-finish": resume_finish, "failing-sampler": failing_sampler,
      "failing-callback": failing_callback, "stopping-callback": stopping_callback,
-     "interrupted": interrupted, "mismatch": mismatch}[scenario](*arguments)
+     "interrupted": interrupted, "mismatch": mismatch, "diverging": diverging}[scenario](*arguments)

@@ -61,6 +61,11 @@ def test_a_failing_callback_ends_every_process_with_its_error(tmp_path):
     assert results[1] == ["RankError: process 0 of 2 failed: RuntimeError: callback broke on process 0"]
 
 
+def test_a_divergence_in_one_share_stops_every_process_where_one_process_stops(tmp_path):
+    assert run_processes(2, "diverging", tmp_path, timeout=60) == [
+        ["TrainingDivergedError at iteration 3; one process: TrainingDivergedError at iteration 3; same state: True"]] * 2
+
+
 def test_the_first_process_callback_stops_every_process(tmp_path):
     assert run_processes(2, "stopping-callback", tmp_path) == [["stopped at 3"]] * 2
 
