@@ -44,9 +44,9 @@ struct MetaSgdWorkspace {
     Buffer<T> grads;   // g_0 .. g_{J-1}, likewise
     Buffer<T> v, u, hv;
 
-    // transpose_weights(theta) for meta-iteration `iteration` of run `run` (a learner numbers its runs from 1):
-    // every task of a thread in one meta-iteration starts from the same theta, so its weights
-    // are transposed once per thread and iteration instead of twice per task.
+    // transpose_weights(theta) for meta-iteration `iteration` of run `run` (a learner numbers
+    // its runs from 1): every task of a thread in one meta-iteration starts from the same
+    // theta, so its weights are transposed once per thread and iteration, not twice per task.
     const T* transposed_theta(const Mlp& network, const T* theta, std::uint64_t run, std::uint64_t iteration) {
         if (theta_t_run != run || theta_t_iteration != iteration || theta_t.size() < network.num_params()) {
             grow(theta_t, network.num_params());
