@@ -152,6 +152,13 @@ def test_fit_is_bit_identical_for_any_thread_count(dtype):
                                iterations=30, meta_batch=7)
 
 
+def test_fit_adds_long_runs_of_tasks_in_batches_with_the_same_bits():
+    """A thread adds its done tasks onto the sum up to 8 at a time (the relay's last one at
+    once): with 29 tasks the ranges hold 29, 14-15, 9-10 and 3-4 tasks."""
+    assert_fit_is_the_same_for((1, 2, 3, 8), lambda threads: sine_learner(num_threads=threads),
+                               iterations=4, meta_batch=29)
+
+
 @pytest.mark.parametrize("hidden", [16, 40, 127], ids=["one-updater", "shared", "shared-large"])
 def test_fit_splits_the_update_over_threads_with_the_same_bits(hidden):
     """Models with 2,048 or more values in [theta, alpha] share the meta-optimizer update

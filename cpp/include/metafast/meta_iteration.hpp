@@ -65,6 +65,11 @@ inline Range contiguous_range(std::size_t n, std::size_t parts, std::size_t part
 // 2 threads from sharing, 100 (W3) have too few blocks to share.
 constexpr std::size_t shared_update_min = 1 << 11;
 
+// Done tasks are added onto the sum up to this many at a time: one pass over the sum for them
+// all, while their slots are still in cache (W4 at 1 thread: +3% on the Intel Xeon). The last
+// thread of a team adds each task as it is done: its additions are on the way to the update.
+constexpr std::size_t relay_batch = 8;
+
 // A learner's buffers for its meta-batches; they grow only, so later runs allocate nothing.
 template <class T>
 struct MetaBatchBuffers {
@@ -206,6 +211,7 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
         const std::size_t size = 1, thread = 0;
 #endif
         const bool first = thread == 0, last = thread + 1 == size;
+        const std::size_t batch = last && size > 1 ? 1 : relay_batch;  // tasks added onto the sum at once
         const Range mine = contiguous_range(tasks, size, thread);
         const bool sole_updater = width < shared_update_min && last;
         const bool prefetch = sole_updater && size > 1;  // other cores hold copies of the parameters
@@ -231,7 +237,8 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
                 for (std::size_t i = mine.first; i < mine.last; ++i) {
                     cancellation::throw_if_cancelled();
                     task_scores[i] = task_work(k, i, static_cast<int>(thread), own.params());
-                    if (first ? !std::decay_t<Combine>::start_waits : relayed.passed(thread - 1, round))
+                    if (i + 1 - added >= batch &&
+                        (first ? !std::decay_t<Combine>::start_waits : relayed.passed(thread - 1, round)))
                         add_done_tasks(i + 1);
                 }
             });
