@@ -48,7 +48,7 @@ struct MetaSgdWorkspace {
     // its runs from 1): every task of a thread in one meta-iteration starts from the same
     // theta, so its weights are transposed once per thread and iteration, not twice per task.
     const T* transposed_theta(const Mlp& network, const T* theta, std::uint64_t run, std::uint64_t iteration) {
-        if (theta_t_run != run || theta_t_iteration != iteration || theta_t.size() < network.num_params()) {
+        if (theta_t_run != run || theta_t_iteration != iteration) {
             grow(theta_t, network.num_params());
             transpose_weights(network, theta, theta_t.data());
             theta_t_run = run;
