@@ -66,8 +66,9 @@ def test_reference_adapt_and_optimizers():
 def test_counter_rng_port_reproduces_native_sampling(family):
     """The Python port of the core's generator draws the same numbers, so a batch can be
     rebuilt in NumPy: Sinusoid draws A, phi, then x per row; GaussianNWay the centres, then
-    the support rows' noise, then the query rows'; LinearBinary w, then the rows' x. Odd
-    counts (9 centres, 21 weights) drop a sine."""
+    the support rows' noise, then the query rows'; LinearBinary w, then the rows' x (32-bit
+    uniforms, two per output: 189 support values leave half an output unused). Odd counts
+    (9 centres, 21 weights) drop a sine."""
     seed, iteration = 2**63 + 5, 41
     batch = family.sample(2, seed=seed, iteration=iteration)
     for task in range(2):
@@ -95,9 +96,8 @@ def test_counter_rng_port_reproduces_native_sampling(family):
         else:
             w = np.array(rng.fill_normal(family.dim))
             for x_array, y_array in ((batch.x_support, batch.y_support), (batch.x_query, batch.y_query)):
-                x = np.array([rng.uniform(-1.0, 1.0) for _ in range(x_array.shape[1] * family.dim)])
-                x = x.reshape(-1, family.dim)
-                np.testing.assert_allclose(x_array[task], x, rtol=1e-15, atol=1e-15)
+                x = np.array(rng.fill_uniform32(x_array.shape[1] * family.dim, -1.0, 1.0)).reshape(-1, family.dim)
+                np.testing.assert_array_equal(x_array[task], x)  # exact: multiples of 2^-31
                 np.testing.assert_array_equal(y_array[task, :, 0], (x @ w > 0).astype(float))
 
 

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <utility>
 
 #include "metafast/box_muller.hpp"
 
@@ -49,6 +50,31 @@ public:
 #endif
         for (; i < n; ++i) out[i] = low + (high - low) * unit(state_ + (i + 1) * golden);
         state_ += n * golden;
+    }
+
+    // n uniforms in [low, high) with 32 random bits each, two from every output of the stream:
+    // value 2j from the low half k of output j, value 2j + 1 from its high half, each
+    // low + ((high - low) 2^-32) k. Half the mixing of fill_uniform, for task inputs that are
+    // stored as float32 (24-bit mantissas) anyway. On [-1, 1) every value is exact (a multiple
+    // of 2^-31), so vector and scalar paths, fused multiply-adds or not, give the same bits.
+    void fill_uniform32(double* out, std::size_t n, double low, double high) {
+        const double step = (high - low) * 0x1.0p-32;
+        std::size_t i = 0;
+#ifdef METAFAST_VECTOR_KERNELS
+        using box_muller::Doubles, box_muller::lanes;
+        Words counter = first_counters(state_);
+        for (; i + 2 * lanes <= n; i += 2 * lanes, counter += lanes * golden) {
+            Doubles first, second;  // the 2 lanes halves in memory order: low, high, low, ...
+            halves(mix64(counter), first, second);
+            simd::store<double, box_muller::wide>(out + i, low + step * first);
+            simd::store<double, box_muller::wide>(out + i + lanes, low + step * second);
+        }
+#endif
+        for (; i < n; ++i) {
+            const std::uint64_t bits = mix64(state_ + (i / 2 + 1) * golden);
+            out[i] = low + step * double(static_cast<std::uint32_t>(i % 2 ? bits >> 32 : bits));
+        }
+        state_ += (n + 1) / 2 * golden;
     }
 
     // n standard normals in one go: Box-Muller on consecutive pairs of uniforms (u1, u2) of the
@@ -132,6 +158,31 @@ private:
 #endif
     }
     static box_muller::Doubles uniforms(Words c) { return integers(c) * 0x1.0p-53; }
+    using Words32 = simd::vec<std::uint32_t, box_muller::wide>;
+    using Halves = simd::vec<std::uint32_t, box_muller::wide / 2>;
+    // Lanes First, First + 1, ... of `all`, in registers.
+    template <std::size_t First, std::size_t... I>
+    static Halves lanes_from(Words32 all, std::index_sequence<I...>) {
+        return __builtin_shufflevector(all, all, (First + I)...);
+    }
+    // The 32-bit halves of `bits` in memory order (word 0's low half, its high half, word 1's
+    // low half, ...) as doubles, exactly: the first `lanes` of them and the next `lanes`.
+    static void halves(Words bits, box_muller::Doubles& first, box_muller::Doubles& second) {
+        const auto all = reinterpret_cast<Words32>(bits);
+        const auto as_doubles = [](Halves k) {
+#ifdef __AVX512F__
+            // one vcvtudq2pd (the zero-masked form: GCC 12's unmasked one starts from an
+            // undefined vector and warns)
+            return reinterpret_cast<box_muller::Doubles>(_mm512_maskz_cvtepu32_pd(0xFF, reinterpret_cast<__m256i>(k)));
+#else
+            // Below AVX-512 only signed 32-bit integers convert: k as the mantissa of 2^52.
+            const Words mantissa = __builtin_convertvector(k, Words) | 0x4330000000000000ULL;
+            return reinterpret_cast<box_muller::Doubles>(mantissa) - 0x1.0p52;
+#endif
+        };
+        first = as_doubles(lanes_from<0>(all, std::make_index_sequence<box_muller::lanes>()));
+        second = as_doubles(lanes_from<box_muller::lanes>(all, std::make_index_sequence<box_muller::lanes>()));
+    }
     static box_muller::Doubles sqrt_of(box_muller::Doubles x) {
         for (std::size_t l = 0; l < box_muller::lanes; ++l) x[l] = std::sqrt(x[l]);  // one vsqrtpd
         return x;

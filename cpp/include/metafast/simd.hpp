@@ -60,6 +60,10 @@ template <std::size_t Bytes>
 struct VectorOf<std::int64_t, Bytes> {
     typedef std::int64_t type __attribute__((vector_size(Bytes), may_alias, aligned(1)));
 };
+template <std::size_t Bytes>
+struct VectorOf<std::uint32_t, Bytes> {
+    typedef std::uint32_t type __attribute__((vector_size(Bytes), may_alias, aligned(1)));
+};
 #if defined(__AVX512F__)
 constexpr std::size_t wide = 64, narrow = 32;
 #elif defined(__AVX__)

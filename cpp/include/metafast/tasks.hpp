@@ -76,7 +76,8 @@ private:
 
 // Each task a random hyperplane through the origin: w ~ N(0, I), x ~ U[-1, 1]^dim,
 // y = 1[x . w > 0]. Learnable: the labels depend on x. Draws w with fill_normal, then the
-// support rows' and the query rows' x with fill_uniform.
+// support rows' and the query rows' x with fill_uniform32 (32 random bits each, as x is
+// stored as float32: half the mixing of 53-bit uniforms, which were half the sampling).
 struct LinearBinary {
     std::size_t dim, support, query;
 
@@ -101,7 +102,7 @@ private:
     template <class T>
     void fill(CounterRng& rng, const double* w, double* rows_x, double* projections, std::size_t rows, T* x,
               T* y) const {
-        rng.fill_uniform(rows_x, rows * dim, -1.0, 1.0);
+        rng.fill_uniform32(rows_x, rows * dim, -1.0, 1.0);
         for (std::size_t i = 0; i < rows * dim; ++i) x[i] = T(rows_x[i]);
         kernels::gemm_nn(rows, 1, dim, rows_x, w, projections, false);
         for (std::size_t r = 0; r < rows; ++r) y[r] = projections[r] > 0.0 ? T(1) : T(0);

@@ -8,7 +8,8 @@ minibatch shuffles from this generator, so a reference implementation that draws
 :class:`CounterRng` in the same order reproduces the core's random numbers exactly.
 
 All arithmetic is on Python integers reduced modulo 2**64 (C++ ``std::uint64_t``); the
-floating-point steps (:meth:`CounterRng.uniform`, :meth:`CounterRng.normal`) do the same
+floating-point steps (:meth:`CounterRng.uniform`, :meth:`CounterRng.fill_uniform32`,
+:meth:`CounterRng.normal`) do the same
 IEEE double operations in the same order as the C++ code. The one exception is
 :meth:`CounterRng.fill_normal`: the core evaluates its logarithms, sines and cosines by
 vectorised polynomials (``cpp/include/metafast/box_muller.hpp``) where this port calls the C
@@ -22,6 +23,7 @@ import math
 MASK64 = (1 << 64) - 1
 GOLDEN = 0x9E3779B97F4A7C15
 _TWO_POW_MINUS_53 = 2.0**-53  # 0x1.0p-53
+_TWO_POW_MINUS_32 = 2.0**-32
 
 
 def mix64(z: int) -> int:
@@ -88,6 +90,18 @@ class CounterRng:
         radius = math.sqrt(-2.0 * math.log(u1))
         self.spare = radius * math.sin(6.283185307179586 * u2)
         return radius * math.cos(6.283185307179586 * u2)
+
+    def fill_uniform32(self, n: int, low: float, high: float) -> list[float]:
+        """``n`` uniforms in ``[low, high)`` with 32 random bits each (LinearBinary's inputs):
+        two from every output, value ``2j`` from output ``j``'s low 32 bits ``k``, value ``2j + 1``
+        from its high 32 bits, each ``low + ((high - low) * 2**-32) * k``. On ``[-1, 1)`` every
+        value is exact, so the core's vector code gives the same bits."""
+        step = (high - low) * _TWO_POW_MINUS_32
+        out: list[float] = []
+        for _ in range((n + 1) // 2):
+            word = self.next_u64()
+            out += [low + step * float(word & 0xFFFFFFFF), low + step * float(word >> 32)]
+        return out[:n]
 
     def fill_normal(self, n: int) -> list[float]:
         """``n`` standard normals in one go (the task families' normals): Box-Muller on
