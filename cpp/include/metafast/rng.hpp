@@ -92,6 +92,12 @@ public:
             Doubles sine, cosine;
             box_muller::sincos_turns(uniforms(counter + golden), sine, cosine);
             const Doubles x = radius * cosine, y = radius * sine;
+            if (2 * (k + lanes) <= n) {  // x0 y0 x1 y1 ...: two whole vectors
+                simd::store<double, box_muller::wide>(out + 2 * k, interleaved<0>(x, y, std::make_index_sequence<lanes>()));
+                simd::store<double, box_muller::wide>(out + 2 * k + lanes,
+                                                      interleaved<lanes>(x, y, std::make_index_sequence<lanes>()));
+                continue;
+            }
             for (std::size_t l = 0; l < lanes && 2 * (k + l) < n; ++l) {
                 out[2 * (k + l)] = x[l];
                 if (2 * (k + l) + 1 < n) out[2 * (k + l) + 1] = y[l];
@@ -164,6 +170,11 @@ private:
     template <std::size_t First, std::size_t... I>
     static Halves lanes_from(Words32 all, std::index_sequence<I...>) {
         return __builtin_shufflevector(all, all, (First + I)...);
+    }
+    // Values First, First + 1, ... of x0 y0 x1 y1 ..., in registers.
+    template <std::size_t First, std::size_t... I>
+    static box_muller::Doubles interleaved(box_muller::Doubles x, box_muller::Doubles y, std::index_sequence<I...>) {
+        return __builtin_shufflevector(x, y, ((First + I) % 2 * box_muller::lanes + (First + I) / 2)...);
     }
     // The 32-bit halves of `bits` in memory order (word 0's low half, its high half, word 1's
     // low half, ...) as doubles, exactly: the first `lanes` of them and the next `lanes`.
