@@ -164,6 +164,7 @@ private:
 #endif
     }
     static box_muller::Doubles uniforms(Words c) { return integers(c) * 0x1.0p-53; }
+#ifdef __AVX512F__
     using Words32 = simd::vec<std::uint32_t, box_muller::wide>;
     using Halves = simd::vec<std::uint32_t, box_muller::wide / 2>;
     // Lanes First, First + 1, ... of `all`, in registers.
@@ -171,6 +172,7 @@ private:
     static Halves lanes_from(Words32 all, std::index_sequence<I...>) {
         return __builtin_shufflevector(all, all, (First + I)...);
     }
+#endif
     // Values First, First + 1, ... of x0 y0 x1 y1 ..., in registers.
     template <std::size_t First, std::size_t... I>
     static box_muller::Doubles interleaved(box_muller::Doubles x, box_muller::Doubles y, std::index_sequence<I...>) {
@@ -179,20 +181,33 @@ private:
     // The 32-bit halves of `bits` in memory order (word 0's low half, its high half, word 1's
     // low half, ...) as doubles, exactly: the first `lanes` of them and the next `lanes`.
     static void halves(Words bits, box_muller::Doubles& first, box_muller::Doubles& second) {
+        using box_muller::lanes;
+#ifdef __AVX512F__
+        // one vcvtudq2pd per half of the register (the zero-masked form: GCC 12's unmasked one
+        // starts from an undefined vector and warns)
         const auto all = reinterpret_cast<Words32>(bits);
         const auto as_doubles = [](Halves k) {
-#ifdef __AVX512F__
-            // one vcvtudq2pd (the zero-masked form: GCC 12's unmasked one starts from an
-            // undefined vector and warns)
             return reinterpret_cast<box_muller::Doubles>(_mm512_maskz_cvtepu32_pd(0xFF, reinterpret_cast<__m256i>(k)));
-#else
-            // Below AVX-512 only signed 32-bit integers convert: k as the mantissa of 2^52.
-            const Words mantissa = __builtin_convertvector(k, Words) | 0x4330000000000000ULL;
-            return reinterpret_cast<box_muller::Doubles>(mantissa) - 0x1.0p52;
-#endif
         };
-        first = as_doubles(lanes_from<0>(all, std::make_index_sequence<box_muller::lanes>()));
-        second = as_doubles(lanes_from<box_muller::lanes>(all, std::make_index_sequence<box_muller::lanes>()));
+        first = as_doubles(lanes_from<0>(all, std::make_index_sequence<lanes>()));
+        second = as_doubles(lanes_from<lanes>(all, std::make_index_sequence<lanes>()));
+#else
+        // Below AVX-512 only signed 32-bit integers convert: each half as the mantissa of 2^52.
+        const auto as_doubles = [](Words k) {
+            return reinterpret_cast<box_muller::Doubles>(k | 0x4330000000000000ULL) - 0x1.0p52;
+        };
+#ifdef __AVX2__
+        // the halves of each 128-bit lane zero-extended to 64 bits (vpmovzxdq) keep their order
+        const auto all = reinterpret_cast<__m256i>(bits);
+        first = as_doubles(reinterpret_cast<Words>(_mm256_cvtepu32_epi64(_mm256_castsi256_si128(all))));
+        second = as_doubles(reinterpret_cast<Words>(_mm256_cvtepu32_epi64(_mm256_extracti128_si256(all, 1))));
+#else
+        // the low and high halves apart, then interleaved
+        const box_muller::Doubles low = as_doubles(bits & 0xFFFFFFFFULL), high = as_doubles(bits >> 32);
+        first = interleaved<0>(low, high, std::make_index_sequence<lanes>());
+        second = interleaved<lanes>(low, high, std::make_index_sequence<lanes>());
+#endif
+#endif
     }
     static box_muller::Doubles sqrt_of(box_muller::Doubles x) {
         for (std::size_t l = 0; l < box_muller::lanes; ++l) x[l] = std::sqrt(x[l]);  // one vsqrtpd
