@@ -12,7 +12,9 @@ void, not timed). Each measurement warms up, then takes the median throughput of
 of at least --seconds each. Peers: metafast.reference ("numpy"), and PyTorch and JAX when they
 are installed. "metafast" is the installed build at the level it picks for this CPU;
 "metafast@LEVEL" forces a level (METAFAST_CPU=LEVEL), and "metafast@native" runs a native build
-(METAFAST_NATIVE=ON) installed in the folder given by --native (pip install --target DIR).
+(METAFAST_NATIVE=ON) installed in the folder given by --native (CMAKE_ARGS=-DMETAFAST_NATIVE=ON
+pip install --target DIR -C build-dir=DIR-build .: a build folder of its own, or the native build
+reconfigures the one an editable install shares).
 The fp32 multiply-add peak of one core is measured at the level in use (a probe in the core),
 not assumed; "% peak" is of that.
 """
@@ -54,7 +56,7 @@ def child_environment(threads: int, impl: str = "metafast") -> dict[str, str]:
     if level == "native":
         if not NATIVE_PATH:
             raise SystemExit("metafast@native needs --native DIR (a native build: "
-                             "CMAKE_ARGS=-DMETAFAST_NATIVE=ON pip install --target DIR .)")
+                             "CMAKE_ARGS=-DMETAFAST_NATIVE=ON pip install --target DIR -C build-dir=DIR-build .)")
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [NATIVE_PATH, env.get("PYTHONPATH", "")]))
         env.pop("METAFAST_CPU", None)
     elif level:
