@@ -18,7 +18,7 @@ namespace detail {
 #if defined(__GNUC__) || defined(__clang__)
 using simd::lanes, simd::load, simd::narrow, simd::store, simd::vec, simd::wide;
 #ifdef __AVX512F__
-using simd::load_first, simd::store_first;
+using simd::load_first, simd::load_first_narrow, simd::store_first;
 #endif
 
 #if defined(__AVX__)
@@ -88,43 +88,56 @@ inline void transpose_block(const double* A, std::size_t lda, double* At, std::s
 // A[i * a_row + p * a_depth] and B's (p, j) at B[p * ldb + j]. The R x W accumulators stay in
 // registers for the whole depth loop: the register blocking that keeps small products near
 // the FMA peak instead of bound by loads and stores of C. With Masked (AVX-512), the last
-// vector has only `tail` columns.
-template <int R, int W, std::size_t Bytes, bool Masked = false, class T>
+// vector has only `tail` columns; with NarrowTail as well, it is a vector of half the width
+// (tail <= half its lanes): the same operations on each column, so the same bits, in half the
+// work where a 512-bit instruction takes two 256-bit units (AMD Zen 4: W4's 40 columns are
+// 16 + 16 + 8).
+template <int R, int W, std::size_t Bytes, bool Masked = false, bool NarrowTail = false, class T>
 inline void block(std::size_t k, const T* A, std::size_t a_row, std::size_t a_depth, const T* B,
                   std::size_t ldb, T* C, std::size_t ldc, bool accumulate, [[maybe_unused]] unsigned tail = 0) {
     constexpr std::size_t L = lanes<T, Bytes>;
-    // Vector column w at p; with Masked, the last column has only `tail` lanes.
-    auto load_column = [&](int w, const T* p) {
+    constexpr int F = W - 1;  // the vectors before the last
+    using Full = vec<T, Bytes>;
+    using Last = vec<T, NarrowTail ? Bytes / 2 : Bytes>;
+    static_assert(Masked || !NarrowTail, "a narrow last vector is a masked one");
+    auto load_last = [&](const T* p) -> Last {
 #ifdef __AVX512F__
-        if constexpr (Masked)
-            if (w == W - 1) return load_first(p + w * L, tail);
+        if constexpr (NarrowTail) return load_first_narrow(p + F * L, tail);
+        else if constexpr (Masked) return load_first(p + F * L, tail);
+        else
 #endif
-        return load<T, Bytes>(p + w * L);
+            return load<T, Bytes>(p + F * L);
     };
-    auto store_column = [&](int w, T* p, vec<T, Bytes> v) {
+    auto store_last = [&](T* p, Last v) {
 #ifdef __AVX512F__
-        if constexpr (Masked)
-            if (w == W - 1) return store_first(p + w * L, tail, v);
+        if constexpr (Masked) return store_first(p + F * L, tail, v);
+        else
 #endif
-        store<T, Bytes>(p + w * L, v);
+            store<T, Bytes>(p + F * L, v);
     };
-    // The loops over r and w are unrolled before anything else, so that every index into acc
-    // is a constant and the accumulators live in registers: otherwise GCC keeps a memory copy
+    // The loops over r and w are unrolled before anything else, so that every index into the
+    // accumulators is a constant and they live in registers: otherwise GCC keeps a memory copy
     // and stores every accumulator on every step of the depth loop.
-    vec<T, Bytes> acc[R][W];
-    METAFAST_UNROLL for (int r = 0; r < R; ++r)
-        METAFAST_UNROLL for (int w = 0; w < W; ++w)
-            acc[r][w] = accumulate ? load_column(w, C + r * ldc) : vec<T, Bytes>{};
+    Full acc[R][F > 0 ? F : 1];
+    Last last[R];
+    METAFAST_UNROLL for (int r = 0; r < R; ++r) {
+        METAFAST_UNROLL for (int w = 0; w < F; ++w) acc[r][w] = accumulate ? load<T, Bytes>(C + r * ldc + w * L) : Full{};
+        last[r] = accumulate ? load_last(C + r * ldc) : Last{};
+    }
     for (std::size_t p = 0; p < k; ++p) {
-        vec<T, Bytes> b[W];
-        METAFAST_UNROLL for (int w = 0; w < W; ++w) b[w] = load_column(w, B + p * ldb);
+        Full b[F > 0 ? F : 1];
+        METAFAST_UNROLL for (int w = 0; w < F; ++w) b[w] = load<T, Bytes>(B + p * ldb + w * L);
+        const Last b_last = load_last(B + p * ldb);
         METAFAST_UNROLL for (int r = 0; r < R; ++r) {
             const T a = A[r * a_row + p * a_depth];
-            METAFAST_UNROLL for (int w = 0; w < W; ++w) acc[r][w] += a * b[w];
+            METAFAST_UNROLL for (int w = 0; w < F; ++w) acc[r][w] += a * b[w];
+            last[r] += a * b_last;
         }
     }
-    METAFAST_UNROLL for (int r = 0; r < R; ++r)
-        METAFAST_UNROLL for (int w = 0; w < W; ++w) store_column(w, C + r * ldc, acc[r][w]);
+    METAFAST_UNROLL for (int r = 0; r < R; ++r) {
+        METAFAST_UNROLL for (int w = 0; w < F; ++w) store<T, Bytes>(C + r * ldc + w * L, acc[r][w]);
+        store_last(C + r * ldc, last[r]);
+    }
 }
 
 // sum_p a[p] b[p]: vector partial sums over p (lane l takes p = l mod L), then the lanes and
@@ -173,7 +186,7 @@ void matvec(std::size_t m, std::size_t k, const T* A, std::size_t lda, const T* 
 
 // Rows [0, m) of one column panel W vectors wide: four rows at a time, then the last one to
 // three rows in one block (each B vector loaded once serves all of them).
-template <int W, std::size_t Bytes, bool Masked = false, class T>
+template <int W, std::size_t Bytes, bool Masked = false, bool NarrowTail = false, class T>
 inline void panel(std::size_t m, std::size_t k, const T* A, std::size_t a_row, std::size_t a_depth,
                   const T* B, std::size_t ldb, T* C, std::size_t ldc, bool accumulate, unsigned tail = 0) {
     std::size_t i = 0;
@@ -187,17 +200,17 @@ inline void panel(std::size_t m, std::size_t k, const T* A, std::size_t a_row, s
 #endif
     if (five_rows_fit && m % 5 == 0) {
         for (; i < m; i += 5)
-            block<5, W, Bytes, Masked>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate, tail);
+            block<5, W, Bytes, Masked, NarrowTail>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate, tail);
         return;
     }
     for (; i + 4 <= m; i += 4)
-        block<4, W, Bytes, Masked>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate, tail);
+        block<4, W, Bytes, Masked, NarrowTail>(k, A + i * a_row, a_row, a_depth, B, ldb, C + i * ldc, ldc, accumulate, tail);
     A += i * a_row;
     C += i * ldc;
     switch (m - i) {
-        case 3: block<3, W, Bytes, Masked>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate, tail); break;
-        case 2: block<2, W, Bytes, Masked>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate, tail); break;
-        case 1: block<1, W, Bytes, Masked>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate, tail); break;
+        case 3: block<3, W, Bytes, Masked, NarrowTail>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate, tail); break;
+        case 2: block<2, W, Bytes, Masked, NarrowTail>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate, tail); break;
+        case 1: block<1, W, Bytes, Masked, NarrowTail>(k, A, a_row, a_depth, B, ldb, C, ldc, accumulate, tail); break;
         default: break;
     }
 }
@@ -222,10 +235,15 @@ void product(std::size_t m, std::size_t n, std::size_t k, const T* A, std::size_
     for (; n - j > 3 * WL; j += 2 * WL) panel<2, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
     const std::size_t vectors = (n - j + WL - 1) / WL;
     const auto tail = static_cast<unsigned>(n - j - (vectors - 1) * WL);
-    switch (vectors) {
-        case 3: panel<3, wide, true>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate, tail); break;
-        case 2: panel<2, wide, true>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate, tail); break;
-        case 1: panel<1, wide, true>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate, tail); break;
+    // A last vector at most half full as a half-width vector (same bits; less work on Zen 4).
+    const bool half_tail = tail <= WL / 2;
+    switch (2 * vectors + half_tail) {
+        case 7: panel<3, wide, true, true>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate, tail); break;
+        case 6: panel<3, wide, true>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate, tail); break;
+        case 5: panel<2, wide, true, true>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate, tail); break;
+        case 4: panel<2, wide, true>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate, tail); break;
+        case 3: panel<1, wide, true, true>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate, tail); break;
+        case 2: panel<1, wide, true>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate, tail); break;
         default: break;
     }
     return;

@@ -97,6 +97,19 @@ inline void store_first(float* p, unsigned count, vec<float, 64> v) {
 inline void store_first(double* p, unsigned count, vec<double, 64> v) {
     _mm512_mask_storeu_pd(p, __mmask8((1u << count) - 1), reinterpret_cast<__m512d>(v));
 }
+// The same for a 32-byte vector (AVX-512VL).
+inline vec<float, 32> load_first_narrow(const float* p, unsigned count) {
+    return reinterpret_cast<vec<float, 32>>(_mm256_maskz_loadu_ps(__mmask8((1u << count) - 1), p));
+}
+inline vec<double, 32> load_first_narrow(const double* p, unsigned count) {
+    return reinterpret_cast<vec<double, 32>>(_mm256_maskz_loadu_pd(__mmask8((1u << count) - 1), p));
+}
+inline void store_first(float* p, unsigned count, vec<float, 32> v) {
+    _mm256_mask_storeu_ps(p, __mmask8((1u << count) - 1), reinterpret_cast<__m256>(v));
+}
+inline void store_first(double* p, unsigned count, vec<double, 32> v) {
+    _mm256_mask_storeu_pd(p, __mmask8((1u << count) - 1), reinterpret_cast<__m256d>(v));
+}
 #endif
 #endif
 
