@@ -64,7 +64,7 @@ public:
         using box_muller::Doubles, box_muller::lanes;
         Words counter = first_counters(state_);
         for (; i + 2 * lanes <= n; i += 2 * lanes, counter += lanes * golden) {
-            Doubles first, second;  // the 2 lanes halves in memory order: low, high, low, ...
+            Doubles first, second;  // values i .. i + 2 lanes - 1: the words' halves in memory order
             halves(mix64(counter), first, second);
             simd::store<double, box_muller::wide>(out + i, low + step * first);
             simd::store<double, box_muller::wide>(out + i + lanes, low + step * second);
