@@ -64,6 +64,19 @@ def test_forward_matches_reference(activation, output):
     )
 
 
+@pytest.mark.parametrize("rows", [10, 7], ids=["five-row-blocks", "four-and-three-row-blocks"])
+def test_products_of_every_column_tail_match_the_reference(rows):
+    """Layers 1 to 50 wide cover every way the vector kernels end a row (1 to 3 vectors with
+    the last one masked, at most half full and then run at half width, or more than half full;
+    the panels of two vectors before them) in float32 (16 lanes) and float64 (8 lanes)."""
+    for width in range(1, 51):
+        p = make_problem([5, width], "tanh", "identity", rows=rows, seed=width)
+        expected = reference.mlp_forward(p.model, p.theta, p.x)
+        np.testing.assert_allclose(p.model.forward(p.theta, p.x), expected, rtol=1e-13, atol=1e-14)
+        single = p.model.forward(p.theta.astype(np.float32), p.x.astype(np.float32))
+        np.testing.assert_allclose(single, expected, rtol=1e-5, atol=1e-5)
+
+
 def test_losses_by_hand():
     model = mf.MLP([1, 2], activation="identity", output="identity", bias=False)
     theta = np.array([1.0, -2.0])  # z = [x, -2x]
