@@ -84,9 +84,9 @@ RL_TINY = ["train", "metasgd-rl", "--iterations", "1", "--meta-batch", "1", "--h
 
 
 @pytest.mark.parametrize("options,alpha_init,gamma,alpha_lr", [
-    ([], 0.001, 0.99, 1e-6), (["--alpha-init", "0.01", "--gamma", "1", "--alpha-lr", "0.002"], 0.01, 1.0, 0.002)])
+    ([], 0.0015, 0.99, 1.5e-6), (["--alpha-init", "0.01", "--gamma", "1", "--alpha-lr", "0.002"], 0.01, 1.0, 0.002)])
 def test_rl_defaults_are_its_own_and_any_asked_value_is_honoured(tmp_path, options, alpha_init, gamma, alpha_lr):
-    # 0.01 is Meta-SGD's default alpha_init: asking for it must not give the RL default 0.001.
+    # 0.01 is Meta-SGD's default alpha_init: asking for it must not give the RL default 0.0015.
     model = tmp_path / "rl.npz"
     assert main([*RL_TINY, *options, "--save", str(model)]) == 0
     config = saved_config(model)

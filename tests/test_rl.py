@@ -221,17 +221,17 @@ def test_rl_settings_survive_save_and_files_before_them_load_as_they_were(tmp_pa
     loaded = mf.load(tmp_path / "rl.npz")
     assert loaded.env.scaled_actions is False and loaded._settings["alpha_lr"] == 3e-4
     assert loaded._settings["init"] == ("normal", 0.01) and loaded._settings["inner_steps"] == 2
-    assert mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]))._settings["alpha_lr"] == pytest.approx(1e-6)  # meta_lr * alpha_init
+    assert mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]))._settings["alpha_lr"] == pytest.approx(1.5e-6)  # meta_lr * alpha_init
     # A file written before scaled actions and alpha_lr existed: velocity actions, alpha at meta_lr.
     with np.load(tmp_path / "rl.npz") as archive:
         arrays = dict(archive)
     config = json.loads(str(arrays["config"]))
-    del config["env"]["scaled_actions"], config["alpha_lr"], config["init"], config["inner_steps"]
+    del config["env"]["scaled_actions"], config["alpha_lr"], config["init"], config["inner_steps"], config["gae_lambda"]
     arrays["config"] = np.array(json.dumps(config))
     np.savez(tmp_path / "old.npz", **arrays)
     old = mf.load(tmp_path / "old.npz")
     assert old.env.scaled_actions is False and old._settings["alpha_lr"] == old._settings["meta_lr"]
-    assert old._settings["inner_steps"] == 1
+    assert old._settings["inner_steps"] == 1 and old._settings["gae_lambda"] == 1.0  # the advantages it trained with
     np.testing.assert_array_equal(old.theta, learner.theta)
 
 

@@ -90,7 +90,7 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
     # None: the learner's default, which depends on the loss (Reptile's docstring).
     "reptile": dict(meta_batch=5, inner_optimizer=None, inner_lr=None, inner_epochs=10, inner_batch=10,
                     epsilon=0.1, epsilon_final=None, shuffle=False),
-    "metasgd-rl": dict(meta_batch=20, alpha_init=0.001, meta_lr=1e-3, meta_optimizer="adam", first_order=False,
+    "metasgd-rl": dict(meta_batch=20, alpha_init=0.0015, meta_lr=1e-3, meta_optimizer="adam", first_order=False,
                        trajectories=20, gamma=0.99, alpha_lr=None, inner_steps=1),
 }
 TRAIN_OPTIONS = sorted({name for defaults in TRAIN_DEFAULTS.values() for name in defaults})
