@@ -235,6 +235,18 @@ def test_rl_settings_survive_save_and_files_before_them_load_as_they_were(tmp_pa
     np.testing.assert_array_equal(old.theta, learner.theta)
 
 
+def test_gae_lambda_default_follows_the_inner_steps(tmp_path):
+    """GAE (0.65) for one inner step, the papers' advantages (1) for more; an asked value
+    always, and the resolved value is what a saved file keeps."""
+    assert mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]))._settings["gae_lambda"] == 0.65
+    assert mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]), inner_steps=2)._settings["gae_lambda"] == 1.0
+    asked = mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]), inner_steps=3, gae_lambda=0.5)
+    asked.save(tmp_path / "rl.npz")
+    assert mf.load(tmp_path / "rl.npz")._settings["gae_lambda"] == 0.5
+    with pytest.raises(TypeError, match="gae_lambda"):
+        mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]), gae_lambda="0.5")
+
+
 def test_rl_adapt_and_divergence():
     learner = rl_learner()
     adapted = learner.adapt([0.3, -0.2], steps=1)
