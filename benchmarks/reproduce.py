@@ -28,8 +28,8 @@ Protocols (each trains from scratch with seed 0 and evaluates on held-out tasks,
   baseline, Adam 1e-3), 500 meta-iterations of 20 goals x 20 trajectories, meta-trained with
   one inner step; returns (minus the distance, as the MAML code rewards) after 0-3 steps on
   600 held-out goals with 20 trajectories each; beside it the same meta-trained with 2 inner
-  steps (inner_steps=2; gae_lambda then defaults to 1), and with the papers' advantages,
-  returns-to-go minus the baseline, after one step (gae_lambda=1). metafast meta-trains with a policy-gradient meta-objective and Adam where
+  steps (inner_steps=2; gae_lambda then defaults to 1), and meta-trained with one step on
+  the papers' advantages, returns-to-go minus the baseline (gae_lambda=1). metafast meta-trains with a policy-gradient meta-objective and Adam where
   the papers use TRPO.
 - Reptile's sine demonstration (Nichol et al. 2018, figure 1): 10 support points, Reptile
   with 32 full-batch SGD inner steps of 0.02, MLP 1-64-64-1 tanh, epsilon 0.1 annealed to 0

@@ -444,8 +444,8 @@ class MetaSGDRL(InnerLearningRates):
     """Meta-SGD for reinforcement learning (Li et al. 2017, section 4.3) on 2D navigation.
 
     For each task (a goal), ``inner_trajectories`` trajectories are sampled with theta; the
-    surrogate ``L = -(1/N) sum A_t log pi(a_t | s_t)`` (advantages: returns-to-go with
-    ``gamma`` minus a linear feature baseline fitted per batch) gives the inner step
+    surrogate ``L = -(1/N) sum A_t log pi(a_t | s_t)`` (advantages: GAE(``gae_lambda``) with
+    ``gamma`` on a linear feature baseline fitted per batch) gives the inner step
     ``theta' = theta - alpha * grad L_train(theta)``; fresh trajectories sampled with theta'
     give the outer surrogate, whose exact gradient with respect to theta and alpha (through the
     inner step, with the surrogate's Hessian-vector product; ``first_order`` drops it) updates
