@@ -29,8 +29,8 @@ Protocols (each trains from scratch with seed 0 and evaluates on held-out tasks,
   one inner step; returns (minus the distance, as the MAML code rewards) after 0-3 steps on
   600 held-out goals with 20 trajectories each; beside it the same meta-trained with 2 inner
   steps (inner_steps=2; gae_lambda then defaults to 1), and meta-trained with one step on
-  the papers' advantages, returns-to-go minus the baseline (gae_lambda=1). metafast meta-trains with a policy-gradient meta-objective and Adam where
-  the papers use TRPO.
+  the papers' advantages, returns-to-go minus the baseline (gae_lambda=1). metafast
+  meta-trains with a policy-gradient meta-objective and Adam where the papers use TRPO.
 - Reptile's sine demonstration (Nichol et al. 2018, figure 1): 10 support points, Reptile
   with 32 full-batch SGD inner steps of 0.02, MLP 1-64-64-1 tanh, epsilon 0.1 annealed to 0
   over 30,000 serial meta-iterations; query MSE on 100 points after 0, 1 and 32 steps.
@@ -135,7 +135,8 @@ def run(quick: bool) -> tuple[list[list[str]], list[str]]:
         rows.append([f"2D navigation, return after {steps} step{'s' * (steps != 1)}", "Meta-SGD (RL)", cell,
                      f"{published_nav[steps]} (MAML Table 4)", navigation_verdict(steps, mean)])
     # The options beside the defaults: meta-trained for two steps; the papers' advantages.
-    variants = (("meta-trained with 2 steps", dict(inner_steps=2)), ("the papers' advantages, gae_lambda 1", dict(gae_lambda=1.0)))
+    variants = (("meta-trained with 2 steps", dict(inner_steps=2)),
+                ("the papers' advantages, gae_lambda 1", dict(gae_lambda=1.0)))
     for label, options in variants:
         variant = mf.rl.MetaSGDRL(mf.MLP([2, 100, 100, 2], activation="relu"), seed=0, **options)
         fit(variant, notes, f"Meta-SGD (RL, {label})", iterations=max(1, round(500 * scale)), meta_batch=20)

@@ -549,11 +549,12 @@ class MetaSGDRL(InnerLearningRates):
             adam_betas=_validation.two_reals(adam_betas, "adam_betas"),
             adam_eps=_validation.real(adam_eps, "adam_eps"))
         self._settings["inner_steps"] = _validation.int64(inner_steps, "inner_steps")
-        # GAE's lower variance helps the one step on 20 trajectories; its bias from the linear
-        # baseline hurts the later, finer steps (2D navigation: 0.65 gives -10.5 after one step,
-        # against -11.8 with 1; with two steps 1 gives -5.6 after both, 0.65 -8.6).
-        self._settings["gae_lambda"] = _validation.real(
-            (0.65 if self._settings["inner_steps"] == 1 else 1.0) if gae_lambda is None else gae_lambda, "gae_lambda")
+        if gae_lambda is None:
+            # GAE's lower variance helps the one step on 20 trajectories; its bias from the linear
+            # baseline hurts the later, finer steps (2D navigation: 0.65 gives -10.5 after one
+            # step, against -11.8 with 1; with two steps 1 gives -5.6 after both, 0.65 -8.6).
+            gae_lambda = 0.65 if self._settings["inner_steps"] == 1 else 1.0
+        self._settings["gae_lambda"] = _validation.real(gae_lambda, "gae_lambda")
         self._settings["alpha_lr"] = default_alpha_lr(alpha_lr, self._settings["meta_lr"],
                                                       self._settings["alpha_init"], scaled=True)
         mean_network, self._settings["init"] = initial_theta(model, init, self._seed, self._dtype)
