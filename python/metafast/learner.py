@@ -1,312 +1,333 @@
-"""What the supervised meta-learners (Meta-SGD and Reptile) add to every learner: a loss, task
-families and samplers to train on, single meta-steps, adaptation, prediction and evaluation."""
+"""What every learner shares: the model, its dtype and seed, the record of meta-iterations (their
+count and history), the chunked training loop (progress bar, callback, Ctrl-C, checkpoints,
+divergence), and saving with the optimizer state to one file."""
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+import threading
+import time
+from typing import Any, Callable, Optional
 
 import numpy as np
+from tqdm.auto import tqdm
 
-from . import _validation, io
-from ._docs import shared_docs
+from . import _memory, _registry, _validation, io
+from ._atomic_file import check_destination
 from ._interrupts import deferred_interrupt
-from ._share import FailedElsewhere, Share
-from .base import Callback, Learner
+from ._share import Share, Status, raise_agreed_error
 from .errors import TrainingDivergedError
-from .evaluation import EvaluationReport
 from .mlp import MLP
-from .task_batch import TaskBatch
-from .tasks import Sampler, TaskFamily, TaskPool, Tasks, check_tasks, family_from_config, sample_with
+
+Callback = Callable[[Any, int, float], Optional[bool]]
+
+# Training hands the core chunks of meta-iterations sized to take about this long, so progress
+# bars, callbacks and Ctrl-C are served a few times a second.
+CHUNK_SECONDS = 0.1
 
 
-class MetaLearner(Learner, abstract=True):
-    """Base class of :class:`~metafast.MetaSGD` and :class:`~metafast.Reptile`.
+class Learner:
+    """Base class of every metafast learner.
+
+    A learner holds an MLP, computes in one floating dtype, draws everything random from one
+    seed, counts the meta-iterations it has taken and records the value of each (its history).
+    This class owns that state, the chunked training loop behind every ``fit``, and saving:
+    one file with the configuration, the parameters, the optimizer state and the history,
+    which :func:`metafast.load` restores exactly.
 
     Parameters
     ----------
-    model, dtype, seed
-        As for :class:`~metafast.base.Learner`; the seed also keys the task stream of ``fit``.
-    loss : {"mse", "bce", "softmax_ce"}
-        Loss of the support and query sets.
+    model : MLP
+        The network; its parameters are theta (or their first part).
+    dtype : {"float32", "float64"}
+        Precision of all computations; floating data is converted to it.
+    seed : int
+        Seeds the initial parameters and every random stream of training.
 
     Notes
     -----
-    Besides the hooks of :class:`~metafast.base.Learner`, a subclass provides ``_step``
-    (one meta-iteration on a batch), ``_native_fit`` (a chunk of meta-iterations on a
-    built-in family, in the core) and ``_adapted`` (the core's adaptation, with the inner
-    loop of meta-training when no step count is given).
+    A subclass creates ``self._impl``, the core's learner (``get_params``, ``set_params``,
+    ``get_optimizer_state``, ``set_optimizer_state``, ``num_threads``), names the vectors
+    ``get_params`` returns in ``_param_names`` and its constructor's other keyword arguments
+    in ``_hyperparameters``. Each concrete subclass registers itself, by its class name, as
+    the kind of learner a saved file can hold; a class statement with ``abstract=True``
+    (a base of other learners) does not.
     """
 
-    def __init__(self, model: MLP, loss: str, dtype: Any, seed: int) -> None:
-        super().__init__(model, dtype, seed)
-        self._loss = _validation.string(loss, "loss")
-        self._tasks: TaskFamily | None = None
-        self._tasks_config: dict[str, Any] | None = None
+    _impl: Any
+    _param_names: tuple[str, ...] = ("theta",)
+    _progress_label = "meta-training"
+    # Numbers the core keeps per parameter for the learner's life (parameters, optimizer state,
+    # room for the candidate update), per parameter in each task's slot of a meta-batch, and
+    # per parameter in each thread's workspace: what the memory checks count.
+    _divergence_hint = "a smaller meta_lr or alpha_init"  # what to change when training diverges
+    _values_per_parameter = 12
+    _slot_values_per_parameter = 2
+    _thread_values_per_parameter = 6
+    _progress_metric = "loss"
+
+    def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if not abstract:
+            _registry.register(cls)
+
+    def __init__(self, model: MLP, dtype: Any, seed: int) -> None:
+        if not isinstance(model, MLP):
+            raise TypeError(f"model must be a metafast.MLP, got {type(model).__name__}")
+        self._model = model
+        self._dtype = _validation.float_dtype(dtype)
+        self._check_memory(self._values_per_parameter * model.num_params,
+                           f"a {type(self).__name__} learner of {model.num_params:,} parameters")
+        self._seed = _validation.seed(seed)
+        self._iteration = 0
+        self._history: list[np.ndarray] = []
+        # The meta-iterations the running fit call covers (None outside fit).
+        self._current_fit: range | None = None
+        # One meta-iteration at a time per learner (the iteration counter keys the tasks); held
+        # for each chunk of training, so that snapshots (save) see one iteration's state.
+        self._lock = threading.RLock()
+        # One training call at a time: fit and meta_step from several threads run one after
+        # another, each doing exactly its own iterations.
+        self._training = threading.RLock()
+        self._snapshots_waiting: list[None] = []  # saves waiting for the chunk in progress to end
+
+    # ----------------------------------------------------------------- state
+    @property
+    def model(self) -> MLP:
+        """The network (:class:`~metafast.MLP`) whose parameters the learner meta-learns."""
+        return self._model
 
     @property
-    def loss(self) -> str:
-        """Loss of the support and query sets: "mse", "bce" or "softmax_ce"."""
-        return self._loss
+    def dtype(self) -> np.dtype:
+        """Precision of all computations (float32 or float64)."""
+        return self._dtype
 
     @property
-    def tasks(self) -> TaskFamily | None:
-        """The task family of the last ``fit``, if it was one (not a Python sampler). A learner
-        loaded from a file has the synthetic family it was saved with, but None for a family
-        drawn from the user's data, which the file describes (``tasks_config``) but does not
-        hold."""
-        return self._tasks
+    def seed(self) -> int:
+        """The seed of the initial parameters and of every random stream of training."""
+        return self._seed
 
     @property
-    def tasks_config(self) -> dict[str, Any] | None:
-        """What a saved file records of the family of the last ``fit``: its class name and
-        fields (for a data-set family: its configuration, the data's size and SHA-256
-        fingerprint, and ``data_stored=False``); None after a Python sampler or no fit."""
-        if self._tasks is not None:
-            return self._tasks._config()
-        return None if self._tasks_config is None else dict(self._tasks_config)
+    def iteration(self) -> int:
+        """Meta-iterations taken so far; ``fit`` continues the task stream from here."""
+        return self._iteration
+
+    @property
+    def history(self) -> np.ndarray:
+        """The value of every meta-iteration taken so far: the mean query loss after adaptation
+        (the mean return after adaptation for reinforcement learning); NaN for a skipped one."""
+        return np.concatenate(self._history) if self._history else np.empty(0)
+
+    @property
+    def num_threads(self) -> int:
+        """Threads over the tasks of a meta-batch (assign None for all cores). Results do not
+        depend on it."""
+        return self._impl.num_threads
+
+    @num_threads.setter
+    def num_threads(self, value: int | None) -> None:
+        self._impl.num_threads = _validation.num_threads(value)
+
+    @property
+    def theta(self) -> np.ndarray:
+        """Meta-learned initial parameters (a copy; assign to change them)."""
+        return self._params()["theta"]
+
+    @theta.setter
+    def theta(self, value: Any) -> None:
+        self._set_param("theta", value)
 
     # --------------------------------------------------------------- training
-    def meta_step(self, batch: TaskBatch) -> float:
-        """One meta-iteration on the tasks of ``batch``.
+    def _train(self, iterations: int, run_chunk: Callable[[int], bool], progress: bool, callback: Callback | None,
+               checkpoint: io.PathLike | None, checkpoint_every: int | None, on_divergence: str,
+               share: Share) -> np.ndarray:
+        """The training loop of every ``fit``: runs ``iterations`` meta-iterations in chunks and
+        returns their history.
 
-        Parameters
-        ----------
-        batch : TaskBatch
-            The meta-batch (converted to the learner's dtype).
-
-        Returns
-        -------
-        float
-            The mean query loss after adaptation.
-
-        Raises
-        ------
-        TrainingDivergedError
-            If a result is not finite; the learner is then left unchanged.
+        ``run_chunk(count)`` runs up to ``count`` meta-iterations from ``self.iteration``,
+        records them (:meth:`_record`) and returns whether it stopped at one that diverged.
+        Chunks are sized to take about CHUNK_SECONDS and end on multiples of
+        ``checkpoint_every``. While the loop runs, ``self._current_fit`` is the range of
+        meta-iterations it covers. ``share`` is this process's share of each meta-batch: in a
+        distributed run the processes agree between chunks (:mod:`metafast._share`), the first
+        one writing checkpoints and showing progress.
         """
-        arrays = self._arrays(batch)
-        # Ctrl-C waits until the step is recorded: the learner holds it whole or not at all.
-        with self._training, deferred_interrupt(), self._lock:
-            loss = self._recorded_step(arrays, Share(len(arrays[0])))
-        if loss is None:
-            raise TrainingDivergedError(self._iteration, hint=self._divergence_hint)
-        return loss
-
-    @shared_docs
-    def fit(self, tasks: Tasks, iterations: int = 10_000, meta_batch: int = 25, progress: bool = True,
-            callback: Callback | None = None, checkpoint: io.PathLike | None = None,
-            checkpoint_every: int | None = None, on_divergence: str = "raise", comm: Any = None) -> np.ndarray:
-        """Meta-trains for ``iterations`` meta-iterations of ``meta_batch`` tasks each.
-
-        Parameters
-        ----------
-        tasks : TaskFamily, TaskBatch or callable
-            A task family (fast path: whole chunks of iterations run in C++ without the
-            GIL); a TaskBatch, a fixed pool whose tasks each meta-batch draws uniformly with
-            replacement (``mf.tasks.TaskPool``, also native); or ``sampler(num_tasks, rng) ->
-            TaskBatch`` (one call per iteration; ``rng`` is seeded from ``(seed, iteration)``).
-        iterations : int
-            Meta-iterations to run.
-        meta_batch : int
-            Tasks in each.
-        {training loop parameters}
-        {comm parameter}
-
-        Returns
-        -------
-        numpy.ndarray
-            The mean query loss after adaptation of each meta-iteration run by this call.
-
-        Notes
-        -----
-        {training loop notes}
-        """
-        tasks = self._native_family(check_tasks(tasks, allow_batch=True))
-        meta_batch = _validation.count(meta_batch, "meta_batch")
-        per_task, rows = (tasks._values_per_task(), tasks._rows_per_task()) if isinstance(tasks, TaskFamily) else (0, 0)
-        self._check_memory(self._training_values(meta_batch, per_task, rows), f"a meta-batch of {meta_batch} tasks")
-
-        share = self._share_of(meta_batch, comm)
-
-        def run_chunk(count: int) -> bool:
-            if isinstance(tasks, TaskFamily):
-                losses, diverged = self._native_fit(tasks, count, share)
-                self._record(losses)
-            else:
-                diverged = self._sampled_fit(tasks, count, share)
-            self._tasks = tasks if isinstance(tasks, TaskFamily) else None  # what save() records
-            self._tasks_config = None
-            return diverged
-
-        return self._train(iterations, run_chunk, progress, callback, checkpoint, checkpoint_every, on_divergence,
-                           share)
-
-    def _native_family(self, tasks: Any) -> Any:
-        """``tasks`` as fit draws from it: a TaskBatch becomes a TaskPool in the learner's
-        dtype; a family's targets must suit the loss."""
-        if isinstance(tasks, TaskBatch):
-            classes = self._model.sizes[-1] if tasks.has_labels else None
-            tasks = TaskPool(TaskBatch(*self._arrays(tasks)), classes=classes)  # checked, in the learner's dtype
-        if isinstance(tasks, TaskFamily) and self._loss == "bce" and not tasks._unit_targets:
-            raise ValueError("loss 'bce' needs targets in [0, 1], but the tasks' targets leave that range: use 'mse'")
-        return tasks
-
-    def _sampled_fit(self, sampler: Sampler, count: int, share: Share) -> bool:
-        """``count`` meta-iterations on the batches of a Python sampler; True if one diverged.
-        Every process draws the whole batch (the same, from the same generator) and computes
-        its share; they agree that all have it before the core combines them."""
-        for _ in range(count):
-            rng = np.random.default_rng([self._seed, self._iteration])
+        iterations = _validation.integer(iterations, "iterations", minimum=0, maximum=_validation.MAX_SEED)
+        if on_divergence not in ("raise", "skip"):
+            raise ValueError(f"on_divergence must be 'raise' or 'skip', got {on_divergence!r}")
+        if checkpoint_every is not None:
+            checkpoint_every = _validation.integer(checkpoint_every, "checkpoint_every", minimum=1)
+            if checkpoint is None:
+                raise ValueError("checkpoint_every needs a checkpoint path")
+        elif checkpoint is not None:
+            raise ValueError("checkpoint needs checkpoint_every: how many meta-iterations apart to save")
+        # One fit (or meta_step) at a time: each runs exactly its iterations, from where the
+        # previous one left the learner.
+        with self._training:
+            run = range(self._iteration, self._iteration + iterations)
+            chunk, stop, error = 1, False, None
+            if checkpoint_every and share.is_root:  # a bad destination fails now, not after a chunk
+                try:
+                    check_destination(checkpoint, "checkpoint")  # type: ignore[arg-type]  # checked above
+                except (TypeError, ValueError) as failure:
+                    error = failure  # raised at the first agreement, by every process
+            outer_fit, self._current_fit = self._current_fit, run
             try:
-                arrays, error = self._arrays(sample_with(sampler, share.total, rng)), None
-            except Exception as failure:  # noqa: BLE001 - reported to every process, then raised
-                arrays, error = None, failure
-            if not share.all_ok(error is None):
-                raise error if error is not None else FailedElsewhere
-            if self._recorded_step(arrays, share) is None:
-                return True
-        return False
+                with tqdm(total=iterations, disable=not (progress and share.is_root), desc=self._progress_label, unit="it",
+                          leave=False) as bar, deferred_interrupt() as interrupted:
+                    while True:
+                        # Between chunks, with the learner consistent: every process agrees on the
+                        # next chunk, or on stopping, or on the error one of them met.
+                        proposal = min(chunk, run.stop - self._iteration)
+                        if checkpoint_every:
+                            proposal = min(proposal, checkpoint_every - self._iteration % checkpoint_every)
+                        statuses = share.agree(Status(proposal, stop, interrupted(), error))
+                        raise_agreed_error(statuses, error)
+                        if any(status.interrupted for status in statuses):
+                            raise KeyboardInterrupt
+                        if statuses[0].stop or self._iteration >= run.stop:
+                            break
+                        started = time.perf_counter()
+                        try:
+                            values = self._recorded_chunk(run_chunk, statuses[0].chunk, on_divergence, share)
+                        except Exception as failure:  # noqa: BLE001 - raised at the next agreement, by every process
+                            error = failure
+                            continue
+                        elapsed = time.perf_counter() - started
+                        if not len(values):  # stopped by Ctrl-C in its first meta-iteration
+                            continue
+                        bar.update(len(values))
+                        bar.set_postfix({self._progress_metric: f"{values[-1]:.4g}"})
+                        if elapsed < CHUNK_SECONDS / 2:
+                            chunk *= 2
+                        elif elapsed > 2 * CHUNK_SECONDS:
+                            chunk = max(1, chunk // 2)
+                        try:
+                            if checkpoint_every and self._iteration % checkpoint_every == 0 and share.is_root:
+                                self.save(checkpoint)  # type: ignore[arg-type]  # not None: checked above
+                            if callback is not None:
+                                stop = bool(callback(self, self._iteration, float(values[-1])))
+                        except Exception as failure:  # noqa: BLE001 - as above
+                            error = failure
+            finally:
+                self._current_fit = outer_fit
+            return self.history[run.start:]
 
-    def _recorded_step(self, arrays: tuple[np.ndarray, ...], share: Share) -> float | None:
-        """One meta-iteration, recorded; None, changing nothing, if it diverged."""
-        updated, loss = self._step(arrays, share)
-        share.raise_if_failed_elsewhere()
-        if not updated:
-            return None
-        self._record(np.array([loss]))
-        return loss
+    def _check_memory(self, values: float, what: str) -> None:
+        """ValueError, before anything is allocated, when ``values`` numbers of the learner's
+        dtype would not fit in the memory available."""
+        _memory.check(values * self._dtype.itemsize, what)
 
-    # ------------------------------------------------------------- adaptation
-    def adapt(self, x_support: Any, y_support: Any, steps: int | None = None) -> np.ndarray:
-        """Parameters adapted to one new task from its support set.
+    def _training_values(self, meta_batch: int, values_per_task: int, rows: int) -> int:
+        """Numbers a meta-batch of ``meta_batch`` tasks holding ``values_per_task`` numbers each,
+        on tasks of ``rows`` rows, needs: the task slots and every thread's workspaces."""
+        n, threads = self._model.num_params, self.num_threads
+        per_thread = self._thread_values_per_parameter * n + 2 * _memory.workspace_values(self._model.sizes, rows)
+        return meta_batch * (self._slot_values_per_parameter * n + values_per_task) + threads * per_thread
 
-        Parameters
-        ----------
-        x_support : array_like, shape (rows, inputs)
-            The support inputs.
-        y_support : array_like
-            The support targets: shape (rows, outputs), or (rows,) integer labels for
-            softmax_ce.
-        steps : int, optional
-            Adaptation steps; None: as many as in meta-training.
+    def _share_of(self, meta_batch: int, comm: Any) -> Share:
+        """This process's share of meta-batches of ``meta_batch`` tasks: all of them, or with an
+        MPI communicator its part of a distributed run (checked to be the same run on every
+        process)."""
+        if comm is None:
+            return Share(meta_batch)
+        from . import distributed  # mpi4py is needed only here
 
-        Returns
-        -------
-        numpy.ndarray
-            The adapted parameters, in the layout of theta.
-        """
-        x = self._floats(x_support, "x_support")
-        y = self._targets(y_support, "y_support")
-        return self._adapted(x, y, None if steps is None else _validation.count(steps, "steps", minimum=0))
+        return distributed.share_of(self, comm, meta_batch)
 
-    def predict(self, x: Any, params: np.ndarray | None = None) -> np.ndarray:
-        """Model outputs.
+    def _recorded_chunk(self, run_chunk: Callable[[int], bool], count: int, on_divergence: str,
+                        share: Share) -> np.ndarray:
+        """One chunk of the training loop; returns the values it recorded."""
+        while self._snapshots_waiting:  # a lock is not fair: let waiting saves in first
+            time.sleep(0.0001)
+        with self._lock:
+            recorded = len(self._history)
+            diverged = run_chunk(count)
+            share.raise_if_failed_elsewhere()  # after recording what this process completed
+            if diverged:
+                if on_divergence == "raise":
+                    raise TrainingDivergedError(self._iteration, hint=self._divergence_hint)
+                self._record(np.array([np.nan]))  # the bad batch, skipped: no update
+            return np.concatenate(self._history[recorded:]) if len(self._history) > recorded else np.empty(0)
 
-        Parameters
-        ----------
-        x : array_like, shape (rows, inputs)
-            The inputs.
-        params : array_like, optional
-            Parameters to use, such as those :meth:`adapt` returns; default: theta.
-
-        Returns
-        -------
-        numpy.ndarray, shape (rows, outputs)
-            The model's outputs.
-        """
-        params = self.theta if params is None else self._floats(params, "params")
-        return self._model.forward(params, self._floats(x, "x"))
-
-    def evaluate(self, tasks: Tasks | TaskBatch, num_tasks: int | None = None, steps: Sequence[int] = (0, 1, 5, 10),
-                 seed: int = 123) -> EvaluationReport:
-        """Query loss (and accuracy, for bce and softmax_ce) after each number of adaptation
-        steps, as mean and 95% confidence interval over held-out tasks.
-
-        Parameters
-        ----------
-        tasks : TaskFamily, callable or TaskBatch
-            Where the tasks come from: ``tasks.sample(num_tasks, seed=seed)``, a sampler called
-            with ``np.random.default_rng(seed)``, or the given TaskBatch itself.
-        num_tasks : int, optional
-            Tasks to draw (default 600); for a TaskBatch, its first ``num_tasks`` tasks
-            (default: all of them).
-        steps : sequence of int
-            Numbers of adaptation steps to report.
-        seed : int
-            Seed of the held-out tasks; use one that training did not use.
-
-        Returns
-        -------
-        EvaluationReport
-            One row per number of steps, in increasing order.
-
-        Notes
-        -----
-        Adaptation can diverge when it runs far longer than in meta-training; a task whose
-        adaptation overflows counts as an infinite loss.
-        """
-        tasks = check_tasks(tasks, allow_batch=True)
-        counts = _validation.step_counts(steps)
-        if num_tasks is not None:
-            num_tasks = _validation.count(num_tasks, "num_tasks")
-        seed = _validation.seed(seed)
-        if isinstance(tasks, TaskBatch):
-            if num_tasks is not None and num_tasks > tasks.num_tasks:
-                raise ValueError(f"num_tasks is {num_tasks}, but the batch holds only {tasks.num_tasks} tasks")
-            batch = tasks if num_tasks is None else tasks[:num_tasks]
-        elif isinstance(tasks, TaskFamily):
-            batch = tasks.sample(num_tasks or 600, seed=seed, dtype=self._dtype, num_threads=self.num_threads)
-        else:
-            batch = sample_with(tasks, num_tasks or 600, np.random.default_rng(seed))
-        # Step 0 too, always: an adaptation diverged when its loss left that one far behind.
-        evaluated = counts if counts[0] == 0 else [0, *counts]
-        losses, accuracies = self._impl.evaluate(*self._arrays(batch), evaluated)
-        shown = slice(len(evaluated) - len(counts), None)
-        return EvaluationReport.from_samples(tuple(counts), losses[:, shown],
-                                             None if self._loss == "mse" else accuracies[:, shown], before=losses[:, 0])
+    def _record(self, values: np.ndarray) -> None:
+        """Counts meta-iterations that ran and keeps their values in the history."""
+        if len(values):
+            self._history.append(np.asarray(values, dtype=np.float64))
+            self._iteration += len(values)
 
     # -------------------------------------------------------------------- I/O
+    def save(self, path: io.PathLike) -> None:
+        """Writes the learner to one ``.npz`` file, atomically.
+
+        The file holds the configuration, the parameters, the optimizer state and the history
+        (format: :mod:`metafast.io`); :func:`metafast.load` restores the learner exactly, so
+        training resumes bit for bit.
+
+        Parameters
+        ----------
+        path : str or path-like
+            The file to write (replaced if it exists).
+        """
+        self._snapshots_waiting.append(None)  # list.append and pop are atomic, += is not
+        try:
+            with self._lock:  # one iteration's state, even while another thread trains
+                config, state = self._config(), self._state()
+        finally:
+            self._snapshots_waiting.pop()
+        io.write_archive(path, config, state)
+
     def _config(self) -> dict[str, Any]:
-        config = super()._config()
-        tasks = self.tasks_config
-        if tasks is not None:
-            config["tasks"] = tasks
-        return config
+        """The file's ``config``: the kind of learner, its model and its constructor's arguments."""
+        model = self._model
+        return dict(kind=type(self).__name__, dtype=self._dtype.name, seed=self._seed,
+                    model=dict(sizes=list(model.sizes), activation=model.activation, output=model.output,
+                               bias=model.bias),
+                    **self._hyperparameters())
+
+    def _state(self) -> dict[str, np.ndarray]:
+        """The file's arrays: parameters, optimizer state, iteration count and history."""
+        m, v, step = self._impl.get_optimizer_state()
+        return dict(self._params(), optimizer_m=m, optimizer_v=v, optimizer_step=np.array(step),
+                    iteration=np.array(self._iteration), history=self.history)
 
     @classmethod
     def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> Any:
-        arguments = {key: value for key, value in config.items() if key != "tasks"}
-        learner = super()._from_saved(arguments, arrays, num_threads)
-        if "tasks" in config:
-            learner._tasks = family_from_config(config["tasks"])
-            learner._tasks_config = None if learner._tasks is not None else dict(config["tasks"])
+        """The learner a file holds: built from its config, then given the saved state."""
+        arguments = {key: tuple(value) if isinstance(value, list) else value for key, value in config.items()
+                     if key not in ("kind", "model")}
+        learner = cls(MLP(**config["model"]), num_threads=num_threads, **arguments)  # type: ignore[call-arg]
+        learner._restore(arrays)
         return learner
 
+    def _restore(self, arrays: dict[str, np.ndarray]) -> None:
+        self._impl.set_params(*(arrays[name] for name in self._param_names))
+        self._impl.set_optimizer_state(arrays["optimizer_m"], arrays["optimizer_v"], int(arrays["optimizer_step"]))
+        self._iteration = int(arrays["iteration"])
+        history = np.asarray(arrays["history"], dtype=np.float64)
+        if history.shape != (self._iteration,):
+            raise ValueError("the saved history does not match the saved iteration count")
+        self._history = [history] if len(history) else []
+
+    def _hyperparameters(self) -> dict[str, Any]:
+        """The constructor's keyword arguments beyond model, dtype, seed and num_threads, as
+        JSON values; the constructor accepts them back (lists as tuples)."""
+        raise NotImplementedError
+
     # ---------------------------------------------------------------- helpers
-    def _targets(self, y: Any, name: str) -> np.ndarray:
-        return _validation.labels(y, name) if self._loss == "softmax_ce" else self._floats(y, name)
+    def _params(self) -> dict[str, np.ndarray]:
+        """The core's parameter vectors (copies), by the names of ``_param_names``."""
+        values = self._impl.get_params()
+        return dict(zip(self._param_names, values if isinstance(values, tuple) else (values,)))
 
-    def _arrays(self, batch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        if not isinstance(batch, TaskBatch):
-            raise TypeError(f"batch must be a metafast.TaskBatch, got {type(batch).__name__}")
-        if batch.has_labels != (self._loss == "softmax_ce"):
-            raise ValueError("the batch has integer class labels: use loss 'softmax_ce'" if batch.has_labels
-                             else f"loss '{self._loss}' needs integer class labels in the batch")
-        if batch.dtype != self._dtype:
-            batch = batch.astype(self._dtype)
-        return batch.x_support, batch.y_support, batch.x_query, batch.y_query
+    def _set_param(self, name: str, value: Any) -> None:
+        """Replaces one parameter vector; the core checks its shape and values."""
+        params = self._params()
+        params[name] = self._floats(value, name)
+        self._impl.set_params(*params.values())
 
-    # Hooks for subclasses.
-    def _step(self, arrays: tuple[np.ndarray, ...], share: Share) -> tuple[bool, float]:
-        """One meta-iteration in the core on this process's share of the batch: (whether it
-        updated, the mean query loss of the whole batch)."""
-        raise NotImplementedError
-
-    def _native_fit(self, family: TaskFamily, count: int, share: Share) -> tuple[np.ndarray, bool]:
-        """``count`` meta-iterations on ``family`` in the core, this process computing its
-        share of each meta-batch: (their losses, whether the next one diverged)."""
-        raise NotImplementedError
-
-    def _adapted(self, x: np.ndarray, y: np.ndarray, steps: int | None) -> np.ndarray:
-        """The core's adaptation by ``steps`` steps (None: the inner loop of meta-training)."""
-        raise NotImplementedError
+    def _floats(self, value: Any, name: str) -> np.ndarray:
+        """Numeric data in the learner's dtype (learners convert; MLP functions do not)."""
+        array = np.asarray(value)
+        if array.dtype.kind not in "fiu":
+            raise TypeError(f"{name} must be a numeric array, got dtype {array.dtype}")
+        return _validation.converted(array, self._dtype, name)

@@ -335,3 +335,22 @@ class MLP:
         rows = x.shape[0] if x.ndim else 1
         _memory.check(_memory.workspace_values(self.sizes, rows) * theta.dtype.itemsize,
                       f"a pass of the network over {rows:,} rows")
+
+
+INIT_SCHEMES = ("auto", "he", "glorot", "pytorch")  # the names MLP.init accepts, besides ("normal", std)
+
+
+def initial_theta(model: MLP, init: Any, seed: int, dtype: np.dtype) -> tuple[np.ndarray, Any]:
+    """theta to start from, and what a saved file records of ``init``: a scheme of
+    :meth:`MLP.init` (a name, or ("normal", std)), or an explicit theta (recorded as None)."""
+    if init is None or isinstance(init, str) or (isinstance(init, (tuple, list)) and len(init) == 2
+                                                    and isinstance(init[0], str)):
+        scheme = "auto" if init is None else (init if isinstance(init, str) else (init[0], init[1]))
+        return model.init(seed, dtype, scheme=scheme), None if init is None else scheme
+    theta = _validation.converted(np.asarray(init), dtype, "init")
+    if theta.shape != (model.num_params,):
+        raise ValueError(f"init as an array must be theta, of shape ({model.num_params},), got {theta.shape}")
+    if not np.all(np.isfinite(theta)):
+        raise ValueError("init contains NaN or infinity")
+    return np.ascontiguousarray(theta), None
+

@@ -1,0 +1,312 @@
+"""What the supervised meta-learners (Meta-SGD and Reptile) add to every learner: a loss, task
+families and samplers to train on, single meta-steps, adaptation, prediction and evaluation."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+
+from . import _validation, io
+from ._docs import shared_docs
+from ._interrupts import deferred_interrupt
+from ._share import FailedElsewhere, Share
+from .base import Callback, Learner
+from .errors import TrainingDivergedError
+from .evaluation import EvaluationReport
+from .mlp import MLP
+from .task_batch import TaskBatch
+from .tasks import Sampler, TaskFamily, TaskPool, Tasks, check_tasks, family_from_config, sample_with
+
+
+class MetaLearner(Learner, abstract=True):
+    """Base class of :class:`~metafast.MetaSGD` and :class:`~metafast.Reptile`.
+
+    Parameters
+    ----------
+    model, dtype, seed
+        As for :class:`~metafast.base.Learner`; the seed also keys the task stream of ``fit``.
+    loss : {"mse", "bce", "softmax_ce"}
+        Loss of the support and query sets.
+
+    Notes
+    -----
+    Besides the hooks of :class:`~metafast.base.Learner`, a subclass provides ``_step``
+    (one meta-iteration on a batch), ``_native_fit`` (a chunk of meta-iterations on a
+    built-in family, in the core) and ``_adapted`` (the core's adaptation, with the inner
+    loop of meta-training when no step count is given).
+    """
+
+    def __init__(self, model: MLP, loss: str, dtype: Any, seed: int) -> None:
+        super().__init__(model, dtype, seed)
+        self._loss = _validation.string(loss, "loss")
+        self._tasks: TaskFamily | None = None
+        self._tasks_config: dict[str, Any] | None = None
+
+    @property
+    def loss(self) -> str:
+        """Loss of the support and query sets: "mse", "bce" or "softmax_ce"."""
+        return self._loss
+
+    @property
+    def tasks(self) -> TaskFamily | None:
+        """The task family of the last ``fit``, if it was one (not a Python sampler). A learner
+        loaded from a file has the synthetic family it was saved with, but None for a family
+        drawn from the user's data, which the file describes (``tasks_config``) but does not
+        hold."""
+        return self._tasks
+
+    @property
+    def tasks_config(self) -> dict[str, Any] | None:
+        """What a saved file records of the family of the last ``fit``: its class name and
+        fields (for a data-set family: its configuration, the data's size and SHA-256
+        fingerprint, and ``data_stored=False``); None after a Python sampler or no fit."""
+        if self._tasks is not None:
+            return self._tasks._config()
+        return None if self._tasks_config is None else dict(self._tasks_config)
+
+    # --------------------------------------------------------------- training
+    def meta_step(self, batch: TaskBatch) -> float:
+        """One meta-iteration on the tasks of ``batch``.
+
+        Parameters
+        ----------
+        batch : TaskBatch
+            The meta-batch (converted to the learner's dtype).
+
+        Returns
+        -------
+        float
+            The mean query loss after adaptation.
+
+        Raises
+        ------
+        TrainingDivergedError
+            If a result is not finite; the learner is then left unchanged.
+        """
+        arrays = self._arrays(batch)
+        # Ctrl-C waits until the step is recorded: the learner holds it whole or not at all.
+        with self._training, deferred_interrupt(), self._lock:
+            loss = self._recorded_step(arrays, Share(len(arrays[0])))
+        if loss is None:
+            raise TrainingDivergedError(self._iteration, hint=self._divergence_hint)
+        return loss
+
+    @shared_docs
+    def fit(self, tasks: Tasks, iterations: int = 10_000, meta_batch: int = 25, progress: bool = True,
+            callback: Callback | None = None, checkpoint: io.PathLike | None = None,
+            checkpoint_every: int | None = None, on_divergence: str = "raise", comm: Any = None) -> np.ndarray:
+        """Meta-trains for ``iterations`` meta-iterations of ``meta_batch`` tasks each.
+
+        Parameters
+        ----------
+        tasks : TaskFamily, TaskBatch or callable
+            A task family (fast path: whole chunks of iterations run in C++ without the
+            GIL); a TaskBatch, a fixed pool whose tasks each meta-batch draws uniformly with
+            replacement (``mf.tasks.TaskPool``, also native); or ``sampler(num_tasks, rng) ->
+            TaskBatch`` (one call per iteration; ``rng`` is seeded from ``(seed, iteration)``).
+        iterations : int
+            Meta-iterations to run.
+        meta_batch : int
+            Tasks in each.
+        {training loop parameters}
+        {comm parameter}
+
+        Returns
+        -------
+        numpy.ndarray
+            The mean query loss after adaptation of each meta-iteration run by this call.
+
+        Notes
+        -----
+        {training loop notes}
+        """
+        tasks = self._native_family(check_tasks(tasks, allow_batch=True))
+        meta_batch = _validation.count(meta_batch, "meta_batch")
+        per_task, rows = (tasks._values_per_task(), tasks._rows_per_task()) if isinstance(tasks, TaskFamily) else (0, 0)
+        self._check_memory(self._training_values(meta_batch, per_task, rows), f"a meta-batch of {meta_batch} tasks")
+
+        share = self._share_of(meta_batch, comm)
+
+        def run_chunk(count: int) -> bool:
+            if isinstance(tasks, TaskFamily):
+                losses, diverged = self._native_fit(tasks, count, share)
+                self._record(losses)
+            else:
+                diverged = self._sampled_fit(tasks, count, share)
+            self._tasks = tasks if isinstance(tasks, TaskFamily) else None  # what save() records
+            self._tasks_config = None
+            return diverged
+
+        return self._train(iterations, run_chunk, progress, callback, checkpoint, checkpoint_every, on_divergence,
+                           share)
+
+    def _native_family(self, tasks: Any) -> Any:
+        """``tasks`` as fit draws from it: a TaskBatch becomes a TaskPool in the learner's
+        dtype; a family's targets must suit the loss."""
+        if isinstance(tasks, TaskBatch):
+            classes = self._model.sizes[-1] if tasks.has_labels else None
+            tasks = TaskPool(TaskBatch(*self._arrays(tasks)), classes=classes)  # checked, in the learner's dtype
+        if isinstance(tasks, TaskFamily) and self._loss == "bce" and not tasks._unit_targets:
+            raise ValueError("loss 'bce' needs targets in [0, 1], but the tasks' targets leave that range: use 'mse'")
+        return tasks
+
+    def _sampled_fit(self, sampler: Sampler, count: int, share: Share) -> bool:
+        """``count`` meta-iterations on the batches of a Python sampler; True if one diverged.
+        Every process draws the whole batch (the same, from the same generator) and computes
+        its share; they agree that all have it before the core combines them."""
+        for _ in range(count):
+            rng = np.random.default_rng([self._seed, self._iteration])
+            try:
+                arrays, error = self._arrays(sample_with(sampler, share.total, rng)), None
+            except Exception as failure:  # noqa: BLE001 - reported to every process, then raised
+                arrays, error = None, failure
+            if not share.all_ok(error is None):
+                raise error if error is not None else FailedElsewhere
+            if self._recorded_step(arrays, share) is None:
+                return True
+        return False
+
+    def _recorded_step(self, arrays: tuple[np.ndarray, ...], share: Share) -> float | None:
+        """One meta-iteration, recorded; None, changing nothing, if it diverged."""
+        updated, loss = self._step(arrays, share)
+        share.raise_if_failed_elsewhere()
+        if not updated:
+            return None
+        self._record(np.array([loss]))
+        return loss
+
+    # ------------------------------------------------------------- adaptation
+    def adapt(self, x_support: Any, y_support: Any, steps: int | None = None) -> np.ndarray:
+        """Parameters adapted to one new task from its support set.
+
+        Parameters
+        ----------
+        x_support : array_like, shape (rows, inputs)
+            The support inputs.
+        y_support : array_like
+            The support targets: shape (rows, outputs), or (rows,) integer labels for
+            softmax_ce.
+        steps : int, optional
+            Adaptation steps; None: as many as in meta-training.
+
+        Returns
+        -------
+        numpy.ndarray
+            The adapted parameters, in the layout of theta.
+        """
+        x = self._floats(x_support, "x_support")
+        y = self._targets(y_support, "y_support")
+        return self._adapted(x, y, None if steps is None else _validation.count(steps, "steps", minimum=0))
+
+    def predict(self, x: Any, params: np.ndarray | None = None) -> np.ndarray:
+        """Model outputs.
+
+        Parameters
+        ----------
+        x : array_like, shape (rows, inputs)
+            The inputs.
+        params : array_like, optional
+            Parameters to use, such as those :meth:`adapt` returns; default: theta.
+
+        Returns
+        -------
+        numpy.ndarray, shape (rows, outputs)
+            The model's outputs.
+        """
+        params = self.theta if params is None else self._floats(params, "params")
+        return self._model.forward(params, self._floats(x, "x"))
+
+    def evaluate(self, tasks: Tasks | TaskBatch, num_tasks: int | None = None, steps: Sequence[int] = (0, 1, 5, 10),
+                 seed: int = 123) -> EvaluationReport:
+        """Query loss (and accuracy, for bce and softmax_ce) after each number of adaptation
+        steps, as mean and 95% confidence interval over held-out tasks.
+
+        Parameters
+        ----------
+        tasks : TaskFamily, callable or TaskBatch
+            Where the tasks come from: ``tasks.sample(num_tasks, seed=seed)``, a sampler called
+            with ``np.random.default_rng(seed)``, or the given TaskBatch itself.
+        num_tasks : int, optional
+            Tasks to draw (default 600); for a TaskBatch, its first ``num_tasks`` tasks
+            (default: all of them).
+        steps : sequence of int
+            Numbers of adaptation steps to report.
+        seed : int
+            Seed of the held-out tasks; use one that training did not use.
+
+        Returns
+        -------
+        EvaluationReport
+            One row per number of steps, in increasing order.
+
+        Notes
+        -----
+        Adaptation can diverge when it runs far longer than in meta-training; a task whose
+        adaptation overflows counts as an infinite loss.
+        """
+        tasks = check_tasks(tasks, allow_batch=True)
+        counts = _validation.step_counts(steps)
+        if num_tasks is not None:
+            num_tasks = _validation.count(num_tasks, "num_tasks")
+        seed = _validation.seed(seed)
+        if isinstance(tasks, TaskBatch):
+            if num_tasks is not None and num_tasks > tasks.num_tasks:
+                raise ValueError(f"num_tasks is {num_tasks}, but the batch holds only {tasks.num_tasks} tasks")
+            batch = tasks if num_tasks is None else tasks[:num_tasks]
+        elif isinstance(tasks, TaskFamily):
+            batch = tasks.sample(num_tasks or 600, seed=seed, dtype=self._dtype, num_threads=self.num_threads)
+        else:
+            batch = sample_with(tasks, num_tasks or 600, np.random.default_rng(seed))
+        # Step 0 too, always: an adaptation diverged when its loss left that one far behind.
+        evaluated = counts if counts[0] == 0 else [0, *counts]
+        losses, accuracies = self._impl.evaluate(*self._arrays(batch), evaluated)
+        shown = slice(len(evaluated) - len(counts), None)
+        return EvaluationReport.from_samples(tuple(counts), losses[:, shown],
+                                             None if self._loss == "mse" else accuracies[:, shown], before=losses[:, 0])
+
+    # -------------------------------------------------------------------- I/O
+    def _config(self) -> dict[str, Any]:
+        config = super()._config()
+        tasks = self.tasks_config
+        if tasks is not None:
+            config["tasks"] = tasks
+        return config
+
+    @classmethod
+    def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> Any:
+        arguments = {key: value for key, value in config.items() if key != "tasks"}
+        learner = super()._from_saved(arguments, arrays, num_threads)
+        if "tasks" in config:
+            learner._tasks = family_from_config(config["tasks"])
+            learner._tasks_config = None if learner._tasks is not None else dict(config["tasks"])
+        return learner
+
+    # ---------------------------------------------------------------- helpers
+    def _targets(self, y: Any, name: str) -> np.ndarray:
+        return _validation.labels(y, name) if self._loss == "softmax_ce" else self._floats(y, name)
+
+    def _arrays(self, batch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if not isinstance(batch, TaskBatch):
+            raise TypeError(f"batch must be a metafast.TaskBatch, got {type(batch).__name__}")
+        if batch.has_labels != (self._loss == "softmax_ce"):
+            raise ValueError("the batch has integer class labels: use loss 'softmax_ce'" if batch.has_labels
+                             else f"loss '{self._loss}' needs integer class labels in the batch")
+        if batch.dtype != self._dtype:
+            batch = batch.astype(self._dtype)
+        return batch.x_support, batch.y_support, batch.x_query, batch.y_query
+
+    # Hooks for subclasses.
+    def _step(self, arrays: tuple[np.ndarray, ...], share: Share) -> tuple[bool, float]:
+        """One meta-iteration in the core on this process's share of the batch: (whether it
+        updated, the mean query loss of the whole batch)."""
+        raise NotImplementedError
+
+    def _native_fit(self, family: TaskFamily, count: int, share: Share) -> tuple[np.ndarray, bool]:
+        """``count`` meta-iterations on ``family`` in the core, this process computing its
+        share of each meta-batch: (their losses, whether the next one diverged)."""
+        raise NotImplementedError
+
+    def _adapted(self, x: np.ndarray, y: np.ndarray, steps: int | None) -> np.ndarray:
+        """The core's adaptation by ``steps`` steps (None: the inner loop of meta-training)."""
+        raise NotImplementedError
