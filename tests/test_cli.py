@@ -16,7 +16,7 @@ import metafast as mf
 from hostile_files import (deep_json, saved_entries, with_compression_method, with_config, with_first_data_byte,
                            write)
 from metafast import plot
-from metafast.base import Learner
+from metafast.learner import Learner
 from metafast.cli import main
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

@@ -28,7 +28,7 @@ spec.loader.exec_module(outputs)
 # snippets' own lengths are for the outputs README.md shows (docs/regenerate_outputs.py).
 SHORT_TRAINING = """
 import runpy, sys
-from metafast.base import Learner
+from metafast.learner import Learner
 train = Learner._train
 Learner._train = lambda self, iterations, *args, **kwargs: train(self, min(iterations, 5), *args, **kwargs)
 sys.argv = sys.argv[1:]

@@ -1,6 +1,6 @@
-"""What every learner shares: the model, its dtype and seed, the record of meta-iterations (their
-count and history), the chunked training loop (progress bar, callback, Ctrl-C, checkpoints,
-divergence), and saving with the optimizer state to one file."""
+"""The base of every learner, supervised and RL: the model, its dtype and seed, the record of
+meta-iterations (their count and history), the chunked training loop (progress bar, callback,
+Ctrl-C, checkpoints, divergence), and saving with the optimizer state to one file."""
 
 from __future__ import annotations
 

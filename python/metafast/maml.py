@@ -1,5 +1,5 @@
-"""MAML (Finn et al. 2017): Meta-SGD with one fixed step size for every parameter, so that only
-theta is meta-learned. It runs Meta-SGD's core with alpha held at ``inner_lr`` and its
+"""MAML (Finn et al. 2017): one fixed inner step size for every parameter, so that only theta is
+meta-learned. It runs the core's Meta-SGD engine with the step size held at ``inner_lr`` and its
 gradient never computed."""
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import numpy as np
 
 from . import _validation
 from ._docs import shared_docs
-from .meta_sgd import MetaSGD
+from .meta_gradient import MetaGradientLearner
 from .mlp import MLP
 from .task_batch import TaskBatch
 
 
 @shared_docs
-class MAML(MetaSGD):
+class MAML(MetaGradientLearner):
     """MAML and first-order MAML, with an exact meta-gradient through any number of inner steps.
 
     Parameters
@@ -62,7 +62,6 @@ class MAML(MetaSGD):
     """
 
     _progress_label = "MAML"
-    _param_names = ("theta",)
     _divergence_hint = "a smaller meta_lr or inner_lr, or clip_grad_norm"
     _values_per_parameter = 7  # theta, the optimizer state, the candidate; no alpha
 
@@ -71,25 +70,16 @@ class MAML(MetaSGD):
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
                  clip_grad_norm: float | None = None, init: Any = None) -> None:
-        self._alpha_per_step = False
         self._inner_lr = _validation.real(inner_lr, "inner_lr", minimum=0.0)
-        self._build(model, loss, inner_steps, first_order, meta_optimizer, meta_lr, dtype, seed, num_threads,
-                    adam_betas, adam_eps, clip_grad_norm, init, fixed_inner_lr=self._inner_lr)
+        super().__init__(model, loss, inner_steps, first_order, meta_optimizer, meta_lr, dtype, seed, num_threads,
+                         adam_betas, adam_eps, clip_grad_norm, init)
 
     @property
     def inner_lr(self) -> float:
         """The fixed step size of the inner steps."""
         return self._inner_lr
 
-    @property
-    def alpha(self) -> np.ndarray:
-        raise AttributeError("MAML has no learned alpha: its step size is the fixed inner_lr")
-
-    @alpha.setter
-    def alpha(self, value: Any) -> None:
-        raise AttributeError("MAML has no learned alpha: its step size is the fixed inner_lr")
-
-    def meta_gradient(self, batch: TaskBatch) -> tuple[np.floating, np.ndarray]:  # type: ignore[override]
+    def meta_gradient(self, batch: TaskBatch) -> tuple[np.floating, np.ndarray]:
         """The mean query loss after adaptation on the tasks of ``batch`` and its exact
         gradient with respect to theta; changes nothing.
 
@@ -108,7 +98,12 @@ class MAML(MetaSGD):
         loss, g_theta, _ = self._exact_meta_gradient(batch)
         return loss, g_theta
 
+    # Hooks of MetaGradientLearner and Learner.
+    def _inner_rule(self) -> dict[str, Any]:
+        return dict(fixed_inner_lr=self._inner_lr)
+
+    def _initial_params(self) -> tuple[np.ndarray, ...]:
+        return ()
+
     def _hyperparameters(self) -> dict[str, Any]:
-        return dict(loss=self._loss, inner_lr=self._inner_lr, inner_steps=self._inner_steps,
-                    first_order=self._first_order, meta_optimizer=self._meta_optimizer, meta_lr=self._meta_lr,
-                    adam_betas=self._adam_betas, adam_eps=self._adam_eps, **self._common_hyperparameters())
+        return dict(self._common_hyperparameters(), inner_lr=self._inner_lr)

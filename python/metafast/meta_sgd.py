@@ -7,52 +7,16 @@ from typing import Any
 
 import numpy as np
 
-from . import _core, _validation
+from . import _validation
 from ._docs import shared_docs
-from ._share import Share
-from .base import Learner
-from .errors import TrainingDivergedError
-from .learner import MetaLearner
+from .inner_learning_rates import InnerLearningRates, default_alpha_lr
+from .meta_gradient import MetaGradientLearner
 from .mlp import MLP
 from .task_batch import TaskBatch
-from .tasks import TaskFamily
-
-
-class InnerLearningRates(Learner, abstract=True):
-    """What every Meta-SGD learner adds to theta: alpha, a learning rate per parameter for the
-    inner step ``theta - alpha * grad``, meta-learned with theta (the core holds both).
-
-    Parameters
-    ----------
-    model, dtype, seed
-        As for :class:`~metafast.base.Learner`.
-    """
-
-    _param_names = ("theta", "alpha")
-
-    @property
-    def alpha(self) -> np.ndarray:
-        """Per-parameter inner learning rates (a copy; assign to change them): shape
-        (num_params,), or (inner_steps, num_params) with one vector per inner step."""
-        alpha, shape = self._params()["alpha"], self._alpha_shape()
-        return alpha if shape is None else alpha.reshape(shape)
-
-    @alpha.setter
-    def alpha(self, value: Any) -> None:
-        array, shape = np.asarray(value), self._alpha_shape()
-        if shape is not None:
-            if array.shape != shape:
-                raise ValueError(f"alpha must have shape {shape}, got {array.shape}")
-            array = array.reshape(-1)
-        self._set_param("alpha", array)  # the core checks a flat alpha's length
-
-    def _alpha_shape(self) -> tuple[int, ...] | None:
-        """alpha's shape when it is not one flat rate per entry of theta (the core's layout)."""
-        return None
 
 
 @shared_docs
-class MetaSGD(MetaLearner, InnerLearningRates):
+class MetaSGD(MetaGradientLearner, InnerLearningRates):
     """Meta-SGD with an exact meta-gradient through any number of inner steps.
 
     Parameters
@@ -103,71 +67,19 @@ class MetaSGD(MetaLearner, InnerLearningRates):
 
     _progress_label = "Meta-SGD"
 
-    @property
-    def _thread_values_per_parameter(self) -> int:  # type: ignore[override]
-        return 2 * self._inner_steps + 4  # theta_0 .. theta_J, g_0 .. g_J-1 and three more vectors
-
     def __init__(self, model: MLP, loss: str = "mse", inner_steps: int = 1, alpha_init: float | tuple[float, float] = 0.01,
                  first_order: bool = False, meta_optimizer: str = "adam", meta_lr: float = 1e-3,
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
                  alpha_per_step: bool = False, clip_grad_norm: float | None = None, init: Any = None,
                  alpha_lr: float | None = None) -> None:
+        # What the inner rule needs (read by _inner_rule and _initial_params during the base's
+        # constructor, once dtype, meta_lr and inner_steps are checked).
         self._alpha_per_step = _validation.boolean(alpha_per_step, "alpha_per_step")
-        self._build(model, loss, inner_steps, first_order, meta_optimizer, meta_lr, dtype, seed, num_threads,
-                    adam_betas, adam_eps, clip_grad_norm, init, fixed_inner_lr=None, alpha_init=alpha_init,
-                    alpha_lr=alpha_lr)
-
-    def _build(self, model: MLP, loss: str, inner_steps: int, first_order: bool, meta_optimizer: str,
-               meta_lr: float, dtype: Any, seed: int, num_threads: int | None, adam_betas: tuple[float, float],
-               adam_eps: float, clip_grad_norm: float | None, init: Any, fixed_inner_lr: float | None,
-               alpha_init: Any = None, alpha_lr: float | None = None) -> None:
-        """The constructor's work, shared with MAML (whose alpha is ``fixed_inner_lr``)."""
-        super().__init__(model, loss, dtype, seed)
-        # Types here; the core's constructor checks the ranges (one message for each).
-        self._inner_steps = _validation.int64(inner_steps, "inner_steps")
-        self._first_order = _validation.boolean(first_order, "first_order")
-        self._meta_optimizer = _validation.string(meta_optimizer, "meta_optimizer")
-        self._meta_lr = _validation.real(meta_lr, "meta_lr")
-        self._adam_betas = _validation.two_reals(adam_betas, "adam_betas")
-        self._adam_eps = _validation.real(adam_eps, "adam_eps")
-        self._clip_grad_norm = None if clip_grad_norm is None else _validation.real(clip_grad_norm, "clip_grad_norm")
-        theta, self._init = initial_theta(model, init, self._seed, self._dtype)
-        if fixed_inner_lr is None:
-            if isinstance(alpha_init, (tuple, list)):
-                self._alpha_init: float | tuple[float, float] = _validation.pair(alpha_init, "alpha_init")
-                _validation.real(self._alpha_init[0], "alpha_init[0]", minimum=0.0)
-            else:
-                self._alpha_init = _validation.real(alpha_init, "alpha_init", minimum=0.0)
-            self._alpha_lr: float | None = default_alpha_lr(alpha_lr, self._meta_lr, self._alpha_init,
-                                                             scaled=self._inner_steps > 1)
-        else:
-            self._alpha_lr = None
-        impl_class = _core.MetaSGDFloat32 if self._dtype == np.float32 else _core.MetaSGDFloat64
-        self._impl = impl_class(model._impl, self._loss, self._inner_steps, self._first_order, self._meta_optimizer,
-                                self._meta_lr, *self._adam_betas, self._adam_eps, _validation.num_threads(num_threads),
-                                alpha_per_step=self._alpha_per_step, clip_grad_norm=self._clip_grad_norm,
-                                fixed_inner_lr=fixed_inner_lr, alpha_lr=self._alpha_lr)
-        if fixed_inner_lr is None:
-            self._impl.set_params(theta, self._initial_alpha())
-        else:
-            self._impl.set_params(theta)
-
-    @property
-    def alpha_lr(self) -> float:
-        """alpha's meta learning rate (see the constructor for its default)."""
-        assert self._alpha_lr is not None
-        return self._alpha_lr
-
-    @property
-    def inner_steps(self) -> int:
-        """Adaptation steps of the inner loop (in meta-training, and in ``adapt`` by default)."""
-        return self._inner_steps
-
-    @property
-    def first_order(self) -> bool:
-        """Whether the meta-gradient drops its Hessian terms."""
-        return self._first_order
+        self._alpha_arguments = (alpha_init, alpha_lr)
+        super().__init__(model, loss, inner_steps, first_order, meta_optimizer, meta_lr, dtype, seed, num_threads,
+                         adam_betas, adam_eps, clip_grad_norm, init)
+        del self._alpha_arguments
 
     @property
     def alpha_per_step(self) -> bool:
@@ -175,9 +87,10 @@ class MetaSGD(MetaLearner, InnerLearningRates):
         return self._alpha_per_step
 
     @property
-    def clip_grad_norm(self) -> float | None:
-        """The largest norm of the mean meta-gradient an update uses (None: no clipping)."""
-        return self._clip_grad_norm
+    def alpha_init(self) -> float | tuple[float, float]:
+        """alpha's initial value: one rate for every parameter, or the (low, high) range of its
+        uniform draw."""
+        return self._alpha_init
 
     def _alpha_shape(self) -> tuple[int, ...]:
         n = self._model.num_params
@@ -203,71 +116,26 @@ class MetaSGD(MetaLearner, InnerLearningRates):
         loss, g_theta, g_alpha = self._exact_meta_gradient(batch)
         return loss, g_theta, g_alpha.reshape(self._alpha_shape())
 
-    def _exact_meta_gradient(self, batch: TaskBatch) -> tuple[np.floating, np.ndarray, np.ndarray]:
-        """The core's mean loss and gradients (g_alpha flat, empty for MAML), all finite."""
-        loss, g_theta, g_alpha, _ = self._impl.meta_gradient(*self._arrays(batch))
-        if not (np.isfinite(loss) and np.all(np.isfinite(g_theta)) and np.all(np.isfinite(g_alpha))):
-            raise TrainingDivergedError(self._iteration, " on this batch", self._divergence_hint)
-        return self._dtype.type(loss), g_theta, g_alpha
+    # Hooks of MetaGradientLearner and Learner.
+    def _inner_rule(self) -> dict[str, Any]:
+        alpha_init, alpha_lr = self._alpha_arguments
+        self._alpha_init = self._checked_alpha_init(alpha_init)
+        self._alpha_lr = default_alpha_lr(alpha_lr, self._meta_lr, self._alpha_init, scaled=self._inner_steps > 1)
+        return dict(alpha_per_step=self._alpha_per_step, alpha_lr=self._alpha_lr)
 
-    def _initial_alpha(self) -> np.ndarray:
+    def _initial_params(self) -> tuple[np.ndarray, ...]:
         size = int(np.prod(self._alpha_shape()))
         if isinstance(self._alpha_init, tuple):
             rng = np.random.default_rng([self._seed, 1])  # a stream apart from theta's
-            return rng.uniform(*self._alpha_init, size).astype(self._dtype)
-        return np.full(size, self._alpha_init, dtype=self._dtype)
-
-    # Hooks of MetaLearner and Learner.
-    def _step(self, arrays: tuple[np.ndarray, ...], share: Share) -> tuple[bool, float]:
-        return share.result(self._impl.meta_step(*share.of(arrays), **share.core()))
-
-    def _native_fit(self, family: TaskFamily, count: int, share: Share) -> tuple[np.ndarray, bool]:
-        return share.result(self._impl.fit(family._impl, self._seed, self._iteration, count, share.count,
-                                           **share.core()))
-
-    def _adapted(self, x: np.ndarray, y: np.ndarray, steps: int | None) -> np.ndarray:
-        return self._impl.adapt(x, y, self._inner_steps if steps is None else steps)
+            return (rng.uniform(*self._alpha_init, size).astype(self._dtype),)
+        return (np.full(size, self._alpha_init, dtype=self._dtype),)
 
     def _hyperparameters(self) -> dict[str, Any]:
-        return dict(loss=self._loss, inner_steps=self._inner_steps, alpha_init=self._alpha_init,
-                    first_order=self._first_order, meta_optimizer=self._meta_optimizer, meta_lr=self._meta_lr,
-                    adam_betas=self._adam_betas, adam_eps=self._adam_eps, alpha_per_step=self._alpha_per_step,
-                    alpha_lr=self._alpha_lr, **self._common_hyperparameters())
+        return dict(self._common_hyperparameters(), alpha_init=self._alpha_init, alpha_per_step=self._alpha_per_step,
+                    alpha_lr=self._alpha_lr)
 
     @classmethod
     def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> Any:
-        if cls is MetaSGD and "alpha_lr" not in config:  # a file from before alpha_lr: alpha learnt at meta_lr
+        if "alpha_lr" not in config:  # a file from before alpha_lr: alpha learnt at meta_lr
             config = dict(config, alpha_lr=config.get("meta_lr"))
         return super()._from_saved(config, arrays, num_threads)
-
-    def _common_hyperparameters(self) -> dict[str, Any]:
-        """Those MAML shares: clipping and the initialisation scheme (None for an explicit theta,
-        which the file holds anyway)."""
-        return dict(clip_grad_norm=self._clip_grad_norm, init=self._init)
-
-
-def default_alpha_lr(alpha_lr: Any, meta_lr: float, alpha_init: float | tuple[float, float], scaled: bool) -> float:
-    """alpha's meta learning rate: ``alpha_lr``, or by default meta_lr, times alpha's initial
-    scale when ``scaled`` (meta_lr itself when alpha starts at 0, which gives no scale)."""
-    if alpha_lr is not None:
-        return _validation.real(alpha_lr, "alpha_lr", minimum=0.0, exclusive=True)
-    scale = (alpha_init[0] + alpha_init[1]) / 2 if isinstance(alpha_init, tuple) else alpha_init
-    return meta_lr * scale if scaled and scale > 0 else meta_lr
-
-
-INIT_SCHEMES = ("auto", "he", "glorot", "pytorch")
-
-
-def initial_theta(model: MLP, init: Any, seed: int, dtype: np.dtype) -> tuple[np.ndarray, Any]:
-    """theta to start from, and what a saved file records of ``init``: a scheme of
-    :meth:`MLP.init` (a name, or ("normal", std)), or an explicit theta (recorded as None)."""
-    if init is None or isinstance(init, str) or (isinstance(init, (tuple, list)) and len(init) == 2
-                                                    and isinstance(init[0], str)):
-        scheme = "auto" if init is None else (init if isinstance(init, str) else (init[0], init[1]))
-        return model.init(seed, dtype, scheme=scheme), None if init is None else scheme
-    theta = _validation.converted(np.asarray(init), dtype, "init")
-    if theta.shape != (model.num_params,):
-        raise ValueError(f"init as an array must be theta, of shape ({model.num_params},), got {theta.shape}")
-    if not np.all(np.isfinite(theta)):
-        raise ValueError("init contains NaN or infinity")
-    return np.ascontiguousarray(theta), None

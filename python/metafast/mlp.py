@@ -336,6 +336,74 @@ class MLP:
         _memory.check(_memory.workspace_values(self.sizes, rows) * theta.dtype.itemsize,
                       f"a pass of the network over {rows:,} rows")
 
+    def state_dict(self, theta: np.ndarray) -> dict[str, np.ndarray]:
+        """``theta`` as the state dict of the equivalent ``torch.nn.Sequential``.
+
+        The equivalent Sequential follows every ``Linear`` but the last by the hidden
+        activation module (``torch.nn.Identity`` for ``"identity"``), and the last by the
+        output activation module unless the output is ``"identity"``; layer ``i`` is module
+        ``2 * i`` (details in :mod:`metafast.export`).
+
+        Parameters
+        ----------
+        theta : ndarray, shape (num_params,)
+            Parameters, float32 or float64, all finite.
+
+        Returns
+        -------
+        collections.OrderedDict of str to ndarray
+            ``"0.weight"`` of shape ``(sizes[1], sizes[0])`` (``W`` transposed, as
+            ``torch.nn.Linear`` stores it), ``"0.bias"`` of shape ``(sizes[1],)``, then
+            ``"2.weight"``, ``"2.bias"``, ...; no bias entries when ``bias=False``. Copies, in
+            theta's dtype.
+
+        Examples
+        --------
+        >>> import metafast as mf
+        >>> model = mf.MLP([3, 5, 4, 2])
+        >>> {name: array.shape for name, array in model.state_dict(model.init()).items()}
+        {'0.weight': (5, 3), '0.bias': (5,), '2.weight': (4, 5), '2.bias': (4,), '4.weight': (2, 4), '4.bias': (2,)}
+        """
+        from . import export  # export imports this module
+
+        return export.state_dict(self, theta)
+
+    def to_onnx(self, theta: np.ndarray, path: Any = None) -> Any:
+        """The network with parameters ``theta`` as an ONNX model, written to ``path`` if given.
+
+        Needs the onnx package: ``pip install "metafast[onnx]"``.
+
+        Parameters
+        ----------
+        theta : ndarray, shape (num_params,)
+            Parameters, float32 or float64, all finite.
+        path : str or os.PathLike, optional
+            Where to write the model: atomically, and only over a regular file (as
+            ``learner.save`` writes). None: write nothing.
+
+        Returns
+        -------
+        onnx.ModelProto
+            The model, also when it was written: input ``"x"`` of shape ``("rows", sizes[0])``,
+            output ``"y"`` of shape ``("rows", sizes[-1])``, in theta's dtype (details in
+            :func:`metafast.export.to_onnx`).
+
+        Examples
+        --------
+        >>> import numpy as np, metafast as mf
+        >>> import onnxruntime as ort  # doctest: +SKIP
+        >>> model = mf.MLP([1, 40, 40, 1])
+        >>> theta = model.init(seed=0, dtype="float32")
+        >>> proto = model.to_onnx(theta, "sine.onnx")  # doctest: +SKIP
+        >>> session = ort.InferenceSession("sine.onnx")  # doctest: +SKIP
+        >>> x = np.linspace(-5, 5, 10, dtype=np.float32).reshape(-1, 1)
+        >>> np.allclose(session.run(None, {"x": x})[0], model.forward(theta, x))  # doctest: +SKIP
+        True
+        """
+        from . import export  # export imports this module
+
+        return export.to_onnx(self, theta, path)
+
 
 INIT_SCHEMES = ("auto", "he", "glorot", "pytorch")  # the names MLP.init accepts, besides ("normal", std)
 

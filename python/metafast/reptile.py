@@ -9,7 +9,7 @@ import numpy as np
 
 from . import _core, _validation
 from ._share import Share
-from .learner import MetaLearner
+from .supervised import SupervisedLearner
 from .mlp import MLP
 from .tasks import TaskFamily
 
@@ -18,7 +18,7 @@ from .tasks import TaskFamily
 INNER_LR = {"adam": 1e-2, "sgd": 0.1}
 
 
-class Reptile(MetaLearner):
+class Reptile(SupervisedLearner):
     """Reptile, serial (one task per meta-iteration) or batched (several, in parallel).
 
     Parameters
@@ -146,7 +146,7 @@ class Reptile(MetaLearner):
         fit = self._current_fit
         return (0, 0) if fit is None else (self._iteration - fit.start, len(fit))
 
-    # Hooks of MetaLearner and Learner.
+    # Hooks of SupervisedLearner and Learner.
     def _step(self, arrays: tuple[np.ndarray, ...], share: Share) -> tuple[bool, float]:
         return share.result(self._impl.meta_step(*share.of(arrays), self._iteration, *self._schedule(),
                                                  **share.core()))

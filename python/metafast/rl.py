@@ -12,9 +12,10 @@ import numpy as np
 from . import _core, _memory, _validation, io
 from ._docs import shared_docs
 from ._optimizers import MetaOptimizer
-from .base import Callback
+from .learner import Callback
 from .evaluation import EvaluationReport
-from .meta_sgd import InnerLearningRates, default_alpha_lr, initial_theta
+from .inner_learning_rates import InnerLearningRates, default_alpha_lr
+from .mlp import initial_theta
 from .mlp import MLP
 
 

@@ -1,4 +1,4 @@
-"""What the supervised meta-learners (Meta-SGD and Reptile) add to every learner: a loss, task
+"""What the supervised meta-learners (Meta-SGD, MAML and Reptile) add to every learner: a loss, task
 families and samplers to train on, single meta-steps, adaptation, prediction and evaluation."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from . import _validation, io
 from ._docs import shared_docs
 from ._interrupts import deferred_interrupt
 from ._share import FailedElsewhere, Share
-from .base import Callback, Learner
+from .learner import Callback, Learner
 from .errors import TrainingDivergedError
 from .evaluation import EvaluationReport
 from .mlp import MLP
@@ -19,19 +19,20 @@ from .task_batch import TaskBatch
 from .tasks import Sampler, TaskFamily, TaskPool, Tasks, check_tasks, family_from_config, sample_with
 
 
-class MetaLearner(Learner, abstract=True):
-    """Base class of :class:`~metafast.MetaSGD` and :class:`~metafast.Reptile`.
+class SupervisedLearner(Learner, abstract=True):
+    """Base class of the supervised learners: :class:`~metafast.MetaSGD`, :class:`~metafast.MAML`
+    and :class:`~metafast.Reptile`.
 
     Parameters
     ----------
     model, dtype, seed
-        As for :class:`~metafast.base.Learner`; the seed also keys the task stream of ``fit``.
+        As for :class:`~metafast.learner.Learner`; the seed also keys the task stream of ``fit``.
     loss : {"mse", "bce", "softmax_ce"}
         Loss of the support and query sets.
 
     Notes
     -----
-    Besides the hooks of :class:`~metafast.base.Learner`, a subclass provides ``_step``
+    Besides the hooks of :class:`~metafast.learner.Learner`, a subclass provides ``_step``
     (one meta-iteration on a batch), ``_native_fit`` (a chunk of meta-iterations on a
     built-in family, in the core) and ``_adapted`` (the core's adaptation, with the inner
     loop of meta-training when no step count is given).
