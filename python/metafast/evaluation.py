@@ -3,7 +3,7 @@ held-out tasks, as a mean with a 95% confidence interval over tasks."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any, Optional
 
 import numpy as np
@@ -25,6 +25,13 @@ def _mean_and_ci(samples: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.
         if values.size >= 2:
             half_width[column] = Z_95 * values.std(ddof=1) / np.sqrt(values.size)
     return mean, half_width
+
+
+def _same_field(a: Any, b: Any) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        a, b = np.asarray(a), np.asarray(b)
+        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == b.dtype.kind == "f"))
+    return bool(a == b)
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,17 @@ class EvaluationReport:
         diverged = 1.0 - kept.mean(axis=0)
         return cls(tuple(steps), loss, loss_ci, accuracy, accuracy_ci, losses.shape[0], metric, diverged, losses,
                    accuracies)
+
+    def __eq__(self, other: object) -> bool:
+        """Reports are equal when every field is (arrays: same shapes and values, NaN equal to
+        NaN)."""
+        if not isinstance(other, EvaluationReport):
+            return NotImplemented
+        return all(_same_field(getattr(self, field.name), getattr(other, field.name)) for field in fields(self))
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt through the constructor (pickle, copy).
+        return (type(self), tuple(getattr(self, field.name) for field in fields(self)))
 
     def as_dict(self) -> dict[int, dict[str, Any]]:
         """The rows of the report as plain numbers.

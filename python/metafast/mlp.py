@@ -118,6 +118,11 @@ class MLP:
     def _key(self) -> tuple[Any, ...]:
         return (self.sizes, self.activation, self.output, self.bias)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle and copy rebuild through the constructor: a payload meets the checks that user
+        # input meets, and every copy (copy.copy too) gets a core object of its own.
+        return (type(self), (list(self.sizes), self.activation, self.output, self.bias))
+
     def init(self, seed: int = 0, dtype: Any = "float64", scheme: Any = "auto") -> np.ndarray:
         """Random initial parameters, reproducible from ``seed``.
 

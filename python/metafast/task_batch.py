@@ -10,6 +10,15 @@ import numpy as np
 from . import _validation
 
 
+_ARRAYS = ("x_support", "y_support", "x_query", "y_query")
+
+
+def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same dtype, shape and values (NaN equal to NaN in floating arrays)."""
+    return (a.dtype == b.dtype and a.shape == b.shape
+            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
+
+
 @dataclass(frozen=True)
 class TaskBatch:
     """A batch of ``T`` tasks, each a support set (to adapt on) and a query set (to score on).
@@ -103,6 +112,17 @@ class TaskBatch:
 
     def __len__(self) -> int:
         return self.num_tasks
+
+    def __eq__(self, other: object) -> bool:
+        """Batches are equal when their arrays have the same dtypes, shapes and values (NaN
+        equal to NaN)."""
+        if not isinstance(other, TaskBatch):
+            return NotImplemented
+        return all(_same_array(getattr(self, name), getattr(other, name)) for name in _ARRAYS)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt through the constructor, so a pickled payload meets the checks user input meets.
+        return (type(self), tuple(getattr(self, name) for name in _ARRAYS))
 
     def __getitem__(self, index: Any) -> TaskBatch:
         """The tasks selected by ``index``.

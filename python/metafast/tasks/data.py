@@ -16,8 +16,10 @@ from .family import TaskFamily
 
 
 class DataFamily(TaskFamily):
-    """A family drawn from arrays the user gave. It keeps one private copy of them (so later
-    changes to the user's arrays do not reach it) and never copies per task. A learner saved
+    """A family drawn from arrays the user gave. It keeps private copies of them (so later
+    changes to the user's arrays do not reach it): one in the core, which tasks are drawn from
+    without copying per task, and a read-only one that pickle and copy rebuild the family from
+    (so the family holds its data twice). A pickled family holds its data; a learner saved
     after training on it records the family's configuration and a SHA-256 fingerprint of the
     data, not the data: :func:`metafast.load` gives such a learner ``tasks = None`` and the
     record in ``tasks_config``."""
@@ -109,6 +111,13 @@ def _rows(value: Any, name: str, rows: int | None = None, vector_ok: bool = Fals
     return array
 
 
+def _private(array: np.ndarray) -> np.ndarray:
+    """A read-only copy of ``array``: the data that pickle and copy rebuild a family from."""
+    copy = np.array(array, order="C", copy=True)
+    copy.flags.writeable = False
+    return copy
+
+
 def _within_unit(y: np.ndarray) -> bool:
     """Whether float targets can be bce's probabilities."""
     return bool(np.all((y >= 0) & (y <= 1)))
@@ -178,10 +187,15 @@ class Classification(DataFamily):
         self.classes = tuple(int(c) for c in chosen)
         self.num_rows, self.width = features.shape
         self.fingerprint = _fingerprint(features, labels)
+        self._features, self._labels = _private(features), _private(labels)
 
     def _fields(self) -> dict[str, Any]:
         return dict(ways=self.ways, shots=self.shots, query=self.query, classes=self.classes, rows=self.num_rows,
                     width=self.width, fingerprint=self.fingerprint)
+
+    def _arguments(self) -> dict[str, Any]:
+        return dict(features=self._features, labels=self._labels, ways=self.ways, shots=self.shots, query=self.query,
+                    classes=np.array(self.classes, dtype=np.int64))
 
     def _rows_per_task(self) -> int:
         return self.ways * max(self.shots, self.query)
@@ -229,10 +243,15 @@ class Regression(DataFamily):
         self.output_width = y.shape[1]
         self.fingerprint = _fingerprint(x, y, ids)
         self._unit_targets = _within_unit(y)
+        self._x, self._y, self._task_ids = _private(x), _private(y), _private(ids)
 
     def _fields(self) -> dict[str, Any]:
         return dict(support=self.support, query=self.query, tasks=self.tasks, rows=self.num_rows,
                     inputs=self.input_width, outputs=self.output_width, fingerprint=self.fingerprint)
+
+    def _arguments(self) -> dict[str, Any]:
+        return dict(x=self._x, y=self._y, task_ids=self._task_ids, support=self.support, query=self.query,
+                    tasks=np.array(self.tasks, dtype=np.int64))
 
     def _rows_per_task(self) -> int:
         return max(self.support, self.query)
@@ -271,10 +290,15 @@ class TaskPool(DataFamily):
         self.output_width: int = classes if classes is not None else batch.y_support.shape[2]
         self.fingerprint = _fingerprint(batch.x_support, batch.y_support, batch.x_query, batch.y_query)
         self._unit_targets = batch.has_labels or (_within_unit(batch.y_support) and _within_unit(batch.y_query))
+        self._batch = TaskBatch(*(_private(getattr(batch, name)) for name in ("x_support", "y_support", "x_query",
+                                                                             "y_query")))
 
     def _fields(self) -> dict[str, Any]:
         return dict(tasks=self.num_tasks, support=self.support_size, query=self.query_size, inputs=self.input_width,
                     outputs=self.output_width, fingerprint=self.fingerprint)
+
+    def _arguments(self) -> dict[str, Any]:
+        return dict(batch=self._batch, classes=self.classes)
 
     def _rows_per_task(self) -> int:
         return max(self.support_size, self.query_size)

@@ -81,8 +81,17 @@ class TaskFamily:
     def __hash__(self) -> int:
         return hash((type(self).__name__, tuple(self._fields().items())))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Pickle and copy rebuild through the constructor: a payload meets the checks that user
+        # input meets, and every copy (copy.copy too) gets a core object of its own.
+        return (_rebuilt, (type(self), self._arguments()))
+
     def _fields(self) -> dict[str, Any]:
         raise NotImplementedError
+
+    def _arguments(self) -> dict[str, Any]:
+        """The constructor's keyword arguments that rebuild the family (for pickle and copy)."""
+        return self._fields()
 
     def _config(self) -> dict[str, Any]:
         """What a saved learner records of the family it was trained on: the class name and
@@ -103,6 +112,16 @@ class TaskFamily:
 
 
 Tasks = Union[TaskFamily, Sampler]
+
+
+def _rebuilt(cls: Any, arguments: Any) -> TaskFamily:
+    """A family that pickle or copy rebuilds: ``cls(**arguments)``, checked as user input is."""
+    if not (isinstance(cls, type) and issubclass(cls, TaskFamily)):
+        raise TypeError(f"a pickled task family must name a TaskFamily class, got {cls!r}")
+    if not isinstance(arguments, dict):
+        raise TypeError(f"a pickled task family's arguments must be a dict, got {type(arguments).__name__}")
+    return cls(**arguments)
+
 
 def family_from_config(config: dict[str, Any]) -> TaskFamily | None:
     """Rebuilds a family from what a saved learner recorded of it (``TaskFamily._config``).
