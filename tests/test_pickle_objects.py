@@ -166,3 +166,19 @@ def test_edited_state_of_a_real_pickle_is_refused():
         pickle.loads(data.replace(b"K\x07", b"K\x00"))
     with pytest.raises(ValueError, match="must be at least 1, got -7"):
         pickle.loads(data.replace(b"K\x07", b"J\xf9\xff\xff\xff"))  # BININT -7
+
+
+@pytest.mark.parametrize("obj", OBJECTS.values(), ids=OBJECTS.keys())
+def test_repr_names_the_type_and_summarises_without_dumping_arrays(obj):
+    text = repr(obj)
+    assert text.startswith(type(obj).__name__ + "(") and text.endswith(")")
+    assert "array(" not in text and "\n" not in text and len(text) < 250
+
+
+def test_repr_of_batch_and_report():
+    assert repr(LABEL_POOL) == ("TaskBatch(5 tasks: x_support float32 (5, 4, 2), y_support int64 (5, 4), "
+                                "x_query float32 (5, 3, 2), y_query int64 (5, 3))")
+    assert repr(ONE_TASK_REPORT) == ("EvaluationReport(num_tasks=1, steps=(0, 1), metric='query loss', "
+                                     "loss=[1, nan], accuracy=None, diverged=[0, 1])")
+    long = mf.EvaluationReport.from_samples(tuple(range(12)), np.full((3, 12), 0.123456), None)
+    assert "loss=[0.1235, 0.1235, 0.1235, 0.1235, 0.1235, 0.1235, 0.1235, 0.1235, ...]" in repr(long)

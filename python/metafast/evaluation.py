@@ -118,6 +118,16 @@ class EvaluationReport:
         return cls(tuple(steps), loss, loss_ci, accuracy, accuracy_ci, losses.shape[0], metric, diverged, losses,
                    accuracies)
 
+    def __repr__(self) -> str:
+        def numbers(values: Optional[np.ndarray]) -> str:
+            if values is None:
+                return "None"
+            shown = [f"{v:.4g}" for v in values[:8]]
+            return f"[{', '.join(shown)}{', ...' if len(values) > 8 else ''}]"
+
+        return (f"EvaluationReport(num_tasks={self.num_tasks}, steps={self.steps}, metric={self.metric!r}, "
+                f"loss={numbers(self.loss)}, accuracy={numbers(self.accuracy)}, diverged={numbers(self.diverged)})")
+
     def __eq__(self, other: object) -> bool:
         """Reports are equal when every field is (arrays: same shapes and values, NaN equal to
         NaN)."""

@@ -113,6 +113,10 @@ class TaskBatch:
     def __len__(self) -> int:
         return self.num_tasks
 
+    def __repr__(self) -> str:
+        arrays = ", ".join(f"{name} {getattr(self, name).dtype} {getattr(self, name).shape}" for name in _ARRAYS)
+        return f"TaskBatch({self.num_tasks} tasks: {arrays})"
+
     def __eq__(self, other: object) -> bool:
         """Batches are equal when their arrays have the same dtypes, shapes and values (NaN
         equal to NaN)."""
