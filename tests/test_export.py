@@ -252,7 +252,9 @@ def test_export_adapted_onnx_computes_the_adapted_predictions(ort, make, sine_ta
 
 
 def test_export_adapted_onnx_refuses_what_cannot_adapt(ort, tmp_path):
-    with pytest.raises(TypeError, match="^learner must be a MetaSGD, MAML or Reptile learner"):
+    refused = (r"^learner must be a supervised learner \(MetaSGD, MAML, Reptile\), which adapts to a support set, "
+               r"got MLP; for another, export learner.model.to_onnx\(adapted_theta, path\)$")
+    with pytest.raises(TypeError, match=refused):
         export.export_adapted_onnx(mf.MLP([1, 8, 1]), tmp_path / "m.onnx", np.zeros((2, 1)), np.zeros((2, 1)))
     learner = mf.MetaSGD(mf.MLP([1, 8, 1]), num_threads=1)
     with pytest.raises(ValueError, match="is a directory"):

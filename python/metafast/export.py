@@ -255,7 +255,8 @@ def export_adapted_onnx(learner: Any, path: Optional[PathLike], x_support: Any, 
     Parameters
     ----------
     learner : MetaSGD, MAML or Reptile
-        A learner with ``adapt(x_support, y_support, steps)``.
+        A supervised learner (:class:`~metafast.supervised.SupervisedLearner`), which has
+        ``adapt(x_support, y_support, steps)``.
     path : str or os.PathLike or None
         Where to write the model (see :func:`to_onnx`); None: write nothing.
     x_support : array_like, shape (rows, inputs)
@@ -270,11 +271,11 @@ def export_adapted_onnx(learner: Any, path: Optional[PathLike], x_support: Any, 
     onnx.ModelProto
         The adapted model, whose outputs are ``learner.predict(x, learner.adapt(...))``.
     """
-    from . import MetaSGD, Reptile  # the public names (MAML is a MetaSGD), imported when used
+    from .supervised import SupervisedLearner  # imported when used: it imports this package's models
 
-    if not isinstance(learner, (MetaSGD, Reptile)):
+    if not isinstance(learner, SupervisedLearner):
         raise TypeError(
-            "learner must be a MetaSGD, MAML or Reptile learner, which adapts to a support set, got "
+            "learner must be a supervised learner (MetaSGD, MAML, Reptile), which adapts to a support set, got "
             f"{type(learner).__name__}; for another, export learner.model.to_onnx(adapted_theta, path)"
         )
     if path is not None:
