@@ -81,6 +81,40 @@ def test_float32_features_stay_float32_until_sampled():
     assert_same_batch(batch.astype("float32"), single.sample(4, seed=2, dtype="float32"))
 
 
+HUGE = np.full((40, 1), 1e39)  # finite in float64, infinite in float32
+ROWS = np.arange(40.0).reshape(-1, 1)
+HUGE_POOL = mf.TaskBatch(np.zeros((2, 3, 1)), np.zeros((2, 3, 1)), np.zeros((2, 2, 1)), np.full((2, 2, 1), -1e39))
+BEYOND_FLOAT32 = {
+    "regression-y": (lambda: Regression(ROWS, HUGE, np.arange(40) % 4, support=3, query=3), "y"),
+    "regression-x": (lambda: Regression(HUGE, ROWS, np.arange(40) % 4, support=3, query=3), "x"),
+    "classification-features": (lambda: Classification(np.hstack([ROWS, HUGE]), np.arange(40) % 4, ways=2, shots=3,
+                                                       query=3), "features"),
+    "pool-y_query": (lambda: TaskPool(HUGE_POOL), "y_query"),
+}
+
+
+@pytest.mark.parametrize("make,name", BEYOND_FLOAT32.values(), ids=BEYOND_FLOAT32.keys())
+def test_float32_tasks_from_data_beyond_float32s_range_are_refused(make, name):
+    family = make()
+    assert np.isfinite(family.sample(2).x_support).all()  # float64 tasks hold the data as it is
+    with pytest.raises(ValueError, match=f"^{name} has values beyond the range of float32 .largest magnitude 1e"
+                                         f"\\+39, above float32's maximum 3.403e\\+38.: {type(family).__name__} "
+                                         "cannot draw float32 tasks"):
+        family.sample(2, dtype="float32")
+    batch = family.sample(2)
+    with pytest.raises(ValueError, match=r"_(support|query) has values beyond the range of float32 \(largest "
+                                         "magnitude 1e\\+39, above float32's maximum"):
+        batch.astype("float32")  # TaskBatch.astype: the same check, the same words
+
+
+def test_float32_tasks_from_data_just_within_float32s_range_are_drawn():
+    largest = float(np.finfo(np.float32).max)
+    family = Regression(ROWS, np.full((40, 1), -largest), np.arange(40) % 4, support=3, query=3)
+    assert (family.sample(2, dtype="float32").y_support == -np.float32(largest)).all()
+    single = Regression(ROWS.astype(np.float32), ROWS.astype(np.float32), np.arange(40) % 4, support=3, query=3)
+    assert single._magnitudes == {}  # float32 data always fits
+
+
 def test_families_keep_their_own_copy_of_the_data():
     features, labels = labelled_rows()
     family = Classification(features, labels, ways=3, shots=1, query=2)

@@ -77,14 +77,37 @@ def params(value: Any, name: str = "theta") -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype.type)
 
 
+def largest_magnitude(array: np.ndarray) -> float:
+    """The largest absolute value among the finite values of a floating array (0.0 if none)."""
+    if array.size == 0:
+        return 0.0
+    with np.errstate(invalid="ignore"):
+        largest = float(np.max(np.abs(array)))
+    if np.isfinite(largest):
+        return largest
+    finite = array[np.isfinite(array)]
+    return float(np.max(np.abs(finite))) if finite.size else 0.0
+
+
+def check_range(largest: float, dtype: Any, name: str, hint: str = "") -> None:
+    """The one check that finite values of magnitude up to `largest` stay finite in `dtype`
+    (1e39 in float32 would become infinity): ValueError naming `name` otherwise. `converted`
+    and the data-set task families (which record their data's magnitude when built and check
+    it when asked for float32 tasks) both use it."""
+    dtype = np.dtype(dtype)
+    with np.errstate(over="ignore"):
+        overflows = bool(np.isinf(dtype.type(largest)))
+    if overflows:
+        raise ValueError(f"{name} has values beyond the range of {dtype} (largest magnitude {largest:.4g}, "
+                         f"above {dtype}'s maximum {np.finfo(dtype).max:.4g}){hint}")
+
+
 def converted(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     """`array` (numeric) as a C-contiguous array of `dtype`; finite values beyond the range of
-    `dtype` (1e300 into float32) are a ValueError, not infinities with a RuntimeWarning."""
-    with np.errstate(over="ignore"):
-        result = np.ascontiguousarray(array, dtype=dtype)
-    if result.dtype.itemsize < array.dtype.itemsize and np.any(np.isinf(result) & np.isfinite(array)):
-        raise ValueError(f"{name} has values beyond the range of {dtype} (largest {np.finfo(dtype).max:.4g})")
-    return result
+    `dtype` (1e300 into float32) are a ValueError (`check_range`), not infinities."""
+    if array.dtype.kind == "f" and array.dtype.itemsize > np.dtype(dtype).itemsize:
+        check_range(largest_magnitude(array), dtype, name)
+    return np.ascontiguousarray(array, dtype=dtype)
 
 
 def floats(value: Any, name: str, dtype: np.dtype, owner: str = "theta") -> np.ndarray:

@@ -22,10 +22,27 @@ class DataFamily(TaskFamily):
     (so the family holds its data twice). A pickled family holds its data; a learner saved
     after training on it records the family's configuration and a SHA-256 fingerprint of the
     data, not the data: :func:`metafast.load` gives such a learner ``tasks = None`` and the
-    record in ``tasks_config``."""
+    record in ``tasks_config``.
+
+    The data keeps its dtype; tasks are drawn in the dtype asked for. A family records the
+    largest magnitude of its float64 arrays when it is built, and refuses float32 tasks (a
+    ValueError naming the array) when that magnitude is beyond float32's range, instead of
+    returning infinities."""
 
     _holds_user_data = True
     fingerprint: str
+    # The largest finite magnitude in each float64 array of the data, recorded when the family is
+    # built: the check of float32 sampling (float32 data always fits).
+    _magnitudes: dict[str, float]
+
+    def _record_magnitudes(self, **arrays: np.ndarray) -> None:
+        self._magnitudes = {name: _validation.largest_magnitude(array) for name, array in arrays.items()
+                            if array.dtype.kind == "f" and array.dtype.itemsize == 8}
+
+    def _check_dtype(self, dtype: np.dtype) -> None:
+        for name, largest in self._magnitudes.items():
+            _validation.check_range(largest, dtype, name, f": {type(self).__name__} cannot draw {dtype} tasks "
+                                                          f"from it; sample in float64 or rescale the data")
 
     def __repr__(self) -> str:
         def shown(value: Any) -> str:
@@ -145,7 +162,8 @@ class Classification(DataFamily):
     ----------
     features : array_like, shape (rows, width)
         The examples (images flattened, embeddings from a frozen network, sensor windows);
-        float32 and float64 are kept as they are, integers become float64. Must be finite.
+        float32 and float64 are kept as they are, integers become float64. Must be finite
+        (and within float32's range for float32 tasks).
     labels : array_like of int, shape (rows,)
         The class of each example (any integers).
     ways : int
@@ -188,6 +206,7 @@ class Classification(DataFamily):
         self.num_rows, self.width = features.shape
         self.fingerprint = _fingerprint(features, labels)
         self._features, self._labels = _private(features), _private(labels)
+        self._record_magnitudes(features=features)
 
     def _fields(self) -> dict[str, Any]:
         return dict(ways=self.ways, shots=self.shots, query=self.query, classes=self.classes, rows=self.num_rows,
@@ -214,9 +233,11 @@ class Regression(DataFamily):
     Parameters
     ----------
     x : array_like, shape (rows, inputs)
-        Inputs (float32 or float64; integers become float64). Must be finite.
+        Inputs (float32 or float64; integers become float64). Must be finite (and within
+        float32's range for float32 tasks).
     y : array_like, shape (rows, outputs) or (rows,)
-        Targets of the same rows. Must be finite.
+        Targets of the same rows; a 1-D ``y`` is one output, ``y.reshape(-1, 1)``. Must be
+        finite (and within float32's range for float32 tasks).
     task_ids : array_like of int, shape (rows,)
         Which task (function) each row belongs to.
     support, query : int
@@ -244,6 +265,7 @@ class Regression(DataFamily):
         self.fingerprint = _fingerprint(x, y, ids)
         self._unit_targets = _within_unit(y)
         self._x, self._y, self._task_ids = _private(x), _private(y), _private(ids)
+        self._record_magnitudes(x=x, y=y)
 
     def _fields(self) -> dict[str, Any]:
         return dict(support=self.support, query=self.query, tasks=self.tasks, rows=self.num_rows,
@@ -292,6 +314,8 @@ class TaskPool(DataFamily):
         self._unit_targets = batch.has_labels or (_within_unit(batch.y_support) and _within_unit(batch.y_query))
         self._batch = TaskBatch(*(_private(getattr(batch, name)) for name in ("x_support", "y_support", "x_query",
                                                                              "y_query")))
+        self._record_magnitudes(x_support=batch.x_support, y_support=batch.y_support, x_query=batch.x_query,
+                                y_query=batch.y_query)
 
     def _fields(self) -> dict[str, Any]:
         return dict(tasks=self.num_tasks, support=self.support_size, query=self.query_size, inputs=self.input_width,

@@ -53,7 +53,9 @@ class TaskFamily:
         iteration : int
             Meta-iteration whose tasks to draw.
         dtype : {"float32", "float64"}
-            Dtype of the floating arrays (integer labels stay int64).
+            Dtype of the floating arrays (integer labels stay int64). A data-set family whose
+            data holds finite values beyond float32's range refuses float32 (ValueError naming
+            the array) rather than return infinities.
         num_threads : int or None
             Threads that draw the tasks (None: all cores). The tasks do not depend on it.
 
@@ -67,6 +69,7 @@ class TaskFamily:
         iteration = _validation.seed(iteration, "iteration")
         dtype = _validation.float_dtype(dtype)
         threads = _validation.num_threads(num_threads)
+        self._check_dtype(dtype)
         _memory.check(num_tasks * self._values_per_task() * 8, f"sampling {num_tasks} tasks")
         arrays = _core.sample_tasks(self._impl, num_tasks, seed, iteration, dtype.name, threads)
         return TaskBatch(*arrays)
@@ -92,6 +95,10 @@ class TaskFamily:
     def _arguments(self) -> dict[str, Any]:
         """The constructor's keyword arguments that rebuild the family (for pickle and copy)."""
         return self._fields()
+
+    def _check_dtype(self, dtype: np.dtype) -> None:
+        """Raises ValueError if tasks in ``dtype`` would turn finite data into infinities (only
+        data-set families can); whatever draws tasks natively in a dtype calls it first."""
 
     def _config(self) -> dict[str, Any]:
         """What a saved learner records of the family it was trained on: the class name and
