@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import time
 from typing import Any, Sequence
@@ -14,7 +15,7 @@ from ._atomic_file import check_destination
 from .io import load
 from .maml import MAML
 from .meta_sgd import MetaSGD
-from .mlp import MLP
+from .mlp import INIT_SCHEMES, MLP
 from .plot import PlottingUnavailable, adaptation_figure, history_figure, navigation_figure
 from .reptile import Reptile
 from .rl import MetaSGDRL, Navigation2D
@@ -55,6 +56,13 @@ def positive_float(text: str) -> float:
     return value
 
 
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if not np.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
+    return value
+
+
 def unit_interval(text: str) -> float:
     value = float(text)
     if not 0.0 <= value <= 1.0:  # NaN fails too
@@ -64,47 +72,79 @@ def unit_interval(text: str) -> float:
 
 def init_scheme(text: str) -> Any:
     """--init: a scheme of MLP.init, or normal:STD."""
-    if text in ("auto", "he", "glorot", "pytorch"):
+    if text in INIT_SCHEMES:
         return text
     if text.startswith("normal:"):
         return "normal", positive_float(text.split(":", 1)[1])
-    raise argparse.ArgumentTypeError(f"must be auto, he, glorot, pytorch or normal:STD, got {text}")
+    raise argparse.ArgumentTypeError(f"must be {', '.join(INIT_SCHEMES)} or normal:STD, got {text}")
 
 
 positive_int.__name__ = "positive integer"
 non_negative_int.__name__ = "non-negative integer"
 positive_float.__name__ = "positive number"
+non_negative_float.__name__ = "non-negative number"
 unit_interval.__name__ = "number in [0, 1]"
 
 ALGORITHMS = ("metasgd", "maml", "reptile", "metasgd-rl")
 ALGORITHM_NAMES = {"metasgd": "Meta-SGD", "maml": "MAML", "reptile": "Reptile",
                    "metasgd-rl": "Meta-SGD RL"}  # as the docs spell them
-# The defaults of the train options that depend on the algorithm. argparse leaves these options
+LEARNERS = {"metasgd": MetaSGD, "maml": MAML, "reptile": Reptile, "metasgd-rl": MetaSGDRL}
+# The train options that depend on the algorithm, per algorithm. argparse leaves these options
 # None, so a value the user asks for is always honoured, whatever it is; one an algorithm does
 # not use is an error rather than silently ignored.
+ALGORITHM_OPTIONS: dict[str, tuple[str, ...]] = {
+    "metasgd": ("meta_batch", "inner_steps", "alpha_init", "meta_lr", "meta_optimizer", "first_order",
+                "alpha_per_step", "clip_grad_norm", "init", "alpha_lr"),
+    "maml": ("meta_batch", "inner_steps", "inner_lr", "meta_lr", "meta_optimizer", "first_order", "clip_grad_norm",
+             "init"),
+    "reptile": ("meta_batch", "inner_optimizer", "inner_lr", "inner_epochs", "inner_batch", "epsilon",
+                "epsilon_final", "shuffle"),
+    "metasgd-rl": ("meta_batch", "alpha_init", "meta_lr", "meta_optimizer", "first_order", "trajectories", "gamma",
+                   "alpha_lr", "inner_steps"),
+}
+# Options named otherwise than the learner's parameter they set.
+PARAMETER_NAMES = {"trajectories": "inner_trajectories"}
+
+
+def signature_default(learner: type, option: str) -> Any:
+    """The default of the parameter an option sets: the learner's constructor's, or, for an
+    option of training such as meta_batch, its fit's. The learners' signatures are the one
+    source of truth; the command line copies none of them."""
+    name = PARAMETER_NAMES.get(option, option)
+    for method in (learner.__init__, learner.fit):  # type: ignore[misc]
+        parameter = inspect.signature(method).parameters.get(name)
+        if parameter is not None:
+            if parameter.default is inspect.Parameter.empty:
+                raise TypeError(f"{learner.__name__}.{method.__name__} has no default for {name}")
+            return parameter.default
+    raise TypeError(f"neither {learner.__name__}() nor its fit takes {name}")
+
+
+# None: the learner's default, which depends on other settings (the learners' docstrings).
 TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
-    "metasgd": dict(meta_batch=25, inner_steps=1, alpha_init=0.01, meta_lr=1e-3, meta_optimizer="adam",
-                    first_order=False, alpha_per_step=False, clip_grad_norm=None, init="auto", alpha_lr=None),
-    "maml": dict(meta_batch=25, inner_steps=1, inner_lr=0.01, meta_lr=1e-3, meta_optimizer="adam", first_order=False,
-                 clip_grad_norm=None, init="auto"),
-    # None: the learner's default, which depends on the loss (Reptile's docstring).
-    "reptile": dict(meta_batch=5, inner_optimizer=None, inner_lr=None, inner_epochs=10, inner_batch=10,
-                    epsilon=0.1, epsilon_final=None, shuffle=False),
-    "metasgd-rl": dict(meta_batch=20, alpha_init=0.0015, meta_lr=1e-3, meta_optimizer="adam", first_order=False,
-                       trajectories=20, gamma=0.99, alpha_lr=None, inner_steps=1),
+    algorithm: {option: signature_default(LEARNERS[algorithm], option) for option in options}
+    for algorithm, options in ALGORITHM_OPTIONS.items()
 }
 TRAIN_OPTIONS = sorted({name for defaults in TRAIN_DEFAULTS.values() for name in defaults})
 
 
 def defaults_help(name: str, flag: bool = False) -> str:
     """The algorithms an option applies to and its defaults, from TRAIN_DEFAULTS: "A, B;
-    default X", "default X for A, Y for B", or, for a flag, "A, B"."""
+    default X", "default X for A and B; Y for C", or, for a flag, "A, B"."""
     values = {algorithm: defaults[name] for algorithm, defaults in TRAIN_DEFAULTS.items() if name in defaults}
     if flag:
         return ", ".join(values)
     if len(set(values.values())) == 1:
         return f"{', '.join(values)}; default {next(iter(values.values()))}"
-    return "default " + ", ".join(f"{value} for {algorithm}" for algorithm, value in values.items())
+    users: dict[Any, list[str]] = {}  # each value and the algorithms it is the default of
+    for algorithm, value in values.items():
+        users.setdefault(value, []).append(algorithm)
+    return "default " + "; ".join(f"{value} for {listed(algorithms)}" for value, algorithms in users.items())
+
+
+def listed(names: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
 
 
 def resolve_train_defaults(args: argparse.Namespace) -> None:
@@ -163,12 +203,12 @@ def build_parser() -> Parser:
                        help="also save the model to --save every N meta-iterations (default: at the end only)")
     train.add_argument("--resume", metavar="FILE",
                        help="continue the run saved in FILE (a --save file) up to --iterations meta-iterations; the "
-                            "learner, its hyperparameters, seed and task family come from FILE (pass the same "
-                            "--meta-batch to continue bit for bit)")
+                            "learner, its hyperparameters, seed and task family come from FILE; needs --meta-batch, "
+                            "the one the run used (FILE does not record it), to continue bit for bit")
     # Options whose default depends on the algorithm: default=None, resolved by resolve_train_defaults.
     sgd = train.add_argument_group("Meta-SGD and MAML")
     sgd.add_argument("--inner-steps", type=positive_int, help=f"inner steps ({defaults_help('inner_steps')})")
-    sgd.add_argument("--alpha-init", type=positive_float,
+    sgd.add_argument("--alpha-init", type=non_negative_float,
                      help=f"initial inner learning rates ({defaults_help('alpha_init')})")
     sgd.add_argument("--meta-lr", type=positive_float, help=f"meta learning rate ({defaults_help('meta_lr')})")
     sgd.add_argument("--alpha-lr", type=positive_float,
@@ -183,7 +223,7 @@ def build_parser() -> Parser:
     sgd.add_argument("--clip-grad-norm", type=positive_float, metavar="NORM",
                      help="clip the mean meta-gradient to this norm (metasgd, maml; default: no clipping)")
     sgd.add_argument("--init", type=init_scheme, metavar="SCHEME",
-                     help="initial theta: auto, he, glorot, pytorch or normal:STD, e.g. normal:0.01 (metasgd, maml; "
+                     help=f"initial theta: {', '.join(INIT_SCHEMES)} or normal:STD, e.g. normal:0.01 (metasgd, maml; "
                           "default auto: He before ReLU, Glorot otherwise)")
     rep = train.add_argument_group("Reptile")
     rep.add_argument("--inner-optimizer", choices=("adam", "sgd"),
@@ -279,7 +319,6 @@ def make_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]
                    alpha_lr=args.alpha_lr, **common), (family,)
 
 
-LEARNERS = {"metasgd": MetaSGD, "maml": MAML, "reptile": Reptile, "metasgd-rl": MetaSGDRL}
 # What a resumed run takes from its file: every option that describes the learner or its tasks.
 RESUMED_OPTIONS = ("task", "hidden", "activation", "support", "query", "dtype", "seed",
                    *(name for name in TRAIN_OPTIONS if name != "meta_batch"))
@@ -299,11 +338,21 @@ def resumed_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ..
                         f"--iterations")
     if isinstance(learner, MetaSGDRL):
         args.task = "nav2d"
-        return learner, ()
-    if type(learner.tasks) not in TASK_NAMES:
-        raise UserError(f"{args.resume} does not record a built-in task family to go on training on")
-    args.task = TASK_NAMES[type(learner.tasks)]
-    return learner, (learner.tasks,)
+        tasks: tuple[TaskFamily, ...] = ()
+    elif type(learner.tasks) in TASK_NAMES:
+        args.task = TASK_NAMES[type(learner.tasks)]
+        tasks = (learner.tasks,)
+    else:
+        told = untold_tasks(learner) if learner.tasks is None else f"was trained on {learner.tasks!r}"
+        raise UserError(f"{args.resume} {told}, so it records no task family the command line trains on: resume "
+                        f"it from Python, with learner = metafast.load({str(args.resume)!r}) and then "
+                        "learner.fit(your_tasks, ...)")
+    if args.meta_batch is None:
+        # A saved file does not record the meta-batch of its run, and the default may not be the
+        # one it used: the user says which, rather than the run changing silently.
+        raise UserError(f"--resume needs --meta-batch, the one {args.resume} was trained with: the file does not "
+                        "record it, and only the same meta-batch continues the run bit for bit")
+    return learner, tasks
 
 
 def default_steps(learner: MetaSGD | Reptile) -> int:
@@ -375,6 +424,17 @@ def plot_training(learner: Any, tasks: tuple[TaskFamily, ...], args: argparse.Na
         history_figure({label: learner.history}, args.plot, loss=learner.loss, family=family)
 
 
+def untold_tasks(learner: Any) -> str:
+    """What a model file that holds no built-in task family says of the tasks it was trained on."""
+    saved = learner.tasks_config
+    if saved is not None:
+        return f"was trained on a {saved['family']} family of the user's data, which the file does not hold"
+    if learner.iteration == 0:
+        return "holds an untrained model, which names no task family"
+    return ("was trained on a Python sampler (or on batches given to meta_step): the file does not hold its "
+            "tasks")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     learner = load(args.model, num_threads=args.threads)
     if isinstance(learner, MetaSGDRL):
@@ -384,11 +444,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         return 0
     args.steps = args.steps or [0, 1, 10]
     if learner.tasks is None:
-        saved = learner.tasks_config
-        if saved is not None:
-            raise UserError(f"{args.model} was trained on a {saved['family']} family of the user's data, which "
-                            "the file does not hold: evaluate it from Python, learner.evaluate(family)")
-        raise UserError(f"{args.model} does not record the task family it was trained on")
+        raise UserError(f"{args.model} {untold_tasks(learner)}: evaluate it from Python, with learner = "
+                        f"metafast.load({str(args.model)!r}) and then learner.evaluate(your_tasks)")
     report = learner.evaluate(learner.tasks, num_tasks=args.tasks, steps=args.steps, seed=args.eval_seed)
     print(f"{type(learner).__name__} on {learner.tasks!r}")
     print(report)
