@@ -146,6 +146,14 @@ def test_every_init_scheme_is_accepted(scheme):
     assert cli.init_scheme(scheme) == scheme
 
 
+@pytest.mark.parametrize("learner,steps", [(mf.MetaSGD(mf.MLP([1, 2, 1]), inner_steps=3), 3),
+                                           (mf.MAML(mf.MLP([1, 2, 1]), inner_steps=2), 2),
+                                           (mf.Reptile(mf.MLP([1, 2, 1])), 10)], ids=["metasgd", "maml", "reptile"])
+def test_plots_adapt_with_the_inner_steps_of_training(learner, steps):
+    # MAML is no longer a kind of MetaSGD: it was plotted after 10 steps whatever it trained with
+    assert cli.default_steps(learner) == steps
+
+
 def test_metasgd_defaults(tmp_path):
     model = tmp_path / "m.npz"
     assert main(["train", "metasgd", "--iterations", "1", "--hidden", "4", "--quiet", "--save", str(model)]) == 0

@@ -355,8 +355,9 @@ def resumed_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ..
     return learner, tasks
 
 
-def default_steps(learner: MetaSGD | Reptile) -> int:
-    return learner.inner_steps if isinstance(learner, MetaSGD) else 10
+def default_steps(learner: MetaSGD | MAML | Reptile) -> int:
+    """Adaptation steps a plot shows: the inner steps of meta-training (Meta-SGD, MAML), or 10."""
+    return learner.inner_steps if isinstance(learner, (MetaSGD, MAML)) else 10
 
 
 def processes_text(comm: Any) -> str:
