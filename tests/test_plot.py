@@ -32,7 +32,7 @@ def test_training_curves_name_what_they_show(family, loss, chance):
     assert plot.LOSS_NAMES[loss] in ax.get_ylabel()
     assert type(family).__name__ in ax.get_title()
     labels = [text.get_text() for text in ax.get_legend().get_texts()]
-    assert "Meta-SGD, mean of 10 iterations" in labels
+    assert "Meta-SGD, moving mean of 10 iterations" in labels
     lines = {line.get_label(): line for line in ax.get_lines()}
     if chance is None:
         assert not any(label.startswith("chance") for label in labels)
@@ -60,3 +60,83 @@ def test_navigation_paths_stay_inside_their_frames(tmp_path, monkeypatch):
         for line in ax.get_lines():
             assert np.all((low <= line.get_xdata()) & (line.get_xdata() <= high))
             assert np.all((bottom <= line.get_ydata()) & (line.get_ydata() <= top))
+
+
+def legend_labels(ax):
+    return [text.get_text() for text in ax.get_legend().get_texts()]
+
+
+@pytest.mark.parametrize("iterations,label", [(1, "per iteration"), (100, "per iteration"),
+                                              (499, "per iteration"), (500, "moving mean of 10 iterations"),
+                                              (20_000, "moving mean of 400 iterations")])
+def test_short_runs_are_drawn_per_iteration(iterations, label):
+    # a "mean of 2 iterations" says nothing: runs too short for 10 are drawn as they are
+    figure, ax = plot.pyplot().subplots()
+    history = np.linspace(2.0, 0.5, iterations)
+    plot.plot_history(ax, {"Reptile": history}, loss="mse")
+    assert legend_labels(ax) == [f"Reptile, {label}"]
+    plot.pyplot().close(figure)
+
+
+def captured_axes(monkeypatch):
+    """The axes of every figure the plot module saves."""
+    axes = []
+    savefig = plot.pyplot().Figure.savefig
+    monkeypatch.setattr(plot.pyplot().Figure, "savefig", lambda self, *a, **k: (axes.extend(self.axes),
+                                                                                  savefig(self, *a, **k)))
+    return axes
+
+
+def one_input_regression(seed):
+    """A Regression family of one input whose true function is not a sine: y = x^2."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-2, 2, (200, 1))
+    return mf.tasks.Regression(x, x**2 + np.repeat(np.arange(10.0), 20)[:, None], np.repeat(np.arange(10), 20),
+                               support=5, query=5)
+
+
+@pytest.mark.parametrize("family,true_curve", [(mf.tasks.Sinusoid(), True), (one_input_regression(0), False)],
+                         ids=["sine", "regression"])
+def test_the_true_function_is_drawn_for_sine_tasks_only(tmp_path, monkeypatch, family, true_curve):
+    learner = mf.MetaSGD(mf.MLP([1, 8, 1]), num_threads=1)
+    learner.fit(family, iterations=2, meta_batch=2, progress=False)
+    axes = captured_axes(monkeypatch)
+    tasks = [family.sample(1, seed=s) for s in (1, 2)]
+    plot.adaptation_figure(tasks, {"Meta-SGD": (learner, 1)}, {"Meta-SGD": learner.history},
+                           str(tmp_path / "a.png"), family=family)
+    panels = [ax for ax in axes if ax.get_xlabel() == "x"]
+    assert len(panels) == 2
+    labels = legend_labels(panels[0])
+    assert ("true" in labels) == true_curve and ("query" in labels) != true_curve
+    assert {"support", "Meta-SGD, before", "Meta-SGD, 1 step"} <= set(labels)
+    for ax, task in zip(panels, tasks):
+        if true_curve:  # the sine through the task's points: it passes through every one
+            (line,) = [line for line in ax.get_lines() if line.get_label() == "true"]
+            x = task.x_support[0, :, 0]
+            np.testing.assert_allclose(np.interp(x, line.get_xdata(), line.get_ydata()), task.y_support[0, :, 0],
+                                       atol=0.05)
+
+
+@pytest.mark.parametrize("family,message", [(mf.tasks.LinearBinary(dim=3), "got 3 inputs and 1 outputs"),
+                                            (mf.tasks.GaussianNWay(dim=1), "got class labels")],
+                         ids=["three-inputs", "labels"])
+def test_adaptation_figure_refuses_tasks_it_cannot_draw(tmp_path, family, message):
+    with pytest.raises(ValueError, match=f"tasks\\[0\\] must have one input and one real target per point.*{message}"):
+        plot.adaptation_figure([family.sample(1)], {}, {}, str(tmp_path / "a.png"), family=family)
+    assert not (tmp_path / "a.png").exists()
+
+
+def test_navigation_legend_entries_all_show_something(tmp_path, monkeypatch):
+    learner = mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]), inner_trajectories=2, seed=0, num_threads=1)
+    learner.fit(iterations=2, meta_batch=2, progress=False)
+    axes = captured_axes(monkeypatch)
+    plot.navigation_figure(learner, np.array([[0.4, -0.4]]), 1, str(tmp_path / "nav.png"))
+    panel, curve = axes
+    assert legend_labels(panel) == ["before adaptation", "after 1 step", "start", "goal"]
+    assert legend_labels(curve) == ["Meta-SGD, per iteration"]  # not "mean of 2 iterations"
+    (before,) = [line for line in panel.get_lines() if line.get_label() == "before adaptation"]
+    (start,) = [c for c in panel.collections if c.get_label() == "start"]
+    # however short the path before adaptation, its end shows: a marker drawn above the start's
+    assert before.get_marker() not in ("None", "", None) and before.get_markevery() == [len(before.get_xdata()) - 1]
+    assert before.get_zorder() > start.get_zorder()
+    assert before.get_color() != "tab:blue"  # not the after-adaptation colour

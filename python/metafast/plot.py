@@ -1,5 +1,6 @@
 """Pictures of meta-learning with matplotlib (an optional dependency: ``pip install
-'metafast[plot]'``): adaptation to held-out sine tasks, and meta-training loss curves."""
+'metafast[plot]'``): adaptation to held-out tasks of one input (sine waves, with their true
+function), meta-training curves, and the paths of navigation policies."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .task_batch import TaskBatch
+from .tasks import Sinusoid
 
 
 class PlottingUnavailable(ImportError):
@@ -65,6 +67,9 @@ def smooth(values: np.ndarray, window: int) -> np.ndarray:
     return (sums[stops] - sums[starts]) / (stops - starts)
 
 
+# The narrowest moving average a training curve is drawn with; shorter runs are drawn as they are.
+MIN_WINDOW = 10
+
 LOSS_NAMES = {"mse": "mean squared error", "bce": "binary cross-entropy", "softmax_ce": "cross-entropy"}
 
 
@@ -81,8 +86,9 @@ def chance_level(loss: str | None, family: Any) -> tuple[float, str] | None:
 def plot_history(ax: Any, histories: dict[str, np.ndarray], loss: str | None = None, family: Any = None,
                  metric: str = "query loss after adaptation") -> None:
     """Meta-training curves of several learners: every iteration's value, faint, and a centred
-    moving average over 1/50 of the run (the legend says how many iterations); loss curves on
-    a log scale, with the chance level of classification tasks.
+    moving average over 1/50 of the run (the legend says how many iterations); a run too short
+    for an average of ``MIN_WINDOW`` iterations is drawn as it is ("per iteration"). Loss
+    curves on a log scale, with the chance level of classification tasks.
 
     Parameters
     ----------
@@ -100,10 +106,12 @@ def plot_history(ax: Any, histories: dict[str, np.ndarray], loss: str | None = N
     """
     for (label, history), color in zip(histories.items(), ("tab:blue", "tab:orange", "tab:green", "tab:red")):
         iterations = np.arange(1, len(history) + 1)
-        window = max(1, len(history) // 50)
+        window = len(history) // 50
+        if window < MIN_WINDOW:  # a short run: its values as they are, an average of 2 would only blur them
+            ax.plot(iterations, history, color=color, label=f"{label}, per iteration")
+            continue
         ax.plot(iterations, history, color=color, lw=0.5, alpha=0.25)
-        averaged = f", mean of {window} iterations" if window > 1 else ""
-        ax.plot(iterations, smooth(history, window), color=color, label=f"{label}{averaged}")
+        ax.plot(iterations, smooth(history, window), color=color, label=f"{label}, moving mean of {window} iterations")
     chance = chance_level(loss, family)
     if chance is not None:
         ax.axhline(chance[0], color="gray", ls="--", lw=1, label=chance[1])
@@ -115,27 +123,48 @@ def plot_history(ax: Any, histories: dict[str, np.ndarray], loss: str | None = N
     ax.legend(fontsize=8)
 
 
-def plot_sine_adaptation(ax: Any, task: TaskBatch, learners: dict[str, tuple[Any, int]]) -> None:
-    """One held-out sine task: its support points, the curve it came from (estimated from the
-    task's own points), and each learner's prediction before and after ``steps`` adaptation
-    steps.
+def check_one_dimensional(task: Any, name: str) -> None:
+    """A task :func:`plot_adaptation` can draw: a TaskBatch of real targets, one input and one
+    output per point."""
+    if not isinstance(task, TaskBatch):
+        raise TypeError(f"{name} must be a metafast.TaskBatch, got {type(task).__name__}")
+    if task.has_labels or task.input_width != 1 or task.y_support.shape[-1] != 1:
+        what = "class labels" if task.has_labels else f"{task.input_width} inputs and {task.y_support.shape[-1]} outputs"
+        raise ValueError(f"{name} must have one input and one real target per point to be drawn as a curve, got {what}")
+
+
+def plot_adaptation(ax: Any, task: TaskBatch, learners: dict[str, tuple[Any, int]], family: Any = None) -> None:
+    """One held-out task of one input and one output: its support points, and each learner's
+    prediction before and after ``steps`` adaptation steps. For sine tasks (``family`` a
+    :class:`~metafast.tasks.Sinusoid`) the true function is drawn too; for any other family,
+    whose true function the figure does not know, the query points are drawn instead.
 
     Parameters
     ----------
     ax : matplotlib.axes.Axes
         Where to draw.
     task : TaskBatch
-        One sine task (its first task is drawn), inputs and targets of width 1.
+        Its first task is drawn; inputs and targets of width 1.
     learners : dict of str to (learner, int)
         Each learner's label, the learner (with ``adapt`` and ``predict``) and the number of
         adaptation steps to show; at most three.
+    family : TaskFamily, optional
+        The family the task came from.
     """
-    x_all = np.concatenate([task.x_support[0, :, 0], task.x_query[0, :, 0]])
-    y_all = np.concatenate([task.y_support[0, :, 0], task.y_query[0, :, 0]])
+    check_one_dimensional(task, "task")
+    x_support, y_support = task.x_support[0, :, 0], task.y_support[0, :, 0]
+    x_query, y_query = task.x_query[0, :, 0], task.y_query[0, :, 0]
+    x_all, y_all = np.concatenate([x_support, x_query]), np.concatenate([y_support, y_query])
     grid = np.linspace(x_all.min() - 0.5, x_all.max() + 0.5, 200)[:, None]
-    coef, *_ = np.linalg.lstsq(np.column_stack([np.sin(x_all), np.cos(x_all)]), y_all, rcond=None)
-    ax.plot(grid[:, 0], coef[0] * np.sin(grid[:, 0]) + coef[1] * np.cos(grid[:, 0]), color="black", lw=2, label="true")
-    ax.scatter(task.x_support[0, :, 0], task.y_support[0, :, 0], color="black", zorder=3, label="support")
+    if isinstance(family, Sinusoid):
+        # A sine task is noiseless and A sin(x + s phi) = a sin x + b cos x: the least-squares fit
+        # through the task's own points is its true function.
+        coef, *_ = np.linalg.lstsq(np.column_stack([np.sin(x_all), np.cos(x_all)]), y_all, rcond=None)
+        ax.plot(grid[:, 0], coef[0] * np.sin(grid[:, 0]) + coef[1] * np.cos(grid[:, 0]), color="black", lw=2,
+                label="true")
+    else:
+        ax.scatter(x_query, y_query, facecolors="none", edgecolors="gray", zorder=3, label="query")
+    ax.scatter(x_support, y_support, color="black", zorder=3, label="support")
     for (label, (learner, steps)), color in zip(learners.items(), ("tab:blue", "tab:orange", "tab:green")):
         params = learner.adapt(task.x_support[0], task.y_support[0], steps=steps)
         ax.plot(grid[:, 0], learner.predict(grid), color=color, ls=":", label=f"{label}, before")
@@ -150,27 +179,32 @@ def adaptation_figure(tasks: Sequence[TaskBatch], learners: dict[str, tuple[Any,
     Parameters
     ----------
     tasks : sequence of TaskBatch
-        One-task sine batches, a column each (see :func:`plot_sine_adaptation`).
+        One-task batches of one input and one output, a column each (see
+        :func:`plot_adaptation`).
     learners : dict of str to (learner, int)
-        As in :func:`plot_sine_adaptation`.
+        As in :func:`plot_adaptation`.
     histories : dict of str to ndarray
         As in :func:`plot_history`.
     path : str
         The PNG file to write.
     family : TaskFamily, optional
-        The sine family, named in the title of the curves.
+        The tasks' family, named in the title of the curves; the true function is drawn for
+        a :class:`~metafast.tasks.Sinusoid` only.
     """
+    for index, task in enumerate(tasks):  # before any figure is made
+        check_one_dimensional(task, f"tasks[{index}]")
+    loss = next((getattr(learner, "loss", None) for learner, _ in learners.values()), None) or "mse"
     plt = pyplot()
     figure = plt.figure(figsize=(4.2 * max(len(tasks), 1), 7.5), layout="constrained")
     grid = figure.add_gridspec(2, max(len(tasks), 1))
     for column, task in enumerate(tasks):
         ax = figure.add_subplot(grid[0, column])
-        plot_sine_adaptation(ax, task, learners)
+        plot_adaptation(ax, task, learners, family)
         ax.set_title(f"held-out task {column + 1}")
         if column == 0:
             ax.set_ylabel("y")
             ax.legend(fontsize=7, loc="lower left")
-    plot_history(figure.add_subplot(grid[1, :]), histories, loss="mse", family=family)
+    plot_history(figure.add_subplot(grid[1, :]), histories, loss=loss, family=family)
     figure.savefig(path, dpi=110)
     plt.close(figure)
 
@@ -227,8 +261,8 @@ def mean_paths(policy: Any, theta: np.ndarray, goals: np.ndarray, env: Any) -> n
 
 
 def navigation_figure(learner: Any, goals: np.ndarray, steps: int, path: str) -> None:
-    """For each goal: the paths of the policy's mean before and after ``steps`` adaptation
-    steps, and the meta-training curve; written to ``path`` (PNG).
+    """For each goal: the paths of the policy's mean before (dashed, gray, ending in a cross)
+    and after ``steps`` adaptation steps, and the meta-training curve; written to ``path`` (PNG).
 
     Parameters
     ----------
@@ -252,9 +286,13 @@ def navigation_figure(learner: Any, goals: np.ndarray, steps: int, path: str) ->
                 float(np.abs(goals).max())) * 1.1
     for column, (goal, after) in enumerate(zip(goals, afters)):
         ax = figure.add_subplot(grid[0, column])
-        ax.plot(*before[column].T, ls=":", color="tab:blue", label="before adaptation")
+        # Before adaptation the policy does not know the goal, and a meta-trained one often stays
+        # near the start: its path is drawn above the start's marker and ends in a cross, so
+        # that it shows however short it is.
+        ax.plot(*before[column].T, ls="--", color="tab:gray", marker="X", markevery=[len(before[column]) - 1],
+                zorder=4, label="before adaptation")
         ax.plot(*after.T, color="tab:blue", label=f"after {steps} step{'s' * (steps != 1)}")
-        ax.scatter([0], [0], color="black", marker="o", zorder=3, label="start")
+        ax.scatter([0], [0], facecolors="none", edgecolors="black", marker="o", s=60, zorder=3, label="start")
         ax.scatter([goal[0]], [goal[1]], color="tab:red", marker="*", s=150, zorder=3, label="goal")
         ax.set_xlim(-reach, reach)
         ax.set_ylim(-reach, reach)
