@@ -126,9 +126,9 @@ def loads(function, *args):
 
 
 TAMPERED = {
-    "MLP-zero-width": ((mf.MLP, [1, 0, 1], "relu", "identity", True), ValueError, "must be at least 1, got 0"),
-    "MLP-negative-width": ((mf.MLP, [1, -5, 1], "relu", "identity", True), ValueError, "must be at least 1, got -5"),
-    "MLP-huge-width": ((mf.MLP, [1, 2**40, 1], "relu", "identity", True), ValueError, "must be at most 16777216"),
+    "MLP-zero-width": ((mf.MLP, [1, 0, 1], "relu", "identity", True), ValueError, r"sizes\[1\] must be at least 1, got 0"),
+    "MLP-negative-width": ((mf.MLP, [1, -5, 1], "relu", "identity", True), ValueError, r"sizes\[1\] must be at least 1, got -5"),
+    "MLP-huge-width": ((mf.MLP, [1, 2**40, 1], "relu", "identity", True), ValueError, r"sizes\[1\] must be at most 16777216"),
     "MLP-float-width": ((mf.MLP, [1, 2.5, 1], "relu", "identity", True), TypeError, "must be an integer"),
     "MLP-unknown-activation": ((mf.MLP, [1, 2, 1], "evil", "identity", True), ValueError, "activation must be one of"),
     "MLP-bias-string": ((mf.MLP, [1, 2, 1], "relu", "identity", "yes"), TypeError, "bias must be True or False"),
@@ -162,9 +162,9 @@ def test_edited_state_of_a_real_pickle_is_refused():
     """The widths of a real pickle of MLP([1, 7, 1]) edited in its bytes to 0 and to -7."""
     data = pickle.dumps(mf.MLP([1, 7, 1]), protocol=2)
     assert data.count(b"K\x07") == 1  # BININT1 7: the hidden width
-    with pytest.raises(ValueError, match="must be at least 1, got 0"):
+    with pytest.raises(ValueError, match=r"sizes\[1\] must be at least 1, got 0"):
         pickle.loads(data.replace(b"K\x07", b"K\x00"))
-    with pytest.raises(ValueError, match="must be at least 1, got -7"):
+    with pytest.raises(ValueError, match=r"sizes\[1\] must be at least 1, got -7"):
         pickle.loads(data.replace(b"K\x07", b"J\xf9\xff\xff\xff"))  # BININT -7
 
 

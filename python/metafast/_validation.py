@@ -207,7 +207,7 @@ def step_counts(steps: Any) -> list[int]:
     """The distinct numbers of adaptation steps an evaluation reports, in increasing order."""
     if isinstance(steps, (str, bytes)) or not hasattr(steps, "__iter__"):
         raise TypeError(f"steps must be a sequence of step counts, e.g. (0, 1, 5), got {steps!r}")
-    counts = sorted({count(s, "steps[i]", minimum=0) for s in steps})
+    counts = sorted({count(s, f"steps[{i}]", minimum=0) for i, s in enumerate(steps)})
     if not counts:
         raise ValueError("steps must name at least one number of adaptation steps")
     return counts

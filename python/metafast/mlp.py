@@ -12,6 +12,11 @@ from ._docs import shared_docs
 
 Layers = list[tuple[np.ndarray, Optional[np.ndarray]]]
 
+# The core's limits (Mlp::max_width_allowed, Mlp::max_params_allowed): far beyond memory, far
+# from any overflow of a size product.
+MAX_WIDTH = 2**24
+MAX_PARAMS = 2**36
+
 
 class MLP:
     """A multilayer perceptron whose parameters live in one flat vector ``theta``.
@@ -63,12 +68,16 @@ class MLP:
     ) -> None:
         if isinstance(sizes, (str, bytes)) or not isinstance(sizes, (Sequence, np.ndarray)):
             raise TypeError(f"sizes must be a sequence of layer widths, got {sizes!r}")
-        widths = [_validation.integer(s, "sizes[i]", minimum=1, maximum=2**24) for s in sizes]
+        widths = [_validation.integer(s, f"sizes[{i}]", minimum=1, maximum=MAX_WIDTH) for i, s in enumerate(sizes)]
+        bias = _validation.boolean(bias, "bias")
+        params = sum(a * b + (b if bias else 0) for a, b in zip(widths[:-1], widths[1:]))
+        if params > MAX_PARAMS:
+            raise ValueError(f"the network has {params:,} parameters, more than the limit of {MAX_PARAMS:,} (2**36)")
         self._impl = _core.MLP(
             widths,
             _validation.string(activation, "activation"),
             _validation.string(output, "output"),
-            _validation.boolean(bias, "bias"),
+            bias,
         )
 
     @property
