@@ -162,7 +162,17 @@ BAD_BATCHES = {
     "empty": (lambda x: mf.TaskBatch(x[:, :0], x[:, :0], x, x), ValueError, "x_support must not be empty"),
     "mixed-labels": (lambda x: mf.TaskBatch(x, np.zeros((2, 4), dtype=int), x, x), TypeError, "both be integer labels"),
     "object": (lambda x: mf.TaskBatch(x.astype(object), x, x, x), TypeError, "x_support must be a float32 or float64"),
-    "widths": (lambda x: mf.TaskBatch(x, x, x[..., :1], x), ValueError, "same input and output widths"),
+    "input-widths": (lambda x: mf.TaskBatch(x, x, x[..., :1], x), ValueError,
+                     r"^support and query sets must have the same input width, got x_support of width 2 and x_query "
+                     r"of width 1$"),
+    "output-widths": (lambda x: mf.TaskBatch(x, x[..., :1], x, x), ValueError,
+                      r"^support and query sets must have the same output width, got y_support of width 1 and "
+                      r"y_query of width 2$"),
+    "integer-regression-targets": (lambda x: mf.TaskBatch(x, x.astype(int), x, x.astype(int)), ValueError,
+                                   r"^integer y_support is read as class labels of shape \(tasks, rows\), got shape "
+                                   r"\(2, 4, 2\); for regression targets pass floats, e.g. y_support.astype\(float\)$"),
+    "integer-query-targets": (lambda x: mf.TaskBatch(x, x[..., 0].astype(int), x, x.astype(np.int32)), ValueError,
+                              "integer y_query is read as class labels"),
 }
 
 

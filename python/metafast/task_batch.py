@@ -26,7 +26,8 @@ class TaskBatch:
     Parameters
     ----------
     x_support : array, shape (T, K, in)
-    y_support : array, shape (T, K, out) of floats, or (T, K) of integer class labels
+    y_support : array, shape (T, K, out) of floats, or (T, K) of integer class labels (integer
+        targets are always read as labels: pass regression targets as floats)
     x_query : array, shape (T, Q, in)
     y_query : array, shape (T, Q, out) or (T, Q), like ``y_support``
 
@@ -61,6 +62,10 @@ class TaskBatch:
         for name, array, ndim in (("x_support", xs, 3), ("x_query", xq, 3),
                                   ("y_support", ys, 2 if labels else 3), ("y_query", yq, 2 if labels else 3)):
             if array.ndim != ndim:
+                if labels and name.startswith("y"):
+                    raise ValueError(f"integer {name} is read as class labels of shape (tasks, rows), got shape "
+                                     f"{array.shape}; for regression targets pass floats, e.g. "
+                                     f"{name}.astype(float)")
                 kind = "(tasks, rows)" if ndim == 2 else "(tasks, rows, width)"
                 raise ValueError(f"{name} must have shape {kind}, got {array.shape}")
             if 0 in array.shape:
@@ -75,8 +80,12 @@ class TaskBatch:
                 f"y_support and y_query must have as many rows as x_support and x_query, got "
                 f"{ys.shape[1]} vs {xs.shape[1]} and {yq.shape[1]} vs {xq.shape[1]}"
             )
-        if xs.shape[2] != xq.shape[2] or (not labels and ys.shape[2] != yq.shape[2]):
-            raise ValueError("support and query sets must have the same input and output widths")
+        if xs.shape[2] != xq.shape[2]:
+            raise ValueError(f"support and query sets must have the same input width, got x_support of width "
+                             f"{xs.shape[2]} and x_query of width {xq.shape[2]}")
+        if not labels and ys.shape[2] != yq.shape[2]:
+            raise ValueError(f"support and query sets must have the same output width, got y_support of width "
+                             f"{ys.shape[2]} and y_query of width {yq.shape[2]}")
         for name, value in (("x_support", xs), ("y_support", ys), ("x_query", xq), ("y_query", yq)):
             object.__setattr__(self, name, value)
 
