@@ -237,13 +237,13 @@ def sine_tasks():
     lambda: mf.MAML(mf.MLP([1, 8, 1], activation="tanh"), num_threads=1),
     lambda: mf.Reptile(mf.MLP([1, 8, 1]), inner_epochs=2, num_threads=1),
 ], ids=["MetaSGD", "MAML", "Reptile"])
-def test_export_adapted_onnx_computes_the_adapted_predictions(ort, make, sine_tasks, tmp_path):
+def test_learner_export_onnx_computes_the_adapted_predictions(ort, make, sine_tasks, tmp_path):
     learner = make()
     learner.fit(mf.tasks.Sinusoid(), iterations=5, meta_batch=4, progress=False)
     xs, ys, xq = sine_tasks.x_support[0], sine_tasks.y_support[0], sine_tasks.x_query[0]
     for steps in (None, 3):
         path = tmp_path / f"adapted-{steps}.onnx"
-        proto = export.export_adapted_onnx(learner, path, xs, ys, steps)
+        proto = learner.export_onnx(path, xs, ys, steps)
         expected = learner.predict(xq, learner.adapt(xs, ys, steps))
         np.testing.assert_allclose(run(ort, path, xq), expected, **TOLERANCE["float32"])
         np.testing.assert_allclose(run(ort, proto, xq), expected, **TOLERANCE["float32"])
@@ -251,11 +251,7 @@ def test_export_adapted_onnx_computes_the_adapted_predictions(ort, make, sine_ta
     assert not np.allclose(run(ort, path, xq), unadapted)  # the export is of the adapted model
 
 
-def test_export_adapted_onnx_refuses_what_cannot_adapt(ort, tmp_path):
-    refused = (r"^learner must be a supervised learner \(MetaSGD, MAML, Reptile\), which adapts to a support set, "
-               r"got MLP; for another, export learner.model.to_onnx\(adapted_theta, path\)$")
-    with pytest.raises(TypeError, match=refused):
-        export.export_adapted_onnx(mf.MLP([1, 8, 1]), tmp_path / "m.onnx", np.zeros((2, 1)), np.zeros((2, 1)))
+def test_learner_export_onnx_checks_the_destination_before_adapting(ort, tmp_path):
     learner = mf.MetaSGD(mf.MLP([1, 8, 1]), num_threads=1)
     with pytest.raises(ValueError, match="is a directory"):
-        export.export_adapted_onnx(learner, tmp_path, np.zeros((2, 1), np.float32), np.zeros((2, 1), np.float32))
+        learner.export_onnx(tmp_path, np.zeros((2, 1), np.float32), np.zeros((2, 1), np.float32))

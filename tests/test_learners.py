@@ -5,6 +5,7 @@ import structure (no cycle, no eager import of the NumPy reference)."""
 from __future__ import annotations
 
 import ast
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -268,3 +269,38 @@ def test_production_code_never_imports_the_reference():
                  if any(t == "metafast.reference" or t.startswith("metafast.reference.") for t in targets)
                  and not module.startswith("metafast.reference")}
     assert importers == {"metafast"}  # only the package's lazy attribute
+
+
+# ------------------------------------------------------------------ the hierarchy
+COMMON = {"model", "dtype", "seed", "num_threads", "iteration", "history", "theta", "fit", "save"}
+SUPERVISED = COMMON | {"loss", "tasks", "tasks_config", "meta_step", "adapt", "predict", "evaluate", "export_onnx"}
+META_GRADIENT = SUPERVISED | {"inner_steps", "first_order", "meta_optimizer", "meta_lr", "adam_betas", "adam_eps",
+                              "clip_grad_norm", "init", "meta_gradient"}
+PUBLIC_ATTRIBUTES = {
+    "MetaSGD": META_GRADIENT | {"alpha", "alpha_lr", "alpha_init", "alpha_per_step"},
+    "MAML": META_GRADIENT | {"inner_lr"},
+    "Reptile": SUPERVISED | {"inner_optimizer", "inner_lr", "inner_epochs", "inner_batch", "epsilon", "epsilon_final",
+                             "adam_betas", "adam_eps", "reset_optimizer", "shuffle"},
+    "MetaSGDRL": COMMON | {"alpha", "alpha_lr", "env", "policy", "adapt", "evaluate"},
+}
+CLASSES = {"MetaSGD": mf.MetaSGD, "MAML": mf.MAML, "Reptile": mf.Reptile, "MetaSGDRL": mf.rl.MetaSGDRL}
+
+
+@pytest.mark.parametrize("name", list(PUBLIC_ATTRIBUTES))
+def test_every_learner_has_exactly_its_public_attributes(name):
+    learner = CLASSES[name](mf.MLP([2, 4, 2] if name == "MetaSGDRL" else [1, 4, 1]), num_threads=1)
+    assert {attribute for attribute in dir(learner) if not attribute.startswith("_")} == PUBLIC_ATTRIBUTES[name]
+
+
+@pytest.mark.parametrize("name", ["MetaSGD", "MAML", "Reptile"])
+def test_every_constructor_argument_reads_back(name):
+    learner = CLASSES[name](mf.MLP([1, 4, 1]), num_threads=1)
+    arguments = set(inspect.signature(CLASSES[name]).parameters)
+    assert arguments <= PUBLIC_ATTRIBUTES[name]
+
+
+def test_maml_and_meta_sgd_are_siblings():
+    from metafast.meta_gradient import MetaGradientLearner
+
+    assert not issubclass(mf.MAML, mf.MetaSGD) and not issubclass(mf.MetaSGD, mf.MAML)
+    assert issubclass(mf.MAML, MetaGradientLearner) and issubclass(mf.MetaSGD, MetaGradientLearner)

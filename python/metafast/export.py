@@ -29,7 +29,6 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from . import _atomic_file, _validation
-from .mlp import MLP
 
 PathLike = Union[str, "os.PathLike[str]"]
 
@@ -41,7 +40,7 @@ _ONNX_OPS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "identity": "
 _TORCH_MODULES = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "identity": "Identity"}
 
 
-def checked_theta(model: MLP, theta: Any) -> np.ndarray:
+def checked_theta(model: Any, theta: Any) -> np.ndarray:
     """``theta`` checked as :meth:`MLP.forward` checks it: a float32 or float64 vector of
     shape ``(num_params,)`` whose values are all finite.
 
@@ -52,7 +51,7 @@ def checked_theta(model: MLP, theta: Any) -> np.ndarray:
     ValueError
         If its shape is not ``(num_params,)`` or it holds NaN or infinity.
     """
-    if not isinstance(model, MLP):
+    if not callable(getattr(model, "unflatten", None)):  # duck-typed: mlp.py imports this module
         raise TypeError(f"model must be a metafast.MLP, got {type(model).__name__}")
     if theta is None:
         raise TypeError("theta must be a float32 or float64 array, got None")
@@ -65,7 +64,7 @@ def checked_theta(model: MLP, theta: Any) -> np.ndarray:
     return theta
 
 
-def torch_modules(model: MLP) -> list[str]:
+def torch_modules(model: Any) -> list[str]:
     """The modules of the ``torch.nn.Sequential`` equivalent to ``model``, as their class names
     (``["Linear", "ReLU", "Linear"]`` for ``MLP([1, 40, 1])``): see the module's docstring."""
     modules: list[str] = []
@@ -79,7 +78,7 @@ def torch_modules(model: MLP) -> list[str]:
     return modules
 
 
-def state_dict(model: MLP, theta: Any) -> collections.OrderedDict[str, np.ndarray]:
+def state_dict(model: Any, theta: Any) -> collections.OrderedDict[str, np.ndarray]:
     """``theta`` as the state dict of the equivalent ``torch.nn.Sequential``.
 
     Parameters
@@ -100,7 +99,7 @@ def state_dict(model: MLP, theta: Any) -> collections.OrderedDict[str, np.ndarra
     return _entries(model, checked_theta(model, theta))
 
 
-def _entries(model: MLP, theta: np.ndarray) -> collections.OrderedDict[str, np.ndarray]:
+def _entries(model: Any, theta: np.ndarray) -> collections.OrderedDict[str, np.ndarray]:
     entries: collections.OrderedDict[str, np.ndarray] = collections.OrderedDict()
     for layer, (weights, bias) in enumerate(model.unflatten(theta)):
         entries[f"{2 * layer}.weight"] = np.array(weights.T, order="C")  # a copy even when W.T is contiguous
@@ -123,7 +122,7 @@ def _import_onnx() -> Any:
     return onnx
 
 
-def onnx_model(model: MLP, theta: Any) -> Any:
+def onnx_model(model: Any, theta: Any) -> Any:
     """The ONNX model of ``model`` with parameters ``theta``, checked by ``onnx.checker``.
 
     Parameters
@@ -141,7 +140,7 @@ def onnx_model(model: MLP, theta: Any) -> Any:
     return _build(model, checked_theta(model, theta))
 
 
-def _build(model: MLP, theta: np.ndarray) -> Any:
+def _build(model: Any, theta: np.ndarray) -> Any:
     onnx = _import_onnx()
     helper = onnx.helper
     element = helper.np_dtype_to_tensor_dtype(theta.dtype)
@@ -195,12 +194,12 @@ def _layers(entries: collections.OrderedDict[str, np.ndarray]) -> list[tuple[lis
 
 
 def _version() -> str:
-    from . import __version__
+    from ._dispatch import core
 
-    return __version__
+    return str(core.__version__)
 
 
-def to_onnx(model: MLP, theta: Any, path: Optional[PathLike] = None) -> Any:
+def to_onnx(model: Any, theta: Any, path: Optional[PathLike] = None) -> Any:
     """Exports ``model`` with parameters ``theta`` as an ONNX model, and writes it to ``path``
     if one is given.
 
@@ -244,40 +243,3 @@ def to_onnx(model: MLP, theta: Any, path: Optional[PathLike] = None) -> Any:
         data = proto.SerializeToString()
         _atomic_file.write_atomically(path, lambda file: file.write(data))
     return proto
-
-
-def export_adapted_onnx(learner: Any, path: Optional[PathLike], x_support: Any, y_support: Any,
-                        steps: Optional[int] = None) -> Any:
-    """Adapts ``learner`` to a support set and exports the adapted model as ONNX.
-
-    The same as ``to_onnx(learner.model, learner.adapt(x_support, y_support, steps), path)``.
-
-    Parameters
-    ----------
-    learner : MetaSGD, MAML or Reptile
-        A supervised learner (:class:`~metafast.supervised.SupervisedLearner`), which has
-        ``adapt(x_support, y_support, steps)``.
-    path : str or os.PathLike or None
-        Where to write the model (see :func:`to_onnx`); None: write nothing.
-    x_support : array_like, shape (rows, inputs)
-        The support inputs.
-    y_support : array_like
-        The support targets: shape (rows, outputs), or (rows,) integer labels for softmax_ce.
-    steps : int, optional
-        Adaptation steps; None: as many as in meta-training.
-
-    Returns
-    -------
-    onnx.ModelProto
-        The adapted model, whose outputs are ``learner.predict(x, learner.adapt(...))``.
-    """
-    from .supervised import SupervisedLearner  # imported when used: it imports this package's models
-
-    if not isinstance(learner, SupervisedLearner):
-        raise TypeError(
-            "learner must be a supervised learner (MetaSGD, MAML, Reptile), which adapts to a support set, got "
-            f"{type(learner).__name__}; for another, export learner.model.to_onnx(adapted_theta, path)"
-        )
-    if path is not None:
-        _atomic_file.check_destination(path, "path")  # before adapting
-    return to_onnx(learner.model, learner.adapt(x_support, y_support, steps), path)

@@ -9,13 +9,20 @@ class, its model's architecture and its hyperparameters) and the learner's state
 
 This module knows the format, not the learners: :func:`load` finds the class of a file's
 ``kind`` among the learners that registered themselves (``metafast._registry``).
+
+A pickled learner is this format too: its payload is the bytes ``save`` would write, read back
+through the same checks as a file (:func:`unpickled_learner`). Still, unpickling runs whatever
+code a payload names: accept pickles only from where you would accept code, and model files
+(``save``/``load``) from anyone, as NumPy advises for ``allow_pickle``.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import os
-from typing import Any
+import stat
+from typing import IO, Any
 
 import numpy as np
 
@@ -51,9 +58,20 @@ def write_archive(path: PathLike, config: dict[str, Any], arrays: dict[str, np.n
     OSError
         If the file cannot be written, naming ``path``.
     """
+    write_atomically(path, lambda file: _write(file, config, arrays))
+
+
+def archive_bytes(config: dict[str, Any], arrays: dict[str, np.ndarray]) -> bytes:
+    """The bytes :func:`write_archive` would write: what a learner pickles as."""
+    buffer = io.BytesIO()
+    _write(buffer, config, arrays)
+    return buffer.getvalue()
+
+
+def _write(file: IO[bytes], config: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
     payload = {"format": np.array(FORMAT), "format_version": np.array(FORMAT_VERSION),
                "config": np.array(json.dumps(config)), **arrays}
-    write_atomically(path, lambda file: np.savez(file, **payload))
+    np.savez(file, **payload)
 
 
 def read_archive(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -79,26 +97,38 @@ def read_archive(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]
         checked before anything is allocated for it (:mod:`metafast._archive_checks`).
     """
     name = os.fspath(path)
+    # A device or pipe would be read without end (/dev/zero) or block: refuse it before opening.
+    if os.path.exists(name) and not stat.S_ISREG(os.stat(name).st_mode):
+        raise ValueError(f"{name} is not a regular file")
     with open(path, "rb") as file:  # opened here so that a failed read never leaks the handle
-        try:
-            with checks.Archive(file) as archive:
-                if "format" not in archive or str(archive.read("format")[()]) != FORMAT:
-                    raise checks.Refused("is not a metafast model file")
-                if "format_version" not in archive:
-                    raise checks.Refused("has no readable format version")
-                version = int(archive.read("format_version")[()])
-                if version != FORMAT_VERSION:
-                    raise checks.Refused(f"has format version {version}; this metafast reads version {FORMAT_VERSION}")
-                if "config" not in archive:
-                    raise checks.Refused("has no config")
-                config = checks.decoded_config(str(archive.read("config")[()]))
-                model, dtype = checks.checked_model(config, LEARNERS)
-                learner = LEARNERS[config["kind"]]
-                return config, checks.checked_state(archive, model, dtype, learner._values_per_parameter)
-        except checks.Refused as refusal:
-            raise ValueError(f"{name} {refusal}") from None
-        except checks.DAMAGE as error:
-            raise ValueError(f"{name} is not a readable metafast model file ({checks.described(error)})") from None
+        if not stat.S_ISREG(os.fstat(file.fileno()).st_mode):  # replaced since the check above
+            raise ValueError(f"{name} is not a regular file")
+        return _read(file, name)
+
+
+def _read(file: IO[bytes], name: str) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """:func:`read_archive` on an open file (or a pickle's payload), named ``name`` in errors."""
+    try:
+        with checks.Archive(file) as archive:
+            if "format" not in archive or str(archive.read("format")[()]) != FORMAT:
+                raise checks.Refused("is not a metafast model file")
+            if "format_version" not in archive:
+                raise checks.Refused("has no readable format version")
+            version = int(archive.read("format_version")[()])
+            if version != FORMAT_VERSION:
+                raise checks.Refused(f"has format version {version}; this metafast reads version {FORMAT_VERSION}")
+            if "config" not in archive:
+                raise checks.Refused("has no config")
+            config = checks.decoded_config(str(archive.read("config")[()]))
+            model, dtype = checks.checked_model(config, LEARNERS)
+            learner = LEARNERS[config["kind"]]
+            return config, checks.checked_state(archive, model, dtype, learner._values_per_parameter)
+    except checks.Refused as refusal:
+        raise ValueError(f"{name} {refusal}") from None
+    except MemoryError:
+        raise MemoryError(f"not enough memory to read {name}") from None
+    except checks.DAMAGE as error:
+        raise ValueError(f"{name} is not a readable metafast model file ({checks.described(error)})") from None
 
 
 def load(path: PathLike, num_threads: int | None = None) -> Any:
@@ -125,10 +155,40 @@ def load(path: PathLike, num_threads: int | None = None) -> Any:
         memory (:func:`read_archive`).
     """
     _validation.num_threads(num_threads)  # the caller's mistake, not the file's
-    config, arrays = read_archive(path)
+    return _learner(*read_archive(path), num_threads, os.fspath(path))
+
+
+def unpickled_learner(payload: bytes, tasks: Any, num_threads: int | None) -> Any:
+    """The learner a pickle holds (what ``Learner.__reduce__`` gives pickle to call).
+
+    Parameters
+    ----------
+    payload : bytes
+        What :func:`write_archive` would write for the learner; read through the same checks
+        as a file, so a tampered payload is refused as a damaged file would be.
+    tasks : TaskFamily or None
+        The family of the learner's last ``fit`` (a data-set family's data is not in the
+        payload); it must be the one the payload describes.
+    num_threads : int or None
+        The learner's thread count.
+    """
+    if not isinstance(payload, bytes):
+        raise TypeError(f"a pickled learner's payload must be bytes, got {type(payload).__name__}")
+    name = "the pickled learner"
+    _validation.num_threads(num_threads)
+    learner = _learner(*_read(io.BytesIO(payload), name), num_threads, name)
+    if tasks is not None:
+        learner._attach_tasks(tasks)
+    return learner
+
+
+def _learner(config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None, name: str) -> Any:
+    """The learner of a checked config and state; ``name`` names the source in errors."""
     try:
         return LEARNERS[config["kind"]]._from_saved(config, arrays, num_threads)
     except KeyError as error:
-        raise ValueError(f"{os.fspath(path)} lacks the entry {checks.described(error)}") from None
+        raise ValueError(f"{name} lacks the entry {checks.described(error)}") from None
+    except MemoryError:
+        raise MemoryError(f"not enough memory to load {name}") from None
     except checks.DAMAGE as error:  # what a config the checks let through can still do to a constructor
-        raise ValueError(f"{os.fspath(path)} has a damaged config or state ({checks.described(error)})") from None
+        raise ValueError(f"{name} has a damaged config or state ({checks.described(error)})") from None

@@ -4,6 +4,7 @@ Ctrl-C, checkpoints, divergence), and saving with the optimizer state to one fil
 
 from __future__ import annotations
 
+import inspect
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -268,13 +269,40 @@ class Learner:
         path : str or path-like
             The file to write (replaced if it exists).
         """
+        io.write_archive(path, *self._snapshot())
+
+    def _snapshot(self) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        """The file's config and arrays, of one meta-iteration even while another thread trains."""
         self._snapshots_waiting.append(None)  # list.append and pop are atomic, += is not
         try:
-            with self._lock:  # one iteration's state, even while another thread trains
-                config, state = self._config(), self._state()
+            with self._lock:
+                return self._config(), self._state()
         finally:
             self._snapshots_waiting.pop()
-        io.write_archive(path, config, state)
+
+    # ------------------------------------------------------- pickle and copy
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickles (and ``copy.copy``/``copy.deepcopy`` copies) as the bytes :meth:`save` writes,
+        which unpickling reads through the same checks as :func:`metafast.load`: the copy is
+        independent of this learner and continues training bit for bit as it would."""
+        return io.unpickled_learner, (io.archive_bytes(*self._snapshot()), self._pickled_tasks(), self.num_threads)
+
+    def _pickled_tasks(self) -> Any:
+        """What a pickle holds beside the file's bytes: the task family of the last fit."""
+        return None
+
+    def __repr__(self) -> str:
+        """The class, the model, the settings that differ from the constructor's defaults, the
+        dtype, seed and iteration."""
+        defaults = {name: parameter.default for name, parameter in inspect.signature(type(self)).parameters.items()}
+        try:
+            settings = self._hyperparameters()
+        except TypeError:  # a learner that cannot be saved (Python environments) still has a repr
+            settings = {}
+        shown = [f"{name}={getattr(self, name, value)!r}" for name, value in settings.items()
+                 if name in defaults and not _same(value, defaults[name])]
+        shown += [f"dtype={self._dtype.name!r}", f"seed={self._seed}", f"iteration={self._iteration}"]
+        return f"{type(self).__name__}({self._model!r}, {', '.join(shown)})"
 
     def _config(self) -> dict[str, Any]:
         """The file's ``config``: the kind of learner, its model and its constructor's arguments."""
@@ -331,3 +359,13 @@ class Learner:
         if array.dtype.kind not in "fiu":
             raise TypeError(f"{name} must be a numeric array, got dtype {array.dtype}")
         return _validation.converted(array, self._dtype, name)
+
+
+def _same(value: Any, default: Any) -> bool:
+    """Whether a setting as a file records it (lists as tuples) equals a signature default."""
+    if isinstance(value, list):
+        value = tuple(value)
+    try:
+        return bool(value == default)
+    except (TypeError, ValueError):  # arrays and other values without a plain equality
+        return False

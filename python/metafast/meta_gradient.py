@@ -79,6 +79,22 @@ class MetaGradientLearner(SupervisedLearner, abstract=True):
         return self._meta_lr
 
     @property
+    def adam_betas(self) -> tuple[float, float]:
+        """Adam's decay rates of the meta-optimizer's moments."""
+        return self._adam_betas
+
+    @property
+    def adam_eps(self) -> float:
+        """Adam's epsilon in the meta-optimizer."""
+        return self._adam_eps
+
+    @property
+    def init(self) -> Any:
+        """The scheme theta was initialised with (a name or ("normal", std)); None for the
+        default scheme or an explicit theta."""
+        return self._init
+
+    @property
     def clip_grad_norm(self) -> float | None:
         """The largest norm of the mean meta-gradient an update uses (None: no clipping)."""
         return self._clip_grad_norm

@@ -133,6 +133,36 @@ class Reptile(SupervisedLearner):
         """Outer step size that ``fit`` anneals to over its iterations, or None (constant)."""
         return self._epsilon_final
 
+    @property
+    def inner_epochs(self) -> int:
+        """Passes over each task's support set in the inner loop."""
+        return self._inner_epochs
+
+    @property
+    def inner_batch(self) -> int:
+        """Rows per inner update."""
+        return self._inner_batch
+
+    @property
+    def adam_betas(self) -> tuple[float, float]:
+        """Adam's decay rates in the inner loop."""
+        return self._adam_betas
+
+    @property
+    def adam_eps(self) -> float:
+        """Adam's epsilon in the inner loop."""
+        return self._adam_eps
+
+    @property
+    def reset_optimizer(self) -> bool:
+        """Whether each task's inner loop starts from a fresh optimizer state."""
+        return self._reset_optimizer
+
+    @property
+    def shuffle(self) -> bool:
+        """Whether the support rows are reshuffled at every pass."""
+        return self._shuffle
+
     def _share_of(self, meta_batch: int, comm: Any) -> Share:
         if comm is not None and not self._reset_optimizer:
             raise ValueError("comm needs reset_optimizer=True: with the inner optimizer state carried from task "

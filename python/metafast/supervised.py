@@ -7,7 +7,8 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from . import _validation, io
+from . import _memory, _validation, io
+from ._atomic_file import check_destination
 from ._docs import shared_docs
 from ._interrupts import deferred_interrupt
 from ._share import FailedElsewhere, Share
@@ -251,6 +252,7 @@ class SupervisedLearner(Learner, abstract=True):
         if num_tasks is not None:
             num_tasks = _validation.count(num_tasks, "num_tasks")
         seed = _validation.seed(seed)
+        self._check_evaluation_memory(tasks, num_tasks, len(counts) + 1)
         if isinstance(tasks, TaskBatch):
             if num_tasks is not None and num_tasks > tasks.num_tasks:
                 raise ValueError(f"num_tasks is {num_tasks}, but the batch holds only {tasks.num_tasks} tasks")
@@ -265,6 +267,33 @@ class SupervisedLearner(Learner, abstract=True):
         shown = slice(len(evaluated) - len(counts), None)
         return EvaluationReport.from_samples(tuple(counts), losses[:, shown],
                                              None if self._loss == "mse" else accuracies[:, shown], before=losses[:, 0])
+
+    def _check_evaluation_memory(self, tasks: Any, num_tasks: int | None, columns: int) -> None:
+        """ValueError before an evaluation draws tasks or allocates its results (a loss and an
+        accuracy per task and number of steps, in float64) beyond the memory available."""
+        count = (tasks.num_tasks if num_tasks is None else num_tasks) if isinstance(tasks, TaskBatch) else (num_tasks or 600)
+        drawn = count * tasks._values_per_task() * self._dtype.itemsize if isinstance(tasks, TaskFamily) else 0
+        _memory.check(2 * 8 * count * columns + drawn, f"an evaluation of {count:,} tasks at {columns - 1:,} step counts")
+
+    def export_onnx(self, path: io.PathLike | None, x_support: Any, y_support: Any, steps: int | None = None) -> Any:
+        """Adapts to a support set and exports the adapted model as ONNX
+        (:meth:`MLP.to_onnx <metafast.MLP.to_onnx>`; needs the ``onnx`` extra).
+
+        Parameters
+        ----------
+        path : str or path-like or None
+            The file to write, atomically; None: write nothing.
+        x_support, y_support, steps
+            As for :meth:`adapt`.
+
+        Returns
+        -------
+        onnx.ModelProto
+            The adapted model: onnxruntime gives ``predict(x, adapt(x_support, y_support, steps))``.
+        """
+        if path is not None:
+            check_destination(path, "path")  # before adapting
+        return self._model.to_onnx(self.adapt(x_support, y_support, steps), path)
 
     # -------------------------------------------------------------------- I/O
     def _config(self) -> dict[str, Any]:
@@ -283,9 +312,26 @@ class SupervisedLearner(Learner, abstract=True):
             learner._tasks_config = None if learner._tasks is not None else dict(config["tasks"])
         return learner
 
+    def _pickled_tasks(self) -> Any:
+        return self._tasks
+
+    def _attach_tasks(self, tasks: Any) -> None:
+        """Gives an unpickled learner the family of its last fit, which must be the one its
+        state describes (a data-set family's data is not in the state)."""
+        if not isinstance(tasks, TaskFamily):
+            raise TypeError(f"a pickled learner's tasks must be a metafast task family, got {type(tasks).__name__}")
+        if tasks._config() != self.tasks_config:
+            raise ValueError("a pickled learner's task family is not the one its state describes")
+        self._tasks, self._tasks_config = tasks, None
+
     # ---------------------------------------------------------------- helpers
     def _targets(self, y: Any, name: str) -> np.ndarray:
-        return _validation.labels(y, name) if self._loss == "softmax_ce" else self._floats(y, name)
+        if self._loss == "softmax_ce":
+            return _validation.labels(y, name)
+        targets = self._floats(y, name)
+        if targets.ndim == 1 and self._model.sizes[-1] == 1:  # one output: (rows,) as the families accept
+            targets = targets.reshape(-1, 1)
+        return targets
 
     def _arrays(self, batch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if not isinstance(batch, TaskBatch):
