@@ -144,3 +144,36 @@ def test_failed_call_leaves_inputs_untouched():
     with pytest.raises(ValueError):
         MODEL.loss_and_grad(theta, x, Y)
     np.testing.assert_array_equal(theta, THETA)
+
+
+PAIRS = {
+    "sinusoid-0d-array": (lambda v: mf.tasks.Sinusoid(amplitude=v), "amplitude must be a pair of numbers"),
+    "adam-betas-0d-array": (lambda v: mf.MetaSGD(MODEL, adam_betas=v), "adam_betas must be a pair of numbers"),
+    "goal-range-0d-array": (lambda v: mf.rl.Navigation2D(goal_range=v), "goal_range must be a pair of numbers"),
+}
+JUNK = {
+    "0d-array": np.array(0.9),
+    "string": "ab",
+    "bytes": b"ab",
+    "nested": [[0.1, 0.2], [0.3]],
+    "set": {0.1, 0.2},
+    "three": (0.1, 0.2, 0.3),
+    "none-inside": (0.1, None),
+    "string-inside": ("0.1", 0.2),
+    "2d-array": np.ones((2, 1)),
+}
+
+
+@pytest.mark.parametrize("junk", JUNK.values(), ids=JUNK.keys())
+@pytest.mark.parametrize("make,message", PAIRS.values(), ids=PAIRS.keys())
+def test_a_pair_argument_refuses_anything_but_two_numbers(make, message, junk):
+    with pytest.raises(TypeError, match=f"^{message}, got "):
+        make(junk)
+
+
+def test_a_pair_argument_takes_a_1d_array_and_names_a_bad_element():
+    assert mf.tasks.Sinusoid(amplitude=np.array([1.0, 2.0])).amplitude == (1.0, 2.0)
+    with pytest.raises(ValueError, match=r"^amplitude\[1\] must be finite, got inf$"):
+        mf.tasks.Sinusoid(amplitude=(1.0, np.inf))
+    with pytest.raises(TypeError, match=r"^alpha_init must be a \(low, high\) pair of numbers, got \[\[0.1\], 0.2\]$"):
+        mf.MetaSGD(MODEL, alpha_init=[[0.1], 0.2])

@@ -8,6 +8,7 @@ core, which sees the architecture; these helpers settle types and memory layout.
 from __future__ import annotations
 
 import numbers
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -179,18 +180,28 @@ def real(value: Any, name: str, minimum: float | None = None, exclusive: bool = 
     return value
 
 
+def _two_numbers(value: Any, name: str, expected: str) -> tuple[float, float]:
+    """Two finite numbers from a sequence of two (a list, a tuple or a 1-D array); anything else
+    (a scalar, a 0-d array, a string, a set, nested sequences) is a TypeError naming `name`."""
+    sequence = isinstance(value, np.ndarray) and value.ndim == 1
+    sequence |= isinstance(value, Sequence) and not isinstance(value, (str, bytes))
+    if not sequence or len(value) != 2 or not all(_is_real(item) for item in value):
+        raise TypeError(f"{name} must be {expected}, got {value!r}")
+    return real(value[0], f"{name}[0]"), real(value[1], f"{name}[1]")
+
+
+def _is_real(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
 def two_reals(value: Any, name: str) -> tuple[float, float]:
     """Two finite numbers, as a tuple (their ranges are the core's to check)."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise TypeError(f"{name} must be a pair of numbers, got {value!r}")
-    return real(value[0], f"{name}[0]"), real(value[1], f"{name}[1]")
+    return _two_numbers(value, name, "a pair of numbers")
 
 
 def pair(value: Any, name: str) -> tuple[float, float]:
     """A (low, high) pair of finite numbers with low <= high."""
-    if isinstance(value, (str, bytes)) or not hasattr(value, "__len__") or len(value) != 2:
-        raise TypeError(f"{name} must be a (low, high) pair, got {value!r}")
-    low, high = real(value[0], f"{name}[0]"), real(value[1], f"{name}[1]")
+    low, high = _two_numbers(value, name, "a (low, high) pair of numbers")
     if low > high:
         raise ValueError(f"{name} must have low <= high, got ({low}, {high})")
     return low, high
