@@ -151,3 +151,12 @@ def test_a_file_too_large_for_the_memory_is_refused_before_it_is_read(tmp_path, 
         mf.load(path)
     monkeypatch.setattr(_memory, "available_bytes", lambda: None)
     assert mf.load(path).iteration == 2
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "directory"])
+def test_anything_but_a_regular_file_is_refused_before_it_is_read(kind, tmp_path):
+    path = {"device": "/dev/zero", "fifo": str(tmp_path / "pipe"), "directory": str(tmp_path)}[kind]
+    if kind == "fifo":
+        os.mkfifo(path)  # opening it for reading would block until a writer came
+    with pytest.raises(ValueError, match=f"^{path} is not a regular file$"):
+        mf.load(path)

@@ -351,7 +351,7 @@ BAD_CALLS = {
     "theta-length": (lambda: setattr(sine_learner(), "theta", np.zeros(3)), ValueError, r"theta must have shape \(1761,\)"),
     "alpha-nan": (lambda: setattr(sine_learner(), "alpha", np.full(1761, np.nan)), ValueError, "alpha contains NaN"),
     "evaluate-steps": (lambda: sine_learner().evaluate(SINE, steps=()), ValueError, "steps must name at least one"),
-    "evaluate-negative-steps": (lambda: sine_learner().evaluate(SINE, steps=(-1,)), ValueError, r"steps\[i\] must be at least 0"),
+    "evaluate-negative-steps": (lambda: sine_learner().evaluate(SINE, steps=(-1,)), ValueError, r"steps\[0\] must be at least 0, got -1"),
     "adapt-shape": (lambda: sine_learner().adapt(np.zeros((5, 2)), np.zeros((5, 1))), ValueError, r"x_support must have shape \(rows, 1\)"),
     "num-threads": (lambda: sine_learner(num_threads=-2), ValueError, "num_threads must be at least 0"),
     "load-missing": (lambda: mf.load("/nonexistent/model.npz"), FileNotFoundError, "model.npz"),
@@ -454,3 +454,15 @@ def test_denormals_are_flushed_to_zero_in_the_core_and_kept_in_the_callers_numpy
     np.testing.assert_array_equal(m[dead], 0.0)  # IEEE arithmetic would give 0.9 * 1e-39
     assert np.all(m[np.setdiff1d(np.arange(2 * n), dead)] != 0)
     assert denormal * np.float32(0.5) != 0  # NumPy on this thread still has its denormals
+
+
+def test_alpha_init_beyond_the_dtype_is_named():
+    with pytest.raises(ValueError, match=r"^alpha_init must be at most 3.403e\+38 in float32, got 1e\+308$"):
+        mf.MetaSGD(mf.MLP([1, 4, 1]), alpha_init=1e308)
+    mf.MetaSGD(mf.MLP([1, 4, 1]), alpha_init=1e308, dtype="float64")  # fine in float64
+
+
+def test_adapt_takes_one_dimensional_targets_for_one_output():
+    learner = mf.MetaSGD(mf.MLP([1, 4, 1]), num_threads=1)
+    x = np.linspace(-1, 1, 6).reshape(-1, 1)
+    np.testing.assert_array_equal(learner.adapt(x, np.sin(x[:, 0])), learner.adapt(x, np.sin(x)))
