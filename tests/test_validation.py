@@ -177,3 +177,29 @@ def test_a_pair_argument_takes_a_1d_array_and_names_a_bad_element():
         mf.tasks.Sinusoid(amplitude=(1.0, np.inf))
     with pytest.raises(TypeError, match=r"^alpha_init must be a \(low, high\) pair of numbers, got \[\[0.1\], 0.2\]$"):
         mf.MetaSGD(MODEL, alpha_init=[[0.1], 0.2])
+
+
+RAGGED = [[1.0], [1.0, 2.0]]
+RAGGED_BATCH = [[[1.0]], [[1.0, 2.0]]]
+RAGGED_CALLS = {
+    "mlp-x": (lambda: MODEL.forward(THETA, RAGGED), "x"),
+    "mlp-y": (lambda: MODEL.loss(THETA, X[:2], RAGGED), "y"),
+    "mlp-labels": (lambda: CLASSIFIER.loss(CLASSIFIER.init(), CX[:2], [[0], [1, 2]], "softmax_ce"), "y"),
+    "mlp-theta": (lambda: MODEL.forward([[0.0] * 24, [0.0]], X), "theta"),
+    "flatten": (lambda: mf.MLP([2, 1], bias=False).flatten([(RAGGED, None)]), r"layers\[0\]\[0\]"),
+    "batch-x_support": (lambda: mf.TaskBatch(RAGGED_BATCH, np.zeros((2, 1, 1)), np.zeros((2, 1, 1)), np.zeros((2, 1, 1))),
+                        "x_support"),
+    "batch-y_query": (lambda: mf.TaskBatch(np.zeros((2, 1, 1)), np.zeros((2, 1, 1)), np.zeros((2, 1, 1)), RAGGED_BATCH),
+                      "y_query"),
+    "regression-x": (lambda: mf.tasks.Regression(RAGGED, [1.0, 2.0], [0, 0]), "x"),
+    "classification-labels": (lambda: mf.tasks.Classification(np.zeros((2, 1)), [[0], [1, 2]]), "labels"),
+    "split-classes": (lambda: mf.tasks.split_classes([[0], [1, 2]], parts=(1, 1)), "labels"),
+    "report-losses": (lambda: mf.EvaluationReport.from_samples((0, 1), RAGGED, None), "losses"),
+}
+
+
+@pytest.mark.parametrize("call,name", RAGGED_CALLS.values(), ids=RAGGED_CALLS.keys())
+def test_a_ragged_list_is_named_not_numpys_raw_error(call, name):
+    with pytest.raises(ValueError, match=f"^{name} must be a rectangular numeric array, but its nested sequences have "
+                                         "different lengths$"):
+        call()

@@ -129,7 +129,7 @@ def floats(value: Any, name: str, dtype: np.dtype, owner: str = "theta") -> np.n
 
 def float_array(value: Any, name: str) -> np.ndarray:
     """A float32 or float64 array, C-contiguous, in its own dtype (integers become float64)."""
-    array = np.asarray(value)
+    array = as_array(value, name)
     if array.dtype.kind in "iu":  # integer features are exact in float64
         array = array.astype(np.float64)
     if array.dtype.kind != "f" or array.dtype.itemsize not in (4, 8):
@@ -139,7 +139,7 @@ def float_array(value: Any, name: str) -> np.ndarray:
 
 def integer_ids(value: Any, name: str) -> np.ndarray:
     """Integer ids (class labels or task ids of a data set) as a C-contiguous int64 array."""
-    array = np.asarray(value)
+    array = as_array(value, name)
     if array.dtype.kind not in "iu":
         raise TypeError(f"{name} must hold integers, got dtype {array.dtype}")
     if array.dtype.kind == "u" and array.size and array.max() > np.iinfo(np.int64).max:
@@ -149,7 +149,7 @@ def integer_ids(value: Any, name: str) -> np.ndarray:
 
 def labels(value: Any, name: str = "y") -> np.ndarray:
     """Integer class labels as a C-contiguous int64 array."""
-    array = np.asarray(value)
+    array = as_array(value, name)
     if array.dtype.kind not in "iu":
         raise TypeError(
             f"{name} must hold integer class labels for softmax_ce, got dtype {array.dtype}"
@@ -159,11 +159,22 @@ def labels(value: Any, name: str = "y") -> np.ndarray:
     return np.ascontiguousarray(array, dtype=np.int64)
 
 
-def _as_array(value: Any, name: str, dtype: Any) -> np.ndarray:
+def as_array(value: Any, name: str, dtype: Any = None) -> np.ndarray:
+    """``np.asarray(value, dtype)`` (an array of that dtype is returned as it is) with NumPy's
+    conversion errors named: a ragged nesting such as ``[[1.0], [1.0, 2.0]]`` is a ValueError
+    "`name` must be a rectangular numeric array", and values that are not numbers keep their
+    error type with "`name` must be an array of numbers" in front of NumPy's reason."""
     try:
-        return np.ascontiguousarray(np.asarray(value, dtype=dtype))
+        return np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as error:
+        if isinstance(error, ValueError) and "inhomogeneous" in str(error):
+            raise ValueError(f"{name} must be a rectangular numeric array, but its nested sequences have different "
+                             f"lengths") from None
         raise type(error)(f"{name} must be an array of numbers: {error}") from None
+
+
+def _as_array(value: Any, name: str, dtype: Any) -> np.ndarray:
+    return np.ascontiguousarray(as_array(value, name, dtype))
 
 
 def real(value: Any, name: str, minimum: float | None = None, exclusive: bool = False) -> float:

@@ -8,6 +8,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from . import _validation
+
 Z_95 = 1.959963984540054  # two-sided 95% quantile of the standard normal
 # An adaptation whose query loss grew beyond this many times the loss before it has diverged
 # (it overshoots without bound long before float32 overflows).
@@ -104,15 +106,15 @@ class EvaluationReport:
             Means and 95% half-widths over the tasks that did not diverge (a loss that is not
             finite, or grew beyond ``DIVERGED_GROWTH`` times ``before``, marks a diverged task).
         """
-        losses = np.asarray(losses, dtype=np.float64)
+        losses = _validation.as_array(losses, "losses", np.float64)
         kept = np.isfinite(losses)
         if before is not None:
             with np.errstate(invalid="ignore"):
-                kept &= ~(losses > DIVERGED_GROWTH * np.asarray(before, dtype=np.float64)[:, None])
+                kept &= ~(losses > DIVERGED_GROWTH * _validation.as_array(before, "before", np.float64)[:, None])
         loss, loss_ci = _mean_and_ci(losses, kept)
         accuracy = accuracy_ci = None
         if accuracies is not None:
-            accuracies = np.asarray(accuracies, dtype=np.float64)
+            accuracies = _validation.as_array(accuracies, "accuracies", np.float64)
             accuracy, accuracy_ci = _mean_and_ci(accuracies, kept)
         diverged = 1.0 - kept.mean(axis=0)
         return cls(tuple(steps), loss, loss_ci, accuracy, accuracy_ci, losses.shape[0], metric, diverged, losses,

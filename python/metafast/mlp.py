@@ -313,7 +313,7 @@ class MLP:
         """
         if len(layers) != self.num_layers:
             raise ValueError(f"layers must hold {self.num_layers} (W, b) pairs, got {len(layers)}")
-        first = _validation.params(np.asarray(layers[0][0]).ravel(), "layers[0][0]")
+        first = _validation.params(_validation.as_array(layers[0][0], "layers[0][0]").ravel(), "layers[0][0]")
         theta = np.empty(self.num_params, dtype=first.dtype)
         target = self.unflatten(theta)
         for i, ((weights, bias), (w_out, b_out)) in enumerate(zip(layers, target)):

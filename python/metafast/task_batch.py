@@ -51,7 +51,7 @@ class TaskBatch:
     def __post_init__(self) -> None:
         xs = _validation.float_array(self.x_support, "x_support")
         xq = _validation.float_array(self.x_query, "x_query")
-        ys, yq = np.asarray(self.y_support), np.asarray(self.y_query)
+        ys, yq = _validation.as_array(self.y_support, "y_support"), _validation.as_array(self.y_query, "y_query")
         labels = ys.dtype.kind in "iu"
         if labels != (yq.dtype.kind in "iu"):
             raise TypeError("y_support and y_query must both be integer labels or both be floats")
