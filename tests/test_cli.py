@@ -316,16 +316,32 @@ def test_checkpoint_every_saves_the_run_as_it_goes(tmp_path, monkeypatch):
     assert saved_at == [5, 10, 12] and mf.load(model).iteration == 12
 
 
-def test_resume_needs_the_meta_batch_of_the_run(tmp_path, capsys):
-    # A file does not record its meta-batch, and the default (25) is not the 3 this run used.
+def test_resume_takes_the_recorded_meta_batch_and_refuses_another(tmp_path, capsys):
+    part, resumed, whole = tmp_path / "part.npz", tmp_path / "resumed.npz", tmp_path / "whole.npz"
+    assert main(["train", "metasgd", *TINY, "--iterations", "2", "--save", str(part)]) == 0
+    assert mf.load(part).meta_batch == 3
+    assert main(["train", "metasgd", "--quiet", "--iterations", "4", "--resume", str(part), "--meta-batch", "5",
+                 "--save", str(tmp_path / "out.npz")]) == 2
+    err = capsys.readouterr().err
+    assert f"{part} was trained with --meta-batch 3; only the same continues the run bit for bit: leave " \
+           "--meta-batch out (or give 3)" in err and err.count("\n") == 1, err
+    assert not (tmp_path / "out.npz").exists()
+    assert main(["train", "metasgd", "--quiet", "--iterations", "4", "--resume", str(part), "--save", str(resumed)]) == 0
+    assert main(["train", "metasgd", *TINY, "--iterations", "4", "--save", str(whole)]) == 0
+    np.testing.assert_array_equal(mf.load(resumed).theta, mf.load(whole).theta)
+
+
+def test_resume_of_a_file_without_a_recorded_meta_batch_needs_one(tmp_path, capsys):
     part = tmp_path / "part.npz"
     assert main(["train", "metasgd", *TINY, "--iterations", "2", "--save", str(part)]) == 0
+    learner = mf.load(part)
+    learner._meta_batch = None  # as a file from before the meta-batch was recorded
+    learner.save(part)
     assert main(["train", "metasgd", "--quiet", "--iterations", "4", "--resume", str(part),
                  "--save", str(tmp_path / "out.npz")]) == 2
     err = capsys.readouterr().err
     assert f"--resume needs --meta-batch, the one {part} was trained with: the file does not record it, and only " \
            "the same meta-batch continues the run bit for bit" in err and err.count("\n") == 1, err
-    assert not (tmp_path / "out.npz").exists()
 
 
 @pytest.mark.parametrize("algorithm,options", [("metasgd", []), ("reptile", ["--task", "nway"]),

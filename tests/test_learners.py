@@ -272,7 +272,7 @@ def test_production_code_never_imports_the_reference():
 
 
 # ------------------------------------------------------------------ the hierarchy
-COMMON = {"model", "dtype", "seed", "num_threads", "iteration", "history", "theta", "fit", "save"}
+COMMON = {"model", "dtype", "seed", "num_threads", "iteration", "meta_batch", "history", "theta", "fit", "save"}
 SUPERVISED = COMMON | {"loss", "tasks", "tasks_config", "meta_step", "adapt", "predict", "evaluate", "export_onnx"}
 META_GRADIENT = SUPERVISED | {"inner_steps", "first_order", "meta_optimizer", "meta_lr", "adam_betas", "adam_eps",
                               "clip_grad_norm", "init", "meta_gradient"}

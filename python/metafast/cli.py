@@ -348,10 +348,13 @@ def resumed_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ..
                         f"it from Python, with learner = metafast.load({str(args.resume)!r}) and then "
                         "learner.fit(your_tasks, ...)")
     if args.meta_batch is None:
-        # A saved file does not record the meta-batch of its run, and the default may not be the
-        # one it used: the user says which, rather than the run changing silently.
-        raise UserError(f"--resume needs --meta-batch, the one {args.resume} was trained with: the file does not "
-                        "record it, and only the same meta-batch continues the run bit for bit")
+        if learner.meta_batch is None:  # a file from before the meta-batch was recorded
+            raise UserError(f"--resume needs --meta-batch, the one {args.resume} was trained with: the file does not "
+                            "record it, and only the same meta-batch continues the run bit for bit")
+        args.meta_batch = learner.meta_batch
+    elif learner.meta_batch is not None and args.meta_batch != learner.meta_batch:
+        raise UserError(f"{args.resume} was trained with --meta-batch {learner.meta_batch}; only the same continues "
+                        f"the run bit for bit: leave --meta-batch out (or give {learner.meta_batch})")
     return learner, tasks
 
 

@@ -80,6 +80,7 @@ class Learner:
                            f"a {type(self).__name__} learner of {model.num_params:,} parameters")
         self._seed = _validation.seed(seed)
         self._iteration = 0
+        self._meta_batch: int | None = None  # of the last fit: what continuing it bit for bit needs
         self._history: list[np.ndarray] = []
         # The meta-iterations the running fit call covers (None outside fit).
         self._current_fit: range | None = None
@@ -111,6 +112,12 @@ class Learner:
     def iteration(self) -> int:
         """Meta-iterations taken so far; ``fit`` continues the task stream from here."""
         return self._iteration
+
+    @property
+    def meta_batch(self) -> int | None:
+        """Tasks per meta-iteration of the last ``fit`` (saved with the learner; None before any,
+        or for a file from before it was recorded): a run continues bit for bit with the same."""
+        return self._meta_batch
 
     @property
     def history(self) -> np.ndarray:
@@ -196,6 +203,7 @@ class Learner:
                         elapsed = time.perf_counter() - started
                         if not len(values):  # stopped by Ctrl-C in its first meta-iteration
                             continue
+                        self._meta_batch = share.total
                         bar.update(len(values))
                         bar.set_postfix({self._progress_metric: f"{values[-1]:.4g}"})
                         if elapsed < CHUNK_SECONDS / 2:
@@ -307,7 +315,8 @@ class Learner:
     def _config(self) -> dict[str, Any]:
         """The file's ``config``: the kind of learner, its model and its constructor's arguments."""
         model = self._model
-        return dict(kind=type(self).__name__, dtype=self._dtype.name, seed=self._seed,
+        recorded = {} if self._meta_batch is None else dict(meta_batch=self._meta_batch)
+        return dict(kind=type(self).__name__, dtype=self._dtype.name, seed=self._seed, **recorded,
                     model=dict(sizes=list(model.sizes), activation=model.activation, output=model.output,
                                bias=model.bias),
                     **self._hyperparameters())
@@ -322,9 +331,11 @@ class Learner:
     def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> Any:
         """The learner a file holds: built from its config, then given the saved state."""
         arguments = {key: tuple(value) if isinstance(value, list) else value for key, value in config.items()
-                     if key not in ("kind", "model")}
+                     if key not in ("kind", "model", "meta_batch")}
         learner = cls(MLP(**config["model"]), num_threads=num_threads, **arguments)  # type: ignore[call-arg]
         learner._restore(arrays)
+        if "meta_batch" in config:
+            learner._meta_batch = _validation.count(config["meta_batch"], "meta_batch")
         return learner
 
     def _restore(self, arrays: dict[str, np.ndarray]) -> None:
