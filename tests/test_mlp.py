@@ -128,3 +128,59 @@ def test_float32_activations_are_within_their_documented_error():
     sigmoid = mf.MLP([1, 1], activation="identity", output="sigmoid", bias=False).forward(theta, x.astype(np.float32))
     exact = 1 / (1 + np.exp(-x.astype(np.float32).astype(np.float64)))
     assert np.abs(sigmoid - exact).max() < 4e-7
+
+
+def test_init_schemes_are_one_list():
+    from metafast.mlp import INIT_FORMS, INIT_SCHEMES
+
+    assert INIT_SCHEMES == ("auto", "he", "glorot", "pytorch")
+    assert INIT_FORMS == "'auto', 'he', 'glorot', 'pytorch' or ('normal', std)"
+    model = mf.MLP([1, 8, 1])
+    for scheme in INIT_SCHEMES:
+        assert model.init(0, scheme=scheme).shape == (25,)
+
+
+LEARNER_FORMS = r"^init must be 'auto', 'he', 'glorot', 'pytorch', \('normal', std\) or theta \(an array of 25 numbers\), got "
+MODEL_FORMS = r"^init must be 'auto', 'he', 'glorot', 'pytorch' or \('normal', std\), got "
+BAD_INITS = {
+    "normal-three-items": (("normal", 0.1, 2), ValueError, r"\('normal', 0.1, 2\): a scheme is a name alone or \('normal', std\)$"),
+    "std-first": ((0.1, "normal"), TypeError, r"\(0.1, 'normal'\)$"),
+    "name-in-a-list": (["he"], ValueError, r"\['he'\]: a scheme is a name alone"),
+    "unknown-name": ("xavier", ValueError, "'xavier'$"),
+    "unknown-pair": (("uniform", 0.1), ValueError, r"\('uniform', 0.1\): a scheme"),
+    "string-array": (np.array(["he", "x"]), TypeError, r"an array of dtype <U2 and shape \(2,\)$"),
+    "bool-array": (np.ones(25, dtype=bool), TypeError, r"an array of dtype bool and shape \(25,\)$"),
+    "set": ({"he"}, TypeError, r"\{'he'\}$"),
+}
+
+
+@pytest.mark.parametrize("init,error,message", BAD_INITS.values(), ids=BAD_INITS.keys())
+def test_a_bad_init_names_init_and_lists_the_accepted_forms(init, error, message):
+    from metafast.mlp import initial_theta
+
+    with pytest.raises(error, match=LEARNER_FORMS + message):
+        initial_theta(mf.MLP([1, 8, 1]), init, 0, np.dtype(np.float32))
+    with pytest.raises(error, match=LEARNER_FORMS + message):
+        mf.MetaSGD(mf.MLP([1, 8, 1]), init=init)
+    if not isinstance(init, np.ndarray) or init.dtype.kind == "U":
+        with pytest.raises(error, match=MODEL_FORMS + message):
+            mf.MLP([1, 8, 1]).init(0, scheme=init)
+
+
+def test_init_as_theta_or_a_normal_std():
+    from metafast.mlp import initial_theta
+
+    model = mf.MLP([1, 8, 1])
+    theta, record = initial_theta(model, list(range(25)), 0, np.dtype(np.float32))  # integers are numbers too
+    assert theta.dtype == np.float32 and record is None and theta[24] == 24
+    theta, record = initial_theta(model, ("normal", 0.5), 3, np.dtype(np.float64))
+    assert record == ("normal", 0.5)
+    np.testing.assert_array_equal(theta, model.init(3, scheme=("normal", 0.5)))
+    with pytest.raises(ValueError, match=r"^init as an array must be theta, of shape \(25,\), got \(\)$"):
+        initial_theta(model, 3.0, 0, np.dtype(np.float64))
+    with pytest.raises(ValueError, match=r"^init's normal std must be >= 0.0, got -1.0$"):
+        initial_theta(model, ("normal", -1.0), 0, np.dtype(np.float64))
+    with pytest.raises(TypeError, match=r"^init's normal std must be a number, got 'a'$"):
+        model.init(0, scheme=("normal", "a"))
+    with pytest.raises(ValueError, match="^init has values beyond the range of float32"):
+        initial_theta(model, np.full(25, 1e39), 0, np.dtype(np.float32))

@@ -17,6 +17,10 @@ Layers = list[tuple[np.ndarray, Optional[np.ndarray]]]
 MAX_WIDTH = 2**24
 MAX_PARAMS = 2**36
 
+# The schemes MLP.init accepts by name, besides ("normal", std): the one list (the CLI's too).
+INIT_SCHEMES = ("auto", "he", "glorot", "pytorch")
+INIT_FORMS = ", ".join(map(repr, INIT_SCHEMES)) + " or ('normal', std)"
+
 
 class MLP:
     """A multilayer perceptron whose parameters live in one flat vector ``theta``.
@@ -164,11 +168,8 @@ class MLP:
         """
         seed = _validation.seed(seed)
         dtype = _validation.float_dtype(dtype)
-        std = None
-        if isinstance(scheme, (tuple, list)) and len(scheme) == 2 and scheme[0] == "normal":
-            std = _validation.real(scheme[1], "init std", minimum=0.0)
-        elif scheme not in ("auto", "he", "glorot", "pytorch"):
-            raise ValueError(f"init must be 'auto', 'he', 'glorot', 'pytorch' or ('normal', std), got {scheme!r}")
+        scheme = init_scheme(scheme)
+        std = scheme[1] if isinstance(scheme, tuple) else None
         rng = np.random.default_rng(seed)
         theta = np.zeros(self.num_params)
         sizes = self.sizes  # once: each access copies the widths, so one per layer is quadratic
@@ -419,19 +420,47 @@ class MLP:
         return export.to_onnx(self, theta, path)
 
 
-INIT_SCHEMES = ("auto", "he", "glorot", "pytorch")  # the names MLP.init accepts, besides ("normal", std)
+def init_scheme(scheme: Any, name: str = "init", forms: str = INIT_FORMS) -> str | tuple[str, float]:
+    """The initialisation scheme that ``scheme`` names: a name of ``INIT_SCHEMES`` or
+    ``("normal", std)`` with a finite ``std >= 0`` (returned as a tuple). Anything else is a
+    ValueError (a string or a sequence that starts with one) or a TypeError naming ``name`` and
+    listing ``forms``, the accepted forms."""
+    if isinstance(scheme, str):
+        if scheme not in INIT_SCHEMES:
+            raise ValueError(f"{name} must be {forms}, got {scheme!r}")
+        return scheme
+    if isinstance(scheme, (tuple, list)) and scheme and isinstance(scheme[0], str):
+        if len(scheme) != 2 or scheme[0] != "normal":
+            raise ValueError(f"{name} must be {forms}, got {scheme!r}: a scheme is a name alone or ('normal', std)")
+        return ("normal", _validation.real(scheme[1], f"{name}'s normal std", minimum=0.0))
+    raise TypeError(f"{name} must be {forms}, got {_shown(scheme)}")
+
+
+def _shown(value: Any) -> str:
+    """A short description of ``value`` for a message (never a whole array)."""
+    if isinstance(value, np.ndarray):
+        return f"an array of dtype {value.dtype} and shape {value.shape}"
+    text = repr(value)
+    return text if len(text) <= 80 else f"{text[:60]}... ({type(value).__name__})"
 
 
 def initial_theta(model: MLP, init: Any, seed: int, dtype: np.dtype) -> tuple[np.ndarray, Any]:
     """theta to start from, and what a saved file records of ``init``: a scheme of
-    :meth:`MLP.init` (a name, or ("normal", std)), or an explicit theta (recorded as None)."""
-    if init is None or isinstance(init, str) or (isinstance(init, (tuple, list)) and len(init) == 2
-                                                    and isinstance(init[0], str)):
-        scheme = "auto" if init is None else (init if isinstance(init, str) else (init[0], init[1]))
-        return model.init(seed, dtype, scheme=scheme), None if init is None else scheme
-    theta = _validation.converted(np.asarray(init), dtype, "init")
+    :meth:`MLP.init` (None for "auto", a name of ``INIT_SCHEMES``, or ("normal", std)), or an
+    explicit theta, an array of ``model.num_params`` finite numbers (recorded as None). Any
+    other ``init`` is a TypeError or ValueError that names it and lists these forms."""
+    forms = f"{INIT_FORMS.replace(' or ', ', ')} or theta (an array of {model.num_params} numbers)"
+    if init is None:
+        return model.init(seed, dtype), None
+    if isinstance(init, str) or (isinstance(init, (tuple, list)) and init and isinstance(init[0], str)):
+        scheme = init_scheme(init, "init", forms)
+        return model.init(seed, dtype, scheme=scheme), scheme
+    theta = _validation.as_array(init, "init")
+    if theta.dtype.kind not in "fiu":
+        raise TypeError(f"init must be {forms}, got {_shown(init)}")
     if theta.shape != (model.num_params,):
         raise ValueError(f"init as an array must be theta, of shape ({model.num_params},), got {theta.shape}")
+    theta = _validation.converted(theta, dtype, "init")
     if not np.all(np.isfinite(theta)):
         raise ValueError("init contains NaN or infinity")
     return np.ascontiguousarray(theta), None
