@@ -158,6 +158,15 @@ def test_split_classes_gives_disjoint_sets():
 
 
 FEATURES, LABELS = labelled_rows(classes=4, per_class=5)
+
+
+def labelled_pool(last_label):
+    """Two tasks with labels 0 and one query label ``last_label``."""
+    y_query = np.zeros((2, 3), dtype=np.int64)
+    y_query[1, 2] = last_label
+    return mf.TaskBatch(np.zeros((2, 3, 1)), np.zeros((2, 3), dtype=np.int64), np.zeros((2, 3, 1)), y_query)
+
+
 BAD = {
     "too-few-rows": (lambda: Classification(FEATURES, LABELS, ways=2, shots=2, query=4), ValueError,
                      "class 3 has 5 rows, but a task takes shots + query = 6 of each class"),
@@ -189,6 +198,15 @@ BAD = {
                        "counts >= 1 summing to at most the 4 classes"),
     "split-fractions": (lambda: split_classes(LABELS, parts=(0.7, 0.5)), ValueError, "summing to at most 1"),
     "pool-not-a-batch": (lambda: TaskPool(FEATURES), TypeError, "batch must be a metafast.TaskBatch"),
+    "pool-int64-max-label": (lambda: TaskPool(labelled_pool(np.iinfo(np.int64).max)), ValueError,
+                             "y_query holds the label 9223372036854775807, so the pool would have 9223372036854775808 "
+                             "classes, more than a model's 16777216 outputs: labels must lie in [0, classes) with "
+                             "classes <= 16777216"),
+    "pool-label-beyond-classes": (lambda: TaskPool(labelled_pool(5), classes=3), ValueError,
+                                  "y_query must hold class labels in [0, 3), got 5"),
+    "pool-classes-huge": (lambda: TaskPool(labelled_pool(1), classes=2**40), ValueError,
+                          "classes must be at most 16777216, got 1099511627776"),
+    "pool-classes-zero": (lambda: TaskPool(labelled_pool(1), classes=0), ValueError, "classes must be at least 1, got 0"),
 }
 
 

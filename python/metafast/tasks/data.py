@@ -11,6 +11,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from .. import _core, _validation
+from ..mlp import MAX_WIDTH
 from ..task_batch import TaskBatch
 from .family import TaskFamily
 
@@ -282,6 +283,19 @@ class Regression(DataFamily):
         return (self.support + self.query) * (self.input_width + self.output_width)
 
 
+def _pool_classes(batch: TaskBatch, classes: Any) -> int:
+    """The class count of a pool with labels: ``classes``, or the largest label + 1, at most a
+    model's widest output (the core checks that every label lies below it)."""
+    if classes is not None:
+        return _validation.integer(classes, "classes", minimum=1, maximum=MAX_WIDTH)
+    name, largest = max(("y_support", int(batch.y_support.max())), ("y_query", int(batch.y_query.max())),
+                        key=lambda item: item[1])
+    if largest >= MAX_WIDTH:
+        raise ValueError(f"{name} holds the label {largest}, so the pool would have {largest + 1} classes, more than "
+                         f"a model's {MAX_WIDTH} outputs: labels must lie in [0, classes) with classes <= {MAX_WIDTH}")
+    return largest + 1
+
+
 class TaskPool(DataFamily):
     """A fixed pool of tasks: each task of a meta-batch is one of the pool's, drawn uniformly
     and independently (with replacement) from the task stream. ``fit(batch)`` on a TaskBatch
@@ -292,16 +306,15 @@ class TaskPool(DataFamily):
     batch : TaskBatch
         The pool.
     classes : int, optional
-        For a pool with integer labels: the number of classes (the model's outputs); labels
-        must lie in ``[0, classes)``. Default: the largest label + 1.
+        For a pool with integer labels: the number of classes (the model's outputs, at most
+        16777216); labels must lie in ``[0, classes)``. Default: the largest label + 1.
     """
 
     def __init__(self, batch: TaskBatch, classes: int | None = None) -> None:
         if not isinstance(batch, TaskBatch):
             raise TypeError(f"batch must be a metafast.TaskBatch, got {type(batch).__name__}")
         if batch.has_labels:
-            largest = int(max(batch.y_support.max(), batch.y_query.max()))
-            classes = largest + 1 if classes is None else _validation.int64(classes, "classes")
+            classes = _pool_classes(batch, classes)
         elif classes is not None:
             raise ValueError("classes applies only to a pool with integer labels")
         self.loss = "softmax_ce" if batch.has_labels else "mse"
