@@ -51,12 +51,16 @@ BAD_CALLS = {
     "theta-object": (lambda: MODEL.forward(THETA.astype(object), X), TypeError, "theta must be a float32 or float64 array, got dtype object"),
     "theta-bool": (lambda: MODEL.forward(np.ones(25, dtype=bool), X), TypeError, "theta must be a float32 or float64"),
     "theta-strings": (lambda: MODEL.forward(["a"] * 25, X), ValueError, "theta must be an array of numbers"),
-    "x-int": (lambda: MODEL.forward(THETA, np.zeros((5, 1), dtype=np.int32)), TypeError, "x must be a floating-point array, got dtype int32"),
-    "x-object": (lambda: MODEL.forward(THETA, X.astype(object)), TypeError, "x must be a floating-point array, got dtype object"),
-    "x-float32-vs-theta-float64": (lambda: MODEL.forward(THETA, X.astype(np.float32)), TypeError, "x has dtype float32 but theta has dtype float64"),
-    "y-float32-vs-theta-float64": (lambda: MODEL.loss(THETA, X, Y.astype(np.float32)), TypeError, "y has dtype float32 but theta has dtype float64"),
-    "v-float32-vs-theta-float64": (lambda: MODEL.hvp(THETA, X, Y, V.astype(np.float32)), TypeError, "v has dtype float32"),
-    "x-float64-vs-theta-float32": (lambda: MODEL.forward(THETA.astype(np.float32), X), TypeError, "x has dtype float64 but theta has dtype float32"),
+    "x-object": (lambda: MODEL.forward(THETA, X.astype(object)), TypeError, r"^x must hold numbers \(floats or integers\), got dtype object$"),
+    "x-bool": (lambda: MODEL.forward(THETA, X > 0), TypeError, r"^x must hold numbers \(floats or integers\), got dtype bool$"),
+    "x-strings": (lambda: MODEL.forward(THETA, [["1.5"]] * 5), TypeError, "x must hold numbers .floats or integers., got dtype <U3"),
+    "y-complex": (lambda: MODEL.loss(THETA, X, Y.astype(complex)), TypeError, "y must hold numbers .floats or integers., got dtype complex128"),
+    "x-beyond-float32": (lambda: MODEL.forward(THETA.astype(np.float32), np.full((5, 1), 1e39)), ValueError,
+                         r"^x has values beyond the range of float32 \(largest magnitude 1e\+39, above float32's maximum"),
+    "y-beyond-float32": (lambda: MODEL.loss(THETA.astype(np.float32), X, np.full((5, 1), -1e300)), ValueError,
+                         "y has values beyond the range of float32"),
+    "v-beyond-float32": (lambda: MODEL.hvp(THETA.astype(np.float32), X, Y, np.full(25, 1e39)), ValueError,
+                         "v has values beyond the range of float32"),
     "labels-float": (lambda: CLASSIFIER.loss(CLASSIFIER.init(), CX, LABELS.astype(float), "softmax_ce"), TypeError, "y must hold integer class labels"),
     "init-dtype": (lambda: MODEL.init(dtype="float16"), TypeError, "dtype must be 'float32' or 'float64'"),
     "init-dtype-garbage": (lambda: MODEL.init(dtype="nonsense"), TypeError, "dtype must be 'float32' or 'float64'"),
@@ -105,6 +109,35 @@ BAD_CALLS = {
 def test_bad_input_raises_clear_error(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+MIXED = {
+    "x-float32-theta-float64": (np.float64, dict(x=np.float32)),
+    "x-float64-theta-float32": (np.float32, dict(x=np.float64)),
+    "x-int32-theta-float64": (np.float64, dict(x=np.int32)),
+    "x-int64-theta-float32": (np.float32, dict(x=np.int64)),
+    "y-float32-theta-float64": (np.float64, dict(y=np.float32)),
+    "y-int-theta-float32": (np.float32, dict(y=np.int64)),
+    "v-float64-theta-float32": (np.float32, dict(v=np.float64)),
+    "all-float16-theta-float64": (np.float64, dict(x=np.float16, y=np.float16, v=np.float16)),
+}
+
+
+@pytest.mark.parametrize("theta_dtype,dtypes", MIXED.values(), ids=MIXED.keys())
+def test_inputs_of_another_dtype_are_converted_to_thetas(theta_dtype, dtypes):
+    """x, y and v are converted to theta's dtype, which stays the result's: the same bits as
+    converting them first (integer x and y hold small integers, exact in every dtype)."""
+    theta = THETA.astype(theta_dtype)
+    given = {"x": np.round(X * 4), "y": np.round(Y * 4), "v": np.round(V * 2)}
+    exact = {name: value.astype(theta_dtype) for name, value in given.items()}
+    mixed = {name: value.astype(dtypes.get(name, theta_dtype)) for name, value in given.items()}
+    for method, names in (("forward", "x"), ("loss", "xy"), ("loss_and_grad", "xy"), ("hvp", "xyv")):
+        expected = getattr(MODEL, method)(theta, *(exact[n] for n in names))
+        actual = getattr(MODEL, method)(theta, *(mixed[n] for n in names))
+        pairs = zip(actual, expected) if isinstance(actual, tuple) else [(actual, expected)]  # loss_and_grad: two
+        for a, e in pairs:
+            assert np.asarray(a).dtype == theta_dtype
+            np.testing.assert_array_equal(a, e)
 
 
 def test_lists_are_converted_to_thetas_dtype():

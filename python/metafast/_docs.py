@@ -75,14 +75,14 @@ init : str, ("normal", std) or array, optional
 """,
     "theta and x": """\
 theta : ndarray, shape (num_params,)
-    Parameters, float32 or float64; every other array must share its dtype.
+    Parameters, float32 or float64: the dtype of the computation and of the results.
 x : array, shape (rows, sizes[0])
-    Inputs, one sample per row.
+    Inputs, one sample per row; floats or integers, converted to theta's dtype.
 """,
     "targets": """\
 y : array
-    Targets: ``(rows, sizes[-1])`` floats, or ``(rows,)`` integer class labels for
-    ``"softmax_ce"``.
+    Targets: ``(rows, sizes[-1])`` numbers (converted to theta's dtype), or ``(rows,)``
+    integer class labels for ``"softmax_ce"``.
 """,
     "loss": """\
 loss : {"mse", "bce", "softmax_ce"}

@@ -111,6 +111,17 @@ def converted(array: np.ndarray, dtype: np.dtype, name: str) -> np.ndarray:
     return np.ascontiguousarray(array, dtype=dtype)
 
 
+def numbers_as(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
+    """`value` (an array or nested sequences of floats or integers) as a C-contiguous array of
+    `dtype`, converted whatever its own dtype: integers exactly where `dtype` holds them, float64
+    into float32 with `check_range` (a ValueError rather than infinities). Other dtypes (bool,
+    object, strings) are a TypeError naming `name`."""
+    array = as_array(value, name)
+    if array.dtype.kind not in "fiu":
+        raise TypeError(f"{name} must hold numbers (floats or integers), got dtype {array.dtype}")
+    return converted(array, dtype, name)
+
+
 def floats(value: Any, name: str, dtype: np.dtype, owner: str = "theta") -> np.ndarray:
     """`value` as a C-contiguous array of `dtype` (`owner`'s: theta's by default). Arrays of
     another dtype are refused rather than cast, so precision never changes behind the user's

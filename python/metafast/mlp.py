@@ -48,9 +48,11 @@ class MLP:
     summed over outputs; ``"softmax_ce"`` is softmax cross-entropy on the logits (output
     ``"identity"``) with integer labels ``y`` of shape ``(rows,)``.
 
-    All arrays must share ``theta``'s dtype (float32 or float64), which is also the dtype of
-    every result. Gradients come from backpropagation, Hessian-vector products from
-    Pearlmutter's R-operator (Pearlmutter 1994), both exact.
+    ``theta``'s dtype (float32 or float64) is the dtype of the computation and of every
+    result: ``x``, float targets ``y`` and ``v`` of another dtype, integers included, are
+    converted to it (float64 values beyond float32's range are a ValueError, not infinities).
+    Gradients come from backpropagation, Hessian-vector products from Pearlmutter's
+    R-operator (Pearlmutter 1994), both exact.
 
     Examples
     --------
@@ -204,7 +206,7 @@ class MLP:
             Outputs, in theta's dtype.
         """
         theta = _validation.params(theta)
-        x = _validation.floats(x, "x", theta.dtype)
+        x = _validation.numbers_as(x, "x", theta.dtype)
         self._check_pass(theta, x)
         return self._impl.forward(theta, x)
 
@@ -261,7 +263,7 @@ class MLP:
         {theta and x}
         {targets}
         v : array, shape (num_params,)
-            The direction, in theta's layout and dtype.
+            The direction, in theta's layout (converted to theta's dtype).
         {loss}
 
         Returns
@@ -270,7 +272,7 @@ class MLP:
             ``H v``, with H the Hessian of the mean loss with respect to theta.
         """
         theta, x, y, loss = self._loss_arguments(theta, x, y, loss)
-        return self._impl.hvp(theta, x, y, _validation.floats(v, "v", theta.dtype), loss)
+        return self._impl.hvp(theta, x, y, _validation.numbers_as(v, "v", theta.dtype), loss)
 
     def unflatten(self, theta: np.ndarray) -> Layers:
         """The layers' weights and biases as arrays.
@@ -340,8 +342,8 @@ class MLP:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
         theta = _validation.params(theta)
         loss = _validation.string(loss, "loss")
-        x = _validation.floats(x, "x", theta.dtype)
-        y = _validation.labels(y) if loss == "softmax_ce" else _validation.floats(y, "y", theta.dtype)
+        x = _validation.numbers_as(x, "x", theta.dtype)
+        y = _validation.labels(y) if loss == "softmax_ce" else _validation.numbers_as(y, "y", theta.dtype)
         self._check_pass(theta, x)
         return theta, x, y, loss
 
