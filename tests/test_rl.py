@@ -318,13 +318,14 @@ def test_byo_meta_gradient_uses_the_same_maths(inner_steps):
     backend = learner._impl
     rng = np.random.default_rng([1, 0, 0])
     env = tasks.sample_task(rng)
-    weights = lambda samples: (samples[0], samples[1], samples[2] / 3)  # noqa: E731
+    model = learner.policy.model
     adapted, steps = theta, []
     for _ in range(inner_steps):
-        adapted, train, _ = backend._adapt_step(adapted, alpha, env, rng)
-        steps.append(weights(train))
-    valid, _ = backend._rollout(adapted, env, rng)
-    g_theta, g_alpha = reference.rl.meta_gradient(learner.policy.model, theta, alpha, steps, weights(valid))
+        train, _ = backend.rollout(adapted, env, rng)  # (states, actions, weights A / N)
+        adapted = adapted - alpha * reference.rl.surrogate_loss_and_grad(model, adapted, *train)[1]
+        steps.append(train)
+    valid, _ = backend.rollout(adapted, env, rng)
+    g_theta, g_alpha = reference.rl.meta_gradient(model, theta, alpha, steps, valid)
     learner.fit(iterations=1, meta_batch=1, progress=False)
     np.testing.assert_allclose(learner.theta, theta - 0.5 * g_theta, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(learner.alpha, alpha - 0.25 * g_alpha, rtol=1e-10, atol=1e-12)  # at alpha_lr
@@ -349,7 +350,7 @@ def test_fit_judges_its_whole_history_for_a_collapse(monkeypatch):
     below): whether a given run collapses is chaotic in the last bits of the arithmetic, so
     the rule and its wiring are tested apart."""
     judged = []
-    monkeypatch.setattr(mf.rl, "warn_if_returns_fell", judged.append)
+    monkeypatch.setattr(mf.rl.learner, "warn_if_returns_fell", judged.append)
     learner = mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]), inner_trajectories=4, seed=0)
     first = learner.fit(iterations=3, meta_batch=2, progress=False)
     second = learner.fit(iterations=2, meta_batch=2, progress=False)

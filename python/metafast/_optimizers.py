@@ -1,5 +1,9 @@
 """The meta-optimizer in NumPy, for the one learner path whose update runs in Python
-(MetaSGDRL on GymTasks): Adam or SGD over one flat vector, in the core's order of operations."""
+(MetaSGDRL on GymTasks): Adam or SGD over one flat vector, in the core's order of operations.
+
+It stays while the core binds no optimizer update of its own (production code never imports
+metafast.reference, whose adam_update is the test oracle); tests/test_learners.py holds it
+equal to that oracle bit for bit."""
 
 from __future__ import annotations
 

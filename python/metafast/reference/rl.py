@@ -68,12 +68,26 @@ def navigation_step(positions: np.ndarray, actions: np.ndarray, goals: np.ndarra
     return moved, -distance2 if squared else -np.sqrt(distance2), reached
 
 
+def ridge_solve(normal: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """w with (normal + reg I) w = rhs, reg = 1e-5 raised tenfold (while below 1e3) until the
+    Cholesky factorisation succeeds; zeros (no baseline) if it never does."""
+    reg = 1e-5
+    while reg < 1e3:
+        try:
+            lower = np.linalg.cholesky(normal + reg * np.eye(len(rhs)))
+        except np.linalg.LinAlgError:
+            reg *= 10
+            continue
+        return np.linalg.solve(lower.T, np.linalg.solve(lower, rhs))
+    return np.zeros_like(rhs)
+
+
 def rollout(model: Any, theta: np.ndarray, goal: np.ndarray, rng: Any, trajectories: int = 20, horizon: int = 100,
             gamma: float = 0.99, max_action: float = 0.1, tolerance: float = 0.01, squared: bool = False,
             normalize_advantages: bool = True, scaled_actions: bool = True, gae_lambda: float = 1.0) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
     """Samples trajectories of the Gaussian policy theta toward `goal` with the core's
     semantics: noise ``rng.normal()`` for every trajectory and dimension at every step (finished
-    or not), returns-to-go, MAML's linear feature baseline fitted by ridge regression (1e-5),
+    or not), returns-to-go, MAML's linear feature baseline fitted by ridge regression (:func:`ridge_solve`),
     optionally standardised advantages. Returns (states, actions, weights = A / N, mean return),
     rows in trajectory-major order."""
     params, log_std = _split(model, theta)
@@ -106,7 +120,7 @@ def rollout(model: Any, theta: np.ndarray, goal: np.ndarray, rng: Any, trajector
             tau = t / 100.0
             features.append([state[0], state[1], state[0] ** 2, state[1] ** 2, tau, tau**2, tau**3, 1.0])
     returns, features = np.array(returns), np.array(features)
-    weights_baseline = np.linalg.solve(features.T @ features + 1e-5 * np.eye(8), features.T @ returns)
+    weights_baseline = ridge_solve(features.T @ features, features.T @ returns)
     values = features @ weights_baseline
     advantages = returns - values
     if gae_lambda < 1:  # GAE: sum over l of (gamma lambda)^l (r + gamma b' - b), b = 0 after the last step

@@ -1,0 +1,301 @@
+"""MetaSGDRL, Meta-SGD for reinforcement learning (Li et al. 2017, section 4.3): the learner
+over the core's native rollouts on Navigation2D, or over Python environments (GymTasks,
+through :mod:`.gym`), and the warning when a fit ends with clearly lower returns."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import _core, _memory, _validation, io
+from .._docs import shared_docs
+from ..evaluation import EvaluationReport
+from ..inner_learning_rates import InnerLearningRates, default_alpha_lr
+from ..learner import Callback
+from ..mlp import MLP, initial_theta
+from .gym import GymBackend, GymTasks, checked_environment
+from .navigation import Navigation2D
+from .policy import GaussianPolicy
+
+
+@shared_docs
+def warn_if_returns_fell(history: np.ndarray) -> None:
+    """Warns (RuntimeWarning) when a fit ended with clearly lower returns than it began with:
+    the mean of its last tenth of meta-iterations more than three standard errors below that
+    of its first tenth. A policy gradient pushed too far (too large a meta_lr or alpha) saturates
+    the policy's actions, after which its gradients carry no signal and it drifts away from
+    every goal; the history shows it, but a fit must not end that way silently."""
+    window = len(history) // 10
+    if window < 5:
+        return
+    first, last = history[:window], history[-window:]
+    spread = np.sqrt((first.var(ddof=1) + last.var(ddof=1)) / window)
+    if last.mean() < first.mean() - 3 * spread:
+        warnings.warn(f"meta-training lowered the mean return after adaptation from {first.mean():.4g} (the first "
+                      f"{window} meta-iterations of this fit) to {last.mean():.4g} (the last {window}): the policy "
+                      "is collapsing; try a smaller meta_lr or alpha_init", RuntimeWarning, stacklevel=3)
+
+
+class MetaSGDRL(InnerLearningRates):
+    """Meta-SGD for reinforcement learning (Li et al. 2017, section 4.3) on 2D navigation.
+
+    For each task (a goal), ``inner_trajectories`` trajectories are sampled with theta; the
+    surrogate ``L = -(1/N) sum A_t log pi(a_t | s_t)`` (advantages: GAE(``gae_lambda``) with
+    ``gamma`` on a linear feature baseline fitted per batch) gives the inner step
+    ``theta' = theta - alpha * grad L_train(theta)``; fresh trajectories sampled with theta'
+    give the outer surrogate, whose exact gradient with respect to theta and alpha (through the
+    inner step, with the surrogate's Hessian-vector product; ``first_order`` drops it) updates
+    ``[theta, alpha]`` with Adam or SGD, averaged over ``meta_batch`` tasks per iteration.
+
+    theta is the policy network's parameters followed by a learned log standard deviation per
+    action dimension (so it has its own alpha entries). The history records the mean return
+    after adaptation of each meta-iteration (higher is better).
+
+    Parameters
+    ----------
+    model : MLP
+        The mean network, identity output; for Navigation2D, 2 inputs (the position) to 2
+        outputs; the papers use ``MLP([2, 100, 100, 2], activation="relu")``.
+    env : Navigation2D or GymTasks, optional
+        The task family (default ``Navigation2D()``), native; or your own environments
+        (:class:`GymTasks`), on a slower path: environment steps in Python, one trajectory after
+        another, policy maths in C++; one thread, tasks keyed by ``(seed, iteration, task)``
+        through ``numpy.random.default_rng``.
+    inner_trajectories : int
+        Trajectories per rollout, for the inner step and for the outer surrogate.
+    gamma : float
+        Discount of the returns-to-go, in [0, 1].
+    alpha_init : float
+        Initial inner learning rate of every parameter (at least 0). The surrogate sums over the
+        steps of a trajectory, so its gradient is about the horizon times that of a per-step
+        mean (the MAML code's): 0.0015 here is a fast learning rate of 0.15 there (MAML's is 0.1).
+        Lower-variance GAE advantages take this larger step well.
+    log_std_init : float
+        Initial log standard deviation of the policy (in the action units of ``env``: with
+        Navigation2D's scaled actions, -0.7 is a noise of 0.5 of the largest velocity: wide
+        enough for the 20 trajectories of one step to tell where the goal is).
+    first_order : bool
+        Drop the surrogate's Hessian-vector product from the meta-gradient.
+    init : str, (str, float) or array_like
+        The mean network's initial parameters: a scheme of :meth:`MLP.init` (``"glorot"``, the
+        default, as the MAML code's policies; ``"he"``, ``"pytorch"``, ``("normal", std)``) or
+        the parameters themselves. Glorot keeps the initial mean actions small, so the untrained
+        policy barely moves; He's larger ones drive it away from every goal.
+    alpha_lr : float, optional
+        alpha's meta learning rate; by default ``meta_lr * alpha_init`` (``meta_lr`` when
+        ``alpha_init`` is 0): Adam moves every entry by about its learning rate per update,
+        whatever its size, so alpha moves at the pace theta moves relative to its size.
+    inner_steps : int
+        Adaptation steps in meta-training, each on ``inner_trajectories`` fresh trajectories of
+        the policy adapted so far; the meta-gradient goes back through all of them on their
+        samples (as in the papers' code, the dependence of the sampling itself on theta is not
+        differentiated). Meta-train with the number of steps you will adapt with.
+    gae_lambda : float, optional
+        In [0, 1]. 1: advantages are returns-to-go minus the baseline (the papers'). Below 1,
+        generalized advantage estimation on the baseline: ``A_t = sum_l (gamma lambda)^l
+        delta_{t+l}``, ``delta_t = r_t + gamma b(s_{t+1}) - b(s_t)``: less variance, more bias
+        from the linear baseline. By default 0.65 with one inner step (on 2D navigation the one
+        step on 20 trajectories then lands closer to the goal: about -10.5 after it against
+        -11.8 with 1) and 1 with more (the bias spoils the later, finer steps).
+    normalize_advantages : bool
+        Standardise the advantages of each batch (mean 0, standard deviation 1), as the MAML
+        code does; the surrogate's scale then does not depend on the size of the returns.
+    {meta-optimizer parameters}
+    dtype : {"float32", "float64"}
+        Precision of the policy's parameters and of its computations.
+    seed : int
+        Seeds theta (``model.init(seed)``), the goals and the action noise of ``fit``.
+    num_threads : int or None
+        Threads over the tasks of a meta-batch (None: all cores; GymTasks run on one).
+        Results do not depend on it.
+    {adam parameters}
+
+    Attributes
+    ----------
+    policy : GaussianPolicy
+        The policy, around ``model``.
+    env : Navigation2D or GymTasks
+        The task family.
+    """
+
+    _progress_label = "Meta-SGD RL"
+    _progress_metric = "return"
+
+    def __init__(self, model: MLP, env: Navigation2D | GymTasks | None = None, inner_trajectories: int = 20,
+                 gamma: float = 0.99, alpha_init: float = 0.0015, log_std_init: float = -0.7, first_order: bool = False,
+                 normalize_advantages: bool = True, meta_optimizer: str = "adam", meta_lr: float = 1e-3,
+                 dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
+                 adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
+                 alpha_lr: float | None = None, init: Any = "glorot", inner_steps: int = 1,
+                 gae_lambda: float | None = None) -> None:
+        super().__init__(model, dtype, seed)
+        self.policy = GaussianPolicy(model)
+        self.env = Navigation2D() if env is None else env
+        if not isinstance(self.env, (Navigation2D, GymTasks)):
+            raise TypeError(f"env must be a metafast.rl.Navigation2D or GymTasks, got {type(self.env).__name__}")
+        self._settings = dict(
+            # Types here; the core checks the ranges (one message for each).
+            inner_trajectories=_validation.int64(inner_trajectories, "inner_trajectories"),
+            gamma=_validation.real(gamma, "gamma"), alpha_init=_validation.real(alpha_init, "alpha_init", minimum=0.0),
+            log_std_init=_validation.real(log_std_init, "log_std_init"),
+            first_order=_validation.boolean(first_order, "first_order"),
+            normalize_advantages=_validation.boolean(normalize_advantages, "normalize_advantages"),
+            meta_optimizer=_validation.string(meta_optimizer, "meta_optimizer"),
+            meta_lr=_validation.real(meta_lr, "meta_lr"),
+            adam_betas=_validation.two_reals(adam_betas, "adam_betas"),
+            adam_eps=_validation.real(adam_eps, "adam_eps"))
+        self._settings["inner_steps"] = _validation.int64(inner_steps, "inner_steps")
+        if gae_lambda is None:
+            # GAE's lower variance helps the one step on 20 trajectories; its bias from the linear
+            # baseline hurts the later, finer steps (2D navigation: 0.65 gives -10.5 after one
+            # step, against -11.8 with 1; with two steps 1 gives -5.6 after both, 0.65 -8.6).
+            gae_lambda = 0.65 if self._settings["inner_steps"] == 1 else 1.0
+        self._settings["gae_lambda"] = _validation.real(gae_lambda, "gae_lambda")
+        self._alpha_lr = self._settings["alpha_lr"] = default_alpha_lr(
+            alpha_lr, self._settings["meta_lr"], self._settings["alpha_init"], scaled=True)
+        mean_network, self._settings["init"] = initial_theta(model, init, self._seed, self._dtype)
+        options = (self._settings["inner_trajectories"], self._settings["gamma"], self._settings["first_order"],
+                   self._settings["normalize_advantages"], self._settings["meta_optimizer"], self._settings["meta_lr"],
+                   *self._settings["adam_betas"], self._settings["adam_eps"], self._seed)
+        if isinstance(self.env, GymTasks):
+            self._impl: Any = GymBackend(self.policy, self.env, *options, dtype=self._dtype,
+                                         alpha_lr=self._alpha_lr, inner_steps=self._settings["inner_steps"],
+                                         gae_lambda=self._settings["gae_lambda"])
+        else:
+            impl_class = _core.MetaSGDRLFloat32 if self._dtype == np.float32 else _core.MetaSGDRLFloat64
+            self._impl = impl_class(model._impl, self.env._impl, *options, _validation.num_threads(num_threads),
+                                    alpha_lr=self._alpha_lr, inner_steps=self._settings["inner_steps"],
+                                    gae_lambda=self._settings["gae_lambda"])
+        log_std = np.full(self.policy.action_dim, self._settings["log_std_init"], dtype=self._dtype)
+        theta = np.concatenate([mean_network, log_std])
+        self._impl.set_params(theta, np.full(theta.size, self._settings["alpha_init"], dtype=self._dtype))
+
+    def _check_rollouts(self, trajectories: int, meta_batch: int) -> None:
+        """The memory check of rollouts of ``trajectories`` trajectories on every thread
+        (``inner_steps + 1`` rollouts a task, each its samples and a network pass over them) and
+        of ``meta_batch`` task slots, before any is made."""
+        samples = trajectories * self.env.horizon
+        per_thread = (self._settings["inner_steps"] + 1) * (16 * samples + _memory.workspace_values(self._model.sizes, samples))
+        self._check_memory(self.num_threads * per_thread + meta_batch * 4 * self.policy.num_params,
+                           f"rollouts of {trajectories} trajectories of up to {self.env.horizon:,} steps")
+
+    @shared_docs
+    def fit(self, iterations: int = 100, meta_batch: int = 20, progress: bool = True,
+            callback: Callback | None = None, checkpoint: io.PathLike | None = None,
+            checkpoint_every: int | None = None, on_divergence: str = "raise", comm: Any = None) -> np.ndarray:
+        """Meta-trains for ``iterations`` meta-iterations of ``meta_batch`` tasks each (tasks in
+        parallel).
+
+        Parameters
+        ----------
+        iterations : int
+            Meta-iterations to run.
+        meta_batch : int
+            Tasks (goals) in each.
+        {training loop parameters}
+        {comm parameter}
+
+        Returns
+        -------
+        numpy.ndarray
+            The mean return after adaptation of each meta-iteration run by this call. A fit
+            whose last tenth of meta-iterations returns clearly less than its first tenth warns
+            (RuntimeWarning): the policy is collapsing.
+
+        Notes
+        -----
+        {training loop notes}
+        """
+        meta_batch = _validation.count(meta_batch, "meta_batch")
+        if comm is not None and isinstance(self.env, GymTasks):
+            raise ValueError("comm needs the native Navigation2D tasks: GymTasks environments run in one process")
+        self._check_rollouts(self._settings["inner_trajectories"], meta_batch)
+        share = self._share_of(meta_batch, comm)
+
+        def run_chunk(count: int) -> bool:
+            returns, diverged = share.result(self._impl.fit(self._iteration, count, share.count, **share.core()))
+            self._record(returns)
+            return diverged
+
+        history = self._train(iterations, run_chunk, progress, callback, checkpoint, checkpoint_every,
+                              on_divergence, share)
+        warn_if_returns_fell(history)
+        return history
+
+    def adapt(self, task: Any, steps: int = 1, seed: int = 0) -> np.ndarray:
+        """Policy parameters adapted to one task.
+
+        Parameters
+        ----------
+        task : array_like or environment
+            A goal ``(x, y)`` for Navigation2D; an environment object for GymTasks.
+        steps : int
+            Inner steps, each on ``inner_trajectories`` fresh trajectories.
+        seed : int
+            Seed of the action noise.
+
+        Returns
+        -------
+        numpy.ndarray
+            The adapted parameters, in the layout of theta.
+        """
+        if isinstance(self.env, Navigation2D):
+            try:
+                task = np.array(_validation.two_reals(task, "task"), dtype=np.float64)
+            except TypeError:
+                raise TypeError(f"task must be a goal (x, y) of two numbers for Navigation2D tasks, got "
+                                f"{type(task).__name__} {task!r:.80}") from None
+        else:
+            task = checked_environment(task, "task must be an environment for GymTasks tasks, got")
+        adapted = self._impl.adapt(task, _validation.count(steps, "steps", minimum=0), _validation.seed(seed), 0)
+        if not np.all(np.isfinite(adapted)):
+            raise ValueError("the adaptation diverged: the adapted policy parameters are not finite "
+                             "(a task far outside the goal range, or a smaller alpha needed)")
+        return adapted
+
+    def evaluate(self, num_tasks: int = 40, steps: Sequence[int] = (0, 1, 2, 3), trajectories: int = 40,
+                 seed: int = 123) -> EvaluationReport:
+        """Mean return after each number of adaptation steps, with a 95% confidence interval
+        over held-out tasks.
+
+        Parameters
+        ----------
+        num_tasks : int
+            Held-out tasks (goals), keyed by ``seed``.
+        steps : sequence of int
+            Numbers of adaptation steps to report.
+        trajectories : int
+            Fresh trajectories whose mean return scores each task.
+        seed : int
+            Seed of the held-out tasks; use one that training did not use.
+
+        Returns
+        -------
+        EvaluationReport
+            One row per number of steps, in increasing order; its ``loss`` fields hold returns.
+        """
+        counts = _validation.step_counts(steps)
+        trajectories = _validation.integer(trajectories, "trajectories", minimum=1, maximum=2**16)
+        self._check_rollouts(max(trajectories, self._settings["inner_trajectories"]), 0)
+        returns = self._impl.evaluate(_validation.seed(seed), _validation.count(num_tasks, "num_tasks"), counts,
+                                      trajectories)
+        return EvaluationReport.from_samples(tuple(counts), returns, None, metric="return")
+
+    # Hooks of Learner.
+    def _hyperparameters(self) -> dict[str, Any]:
+        env = self.env
+        if isinstance(env, GymTasks):
+            raise TypeError("a MetaSGDRL on Python environments cannot be saved: the environment is code")
+        return dict(env=dict(goal_range=list(env.goal_range), max_action=env.max_action, tolerance=env.tolerance,
+                             horizon=env.horizon, reward=env.reward, scaled_actions=env.scaled_actions),
+                    **self._settings)
+
+    @classmethod
+    def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> Any:
+        # Files from before scaled actions, alpha_lr and GAE hold velocity actions, alpha at meta_lr
+        # and the papers' advantages.
+        env = Navigation2D(**{"scaled_actions": False, **config["env"]})
+        config = {"alpha_lr": config.get("meta_lr"), "gae_lambda": 1.0, **config, "env": env}
+        return super()._from_saved(config, arrays, num_threads)
