@@ -415,10 +415,11 @@ def test_evaluation_reports_diverged_adaptations_apart_from_the_mean_of_the_othe
     np.testing.assert_allclose(grown.loss, [(2.0 + 2.9e6) / 2])
 
 
-def test_float32_adam_with_an_overflowed_second_moment_is_a_zero_step_not_a_divergence():
-    """A finite meta-gradient of 3.6e37 squares to inf in float32: exact Adam then divides by an
-    infinite denominator and leaves those parameters where they are. The vectorised float32
-    Adam (reciprocal and square-root estimates) must do the same, not produce NaN."""
+def test_float32_adam_with_an_overflowed_second_moment_is_refused():
+    """A finite meta-gradient of 3.6e37 squares to inf in float32: Adam's candidate second moment
+    is infinite (exact Adam would then take a zero step for those parameters), a state that
+    could be neither saved nor loaded. The update is refused like any divergence (issue 28):
+    the learner keeps its parameters and optimizer state."""
     learner = mf.MetaSGD(mf.MLP([1, 8, 1]), dtype="float32", seed=0, alpha_init=1e-30)
     x = np.random.default_rng(0).uniform(-1, 1, (2, 5, 1))
     y = np.full((2, 5, 1), 3e18)
@@ -429,10 +430,12 @@ def test_float32_adam_with_an_overflowed_second_moment_is_a_zero_step_not_a_dive
         overflowed = np.isinf(np.float32(0.001) * grads * grads)
     assert np.isfinite(grads).all() and overflowed.any()
     before = np.concatenate([learner.theta, learner.alpha])
-    assert np.isfinite(learner.meta_step(batch))
-    after = np.concatenate([learner.theta, learner.alpha])
-    assert np.isfinite(after).all()
-    np.testing.assert_array_equal(after[overflowed], before[overflowed])
+    state = learner._impl.get_optimizer_state()
+    with pytest.raises(mf.TrainingDivergedError):
+        learner.meta_step(batch)
+    np.testing.assert_array_equal(np.concatenate([learner.theta, learner.alpha]), before)
+    for kept, now in zip(state, learner._impl.get_optimizer_state()):
+        np.testing.assert_array_equal(kept, now)
 
 
 def test_denormals_are_flushed_to_zero_in_the_core_and_kept_in_the_callers_numpy():

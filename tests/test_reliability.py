@@ -109,3 +109,50 @@ def test_repeated_fit_evaluate_save_load_do_not_grow_memory(tmp_path):
     for _ in range(150):
         cycle()
     assert resident_megabytes() - before < 15
+
+
+def overflowing_batch(target):
+    """A batch whose support targets make the meta-gradient finite but its square, in Adam's
+    second moment, overflow."""
+    ones = np.ones((1, 3, 1))
+    return mf.TaskBatch(ones, np.full((1, 3, 1), target), ones, ones)
+
+
+OVERFLOWS = {
+    "metasgd-float32": (lambda: mf.MetaSGD(mf.MLP([1, 4, 4, 1], activation="tanh"), num_threads=1), 1e19),
+    "metasgd-float64": (lambda: mf.MetaSGD(mf.MLP([1, 4, 4, 1], activation="tanh"), num_threads=1, dtype="float64"),
+                        1e100),
+    "maml-float32": (lambda: mf.MAML(mf.MLP([1, 4, 4, 1], activation="tanh"), num_threads=1), 1e19),
+    "reptile-carried-adam": (lambda: mf.Reptile(mf.MLP([1, 4, 4, 1], activation="tanh"), reset_optimizer=False,
+                                                inner_optimizer="adam", num_threads=1), 1e20),
+    # log_std -25: the policy gradient is about 1e23, finite in float32, its square is not
+    "rl": (lambda: mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]), log_std_init=-25.0, alpha_init=0.0, inner_trajectories=4,
+                                   num_threads=1), None),
+}
+
+
+def learner_state(learner):
+    m, v, step = learner._impl.get_optimizer_state()
+    return [*learner._params().values(), m, v, np.array(step), np.array(learner.iteration)]
+
+
+@pytest.mark.parametrize("case", sorted(OVERFLOWS))
+def test_an_update_whose_optimizer_state_overflows_is_refused(tmp_path, case):
+    make, target = OVERFLOWS[case]
+    learner = make()
+    before = learner_state(learner)
+    if target is None:
+        step = lambda: learner.fit(iterations=1, meta_batch=2, progress=False)  # noqa: E731
+        skip = lambda: learner.fit(iterations=1, meta_batch=2, progress=False, on_divergence="skip")  # noqa: E731
+    else:
+        step = lambda: learner.meta_step(overflowing_batch(target))  # noqa: E731
+        skip = lambda: learner.fit(overflowing_batch(target), iterations=1, meta_batch=1, progress=False,  # noqa: E731
+                                   on_divergence="skip")
+    with pytest.raises(mf.TrainingDivergedError):
+        step()
+    after = learner_state(learner)
+    assert all(np.array_equal(a, b) for a, b in zip(before, after))
+    assert np.isnan(skip()).all()  # skipped: no update, the state still the one before
+    assert all(np.array_equal(a, b) for a, b in zip(before[:-1], learner_state(learner)[:-1]))
+    learner.save(tmp_path / "learner.npz")  # what is kept loads
+    assert np.isfinite(mf.load(tmp_path / "learner.npz")._impl.get_optimizer_state()[1]).all()

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -312,6 +313,27 @@ void add_learner_methods(py::class_<L>& cls) {
                      [](L& l, int threads) { without_gil(l, [&] { l.set_num_threads(checked_threads(threads)); }); })
         .def("get_optimizer_state", &get_optimizer_state<T, L>)
         .def("set_optimizer_state", &set_optimizer_state<T, L>, "m"_a, "v"_a, "step"_a);
+}
+
+// The memory estimates of the supervised learners (the Python layer's checks before a run) and
+// the bytes their buffers hold (which the tests hold the estimates to).
+template <class T, class L>
+void add_supervised_memory(py::class_<L>& cls) {
+    cls.def("bytes_needed",
+            [](const L& l, std::size_t meta_batch, const py::object& family, std::size_t rows, int num_threads) {
+                std::optional<TaskShape> shape;
+                if (!family.is_none()) shape = task_shape(family.cast<TaskFamily>());
+                return l.bytes_needed(meta_batch, rows, shape ? &*shape : nullptr, checked_threads(num_threads));
+            },
+            "meta_batch"_a, "family"_a = py::none(), "rows"_a = 0, "num_threads"_a = 0,
+            "Bytes a run of meta_batch tasks allocates: task slots, every thread's workspace for tasks of up to "
+            "`rows` rows, and with a family the batch sampled from it (num_threads 0: the learner's).")
+        .def("allocated_bytes",
+             [](L& l) {
+                 std::lock_guard<std::mutex> lock(l.mutex());
+                 return l.allocated_bytes();
+             },
+             "Bytes the learner's buffers hold now.");
 }
 
 // Parameters stored as [theta, alpha] (Meta-SGD and its RL learner).

@@ -44,6 +44,10 @@ void bind_learner(py::module_& m, const char* name) {
     add_learner_methods<T>(cls);
     add_theta_alpha<T>(cls);
     add_supervised_methods<T>(cls);
+    add_supervised_memory<T>(cls);
+    cls.def_static("learner_bytes", &Learner<T>::learner_bytes, "num_params"_a, "alpha_vectors"_a,
+                   "Bytes a learner of num_params parameters keeps for its life (alpha_vectors: vectors of alpha "
+                   "learned, 0 for MAML).");
     cls.def("meta_gradient",
             [](Learner<T>& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
                const py::object& relay, std::size_t first_task, std::size_t total_tasks) {

@@ -39,6 +39,9 @@ void bind_learner(py::module_& m, const char* name) {
             "A Reptile learner; the step size goes from epsilon to epsilon_final over each fit (equal: constant).");
     add_learner_methods<T>(cls);
     add_supervised_methods<T>(cls);
+    add_supervised_memory<T>(cls);
+    cls.def_static("learner_bytes", &Learner<T>::learner_bytes, "num_params"_a,
+                   "Bytes a learner of num_params parameters keeps for its life.");
     cls.def("inner_updates", &Learner<T>::inner_updates, "rows"_a)
         .def("get_params",
              [](Learner<T>& l) {

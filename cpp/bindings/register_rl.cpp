@@ -134,6 +134,23 @@ void bind_rl_learner(py::module_& m, const char* name) {
             "alpha_lr"_a = py::none(), "inner_steps"_a = 1, "gae_lambda"_a = 1.0);
     add_learner_methods<T>(cls);
     add_theta_alpha<T>(cls);
+    cls.def_static("learner_bytes", &Learner::learner_bytes, "policy_params"_a,
+                   "Bytes a learner of a policy of policy_params parameters (the network's and log_std) keeps for "
+                   "its life.")
+        .def("bytes_needed",
+             [](const Learner& l, std::size_t meta_batch, std::int64_t trajectories, int num_threads) {
+                 return l.bytes_needed(meta_batch, checked_count(trajectories, "trajectories", std::size_t{1} << 16),
+                                       checked_threads(num_threads));
+             },
+             "meta_batch"_a, "trajectories"_a, "num_threads"_a = 0,
+             "Bytes a run of meta_batch tasks (0: an evaluation) with rollouts of `trajectories` trajectories "
+             "allocates: task slots and every thread's rollout workspace (num_threads 0: the learner's).")
+        .def("allocated_bytes",
+             [](Learner& l) {
+                 std::lock_guard<std::mutex> lock(l.mutex());
+                 return l.allocated_bytes();
+             },
+             "Bytes the learner's buffers hold now.");
     cls.def("fit",
             [](Learner& l, std::uint64_t first_iteration, std::size_t iterations, std::int64_t meta_batch,
                const py::object& relay, std::size_t first_task, std::size_t total_tasks) {

@@ -82,13 +82,28 @@ struct MetaBatchBuffers {
 
     // `tail`: values after the sum that a combination may use (a message's header, say).
     void reserve(std::size_t tasks, std::size_t width, std::size_t tail = 0) {
-        if (slots.size() < tasks * stride(width)) slots.resize(tasks * stride(width));
+        if (slots.size() < slot_values(tasks, width)) slots.resize(slot_values(tasks, width));
         if (sum.size() < width + tail) sum.resize(width + tail);
         if (mean.size() < width) mean.resize(width);
         if (task_scores.size() < tasks) task_scores.resize(tasks);
     }
 
+    // Bytes reserve(tasks, width, tail) allocates in empty buffers.
+    static std::size_t bytes(std::size_t tasks, std::size_t width, std::size_t tail) {
+        return (slot_values(tasks, width) + width + tail + width) * sizeof(T) + tasks * sizeof(double);
+    }
+
+    std::size_t allocated_bytes() const {
+        return (slots.capacity() + sum.capacity() + mean.capacity()) * sizeof(T) + task_scores.capacity() * sizeof(double);
+    }
+
+    // The most values a combination keeps after the sum (a distributed relay's message tail).
+    static constexpr std::size_t max_tail = 16 / sizeof(T) + 1;
+
     T* slot(std::size_t task, std::size_t width) { return slots.data() + task * stride(width); }
+
+private:
+    static std::size_t slot_values(std::size_t tasks, std::size_t width) { return tasks * stride(width); }
 };
 
 // The combination of one process: the sum starts at zero and the mean divides by its tasks.
@@ -162,7 +177,7 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
                               MetaBatchBuffers<T>& buffers, const Update& update, double* scores,
                               TaskWork&& task_work, Combine& combine, double clip_norm = 0.0) {
     buffers.reserve(tasks, width, std::decay_t<Combine>::template tail_values<T>);
-    const int requested = std::clamp(team, 1, static_cast<int>(std::max<std::size_t>(tasks, 1)));
+    const int requested = forks::usable_team(std::clamp(team, 1, static_cast<int>(std::max<std::size_t>(tasks, 1))));
     RoundFlags relayed(static_cast<std::size_t>(requested)), updated(static_cast<std::size_t>(requested));
     FitResult result{iterations, false, 0.0};
     Update committed = update;

@@ -61,14 +61,33 @@ struct MetaSgdWorkspace {
     static constexpr std::size_t stride(std::size_t params) { return cache_line_stride<T>(params); }
 
     void reserve(std::size_t params, std::size_t steps) {
-        grow(thetas, (steps + 1) * stride(params));
-        grow(grads, std::max<std::size_t>(steps, 1) * stride(params));
+        grow(thetas, theta_values(params, steps));
+        grow(grads, grad_values(params, steps));
         grow(v, params);
         grow(u, params);
         grow(hv, params);
     }
 
+    // Bytes one thread's workspace takes for `steps` inner steps on tasks of up to `rows` rows
+    // (support or query): what reserve, the two MLP workspaces and the transposed theta allocate.
+    static std::size_t bytes(const Mlp& mlp, std::size_t steps, std::size_t rows) {
+        const std::size_t n = mlp.num_params();
+        return MlpWorkspace<T>::bytes(mlp, rows, true) + MlpWorkspace<T>::bytes(mlp, rows, false) +
+               (theta_values(n, steps) + grad_values(n, steps) + 4 * n) * sizeof(T);  // v, u, hv, theta_t
+    }
+
+    std::size_t allocated_bytes() const {
+        return mlp.allocated_bytes() + query.allocated_bytes() +
+               (thetas.capacity() + grads.capacity() + v.capacity() + u.capacity() + hv.capacity() + theta_t.capacity()) *
+                   sizeof(T);
+    }
+
 private:
+    static std::size_t theta_values(std::size_t params, std::size_t steps) { return (steps + 1) * stride(params); }
+    static std::size_t grad_values(std::size_t params, std::size_t steps) {
+        return std::max<std::size_t>(steps, 1) * stride(params);
+    }
+
     Buffer<T> theta_t;
     std::uint64_t theta_t_run = 0, theta_t_iteration = 0;  // run 0: none yet
 

@@ -30,11 +30,52 @@ public:
     // optimizer.tail_lr: alpha's meta learning rate (when it is learned).
     MetaSgdLearner(Mlp mlp, MetaSgdConfig config, OptimizerConfig optimizer, int num_threads, double fixed_alpha = 0)
         : mlp_(std::move(mlp)), config_(config), optimizer_(optimizer),
-          params_((1 + (config.learn_alpha ? config.alpha_vectors() : 0)) * mlp_.num_params(), T(0)),
+          params_(params_width(mlp_.num_params(), alpha_vectors(config)), T(0)),
           fixed_alpha_(config.learn_alpha ? 0 : mlp_.num_params(), T(fixed_alpha)) {
         optimizer_.tail_from = config.learn_alpha ? mlp_.num_params() : params_.size();
         state_.reset(params_.size());
         set_num_threads(num_threads);
+    }
+
+    // Vectors of num_params values alpha holds when learned (0 for MAML), and the length of
+    // [theta, alpha].
+    static std::size_t alpha_vectors(const MetaSgdConfig& config) {
+        return config.learn_alpha ? config.alpha_vectors() : 0;
+    }
+    static std::size_t params_width(std::size_t num_params, std::size_t alpha_vectors) {
+        return (1 + alpha_vectors) * num_params;
+    }
+
+    // Bytes a learner keeps for its life: [theta, alpha], the meta-optimizer's state, the
+    // candidate update and its state (GuardedUpdate), and MAML's fixed alpha.
+    static std::size_t learner_bytes(std::size_t num_params, std::size_t alpha_vectors) {
+        const std::size_t width = params_width(num_params, alpha_vectors);
+        return (width + 2 * width + width + 2 * width + (alpha_vectors == 0 ? num_params : 0)) * sizeof(T);
+    }
+
+    // Bytes a run of `tasks` tasks on `threads` threads (0: the learner's) adds: the task slots
+    // and sums, every thread's workspace for tasks of up to `rows` rows, and with `sampled` (the
+    // shape of a family fit samples from) the sampled batch and the samplers' scratch.
+    std::size_t bytes_needed(std::size_t tasks, std::size_t rows, const TaskShape* sampled, int threads) const {
+        const std::size_t team = static_cast<std::size_t>(threads > 0 ? threads : budget_.threads());
+        std::size_t per_thread = 0, bytes = MetaBatchBuffers<T>::bytes(tasks, params_.size(), MetaBatchBuffers<T>::max_tail);
+        if (sampled) {
+            rows = std::max({rows, sampled->support_rows, sampled->query_rows});
+            bytes += TaskBatchStorage<T>::bytes(*sampled, tasks);
+            per_thread += SampleScratch::bytes(*sampled);
+        }
+        per_thread += MetaSgdWorkspace<T>::bytes(mlp_, std::max<std::size_t>(config_.inner_steps, 1), rows);
+        return bytes + team * per_thread;
+    }
+
+    // Bytes the learner's buffers hold now (what bytes_needed and learner_bytes estimate).
+    std::size_t allocated_bytes() const {
+        std::size_t bytes = (params_.capacity() + fixed_alpha_.capacity() + candidate_.capacity()) * sizeof(T) +
+                            state_.allocated_bytes() + candidate_state_.allocated_bytes() +
+                            buffers_.allocated_bytes() + storage_.allocated_bytes();
+        for (const MetaSgdWorkspace<T>& ws : workspaces_) bytes += ws.allocated_bytes();
+        for (const SampleScratch& scratch : scratch_) bytes += scratch.allocated_bytes();
+        return bytes;
     }
 
     const Mlp& mlp() const { return mlp_; }

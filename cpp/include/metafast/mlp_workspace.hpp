@@ -28,25 +28,47 @@ struct MlpWorkspace {
             grow_layers(rz, mlp, rows);
             grow_layers(ra, mlp, rows);
         }
-        const std::size_t widest = rows * mlp.max_width();
         for (int i = 0; i < 2; ++i) {
-            grow(delta[i], widest);
-            if (with_r_operator) grow(rdelta[i], widest);
+            grow(delta[i], widest(mlp, rows));
+            if (with_r_operator) grow(rdelta[i], widest(mlp, rows));
         }
         if (layers > 1) {
-            grow(back, widest);
+            grow(back, widest(mlp, rows));
             grow(transposed, mlp.max_layer_params());
         }
+    }
+
+    // Bytes reserve(mlp, rows, with_r_operator) allocates in an empty workspace (the memory
+    // checks' estimate, from the sizes reserve uses).
+    static std::size_t bytes(const Mlp& mlp, std::size_t rows, bool with_r_operator) {
+        const std::size_t copies = with_r_operator ? 4 : 2;  // z and a, and rz and ra; delta and rdelta
+        std::size_t values = copies * widest(mlp, rows);
+        for (std::size_t l = 0; l < mlp.num_layers(); ++l) values += copies * layer_values(mlp, l, rows);
+        if (mlp.num_layers() > 1) values += widest(mlp, rows) + mlp.max_layer_params();
+        return values * sizeof(T);
+    }
+
+    // Bytes the buffers hold now.
+    std::size_t allocated_bytes() const {
+        std::size_t values = back.capacity() + transposed.capacity();
+        for (const auto* per_layer : {&z, &a, &rz, &ra})
+            for (const Buffer<T>& layer : *per_layer) values += layer.capacity();
+        for (int i = 0; i < 2; ++i) values += delta[i].capacity() + rdelta[i].capacity();
+        return values * sizeof(T);
     }
 
 private:
     static void grow(Buffer<T>& v, std::size_t n) {
         if (v.size() < n) v.resize(n);
     }
+    static std::size_t layer_values(const Mlp& mlp, std::size_t layer, std::size_t rows) {
+        return rows * mlp.fan_out(layer);
+    }
+    static std::size_t widest(const Mlp& mlp, std::size_t rows) { return rows * mlp.max_width(); }
     static void grow_layers(std::vector<Buffer<T>>& per_layer, const Mlp& mlp,
                             std::size_t rows) {
         if (per_layer.size() < mlp.num_layers()) per_layer.resize(mlp.num_layers());
-        for (std::size_t l = 0; l < mlp.num_layers(); ++l) grow(per_layer[l], rows * mlp.fan_out(l));
+        for (std::size_t l = 0; l < mlp.num_layers(); ++l) grow(per_layer[l], layer_values(mlp, l, rows));
     }
 };
 

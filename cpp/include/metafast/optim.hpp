@@ -49,6 +49,8 @@ struct OptimizerState {
         v.assign(n, T(0));
         step = 0;
     }
+
+    std::size_t allocated_bytes() const { return (m.capacity() + v.capacity()) * sizeof(T); }
 };
 
 // SGD from params into out (in place when out is params).
@@ -135,6 +137,8 @@ public:
         return steps_[static_cast<std::size_t>(t - 1)];
     }
 
+    std::size_t allocated_bytes() const { return steps_.capacity() * sizeof(AdamStep<T>); }
+
 private:
     std::vector<AdamStep<T>> steps_;
     double lr_ = 0, beta1_ = 0, beta2_ = 0, eps_ = 0;
@@ -169,7 +173,7 @@ inline std::size_t update_block_size(std::size_t n, int threads) {
 
 // Meta-optimizer updates computed out of place, from the current parameters and state into
 // the candidate buffers, in blocks that threads share; committing one makes the candidate
-// current. An update is committed only when its gradient and new parameters are all finite, so a
+// current. An update is committed only when its gradient, new parameters and new state are all finite, so a
 // diverging meta-iteration leaves a learner exactly as it was. Elementwise, so the result
 // depends neither on the threads nor on the blocks.
 // Cheap to copy: threads may each keep a copy and commit alike, with no lock or swap between
@@ -204,16 +208,20 @@ public:
 
     // Computes block b of the candidate from grad, after prepare(first, last) has filled grad
     // there (computing the mean over tasks there, block by block, saves a pass over memory);
-    // returns whether the block's gradient and new parameters are finite.
+    // returns whether the block's gradient, new parameters and new optimizer state are finite
+    // (Adam's second moment overflows on gradients whose parameters still look finite, and a
+    // state that is not finite could neither be saved nor take another step).
     template <class Prepare>
     bool update_block(std::size_t b, T* grad, Prepare&& prepare) const {
-        const std::size_t first = b * block_, last = std::min(n_, first + block_);
+        const std::size_t first = b * block_, last = std::min(n_, first + block_), count = last - first;
         prepare(first, last);
         const std::size_t split = std::clamp(config_->tail_from, first, last);
         update_range(first, split, adam_, config_->lr, grad);
         update_range(split, last, adam_tail_, config_->tail_lr, grad);
-        const T* out = params_[1 - current_] + first;
-        return all_finite(last - first, grad + first) && all_finite(last - first, out);
+        const int next = 1 - current_;
+        const bool finite = all_finite(count, grad + first) && all_finite(count, params_[next] + first);
+        if (config_->kind != Optimizer::adam) return finite;
+        return finite && all_finite(count, m_[next] + first) && all_finite(count, v_[next] + first);
     }
 
     // Asks for the candidate parameters' cache lines in exclusive state ahead of an update:

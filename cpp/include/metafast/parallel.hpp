@@ -25,7 +25,8 @@ void parallel_for(std::size_t n, int threads, F&& f) {
     std::exception_ptr error;
     std::mutex error_mutex;
     const auto count = static_cast<long long>(n);
-    const int team = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(std::max(threads, 1)), n));
+    const int team = forks::usable_team(
+        static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(std::max(threads, 1)), n)));
 #ifdef _OPENMP
 #pragma omp parallel num_threads(team) if (team > 1)
 #endif

@@ -47,6 +47,26 @@ struct ReptileWorkspace {
     std::vector<std::int64_t> labels_batch;
     OptimizerState<T> state;
     AdamSchedule<T> adam_schedule;
+
+    // Bytes one thread's workspace takes for tasks of up to `rows` rows (support or query): the
+    // MLP workspace, the gradient and evaluation's parameters, the shuffled minibatch, the
+    // fresh optimizer state, and Adam's kept steps (grown one at a time, so up to twice).
+    static std::size_t bytes(const Mlp& mlp, const ReptileConfig& config, std::size_t rows) {
+        const std::size_t n = mlp.num_params(), batch = std::min(config.inner_batch, rows);
+        std::size_t bytes = MlpWorkspace<T>::bytes(mlp, rows, false) + 4 * n * sizeof(T);
+        if (config.shuffle)
+            bytes += rows * sizeof(std::size_t) + batch * (mlp.input_width() + mlp.output_width()) * sizeof(T) +
+                     batch * sizeof(std::int64_t);
+        if (config.inner.kind == Optimizer::adam)
+            bytes += 2 * std::size_t(AdamSchedule<T>::steps_kept) * sizeof(AdamStep<T>);
+        return bytes;
+    }
+
+    std::size_t allocated_bytes() const {
+        return mlp.allocated_bytes() + (grad.capacity() + params.capacity() + x_batch.capacity() + y_batch.capacity()) * sizeof(T) +
+               order.capacity() * sizeof(std::size_t) + labels_batch.capacity() * sizeof(std::int64_t) +
+               state.allocated_bytes() + adam_schedule.allocated_bytes();
+    }
 };
 
 // Inner optimizer updates first_update .. first_update + updates - 1 of params (in place) on

@@ -33,7 +33,38 @@ public:
     ReptileLearner(Mlp mlp, ReptileConfig config, EpsilonSchedule epsilon, std::uint64_t seed, int num_threads)
         : mlp_(std::move(mlp)), config_(config), epsilon_(epsilon), seed_(seed), params_(mlp_.num_params(), T(0)) {
         carried_.reset(params_.size());
+        chain_.reset(params_.size());  // a commit checks and keeps it, even after a run of no local tasks
         set_num_threads(num_threads);
+    }
+
+    // Bytes a learner keeps for its life: theta, the carried inner state, the candidate theta
+    // and the chain's inner state.
+    static std::size_t learner_bytes(std::size_t num_params) {
+        return (num_params + 2 * num_params + num_params + 2 * num_params) * sizeof(T);
+    }
+
+    // Bytes a run of `tasks` tasks on `threads` threads (0: the learner's) adds: the task slots
+    // and sums, every thread's workspace for tasks of up to `rows` rows, and with `sampled` (the
+    // shape of a family fit samples from) the sampled batch and the samplers' scratch.
+    std::size_t bytes_needed(std::size_t tasks, std::size_t rows, const TaskShape* sampled, int threads) const {
+        const std::size_t team = static_cast<std::size_t>(threads > 0 ? threads : budget_.threads());
+        std::size_t per_thread = 0, bytes = MetaBatchBuffers<T>::bytes(tasks, params_.size(), MetaBatchBuffers<T>::max_tail);
+        if (sampled) {
+            rows = std::max({rows, sampled->support_rows, sampled->query_rows});
+            bytes += TaskBatchStorage<T>::bytes(*sampled, tasks);
+            per_thread += SampleScratch::bytes(*sampled);
+        }
+        per_thread += ReptileWorkspace<T>::bytes(mlp_, config_, rows);
+        return bytes + team * per_thread;
+    }
+
+    // Bytes the learner's buffers hold now (what bytes_needed and learner_bytes estimate).
+    std::size_t allocated_bytes() const {
+        std::size_t bytes = (params_.capacity() + candidate_.capacity()) * sizeof(T) + carried_.allocated_bytes() +
+                            chain_.allocated_bytes() + buffers_.allocated_bytes() + storage_.allocated_bytes();
+        for (const ReptileWorkspace<T>& ws : workspaces_) bytes += ws.allocated_bytes();
+        for (const SampleScratch& scratch : scratch_) bytes += scratch.allocated_bytes();
+        return bytes;
     }
 
     const Mlp& mlp() const { return mlp_; }

@@ -1,6 +1,7 @@
 // Reptile's outer step as an update of the meta-iteration loop (meta_iteration.hpp):
 // theta <- theta + epsilon_k * mean_i(theta~_i - theta), out of place and committed only when
-// the mean and the new theta are finite, like the meta-optimizers' GuardedUpdate.
+// the mean, the new theta and (when carried) the chain's inner optimizer state are finite, like
+// the meta-optimizers' GuardedUpdate.
 #pragma once
 
 #include <algorithm>
@@ -50,7 +51,12 @@ public:
         const T* now = params_[current_];
         T* out = params_[1 - current_];
         for (std::size_t k = first; k < last; ++k) out[k] = now[k] + step * mean[k];
-        return all_finite(last - first, mean + first) && all_finite(last - first, out + first);
+        const std::size_t count = last - first;
+        const bool finite = all_finite(count, mean + first) && all_finite(count, out + first);
+        // The chain's inner state is committed too: Adam's second moment may overflow while
+        // the parameters it moves stay finite.
+        if (!carried_) return finite;
+        return finite && all_finite(count, chain_->m.data() + first) && all_finite(count, chain_->v.data() + first);
     }
 
     void prefetch_candidate() const {}

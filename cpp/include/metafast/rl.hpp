@@ -50,6 +50,36 @@ struct RlWorkspace {
     Buffer<T> path, grads;           // theta_j and the gradient at it, for each inner step j
     Buffer<T> u, hv;
     Buffer<T> policy, policy_grad;  // a policy being adapted and its gradient (evaluate, adapt)
+
+    // Bytes one thread's workspace takes for rollouts of `trajectories` trajectories of up to
+    // `horizon` steps, `inner_steps` adaptation steps (each keeping its samples) and the rollout
+    // after them: what rollout(), rl_task_meta_gradient and evaluation's adaptation allocate.
+    static std::size_t bytes(const Mlp& mlp, std::size_t trajectories, std::size_t horizon, std::size_t inner_steps) {
+        const std::size_t n = trajectories, rows = rollout_rows(n, horizon), dims = 2;
+        const std::size_t q = mlp.num_params() + mlp.output_width();
+        const std::size_t doubles = n * dims + rows + 10 * rows;  // positions, rewards; returns, 8 features, values
+        const std::size_t values = n * dims + 2 * rows * dims       // observations; states and actions
+                                   + (inner_steps + 2) * samples_values(rows, dims)  // each step's, valid and train
+                                   + (2 * inner_steps + 1) * q + 4 * q;  // path, grads; u, hv, policy, policy_grad
+        return MlpWorkspace<T>::bytes(mlp, std::max(n, rows), true) + doubles * sizeof(double) + values * sizeof(T) +
+               n * (sizeof(char) + sizeof(std::size_t)) + (inner_steps + 1) * sizeof(Samples<T>);
+    }
+
+    // The most rows a rollout of n trajectories of `horizon` steps yields.
+    static std::size_t rollout_rows(std::size_t n, std::size_t horizon) { return n * horizon; }
+    // Values of one rollout's samples of `rows` rows: states and actions (dims each), weights.
+    static std::size_t samples_values(std::size_t rows, std::size_t dims) { return 2 * rows * dims + rows; }
+
+    std::size_t allocated_bytes() const {
+        std::size_t reals = observations.capacity() + states.capacity() + actions.capacity() + path.capacity() +
+                            grads.capacity() + u.capacity() + hv.capacity() + policy.capacity() + policy_grad.capacity();
+        for (const Samples<T>* s : {&train, &valid}) reals += s->states.capacity() + s->actions.capacity() + s->weights.capacity();
+        for (const Samples<T>& s : steps) reals += s.states.capacity() + s.actions.capacity() + s.weights.capacity();
+        const std::size_t doubles = positions.capacity() + rewards.capacity() + returns.capacity() + features.capacity() +
+                                    values.capacity();
+        return mlp.allocated_bytes() + reals * sizeof(T) + doubles * sizeof(double) +
+               lengths.capacity() * sizeof(std::size_t) + active.capacity() + steps.capacity() * sizeof(Samples<T>);
+    }
 };
 
 namespace detail {
@@ -118,11 +148,12 @@ void rollout(const Mlp& mlp, const Navigation2D& env, const RlConfig& config, co
     ws.positions.assign(n * dims, 0.0);
     ws.active.assign(n, 1);
     ws.lengths.assign(n, 0);
-    ws.rewards.resize(n * horizon);
+    const std::size_t most = RlWorkspace<T>::rollout_rows(n, horizon);
+    ws.rewards.resize(most);
     ws.observations.resize(n * dims);
-    ws.states.resize(n * horizon * dims);
-    ws.actions.resize(n * horizon * dims);
-    ws.mlp.reserve(mlp, std::max(n, n * horizon), true);
+    ws.states.resize(most * dims);
+    ws.actions.resize(most * dims);
+    ws.mlp.reserve(mlp, std::max(n, most), true);
     std::size_t running = n;
     for (std::size_t t = 0; t < horizon && running > 0; ++t) {
         cancellation::throw_if_cancelled();  // a long rollout stops within a step on Ctrl-C

@@ -33,6 +33,30 @@ public:
         set_num_threads(num_threads);
     }
 
+    // Bytes a learner of a policy of `policy_params` parameters keeps for its life: [theta,
+    // alpha], the meta-optimizer's state, the candidate update and its state (GuardedUpdate).
+    static std::size_t learner_bytes(std::size_t policy_params) {
+        const std::size_t width = 2 * policy_params;
+        return (width + 2 * width + width + 2 * width) * sizeof(T);
+    }
+
+    // Bytes a run of `tasks` tasks (0 for evaluation) with rollouts of `trajectories`
+    // trajectories on `threads` threads (0: the learner's) adds: the task slots and sums, and
+    // every thread's rollout workspace.
+    std::size_t bytes_needed(std::size_t tasks, std::size_t trajectories, int threads) const {
+        const std::size_t team = static_cast<std::size_t>(threads > 0 ? threads : budget_.threads());
+        return MetaBatchBuffers<T>::bytes(tasks, params_.size(), MetaBatchBuffers<T>::max_tail) +
+               team * RlWorkspace<T>::bytes(mlp_, trajectories, env_.horizon, config_.inner_steps);
+    }
+
+    // Bytes the learner's buffers hold now (what bytes_needed and learner_bytes estimate).
+    std::size_t allocated_bytes() const {
+        std::size_t bytes = (params_.capacity() + candidate_.capacity()) * sizeof(T) + state_.allocated_bytes() +
+                            candidate_state_.allocated_bytes() + buffers_.allocated_bytes();
+        for (const RlWorkspace<T>& ws : workspaces_) bytes += ws.allocated_bytes();
+        return bytes;
+    }
+
     const Mlp& mlp() const { return mlp_; }
     std::size_t policy_params() const { return mlp_.num_params() + mlp_.output_width(); }
     std::size_t num_params() const { return policy_params(); }  // theta's length, as every learner names it

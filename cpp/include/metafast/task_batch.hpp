@@ -56,16 +56,25 @@ public:
     void reserve(const TaskShape& shape, std::size_t tasks) {
         shape_ = shape;
         tasks_ = tasks;
-        const std::size_t ks = tasks * shape.support_rows, kq = tasks * shape.query_rows;
-        grow(x_support_, ks * shape.input_width);
-        grow(x_query_, kq * shape.input_width);
-        if (shape.has_labels) {
-            grow(labels_support_, ks);
-            grow(labels_query_, kq);
-        } else {
-            grow(y_support_, ks * shape.output_width);
-            grow(y_query_, kq * shape.output_width);
-        }
+        const Sizes n = sizes(shape, tasks);
+        grow(x_support_, n.x_support);
+        grow(x_query_, n.x_query);
+        grow(labels_support_, n.labels_support);
+        grow(labels_query_, n.labels_query);
+        grow(y_support_, n.y_support);
+        grow(y_query_, n.y_query);
+    }
+
+    // Bytes reserve(shape, tasks) allocates in an empty storage.
+    static std::size_t bytes(const TaskShape& shape, std::size_t tasks) {
+        const Sizes n = sizes(shape, tasks);
+        return (n.x_support + n.x_query + n.y_support + n.y_query) * sizeof(T) +
+               (n.labels_support + n.labels_query) * sizeof(std::int64_t);
+    }
+
+    std::size_t allocated_bytes() const {
+        return (x_support_.capacity() + x_query_.capacity() + y_support_.capacity() + y_query_.capacity()) * sizeof(T) +
+               (labels_support_.capacity() + labels_query_.capacity()) * sizeof(std::int64_t);
     }
 
     TaskSlot<T> slot(std::size_t i) {
@@ -79,6 +88,17 @@ public:
     }
 
 private:
+    // Elements of each array for `tasks` tasks of `shape`: y or labels, whichever the shape has.
+    struct Sizes {
+        std::size_t x_support, x_query, y_support, y_query, labels_support, labels_query;
+    };
+    static Sizes sizes(const TaskShape& shape, std::size_t tasks) {
+        const std::size_t ks = tasks * shape.support_rows, kq = tasks * shape.query_rows;
+        const std::size_t out = shape.has_labels ? 0 : shape.output_width;
+        return {ks * shape.input_width, kq * shape.input_width, ks * out, kq * out,
+                shape.has_labels ? ks : 0, shape.has_labels ? kq : 0};
+    }
+
     template <class Vector>
     static void grow(Vector& v, std::size_t n) {
         if (v.size() < n) v.resize(n);

@@ -32,6 +32,20 @@ struct TaskSlot {
 struct SampleScratch {
     std::vector<double> values;
     std::vector<std::size_t> picks;
+
+    // An upper bound of the bytes a family's sampler (tasks.hpp, data_tasks.hpp) keeps here
+    // for tasks of `s`: numbers for at most a task's rows and one per input and output pair (a
+    // class centre's), and picks (grown one at a time, so up to twice) of at most a task's
+    // rows and classes.
+    static std::size_t bytes(const TaskShape& s) {
+        const std::size_t rows = s.support_rows + s.query_rows;
+        return (rows * (s.input_width + s.output_width) + s.input_width * s.output_width) * sizeof(double) +
+               2 * (rows + s.output_width) * sizeof(std::size_t);
+    }
+
+    std::size_t allocated_bytes() const {
+        return values.capacity() * sizeof(double) + picks.capacity() * sizeof(std::size_t);
+    }
 };
 
 // Element offsets of task i's arrays in a batch laid out task-major: x (tasks, rows, inputs),

@@ -8,13 +8,19 @@
 #pragma once
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cmath>
 #include <cstddef>
 #include <cstdio>
 #include <cstdlib>
 #include <mutex>
+#include <new>
 #include <string>
+
+#if defined(__unix__) || defined(__APPLE__)
+#include <pthread.h>
+#endif
 
 #if defined(__linux__)
 #include <sched.h>
@@ -48,6 +54,49 @@ inline int resolve_threads(int requested) {
 // a 2-task meta-step of 2 x 3 us; the threshold keeps only runs where nothing can be gained.
 constexpr double min_team_seconds = 5e-6;
 
+// Processes and forks. OpenMP's thread pool does not survive fork(): the child has only the
+// forking thread, and libgomp, at the child's next team of more than one, waits forever on pool
+// threads that do not exist there. So once this process has run a team, a fork handler marks
+// its children (and theirs), and every team there is one thread: the results are those of any
+// team, bit for bit. A process that never ran a team (a forkserver, a parent that forks before
+// training) hands its children a pool they can use, and they keep their threads; spawned
+// processes start afresh. Fork handlers also reset the state of this file a child inherits.
+namespace forks {
+
+inline std::atomic<bool> team_started{false};  // a team of more than one thread ran in this process
+inline std::atomic<bool> child{false};         // this process was forked after a team ran (in it or a parent)
+
+// Handlers run in the child right after fork(), with one thread: only plain stores there.
+using ChildHandler = void (*)();
+inline void mark_child() {
+    if (team_started.load(std::memory_order_relaxed)) child.store(true, std::memory_order_relaxed);
+}
+
+// Registers `handler` to run in every child forked from now on (once per handler).
+inline void at_fork_in_child(ChildHandler handler) {
+#if defined(__unix__) || defined(__APPLE__)
+    pthread_atfork(nullptr, nullptr, handler);
+#else
+    (void)handler;
+#endif
+}
+
+// Whether this is a child forked after a team ran: its teams are one thread.
+inline bool in_child() { return child.load(std::memory_order_relaxed); }
+
+// The team a parallel region may start for `requested` threads: 1 in a marked child; otherwise
+// `requested`, noting (before the pool exists) that children forked from now on are marked.
+inline int usable_team(int requested) {
+    if (requested <= 1) return requested;
+    if (in_child()) return 1;
+    static const bool registered = (at_fork_in_child(&mark_child), true);
+    (void)registered;
+    team_started.store(true, std::memory_order_relaxed);
+    return requested;
+}
+
+}  // namespace forks
+
 // The cores other processes keep busy, from the kernel's per-CPU counters of the CPUs this
 // process may run on, less this process's own CPU time; sampled at most every `window`.
 // Linux only; elsewhere (or when /proc is unreadable) every core counts as free.
@@ -56,6 +105,15 @@ public:
     static MachineLoad& instance() {
         static MachineLoad load;
         return load;
+    }
+
+    // In a forked child: a sampler's lock held by another thread of the parent would stay held
+    // (the thread is gone), and the parent's sample counts the parent's CPU time as the
+    // child's own; both start afresh.
+    void reset_in_child() {
+        new (&mutex_) std::mutex;
+        last_ = Sample{};
+        free_ = cores_;
     }
 
     // Cores this process may use that other processes left free, as of the last window.
@@ -80,6 +138,7 @@ private:
         cores_ = usable_cores();
         free_ = cores_;
         last_ = sample();
+        forks::at_fork_in_child([] { instance().reset_in_child(); });  // constructed by now: no recursion
     }
 
     void refresh() {
@@ -165,7 +224,8 @@ public:
     // not yet known) each.
     int team(std::size_t items, double seconds_each, std::size_t rounds = 1) const {
         const int team = static_cast<int>(std::min<std::size_t>(static_cast<std::size_t>(threads_), std::max<std::size_t>(items, 1)));
-        if (team <= 1 || exact_teams()) return team;
+        if (team <= 1 || forks::in_child()) return 1;
+        if (exact_teams()) return team;
         if (seconds_each > 0 && double(rounds) * double(items) * seconds_each < min_team_seconds) return 1;
         const double free = MachineLoad::instance().free_cores();
         return std::clamp(static_cast<int>(std::floor(free + 0.5)), 1, team);
