@@ -175,8 +175,8 @@ ROUGH_EDGES = {
     "adapt-gym-string": (lambda: mf.rl.MetaSGDRL(mf.MLP([1, 1]), env=mf.rl.GymTasks(line_world)).adapt("ab"),
                          TypeError, r"task must be an environment for GymTasks tasks, got str 'ab': expected an "
                                     r"environment with the Gymnasium interface"),
-    # The wording of a 0-d goal_range is _validation.two_reals's (another engineer's change).
-    "goal-range-0d-array": (lambda: mf.rl.Navigation2D(goal_range=np.array(0.5)), TypeError, None),
+    "goal-range-0d-array": (lambda: mf.rl.Navigation2D(goal_range=np.array(0.5)), TypeError,
+                            r"goal_range must be a pair of numbers, got array\(0.5\)"),
     "goal-range-string": (lambda: mf.rl.Navigation2D(goal_range="ab"), TypeError, "goal_range must be a pair"),
 }
 
