@@ -469,3 +469,19 @@ def test_adapt_takes_one_dimensional_targets_for_one_output():
     learner = mf.MetaSGD(mf.MLP([1, 4, 1]), num_threads=1)
     x = np.linspace(-1, 1, 6).reshape(-1, 1)
     np.testing.assert_array_equal(learner.adapt(x, np.sin(x[:, 0])), learner.adapt(x, np.sin(x)))
+
+
+def test_ragged_and_non_numeric_support_sets_are_named():
+    learner = mf.MetaSGD(mf.MLP([1, 4, 1]), num_threads=1)
+    with pytest.raises(ValueError, match="^x_support must be a rectangular numeric array, but its nested sequences"):
+        learner.adapt([[1.0], [1.0, 2.0]], [[1.0], [2.0]])
+    with pytest.raises(TypeError, match=r"^x_support must hold numbers \(floats or integers\), got dtype <U1$"):
+        learner.adapt(["a"], [[1.0]])
+
+
+def test_a_float32_learner_refuses_a_family_whose_data_exceed_float32_before_training():
+    family = mf.tasks.Regression(np.ones((40, 1)), np.full((40, 1), 1e39), np.arange(40) % 4, support=3, query=3)
+    learner = mf.MetaSGD(mf.MLP([1, 4, 1]), num_threads=1)
+    with pytest.raises(ValueError, match="^y has values beyond the range of float32"):
+        learner.fit(family, iterations=1, progress=False)
+    assert learner.iteration == 0

@@ -365,11 +365,8 @@ class Learner:
         self._impl.set_params(*params.values())
 
     def _floats(self, value: Any, name: str) -> np.ndarray:
-        """Numeric data in the learner's dtype (learners convert; MLP functions do not)."""
-        array = np.asarray(value)
-        if array.dtype.kind not in "fiu":
-            raise TypeError(f"{name} must be a numeric array, got dtype {array.dtype}")
-        return _validation.converted(array, self._dtype, name)
+        """Numeric data in the learner's dtype, as the MLP's functions convert it."""
+        return _validation.numbers_as(value, name, self._dtype)
 
 
 def _same(value: Any, default: Any) -> bool:

@@ -149,6 +149,8 @@ class SupervisedLearner(Learner, abstract=True):
         if isinstance(tasks, TaskBatch):
             classes = self._model.sizes[-1] if tasks.has_labels else None
             tasks = TaskPool(TaskBatch(*self._arrays(tasks)), classes=classes)  # checked, in the learner's dtype
+        if isinstance(tasks, TaskFamily):
+            tasks._check_dtype(self._dtype)  # data beyond float32's range, named before training
         if isinstance(tasks, TaskFamily) and self._loss == "bce" and not tasks._unit_targets:
             raise ValueError("loss 'bce' needs targets in [0, 1], but the tasks' targets leave that range: use 'mse'")
         return tasks
