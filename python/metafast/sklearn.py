@@ -51,6 +51,7 @@ class _FewShotEstimator(BaseEstimator):
 
     learner: Any
     steps: int | None
+    _required_parameters = ["learner"]  # scikit-learn < 1.6: the checks cannot build one without it
 
     def __init__(self, learner: SupervisedLearner, steps: int | None = 1) -> None:
         self.learner = learner
