@@ -5,7 +5,6 @@ own ``adapt`` and predict by its ``predict``."""
 from __future__ import annotations
 
 import functools
-import inspect
 import pickle
 import subprocess
 import sys
@@ -40,8 +39,8 @@ def linear_tasks(n: int, seed: int = 0) -> mf.tasks.Regression:
     return mf.tasks.Regression(x, np.einsum("ij,ij->i", x, w[ids])[:, None], ids, support=10, query=10)
 
 
-def regression_learner(n: int, iterations: int = 20, **kwargs) -> mf.MetaSGD:
-    learner = mf.MetaSGD(mf.MLP([n, 8, 1]), alpha_init=0.1, meta_lr=1e-2, num_threads=1, **kwargs)
+def regression_learner(n: int, iterations: int = 20) -> mf.MetaSGD:
+    learner = mf.MetaSGD(mf.MLP([n, 8, 1]), alpha_init=0.1, meta_lr=1e-2, num_threads=1)
     learner.fit(linear_tasks(n), iterations=iterations, meta_batch=4, progress=False)
     return learner
 
@@ -115,14 +114,8 @@ def expected_failed_checks(estimator) -> dict[str, str]:
             for check, width in widths.items() if width != inputs}
 
 
-def test_the_check_widths_cover_every_width():
-    assert WIDTHS == [1, 2, 3, 4, 5, 10]
-
-
 if SKLEARN_1_6:
-    options = {"xfail_strict": False} if "xfail_strict" in inspect.signature(parametrize_with_checks).parameters else {}
-
-    @parametrize_with_checks(checked_estimators(WIDTHS), expected_failed_checks=expected_failed_checks, **options)
+    @parametrize_with_checks(checked_estimators(WIDTHS), expected_failed_checks=expected_failed_checks)
     def test_sklearn_estimator_checks(estimator, check):
         reason = expected_failed_checks(estimator).get(check_name(check))
         if reason is not None:
@@ -131,8 +124,8 @@ if SKLEARN_1_6:
             pytest.xfail(reason)
         check(estimator)
 
-
-    # At 2 and at 3 inputs between them, every check of one width fails.
+    # Every width-specific check fails at 2 inputs or at 3: between them, they meet every
+    # expected failure.
     @pytest.mark.parametrize("estimator", checked_estimators([2, 3]), ids=repr)
     def test_expected_failures_are_the_width_error(estimator):
         """What the estimator checks at other widths meet: the ValueError naming both widths."""
@@ -385,37 +378,39 @@ def test_width_other_than_the_networks(regressor_learner):
         model.predict(np.zeros((5, 4)))
 
 
-def test_regressor_targets_must_match_the_outputs(regressor_learner):
-    with pytest.raises(ValueError, match="y has 2 columns, but the learner's network has 3 outputs"):
-        FewShotRegressor(mf.MetaSGD(mf.MLP([3, 3]))).fit(np.zeros((5, 3)), np.zeros((5, 2)))
-    with pytest.raises(ValueError, match=r"y is 1-D, but the learner's network has 3 outputs: give y of shape \(rows, 3\)"):
-        FewShotRegressor(mf.MetaSGD(mf.MLP([3, 3]))).fit(np.zeros((5, 3)), np.zeros(5))
+@pytest.mark.parametrize("y, message", [
+    (np.zeros((5, 2)), "y has 2 columns, but the learner's network has 3 outputs"),
+    (np.zeros(5), r"y is 1-D, but the learner's network has 3 outputs: give y of shape \(rows, 3\)"),
+], ids=["columns", "1-D"])
+def test_regressor_targets_must_match_the_outputs(y, message):
+    with pytest.raises(ValueError, match=message):
+        FewShotRegressor(mf.MetaSGD(mf.MLP([3, 3]))).fit(np.zeros((5, 3)), y)
 
 
 @pytest.mark.parametrize("estimator_class, loss, message", [
-    (FewShotRegressor, "softmax_ce", "FewShotRegressor needs a learner with loss 'mse', got learner.loss 'softmax_ce'"),
+    (FewShotRegressor, "softmax_ce", "FewShotRegressor needs a learner with loss 'mse', got learner.loss "
+                                     "'softmax_ce': use FewShotClassifier"),
     (FewShotRegressor, "bce", "FewShotRegressor needs a learner with loss 'mse', got learner.loss 'bce'"),
-    (FewShotClassifier, "mse", "FewShotClassifier needs a learner with loss 'softmax_ce' or 'bce', got learner.loss 'mse'"),
+    (FewShotClassifier, "mse", "FewShotClassifier needs a learner with loss 'softmax_ce' or 'bce', got "
+                               "learner.loss 'mse': use FewShotRegressor"),
 ])
 def test_loss_must_suit_the_estimator(estimator_class, loss, message):
     with pytest.raises(ValueError, match=message):
         estimator_class(mf.MetaSGD(mf.MLP([3, 2]), loss=loss)).fit(np.zeros((4, 3)), [0, 1, 0, 1])
 
 
-def test_classifier_class_counts(classifier_learner):
-    x = np.zeros((6, 5))
-    with pytest.raises(ValueError, match="y has 5 classes, but the learner's network classifies at most 4 "
-                                         r"\(4 outputs\)"):
-        FewShotClassifier(classifier_learner).fit(x[:5], [0, 1, 2, 3, 4])
-    with pytest.raises(ValueError, match="y needs at least 2 classes to adapt to, got 1 class"):
-        FewShotClassifier(classifier_learner).fit(x, np.ones(6, dtype=int))
-    with pytest.raises(ValueError, match="Only binary classification is supported. y has 3 classes, but the "
-                                         r"learner's network classifies at most 2 \(one bce output\)"):
-        FewShotClassifier(mf.MetaSGD(mf.MLP([5, 1]), loss="bce")).fit(x, [0, 1, 2, 0, 1, 2])
-    with pytest.raises(ValueError, match="FewShotClassifier needs a bce learner with one output"):
-        FewShotClassifier(mf.MetaSGD(mf.MLP([5, 2]), loss="bce")).fit(x, [0, 1, 0, 1, 0, 1])
-    with pytest.raises(ValueError, match="Unknown label type"):
-        FewShotClassifier(classifier_learner).fit(x, np.linspace(0, 1, 6))
+@pytest.mark.parametrize("loss, outputs, y, message", [
+    ("softmax_ce", 4, [0, 1, 2, 3, 4, 0],
+     r"y has 5 classes, but the learner's network classifies at most 4 \(4 outputs\)"),
+    ("softmax_ce", 4, [1] * 6, "y needs at least 2 classes to adapt to, got 1 class"),
+    ("softmax_ce", 4, np.linspace(0, 1, 6), "Unknown label type"),
+    ("bce", 1, [0, 1, 2, 0, 1, 2], "Only binary classification is supported. y has 3 classes, but the learner's "
+                                   r"network classifies at most 2 \(one bce output\)"),
+    ("bce", 2, [0, 1] * 3, "FewShotClassifier needs a bce learner with one output"),
+], ids=["too-many", "one", "continuous", "bce-three", "bce-two-outputs"])
+def test_classifier_class_counts(loss, outputs, y, message):
+    with pytest.raises(ValueError, match=message):
+        FewShotClassifier(mf.MetaSGD(mf.MLP([5, outputs]), loss=loss)).fit(np.zeros((6, 5)), y)
 
 
 def test_docstring_examples_run():

@@ -147,23 +147,26 @@ class FewShotRegressor(RegressorMixin, _FewShotEstimator):
       check_estimators_nan_inf, check_estimators_pickle, check_f_contiguous_array_estimator,
       check_supervised_y_2d, check_methods_sample_order_invariance,
       check_methods_subset_invariance, check_dict_unchanged, check_fit2d_predict1d;
-    - 4: check_n_features_in_after_fitting, check_positive_only_tag_during_fit, check_regressors_no_decision_function;
+    - 4: check_n_features_in_after_fitting, check_positive_only_tag_during_fit,
+      check_regressors_no_decision_function;
     - 5: check_estimators_dtypes;
     - 10: check_dtype_object, check_regressors_train, check_regressors_int,
       check_regressor_data_not_an_array, check_fit2d_1sample.
+
+    Skipped by scikit-learn itself where their packages are missing: check_array_api_input
+    (without ``SCIPY_ARRAY_API=1``) and the checks with pandas data.
 
     Examples
     --------
     >>> import numpy as np
     >>> import metafast as mf
-    >>> from sklearn.pipeline import make_pipeline
-    >>> from sklearn.preprocessing import StandardScaler
+    >>> from sklearn.model_selection import GridSearchCV
     >>> from metafast.sklearn import FewShotRegressor
     >>> learner = mf.MetaSGD(mf.MLP([1, 40, 1]), seed=0)
     >>> _ = learner.fit(mf.tasks.Sinusoid(), iterations=50, progress=False)
     >>> x = np.linspace(-5, 5, 10).reshape(-1, 1)
-    >>> model = make_pipeline(StandardScaler(), FewShotRegressor(learner, steps=5))
-    >>> model.fit(x, 2 * np.sin(x[:, 0] + 1)).predict(x).shape
+    >>> search = GridSearchCV(FewShotRegressor(learner), {"steps": [0, 1, 5]}, cv=5)
+    >>> search.fit(x, 2 * np.sin(x[:, 0] + 1)).predict(x).shape
     (10,)
     """
 
@@ -291,6 +294,9 @@ class FewShotClassifier(ClassifierMixin, _FewShotEstimator):
     needs at least 4 outputs for every check (check_dtype_object uses 4 classes); with a bce
     learner (binary only) the multi-class parts of the checks are not run, by the
     ``multi_class`` tag.
+
+    Skipped by scikit-learn itself where their packages are missing: check_array_api_input
+    (without ``SCIPY_ARRAY_API=1``) and the checks with pandas data.
 
     Examples
     --------
