@@ -47,16 +47,23 @@ class MetaGradientLearner(SupervisedLearner, abstract=True):
         self._adam_betas = _validation.two_reals(adam_betas, "adam_betas")
         self._adam_eps = _validation.real(adam_eps, "adam_eps")
         self._clip_grad_norm = None if clip_grad_norm is None else _validation.real(clip_grad_norm, "clip_grad_norm")
+        self._check_learner_memory(model.num_params, self._alpha_vectors())
         theta, self._init = initial_theta(model, init, self._seed, self._dtype)
         impl_class = _core.MetaSGDFloat32 if self._dtype == np.float32 else _core.MetaSGDFloat64
         self._impl = impl_class(model._impl, self._loss, self._inner_steps, self._first_order, self._meta_optimizer,
-                                self._meta_lr, *self._adam_betas, self._adam_eps, _validation.num_threads(num_threads),
+                                self._meta_lr, *self._adam_betas, self._adam_eps, self._seed,
+                                _validation.num_threads(num_threads),
                                 clip_grad_norm=self._clip_grad_norm, **self._inner_rule())
         self._impl.set_params(theta, *self._initial_params())
 
-    @property
-    def _thread_values_per_parameter(self) -> int:  # type: ignore[override]
-        return 2 * self._inner_steps + 4  # theta_0 .. theta_J, g_0 .. g_J-1 and three more vectors
+    @classmethod
+    def _learner_bytes(cls, num_params: int, alpha_vectors: int, dtype: np.dtype) -> int:
+        impl_class = _core.MetaSGDFloat32 if dtype == np.float32 else _core.MetaSGDFloat64
+        return impl_class.learner_bytes(num_params, alpha_vectors)
+
+    def _alpha_vectors(self) -> int:
+        """Vectors of alpha (each as long as theta) the learner learns."""
+        raise NotImplementedError
 
     @property
     def inner_steps(self) -> int:
@@ -77,16 +84,6 @@ class MetaGradientLearner(SupervisedLearner, abstract=True):
     def meta_lr(self) -> float:
         """The meta-optimizer's learning rate (of theta)."""
         return self._meta_lr
-
-    @property
-    def adam_betas(self) -> tuple[float, float]:
-        """Adam's decay rates of the meta-optimizer's moments."""
-        return self._adam_betas
-
-    @property
-    def adam_eps(self) -> float:
-        """Adam's epsilon in the meta-optimizer."""
-        return self._adam_eps
 
     @property
     def init(self) -> Any:
@@ -127,7 +124,7 @@ class MetaGradientLearner(SupervisedLearner, abstract=True):
         return share.result(self._impl.meta_step(*share.of(arrays), **share.core()))
 
     def _native_fit(self, family: TaskFamily, count: int, share: Share) -> tuple[np.ndarray, bool]:
-        return share.result(self._impl.fit(family._impl, self._seed, self._iteration, count, share.count,
+        return share.result(self._impl.fit(family._impl, self._iteration, count, share.count,
                                            **share.core()))
 
     def _adapted(self, x: np.ndarray, y: np.ndarray, steps: int | None) -> np.ndarray:

@@ -81,9 +81,11 @@ class Reptile(SupervisedLearner):
 
     _progress_label = "Reptile"
     _divergence_hint = "a smaller inner_lr or epsilon"
-    _values_per_parameter = 6  # theta, the carried Adam state, the candidate and the chain's state
-    _slot_values_per_parameter = 1
-    _thread_values_per_parameter = 4
+
+    @classmethod
+    def _learner_bytes(cls, num_params: int, alpha_vectors: int, dtype: np.dtype) -> int:
+        impl_class = _core.ReptileFloat32 if dtype == np.float32 else _core.ReptileFloat64
+        return impl_class.learner_bytes(num_params)
 
     def __init__(self, model: MLP, loss: str = "mse", inner_optimizer: str | None = None, inner_lr: float | None = None,
                  inner_epochs: int = 10, inner_batch: int = 10, epsilon: float = 0.1,
@@ -106,6 +108,7 @@ class Reptile(SupervisedLearner):
         self._adam_eps = _validation.real(adam_eps, "adam_eps")
         self._reset_optimizer = _validation.boolean(reset_optimizer, "reset_optimizer")
         self._shuffle = _validation.boolean(shuffle, "shuffle")
+        self._check_learner_memory(model.num_params, 0)
         impl_class = _core.ReptileFloat32 if self._dtype == np.float32 else _core.ReptileFloat64
         self._impl = impl_class(model._impl, self._loss, self._inner_optimizer, self._inner_lr, *self._adam_betas,
                                 self._adam_eps, self._inner_epochs, self._inner_batch, self._reset_optimizer,
@@ -142,16 +145,6 @@ class Reptile(SupervisedLearner):
     def inner_batch(self) -> int:
         """Rows per inner update."""
         return self._inner_batch
-
-    @property
-    def adam_betas(self) -> tuple[float, float]:
-        """Adam's decay rates in the inner loop."""
-        return self._adam_betas
-
-    @property
-    def adam_eps(self) -> float:
-        """Adam's epsilon in the inner loop."""
-        return self._adam_eps
 
     @property
     def reset_optimizer(self) -> bool:

@@ -39,6 +39,9 @@ class SupervisedLearner(Learner, abstract=True):
     loop of meta-training when no step count is given).
     """
 
+    _adam_betas: tuple[float, float]  # set by the subclass, whose Adam they configure
+    _adam_eps: float
+
     def __init__(self, model: MLP, loss: str, dtype: Any, seed: int) -> None:
         super().__init__(model, dtype, seed)
         self._loss = _validation.string(loss, "loss")
@@ -49,6 +52,17 @@ class SupervisedLearner(Learner, abstract=True):
     def loss(self) -> str:
         """Loss of the support and query sets: "mse", "bce" or "softmax_ce"."""
         return self._loss
+
+    @property
+    def adam_betas(self) -> tuple[float, float]:
+        """Adam's decay rates of its two moments: in the meta-optimizer (Meta-SGD, MAML) or the
+        inner loop (Reptile)."""
+        return self._adam_betas
+
+    @property
+    def adam_eps(self) -> float:
+        """Adam's epsilon: in the meta-optimizer (Meta-SGD, MAML) or the inner loop (Reptile)."""
+        return self._adam_eps
 
     @property
     def tasks(self) -> TaskFamily | None:
@@ -125,8 +139,9 @@ class SupervisedLearner(Learner, abstract=True):
         """
         tasks = self._native_family(check_tasks(tasks, allow_batch=True))
         meta_batch = _validation.count(meta_batch, "meta_batch")
-        per_task, rows = (tasks._values_per_task(), tasks._rows_per_task()) if isinstance(tasks, TaskFamily) else (0, 0)
-        self._check_memory(self._training_values(meta_batch, per_task, rows), f"a meta-batch of {meta_batch} tasks")
+        # The core sizes the run: task slots, every thread's workspace, a family's sampled batch.
+        family = tasks._impl if isinstance(tasks, TaskFamily) else None
+        _memory.check(self._impl.bytes_needed(meta_batch, family), f"a meta-batch of {meta_batch} tasks")
 
         share = self._share_of(meta_batch, comm)
 
