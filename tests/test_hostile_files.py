@@ -145,7 +145,7 @@ def test_a_file_too_large_for_the_memory_is_refused_before_it_is_read(tmp_path, 
     path = write(tmp_path / "model.npz", entries)
     state = {name: array for name, array in entries.items() if name not in ("format", "format_version", "config")}
     arrays = sum(array.nbytes for array in state.values())
-    learner = mf.MetaSGD._values_per_parameter * 13 * 4  # a float32 Meta-SGD of 13 parameters
+    learner = mf.MetaSGD._learner_bytes(13, 1, np.dtype("float32"))  # a float32 Meta-SGD of 13 parameters
     monkeypatch.setattr(_memory, "available_bytes", lambda: (arrays + learner // 2) / 0.9)
     with pytest.raises(ValueError, match=f"{path} is too large to load: the learner it holds needs about"):
         mf.load(path)

@@ -9,6 +9,8 @@ import textwrap
 
 import pytest
 
+import metafast as mf
+
 CASES = {
     "a learner of a huge model": "mf.MetaSGD(mf.MLP([1, 30000, 30000, 1]))",
     "a Reptile learner of a huge model": "mf.Reptile(mf.MLP([1, 40000, 40000, 1]))",
@@ -45,3 +47,46 @@ def test_a_request_beyond_the_memory_is_refused_before_allocating(case):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("ValueError:") and "GiB" in done.stdout, done.stdout
+
+
+def supervised_case(learner, family, alpha_vectors):
+    def run():
+        learner.fit(family, iterations=2, meta_batch=4, progress=False)
+        learner.evaluate(family, num_tasks=3, steps=[0, 1, 2])
+        return learner._impl.bytes_needed(4, family._impl)
+    return learner, run, alpha_vectors
+
+
+def rl_case():
+    learner = mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]), env=mf.rl.Navigation2D(horizon=12), inner_trajectories=4,
+                              inner_steps=2, num_threads=2)
+
+    def run():
+        learner.fit(iterations=2, meta_batch=3, progress=False)
+        learner.evaluate(num_tasks=2, trajectories=6, steps=[0, 1])
+        return learner._impl.bytes_needed(3, 6)
+    return learner, run, 1
+
+
+ESTIMATED = {
+    "metasgd": lambda: supervised_case(mf.MetaSGD(mf.MLP([1, 16, 16, 1]), inner_steps=2, alpha_per_step=True,
+                                                  num_threads=2), mf.tasks.Sinusoid(support=5, query=7), 2),
+    "maml-float64": lambda: supervised_case(mf.MAML(mf.MLP([1, 16, 1]), dtype="float64", num_threads=2),
+                                            mf.tasks.Sinusoid(support=9, query=3), 0),
+    "reptile": lambda: supervised_case(mf.Reptile(mf.MLP([3, 16, 3]), loss="softmax_ce", shuffle=True,
+                                                  reset_optimizer=False, inner_optimizer="adam", inner_batch=4,
+                                                  num_threads=2), mf.tasks.GaussianNWay(ways=3, dim=3), 0),
+    "rl": rl_case,
+}
+
+
+@pytest.mark.parametrize("case", sorted(ESTIMATED))
+def test_the_cores_estimates_cover_what_it_allocates(case):
+    """The memory checks' estimates are the core's own sizes: a learner's buffers after training
+    and evaluation hold no more than its lifetime estimate and its run's, and not far less."""
+    learner, run, alpha_vectors = ESTIMATED[case]()
+    needed = run()
+    theta = learner.theta.size
+    estimate = learner._learner_bytes(theta, alpha_vectors, learner.dtype) + needed
+    allocated = learner._impl.allocated_bytes()
+    assert allocated <= estimate < 3 * allocated + 200_000  # + Adam's kept steps, counted in full

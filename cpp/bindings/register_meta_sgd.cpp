@@ -22,7 +22,7 @@ void bind_learner(py::module_& m, const char* name) {
     py::class_<Learner<T>> cls(m, name);
     cls.def(py::init([](const Mlp& mlp, const std::string& loss, std::int64_t inner_steps, bool first_order,
                         const std::string& optimizer, double lr, double beta1, double beta2, double eps,
-                        int num_threads, bool alpha_per_step, std::optional<double> clip_grad_norm,
+                        std::uint64_t seed, int num_threads, bool alpha_per_step, std::optional<double> clip_grad_norm,
                         std::optional<double> fixed_inner_lr, std::optional<double> alpha_lr) {
                 const Loss kind = parse_loss(loss);
                 check_loss_matches_output(kind, mlp.output_activation(), mlp.output_width());
@@ -33,14 +33,14 @@ void bind_learner(py::module_& m, const char* name) {
                 if (fixed_inner_lr) checked_within(*fixed_inner_lr, "inner_lr", 0.0, 1e30);
                 OptimizerConfig meta = checked_optimizer(optimizer, "meta_optimizer", lr, "meta_lr", beta1, beta2, eps);
                 meta.tail_lr = alpha_lr ? checked_positive(*alpha_lr, "alpha_lr") : meta.lr;
-                return std::make_unique<Learner<T>>(mlp, config, meta, checked_threads(num_threads),
+                return std::make_unique<Learner<T>>(mlp, config, meta, seed, checked_threads(num_threads),
                                                     fixed_inner_lr.value_or(0.0));
             }),
             "mlp"_a, "loss"_a, "inner_steps"_a, "first_order"_a, "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a,
-            "eps"_a, "num_threads"_a, "alpha_per_step"_a = false, "clip_grad_norm"_a = py::none(),
+            "eps"_a, "seed"_a, "num_threads"_a, "alpha_per_step"_a = false, "clip_grad_norm"_a = py::none(),
             "fixed_inner_lr"_a = py::none(), "alpha_lr"_a = py::none(),
-            "A Meta-SGD learner (alpha learning at alpha_lr, by default meta_lr); with fixed_inner_lr, MAML: alpha "
-            "that step size for every parameter, not learned.");
+            "A Meta-SGD learner (alpha learning at alpha_lr, by default meta_lr; fit's tasks keyed by seed); with "
+            "fixed_inner_lr, MAML: alpha that step size for every parameter, not learned.");
     add_learner_methods<T>(cls);
     add_theta_alpha<T>(cls);
     add_supervised_methods<T>(cls);
@@ -78,16 +78,15 @@ void bind_learner(py::module_& m, const char* name) {
              "total_tasks"_a = 0,
              "One meta-iteration; returns (updated, loss, failed_elsewhere). Not updated when not finite.")
         .def("fit",
-             [](Learner<T>& l, const TaskFamily& family, std::uint64_t seed, std::uint64_t first_iteration,
-                std::size_t iterations, std::int64_t meta_batch, const py::object& relay, std::size_t first_task,
-                std::size_t total_tasks) {
+             [](Learner<T>& l, const TaskFamily& family, std::uint64_t first_iteration, std::size_t iterations,
+                std::int64_t meta_batch, const py::object& relay, std::size_t first_task, std::size_t total_tasks) {
                  check_family(l.mlp(), l.config().loss, family);
                  const std::size_t tasks = checked_share(meta_batch, relay);
                  return fit_in_core<T>(l, iterations, relay, first_task, total_tasks, tasks, [&](double* losses, auto& combine) {
-                     return l.fit(family, seed, first_iteration, iterations, tasks, losses, combine);
+                     return l.fit(family, first_iteration, iterations, tasks, losses, combine);
                  });
              },
-             "family"_a, "seed"_a, "first_iteration"_a, "iterations"_a, "meta_batch"_a, "relay"_a = py::none(),
+             "family"_a, "first_iteration"_a, "iterations"_a, "meta_batch"_a, "relay"_a = py::none(),
              "first_task"_a = 0, "total_tasks"_a = 0,
              "Meta-train on natively sampled tasks; returns (losses, diverged, failed_elsewhere). With a relay, "
              "meta_batch is this process's share, tasks [first_task, first_task + meta_batch) of total_tasks.");

@@ -123,6 +123,16 @@ void register_mlp(py::module_& m) {
         .def_property_readonly("bias", &Mlp::bias)
         .def_property_readonly("activation", [](const Mlp& mlp) { return activation_name(mlp.hidden_activation()); })
         .def_property_readonly("output", [](const Mlp& mlp) { return activation_name(mlp.output_activation()); })
+        .def("workspace_bytes",
+             [](const Mlp& mlp, std::size_t rows, std::size_t itemsize, bool r_operator) {
+                 require(itemsize == 4 || itemsize == 8, "itemsize must be 4 (float32) or 8 (float64), got " +
+                                                             std::to_string(itemsize));
+                 return itemsize == 4 ? MlpWorkspace<float>::bytes(mlp, rows, r_operator)
+                                      : MlpWorkspace<double>::bytes(mlp, rows, r_operator);
+             },
+             "rows"_a, "itemsize"_a, "r_operator"_a = true,
+             "Bytes a pass over `rows` rows allocates for its workspace (with the R-operator's buffers: "
+             "Hessian-vector products).")
         .def("weight_offset", &Mlp::weight_offset, "layer"_a)
         .def("bias_offset", &Mlp::bias_offset, "layer"_a)
         .def("forward",

@@ -145,6 +145,18 @@ void bind_rl_learner(py::module_& m, const char* name) {
              "meta_batch"_a, "trajectories"_a, "num_threads"_a = 0,
              "Bytes a run of meta_batch tasks (0: an evaluation) with rollouts of `trajectories` trajectories "
              "allocates: task slots and every thread's rollout workspace (num_threads 0: the learner's).")
+        .def_static("training_bytes",
+                    [](const Mlp& mlp, std::int64_t horizon, std::int64_t inner_steps, std::size_t meta_batch,
+                       std::int64_t trajectories, int num_threads) {
+                        return Learner::training_bytes(
+                            mlp, checked_count(horizon, "horizon", std::size_t{1} << 24),
+                            checked_count(inner_steps, "inner_steps", 100), meta_batch,
+                            checked_count(trajectories, "trajectories", std::size_t{1} << 16),
+                            resolve_threads(checked_threads(num_threads)));
+                    },
+                    "mlp"_a, "horizon"_a, "inner_steps"_a, "meta_batch"_a, "trajectories"_a, "num_threads"_a,
+                    "bytes_needed for a policy network `mlp` and episodes of up to `horizon` steps, whoever "
+                    "collects the rollouts.")
         .def("allocated_bytes",
              [](Learner& l) {
                  std::lock_guard<std::mutex> lock(l.mutex());
@@ -216,8 +228,14 @@ void register_rl(py::module_& m) {
     m.def(
         "check_rl_settings",
         [](std::int64_t trajectories, double gamma, const std::string& optimizer, double lr, double beta1,
-           double beta2, double eps) { checked_rl_settings(trajectories, gamma, false, false, optimizer, lr, beta1, beta2, eps); },
+           double beta2, double eps, std::int64_t inner_steps, double gae_lambda, std::optional<double> alpha_lr) {
+            checked_rl_settings(trajectories, gamma, false, false, optimizer, lr, beta1, beta2, eps);
+            checked_count(inner_steps, "inner_steps", 100);
+            checked_within(gae_lambda, "gae_lambda", 0, 1);
+            if (alpha_lr) checked_positive(*alpha_lr, "alpha_lr");
+        },
         "trajectories"_a, "gamma"_a, "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a, "eps"_a,
+        "inner_steps"_a = 1, "gae_lambda"_a = 1.0, "alpha_lr"_a = py::none(),
         "Raises ValueError, as the RL learners' constructors do, for settings out of range.");
     bind_rl_learner<float>(m, "MetaSGDRLFloat32");
     bind_rl_learner<double>(m, "MetaSGDRLFloat64");

@@ -22,7 +22,7 @@ import zipfile
 import zlib
 from collections.abc import Container
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import IO, Any, Callable
 
 import numpy as np
 
@@ -250,10 +250,11 @@ def checked_model(config: dict[str, Any], kinds: Container[str]) -> tuple[MLP, n
         raise Refused(f"has a damaged config (model: {described(error)})") from None
 
 
-def checked_state(archive: Archive, model: MLP, dtype: np.dtype, values_per_parameter: int) -> dict[str, np.ndarray]:
+def checked_state(archive: Archive, model: MLP, dtype: np.dtype,
+                  learner_bytes: Callable[[int, int], int]) -> dict[str, np.ndarray]:
     """The learner's state entries, read once their headers agree with the model and with
     each other, and the load fits in memory: the arrays, then the learner built from them,
-    which keeps `values_per_parameter` numbers of `dtype` per parameter."""
+    which keeps ``learner_bytes(parameters, alpha_vectors)`` bytes (the core's sizes)."""
     declared = {name: archive.declared(name) for name in STATE if name not in OPTIONAL or name in archive}
     parameters, architecture = declared["theta"].size, model.num_params
     # theta is the network's parameters, then for a policy one log standard deviation per output.
@@ -269,7 +270,7 @@ def checked_state(archive: Archive, model: MLP, dtype: np.dtype, values_per_para
     iteration = int(archive.read("iteration", declared["iteration"])[()])
     if declared["history"].size != iteration:
         raise Refused(f"has a history of {declared['history'].size} values for {iteration} meta-iterations")
-    needed = sum(entry.nbytes for entry in declared.values()) + values_per_parameter * parameters * dtype.itemsize
+    needed = sum(entry.nbytes for entry in declared.values()) + learner_bytes(parameters, alphas // parameters)
     try:
         _memory.check(needed, "the learner it holds")
     except ValueError as error:

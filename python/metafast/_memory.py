@@ -21,14 +21,6 @@ def available_bytes() -> int | None:
         return None
 
 
-def workspace_values(sizes: tuple[int, ...], rows: int) -> int:
-    """Numbers an MLP's workspace in the core holds for ``rows`` rows (an upper bound): each
-    layer's pre-activations and activations and their R-operator derivatives, the backward
-    pass's buffers, and a transposed weight matrix."""
-    widths = sizes[1:]
-    return rows * (4 * sum(widths) + 5 * max(sizes)) + max(a * b for a, b in zip(sizes, widths))
-
-
 def check(needed: float, what: str) -> None:
     """Raises ValueError when `what` needs more than 90% of the available memory."""
     available = available_bytes()

@@ -72,6 +72,6 @@ def default_alpha_lr(alpha_lr: Any, meta_lr: float, alpha_init: float | tuple[fl
     """alpha's meta learning rate: ``alpha_lr``, or by default meta_lr, times alpha's initial
     scale when ``scaled`` (meta_lr itself when alpha starts at 0, which gives no scale)."""
     if alpha_lr is not None:
-        return _validation.real(alpha_lr, "alpha_lr", minimum=0.0, exclusive=True)
+        return _validation.real(alpha_lr, "alpha_lr")  # its range: the core's check
     scale = (alpha_init[0] + alpha_init[1]) / 2 if isinstance(alpha_init, tuple) else alpha_init
     return meta_lr * scale if scaled and scale > 0 else meta_lr

@@ -122,7 +122,8 @@ def _read(file: IO[bytes], name: str) -> tuple[dict[str, Any], dict[str, np.ndar
             config = checks.decoded_config(str(archive.read("config")[()]))
             model, dtype = checks.checked_model(config, LEARNERS)
             learner = LEARNERS[config["kind"]]
-            return config, checks.checked_state(archive, model, dtype, learner._values_per_parameter)
+            return config, checks.checked_state(archive, model, dtype,
+                                                lambda n, alphas: learner._learner_bytes(n, alphas, dtype))
     except checks.Refused as refusal:
         raise ValueError(f"{name} {refusal}") from None
     except MemoryError:

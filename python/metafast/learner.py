@@ -57,13 +57,7 @@ class Learner:
     _impl: Any
     _param_names: tuple[str, ...] = ("theta",)
     _progress_label = "meta-training"
-    # Numbers the core keeps per parameter for the learner's life (parameters, optimizer state,
-    # room for the candidate update), per parameter in each task's slot of a meta-batch, and
-    # per parameter in each thread's workspace: what the memory checks count.
     _divergence_hint = "a smaller meta_lr or alpha_init"  # what to change when training diverges
-    _values_per_parameter = 12
-    _slot_values_per_parameter = 2
-    _thread_values_per_parameter = 6
     _progress_metric = "loss"
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
@@ -76,8 +70,6 @@ class Learner:
             raise TypeError(f"model must be a metafast.MLP, got {type(model).__name__}")
         self._model = model
         self._dtype = _validation.float_dtype(dtype)
-        self._check_memory(self._values_per_parameter * model.num_params,
-                           f"a {type(self).__name__} learner of {model.num_params:,} parameters")
         self._seed = _validation.seed(seed)
         self._iteration = 0
         self._meta_batch: int | None = None  # of the last fit: what continuing it bit for bit needs
@@ -221,17 +213,17 @@ class Learner:
                 self._current_fit = outer_fit
             return self.history[run.start:]
 
-    def _check_memory(self, values: float, what: str) -> None:
-        """ValueError, before anything is allocated, when ``values`` numbers of the learner's
-        dtype would not fit in the memory available."""
-        _memory.check(values * self._dtype.itemsize, what)
+    @classmethod
+    def _learner_bytes(cls, num_params: int, alpha_vectors: int, dtype: np.dtype) -> int:
+        """Bytes the core's learner keeps for its life, for theta of ``num_params`` values and
+        ``alpha_vectors`` vectors of alpha as long: the core's own sizes (``learner_bytes``),
+        checked before a learner is built and before a file's is loaded."""
+        raise NotImplementedError
 
-    def _training_values(self, meta_batch: int, values_per_task: int, rows: int) -> int:
-        """Numbers a meta-batch of ``meta_batch`` tasks holding ``values_per_task`` numbers each,
-        on tasks of ``rows`` rows, needs: the task slots and every thread's workspaces."""
-        n, threads = self._model.num_params, self.num_threads
-        per_thread = self._thread_values_per_parameter * n + 2 * _memory.workspace_values(self._model.sizes, rows)
-        return meta_batch * (self._slot_values_per_parameter * n + values_per_task) + threads * per_thread
+    def _check_learner_memory(self, num_params: int, alpha_vectors: int) -> None:
+        """ValueError, before anything is allocated, when the learner would not fit in memory."""
+        _memory.check(self._learner_bytes(num_params, alpha_vectors, self._dtype),
+                      f"a {type(self).__name__} learner of {num_params:,} parameters")
 
     def _share_of(self, meta_batch: int, comm: Any) -> Share:
         """This process's share of meta-batches of ``meta_batch`` tasks: all of them, or with an

@@ -63,14 +63,13 @@ class MAML(MetaGradientLearner):
 
     _progress_label = "MAML"
     _divergence_hint = "a smaller meta_lr or inner_lr, or clip_grad_norm"
-    _values_per_parameter = 7  # theta, the optimizer state, the candidate; no alpha
 
     def __init__(self, model: MLP, loss: str = "mse", inner_lr: float = 0.01, inner_steps: int = 1,
                  first_order: bool = False, meta_optimizer: str = "adam", meta_lr: float = 1e-3,
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
                  clip_grad_norm: float | None = None, init: Any = None) -> None:
-        self._inner_lr = _validation.real(inner_lr, "inner_lr", minimum=0.0)
+        self._inner_lr = _validation.real(inner_lr, "inner_lr")  # its range: the core's check
         super().__init__(model, loss, inner_steps, first_order, meta_optimizer, meta_lr, dtype, seed, num_threads,
                          adam_betas, adam_eps, clip_grad_norm, init)
 
@@ -104,6 +103,9 @@ class MAML(MetaGradientLearner):
 
     def _initial_params(self) -> tuple[np.ndarray, ...]:
         return ()
+
+    def _alpha_vectors(self) -> int:
+        return 0  # alpha is the fixed inner_lr
 
     def _hyperparameters(self) -> dict[str, Any]:
         return dict(self._common_hyperparameters(), inner_lr=self._inner_lr)

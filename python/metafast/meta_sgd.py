@@ -92,6 +92,9 @@ class MetaSGD(MetaGradientLearner, InnerLearningRates):
         uniform draw."""
         return self._alpha_init
 
+    def _alpha_vectors(self) -> int:
+        return self._inner_steps if self._alpha_per_step else 1
+
     def _alpha_shape(self) -> tuple[int, ...]:
         n = self._model.num_params
         return (self._inner_steps, n) if self._alpha_per_step else (n,)

@@ -350,7 +350,7 @@ class MLP:
     def _check_pass(self, theta: np.ndarray, x: np.ndarray) -> None:
         """The memory check of a pass over the rows of ``x``, before the core allocates it."""
         rows = x.shape[0] if x.ndim else 1
-        _memory.check(_memory.workspace_values(self.sizes, rows) * theta.dtype.itemsize,
+        _memory.check(self._impl.workspace_bytes(rows, theta.dtype.itemsize),
                       f"a pass of the network over {rows:,} rows")
 
     def state_dict(self, theta: np.ndarray) -> dict[str, np.ndarray]:

@@ -40,4 +40,18 @@ constexpr std::size_t cache_line_stride(std::size_t n) {
     return (n + line - 1) / line * line;
 }
 
+// Resizes v to n, allocating exactly n when it must grow (a plain resize may allocate up to twice
+// n), so that the memory estimates made from the sizes (learners' bytes_needed) hold.
+template <class Vector>
+void resize_exactly(Vector& v, std::size_t n) {
+    if (n > v.capacity()) v.reserve(n);
+    v.resize(n);
+}
+
+// Grows v to at least n elements, allocating exactly n; never shrinks.
+template <class Vector>
+void grow_exactly(Vector& v, std::size_t n) {
+    if (v.size() < n) resize_exactly(v, n);
+}
+
 }  // namespace metafast

@@ -82,10 +82,10 @@ struct MetaBatchBuffers {
 
     // `tail`: values after the sum that a combination may use (a message's header, say).
     void reserve(std::size_t tasks, std::size_t width, std::size_t tail = 0) {
-        if (slots.size() < slot_values(tasks, width)) slots.resize(slot_values(tasks, width));
-        if (sum.size() < width + tail) sum.resize(width + tail);
-        if (mean.size() < width) mean.resize(width);
-        if (task_scores.size() < tasks) task_scores.resize(tasks);
+        grow_exactly(slots, slot_values(tasks, width));
+        grow_exactly(sum, width + tail);
+        grow_exactly(mean, width);
+        grow_exactly(task_scores, tasks);
     }
 
     // Bytes reserve(tasks, width, tail) allocates in empty buffers.

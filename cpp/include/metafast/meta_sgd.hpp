@@ -91,9 +91,7 @@ private:
     Buffer<T> theta_t;
     std::uint64_t theta_t_run = 0, theta_t_iteration = 0;  // run 0: none yet
 
-    static void grow(Buffer<T>& x, std::size_t n) {
-        if (x.size() < n) x.resize(n);
-    }
+    static void grow(Buffer<T>& x, std::size_t n) { grow_exactly(x, n); }
 };
 
 // One inner step: theta_next = theta - alpha * grad L(theta); writes the gradient to grad.

@@ -27,9 +27,10 @@ template <class T>
 class MetaSgdLearner {
 public:
     // fixed_alpha: MAML's step size, for every parameter (when config.learn_alpha is false);
-    // optimizer.tail_lr: alpha's meta learning rate (when it is learned).
-    MetaSgdLearner(Mlp mlp, MetaSgdConfig config, OptimizerConfig optimizer, int num_threads, double fixed_alpha = 0)
-        : mlp_(std::move(mlp)), config_(config), optimizer_(optimizer),
+    // optimizer.tail_lr: alpha's meta learning rate (when it is learned); `seed` keys fit's tasks.
+    MetaSgdLearner(Mlp mlp, MetaSgdConfig config, OptimizerConfig optimizer, std::uint64_t seed, int num_threads,
+                   double fixed_alpha = 0)
+        : mlp_(std::move(mlp)), config_(config), optimizer_(optimizer), seed_(seed),
           params_(params_width(mlp_.num_params(), alpha_vectors(config)), T(0)),
           fixed_alpha_(config.learn_alpha ? 0 : mlp_.num_params(), T(fixed_alpha)) {
         optimizer_.tail_from = config.learn_alpha ? mlp_.num_params() : params_.size();
@@ -118,16 +119,16 @@ public:
     }
 
     // `iterations` meta-iterations on tasks sampled natively: task i of iteration k is keyed by
-    // (seed, first_iteration + k, i). Writes one mean query loss per completed iteration. With a
+    // (the learner's seed, first_iteration + k, i). Writes one mean query loss per completed iteration. With a
     // distributed `combine`, meta_batch is this process's share.
     template <class Combine = LocalSum>
-    FitResult fit(const TaskFamily& family, std::uint64_t seed, std::uint64_t first_iteration,
-                  std::size_t iterations, std::size_t meta_batch, double* losses, Combine&& combine = {}) {
+    FitResult fit(const TaskFamily& family, std::uint64_t first_iteration, std::size_t iterations,
+                  std::size_t meta_batch, double* losses, Combine&& combine = {}) {
         storage_.reserve(task_shape(family), meta_batch);
         const TaskBatchView<T> batch = storage_.view();
         const std::size_t first = combine.first_task();
         return run(iterations, meta_batch, guarded_update(), losses, [&](std::size_t k, std::size_t i, int thread) {
-            sample_task(family, seed, first_iteration + k, first + i, storage_.slot(i),
+            sample_task(family, seed_, first_iteration + k, first + i, storage_.slot(i),
                         scratch_[static_cast<std::size_t>(thread)]);
             return batch.task(i);
         }, combine, config_.clip_grad_norm);
@@ -205,6 +206,7 @@ private:
     MetaSgdConfig config_;
     std::uint64_t runs_ = 0;
     OptimizerConfig optimizer_;
+    std::uint64_t seed_;
     ThreadBudget budget_;
     WorkTimer task_timer_, evaluation_timer_;
     Buffer<T> params_, fixed_alpha_, candidate_;

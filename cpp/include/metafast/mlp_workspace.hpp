@@ -58,9 +58,7 @@ struct MlpWorkspace {
     }
 
 private:
-    static void grow(Buffer<T>& v, std::size_t n) {
-        if (v.size() < n) v.resize(n);
-    }
+    static void grow(Buffer<T>& v, std::size_t n) { grow_exactly(v, n); }
     static std::size_t layer_values(const Mlp& mlp, std::size_t layer, std::size_t rows) {
         return rows * mlp.fan_out(layer);
     }

@@ -132,6 +132,9 @@ public:
             lr_ = config.lr, beta1_ = config.beta1, beta2_ = config.beta2, eps_ = config.eps;
         }
         if (t > steps_kept) return AdamStep<T>(config, t);
+        if (static_cast<std::size_t>(t) > steps_.capacity())  // doubling, but never beyond the steps kept
+            steps_.reserve(std::min<std::size_t>(std::max<std::size_t>(std::size_t(t), 2 * steps_.capacity()),
+                                                 std::size_t(steps_kept)));
         while (static_cast<std::int64_t>(steps_.size()) < t)
             steps_.emplace_back(config, static_cast<std::int64_t>(steps_.size()) + 1);
         return steps_[static_cast<std::size_t>(t - 1)];

@@ -50,15 +50,17 @@ struct ReptileWorkspace {
 
     // Bytes one thread's workspace takes for tasks of up to `rows` rows (support or query): the
     // MLP workspace, the gradient and evaluation's parameters, the shuffled minibatch, the
-    // fresh optimizer state, and Adam's kept steps (grown one at a time, so up to twice).
+    // fresh optimizer state, and Adam's kept steps (doubling, up to twice a task's updates).
     static std::size_t bytes(const Mlp& mlp, const ReptileConfig& config, std::size_t rows) {
         const std::size_t n = mlp.num_params(), batch = std::min(config.inner_batch, rows);
+        const std::size_t updates = config.inner_epochs * batches_per_pass(rows, config.inner_batch);
         std::size_t bytes = MlpWorkspace<T>::bytes(mlp, rows, false) + 4 * n * sizeof(T);
         if (config.shuffle)
             bytes += rows * sizeof(std::size_t) + batch * (mlp.input_width() + mlp.output_width()) * sizeof(T) +
                      batch * sizeof(std::int64_t);
-        if (config.inner.kind == Optimizer::adam)
-            bytes += 2 * std::size_t(AdamSchedule<T>::steps_kept) * sizeof(AdamStep<T>);
+        if (config.inner.kind == Optimizer::adam)  // a carried state's steps go on counting
+            bytes += std::min<std::size_t>(config.reset_optimizer ? 2 * updates : std::size_t(AdamSchedule<T>::steps_kept),
+                                           std::size_t(AdamSchedule<T>::steps_kept)) * sizeof(AdamStep<T>);
         return bytes;
     }
 
@@ -80,12 +82,12 @@ void inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_u
     const std::size_t per_pass = batches_per_pass(rows, config.inner_batch);
     const std::size_t batch_rows = std::min(config.inner_batch, rows);
     const bool fused = scalar_mlp::applies<T>(mlp, config.loss);
-    if (ws.grad.size() < n) ws.grad.resize(n);
+    grow_exactly(ws.grad, n);
     if (config.shuffle) {  // each buffer checked on its own: a failed resize must not leave one short
-        if (ws.order.size() < rows) ws.order.resize(rows);
-        if (ws.x_batch.size() < batch_rows * in) ws.x_batch.resize(batch_rows * in);
-        if (ws.y_batch.size() < batch_rows * out) ws.y_batch.resize(batch_rows * out);
-        if (ws.labels_batch.size() < batch_rows) ws.labels_batch.resize(batch_rows);
+        grow_exactly(ws.order, rows);
+        grow_exactly(ws.x_batch, batch_rows * in);
+        grow_exactly(ws.y_batch, batch_rows * out);
+        grow_exactly(ws.labels_batch, batch_rows);
     }
     for (std::size_t u = first_update; u < first_update + updates; ++u) {
         cancellation::throw_if_cancelled();  // only evaluation and adaptation ever request it

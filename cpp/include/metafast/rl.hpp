@@ -149,10 +149,10 @@ void rollout(const Mlp& mlp, const Navigation2D& env, const RlConfig& config, co
     ws.active.assign(n, 1);
     ws.lengths.assign(n, 0);
     const std::size_t most = RlWorkspace<T>::rollout_rows(n, horizon);
-    ws.rewards.resize(most);
-    ws.observations.resize(n * dims);
-    ws.states.resize(most * dims);
-    ws.actions.resize(most * dims);
+    resize_exactly(ws.rewards, most);
+    resize_exactly(ws.observations, n * dims);
+    resize_exactly(ws.states, most * dims);
+    resize_exactly(ws.actions, most * dims);
     ws.mlp.reserve(mlp, std::max(n, most), true);
     std::size_t running = n;
     for (std::size_t t = 0; t < horizon && running > 0; ++t) {
@@ -183,8 +183,8 @@ void rollout(const Mlp& mlp, const Navigation2D& env, const RlConfig& config, co
     constexpr std::size_t k = detail::baseline_features;
     std::size_t rows = 0;
     for (std::size_t i = 0; i < n; ++i) rows += ws.lengths[i];
-    ws.returns.resize(rows);
-    ws.features.resize(rows * k);
+    resize_exactly(ws.returns, rows);
+    resize_exactly(ws.features, rows * k);
     double normal[k * k] = {}, rhs[k] = {}, total = 0.0;
     std::size_t row = 0;
     for (std::size_t i = 0; i < n; ++i) {
@@ -212,7 +212,7 @@ void rollout(const Mlp& mlp, const Navigation2D& env, const RlConfig& config, co
     // Advantages (in ws.returns): returns-to-go minus the baseline, or with gae_lambda < 1
     // GAE's sum of (gamma lambda)^l delta_{t+l}, delta_t = r_t + gamma b_{t+1} - b_t (b = 0 after
     // the last step, as the papers' code pads it); standardised when asked, then weights A_t / N.
-    ws.values.resize(rows);
+    resize_exactly(ws.values, rows);
     for (std::size_t r = 0; r < rows; ++r) {
         double baseline = 0.0;
         for (std::size_t a = 0; a < k; ++a) baseline += ws.features[r * k + a] * w[a];
@@ -246,9 +246,9 @@ void rollout(const Mlp& mlp, const Navigation2D& env, const RlConfig& config, co
     }
     out.rows = rows;
     out.mean_return = total / double(n);
-    out.states.resize(rows * dims);
-    out.actions.resize(rows * dims);
-    out.weights.resize(rows);
+    resize_exactly(out.states, rows * dims);
+    resize_exactly(out.actions, rows * dims);
+    resize_exactly(out.weights, rows);
     row = 0;
     for (std::size_t i = 0; i < n; ++i)
         for (std::size_t t = 0; t < ws.lengths[i]; ++t, ++row) {
@@ -279,10 +279,10 @@ double rl_task_meta_gradient(const Mlp& mlp, const Navigation2D& env, const RlCo
                              T* g_alpha) {
     const std::size_t q = mlp.num_params() + mlp.output_width(), k = config.inner_steps;
     ws.steps.resize(k);
-    ws.path.resize((k + 1) * q);
-    ws.grads.resize(k * q);
-    ws.u.resize(q);
-    ws.hv.resize(q);
+    resize_exactly(ws.path, (k + 1) * q);
+    resize_exactly(ws.grads, k * q);
+    resize_exactly(ws.u, q);
+    resize_exactly(ws.hv, q);
     std::copy(theta, theta + q, ws.path.data());
     // Ctrl-C is served between the stages too: with long horizons each is a large pass.
     for (std::size_t j = 0; j < k; ++j) {

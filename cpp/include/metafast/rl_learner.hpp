@@ -44,9 +44,17 @@ public:
     // trajectories on `threads` threads (0: the learner's) adds: the task slots and sums, and
     // every thread's rollout workspace.
     std::size_t bytes_needed(std::size_t tasks, std::size_t trajectories, int threads) const {
-        const std::size_t team = static_cast<std::size_t>(threads > 0 ? threads : budget_.threads());
-        return MetaBatchBuffers<T>::bytes(tasks, params_.size(), MetaBatchBuffers<T>::max_tail) +
-               team * RlWorkspace<T>::bytes(mlp_, trajectories, env_.horizon, config_.inner_steps);
+        return training_bytes(mlp_, env_.horizon, config_.inner_steps, tasks, trajectories,
+                              threads > 0 ? threads : budget_.threads());
+    }
+
+    // The same for a policy network `mlp`, episodes of up to `horizon` steps and `inner_steps`
+    // adaptation steps, on `threads` threads (the estimate for rollouts collected elsewhere too).
+    static std::size_t training_bytes(const Mlp& mlp, std::size_t horizon, std::size_t inner_steps, std::size_t tasks,
+                                      std::size_t trajectories, int threads) {
+        const std::size_t width = 2 * (mlp.num_params() + mlp.output_width());
+        return MetaBatchBuffers<T>::bytes(tasks, width, MetaBatchBuffers<T>::max_tail) +
+               static_cast<std::size_t>(std::max(threads, 1)) * RlWorkspace<T>::bytes(mlp, trajectories, horizon, inner_steps);
     }
 
     // Bytes the learner's buffers hold now (what bytes_needed and learner_bytes estimate).

@@ -101,7 +101,7 @@ private:
 
     template <class Vector>
     static void grow(Vector& v, std::size_t n) {
-        if (v.size() < n) v.resize(n);
+        grow_exactly(v, n);
     }
     TaskShape shape_{};
     std::size_t tasks_ = 0;

@@ -226,13 +226,8 @@ class GymBackend:
     def __init__(self, policy: GaussianPolicy, tasks: GymTasks, trajectories: int, gamma: float, first_order: bool,
                  normalize: bool, optimizer: str, lr: float, beta1: float, beta2: float, eps: float, seed: int,
                  dtype: np.dtype, alpha_lr: float, inner_steps: int, gae_lambda: float) -> None:
-        _core.check_rl_settings(trajectories, gamma, optimizer, lr, beta1, beta2, eps)
-        # The core's learner checks these two for Navigation2D; check_rl_settings does not take
-        # them, so they are checked here with the core's wording.
-        if not 1 <= inner_steps <= 100:
-            raise ValueError(f"inner_steps must lie in [1, 100], got {inner_steps}")
-        if not 0 <= gae_lambda <= 1:
-            raise ValueError(f"gae_lambda must lie in [0, 1], got {gae_lambda}")
+        # The ranges the core's learner checks for Navigation2D, with its messages.
+        _core.check_rl_settings(trajectories, gamma, optimizer, lr, beta1, beta2, eps, inner_steps, gae_lambda, alpha_lr)
         self.policy, self.tasks, self.seed, self.dtype = policy, tasks, seed, dtype
         self.trajectories, self.gamma, self.normalize, self.gae_lambda = trajectories, gamma, normalize, gae_lambda
         self.inner_steps, self.first_order = inner_steps, first_order

@@ -131,6 +131,7 @@ class MetaSGDRL(InnerLearningRates):
                  alpha_lr: float | None = None, init: Any = "glorot", inner_steps: int = 1,
                  gae_lambda: float | None = None) -> None:
         super().__init__(model, dtype, seed)
+        self._check_learner_memory(model.num_params + model.sizes[-1], 1)
         self.policy = GaussianPolicy(model)
         self.env = Navigation2D() if env is None else env
         if not isinstance(self.env, (Navigation2D, GymTasks)):
@@ -172,14 +173,20 @@ class MetaSGDRL(InnerLearningRates):
         theta = np.concatenate([mean_network, log_std])
         self._impl.set_params(theta, np.full(theta.size, self._settings["alpha_init"], dtype=self._dtype))
 
+    @classmethod
+    def _learner_bytes(cls, num_params: int, alpha_vectors: int, dtype: np.dtype) -> int:
+        impl_class = _core.MetaSGDRLFloat32 if dtype == np.float32 else _core.MetaSGDRLFloat64
+        return impl_class.learner_bytes(num_params)  # theta is the policy's: the network's and log_std
+
     def _check_rollouts(self, trajectories: int, meta_batch: int) -> None:
-        """The memory check of rollouts of ``trajectories`` trajectories on every thread
-        (``inner_steps + 1`` rollouts a task, each its samples and a network pass over them) and
-        of ``meta_batch`` task slots, before any is made."""
-        samples = trajectories * self.env.horizon
-        per_thread = (self._settings["inner_steps"] + 1) * (16 * samples + _memory.workspace_values(self._model.sizes, samples))
-        self._check_memory(self.num_threads * per_thread + meta_batch * 4 * self.policy.num_params,
-                           f"rollouts of {trajectories} trajectories of up to {self.env.horizon:,} steps")
+        """The memory check of rollouts of ``trajectories`` trajectories on every thread (each
+        task's inner steps and the rollout after them, their samples and network passes) and of
+        ``meta_batch`` task slots, before any is made: the core's sizes (also the estimate for
+        rollouts collected in Python)."""
+        impl_class = _core.MetaSGDRLFloat32 if self._dtype == np.float32 else _core.MetaSGDRLFloat64
+        needed = impl_class.training_bytes(self._model._impl, self.env.horizon, self._settings["inner_steps"], meta_batch,
+                                           trajectories, self.num_threads)
+        _memory.check(needed, f"rollouts of {trajectories} trajectories of up to {self.env.horizon:,} steps")
 
     @shared_docs
     def fit(self, iterations: int = 100, meta_batch: int = 20, progress: bool = True,
