@@ -13,6 +13,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 # What every scenario shares: a learner trained on 2 threads, and the same training on 1 thread
 # (results do not depend on the threads, so that is what any process must reproduce).
 COMMON = """
@@ -36,6 +38,27 @@ def work(seed):
 
 def serial(seed):
     return result(trained(1, seed=seed))
+
+def go_on(learner, tasks):
+    # runs in a worker: a learner and a family that came by pickle train on, as at home
+    learner.fit(tasks, iterations=20, meta_batch=8, progress=False)
+    return result(learner)
+
+def data_family():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-3, 3, (200, 1))
+    ids = np.arange(200) % 10
+    return mf.tasks.Regression(x, np.sin(x + ids[:, None]), ids, support=5, query=5)
+
+def sent():
+    # learners mid-training, with the families they train on, to send to workers
+    learner, other = trained(2), trained(2, seed=1, iterations=10)
+    other.fit(data_family(), iterations=10, meta_batch=8, progress=False)
+    return [learner, other], [learner.tasks, other.tasks]
+
+def at_home(learners, families):
+    import copy
+    return [go_on(copy.deepcopy(learner), tasks) for learner, tasks in zip(learners, families)]
 """
 
 
@@ -112,3 +135,35 @@ def test_joblib_loky_after_a_fit(tmp_path):
             print(results == [serial(seed) for seed in [1, 2]])
     """, tmp_path)
     assert out.split() == ["True"]
+
+
+SENDERS = {
+    "fork-pool": """
+        import multiprocessing
+        learners, families = sent()
+        with multiprocessing.get_context("fork").Pool(2) as pool:
+            results = pool.starmap(go_on, zip(learners, families))
+        print(results == at_home(learners, families))
+    """,
+    "spawn-executor": """
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+        if __name__ == "__main__":
+            learners, families = sent()
+            with ProcessPoolExecutor(2, mp_context=multiprocessing.get_context("spawn")) as pool:
+                results = list(pool.map(go_on, learners, families))
+            print(results == at_home(learners, families))
+    """,
+    "joblib-loky": """
+        from joblib import Parallel, delayed
+        if __name__ == "__main__":
+            learners, families = sent()
+            results = Parallel(n_jobs=2)(delayed(go_on)(l, f) for l, f in zip(learners, families))
+            print(results == at_home(learners, families))
+    """,
+}
+
+
+@pytest.mark.parametrize("how", list(SENDERS))
+def test_learners_and_families_sent_to_workers_train_on_bit_for_bit(how, tmp_path):
+    assert run_scenario(SENDERS[how], tmp_path).split() == ["True"]
