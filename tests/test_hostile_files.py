@@ -160,3 +160,15 @@ def test_anything_but_a_regular_file_is_refused_before_it_is_read(kind, tmp_path
         os.mkfifo(path)  # opening it for reading would block until a writer came
     with pytest.raises(ValueError, match=f"^{path} is not a regular file$"):
         mf.load(path)
+
+
+def test_running_out_of_memory_while_loading_names_the_file(tmp_path, monkeypatch):
+    path = tmp_path / "m.npz"
+    mf.MetaSGD(mf.MLP([1, 4, 1])).save(path)
+
+    def exhausted(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(mf.MetaSGD, "_from_saved", exhausted)
+    with pytest.raises(MemoryError, match=f"^not enough memory to load {path}$"):
+        mf.load(path)

@@ -1,4 +1,4 @@
-"""metafast: fast meta-learning (Meta-SGD, Reptile) for small networks on CPUs.
+"""metafast: fast meta-learning (Meta-SGD, MAML, Reptile, Meta-SGD for RL) for small networks on CPUs.
 
 The numerical work runs in a C++17 core (``metafast._core``, compiled once per CPU level and
 picked for the running CPU at import: see ``build_info()``); this package is its Python face.
