@@ -25,6 +25,8 @@ CASES = {
         "progress=False)"),
     "an evaluation of many tasks at many step counts": (
         "mf.MetaSGD(mf.MLP([1, 8, 1])).evaluate(mf.tasks.Sinusoid(), num_tasks=10**6, steps=range(2**16))"),
+    "an RL evaluation of many tasks at many step counts": (
+        "mf.rl.MetaSGDRL(mf.MLP([2, 4, 2])).evaluate(num_tasks=2**24, steps=range(2**16))"),
     "RL rollouts of a huge horizon in evaluate": (
         "mf.rl.MetaSGDRL(mf.MLP([2, 100, 100, 2]), env=mf.rl.Navigation2D(horizon=10**7)).evaluate()"),
 }

@@ -141,7 +141,7 @@ def test_init_schemes_are_one_list():
 
 
 LEARNER_FORMS = r"^init must be 'auto', 'he', 'glorot', 'pytorch', \('normal', std\) or theta \(an array of 25 numbers\), got "
-MODEL_FORMS = r"^init must be 'auto', 'he', 'glorot', 'pytorch' or \('normal', std\), got "
+MODEL_FORMS = r"^scheme must be 'auto', 'he', 'glorot', 'pytorch' or \('normal', std\), got "
 BAD_INITS = {
     "normal-three-items": (("normal", 0.1, 2), ValueError, r"\('normal', 0.1, 2\): a scheme is a name alone or \('normal', std\)$"),
     "std-first": ((0.1, "normal"), TypeError, r"\(0.1, 'normal'\)$"),
@@ -180,7 +180,7 @@ def test_init_as_theta_or_a_normal_std():
         initial_theta(model, 3.0, 0, np.dtype(np.float64))
     with pytest.raises(ValueError, match=r"^init's normal std must be >= 0.0, got -1.0$"):
         initial_theta(model, ("normal", -1.0), 0, np.dtype(np.float64))
-    with pytest.raises(TypeError, match=r"^init's normal std must be a number, got 'a'$"):
+    with pytest.raises(TypeError, match=r"^scheme's normal std must be a number, got 'a'$"):
         model.init(0, scheme=("normal", "a"))
     with pytest.raises(ValueError, match="^init has values beyond the range of float32"):
         initial_theta(model, np.full(25, 1e39), 0, np.dtype(np.float32))

@@ -190,7 +190,7 @@ def test_initialisation_schemes():
     assert np.abs(he[weights]).max() == pytest.approx(np.sqrt(6 / 50), rel=1e-3)
     assert np.abs(glorot[weights]).max() == pytest.approx(np.sqrt(6 / 450), rel=1e-3)
     np.testing.assert_array_equal(model.init(1), glorot)  # "auto": Glorot before tanh
-    with pytest.raises(ValueError, match="init must be 'auto', 'he', 'glorot', 'pytorch' or \\('normal', std\\)"):
+    with pytest.raises(ValueError, match="scheme must be 'auto', 'he', 'glorot', 'pytorch' or \\('normal', std\\)"):
         model.init(1, scheme="xavier")
     # A learner starts from the scheme, or from an explicit theta; a saved file rebuilds it.
     learner = mf.MAML(mf.MLP([1, 8, 1]), init="pytorch", seed=4)

@@ -40,8 +40,8 @@ LEARNERS = {
 }
 TASKS = {"family": SINE, "data": regression_family(), "sampler": sampler}
 COPIES = {
-    "pickle-2": lambda learner: pickle.loads(pickle.dumps(learner, protocol=2)),
-    "pickle-5": lambda learner: pickle.loads(pickle.dumps(learner, protocol=5)),
+    **{f"pickle-{protocol}": lambda learner, protocol=protocol: pickle.loads(pickle.dumps(learner, protocol=protocol))
+       for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1)},
     "copy": copy.copy,
     "deepcopy": copy.deepcopy,
 }
@@ -154,3 +154,25 @@ def test_every_learner_has_a_repr_with_its_model_settings_and_iteration(kind):
     text = repr(learner)
     assert text.startswith(f"{type(learner).__name__}(MLP([")
     assert "iteration=2" in text and f"seed={learner.seed}" in text and "\n" not in text
+
+
+def test_a_pickle_keeps_the_thread_count_as_asked():
+    # None (all cores) travels as None, so that the next machine's cores are all used
+    assert payload(mf.MetaSGD(mf.MLP([1, 4, 1])))[2] is None
+    assert payload(mf.MetaSGD(mf.MLP([1, 4, 1]), num_threads=1))[2] == 1
+    learner = mf.Reptile(mf.MLP([1, 4, 1]), num_threads=1)
+    learner.num_threads = None
+    assert payload(learner)[2] is None
+
+
+def test_a_fit_that_runs_nothing_keeps_the_task_family_of_the_last():
+    learner = LEARNERS["metasgd"]()
+    train(learner, SINE, 2)
+
+    def diverging(num_tasks, rng):
+        batch = sampler(num_tasks, rng)
+        return mf.TaskBatch(batch.x_support, np.full_like(batch.y_support, 1e30), batch.x_query, batch.y_query)
+
+    with pytest.raises(mf.TrainingDivergedError):
+        learner.fit(diverging, iterations=3, meta_batch=3, progress=False)
+    assert learner.iteration == 2 and learner.tasks == SINE and learner.meta_batch == 3

@@ -127,6 +127,7 @@ def test_a_spawn_process_pool_executor(tmp_path):
 
 
 def test_joblib_loky_after_a_fit(tmp_path):
+    pytest.importorskip("joblib")
     out = run_scenario("""
         from joblib import Parallel, delayed
         if __name__ == "__main__":
@@ -166,4 +167,6 @@ SENDERS = {
 
 @pytest.mark.parametrize("how", list(SENDERS))
 def test_learners_and_families_sent_to_workers_train_on_bit_for_bit(how, tmp_path):
+    if how == "joblib-loky":
+        pytest.importorskip("joblib")
     assert run_scenario(SENDERS[how], tmp_path).split() == ["True"]

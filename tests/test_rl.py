@@ -369,3 +369,13 @@ def test_the_collapse_warning_needs_a_clear_fall():
         mf.rl.warn_if_returns_fell(np.linspace(0, -100, 49))  # too short to judge
     with pytest.warns(RuntimeWarning, match=r"from -20\.\d+ .* to -24\.\d+"):
         mf.rl.warn_if_returns_fell(noisy - np.linspace(0, 5, 200))
+
+
+def test_rl_alpha_init_beyond_float32_is_named():
+    with pytest.raises(ValueError, match=r"^alpha_init must be at most 3.403e\+38 in float32, got 1e\+308$"):
+        mf.rl.MetaSGDRL(mf.MLP([2, 4, 2]), alpha_init=1e308)
+
+
+def test_rl_num_threads_is_checked_on_python_environments_too():
+    with pytest.raises(ValueError, match="num_threads"):
+        mf.rl.MetaSGDRL(mf.MLP([2, 4, 2]), env=mf.rl.GymTasks(lambda rng: None), num_threads=-5)

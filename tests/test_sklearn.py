@@ -420,3 +420,16 @@ def test_docstring_examples_run():
 
     failed, attempted = doctest.testmod(metafast.sklearn, optionflags=doctest.ELLIPSIS)
     assert attempted >= 3 and failed == 0
+
+
+def test_a_failed_fit_leaves_the_estimator_as_it_was():
+    learner = mf.MetaSGD(mf.MLP([2, 8, 3]), loss="softmax_ce", num_threads=1)
+    X = np.eye(2)[[0, 1, 0]]
+    model = FewShotClassifier(learner).fit(X, np.array(["a", "b", "a"]))
+    before = {name: np.copy(value) for name, value in vars(model).items() if name.endswith("_")}
+    predicted = model.predict(X)
+    with pytest.raises(ValueError, match="X has 5 features, but the learner's network takes 2"):
+        model.fit(np.ones((4, 5)), np.array(["x", "y", "z", "x"]))
+    after = {name: value for name, value in vars(model).items() if name.endswith("_")}
+    assert after.keys() == before.keys() and all(np.array_equal(after[k], before[k]) for k in before)
+    np.testing.assert_array_equal(model.predict(X), predicted)  # still fitted to the first support set

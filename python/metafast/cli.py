@@ -203,8 +203,8 @@ def build_parser() -> Parser:
                        help="also save the model to --save every N meta-iterations (default: at the end only)")
     train.add_argument("--resume", metavar="FILE",
                        help="continue the run saved in FILE (a --save file) up to --iterations meta-iterations; the "
-                            "learner, its hyperparameters, seed and task family come from FILE; needs --meta-batch, "
-                            "the one the run used (FILE does not record it), to continue bit for bit")
+                            "learner, its hyperparameters, seed, task family and meta-batch come from FILE (another "
+                            "--meta-batch is refused: only the same continues bit for bit)")
     # Options whose default depends on the algorithm: default=None, resolved by resolve_train_defaults.
     sgd = train.add_argument_group("Meta-SGD and MAML")
     sgd.add_argument("--inner-steps", type=positive_int, help=f"inner steps ({defaults_help('inner_steps')})")

@@ -27,6 +27,7 @@ class InnerLearningRates(Learner, abstract=True):
     """
 
     _param_names = ("theta", "alpha")
+    _divergence_hint = "a smaller meta_lr or alpha_init"
     _alpha_lr: float
 
     @property

@@ -57,7 +57,7 @@ class Learner:
     _impl: Any
     _param_names: tuple[str, ...] = ("theta",)
     _progress_label = "meta-training"
-    _divergence_hint = "a smaller meta_lr or alpha_init"  # what to change when training diverges
+    _divergence_hint = "a smaller meta_lr"  # what to change when training diverges
     _progress_metric = "loss"
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
@@ -71,6 +71,7 @@ class Learner:
         self._model = model
         self._dtype = _validation.float_dtype(dtype)
         self._seed = _validation.seed(seed)
+        self._requested_threads: int | None = None  # as asked: None (all cores) travels as such
         self._iteration = 0
         self._meta_batch: int | None = None  # of the last fit: what continuing it bit for bit needs
         self._history: list[np.ndarray] = []
@@ -125,7 +126,14 @@ class Learner:
 
     @num_threads.setter
     def num_threads(self, value: int | None) -> None:
-        self._impl.num_threads = _validation.num_threads(value)
+        self._impl.num_threads = self._threads(value)
+
+    def _threads(self, value: int | None) -> int:
+        """``num_threads`` checked for the core (0: all cores) and recorded as asked, so that a
+        pickle made on one machine uses all the cores of the next."""
+        threads = _validation.num_threads(value)
+        self._requested_threads = threads or None
+        return threads
 
     @property
     def theta(self) -> np.ndarray:
@@ -285,7 +293,7 @@ class Learner:
         """Pickles (and ``copy.copy``/``copy.deepcopy`` copies) as the bytes :meth:`save` writes,
         which unpickling reads through the same checks as :func:`metafast.load`: the copy is
         independent of this learner and continues training bit for bit as it would."""
-        return io.unpickled_learner, (io.archive_bytes(*self._snapshot()), self._pickled_tasks(), self.num_threads)
+        return io.unpickled_learner, (io.archive_bytes(*self._snapshot()), self._pickled_tasks(), self._requested_threads)
 
     def _pickled_tasks(self) -> Any:
         """What a pickle holds beside the file's bytes: the task family of the last fit."""

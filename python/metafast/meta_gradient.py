@@ -52,7 +52,7 @@ class MetaGradientLearner(SupervisedLearner, abstract=True):
         impl_class = _core.MetaSGDFloat32 if self._dtype == np.float32 else _core.MetaSGDFloat64
         self._impl = impl_class(model._impl, self._loss, self._inner_steps, self._first_order, self._meta_optimizer,
                                 self._meta_lr, *self._adam_betas, self._adam_eps, self._seed,
-                                _validation.num_threads(num_threads),
+                                self._threads(num_threads),
                                 clip_grad_norm=self._clip_grad_norm, **self._inner_rule())
         self._impl.set_params(theta, *self._initial_params())
 

@@ -170,7 +170,7 @@ class MLP:
         """
         seed = _validation.seed(seed)
         dtype = _validation.float_dtype(dtype)
-        scheme = init_scheme(scheme)
+        scheme = init_scheme(scheme, "scheme")
         std = scheme[1] if isinstance(scheme, tuple) else None
         rng = np.random.default_rng(seed)
         theta = np.zeros(self.num_params)

@@ -112,7 +112,7 @@ class Reptile(SupervisedLearner):
         impl_class = _core.ReptileFloat32 if self._dtype == np.float32 else _core.ReptileFloat64
         self._impl = impl_class(model._impl, self._loss, self._inner_optimizer, self._inner_lr, *self._adam_betas,
                                 self._adam_eps, self._inner_epochs, self._inner_batch, self._reset_optimizer,
-                                self._shuffle, self._seed, _validation.num_threads(num_threads), self._epsilon,
+                                self._shuffle, self._seed, self._threads(num_threads), self._epsilon,
                                 self._epsilon if self._epsilon_final is None else self._epsilon_final)
         self._impl.set_params(model.init(self._seed, self._dtype))
 

@@ -19,7 +19,8 @@ Examples
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+from typing import Any, Iterator
 
 import numpy as np
 
@@ -97,9 +98,27 @@ class _FewShotEstimator(BaseEstimator):
         X = _validate_data(self, X, dtype=self.learner.dtype, reset=False)
         return MLP(model.sizes, model.activation, "identity", model.bias).forward(self.params_, X)
 
-    def _fitted(self, learner: SupervisedLearner, X: np.ndarray, y: np.ndarray, steps: int | None) -> Any:
-        self.params_ = learner.adapt(X, y, steps)
+    def _fitted(self, learner: SupervisedLearner, X: np.ndarray, y: np.ndarray, steps: int | None,
+                **attributes: Any) -> Any:
+        """Adapts, then sets ``params_`` and the other fitted ``attributes``."""
+        params = learner.adapt(X, y, steps)
+        self.params_ = params
+        for name, value in attributes.items():
+            setattr(self, name, value)
         return self
+
+
+@contextlib.contextmanager
+def _kept_on_failure(estimator: BaseEstimator) -> Iterator[None]:
+    """A fit that fails leaves the estimator as it was (scikit-learn's validation sets
+    ``n_features_in_`` before the checks that may still refuse the data)."""
+    state = dict(vars(estimator))
+    try:
+        yield
+    except BaseException:
+        vars(estimator).clear()
+        vars(estimator).update(state)
+        raise
 
 
 class FewShotRegressor(RegressorMixin, _FewShotEstimator):
@@ -185,6 +204,10 @@ class FewShotRegressor(RegressorMixin, _FewShotEstimator):
         FewShotRegressor
             self, fitted.
         """
+        with _kept_on_failure(self):
+            return self._fit(X, y)
+
+    def _fit(self, X: Any, y: Any) -> FewShotRegressor:
         learner = self._checked_learner(("mse",), "FewShotClassifier")
         steps = self._checked_steps()
         outputs = learner.model.sizes[-1]
@@ -197,8 +220,7 @@ class FewShotRegressor(RegressorMixin, _FewShotEstimator):
         if y.ndim == 2 and y.shape[1] != outputs:
             raise ValueError(f"y has {y.shape[1]} columns, but the learner's network has {outputs} "
                              f"output{'s' if outputs != 1 else ''}")
-        self._one_d = y.ndim == 1
-        return self._fitted(learner, X, y.reshape(len(y), -1), steps)
+        return self._fitted(learner, X, y.reshape(len(y), -1), steps, _one_d=y.ndim == 1)
 
     def predict(self, X: Any) -> np.ndarray:
         """Predictions of the adapted network.
@@ -326,6 +348,10 @@ class FewShotClassifier(ClassifierMixin, _FewShotEstimator):
         FewShotClassifier
             self, fitted.
         """
+        with _kept_on_failure(self):
+            return self._fit(X, y)
+
+    def _fit(self, X: Any, y: Any) -> FewShotClassifier:
         learner = self._checked_learner(("softmax_ce", "bce"), "FewShotRegressor")
         steps = self._checked_steps()
         outputs = learner.model.sizes[-1]
@@ -343,9 +369,8 @@ class FewShotClassifier(ClassifierMixin, _FewShotEstimator):
                              + f"y has {len(classes)} classes, but the learner's network classifies at most {most} "
                              f"({'one bce output' if learner.loss == 'bce' else f'{outputs} outputs'})")
         self._check_width(learner, X)
-        self.classes_ = classes
         targets = encoded.reshape(-1, 1).astype(learner.dtype) if learner.loss == "bce" else encoded.astype(np.int64)
-        return self._fitted(learner, X, targets, steps)
+        return self._fitted(learner, X, targets, steps, classes_=classes)
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Logits of the adapted network.

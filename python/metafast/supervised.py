@@ -146,13 +146,15 @@ class SupervisedLearner(Learner, abstract=True):
         share = self._share_of(meta_batch, comm)
 
         def run_chunk(count: int) -> bool:
+            before = self._iteration
             if isinstance(tasks, TaskFamily):
                 losses, diverged = self._native_fit(tasks, count, share)
                 self._record(losses)
             else:
                 diverged = self._sampled_fit(tasks, count, share)
-            self._tasks = tasks if isinstance(tasks, TaskFamily) else None  # what save() records
-            self._tasks_config = None
+            if self._iteration > before:  # what save() records; a fit that ran nothing keeps the last
+                self._tasks = tasks if isinstance(tasks, TaskFamily) else None
+                self._tasks_config = None
             return diverged
 
         return self._train(iterations, run_chunk, progress, callback, checkpoint, checkpoint_every, on_divergence,

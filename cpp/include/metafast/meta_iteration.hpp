@@ -35,6 +35,7 @@
 #include "metafast/optim.hpp"
 #include "metafast/parallel.hpp"
 #include "metafast/round_flags.hpp"
+#include "metafast/task_batch.hpp"
 
 namespace metafast {
 
@@ -105,6 +106,23 @@ struct MetaBatchBuffers {
 private:
     static std::size_t slot_values(std::size_t tasks, std::size_t width) { return tasks * stride(width); }
 };
+
+// Bytes a run of `tasks` tasks on `team` threads adds to a learner whose meta-batch vectors
+// have `width` values: the task slots and sums, every thread's workspace for tasks of up to
+// `rows` rows (`workspace_bytes(rows)`), and with `sampled` (the shape of a family fit samples
+// from) the sampled batch and the samplers' scratch. The learners' bytes_needed, from the same
+// sizes their reserve calls use.
+template <class T, class WorkspaceBytes>
+std::size_t meta_batch_bytes(std::size_t tasks, std::size_t width, std::size_t rows, const TaskShape* sampled,
+                             std::size_t team, WorkspaceBytes workspace_bytes) {
+    std::size_t per_thread = 0, bytes = MetaBatchBuffers<T>::bytes(tasks, width, MetaBatchBuffers<T>::max_tail);
+    if (sampled) {
+        rows = std::max({rows, sampled->support_rows, sampled->query_rows});
+        bytes += TaskBatchStorage<T>::bytes(*sampled, tasks);
+        per_thread += SampleScratch::bytes(*sampled);
+    }
+    return bytes + team * (per_thread + workspace_bytes(rows));
+}
 
 // The combination of one process: the sum starts at zero and the mean divides by its tasks.
 // A distributed combination (python/metafast/distributed.py) has the same three members.

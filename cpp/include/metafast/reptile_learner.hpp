@@ -43,19 +43,11 @@ public:
         return (num_params + 2 * num_params + num_params + 2 * num_params) * sizeof(T);
     }
 
-    // Bytes a run of `tasks` tasks on `threads` threads (0: the learner's) adds: the task slots
-    // and sums, every thread's workspace for tasks of up to `rows` rows, and with `sampled` (the
-    // shape of a family fit samples from) the sampled batch and the samplers' scratch.
+    // Bytes a run of `tasks` tasks on `threads` threads (0: the learner's) adds (meta_batch_bytes).
     std::size_t bytes_needed(std::size_t tasks, std::size_t rows, const TaskShape* sampled, int threads) const {
         const std::size_t team = static_cast<std::size_t>(threads > 0 ? threads : budget_.threads());
-        std::size_t per_thread = 0, bytes = MetaBatchBuffers<T>::bytes(tasks, params_.size(), MetaBatchBuffers<T>::max_tail);
-        if (sampled) {
-            rows = std::max({rows, sampled->support_rows, sampled->query_rows});
-            bytes += TaskBatchStorage<T>::bytes(*sampled, tasks);
-            per_thread += SampleScratch::bytes(*sampled);
-        }
-        per_thread += ReptileWorkspace<T>::bytes(mlp_, config_, rows);
-        return bytes + team * per_thread;
+        return meta_batch_bytes<T>(tasks, params_.size(), rows, sampled, team,
+                                   [&](std::size_t r) { return ReptileWorkspace<T>::bytes(mlp_, config_, r); });
     }
 
     // Bytes the learner's buffers hold now (what bytes_needed and learner_bytes estimate).

@@ -139,7 +139,8 @@ class MetaSGDRL(InnerLearningRates):
         self._settings = dict(
             # Types here; the core checks the ranges (one message for each).
             inner_trajectories=_validation.int64(inner_trajectories, "inner_trajectories"),
-            gamma=_validation.real(gamma, "gamma"), alpha_init=_validation.real(alpha_init, "alpha_init", minimum=0.0),
+            gamma=_validation.real(gamma, "gamma"),
+            alpha_init=self._checked_alpha_init(_validation.real(alpha_init, "alpha_init")),
             log_std_init=_validation.real(log_std_init, "log_std_init"),
             first_order=_validation.boolean(first_order, "first_order"),
             normalize_advantages=_validation.boolean(normalize_advantages, "normalize_advantages"),
@@ -160,13 +161,14 @@ class MetaSGDRL(InnerLearningRates):
         options = (self._settings["inner_trajectories"], self._settings["gamma"], self._settings["first_order"],
                    self._settings["normalize_advantages"], self._settings["meta_optimizer"], self._settings["meta_lr"],
                    *self._settings["adam_betas"], self._settings["adam_eps"], self._seed)
+        threads = self._threads(num_threads)
         if isinstance(self.env, GymTasks):
             self._impl: Any = GymBackend(self.policy, self.env, *options, dtype=self._dtype,
                                          alpha_lr=self._alpha_lr, inner_steps=self._settings["inner_steps"],
                                          gae_lambda=self._settings["gae_lambda"])
         else:
             impl_class = _core.MetaSGDRLFloat32 if self._dtype == np.float32 else _core.MetaSGDRLFloat64
-            self._impl = impl_class(model._impl, self.env._impl, *options, _validation.num_threads(num_threads),
+            self._impl = impl_class(model._impl, self.env._impl, *options, threads,
                                     alpha_lr=self._alpha_lr, inner_steps=self._settings["inner_steps"],
                                     gae_lambda=self._settings["gae_lambda"])
         log_std = np.full(self.policy.action_dim, self._settings["log_std_init"], dtype=self._dtype)
@@ -285,8 +287,10 @@ class MetaSGDRL(InnerLearningRates):
         """
         counts = _validation.step_counts(steps)
         trajectories = _validation.integer(trajectories, "trajectories", minimum=1, maximum=2**16)
+        num_tasks = _validation.count(num_tasks, "num_tasks")
         self._check_rollouts(max(trajectories, self._settings["inner_trajectories"]), 0)
-        returns = self._impl.evaluate(_validation.seed(seed), _validation.count(num_tasks, "num_tasks"), counts,
+        _memory.check(8 * num_tasks * len(counts), f"an evaluation of {num_tasks:,} tasks at {len(counts):,} step counts")
+        returns = self._impl.evaluate(_validation.seed(seed), num_tasks, counts,
                                       trajectories)
         return EvaluationReport.from_samples(tuple(counts), returns, None, metric="return")
 
