@@ -281,7 +281,9 @@ PUBLIC_ATTRIBUTES = {
     "MAML": META_GRADIENT | {"inner_lr"},
     "Reptile": SUPERVISED | {"inner_optimizer", "inner_lr", "inner_epochs", "inner_batch", "epsilon", "epsilon_final",
                              "adam_betas", "adam_eps", "reset_optimizer", "shuffle"},
-    "MetaSGDRL": COMMON | {"alpha", "alpha_lr", "env", "policy", "adapt", "evaluate"},
+    "MetaSGDRL": COMMON | {"alpha", "alpha_lr", "env", "policy", "adapt", "evaluate", "inner_trajectories", "gamma",
+                           "alpha_init", "log_std_init", "first_order", "normalize_advantages", "meta_optimizer",
+                           "meta_lr", "adam_betas", "adam_eps", "inner_steps", "gae_lambda", "init"},
 }
 CLASSES = {"MetaSGD": mf.MetaSGD, "MAML": mf.MAML, "Reptile": mf.Reptile, "MetaSGDRL": mf.rl.MetaSGDRL}
 
@@ -292,11 +294,14 @@ def test_every_learner_has_exactly_its_public_attributes(name):
     assert {attribute for attribute in dir(learner) if not attribute.startswith("_")} == PUBLIC_ATTRIBUTES[name]
 
 
-@pytest.mark.parametrize("name", ["MetaSGD", "MAML", "Reptile"])
+@pytest.mark.parametrize("name", list(CLASSES))
 def test_every_constructor_argument_reads_back(name):
-    learner = CLASSES[name](mf.MLP([1, 4, 1]), num_threads=1)
-    arguments = set(inspect.signature(CLASSES[name]).parameters)
-    assert arguments <= PUBLIC_ATTRIBUTES[name]
+    parameters = inspect.signature(CLASSES[name]).parameters
+    assert set(parameters) <= PUBLIC_ATTRIBUTES[name]
+    learner = CLASSES[name](mf.MLP([2, 4, 2] if name == "MetaSGDRL" else [1, 4, 1]))
+    for argument, parameter in parameters.items():  # those with a default of their own read it back
+        if parameter.default not in (None, inspect.Parameter.empty):
+            assert getattr(learner, argument) == parameter.default, argument
 
 
 def test_maml_and_meta_sgd_are_siblings():

@@ -134,16 +134,55 @@ def test_a_payload_with_another_task_family_is_refused():
     learner = LEARNERS["metasgd"]()
     train(learner, SINE, 1)
     data, _, threads = payload(learner)
-    with pytest.raises(ValueError, match="task family is not the one its state describes"):
+    with pytest.raises(ValueError, match="^the pickled learner holds a task family that is not the one its state "
+                                         "describes$"):
         io.unpickled_learner(data, mf.tasks.Sinusoid(support=7), threads)
-    with pytest.raises(TypeError, match="tasks must be a metafast task family, got str"):
+    with pytest.raises(ValueError, match="^the pickled learner holds str where the task family of its last fit "
+                                         "belongs$"):
         io.unpickled_learner(data, "sine", threads)
 
 
-def test_a_learner_on_python_environments_does_not_pickle():
-    gym = mf.rl.GymTasks(lambda rng: None)
-    learner = mf.rl.MetaSGDRL(mf.MLP([2, 4, 2]), env=gym, num_threads=1)
-    with pytest.raises(TypeError, match="cannot be saved"):
+class LineWorld:
+    """A point on a line steers toward its goal: a Gymnasium-style environment."""
+
+    def __init__(self, goal):
+        self.goal, self.x = goal, 0.0
+
+    def reset(self, seed=None):
+        self.x = 0.0
+        return np.array([self.x]), {}
+
+    def step(self, action):
+        self.x += float(np.clip(action[0], -0.1, 0.1))
+        return np.array([self.x]), -abs(self.x - self.goal), False, False, {}
+
+
+def line_world(rng):
+    return LineWorld(rng.uniform(-0.5, 0.5))
+
+
+def test_a_learner_on_python_environments_pickles_with_them_and_trains_on_bit_for_bit(tmp_path):
+    learner = mf.rl.MetaSGDRL(mf.MLP([1, 8, 1]), env=mf.rl.GymTasks(line_world, horizon=10), inner_trajectories=2)
+    learner.fit(iterations=2, meta_batch=2, progress=False)
+    for copied in (pickle.loads(pickle.dumps(learner)), copy.copy(learner), copy.deepcopy(learner)):
+        assert isinstance(copied.env, mf.rl.GymTasks) and copied.env.sample_task is line_world
+        assert_same_state(copied, learner)
+        np.testing.assert_array_equal(copied.fit(iterations=3, meta_batch=2, progress=False),
+                                      copy.deepcopy(learner).fit(iterations=3, meta_batch=2, progress=False))
+    with pytest.raises(TypeError, match="cannot be saved to a file: its environments are code; pickle the learner"):
+        learner.save(tmp_path / "m.npz")
+    data, tasks, threads = payload(learner)
+    with pytest.raises(ValueError, match=r"^the pickled learner records Python environments \(GymTasks\), which "
+                                         "only a pickle of the learner carries$"):
+        io.unpickled_learner(data, None, threads)
+    with pytest.raises(ValueError, match=r"^the pickled learner holds Sinusoid beside a state whose environments "
+                                         r"are Python ones \(GymTasks\)$"):
+        io.unpickled_learner(data, mf.tasks.Sinusoid(), threads)
+
+
+def test_a_learner_on_unpicklable_environments_says_why():
+    learner = mf.rl.MetaSGDRL(mf.MLP([2, 4, 2]), env=mf.rl.GymTasks(lambda rng: None), num_threads=1)
+    with pytest.raises(TypeError, match="this GymTasks cannot be pickled: its sample_task"):
         pickle.dumps(learner)
 
 

@@ -167,9 +167,9 @@ def unpickled_learner(payload: bytes, tasks: Any, num_threads: int | None) -> An
     payload : bytes
         What :func:`write_archive` would write for the learner; read through the same checks
         as a file, so a tampered payload is refused as a damaged file would be.
-    tasks : TaskFamily or None
-        The family of the learner's last ``fit`` (a data-set family's data is not in the
-        payload); it must be the one the payload describes.
+    tasks : TaskFamily, GymTasks or None
+        What the payload describes but does not hold: the family of a supervised learner's
+        last ``fit`` (a data-set family's data), or an RL learner's Python environments.
     num_threads : int or None
         The learner's thread count.
     """
@@ -177,16 +177,17 @@ def unpickled_learner(payload: bytes, tasks: Any, num_threads: int | None) -> An
         raise TypeError(f"a pickled learner's payload must be bytes, got {type(payload).__name__}")
     name = "the pickled learner"
     _validation.num_threads(num_threads)
-    learner = _learner(*_read(io.BytesIO(payload), name), num_threads, name)
-    if tasks is not None:
-        learner._attach_tasks(tasks)
-    return learner
+    return _learner(*_read(io.BytesIO(payload), name), num_threads, name, tasks)
 
 
-def _learner(config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None, name: str) -> Any:
-    """The learner of a checked config and state; ``name`` names the source in errors."""
+def _learner(config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None, name: str,
+             tasks: Any = None) -> Any:
+    """The learner of a checked config and state (and a pickle's ``tasks``); ``name`` names the
+    source in errors."""
     try:
-        return LEARNERS[config["kind"]]._from_saved(config, arrays, num_threads)
+        return LEARNERS[config["kind"]]._rebuilt(config, arrays, num_threads, tasks)
+    except checks.Refused as refusal:
+        raise ValueError(f"{name} {refusal}") from None
     except KeyError as error:
         raise ValueError(f"{name} lacks the entry {checks.described(error)}") from None
     except MemoryError:

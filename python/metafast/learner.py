@@ -13,6 +13,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from . import _memory, _registry, _validation, io
+from ._archive_checks import Refused
 from ._atomic_file import check_destination
 from ._interrupts import deferred_interrupt
 from ._share import Share, Status, raise_agreed_error
@@ -296,18 +297,29 @@ class Learner:
         return io.unpickled_learner, (io.archive_bytes(*self._snapshot()), self._pickled_tasks(), self._requested_threads)
 
     def _pickled_tasks(self) -> Any:
-        """What a pickle holds beside the file's bytes: the task family of the last fit."""
+        """What a pickle holds beside the file's bytes: the tasks the learner trains on, which
+        the file describes but does not hold (None: nothing)."""
         return None
+
+    @classmethod
+    def _rebuilt(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None,
+                 tasks: Any = None) -> Any:
+        """The learner of a checked file (``tasks`` None) or pickle (``tasks`` what
+        :meth:`_pickled_tasks` gave)."""
+        learner = cls._from_saved(config, arrays, num_threads)
+        if tasks is not None:
+            learner._attach_tasks(tasks)
+        return learner
+
+    def _attach_tasks(self, tasks: Any) -> None:
+        """Gives an unpickled learner the tasks its pickle held beside the file's bytes."""
+        raise Refused(f"holds {type(tasks).__name__} beside its state, where a {type(self).__name__} has none")
 
     def __repr__(self) -> str:
         """The class, the model, the settings that differ from the constructor's defaults, the
         dtype, seed and iteration."""
         defaults = {name: parameter.default for name, parameter in inspect.signature(type(self)).parameters.items()}
-        try:
-            settings = self._hyperparameters()
-        except TypeError:  # a learner that cannot be saved (Python environments) still has a repr
-            settings = {}
-        shown = [f"{name}={getattr(self, name, value)!r}" for name, value in settings.items()
+        shown = [f"{name}={getattr(self, name, value)!r}" for name, value in self._hyperparameters().items()
                  if name in defaults and not _same(value, defaults[name])]
         shown += [f"dtype={self._dtype.name!r}", f"seed={self._seed}", f"iteration={self._iteration}"]
         return f"{type(self).__name__}({self._model!r}, {', '.join(shown)})"

@@ -8,6 +8,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _memory, _validation, io
+from ._archive_checks import Refused
 from ._atomic_file import check_destination
 from ._docs import shared_docs
 from ._interrupts import deferred_interrupt
@@ -338,9 +339,9 @@ class SupervisedLearner(Learner, abstract=True):
         """Gives an unpickled learner the family of its last fit, which must be the one its
         state describes (a data-set family's data is not in the state)."""
         if not isinstance(tasks, TaskFamily):
-            raise TypeError(f"a pickled learner's tasks must be a metafast task family, got {type(tasks).__name__}")
+            raise Refused(f"holds {type(tasks).__name__} where the task family of its last fit belongs")
         if tasks._config() != self.tasks_config:
-            raise ValueError("a pickled learner's task family is not the one its state describes")
+            raise Refused("holds a task family that is not the one its state describes")
         self._tasks, self._tasks_config = tasks, None
 
     # ---------------------------------------------------------------- helpers

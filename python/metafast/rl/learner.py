@@ -13,6 +13,7 @@ from .. import _core, _memory, _validation, io
 from .._docs import shared_docs
 from ..evaluation import EvaluationReport
 from ..inner_learning_rates import InnerLearningRates, default_alpha_lr
+from .._archive_checks import Refused
 from ..learner import Callback
 from ..mlp import MLP, initial_theta
 from .gym import GymBackend, GymTasks, checked_environment
@@ -180,6 +181,71 @@ class MetaSGDRL(InnerLearningRates):
         impl_class = _core.MetaSGDRLFloat32 if dtype == np.float32 else _core.MetaSGDRLFloat64
         return impl_class.learner_bytes(num_params)  # theta is the policy's: the network's and log_std
 
+    @property
+    def inner_trajectories(self) -> int:
+        """Trajectories per rollout, for each inner step and for the outer surrogate."""
+        return self._settings["inner_trajectories"]
+
+    @property
+    def gamma(self) -> float:
+        """Discount of the returns-to-go."""
+        return self._settings["gamma"]
+
+    @property
+    def alpha_init(self) -> float:
+        """alpha's initial value, for every parameter."""
+        return self._settings["alpha_init"]
+
+    @property
+    def log_std_init(self) -> float:
+        """The policy's initial log standard deviation."""
+        return self._settings["log_std_init"]
+
+    @property
+    def first_order(self) -> bool:
+        """Whether the meta-gradient drops the surrogate's Hessian-vector product."""
+        return self._settings["first_order"]
+
+    @property
+    def normalize_advantages(self) -> bool:
+        """Whether each batch's advantages are standardised."""
+        return self._settings["normalize_advantages"]
+
+    @property
+    def meta_optimizer(self) -> str:
+        """The optimizer of the meta-update: "adam" or "sgd"."""
+        return self._settings["meta_optimizer"]
+
+    @property
+    def meta_lr(self) -> float:
+        """The meta-optimizer's learning rate (of theta)."""
+        return self._settings["meta_lr"]
+
+    @property
+    def adam_betas(self) -> tuple[float, float]:
+        """Adam's decay rates in the meta-optimizer."""
+        return self._settings["adam_betas"]
+
+    @property
+    def adam_eps(self) -> float:
+        """Adam's epsilon in the meta-optimizer."""
+        return self._settings["adam_eps"]
+
+    @property
+    def inner_steps(self) -> int:
+        """Adaptation steps in meta-training."""
+        return self._settings["inner_steps"]
+
+    @property
+    def gae_lambda(self) -> float:
+        """GAE's lambda (1: returns-to-go minus the baseline), the default resolved."""
+        return self._settings["gae_lambda"]
+
+    @property
+    def init(self) -> Any:
+        """The mean network's initialisation scheme; None for an explicit theta."""
+        return self._settings["init"]
+
     def _check_rollouts(self, trajectories: int, meta_batch: int) -> None:
         """The memory check of rollouts of ``trajectories`` trajectories on every thread (each
         task's inner steps and the rollout after them, their samples and network passes) and of
@@ -294,19 +360,44 @@ class MetaSGDRL(InnerLearningRates):
                                       trajectories)
         return EvaluationReport.from_samples(tuple(counts), returns, None, metric="return")
 
+    def save(self, path: io.PathLike) -> None:
+        """Writes the learner to one ``.npz`` file, atomically (see :meth:`Learner.save
+        <metafast.learner.Learner.save>`); a learner on Python environments (GymTasks) pickles
+        instead: its environments are code, which a model file does not hold."""
+        if isinstance(self.env, GymTasks):
+            raise TypeError("a MetaSGDRL on Python environments cannot be saved to a file: its environments are "
+                            "code; pickle the learner instead (its GymTasks pickles when sample_task does)")
+        super().save(path)
+
     # Hooks of Learner.
     def _hyperparameters(self) -> dict[str, Any]:
         env = self.env
-        if isinstance(env, GymTasks):
-            raise TypeError("a MetaSGDRL on Python environments cannot be saved: the environment is code")
-        return dict(env=dict(goal_range=list(env.goal_range), max_action=env.max_action, tolerance=env.tolerance,
-                             horizon=env.horizon, reward=env.reward, scaled_actions=env.scaled_actions),
-                    **self._settings)
+        described: Any = "python" if isinstance(env, GymTasks) else dict(
+            goal_range=list(env.goal_range), max_action=env.max_action, tolerance=env.tolerance, horizon=env.horizon,
+            reward=env.reward, scaled_actions=env.scaled_actions)
+        return dict(env=described, **self._settings)
+
+    def _pickled_tasks(self) -> Any:
+        return self.env if isinstance(self.env, GymTasks) else None
+
+    @classmethod
+    def _rebuilt(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None,
+                 tasks: Any = None) -> Any:
+        if config.get("env") == "python" or tasks is not None:  # Python environments: they come by pickle
+            if tasks is None:
+                raise Refused("records Python environments (GymTasks), which only a pickle of the learner carries")
+            if config.get("env") != "python" or not isinstance(tasks, GymTasks):
+                raise Refused(f"holds {type(tasks).__name__} beside a state whose environments are "
+                              f"{'Python ones (GymTasks)' if config.get('env') == 'python' else 'Navigation2D'}")
+            config = dict(config, env=tasks)
+        return cls._from_saved(config, arrays, num_threads)
 
     @classmethod
     def _from_saved(cls, config: dict[str, Any], arrays: dict[str, np.ndarray], num_threads: int | None) -> Any:
         # Files from before scaled actions, alpha_lr and GAE hold velocity actions, alpha at meta_lr
         # and the papers' advantages.
-        env = Navigation2D(**{"scaled_actions": False, **config["env"]})
+        env = config["env"]
+        if not isinstance(env, GymTasks):
+            env = Navigation2D(**{"scaled_actions": False, **env})
         config = {"alpha_lr": config.get("meta_lr"), "gae_lambda": 1.0, **config, "env": env}
         return super()._from_saved(config, arrays, num_threads)
