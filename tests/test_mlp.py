@@ -53,6 +53,44 @@ def test_unflatten_returns_views_and_flatten_inverts(rng):
     np.testing.assert_array_equal(model.flatten(layers), theta)
 
 
+FLATTEN_MIXED = {
+    "float32-rest-float64-first": (np.float64, np.float32),
+    "float64-rest-float32-first": (np.float32, np.float64),
+    "int64-rest-float32-first": (np.float32, np.int64),
+    "int32-rest-float64-first": (np.float64, np.int32),
+}
+
+
+@pytest.mark.parametrize("first,rest", FLATTEN_MIXED.values(), ids=FLATTEN_MIXED.keys())
+def test_flatten_converts_to_the_first_weights_dtype(first, rest):
+    """The first W sets the dtype; the other weights and biases are converted to it (small
+    integers, exact in every dtype)."""
+    model = mf.MLP([2, 3, 1])
+    theta = np.round(model.init(seed=0) * 8).astype(first)
+    layers = [(w.astype(first if i == 0 else rest), b.astype(rest)) for i, (w, b) in enumerate(model.unflatten(theta))]
+    flat = model.flatten(layers)
+    assert flat.dtype == first
+    np.testing.assert_array_equal(flat, theta)
+
+
+FLATTEN_ERRORS = {
+    "int-first-weights": (lambda layers: [(layers[0][0].astype(int), layers[0][1]), layers[1]], TypeError,
+                          r"^layers\[0\]\[0\] must be a float32 or float64 array, got dtype int64$"),
+    "bool-bias": (lambda layers: [(layers[0][0], layers[0][1] > 0), layers[1]], TypeError,
+                  r"^layers\[0\]\[1\] must hold numbers \(floats or integers\), got dtype bool$"),
+    "beyond-float32": (lambda layers: [layers[0], (np.full((3, 1), 1e39), layers[1][1])], ValueError,
+                       r"^layers\[1\]\[0\] has values beyond the range of float32"),
+}
+
+
+@pytest.mark.parametrize("edit,error,message", FLATTEN_ERRORS.values(), ids=FLATTEN_ERRORS.keys())
+def test_flatten_refuses_what_it_cannot_convert(edit, error, message):
+    model = mf.MLP([2, 3, 1])
+    layers = model.unflatten(model.init(dtype="float32"))
+    with pytest.raises(error, match=message):
+        model.flatten(edit(layers))
+
+
 def test_flatten_checks_shapes():
     model = mf.MLP([2, 3])
     with pytest.raises(ValueError, match=r"layers\[0\]\[0\] must have shape \(2, 3\)"):

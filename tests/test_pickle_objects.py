@@ -111,6 +111,34 @@ def test_batch_equality_compares_dtypes_and_values():
     assert POOL != changed and POOL != "a batch"
 
 
+def test_report_equality_compares_dtypes_and_values_as_batches_do():
+    """One helper (`_validation.same_array`) decides both equalities: NaN equals NaN, another
+    dtype or another value differs."""
+    twin = mf.EvaluationReport.from_samples((0, 1), np.array([[1.0, np.inf]]), None)
+    assert twin == ONE_TASK_REPORT and np.isnan(twin.loss_ci95).all()
+    fields = {name: getattr(ONE_TASK_REPORT, name) for name in ONE_TASK_REPORT.__dataclass_fields__}
+    assert mf.EvaluationReport(**{**fields, "loss": ONE_TASK_REPORT.loss.astype(np.float32)}) != ONE_TASK_REPORT
+    assert mf.EvaluationReport(**{**fields, "loss": ONE_TASK_REPORT.loss + 1}) != ONE_TASK_REPORT
+    assert mf.EvaluationReport(**{**fields, "accuracy": np.zeros(2)}) != ONE_TASK_REPORT  # an array against None
+
+
+SAME_ARRAY = {
+    "nan-equals-nan": (np.array([1.0, np.nan]), np.array([1.0, np.nan]), True),
+    "complex-nan": (np.array([np.nan + 0j]), np.array([np.nan + 0j]), True),
+    "integers": (np.arange(3), np.arange(3), True),
+    "another-dtype": (np.zeros(2), np.zeros(2, np.float32), False),
+    "another-shape": (np.zeros(2), np.zeros((1, 2)), False),
+    "another-value": (np.zeros(2), np.array([0.0, 1.0]), False),
+}
+
+
+@pytest.mark.parametrize("a,b,same", SAME_ARRAY.values(), ids=SAME_ARRAY.keys())
+def test_same_array(a, b, same):
+    from metafast import _validation
+
+    assert _validation.same_array(a, b) is same and _validation.same_array(b, a) is same
+
+
 class Payload:
     """Pickles as ``function(*args)``: a payload crafted or tampered with by hand."""
 

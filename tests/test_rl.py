@@ -116,6 +116,11 @@ BAD_CALLS = {
     "max-action": (lambda: mf.rl.Navigation2D(max_action=0.0), ValueError, "max_action must be a finite number > 0, got 0"),
     "step-shapes": (lambda: mf.rl.Navigation2D().step(np.zeros((2, 2)), np.zeros((3, 2)), np.zeros((2, 2))), ValueError, r"actions must have shape \(2, 2\)"),
     "scaled-actions-type": (lambda: mf.rl.Navigation2D(scaled_actions="yes"), TypeError, "scaled_actions must be"),
+    "step-bool-actions": (lambda: mf.rl.Navigation2D().step(np.zeros((2, 2)), np.ones((2, 2), bool), np.zeros((2, 2))), TypeError, r"^actions must hold numbers \(floats or integers\), got dtype bool$"),
+    "states-bool": (lambda: mf.rl.GaussianPolicy(mf.MLP([2, 2])).surrogate(np.zeros(8), np.zeros((3, 2), bool), np.zeros((3, 2)), np.zeros(3), 1), TypeError, r"^states must hold numbers \(floats or integers\), got dtype bool$"),
+    "advantages-beyond-float32": (lambda: mf.rl.GaussianPolicy(mf.MLP([2, 2])).surrogate(np.zeros(8, np.float32), np.zeros((3, 2)), np.zeros((3, 2)), np.full(3, 1e39), 1), ValueError, "^advantages has values beyond the range of float32"),
+    "v-object": (lambda: mf.rl.GaussianPolicy(mf.MLP([2, 2])).surrogate_hvp(np.zeros(8), np.zeros((3, 2)), np.zeros((3, 2)), np.zeros(3), 1, np.zeros(8, object)), TypeError, r"^v must hold numbers \(floats or integers\), got dtype object$"),
+    "theta-int": (lambda: mf.rl.GaussianPolicy(mf.MLP([2, 2])).surrogate(np.zeros(8, int), np.zeros((3, 2)), np.zeros((3, 2)), np.zeros(3), 1), TypeError, "^theta must be a float32 or float64 array, got dtype int64$"),
     "inner-steps-zero": (lambda: mf.rl.MetaSGDRL(mf.MLP([2, 2]), inner_steps=0), ValueError, "inner_steps"),
     "gae-lambda-above-1": (lambda: mf.rl.MetaSGDRL(mf.MLP([2, 2]), gae_lambda=1.5), ValueError, "gae_lambda"),
     "alpha-lr-negative": (lambda: mf.rl.MetaSGDRL(mf.MLP([2, 2]), alpha_lr=-1e-3), ValueError, "alpha_lr must be a finite number > 0"),
@@ -128,6 +133,44 @@ BAD_CALLS = {
 def test_bad_input_raises_clear_error(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+MIXED = {
+    "float32-samples-float64-theta": (np.float64, np.float32),
+    "float64-samples-float32-theta": (np.float32, np.float64),
+    "int64-samples-float64-theta": (np.float64, np.int64),
+    "int32-samples-float32-theta": (np.float32, np.int32),
+}
+
+
+@pytest.mark.parametrize("theta_dtype,sample_dtype", MIXED.values(), ids=MIXED.keys())
+def test_surrogate_converts_samples_to_thetas_dtype(theta_dtype, sample_dtype, rng):
+    """States, actions, advantages and v of another dtype are converted to theta's, which stays
+    the result's: the same bits as converting them first (small integers, exact in every dtype)."""
+    policy, theta, states, actions, advantages = policy_problem(rows=8)
+    theta = theta.astype(theta_dtype)
+    given = [np.round(a * 4) for a in (states, actions, advantages, rng.normal(size=theta.size))]
+    exact = [a.astype(theta_dtype) for a in given]
+    mixed = [a.astype(sample_dtype) for a in given]
+    loss, grad = policy.surrogate(theta, *mixed[:3], 3)
+    expected_loss, expected_grad = policy.surrogate(theta, *exact[:3], 3)
+    assert loss.dtype == theta_dtype and grad.dtype == theta_dtype
+    assert loss == expected_loss
+    np.testing.assert_array_equal(grad, expected_grad)
+    hv = policy.surrogate_hvp(theta, *mixed[:3], 3, mixed[3])
+    assert hv.dtype == theta_dtype
+    np.testing.assert_array_equal(hv, policy.surrogate_hvp(theta, *exact[:3], 3, exact[3]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.int64], ids=["float32", "int64"])
+def test_navigation_step_converts_to_float64(dtype):
+    env = mf.rl.Navigation2D()
+    positions, actions, goals = np.array([[0.0, 1.0], [-1.0, 2.0]]), np.array([[1.0, -1.0], [0.0, 3.0]]), np.ones((2, 2))
+    expected = env.step(positions, actions, goals)
+    actual = env.step(positions.astype(dtype), actions.astype(dtype), goals.astype(dtype))
+    for a, e in zip(actual, expected):
+        assert a.dtype == e.dtype
+        np.testing.assert_array_equal(a, e)
 
 
 def rl_learner(**kwargs):

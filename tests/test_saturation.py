@@ -53,8 +53,8 @@ def test_edge_arguments_give_clear_errors():
         mf.tasks.Sinusoid(phase=(0, 10**400))
     with pytest.raises(TypeError, match="steps must be a sequence"):
         mf.MetaSGD(mf.MLP([1, 8, 1])).evaluate(mf.tasks.Sinusoid(), num_tasks=2, steps=None)
-    with pytest.raises(TypeError, match="the environment"):
-        mf.rl.Navigation2D().step(np.zeros((1, 2), np.float32), np.zeros((1, 2)), np.zeros((1, 2)))
+    with pytest.raises(TypeError, match=r"^positions must hold numbers \(floats or integers\), got dtype bool$"):
+        mf.rl.Navigation2D().step(np.zeros((1, 2), bool), np.zeros((1, 2)), np.zeros((1, 2)))
 
 
 def test_flatten_refuses_a_missing_bias_instead_of_a_nan():

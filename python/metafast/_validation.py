@@ -122,20 +122,11 @@ def numbers_as(value: Any, name: str, dtype: np.dtype) -> np.ndarray:
     return converted(array, dtype, name)
 
 
-def floats(value: Any, name: str, dtype: np.dtype, owner: str = "theta") -> np.ndarray:
-    """`value` as a C-contiguous array of `dtype` (`owner`'s: theta's by default). Arrays of
-    another dtype are refused rather than cast, so precision never changes behind the user's
-    back; lists and scalars are converted."""
-    if not isinstance(value, np.ndarray):
-        return _as_array(value, name, dtype)
-    if value.dtype.kind != "f":
-        raise TypeError(f"{name} must be a floating-point array, got dtype {value.dtype}")
-    if value.dtype.itemsize != dtype.itemsize:
-        raise TypeError(
-            f"{name} has dtype {value.dtype} but {owner} has dtype {dtype}; "
-            f"convert one of them, e.g. {name}.astype(np.{dtype})"
-        )
-    return np.ascontiguousarray(value, dtype=dtype)
+def same_array(a: np.ndarray, b: np.ndarray) -> bool:
+    """Whether two arrays have the same dtype, shape and values, NaN equal to NaN (the equality
+    of the value objects that hold arrays: TaskBatch, EvaluationReport)."""
+    return (a.dtype == b.dtype and a.shape == b.shape
+            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
 
 
 def float_array(value: Any, name: str) -> np.ndarray:

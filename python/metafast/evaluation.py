@@ -30,9 +30,8 @@ def _mean_and_ci(samples: np.ndarray, kept: np.ndarray) -> tuple[np.ndarray, np.
 
 
 def _same_field(a: Any, b: Any) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        a, b = np.asarray(a), np.asarray(b)
-        return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind == b.dtype.kind == "f"))
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):  # an array against None is a field that differs
+        return _validation.same_array(np.asarray(a), np.asarray(b))
     return bool(a == b)
 
 
@@ -131,8 +130,8 @@ class EvaluationReport:
                 f"loss={numbers(self.loss)}, accuracy={numbers(self.accuracy)}, diverged={numbers(self.diverged)})")
 
     def __eq__(self, other: object) -> bool:
-        """Reports are equal when every field is (arrays: same shapes and values, NaN equal to
-        NaN)."""
+        """Reports are equal when every field is (arrays: same dtypes, shapes and values, NaN
+        equal to NaN)."""
         if not isinstance(other, EvaluationReport):
             return NotImplemented
         return all(_same_field(getattr(self, field.name), getattr(other, field.name)) for field in fields(self))

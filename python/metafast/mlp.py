@@ -307,7 +307,10 @@ class MLP:
         ----------
         layers : sequence of (W, b)
             One pair per layer, ``W`` of shape ``(fan_in, fan_out)`` and ``b`` of shape
-            ``(fan_out,)`` (None when the model has no biases); all in one float dtype.
+            ``(fan_out,)`` (None when the model has no biases). The first ``W`` must be float32
+            or float64 and sets the result's dtype; the other arrays may be of any float or
+            integer dtype and are converted to it (float64 values beyond float32's range into a
+            float32 result are a ValueError, other dtypes such as bool a TypeError).
 
         Returns
         -------
@@ -320,7 +323,7 @@ class MLP:
         theta = np.empty(self.num_params, dtype=first.dtype)
         target = self.unflatten(theta)
         for i, ((weights, bias), (w_out, b_out)) in enumerate(zip(layers, target)):
-            w_in = _validation.floats(weights, f"layers[{i}][0]", theta.dtype)
+            w_in = _validation.numbers_as(weights, f"layers[{i}][0]", theta.dtype)
             if w_in.shape != w_out.shape:
                 raise ValueError(f"layers[{i}][0] must have shape {w_out.shape}, got {w_in.shape}")
             w_out[...] = w_in
@@ -331,7 +334,7 @@ class MLP:
             if bias is None:  # np.asarray(None, float) would be a NaN, not an error
                 raise ValueError(f"layers[{i}][1] is None, but the model has biases: give an array of shape "
                                  f"{b_out.shape}")
-            b_in = _validation.floats(bias, f"layers[{i}][1]", theta.dtype)
+            b_in = _validation.numbers_as(bias, f"layers[{i}][1]", theta.dtype)
             if b_in.shape != b_out.shape:
                 raise ValueError(f"layers[{i}][1] must have shape {b_out.shape}, got {b_in.shape}")
             b_out[...] = b_in

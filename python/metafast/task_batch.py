@@ -13,12 +13,6 @@ from . import _validation
 _ARRAYS = ("x_support", "y_support", "x_query", "y_query")
 
 
-def _same_array(a: np.ndarray, b: np.ndarray) -> bool:
-    """Same dtype, shape and values (NaN equal to NaN in floating arrays)."""
-    return (a.dtype == b.dtype and a.shape == b.shape
-            and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc")))
-
-
 @dataclass(frozen=True)
 class TaskBatch:
     """A batch of ``T`` tasks, each a support set (to adapt on) and a query set (to score on).
@@ -131,7 +125,7 @@ class TaskBatch:
         equal to NaN)."""
         if not isinstance(other, TaskBatch):
             return NotImplemented
-        return all(_same_array(getattr(self, name), getattr(other, name)) for name in _ARRAYS)
+        return all(_validation.same_array(getattr(self, name), getattr(other, name)) for name in _ARRAYS)
 
     def __reduce__(self) -> tuple[Any, ...]:
         # Rebuilt through the constructor, so a pickled payload meets the checks user input meets.

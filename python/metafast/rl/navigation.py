@@ -144,7 +144,9 @@ class Navigation2D:
         Parameters
         ----------
         positions, actions, goals : array_like, shape (agents, 2)
-            Where the agents are, the velocities they choose (clipped) and their goals.
+            Where the agents are, the velocities they choose (clipped) and their goals: floats or
+            integers of any dtype, converted to the environment's float64 (other dtypes, such as
+            bool, are a TypeError).
 
         Returns
         -------
@@ -155,6 +157,6 @@ class Navigation2D:
         reached : numpy.ndarray of bool, shape (agents,)
             Whether each agent is now within ``tolerance`` of its goal.
         """
-        arrays = [_validation.floats(a, name, np.dtype(np.float64), owner="the environment")
+        arrays = [_validation.numbers_as(a, name, np.dtype(np.float64))
                   for a, name in ((positions, "positions"), (actions, "actions"), (goals, "goals"))]
         return self._impl.step(*arrays)

@@ -108,13 +108,17 @@ class GaussianPolicy:
         Parameters
         ----------
         theta : numpy.ndarray, shape (num_params,)
-            Policy parameters (float32 or float64; the samples are converted to its dtype).
+            Policy parameters, float32 or float64: the dtype of the computation and the result.
         states : array_like, shape (samples, observations)
             The states of all samples.
         actions : array_like, shape (samples, action_dim)
             The actions taken in them.
         advantages : array_like, shape (samples,)
             Their advantages (finite).
+
+            States, actions and advantages may be of any float or integer dtype: they are converted
+            to theta's (float64 values beyond float32's range into float32 theta are a ValueError,
+            other dtypes such as bool a TypeError).
         num_trajectories : int
             N, the trajectories the samples come from.
 
@@ -138,7 +142,7 @@ class GaussianPolicy:
         theta, states, actions, advantages, num_trajectories
             As for :meth:`surrogate`.
         v : array_like, shape (num_params,)
-            The vector, in theta's dtype.
+            The vector (floats or integers, converted to theta's dtype).
 
         Returns
         -------
@@ -146,15 +150,15 @@ class GaussianPolicy:
             ``H v``, with ``H`` the surrogate's Hessian with respect to theta.
         """
         theta, arrays = self._arrays(theta, states, actions, advantages, num_trajectories)
-        return _core.policy_surrogate_hvp(self._model._impl, theta, *arrays, _validation.floats(v, "v", theta.dtype))
+        return _core.policy_surrogate_hvp(self._model._impl, theta, *arrays, _validation.numbers_as(v, "v", theta.dtype))
 
     def _arrays(self, theta: Any, states: Any, actions: Any, advantages: Any,
                 num_trajectories: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
         theta = _validation.params(theta)
         count = _validation.integer(num_trajectories, "num_trajectories", minimum=1)
-        advantages = _validation.floats(advantages, "advantages", theta.dtype)
+        advantages = _validation.numbers_as(advantages, "advantages", theta.dtype)
         if not np.all(np.isfinite(advantages)):
             raise ValueError("advantages contains NaN or infinity")
         weights = advantages / theta.dtype.type(count)
-        return theta, (_validation.floats(states, "states", theta.dtype),
-                       _validation.floats(actions, "actions", theta.dtype), weights)
+        return theta, (_validation.numbers_as(states, "states", theta.dtype),
+                       _validation.numbers_as(actions, "actions", theta.dtype), weights)
