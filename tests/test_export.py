@@ -155,6 +155,19 @@ def test_onnx_graph_names_and_initializers(ort):
         np.testing.assert_array_equal(initializers[name], array)
 
 
+@pytest.mark.parametrize("activation", HIDDEN)
+def test_one_table_names_each_activation_for_both_exports(ort, activation):
+    """The ONNX operator and the torch module of an activation come from one row of one table,
+    keyed by metafast's activation name, which names every activation the MLP takes."""
+    assert set(export._ACTIVATION_NAMES) == set(NUMPY_ACTIVATIONS)
+    names = export._ACTIVATION_NAMES[activation]
+    model = mf.MLP([2, 3, 1], activation=activation, output=activation)
+    graph = export._onnx_graph(model, model.init(seed=0)).graph
+    output_module = activation != "identity"  # an identity output adds nothing after the last layer
+    assert [n.op_type for n in graph.node] == ["Gemm", names.onnx_op, "Gemm"] + [names.onnx_op] * output_module
+    assert export.torch_modules(model) == ["Linear", names.torch_module, "Linear"] + [names.torch_module] * output_module
+
+
 def test_onnx_file_is_written_atomically_and_read_back(ort, tmp_path):
     import onnx
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Any, Optional, Union
+from typing import Any, NamedTuple, Optional, Union
 
 import numpy as np
 
@@ -36,8 +36,23 @@ OPSET = 13
 """The ONNX operator set of exported graphs (every operator used exists there unchanged), old
 enough for any onnxruntime since 1.7."""
 
-_ONNX_OPS = {"relu": "Relu", "tanh": "Tanh", "sigmoid": "Sigmoid", "identity": "Identity"}
-_TORCH_MODULES = {"relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "identity": "Identity"}
+
+class _ActivationNames(NamedTuple):
+    """What the other frameworks call one of metafast's activations."""
+
+    onnx_op: str
+    """The ONNX operator that applies it."""
+    torch_module: str
+    """The ``torch.nn`` module class that applies it."""
+
+
+_ACTIVATION_NAMES = {
+    "relu": _ActivationNames(onnx_op="Relu", torch_module="ReLU"),
+    "tanh": _ActivationNames(onnx_op="Tanh", torch_module="Tanh"),
+    "sigmoid": _ActivationNames(onnx_op="Sigmoid", torch_module="Sigmoid"),
+    "identity": _ActivationNames(onnx_op="Identity", torch_module="Identity"),
+}
+"""Keyed by metafast's activation name: the one table both exports read."""
 
 
 def checked_theta(model: Any, theta: Any) -> np.ndarray:
@@ -72,9 +87,9 @@ def torch_modules(model: Any) -> list[str]:
         modules.append("Linear")
         last = layer == model.num_layers - 1
         if not last:
-            modules.append(_TORCH_MODULES[model.activation])
+            modules.append(_ACTIVATION_NAMES[model.activation].torch_module)
         elif model.output != "identity":
-            modules.append(_TORCH_MODULES[model.output])
+            modules.append(_ACTIVATION_NAMES[model.output].torch_module)
     return modules
 
 
@@ -137,10 +152,11 @@ def onnx_model(model: Any, theta: Any) -> Any:
     onnx.ModelProto
         See :func:`to_onnx`.
     """
-    return _build(model, checked_theta(model, theta))
+    return _onnx_graph(model, checked_theta(model, theta))
 
 
-def _build(model: Any, theta: np.ndarray) -> Any:
+def _onnx_graph(model: Any, theta: np.ndarray) -> Any:
+    """The checked ONNX ModelProto of ``model`` with the already checked ``theta``."""
     onnx = _import_onnx()
     helper = onnx.helper
     element = helper.np_dtype_to_tensor_dtype(theta.dtype)
@@ -159,7 +175,7 @@ def _build(model: Any, theta: np.ndarray) -> Any:
         if last and activation == "identity":
             break
         activated = "y" if last else f"{index + 1}.output"
-        op = _ONNX_OPS[activation]
+        op = _ACTIVATION_NAMES[activation].onnx_op
         nodes.append(helper.make_node(op, [current], [activated], name=f"{index + 1}.{op}"))
         current = activated
     graph = helper.make_graph(
@@ -238,7 +254,7 @@ def to_onnx(model: Any, theta: Any, path: Optional[PathLike] = None) -> Any:
     theta = checked_theta(model, theta)
     if path is not None:
         _atomic_file.check_destination(path, "path")  # before the work, as fit(checkpoint=...)
-    proto = _build(model, theta)
+    proto = _onnx_graph(model, theta)
     if path is not None:
         data = proto.SerializeToString()
         _atomic_file.write_atomically(path, lambda file: file.write(data))
