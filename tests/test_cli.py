@@ -135,6 +135,30 @@ def test_train_help_shows_the_learners_defaults(capsys):
     assert f"initial theta: {', '.join(INIT_SCHEMES)} or normal:STD" in text
 
 
+def train_help(option):
+    train = cli.build_parser()._subparsers._group_actions[0].choices["train"]
+    (action,) = [action for action in train._actions if option in action.option_strings]
+    return action.help
+
+
+def test_init_and_clip_help_name_their_algorithms_from_the_shared_table(monkeypatch):
+    """--init and --clip-grad-norm name the algorithms and defaults through defaults_help, as
+    every other option does: an algorithm that takes them appears in their help."""
+    assert train_help("--init").endswith("(metasgd, maml; default auto: He before ReLU, Glorot otherwise)")
+    assert train_help("--clip-grad-norm").endswith("(metasgd, maml; default no clipping)")
+    widened = {algorithm: dict(defaults) for algorithm, defaults in cli.TRAIN_DEFAULTS.items()}
+    widened["reptile"].update(init=None, clip_grad_norm=None)
+    monkeypatch.setattr(cli, "TRAIN_DEFAULTS", widened)
+    assert train_help("--init").endswith("(metasgd, maml, reptile; default auto: He before ReLU, Glorot otherwise)")
+    assert train_help("--clip-grad-norm").endswith("(metasgd, maml, reptile; default no clipping)")
+
+
+def test_defaults_help_shows_what_a_default_of_none_means():
+    assert cli.defaults_help("init") == "metasgd, maml; default None"
+    assert cli.defaults_help("init", none="auto") == "metasgd, maml; default auto"
+    assert cli.defaults_help("meta_lr", none="unused") == cli.defaults_help("meta_lr")  # no None default there
+
+
 def test_alpha_init_zero_is_accepted(tmp_path):
     model = tmp_path / "m.npz"
     assert main(["train", "metasgd", *TINY, "--iterations", "1", "--alpha-init", "0", "--save", str(model)]) == 0

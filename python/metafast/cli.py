@@ -128,10 +128,12 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 TRAIN_OPTIONS = sorted({name for defaults in TRAIN_DEFAULTS.values() for name in defaults})
 
 
-def defaults_help(name: str, flag: bool = False) -> str:
+def defaults_help(name: str, flag: bool = False, none: str | None = None) -> str:
     """The algorithms an option applies to and its defaults, from TRAIN_DEFAULTS: "A, B;
-    default X", "default X for A and B; Y for C", or, for a flag, "A, B"."""
-    values = {algorithm: defaults[name] for algorithm, defaults in TRAIN_DEFAULTS.items() if name in defaults}
+    default X", "default X for A and B; Y for C", or, for a flag, "A, B". `none` says what a
+    default of None means to the learners ("no clipping"), shown in its place."""
+    values = {algorithm: none if defaults[name] is None and none is not None else defaults[name]
+              for algorithm, defaults in TRAIN_DEFAULTS.items() if name in defaults}
     if flag:
         return ", ".join(values)
     if len(set(values.values())) == 1:
@@ -221,10 +223,11 @@ def build_parser() -> Parser:
     sgd.add_argument("--alpha-per-step", action="store_true", default=None,
                      help=f"one alpha vector per inner step ({defaults_help('alpha_per_step', flag=True)})")
     sgd.add_argument("--clip-grad-norm", type=positive_float, metavar="NORM",
-                     help="clip the mean meta-gradient to this norm (metasgd, maml; default: no clipping)")
+                     help="clip the mean meta-gradient to this norm "
+                          f"({defaults_help('clip_grad_norm', none='no clipping')})")
     sgd.add_argument("--init", type=init_scheme, metavar="SCHEME",
-                     help=f"initial theta: {', '.join(INIT_SCHEMES)} or normal:STD, e.g. normal:0.01 (metasgd, maml; "
-                          "default auto: He before ReLU, Glorot otherwise)")
+                     help=f"initial theta: {', '.join(INIT_SCHEMES)} or normal:STD, e.g. normal:0.01 "
+                          f"({defaults_help('init', none='auto: He before ReLU, Glorot otherwise')})")
     rep = train.add_argument_group("Reptile")
     rep.add_argument("--inner-optimizer", choices=("adam", "sgd"),
                      help="inner optimizer (reptile; default adam for sine, sgd for the classification tasks)")
