@@ -117,6 +117,23 @@ def test_the_true_function_is_drawn_for_sine_tasks_only(tmp_path, monkeypatch, f
                                        atol=0.05)
 
 
+def test_plot_sine_adaptation_is_kept_and_draws_what_plot_adaptation_draws_for_sines():
+    """The name of earlier versions, with its old signature (ax, task, learners)."""
+    learner = mf.MetaSGD(mf.MLP([1, 8, 1]), num_threads=1)
+    task = mf.tasks.Sinusoid().sample(1, seed=3)
+    figure, (old, new) = pyplot.subplots(1, 2)
+    try:
+        plot.plot_sine_adaptation(old, task, {"Meta-SGD": (learner, 1)})
+        plot.plot_adaptation(new, task, {"Meta-SGD": (learner, 1)}, mf.tasks.Sinusoid())
+        labels = [line.get_label() for line in old.get_lines()]
+        assert labels == [line.get_label() for line in new.get_lines()] and "true" in labels
+        assert [c.get_label() for c in old.collections] == [c.get_label() for c in new.collections] == ["support"]
+        for a, b in zip(old.get_lines(), new.get_lines()):
+            np.testing.assert_array_equal(a.get_xydata(), b.get_xydata())
+    finally:
+        pyplot.close(figure)
+
+
 @pytest.mark.parametrize("family,message", [(mf.tasks.LinearBinary(dim=3), "got 3 inputs and 1 outputs"),
                                             (mf.tasks.GaussianNWay(dim=1), "got class labels")],
                          ids=["three-inputs", "labels"])

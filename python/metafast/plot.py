@@ -172,6 +172,25 @@ def plot_adaptation(ax: Any, task: TaskBatch, learners: dict[str, tuple[Any, int
     ax.set_xlabel("x")
 
 
+def plot_sine_adaptation(ax: Any, task: TaskBatch, learners: dict[str, tuple[Any, int]]) -> None:
+    """One held-out sine task: its support points, the sine it came from, and each learner's
+    prediction before and after ``steps`` adaptation steps.
+
+    Kept for compatibility: it is :func:`plot_adaptation` with a
+    :class:`~metafast.tasks.Sinusoid` family, which draws any task of one input and one output.
+
+    Parameters
+    ----------
+    ax : matplotlib.axes.Axes
+        Where to draw.
+    task : TaskBatch
+        One sine task (its first task is drawn), inputs and targets of width 1.
+    learners : dict of str to (learner, int)
+        As in :func:`plot_adaptation`.
+    """
+    plot_adaptation(ax, task, learners, Sinusoid())
+
+
 def adaptation_figure(tasks: Sequence[TaskBatch], learners: dict[str, tuple[Any, int]],
                       histories: dict[str, np.ndarray], path: str, family: Any = None) -> None:
     """Held-out tasks on top, meta-training curves below; written to ``path`` (PNG).
