@@ -75,7 +75,7 @@ def test_memory_checks_name_the_request(monkeypatch):
     from metafast import _memory
 
     monkeypatch.setattr(_memory, "available_bytes", lambda: 10 * 2**20)  # a machine with 10 MiB free
-    with pytest.raises(ValueError, match=r"sampling 100000 tasks needs about .* GiB"):
+    with pytest.raises(ValueError, match=r"sampling 100,000 tasks needs about .* GiB"):
         Sinusoid().sample(100_000)
     with pytest.raises(ValueError, match="a meta-batch of 5000 tasks needs about"):
         mf.MetaSGD(mf.MLP([1, 64, 64, 1])).fit(Sinusoid(), iterations=1, meta_batch=5000, progress=False)

@@ -180,3 +180,12 @@ BAD_BATCHES = {
 def test_bad_task_batches(call, error, message):
     with pytest.raises(error, match=message):
         call(np.zeros((2, 4, 2)))
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("family", [Sinusoid(), LinearBinary(dim=7), SeedBinary(dim=3), GaussianNWay(ways=3, dim=4)],
+                         ids=lambda family: type(family).__name__)
+def test_the_memory_a_draw_needs_is_what_the_core_allocates(family, dtype):
+    batch = family.sample(5, dtype=dtype)
+    arrays = (batch.x_support, batch.y_support, batch.x_query, batch.y_query)
+    assert family._sample_bytes(5, dtype) == sum(array.nbytes for array in arrays)

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "metafast/parallel.hpp"
+#include "metafast/task_batch.hpp"
 #include "metafast/tasks.hpp"
 
 namespace metafast::bindings {
@@ -117,6 +118,17 @@ void register_tasks(py::module_& m) {
         },
         "family"_a, "num_tasks"_a, "seed"_a, "iteration"_a = 0, "dtype"_a = "float64", "num_threads"_a = 0,
         "(x_support, y_support, x_query, y_query) of num_tasks tasks; task i is keyed by (seed, iteration, i).");
+
+    m.def(
+        "sample_bytes",
+        [](const TaskFamily& family, std::size_t num_tasks, const std::string& dtype) {
+            const TaskShape s = task_shape(family);
+            if (dtype == "float32") return TaskBatchStorage<float>::bytes(s, num_tasks);
+            if (dtype == "float64") return TaskBatchStorage<double>::bytes(s, num_tasks);
+            throw py::type_error("dtype must be 'float32' or 'float64', got '" + dtype + "'");
+        },
+        "family"_a, "num_tasks"_a, "dtype"_a = "float64",
+        "Bytes sample_tasks allocates for num_tasks tasks of the family in dtype (what memory checks use).");
 }
 
 }  // namespace metafast::bindings

@@ -74,6 +74,7 @@ _Family = Sinusoid | LinearBinary | SeedBinary | GaussianNWay | Classification |
 
 def sample_tasks(family: _Family, num_tasks: int, seed: int, iteration: int = 0, dtype: str = "float64",
                  num_threads: int = 0) -> tuple[_Array, _Array, _Array, _Array]: ...
+def sample_bytes(family: _Family, num_tasks: int, dtype: str = "float64") -> int: ...
 
 class _Learner:
     num_threads: int

@@ -292,7 +292,7 @@ class SupervisedLearner(Learner, abstract=True):
         """ValueError before an evaluation draws tasks or allocates its results (a loss and an
         accuracy per task and number of steps, in float64) beyond the memory available."""
         count = (tasks.num_tasks if num_tasks is None else num_tasks) if isinstance(tasks, TaskBatch) else (num_tasks or 600)
-        drawn = count * tasks._values_per_task() * self._dtype.itemsize if isinstance(tasks, TaskFamily) else 0
+        drawn = tasks._sample_bytes(count, self._dtype) if isinstance(tasks, TaskFamily) else 0
         _memory.check(2 * 8 * count * columns + drawn, f"an evaluation of {count:,} tasks at {columns - 1:,} step counts")
 
     def export_onnx(self, path: io.PathLike | None, x_support: Any, y_support: Any, steps: int | None = None) -> Any:

@@ -217,12 +217,6 @@ class Classification(DataFamily):
         return dict(features=self._features, labels=self._labels, ways=self.ways, shots=self.shots, query=self.query,
                     classes=np.array(self.classes, dtype=np.int64))
 
-    def _rows_per_task(self) -> int:
-        return self.ways * max(self.shots, self.query)
-
-    def _values_per_task(self) -> int:
-        return self.ways * (self.shots + self.query) * (self.width + 1)
-
 
 class Regression(DataFamily):
     """Regression tasks from a pool of functions given as rows grouped by task.
@@ -275,12 +269,6 @@ class Regression(DataFamily):
     def _arguments(self) -> dict[str, Any]:
         return dict(x=self._x, y=self._y, task_ids=self._task_ids, support=self.support, query=self.query,
                     tasks=np.array(self.tasks, dtype=np.int64))
-
-    def _rows_per_task(self) -> int:
-        return max(self.support, self.query)
-
-    def _values_per_task(self) -> int:
-        return (self.support + self.query) * (self.input_width + self.output_width)
 
 
 def _pool_classes(batch: TaskBatch, classes: Any) -> int:
@@ -337,8 +325,3 @@ class TaskPool(DataFamily):
     def _arguments(self) -> dict[str, Any]:
         return dict(batch=self._batch, classes=self.classes)
 
-    def _rows_per_task(self) -> int:
-        return max(self.support_size, self.query_size)
-
-    def _values_per_task(self) -> int:
-        return (self.support_size + self.query_size) * (self.input_width + self.output_width)

@@ -70,7 +70,7 @@ class TaskFamily:
         dtype = _validation.float_dtype(dtype)
         threads = _validation.num_threads(num_threads)
         self._check_dtype(dtype)
-        _memory.check(num_tasks * self._values_per_task() * 8, f"sampling {num_tasks} tasks")
+        _memory.check(self._sample_bytes(num_tasks, dtype), f"sampling {num_tasks:,} tasks")
         arrays = _core.sample_tasks(self._impl, num_tasks, seed, iteration, dtype.name, threads)
         return TaskBatch(*arrays)
 
@@ -105,17 +105,9 @@ class TaskFamily:
         the fields, from which :func:`family_from_config` rebuilds it."""
         return dict(family=type(self).__name__, **self._fields())
 
-    def _rows_per_task(self) -> int:
-        """Rows of a task's larger set (support or query): what a network's pass over it holds."""
-        fields = self._fields()
-        return max(fields["support"], fields["query"]) * fields.get("ways", 1)
-
-    def _values_per_task(self) -> int:
-        """Numbers one task holds (inputs and targets of its support and query rows)."""
-        fields = self._fields()
-        width = fields.get("dim", 1) + 1
-        rows = (fields["support"] + fields["query"]) * fields.get("ways", 1)
-        return rows * width
+    def _sample_bytes(self, num_tasks: int, dtype: Any) -> int:
+        """Bytes a draw of ``num_tasks`` tasks in ``dtype`` allocates (the core's sizes)."""
+        return int(_core.sample_bytes(self._impl, num_tasks, np.dtype(dtype).name))
 
 
 Tasks = Union[TaskFamily, Sampler]
