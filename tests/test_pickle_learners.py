@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import metafast as mf
+from line_world import line_world
 from metafast import io
 
 SINE = mf.tasks.Sinusoid(support=5, query=5)
@@ -140,25 +141,6 @@ def test_a_payload_with_another_task_family_is_refused():
     with pytest.raises(ValueError, match="^the pickled learner holds str where the task family of its last fit "
                                          "belongs$"):
         io.unpickled_learner(data, "sine", threads)
-
-
-class LineWorld:
-    """A point on a line steers toward its goal: a Gymnasium-style environment."""
-
-    def __init__(self, goal):
-        self.goal, self.x = goal, 0.0
-
-    def reset(self, seed=None):
-        self.x = 0.0
-        return np.array([self.x]), {}
-
-    def step(self, action):
-        self.x += float(np.clip(action[0], -0.1, 0.1))
-        return np.array([self.x]), -abs(self.x - self.goal), False, False, {}
-
-
-def line_world(rng):
-    return LineWorld(rng.uniform(-0.5, 0.5))
 
 
 def test_a_learner_on_python_environments_pickles_with_them_and_trains_on_bit_for_bit(tmp_path):

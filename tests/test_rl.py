@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import metafast as mf
+from line_world import LineWorld
 from metafast import reference
 
 from conftest import relative_error
@@ -300,22 +301,6 @@ def test_rl_adapt_and_divergence():
     with pytest.raises(mf.TrainingDivergedError, match="meta-iteration 0"):
         learner.fit(iterations=2, meta_batch=2, progress=False)
     np.testing.assert_array_equal(learner.theta, theta)
-
-
-class LineWorld:
-    """A tiny Gymnasium-style environment: a point on a line steers toward a goal."""
-
-    def __init__(self, goal):
-        self.goal, self.position = goal, 0.0
-
-    def reset(self, seed=None):
-        self.position = 0.0
-        return np.array([self.position]), {}
-
-    def step(self, action):
-        self.position += float(np.clip(action[0], -0.1, 0.1))
-        distance = abs(self.position - self.goal)
-        return np.array([self.position]), -distance, distance < 0.01, False, {}
 
 
 def test_bring_your_own_environment():

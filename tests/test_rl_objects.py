@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import metafast as mf
+from line_world import LineWorld, line_world
 
 ENVS = {
     "Navigation2D-default": mf.rl.Navigation2D(),
@@ -96,29 +97,12 @@ def test_tampered_payload_is_refused_as_user_input_is(payload, error, message):
         pickle.loads(data)
 
 
-def line_world(rng):  # a module-level sample_task: picklable by reference
-    return LineWorld(float(rng.uniform(-0.5, 0.5)))
-
-
-class LineWorld:
-    def __init__(self, goal):
-        self.goal, self.position = goal, 0.0
-
-    def reset(self, seed=None):
-        self.position = 0.0
-        return np.array([0.0]), {}
-
-    def step(self, action):
-        self.position += float(np.clip(action[0], -0.1, 0.1))
-        return np.array([self.position]), -abs(self.position - self.goal), False, False, {}
-
-
 @pytest.mark.parametrize("copier", COPIERS.values(), ids=COPIERS.keys())
 def test_gym_tasks_with_a_module_level_callable_pickle_and_copy(copier):
     tasks = mf.rl.GymTasks(line_world, horizon=9)
     copied = copier(tasks)
     assert copied is not tasks and copied.sample_task is line_world and copied.horizon == 9
-    assert repr(copied) == repr(tasks) == "GymTasks(test_rl_objects.line_world, horizon=9)"
+    assert repr(copied) == repr(tasks) == "GymTasks(line_world.line_world, horizon=9)"
     assert copied.sample(np.random.default_rng(1)).goal == tasks.sample(np.random.default_rng(1)).goal
 
 
