@@ -112,6 +112,8 @@ py::array_t<T> hvp_impl(const Mlp& mlp, const py::array& theta, const py::array&
 
 void register_mlp(py::module_& m) {
     py::class_<Mlp>(m, "MLP", "Architecture and flat parameter layout of a multilayer perceptron.")
+        .def_readonly_static("max_width", &Mlp::max_width_allowed, "The widest layer the core accepts.")
+        .def_readonly_static("max_params", &Mlp::max_params_allowed, "The most parameters the core accepts.")
         .def(py::init([](std::vector<std::size_t> sizes, const std::string& activation,
                          const std::string& output, bool bias) {
                  return Mlp(std::move(sizes), parse_activation(activation, "activation"),

@@ -1,6 +1,6 @@
 """Type stubs for metafast's compiled core (private; use the metafast package)."""
 
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -26,6 +26,8 @@ class _Relay(Protocol):  # metafast.distributed.TaskRelay; messages: the sum, sc
 _Loss = Literal["mse", "bce", "softmax_ce"]
 
 class MLP:
+    max_width: ClassVar[int]
+    max_params: ClassVar[int]
     def __init__(self, sizes: list[int], activation: str = "relu", output: str = "identity", bias: bool = True) -> None: ...
     @property
     def sizes(self) -> list[int]: ...

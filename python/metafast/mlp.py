@@ -12,10 +12,10 @@ from ._docs import shared_docs
 
 Layers = list[tuple[np.ndarray, Optional[np.ndarray]]]
 
-# The core's limits (Mlp::max_width_allowed, Mlp::max_params_allowed): far beyond memory, far
-# from any overflow of a size product.
-MAX_WIDTH = 2**24
-MAX_PARAMS = 2**36
+# The core's limits (Mlp::max_width_allowed, Mlp::max_params_allowed: far beyond memory, far from
+# any overflow of a size product), read from it; checked here first to name the layer at fault.
+MAX_WIDTH: int = _core.MLP.max_width
+MAX_PARAMS: int = _core.MLP.max_params
 
 # The schemes MLP.init accepts by name, besides ("normal", std): the one list (the CLI's too).
 INIT_SCHEMES = ("auto", "he", "glorot", "pytorch")
@@ -78,7 +78,7 @@ class MLP:
         bias = _validation.boolean(bias, "bias")
         params = sum(a * b + (b if bias else 0) for a, b in zip(widths[:-1], widths[1:]))
         if params > MAX_PARAMS:
-            raise ValueError(f"the network has {params:,} parameters, more than the limit of {MAX_PARAMS:,} (2**36)")
+            raise ValueError(f"the network has {params:,} parameters, more than the limit of {MAX_PARAMS:,} (2**{MAX_PARAMS.bit_length() - 1})")
         self._impl = _core.MLP(
             widths,
             _validation.string(activation, "activation"),
