@@ -65,11 +65,15 @@ BAD_COMMANDS = {
     "bad-steps": (["evaluate", "m.npz", "--steps", "x"], "invalid non-negative integer value: 'x'"),
     "bad-scale": (["demo", "--scale", "0"], "must be a positive number"),
     "gamma-above-1": (["train", "metasgd-rl", "--gamma", "1.5", "--save", "m.npz"],
-                      "argument --gamma: must lie in [0, 1], got 1.5"),
+                      "gamma must lie in [0, 1], got 1.5"),
     "option-of-another-algorithm": (["train", "metasgd", "--epsilon", "0.5", "--save", "m.npz"],
                                     "--epsilon does not apply to metasgd"),
     "negative-alpha-init": (["train", "metasgd", "--alpha-init", "-0.1", "--save", "m.npz"],
-                            "argument --alpha-init: must be a non-negative number, got -0.1"),
+                            "alpha_init must be >= 0.0, got -0.1"),
+    "zero-inner-steps": (["train", "maml", "--inner-steps", "0", "--save", "m.npz"],
+                         "inner_steps must lie in [1, 100000], got 0"),
+    "text-meta-lr": (["train", "metasgd", "--meta-lr", "fast", "--save", "m.npz"],
+                     "argument --meta-lr: invalid float value: 'fast'"),
 }
 
 

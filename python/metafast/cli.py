@@ -56,20 +56,6 @@ def positive_float(text: str) -> float:
     return value
 
 
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if not np.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"must be a non-negative number, got {text}")
-    return value
-
-
-def unit_interval(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:  # NaN fails too
-        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {text}")
-    return value
-
-
 def init_scheme(text: str) -> Any:
     """--init: a scheme of MLP.init, or normal:STD."""
     if text in INIT_SCHEMES:
@@ -82,8 +68,6 @@ def init_scheme(text: str) -> Any:
 positive_int.__name__ = "positive integer"
 non_negative_int.__name__ = "non-negative integer"
 positive_float.__name__ = "positive number"
-non_negative_float.__name__ = "non-negative number"
-unit_interval.__name__ = "number in [0, 1]"
 
 ALGORITHMS = ("metasgd", "maml", "reptile", "metasgd-rl")
 ALGORITHM_NAMES = {"metasgd": "Meta-SGD", "maml": "MAML", "reptile": "Reptile",
@@ -208,12 +192,14 @@ def build_parser() -> Parser:
                             "learner, its hyperparameters, seed, task family and meta-batch come from FILE (another "
                             "--meta-batch is refused: only the same continues bit for bit)")
     # Options whose default depends on the algorithm: default=None, resolved by resolve_train_defaults.
+    # The learners' settings are parsed as numbers only: their ranges are the learners' to check
+    # (the message, naming the setting, is the command's error), one check for each.
     sgd = train.add_argument_group("Meta-SGD and MAML")
-    sgd.add_argument("--inner-steps", type=positive_int, help=f"inner steps ({defaults_help('inner_steps')})")
-    sgd.add_argument("--alpha-init", type=non_negative_float,
+    sgd.add_argument("--inner-steps", type=int, help=f"inner steps ({defaults_help('inner_steps')})")
+    sgd.add_argument("--alpha-init", type=float,
                      help=f"initial inner learning rates ({defaults_help('alpha_init')})")
-    sgd.add_argument("--meta-lr", type=positive_float, help=f"meta learning rate ({defaults_help('meta_lr')})")
-    sgd.add_argument("--alpha-lr", type=positive_float,
+    sgd.add_argument("--meta-lr", type=float, help=f"meta learning rate ({defaults_help('meta_lr')})")
+    sgd.add_argument("--alpha-lr", type=float,
                      help="alpha's meta learning rate (metasgd, metasgd-rl; default: --meta-lr, times "
                           "--alpha-init with several --inner-steps or for metasgd-rl)")
     sgd.add_argument("--meta-optimizer", choices=("adam", "sgd"),
@@ -222,7 +208,7 @@ def build_parser() -> Parser:
                      help=f"drop the Hessian terms of the meta-gradient ({defaults_help('first_order', flag=True)})")
     sgd.add_argument("--alpha-per-step", action="store_true", default=None,
                      help=f"one alpha vector per inner step ({defaults_help('alpha_per_step', flag=True)})")
-    sgd.add_argument("--clip-grad-norm", type=positive_float, metavar="NORM",
+    sgd.add_argument("--clip-grad-norm", type=float, metavar="NORM",
                      help="clip the mean meta-gradient to this norm "
                           f"({defaults_help('clip_grad_norm', none='no clipping')})")
     sgd.add_argument("--init", type=init_scheme, metavar="SCHEME",
@@ -231,19 +217,19 @@ def build_parser() -> Parser:
     rep = train.add_argument_group("Reptile")
     rep.add_argument("--inner-optimizer", choices=("adam", "sgd"),
                      help="inner optimizer (reptile; default adam for sine, sgd for the classification tasks)")
-    rep.add_argument("--inner-lr", type=positive_float,
+    rep.add_argument("--inner-lr", type=float,
                      help="inner learning rate (default 0.01 for maml; for reptile 0.01 with adam, 0.1 with sgd)")
-    rep.add_argument("--inner-epochs", type=positive_int,
+    rep.add_argument("--inner-epochs", type=int,
                      help=f"passes over the support set ({defaults_help('inner_epochs')})")
-    rep.add_argument("--inner-batch", type=positive_int, help=f"rows per minibatch ({defaults_help('inner_batch')})")
-    rep.add_argument("--epsilon", type=positive_float, help=f"outer step size ({defaults_help('epsilon')})")
-    rep.add_argument("--epsilon-final", type=unit_interval,
+    rep.add_argument("--inner-batch", type=int, help=f"rows per minibatch ({defaults_help('inner_batch')})")
+    rep.add_argument("--epsilon", type=float, help=f"outer step size ({defaults_help('epsilon')})")
+    rep.add_argument("--epsilon-final", type=float,
                      help="anneal epsilon linearly to this value over the run (reptile; default: no annealing)")
     rep.add_argument("--shuffle", action="store_true", default=None,
                      help=f"reshuffle the support rows every pass ({defaults_help('shuffle', flag=True)})")
     rl = train.add_argument_group("Meta-SGD RL")
-    rl.add_argument("--trajectories", type=positive_int, help=f"trajectories per rollout ({defaults_help('trajectories')})")
-    rl.add_argument("--gamma", type=unit_interval, help=f"discount of the returns ({defaults_help('gamma')})")
+    rl.add_argument("--trajectories", type=int, help=f"trajectories per rollout ({defaults_help('trajectories')})")
+    rl.add_argument("--gamma", type=float, help=f"discount of the returns ({defaults_help('gamma')})")
 
     evaluate = commands.add_parser("evaluate", parents=[common], help="evaluate a saved model on held-out tasks")
     evaluate.add_argument("model", help="model file written by metafast train (or learner.save)")
