@@ -407,3 +407,10 @@ def test_rl_alpha_init_beyond_float32_is_named():
 def test_rl_num_threads_is_checked_on_python_environments_too():
     with pytest.raises(ValueError, match="num_threads"):
         mf.rl.MetaSGDRL(mf.MLP([2, 4, 2]), env=mf.rl.GymTasks(lambda rng: None), num_threads=-5)
+
+
+@pytest.mark.parametrize("trajectories", [0, -1, 2**17])
+def test_evaluate_trajectories_out_of_range_are_named_by_the_core(trajectories):
+    learner = mf.rl.MetaSGDRL(mf.MLP([2, 4, 2]), num_threads=1)
+    with pytest.raises(ValueError, match=rf"^trajectories must lie in \[1, 65536\], got {trajectories}$"):
+        learner.evaluate(num_tasks=2, trajectories=trajectories)

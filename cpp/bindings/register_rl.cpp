@@ -175,9 +175,10 @@ void bind_rl_learner(py::module_& m, const char* name) {
             "total_tasks"_a = 0)
         .def("evaluate",
              [](Learner& l, std::uint64_t seed, std::size_t num_tasks, const std::vector<std::size_t>& steps,
-                std::size_t trajectories) {
+                std::int64_t requested_trajectories) {
                  checked_count(num_tasks, "num_tasks", max_tasks);
-                 checked_count(trajectories, "trajectories", std::size_t{1} << 16);
+                 const std::size_t trajectories =
+                     checked_count(requested_trajectories, "trajectories", std::size_t{1} << 16);
                  check_steps(steps);
                  py::array_t<double> returns({static_cast<py::ssize_t>(num_tasks), static_cast<py::ssize_t>(steps.size())});
                  double* out = returns.mutable_data();

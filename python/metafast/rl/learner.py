@@ -352,9 +352,11 @@ class MetaSGDRL(InnerLearningRates):
             One row per number of steps, in increasing order; its ``loss`` fields hold returns.
         """
         counts = _validation.step_counts(steps)
-        trajectories = _validation.integer(trajectories, "trajectories", minimum=1, maximum=2**16)
+        trajectories = _validation.int64(trajectories, "trajectories")  # its range: the core's check
         num_tasks = _validation.count(num_tasks, "num_tasks")
-        self._check_rollouts(max(trajectories, self._settings["inner_trajectories"]), 0)
+        self._check_rollouts(trajectories, 0)  # the core checks trajectories' range here, for both backends
+        if self._settings["inner_trajectories"] > trajectories:  # adaptation's rollouts are the larger
+            self._check_rollouts(self._settings["inner_trajectories"], 0)
         _memory.check(8 * num_tasks * len(counts), f"an evaluation of {num_tasks:,} tasks at {len(counts):,} step counts")
         returns = self._impl.evaluate(_validation.seed(seed), num_tasks, counts,
                                       trajectories)
