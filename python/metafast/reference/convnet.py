@@ -26,7 +26,7 @@ POOLS = (None, "max")
 
 def conv_output_size(size: int, kernel_size: int, stride: int, padding: str) -> tuple[int, int, int]:
     """(output size, padding before, padding after) of a convolution along one axis
-    (math.md §5.1): TensorFlow/XLA's SAME rule, out = ceil(size / stride) and total padding
+    (docs/math.md §5.1): TensorFlow/XLA's SAME rule, out = ceil(size / stride) and total padding
     max((out − 1)·stride + k − size, 0), the smaller half before; VALID pads nothing,
     out = floor((size − k) / stride) + 1 (0 when the kernel does not fit)."""
     if padding == "same":
@@ -39,7 +39,7 @@ def conv_output_size(size: int, kernel_size: int, stride: int, padding: str) -> 
 
 
 # ---------------------------------------------------------------------------------------
-# Layers: plain functions of arrays (math.md §5.2 to §5.6).
+# Layers: plain functions of arrays (docs/math.md §5.2 to §5.6).
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class _Geometry:
 
 
 def _im2col(x: np.ndarray, g: _Geometry) -> np.ndarray:
-    """Patches as rows (math.md §5.2): P[(n, i, j), (c, p, q)] = x_pad[n, c, i·s + p, j·s + q],
+    """Patches as rows (docs/math.md §5.2): P[(n, i, j), (c, p, q)] = x_pad[n, c, i·s + p, j·s + q],
     shape (N·Ho·Wo, C·k·k). A loop over the k² kernel offsets, none over pixels."""
     n, c = x.shape[:2]
     padded = np.pad(x, ((0, 0), (0, 0), g.pad_h, g.pad_w))
@@ -74,7 +74,7 @@ def _im2col(x: np.ndarray, g: _Geometry) -> np.ndarray:
 
 
 def _col2im(cols: np.ndarray, shape: tuple[int, ...], g: _Geometry) -> np.ndarray:
-    """The adjoint of :func:`_im2col` (math.md §5.2): every patch entry is added back to the
+    """The adjoint of :func:`_im2col` (docs/math.md §5.2): every patch entry is added back to the
     pixel it was read from, and the padding is cut off."""
     n, c, h, w = shape
     cols = cols.reshape(n, g.out_h, g.out_w, c, g.k, g.k)
@@ -117,7 +117,7 @@ def _windows(a: np.ndarray) -> np.ndarray:
 
 
 def _pool_gather(a: np.ndarray, index: np.ndarray) -> np.ndarray:
-    """Each window's entry at ``index`` (math.md §5.5)."""
+    """Each window's entry at ``index`` (docs/math.md §5.5)."""
     return np.take_along_axis(_windows(a), index[..., None], axis=-1)[..., 0]
 
 
@@ -157,7 +157,7 @@ class _Block:
 
 @dataclass
 class _RBlock:
-    """R-forward quantities of one block (math.md §5.2 to §5.5)."""
+    """R-forward quantities of one block (docs/math.md §5.2 to §5.5)."""
 
     cols: np.ndarray  # im2col(R(x))
     z: np.ndarray
@@ -235,7 +235,7 @@ class ConvNet:
         self.head = _choice(head, HEADS, "head")
         self.bias = _flag(bias, "bias")
 
-        # Geometry of every block (math.md §5.1), checked before anything is allocated.
+        # Geometry of every block (docs/math.md §5.1), checked before anything is allocated.
         self._geometry: list[_Geometry] = []
         shapes = []
         c, h, w = self.input_shape
@@ -355,7 +355,7 @@ class ConvNet:
         return self._forward(theta, self._images(x, theta.dtype))[3]
 
     def loss(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, loss: str = "mse") -> float:
-        """Mean loss (math.md §2's table with an identity output: mse over rows and outputs,
+        """Mean loss (docs/math.md §2's table with an identity output: mse over rows and outputs,
         bce and softmax_ce on the logits, softmax_ce with integer labels)."""
         theta = self._vector(theta, "theta")
         x = self._images(x, theta.dtype)
@@ -373,7 +373,7 @@ class ConvNet:
         return value, self._backward(params, blocks, h, delta)
 
     def hvp(self, theta: np.ndarray, x: np.ndarray, y: np.ndarray, v: np.ndarray, loss: str = "mse") -> np.ndarray:
-        """Exact Hessian-vector product H v by the R-operator (math.md §5.8)."""
+        """Exact Hessian-vector product H v by the R-operator (docs/math.md §5.8)."""
         theta = self._vector(theta, "theta")
         v = self._vector(v, "v").astype(theta.dtype, copy=False)
         x = self._images(x, theta.dtype)
@@ -437,7 +437,7 @@ class ConvNet:
         return g.reshape(shape)
 
     def _backward(self, params, blocks: list[_Block], h: np.ndarray, delta: np.ndarray) -> np.ndarray:
-        """Gradient from delta = dL/dz of the output layer (math.md §5.2 to §5.7)."""
+        """Gradient from delta = dL/dz of the output layer (docs/math.md §5.2 to §5.7)."""
         dense = params[-1]
         grads = [{"weight": h.T @ delta, "bias": delta.sum(axis=0)}]
         g = self._head_backward(delta @ dense["weight"].T, blocks[-1].out.shape)
@@ -463,7 +463,7 @@ class ConvNet:
         return self._pack(grads[::-1])
 
     def _r_forward(self, params, directions, blocks: list[_Block], h: np.ndarray):
-        """R(·) of every forward quantity along the direction (math.md §5.2 to §5.7)."""
+        """R(·) of every forward quantity along the direction (docs/math.md §5.2 to §5.7)."""
         r_blocks = []
         rx = np.zeros_like(blocks[0].x)
         for p, u, b, g in zip(params, directions, blocks, self._geometry):
@@ -487,7 +487,7 @@ class ConvNet:
     def _r_backward(self, params, directions, blocks: list[_Block], r_blocks: list[_RBlock], h: np.ndarray,
                     r_h: np.ndarray, delta: np.ndarray, r_delta: np.ndarray) -> np.ndarray:
         """R(gradient) = H u from delta = dL/dz of the output layer and R(delta)
-        (math.md §5.8, each layer's rule in §5.2 to §5.7)."""
+        (docs/math.md §5.8, each layer's rule in §5.2 to §5.7)."""
         dense, u_dense = params[-1], directions[-1]
         grads = [{"weight": r_h.T @ delta + h.T @ r_delta, "bias": r_delta.sum(axis=0)}]
         shape = blocks[-1].out.shape
