@@ -11,6 +11,7 @@
 
 namespace metafast::bindings {
 void register_mlp(py::module_& m);
+void register_convnet(py::module_& m);
 void register_tasks(py::module_& m);
 void register_data_tasks(py::module_& m);
 void register_meta_sgd(py::module_& m);
@@ -53,6 +54,7 @@ PYBIND11_MODULE(METAFAST_MODULE, m) {
     m.def("max_threads", [] { return 1; }, "Threads OpenMP would use by default.");
 #endif
     metafast::bindings::register_mlp(m);
+    metafast::bindings::register_convnet(m);
     metafast::bindings::register_tasks(m);
     metafast::bindings::register_data_tasks(m);
     metafast::bindings::register_meta_sgd(m);
