@@ -97,7 +97,7 @@ def test_core_matches_reference(config):
 @pytest.mark.parametrize("pool", [None, "max"])
 def test_ties_follow_the_reference(pool):
     # Integer-valued images and ReLU's zeros: windows with tied maxima everywhere, so the
-    # first-maximum rule of math.md §5.5 decides the gradient.
+    # first-maximum rule of docs/math.md §5.5 decides the gradient.
     config = dict(input_shape=(1, 8, 8), stride=1, padding="same", pool=pool, activation="relu", batch_norm=False,
                   loss="mse")
     ref, core, theta, _, y, v, loss = problem(config)

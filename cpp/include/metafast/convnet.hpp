@@ -27,7 +27,7 @@ namespace metafast {
 enum class Padding { same, valid };
 enum class Head { average, flatten };
 
-// One block's geometry (math.md §5.1) and where its parameters sit in theta.
+// One block's geometry (docs/math.md §5.1) and where its parameters sit in theta.
 struct ConvBlock {
     std::size_t in_c = 0, in_h = 0, in_w = 0;    // input image
     std::size_t out_c = 0;                       // output channels
@@ -71,7 +71,7 @@ public:
             throw std::invalid_argument("batch_norm_eps must be finite and > 0, got " + std::to_string(eps_));
         input_values_ = checked_product({in_c, in_h, in_w}, "input_shape " + shape);
 
-        // Geometry of every block (math.md §5.1), checked before anything is allocated.
+        // Geometry of every block (docs/math.md §5.1), checked before anything is allocated.
         std::size_t c = in_c, h = in_h, w = in_w;
         const char* pad_name = padding_ == Padding::same ? "'same'" : "'valid'";
         for (std::size_t b = 0; b < channels_.size(); ++b) {
@@ -164,7 +164,7 @@ private:
         return offset;
     }
 
-    // Output size and padding of a convolution along one axis of size n (math.md §5.1).
+    // Output size and padding of a convolution along one axis of size n (docs/math.md §5.1).
     void axis(std::size_t n, std::size_t& out, std::size_t& before, std::size_t& after) const {
         if (padding_ == Padding::same) {
             out = (n + stride_ - 1) / stride_;
@@ -284,7 +284,7 @@ struct Strides {
 inline Strides nchw(std::size_t c, std::size_t h, std::size_t w) { return {c * h * w, h * w, w, 1}; }
 inline Strides nhwc(std::size_t c, std::size_t h, std::size_t w) { return {h * w * c, 1, w * c, c}; }
 
-// P = im2col(x) (math.md §5.2): P[(n, i, j), (c, p, q)] = x_pad[n, c, i s + p, j s + q].
+// P = im2col(x) (docs/math.md §5.2): P[(n, i, j), (c, p, q)] = x_pad[n, c, i s + p, j s + q].
 template <class T>
 void im2col(const ConvNet& net, const ConvBlock& b, std::size_t rows, const T* x, Strides st, T* cols) {
     const std::size_t k = net.kernel_size(), s = net.stride(), width = net.patch_width(b);
@@ -309,7 +309,7 @@ void im2col(const ConvNet& net, const ConvBlock& b, std::size_t rows, const T* x
             }
 }
 
-// dx = col2im(M), the adjoint of im2col (math.md §5.2), into an (rows H W, C) image.
+// dx = col2im(M), the adjoint of im2col (docs/math.md §5.2), into an (rows H W, C) image.
 template <class T>
 void col2im(const ConvNet& net, const ConvBlock& b, std::size_t rows, const T* cols, T* dx) {
     const std::size_t k = net.kernel_size(), s = net.stride(), width = net.patch_width(b);
@@ -352,7 +352,7 @@ T param(const T* theta, std::size_t offset, std::size_t c, T absent) {
     return offset == ConvNet::npos ? absent : theta[offset + c];
 }
 
-// One 2x2 window's entries in row-major order (math.md §5.5), as offsets in an (H W, C) image.
+// One 2x2 window's entries in row-major order (docs/math.md §5.5), as offsets in an (H W, C) image.
 inline void window(std::size_t conv_w, std::size_t c_count, std::size_t i, std::size_t j, std::size_t* at) {
     const std::size_t top = (2 * i * conv_w + 2 * j) * c_count, bottom = top + conv_w * c_count;
     at[0] = top, at[1] = top + c_count, at[2] = bottom, at[3] = bottom + c_count;
@@ -397,7 +397,7 @@ void pool_scatter(const ConvBlock& b, std::size_t rows, const T* g, const std::u
             }
 }
 
-// Head (math.md §5.6): an (rows H W, C) image to features (rows, F).
+// Head (docs/math.md §5.6): an (rows H W, C) image to features (rows, F).
 template <class T>
 void head_forward(const ConvNet& net, const ConvBlock& b, std::size_t rows, const T* image, T* h) {
     const std::size_t C = b.out_c, pixels = b.out_h * b.out_w;
@@ -497,7 +497,7 @@ T loss_value(const ConvNet& net, const T* theta, const T* x, std::size_t rows, c
     return loss_of_forward(net, rows, y, loss, ws, static_cast<T*>(nullptr));
 }
 
-// Backward pass and, with v, R-backward (math.md §5.8): from ws.delta (and ws.rdelta) after
+// Backward pass and, with v, R-backward (docs/math.md §5.8): from ws.delta (and ws.rdelta) after
 // forward (and r_forward); writes the gradient to grad (may be null with v) and H v to hv.
 template <class T>
 void backward_passes(const ConvNet& net, const T* theta, std::size_t rows, const T* v,
@@ -633,7 +633,7 @@ void backward_passes(const ConvNet& net, const T* theta, std::size_t rows, const
     }
 }
 
-// R-forward along v from R(x) = 0 (math.md §5.2 to §5.7), after forward(): fills the R buffers.
+// R-forward along v from R(x) = 0 (docs/math.md §5.2 to §5.7), after forward(): fills the R buffers.
 template <class T>
 void r_forward(const ConvNet& net, const T* theta, const T* v, std::size_t rows, ConvNetWorkspace<T>& ws) {
     using namespace convnet;
@@ -685,7 +685,7 @@ void r_forward(const ConvNet& net, const T* theta, const T* v, std::size_t rows,
     if (net.bias()) kernels::add_row_vector(rows, m, v + net.dense_bias(), ws.rz.data());
 }
 
-// Mean loss and its gradient (math.md §5.8).
+// Mean loss and its gradient (docs/math.md §5.8).
 template <class T>
 T loss_and_grad(const ConvNet& net, const T* theta, const T* x, std::size_t rows, const Targets<T>& y, Loss loss,
                 ConvNetWorkspace<T>& ws, T* grad) {
@@ -696,7 +696,7 @@ T loss_and_grad(const ConvNet& net, const T* theta, const T* x, std::size_t rows
     return value;
 }
 
-// H v by the R-operator (math.md §5.8); the gradient too when grad is not null.
+// H v by the R-operator (docs/math.md §5.8); the gradient too when grad is not null.
 template <class T>
 T hvp(const ConvNet& net, const T* theta, const T* x, std::size_t rows, const Targets<T>& y, Loss loss, const T* v,
       ConvNetWorkspace<T>& ws, T* hv, T* grad) {
