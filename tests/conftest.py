@@ -3,7 +3,9 @@ central finite differences in float64."""
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 from dataclasses import dataclass
 
 import numpy as np
@@ -78,3 +80,12 @@ def relative_error(actual: np.ndarray, expected: np.ndarray) -> float:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(1234)
+
+
+# Every way an object leaves and comes back: pickle at each protocol, copy and deepcopy.
+COPIERS = {
+    **{f"pickle-{p}": (lambda obj, p=p: pickle.loads(pickle.dumps(obj, protocol=p)))
+       for p in range(2, pickle.HIGHEST_PROTOCOL + 1)},
+    "copy": copy.copy,
+    "deepcopy": copy.deepcopy,
+}

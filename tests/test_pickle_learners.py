@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import metafast as mf
+from conftest import COPIERS
 from line_world import line_world
 from metafast import io
 
@@ -40,12 +41,6 @@ LEARNERS = {
     "metasgd-rl": lambda: mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]), inner_trajectories=2, num_threads=1),
 }
 TASKS = {"family": SINE, "data": regression_family(), "sampler": sampler}
-COPIES = {
-    **{f"pickle-{protocol}": lambda learner, protocol=protocol: pickle.loads(pickle.dumps(learner, protocol=protocol))
-       for protocol in range(2, pickle.HIGHEST_PROTOCOL + 1)},
-    "copy": copy.copy,
-    "deepcopy": copy.deepcopy,
-}
 
 
 def train(learner, tasks, iterations):
@@ -66,12 +61,12 @@ def assert_same_state(a, b):
     assert a._hyperparameters() == b._hyperparameters()
 
 
-@pytest.mark.parametrize("how", list(COPIES))
+@pytest.mark.parametrize("how", list(COPIERS))
 @pytest.mark.parametrize("kind", list(LEARNERS))
 def test_a_copy_of_a_trained_learner_continues_bit_for_bit(kind, how):
     learner = LEARNERS[kind]()
     train(learner, SINE, 3)
-    copied = COPIES[how](learner)
+    copied = COPIERS[how](learner)
     assert_same_state(copied, learner)
     copied.num_threads = 2  # results do not depend on the thread count
     train(learner, SINE, 20)
@@ -79,10 +74,10 @@ def test_a_copy_of_a_trained_learner_continues_bit_for_bit(kind, how):
     assert_same_state(copied, learner)
 
 
-@pytest.mark.parametrize("how", list(COPIES))
+@pytest.mark.parametrize("how", list(COPIERS))
 def test_a_fresh_learner_copies(how):
     learner = LEARNERS["metasgd"]()
-    assert_same_state(COPIES[how](learner), learner)
+    assert_same_state(COPIERS[how](learner), learner)
 
 
 @pytest.mark.parametrize("tasks", list(TASKS))

@@ -5,13 +5,13 @@ is refused with the error user input gets."""
 
 from __future__ import annotations
 
-import copy
 import pickle
 
 import numpy as np
 import pytest
 
 import metafast as mf
+from conftest import COPIERS
 from metafast.tasks import (
     Classification,
     GaussianNWay,
@@ -55,11 +55,6 @@ OTHERS = {
     "EvaluationReport-NaN": ONE_TASK_REPORT,
 }
 OBJECTS = {**MODELS, **FAMILIES, **OTHERS}
-COPIERS = {
-    **{f"pickle-{p}": (lambda obj, p=p: pickle.loads(pickle.dumps(obj, protocol=p))) for p in (2, 3, 4, 5)},
-    "copy": copy.copy,
-    "deepcopy": copy.deepcopy,
-}
 
 
 @pytest.mark.parametrize("copier", COPIERS.values(), ids=COPIERS.keys())

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 import metafast as mf
+from conftest import COPIERS
 from line_world import LineWorld, line_world
 
 ENVS = {
@@ -22,11 +23,6 @@ ENVS = {
 POLICIES = {
     "GaussianPolicy-tanh": mf.rl.GaussianPolicy(mf.MLP([2, 6, 2], activation="tanh")),
     "GaussianPolicy-linear-no-bias": mf.rl.GaussianPolicy(mf.MLP([3, 1], bias=False)),
-}
-COPIERS = {
-    **{f"pickle-{p}": (lambda obj, p=p: pickle.loads(pickle.dumps(obj, protocol=p))) for p in (2, 3, 4, 5)},
-    "copy": copy.copy,
-    "deepcopy": copy.deepcopy,
 }
 
 
