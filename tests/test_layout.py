@@ -10,7 +10,7 @@ HEADERS = Path(__file__).resolve().parents[1] / "cpp" / "include" / "metafast"
 
 LAYERS = [
     ["simd", "cpu_features", "peak_probe", "denormals", "buffer", "fast_math", "box_muller", "softplus", "rng", "cancellation"],
-    ["kernels", "activations", "losses", "mlp", "mlp_workspace", "backprop", "hvp", "scalar_mlp", "convnet"],
+    ["kernels", "activations", "losses", "network", "mlp", "mlp_workspace", "backprop", "hvp", "scalar_mlp", "convnet"],
     ["task_layout", "data_tasks", "tasks", "task_batch", "nav2d", "policy", "rl"],
     ["meta_sgd", "reptile", "optim", "reptile_update"],
     ["thread_budget", "round_flags", "parallel", "meta_iteration"],

@@ -89,13 +89,13 @@ inline std::size_t element_count(const std::vector<Dim>& dims) {
 
 // Checks targets for `loss`: int64 class labels of shape `dims` in [0, classes) for softmax_ce,
 // otherwise floats of shape dims + (output_width,), finite, and in [0, 1] for bce.
-template <class T>
-Targets<T> checked_targets(const Mlp& mlp, Loss loss, const py::array& y, const char* name,
+template <class T, class Net>
+Targets<T> checked_targets(const Net& net, Loss loss, const py::array& y, const char* name,
                            std::vector<Dim> dims) {
     Targets<T> targets;
     if (uses_labels(loss)) {
         targets.labels = checked_data<std::int64_t>(y, name, dims);
-        const auto classes = static_cast<std::int64_t>(mlp.output_width());
+        const auto classes = static_cast<std::int64_t>(net.output_width());
         const std::size_t n = element_count(dims);
         for (std::size_t i = 0; i < n; ++i)
             if (targets.labels[i] < 0 || targets.labels[i] >= classes)
@@ -105,7 +105,7 @@ Targets<T> checked_targets(const Mlp& mlp, Loss loss, const py::array& y, const 
                                             std::to_string(i));
         return targets;
     }
-    dims.push_back({static_cast<py::ssize_t>(mlp.output_width()), ""});
+    dims.push_back({static_cast<py::ssize_t>(net.output_width()), ""});
     targets.values = checked_data<T>(y, name, dims);
     const std::size_t n = element_count(dims);
     check_finite(name, targets.values, n);

@@ -48,11 +48,11 @@ inline OptimizerConfig checked_optimizer(const std::string& name, const char* ki
 }
 
 // ------------------------------------------------------------------------ batches
-template <class T>
-TaskBatchView<T> checked_batch(const Mlp& mlp, Loss loss, const py::array& x_support,
+template <class T, class Net>
+TaskBatchView<T> checked_batch(const Net& net, Loss loss, const py::array& x_support,
                                const py::array& y_support, const py::array& x_query,
                                const py::array& y_query) {
-    const auto in = static_cast<py::ssize_t>(mlp.input_width());
+    const auto in = static_cast<py::ssize_t>(net.input_width());
     std::vector<Dim> xs_dims{{-1, "tasks"}, {-1, "support"}, {in, ""}};
     TaskBatchView<T> view;
     view.x_support = checked_data<T>(x_support, "x_support", xs_dims);
@@ -62,26 +62,27 @@ TaskBatchView<T> checked_batch(const Mlp& mlp, Loss loss, const py::array& x_sup
     view.x_query = checked_data<T>(x_query, "x_query", xq_dims);
     const py::ssize_t query = xq_dims[1].size;
     check_finite("x_query", view.x_query, element_count(xq_dims));
-    const Targets<T> ys = checked_targets<T>(mlp, loss, y_support, "y_support", {{tasks, ""}, {support, ""}});
-    const Targets<T> yq = checked_targets<T>(mlp, loss, y_query, "y_query", {{tasks, ""}, {query, ""}});
+    const Targets<T> ys = checked_targets<T>(net, loss, y_support, "y_support", {{tasks, ""}, {support, ""}});
+    const Targets<T> yq = checked_targets<T>(net, loss, y_query, "y_query", {{tasks, ""}, {query, ""}});
     view.y_support = ys.values;
     view.labels_support = ys.labels;
     view.y_query = yq.values;
     view.labels_query = yq.labels;
     view.tasks = static_cast<std::size_t>(tasks);
-    view.shape = {mlp.input_width(), mlp.output_width(), static_cast<std::size_t>(support),
+    view.shape = {net.input_width(), net.output_width(), static_cast<std::size_t>(support),
                   static_cast<std::size_t>(query), uses_labels(loss)};
     return view;
 }
 
-inline void check_family(const Mlp& mlp, Loss loss, const TaskFamily& family) {
+template <class Net>
+void check_family(const Net& net, Loss loss, const TaskFamily& family) {
     const TaskShape s = task_shape(family);
-    require(s.input_width == mlp.input_width(),
+    require(s.input_width == net.input_width(),
             "the tasks have " + std::to_string(s.input_width) + " inputs but the model takes " +
-                std::to_string(mlp.input_width()));
-    require(s.output_width == mlp.output_width(),
+                std::to_string(net.input_width()));
+    require(s.output_width == net.output_width(),
             "the tasks need " + std::to_string(s.output_width) + " outputs but the model has " +
-                std::to_string(mlp.output_width()));
+                std::to_string(net.output_width()));
     require(s.has_labels == uses_labels(loss),
             s.has_labels ? "the tasks have class labels: use loss 'softmax_ce'"
                          : "loss 'softmax_ce' needs tasks with class labels");
@@ -117,12 +118,12 @@ struct Task {
     Targets<T> targets;
 };
 
-template <class T>
-Task<T> checked_task(const Mlp& mlp, Loss loss, const py::array& x, const py::array& y) {
-    std::vector<Dim> x_dims{{-1, "rows"}, {static_cast<py::ssize_t>(mlp.input_width()), ""}};
+template <class T, class Net>
+Task<T> checked_task(const Net& net, Loss loss, const py::array& x, const py::array& y) {
+    std::vector<Dim> x_dims{{-1, "rows"}, {static_cast<py::ssize_t>(net.input_width()), ""}};
     const T* data = checked_data<T>(x, "x_support", x_dims);
     check_finite("x_support", data, element_count(x_dims));
-    const Targets<T> targets = checked_targets<T>(mlp, loss, y, "y_support", {{x_dims[0].size, ""}});
+    const Targets<T> targets = checked_targets<T>(net, loss, y, "y_support", {{x_dims[0].size, ""}});
     return {data, static_cast<std::size_t>(x_dims[0].size), targets};
 }
 
@@ -130,7 +131,7 @@ Task<T> checked_task(const Mlp& mlp, Loss loss, const py::array& x, const py::ar
 template <class T, class L>
 py::tuple evaluate_tasks(L& learner, const py::array& xs, const py::array& ys, const py::array& xq,
                          const py::array& yq, const std::vector<std::size_t>& steps) {
-    const TaskBatchView<T> batch = checked_batch<T>(learner.mlp(), learner.config().loss, xs, ys, xq, yq);
+    const TaskBatchView<T> batch = checked_batch<T>(learner.network(), learner.config().loss, xs, ys, xq, yq);
     check_steps(steps);
     const auto rows = static_cast<py::ssize_t>(batch.tasks), cols = static_cast<py::ssize_t>(steps.size());
     py::array_t<double> losses({rows, cols}), accuracies({rows, cols});
@@ -142,7 +143,7 @@ py::tuple evaluate_tasks(L& learner, const py::array& xs, const py::array& ys, c
 
 template <class T, class L>
 py::array_t<T> adapt_task(L& learner, const py::array& x, const py::array& y, std::size_t steps) {
-    const Task<T> task = checked_task<T>(learner.mlp(), learner.config().loss, x, y);
+    const Task<T> task = checked_task<T>(learner.network(), learner.config().loss, x, y);
     py::array_t<T> out(static_cast<py::ssize_t>(learner.num_params()));
     T* op = out.mutable_data();
     interruptible([&] { without_gil(learner, [&] { learner.adapt(task.x, task.rows, task.targets, steps, op); }); });

@@ -14,16 +14,9 @@
 #include "metafast/convnet.hpp"
 #include "metafast/denormals.hpp"
 #include "metafast/losses.hpp"
-#include "metafast/mlp.hpp"
 
 namespace metafast::bindings {
 namespace {
-
-// The network, and an Mlp with its output width: what the shared target checks read.
-struct ConvNetModel {
-    ConvNet net;
-    Mlp dense;
-};
 
 template <class T>
 using CArray = py::array_t<T, py::array::c_style | py::array::forcecast>;
@@ -79,11 +72,11 @@ CArray<T> checked_images(const ConvNet& net, const py::array& x) {
 }
 
 template <class T>
-py::array_t<T> forward_impl(const ConvNetModel& m, const py::array& theta, const py::array& x) {
-    const CArray<T> t = checked_vector<T>(m.net, theta, "theta");
-    const CArray<T> images = checked_images<T>(m.net, x);
+py::array_t<T> forward_impl(const ConvNet& net, const py::array& theta, const py::array& x) {
+    const CArray<T> t = checked_vector<T>(net, theta, "theta");
+    const CArray<T> images = checked_images<T>(net, x);
     const auto rows = static_cast<std::size_t>(images.shape(0));
-    py::array_t<T> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(m.net.outputs())});
+    py::array_t<T> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(net.outputs())});
     T* dst = out.mutable_data();
     const T* tp = t.data();
     const T* xp = images.data();
@@ -91,9 +84,9 @@ py::array_t<T> forward_impl(const ConvNetModel& m, const py::array& theta, const
         py::gil_scoped_release release;  // only raw pointers from here on
         [[maybe_unused]] const FlushDenormals flush;  // as everywhere in the core
         ConvNetWorkspace<T> ws;
-        ws.reserve(m.net, rows, false);
-        const T* result = forward(m.net, tp, xp, rows, ws);
-        std::copy(result, result + rows * m.net.outputs(), dst);
+        ws.reserve(net, rows, false);
+        const T* result = forward(net, tp, xp, rows, ws);
+        std::copy(result, result + rows * net.outputs(), dst);
     }
     return out;
 }
@@ -107,30 +100,30 @@ struct Call {
 };
 
 template <class T>
-Call<T> check_call(const ConvNetModel& m, const py::array& theta, const py::array& x, const py::array& y, Loss loss) {
-    check_loss_matches_output(loss, Activation::identity, m.net.outputs());
-    Call<T> call{checked_vector<T>(m.net, theta, "theta"), checked_images<T>(m.net, x), 0, {}};
+Call<T> check_call(const ConvNet& net, const py::array& theta, const py::array& x, const py::array& y, Loss loss) {
+    check_loss_matches_output(loss, Activation::identity, net.outputs());
+    Call<T> call{checked_vector<T>(net, theta, "theta"), checked_images<T>(net, x), 0, {}};
     call.rows = static_cast<std::size_t>(call.x.shape(0));
-    call.targets = checked_targets<T>(m.dense, loss, y, "y", {{static_cast<py::ssize_t>(call.rows), "rows"}});
+    call.targets = checked_targets<T>(net, loss, y, "y", {{static_cast<py::ssize_t>(call.rows), "rows"}});
     return call;
 }
 
 template <class T>
-double loss_impl(const ConvNetModel& m, const py::array& theta, const py::array& x, const py::array& y, Loss loss) {
-    const Call<T> c = check_call<T>(m, theta, x, y, loss);
+double loss_impl(const ConvNet& net, const py::array& theta, const py::array& x, const py::array& y, Loss loss) {
+    const Call<T> c = check_call<T>(net, theta, x, y, loss);
     const T* tp = c.theta.data();
     const T* xp = c.x.data();
     py::gil_scoped_release release;  // only raw pointers from here on
     [[maybe_unused]] const FlushDenormals flush;  // as everywhere in the core
     ConvNetWorkspace<T> ws;
-    return double(loss_value(m.net, tp, xp, c.rows, c.targets, loss, ws));
+    return double(loss_value(net, tp, xp, c.rows, c.targets, loss, ws));
 }
 
 template <class T>
-std::tuple<double, py::array_t<T>> loss_and_grad_impl(const ConvNetModel& m, const py::array& theta,
+std::tuple<double, py::array_t<T>> loss_and_grad_impl(const ConvNet& net, const py::array& theta,
                                                       const py::array& x, const py::array& y, Loss loss) {
-    const Call<T> c = check_call<T>(m, theta, x, y, loss);
-    py::array_t<T> grad(static_cast<py::ssize_t>(m.net.num_params()));
+    const Call<T> c = check_call<T>(net, theta, x, y, loss);
+    py::array_t<T> grad(static_cast<py::ssize_t>(net.num_params()));
     T* g = grad.mutable_data();
     const T* tp = c.theta.data();
     const T* xp = c.x.data();
@@ -139,17 +132,17 @@ std::tuple<double, py::array_t<T>> loss_and_grad_impl(const ConvNetModel& m, con
         py::gil_scoped_release release;  // only raw pointers from here on
         [[maybe_unused]] const FlushDenormals flush;  // as everywhere in the core
         ConvNetWorkspace<T> ws;
-        value = loss_and_grad(m.net, tp, xp, c.rows, c.targets, loss, ws, g);
+        value = loss_and_grad(net, tp, xp, c.rows, c.targets, loss, ws, g);
     }
     return {double(value), grad};
 }
 
 template <class T>
-py::array_t<T> hvp_impl(const ConvNetModel& m, const py::array& theta, const py::array& x, const py::array& y,
+py::array_t<T> hvp_impl(const ConvNet& net, const py::array& theta, const py::array& x, const py::array& y,
                         const py::array& v, Loss loss) {
-    const Call<T> c = check_call<T>(m, theta, x, y, loss);
-    const CArray<T> direction = checked_vector<T>(m.net, v, "v");
-    py::array_t<T> hv(static_cast<py::ssize_t>(m.net.num_params()));
+    const Call<T> c = check_call<T>(net, theta, x, y, loss);
+    const CArray<T> direction = checked_vector<T>(net, v, "v");
+    py::array_t<T> hv(static_cast<py::ssize_t>(net.num_params()));
     T* out = hv.mutable_data();
     const T* tp = c.theta.data();
     const T* xp = c.x.data();
@@ -158,7 +151,7 @@ py::array_t<T> hvp_impl(const ConvNetModel& m, const py::array& theta, const py:
         py::gil_scoped_release release;  // only raw pointers from here on
         [[maybe_unused]] const FlushDenormals flush;  // as everywhere in the core
         ConvNetWorkspace<T> ws;
-        hvp(m.net, tp, xp, c.rows, c.targets, loss, vp, ws, out, static_cast<T*>(nullptr));
+        hvp(net, tp, xp, c.rows, c.targets, loss, vp, ws, out, static_cast<T*>(nullptr));
     }
     return hv;
 }
@@ -171,7 +164,7 @@ Choice checked_choice(const std::string& value, const char* name, const char* ch
     throw std::invalid_argument(std::string(name) + " must be one of " + choices + ", got '" + value + "'");
 }
 
-ConvNetModel make_model(const std::vector<std::int64_t>& input_shape, const std::vector<std::int64_t>& channels,
+ConvNet make_model(const std::vector<std::int64_t>& input_shape, const std::vector<std::int64_t>& channels,
                         std::int64_t outputs, std::int64_t kernel_size, std::int64_t stride,
                         const std::string& padding, const std::optional<std::string>& pool, bool batch_norm,
                         bool batch_norm_scale, double batch_norm_eps, const std::string& activation,
@@ -204,34 +197,32 @@ ConvNetModel make_model(const std::vector<std::int64_t>& input_shape, const std:
          {"identity", Activation::identity}});
     require(std::isfinite(batch_norm_eps) && batch_norm_eps > 0,
             "batch_norm_eps must be finite and > 0, got " + number_text(batch_norm_eps));
-    ConvNet net(size(input_shape[0], "input_shape[0]"), size(input_shape[1], "input_shape[1]"),
+    return ConvNet(size(input_shape[0], "input_shape[0]"), size(input_shape[1], "input_shape[1]"),
                 size(input_shape[2], "input_shape[2]"), std::move(widths), size(outputs, "outputs"),
                 size(kernel_size, "kernel_size"), size(stride, "stride"), pad, pool.has_value(), batch_norm,
-                batch_norm_scale, batch_norm_eps, act, h, bias);
-    Mlp dense({1, net.outputs()}, Activation::identity, Activation::identity, bias);  // for checked_targets
-    return {std::move(net), std::move(dense)};
+                   batch_norm_scale, batch_norm_eps, act, h, bias);
 }
 
 }  // namespace
 
 void register_convnet(py::module_& m) {
-    py::class_<ConvNetModel>(m, "ConvNet",
+    py::class_<ConvNet>(m, "ConvNet",
                              "Architecture and flat parameter layout of a convolutional network (docs/math.md, "
                              "section 5; the layout of metafast.reference.ConvNet).")
         .def(py::init(&make_model), "input_shape"_a, "channels"_a = std::vector<std::int64_t>{64, 64, 64, 64},
              "outputs"_a = 5, "kernel_size"_a = 3, "stride"_a = 2, "padding"_a = "same", "pool"_a = py::none(),
              "batch_norm"_a = true, "batch_norm_scale"_a = false, "batch_norm_eps"_a = 1e-5,
              "activation"_a = "relu", "head"_a = "average", "bias"_a = true)
-        .def_property_readonly("num_params", [](const ConvNetModel& c) { return c.net.num_params(); })
-        .def_property_readonly("features", [](const ConvNetModel& c) { return c.net.features(); })
+        .def_property_readonly("num_params", [](const ConvNet& c) { return c.num_params(); })
+        .def_property_readonly("features", [](const ConvNet& c) { return c.features(); })
         .def("forward",
-             [](const ConvNetModel& c, const py::array& theta, const py::array& x) -> py::array {
+             [](const ConvNet& c, const py::array& theta, const py::array& x) -> py::array {
                  return dispatch_dtype(theta, "theta",
                                        [&](auto t) { return py::array(forward_impl<decltype(t)>(c, theta, x)); });
              },
              "theta"_a, "x"_a)
         .def("loss",
-             [](const ConvNetModel& c, const py::array& theta, const py::array& x, const py::array& y,
+             [](const ConvNet& c, const py::array& theta, const py::array& x, const py::array& y,
                 const std::string& loss) {
                  const Loss kind = parse_loss(loss);
                  return dispatch_dtype(theta, "theta",
@@ -239,7 +230,7 @@ void register_convnet(py::module_& m) {
              },
              "theta"_a, "x"_a, "y"_a, "loss"_a = "mse")
         .def("loss_and_grad",
-             [](const ConvNetModel& c, const py::array& theta, const py::array& x, const py::array& y,
+             [](const ConvNet& c, const py::array& theta, const py::array& x, const py::array& y,
                 const std::string& loss) -> std::tuple<double, py::array> {
                  const Loss kind = parse_loss(loss);
                  return dispatch_dtype(theta, "theta", [&](auto t) -> std::tuple<double, py::array> {
@@ -248,7 +239,7 @@ void register_convnet(py::module_& m) {
              },
              "theta"_a, "x"_a, "y"_a, "loss"_a = "mse")
         .def("hvp",
-             [](const ConvNetModel& c, const py::array& theta, const py::array& x, const py::array& y,
+             [](const ConvNet& c, const py::array& theta, const py::array& x, const py::array& y,
                 const py::array& v, const std::string& loss) -> py::array {
                  const Loss kind = parse_loss(loss);
                  return dispatch_dtype(theta, "theta", [&](auto t) {

@@ -38,6 +38,12 @@ T loss_of_forward(const Mlp& mlp, std::size_t rows, const Targets<T>& y, Loss lo
                          ws.z[last].data(), ws.a[last].data(), y, delta, want_value);
 }
 
+// The output layer's pre-activations of the forward pass in ws (rows x output_width).
+template <class T>
+const T* logits(const Mlp& mlp, const MlpWorkspace<T>& ws) {
+    return ws.z[mlp.num_layers() - 1].data();
+}
+
 template <class T>
 T loss_value(const Mlp& mlp, const T* theta, const T* x, std::size_t rows, const Targets<T>& y,
              Loss loss, MlpWorkspace<T>& ws) {

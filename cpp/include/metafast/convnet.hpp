@@ -21,6 +21,7 @@
 #include "metafast/buffer.hpp"
 #include "metafast/kernels.hpp"
 #include "metafast/losses.hpp"
+#include "metafast/network.hpp"
 
 namespace metafast {
 
@@ -135,6 +136,12 @@ public:
     std::size_t dense_bias() const { return dense_bias_; }
     std::size_t patch_width(const ConvBlock& b) const { return b.in_c * k_ * k_; }  // C k k
 
+    // The network concept (network.hpp): rows are images of C H W values, the output is linear.
+    std::size_t input_width() const { return input_values_; }
+    std::size_t output_width() const { return outputs_; }
+    Activation output_activation() const { return Activation::identity; }
+    static constexpr bool caches_transposed_weights = false;
+
 private:
     static void check_size(std::size_t value, const char* name) {
         if (value == 0 || value > max_size_allowed)
@@ -209,69 +216,116 @@ struct ConvNetWorkspace {
     std::size_t rows = 0;
 
     void reserve(const ConvNet& net, std::size_t n, bool with_r_operator) {
-        if (n > ConvNet::max_values_allowed / 64 / largest_per_row(net))
+        if (n > max_rows(net))
             throw std::invalid_argument("a batch of " + std::to_string(n) + " rows needs more than " +
                                         std::to_string(ConvNet::max_values_allowed) + " values per tensor");
         rows = n;
         blocks.resize(net.num_blocks());
+        each_buffer(net, n, with_r_operator, blocks.data(), [](auto& buffer, std::size_t values) {
+            grow_exactly(buffer, values);
+        });
+    }
+
+    // Bytes reserve(net, n, with_r_operator) allocates in an empty workspace (the memory checks'
+    // estimate, from the sizes reserve uses); the largest size_t for a batch reserve refuses.
+    static std::size_t bytes(const ConvNet& net, std::size_t n, bool with_r_operator) {
+        if (n > max_rows(net)) return std::size_t(-1);
+        std::size_t total = 0;
+        ConvNetWorkspace counting;
+        counting.each_buffer(net, n, with_r_operator, nullptr, [&](auto& buffer, std::size_t values) {
+            total += values * sizeof(*buffer.data());
+        });
+        return total + net.num_blocks() * sizeof(Block);
+    }
+
+    // Bytes the buffers hold now.
+    std::size_t allocated_bytes() const {
+        std::size_t total = blocks.capacity() * sizeof(Block);
+        auto add = [&](const auto& buffer) { total += buffer.capacity() * sizeof(*buffer.data()); };
+        for (const Block& w : blocks)
+            for (const auto* buffer : {&w.cols, &w.z, &w.xhat, &w.y, &w.a, &w.out, &w.mean, &w.sigma, &w.rcols, &w.rz,
+                                       &w.rxhat, &w.ry, &w.ra, &w.rout, &w.rsigma})
+                add(*buffer);
+        for (const Block& w : blocks) add(w.index);
+        for (const auto* buffer : {&h, &z, &rh, &rz, &delta, &rdelta, &g[0], &g[1], &rg[0], &rg[1], &dcols, &rdcols,
+                                   &scratch, &gh, &rgh})
+            add(*buffer);
+        for (const auto& s : sums) add(s);
+        return total;
+    }
+
+private:
+    // Calls each(buffer, values) for every buffer of a pass over n rows: the one list of sizes
+    // that reserve grows to and bytes adds up. per_block: the blocks' buffers (null: a scratch
+    // Block for every block, when only counting).
+    template <class Each>
+    void each_buffer(const ConvNet& net, std::size_t n, bool with_r_operator, Block* per_block, Each&& each) {
+        Block unused;
         std::size_t widest_image = n * net.input_values(), widest_cols = 0, widest_weights = net.features() * net.outputs();
         std::size_t widest_channels = 1;
         for (std::size_t b = 0; b < net.num_blocks(); ++b) {
             const ConvBlock& g_ = net.blocks()[b];
-            Block& w = blocks[b];
+            Block& w = per_block ? per_block[b] : unused;
             const std::size_t pixels = n * g_.conv_h * g_.conv_w;
             const std::size_t cols = pixels * net.patch_width(g_), image = pixels * g_.out_c;
             const std::size_t pooled = n * g_.out_h * g_.out_w * g_.out_c;
-            grow_exactly(w.cols, cols);
-            grow_exactly(w.z, image);
-            grow_exactly(w.y, image);
-            grow_exactly(w.a, image);
-            grow_exactly(w.mean, g_.out_c);
-            grow_exactly(w.sigma, g_.out_c);
-            if (net.batch_norm()) grow_exactly(w.xhat, image);
+            each(w.cols, cols);
+            each(w.z, image);
+            each(w.y, image);
+            each(w.a, image);
+            each(w.mean, g_.out_c);
+            each(w.sigma, g_.out_c);
+            if (net.batch_norm()) each(w.xhat, image);
             if (net.pool()) {
-                grow_exactly(w.out, pooled);
-                grow_exactly(w.index, pooled);
+                each(w.out, pooled);
+                each(w.index, pooled);
             }
             if (with_r_operator) {
-                if (b > 0) grow_exactly(w.rcols, cols);
-                grow_exactly(w.rz, image);
-                grow_exactly(w.ry, image);
-                grow_exactly(w.ra, image);
-                grow_exactly(w.rsigma, g_.out_c);
-                if (net.batch_norm()) grow_exactly(w.rxhat, image);
-                if (net.pool()) grow_exactly(w.rout, pooled);
+                if (b > 0) each(w.rcols, cols);
+                each(w.rz, image);
+                each(w.ry, image);
+                each(w.ra, image);
+                each(w.rsigma, g_.out_c);
+                if (net.batch_norm()) each(w.rxhat, image);
+                if (net.pool()) each(w.rout, pooled);
             }
             widest_image = std::max(widest_image, image);
             widest_cols = std::max(widest_cols, cols);
             widest_weights = std::max(widest_weights, g_.out_c * net.patch_width(g_));
             widest_channels = std::max(widest_channels, g_.out_c);
         }
-        grow_exactly(h, n * net.features());
-        grow_exactly(z, n * net.outputs());
-        grow_exactly(delta, n * net.outputs());
-        grow_exactly(gh, n * net.features());
-        for (auto& s : sums) grow_exactly(s, widest_channels);
-        grow_exactly(scratch, widest_weights);
-        for (auto& buffer : g) grow_exactly(buffer, widest_image);
-        grow_exactly(dcols, widest_cols);
+        each(h, n * net.features());
+        each(z, n * net.outputs());
+        each(delta, n * net.outputs());
+        each(gh, n * net.features());
+        for (auto& s : sums) each(s, widest_channels);
+        each(scratch, widest_weights);
+        for (auto& buffer : g) each(buffer, widest_image);
+        each(dcols, widest_cols);
         if (with_r_operator) {
-            grow_exactly(rh, n * net.features());
-            grow_exactly(rz, n * net.outputs());
-            grow_exactly(rdelta, n * net.outputs());
-            grow_exactly(rgh, n * net.features());
-            for (auto& buffer : rg) grow_exactly(buffer, widest_image);
-            grow_exactly(rdcols, widest_cols);
+            each(rh, n * net.features());
+            each(rz, n * net.outputs());
+            each(rdelta, n * net.outputs());
+            each(rgh, n * net.features());
+            for (auto& buffer : rg) each(buffer, widest_image);
+            each(rdcols, widest_cols);
         }
     }
 
-private:
+    // The most rows a pass may take: every tensor within max_values_allowed / 64 values.
+    static std::size_t max_rows(const ConvNet& net) { return ConvNet::max_values_allowed / 64 / largest_per_row(net); }
+
     static std::size_t largest_per_row(const ConvNet& net) {
         std::size_t most = std::max<std::size_t>(net.input_values(), net.features() + net.outputs());
         for (const ConvBlock& b : net.blocks())
             most = std::max({most, b.conv_h * b.conv_w * net.patch_width(b), b.conv_h * b.conv_w * b.out_c});
         return most;
     }
+};
+
+template <class T>
+struct WorkspaceOf<ConvNet, T> {
+    using type = ConvNetWorkspace<T>;
 };
 
 namespace convnet {
@@ -485,8 +539,15 @@ const T* forward(const ConvNet& net, const T* theta, const T* x, std::size_t row
 // Mean loss of the forward pass in ws; writes dL/dz to delta when it is not null.
 template <class T>
 T loss_of_forward(const ConvNet& net, std::size_t rows, const Targets<T>& y, Loss loss, ConvNetWorkspace<T>& ws,
-                  T* delta) {
-    return loss_and_seed(loss, Activation::identity, rows, net.outputs(), ws.z.data(), ws.z.data(), y, delta, true);
+                  T* delta, bool want_value = true) {
+    return loss_and_seed(loss, Activation::identity, rows, net.outputs(), ws.z.data(), ws.z.data(), y, delta,
+                         want_value);
+}
+
+// The logits of the forward pass in ws (rows x outputs).
+template <class T>
+const T* logits(const ConvNet&, const ConvNetWorkspace<T>& ws) {
+    return ws.z.data();
 }
 
 template <class T>
@@ -685,25 +746,29 @@ void r_forward(const ConvNet& net, const T* theta, const T* v, std::size_t rows,
     if (net.bias()) kernels::add_row_vector(rows, m, v + net.dense_bias(), ws.rz.data());
 }
 
-// Mean loss and its gradient (docs/math.md §5.8).
+// Mean loss (0 unless want_value) and its gradient (docs/math.md §5.8); theta_t is not used
+// (the network concept's argument, network.hpp).
 template <class T>
 T loss_and_grad(const ConvNet& net, const T* theta, const T* x, std::size_t rows, const Targets<T>& y, Loss loss,
-                ConvNetWorkspace<T>& ws, T* grad) {
+                ConvNetWorkspace<T>& ws, T* grad, bool want_value = true, const T* /*theta_t*/ = nullptr) {
     ws.reserve(net, rows, false);
     forward(net, theta, x, rows, ws);
-    const T value = loss_of_forward(net, rows, y, loss, ws, ws.delta.data());
+    const T value = loss_of_forward(net, rows, y, loss, ws, ws.delta.data(), want_value);
     backward_passes(net, theta, rows, static_cast<const T*>(nullptr), ws, grad, static_cast<T*>(nullptr));
     return value;
 }
 
-// H v by the R-operator (docs/math.md §5.8); the gradient too when grad is not null.
+// H v by the R-operator (docs/math.md §5.8); the gradient too when grad is not null; the mean
+// loss (0 unless want_value). With forward_done, ws already holds forward(theta, x) and it is
+// reused. theta_t is not used (network.hpp).
 template <class T>
 T hvp(const ConvNet& net, const T* theta, const T* x, std::size_t rows, const Targets<T>& y, Loss loss, const T* v,
-      ConvNetWorkspace<T>& ws, T* hv, T* grad) {
-    ws.reserve(net, rows, true);
-    forward(net, theta, x, rows, ws);
+      ConvNetWorkspace<T>& ws, T* hv, T* grad, bool want_value = true, bool forward_done = false,
+      const T* /*theta_t*/ = nullptr) {
+    ws.reserve(net, rows, true);  // keeps the contents: a forward pass already there survives
+    if (!forward_done) forward(net, theta, x, rows, ws);
     r_forward(net, theta, v, rows, ws);
-    const T value = loss_of_forward(net, rows, y, loss, ws, ws.delta.data());
+    const T value = loss_of_forward(net, rows, y, loss, ws, ws.delta.data(), want_value);
     r_seed(loss, Activation::identity, rows, net.outputs(), ws.z.data(), ws.z.data(), y, ws.rz.data(),
            ws.rdelta.data());
     backward_passes(net, theta, rows, v, ws, grad, hv);

@@ -23,17 +23,17 @@
 
 namespace metafast {
 
-template <class T>
+template <class Net, class T>
 class MetaSgdLearner {
 public:
     // fixed_alpha: MAML's step size, for every parameter (when config.learn_alpha is false);
     // optimizer.tail_lr: alpha's meta learning rate (when it is learned); `seed` keys fit's tasks.
-    MetaSgdLearner(Mlp mlp, MetaSgdConfig config, OptimizerConfig optimizer, std::uint64_t seed, int num_threads,
+    MetaSgdLearner(Net net, MetaSgdConfig config, OptimizerConfig optimizer, std::uint64_t seed, int num_threads,
                    double fixed_alpha = 0)
-        : mlp_(std::move(mlp)), config_(config), optimizer_(optimizer), seed_(seed),
-          params_(params_width(mlp_.num_params(), alpha_vectors(config)), T(0)),
-          fixed_alpha_(config.learn_alpha ? 0 : mlp_.num_params(), T(fixed_alpha)) {
-        optimizer_.tail_from = config.learn_alpha ? mlp_.num_params() : params_.size();
+        : net_(std::move(net)), config_(config), optimizer_(optimizer), seed_(seed),
+          params_(params_width(net_.num_params(), alpha_vectors(config)), T(0)),
+          fixed_alpha_(config.learn_alpha ? 0 : net_.num_params(), T(fixed_alpha)) {
+        optimizer_.tail_from = config.learn_alpha ? net_.num_params() : params_.size();
         state_.reset(params_.size());
         set_num_threads(num_threads);
     }
@@ -58,7 +58,7 @@ public:
     std::size_t bytes_needed(std::size_t tasks, std::size_t rows, const TaskShape* sampled, int threads) const {
         const std::size_t team = static_cast<std::size_t>(threads > 0 ? threads : budget_.threads());
         return meta_batch_bytes<T>(tasks, params_.size(), rows, sampled, team,
-                                   [&](std::size_t r) { return MetaSgdWorkspace<T>::bytes(mlp_, std::max<std::size_t>(config_.inner_steps, 1), r); });
+                                   [&](std::size_t r) { return MetaSgdWorkspace<Net, T>::bytes(net_, std::max<std::size_t>(config_.inner_steps, 1), r); });
     }
 
     // Bytes the learner's buffers hold now (what bytes_needed and learner_bytes estimate).
@@ -66,15 +66,15 @@ public:
         std::size_t bytes = (params_.capacity() + fixed_alpha_.capacity() + candidate_.capacity()) * sizeof(T) +
                             state_.allocated_bytes() + candidate_state_.allocated_bytes() +
                             buffers_.allocated_bytes() + storage_.allocated_bytes();
-        for (const MetaSgdWorkspace<T>& ws : workspaces_) bytes += ws.allocated_bytes();
+        for (const MetaSgdWorkspace<Net, T>& ws : workspaces_) bytes += ws.allocated_bytes();
         for (const SampleScratch& scratch : scratch_) bytes += scratch.allocated_bytes();
         return bytes;
     }
 
-    const Mlp& mlp() const { return mlp_; }
+    const Net& network() const { return net_; }
     const MetaSgdConfig& config() const { return config_; }
     const OptimizerConfig& optimizer() const { return optimizer_; }
-    std::size_t num_params() const { return mlp_.num_params(); }
+    std::size_t num_params() const { return net_.num_params(); }
 
     // Guards every public call: Python threads may share a learner while the GIL is released.
     std::mutex& mutex() { return mutex_; }
@@ -135,7 +135,7 @@ public:
         const int team = budget_.team(batch.tasks, evaluation_timer_.seconds_each());
         const WorkTimer::Scope timing(evaluation_timer_, batch.tasks, team);
         parallel_for(batch.tasks, team, [&](std::size_t i, int thread) {
-            MetaSgdWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+            MetaSgdWorkspace<Net, T>& ws = workspaces_[static_cast<std::size_t>(thread)];
             ws.reserve(n, 1);
             const TaskView<T> task = batch.task(i);
             T* current = ws.thetas.data();
@@ -145,24 +145,23 @@ public:
             for (std::size_t c = 0; c < columns; ++c) {
                 for (; done < steps[c]; ++done) {
                     cancellation::throw_if_cancelled();
-                    inner_step(mlp_, config_.loss, current, alpha + config_.alpha_at(done) * n, task.x_support,
-                               task.support_rows, task.y_support, ws.mlp, ws.grads.data(), next);
+                    inner_step(net_, config_.loss, current, alpha + config_.alpha_at(done) * n, task.x_support,
+                               task.support_rows, task.y_support, ws.network, ws.grads.data(), next);
                     std::swap(current, next);
                 }
-                const double loss = double(loss_value(mlp_, current, task.x_query, task.query_rows,
-                                                      task.y_query, config_.loss, ws.mlp));
+                const double loss = double(loss_value(net_, current, task.x_query, task.query_rows,
+                                                      task.y_query, config_.loss, ws.network));
                 // An adaptation that overflowed scores +inf (not NaN): it diverged.
                 losses[i * columns + c] = std::isnan(loss) ? HUGE_VAL : loss;
                 accuracies[i * columns + c] =
-                    accuracy(config_.loss, task.query_rows, mlp_.output_width(),
-                             ws.mlp.z[mlp_.num_layers() - 1].data(), task.y_query);
+                    accuracy(config_.loss, task.query_rows, net_.output_width(), logits(net_, ws.network), task.y_query);
             }
         });
     }
 
     // theta' for one task after `steps` inner steps.
     void adapt(const T* x, std::size_t rows, const Targets<T>& y, std::size_t steps, T* out) {
-        metafast::adapt(mlp_, config_, params_.data(), alpha(params_.data()), steps, x,
+        metafast::adapt(net_, config_, params_.data(), alpha(params_.data()), steps, x,
                         rows, y, workspaces_[0], out);
     }
 
@@ -186,15 +185,15 @@ private:
             [&](std::size_t k, std::size_t i, int thread, const T* params) {
                 const TaskView<T> task = task_of(k, i, thread);
                 T* g = buffers_.slot(i, width);
-                MetaSgdWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
-                const T* theta_t = config_.inner_steps > 0 ? ws.transposed_theta(mlp_, params, run, k) : nullptr;
-                return double(task_meta_gradient(mlp_, config_, params, alpha(params), task, ws, g,
+                MetaSgdWorkspace<Net, T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+                const T* theta_t = config_.inner_steps > 0 ? ws.transposed_theta(net_, params, run, k) : nullptr;
+                return double(task_meta_gradient(net_, config_, params, alpha(params), task, ws, g,
                                                  config_.learn_alpha ? g + n : nullptr, theta_t));
             },
             combine, clip_norm);
     }
 
-    Mlp mlp_;
+    Net net_;
     MetaSgdConfig config_;
     std::uint64_t runs_ = 0;
     OptimizerConfig optimizer_;
@@ -203,7 +202,7 @@ private:
     WorkTimer task_timer_, evaluation_timer_;
     Buffer<T> params_, fixed_alpha_, candidate_;
     OptimizerState<T> state_, candidate_state_;
-    std::vector<MetaSgdWorkspace<T>> workspaces_;
+    std::vector<MetaSgdWorkspace<Net, T>> workspaces_;
     std::vector<SampleScratch> scratch_;
     MetaBatchBuffers<T> buffers_;
     TaskBatchStorage<T> storage_;

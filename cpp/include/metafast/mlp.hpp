@@ -49,6 +49,9 @@ public:
     bool bias() const { return bias_; }
     Activation hidden_activation() const { return hidden_; }
     Activation output_activation() const { return output_; }
+    // The network concept (network.hpp): backpropagation multiplies by each W^T, which a
+    // meta-iteration transposes once per thread (transpose_weights in backprop.hpp).
+    static constexpr bool caches_transposed_weights = true;
     Activation activation(std::size_t layer) const {
         return layer + 1 == num_layers() ? output_ : hidden_;
     }

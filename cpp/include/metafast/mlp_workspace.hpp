@@ -7,6 +7,7 @@
 
 #include "metafast/buffer.hpp"
 #include "metafast/mlp.hpp"
+#include "metafast/network.hpp"
 
 namespace metafast {
 
@@ -68,6 +69,11 @@ private:
         if (per_layer.size() < mlp.num_layers()) per_layer.resize(mlp.num_layers());
         for (std::size_t l = 0; l < mlp.num_layers(); ++l) grow(per_layer[l], layer_values(mlp, l, rows));
     }
+};
+
+template <class T>
+struct WorkspaceOf<Mlp, T> {
+    using type = MlpWorkspace<T>;
 };
 
 }  // namespace metafast

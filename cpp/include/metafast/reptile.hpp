@@ -1,19 +1,21 @@
 // Reptile for one task (Nichol et al. 2018): run SGD or Adam on the task's support set,
 // `inner_epochs` passes of consecutive minibatches, from theta to theta~ (docs/math.md, section 3).
+// Written once for every network (network.hpp).
 #pragma once
 
 #include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <numeric>
+#include <type_traits>
 #include <vector>
 
 #include "metafast/buffer.hpp"
 #include "metafast/backprop.hpp"
 #include "metafast/cancellation.hpp"
+#include "metafast/convnet.hpp"
 #include "metafast/losses.hpp"
-#include "metafast/mlp.hpp"
-#include "metafast/mlp_workspace.hpp"
+#include "metafast/network.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/rng.hpp"
 #include "metafast/scalar_mlp.hpp"
@@ -38,9 +40,9 @@ inline std::size_t batches_per_pass(std::size_t rows, std::size_t batch) {
 inline std::uint64_t shuffle_seed(std::uint64_t seed) { return mix64(seed) ^ 0x5348554646ULL; }
 
 // Per-thread scratch for one task's inner loop.
-template <class T>
+template <class Net, class T>
 struct ReptileWorkspace {
-    MlpWorkspace<T> mlp;
+    Workspace<Net, T> network;
     Buffer<T> grad, params;
     std::vector<std::size_t> order;
     Buffer<T> x_batch, y_batch;
@@ -49,14 +51,14 @@ struct ReptileWorkspace {
     AdamSchedule<T> adam_schedule;
 
     // Bytes one thread's workspace takes for tasks of up to `rows` rows (support or query): the
-    // MLP workspace, the gradient and evaluation's parameters, the shuffled minibatch, the
+    // network's workspace, the gradient and evaluation's parameters, the shuffled minibatch, the
     // fresh optimizer state, and Adam's kept steps (doubling, up to twice a task's updates).
-    static std::size_t bytes(const Mlp& mlp, const ReptileConfig& config, std::size_t rows) {
-        const std::size_t n = mlp.num_params(), batch = std::min(config.inner_batch, rows);
+    static std::size_t bytes(const Net& net, const ReptileConfig& config, std::size_t rows) {
+        const std::size_t n = net.num_params(), batch = std::min(config.inner_batch, rows);
         const std::size_t updates = config.inner_epochs * batches_per_pass(rows, config.inner_batch);
-        std::size_t bytes = MlpWorkspace<T>::bytes(mlp, rows, false) + 4 * n * sizeof(T);
+        std::size_t bytes = Workspace<Net, T>::bytes(net, rows, false) + 4 * n * sizeof(T);
         if (config.shuffle)
-            bytes += rows * sizeof(std::size_t) + batch * (mlp.input_width() + mlp.output_width()) * sizeof(T) +
+            bytes += rows * sizeof(std::size_t) + batch * (net.input_width() + net.output_width()) * sizeof(T) +
                      batch * sizeof(std::int64_t);
         if (config.inner.kind == Optimizer::adam)  // a carried state's steps go on counting
             bytes += std::min<std::size_t>(config.reset_optimizer ? 2 * updates : std::size_t(AdamSchedule<T>::steps_kept),
@@ -65,23 +67,34 @@ struct ReptileWorkspace {
     }
 
     std::size_t allocated_bytes() const {
-        return mlp.allocated_bytes() + (grad.capacity() + params.capacity() + x_batch.capacity() + y_batch.capacity()) * sizeof(T) +
+        return network.allocated_bytes() + (grad.capacity() + params.capacity() + x_batch.capacity() + y_batch.capacity()) * sizeof(T) +
                order.capacity() * sizeof(std::size_t) + labels_batch.capacity() * sizeof(std::int64_t) +
                state.allocated_bytes() + adam_schedule.allocated_bytes();
     }
 };
 
+// The gradient of the loss on one minibatch; `fused`: by scalar_mlp.hpp's fused form, which an
+// MLP of one input, one hidden layer and one output may have (scalar_mlp::applies).
+template <class Net, class T>
+void minibatch_gradient(const Net& net, Loss loss, bool fused, const T* params, const T* x, std::size_t rows,
+                        const Targets<T>& y, Workspace<Net, T>& ws, T* grad) {
+    if constexpr (std::is_same_v<Net, Mlp>)
+        if (fused) return scalar_mlp::loss_gradient(net, params, x, rows, y.values, ws, grad);
+    loss_and_grad(net, params, x, rows, y, loss, ws, grad, false);
+}
+
 // Inner optimizer updates first_update .. first_update + updates - 1 of params (in place) on
 // (x, y): pass after pass of consecutive minibatches of config.inner_batch rows, reshuffled at
 // the start of each pass when config.shuffle (Fisher-Yates with `rng`).
-template <class T>
-void inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_update, std::size_t updates, const T* x,
+template <class Net, class T>
+void inner_loop(const Net& net, const ReptileConfig& config, std::size_t first_update, std::size_t updates, const T* x,
              std::size_t rows, const Targets<T>& y, CounterRng& rng, OptimizerState<T>& state,
-             ReptileWorkspace<T>& ws, T* params) {
-    const std::size_t n = mlp.num_params(), in = mlp.input_width(), out = mlp.output_width();
+             ReptileWorkspace<Net, T>& ws, T* params) {
+    const std::size_t n = net.num_params(), in = net.input_width(), out = net.output_width();
     const std::size_t per_pass = batches_per_pass(rows, config.inner_batch);
     const std::size_t batch_rows = std::min(config.inner_batch, rows);
-    const bool fused = scalar_mlp::applies<T>(mlp, config.loss);
+    bool fused = false;
+    if constexpr (std::is_same_v<Net, Mlp>) fused = scalar_mlp::applies<T>(net, config.loss);
     grow_exactly(ws.grad, n);
     if (config.shuffle) {  // each buffer checked on its own: a failed resize must not leave one short
         grow_exactly(ws.order, rows);
@@ -113,8 +126,7 @@ void inner_loop(const Mlp& mlp, const ReptileConfig& config, std::size_t first_u
             if (y.labels) yb.labels = ws.labels_batch.data();
             else yb.values = ws.y_batch.data();
         }
-        if (fused) scalar_mlp::loss_gradient(mlp, params, xb, count, yb.values, ws.mlp, ws.grad.data());
-        else loss_and_grad(mlp, params, xb, count, yb, config.loss, ws.mlp, ws.grad.data(), false);
+        minibatch_gradient(net, config.loss, fused, params, xb, count, yb, ws.network, ws.grad.data());
         optimizer_update(n, config.inner, ws.grad.data(), state, ws.adam_schedule, params);
     }
 }

@@ -22,7 +22,7 @@
 
 namespace metafast {
 
-template <class T>
+template <class Net, class T>
 class ReptileLearner {
 public:
     // Shuffles during evaluation and adaptation use this iteration key, which training
@@ -30,8 +30,8 @@ public:
     static constexpr std::uint64_t evaluation_iteration = std::numeric_limits<std::uint64_t>::max();
 
     // `epsilon`: the outer step size's schedule over a fit (its offset and span are each call's).
-    ReptileLearner(Mlp mlp, ReptileConfig config, EpsilonSchedule epsilon, std::uint64_t seed, int num_threads)
-        : mlp_(std::move(mlp)), config_(config), epsilon_(epsilon), seed_(seed), params_(mlp_.num_params(), T(0)) {
+    ReptileLearner(Net net, ReptileConfig config, EpsilonSchedule epsilon, std::uint64_t seed, int num_threads)
+        : net_(std::move(net)), config_(config), epsilon_(epsilon), seed_(seed), params_(net_.num_params(), T(0)) {
         carried_.reset(params_.size());
         chain_.reset(params_.size());  // a commit checks and keeps it, even after a run of no local tasks
         set_num_threads(num_threads);
@@ -47,21 +47,21 @@ public:
     std::size_t bytes_needed(std::size_t tasks, std::size_t rows, const TaskShape* sampled, int threads) const {
         const std::size_t team = static_cast<std::size_t>(threads > 0 ? threads : budget_.threads());
         return meta_batch_bytes<T>(tasks, params_.size(), rows, sampled, team,
-                                   [&](std::size_t r) { return ReptileWorkspace<T>::bytes(mlp_, config_, r); });
+                                   [&](std::size_t r) { return ReptileWorkspace<Net, T>::bytes(net_, config_, r); });
     }
 
     // Bytes the learner's buffers hold now (what bytes_needed and learner_bytes estimate).
     std::size_t allocated_bytes() const {
         std::size_t bytes = (params_.capacity() + candidate_.capacity()) * sizeof(T) + carried_.allocated_bytes() +
                             chain_.allocated_bytes() + buffers_.allocated_bytes() + storage_.allocated_bytes();
-        for (const ReptileWorkspace<T>& ws : workspaces_) bytes += ws.allocated_bytes();
+        for (const ReptileWorkspace<Net, T>& ws : workspaces_) bytes += ws.allocated_bytes();
         for (const SampleScratch& scratch : scratch_) bytes += scratch.allocated_bytes();
         return bytes;
     }
 
-    const Mlp& mlp() const { return mlp_; }
+    const Net& network() const { return net_; }
     const ReptileConfig& config() const { return config_; }
-    std::size_t num_params() const { return mlp_.num_params(); }
+    std::size_t num_params() const { return net_.num_params(); }
     std::mutex& mutex() { return mutex_; }
     Buffer<T>& params() { return params_; }
     OptimizerState<T>& optimizer_state() { return carried_; }  // the inner state carried across tasks
@@ -115,32 +115,31 @@ public:
         const int team = budget_.team(batch.tasks, evaluation_timer_.seconds_each());
         const WorkTimer::Scope timing(evaluation_timer_, batch.tasks, team);
         parallel_for(batch.tasks, team, [&](std::size_t i, int thread) {
-            ReptileWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+            ReptileWorkspace<Net, T>& ws = workspaces_[static_cast<std::size_t>(thread)];
             const TaskView<T> task = batch.task(i);
             ws.params.assign(params_.begin(), params_.end());
             ws.state.reset(n);
             CounterRng rng(shuffle_seed(seed_), evaluation_iteration, i);
             std::size_t done = 0;
             for (std::size_t c = 0; c < columns; ++c) {
-                inner_loop(mlp_, config_, done, steps[c] - done, task.x_support, task.support_rows, task.y_support, rng,
+                inner_loop(net_, config_, done, steps[c] - done, task.x_support, task.support_rows, task.y_support, rng,
                            ws.state, ws, ws.params.data());
                 done = steps[c];
-                const double loss = double(loss_value(mlp_, ws.params.data(), task.x_query, task.query_rows,
-                                                      task.y_query, config_.loss, ws.mlp));
+                const double loss = double(loss_value(net_, ws.params.data(), task.x_query, task.query_rows,
+                                                      task.y_query, config_.loss, ws.network));
                 losses[i * columns + c] = std::isnan(loss) ? HUGE_VAL : loss;  // diverged: +inf
-                accuracies[i * columns + c] = accuracy(config_.loss, task.query_rows, mlp_.output_width(),
-                                                       ws.mlp.z[mlp_.num_layers() - 1].data(), task.y_query);
+                accuracies[i * columns + c] = accuracy(config_.loss, task.query_rows, net_.output_width(), logits(net_, ws.network), task.y_query);
             }
         });
     }
 
     // theta~ for one task after `steps` inner updates from theta with a fresh optimizer state.
     void adapt(const T* x, std::size_t rows, const Targets<T>& y, std::size_t steps, T* out) {
-        ReptileWorkspace<T>& ws = workspaces_[0];
+        ReptileWorkspace<Net, T>& ws = workspaces_[0];
         std::copy(params_.begin(), params_.end(), out);
         ws.state.reset(num_params());
         CounterRng rng(shuffle_seed(seed_), evaluation_iteration, 0);
-        inner_loop(mlp_, config_, 0, steps, x, rows, y, rng, ws.state, ws, out);
+        inner_loop(net_, config_, 0, steps, x, rows, y, rng, ws.state, ws, out);
     }
 
 private:
@@ -164,7 +163,7 @@ private:
         return run_meta_iterations(
             iterations, tasks, n, team, buffers_, update, scores,
             [&](std::size_t k, std::size_t i, int thread, const T* theta) {
-                ReptileWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+                ReptileWorkspace<Net, T>& ws = workspaces_[static_cast<std::size_t>(thread)];
                 const TaskView<T> task = task_of(k, i, thread);
                 T* delta = buffers_.slot(i, n);
                 std::copy(theta, theta + n, delta);
@@ -172,17 +171,17 @@ private:
                 OptimizerState<T>& state = chained ? chain_ : ws.state;
                 if (!chained) state.reset(n);
                 CounterRng rng(shuffle_seed(seed_), first_iteration + k, combine.first_task() + i);
-                inner_loop(mlp_, config_, 0, inner_updates(task.support_rows), task.x_support, task.support_rows,
+                inner_loop(net_, config_, 0, inner_updates(task.support_rows), task.x_support, task.support_rows,
                            task.y_support, rng, state, ws, delta);
-                const double loss = double(loss_value(mlp_, delta, task.x_query, task.query_rows, task.y_query,
-                                                      config_.loss, ws.mlp));
+                const double loss = double(loss_value(net_, delta, task.x_query, task.query_rows, task.y_query,
+                                                      config_.loss, ws.network));
                 for (std::size_t p = 0; p < n; ++p) delta[p] -= theta[p];
                 return loss;
             },
             combine);
     }
 
-    Mlp mlp_;
+    Net net_;
     ReptileConfig config_;
     EpsilonSchedule epsilon_;
     std::uint64_t seed_;
@@ -191,7 +190,7 @@ private:
     Buffer<T> params_, candidate_;
     MetaBatchBuffers<T> buffers_;
     OptimizerState<T> carried_, chain_;
-    std::vector<ReptileWorkspace<T>> workspaces_;
+    std::vector<ReptileWorkspace<Net, T>> workspaces_;
     std::vector<SampleScratch> scratch_;
     TaskBatchStorage<T> storage_;
     std::mutex mutex_;
