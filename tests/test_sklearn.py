@@ -380,7 +380,7 @@ def test_classifier_before_fit(method, classifier_learner, classification_task):
 
 
 def test_width_other_than_the_networks(regressor_learner):
-    with pytest.raises(ValueError, match=r"X has 4 features, but the learner's network takes 3 \(learner.model.sizes"):
+    with pytest.raises(ValueError, match=r"X has 4 features, but the learner's network takes 3 \(learner.model.input_width"):
         FewShotRegressor(regressor_learner).fit(np.zeros((5, 4)), np.zeros(5))
     model = FewShotRegressor(regressor_learner).fit(np.zeros((5, 3)), np.zeros(5))
     with pytest.raises(ValueError, match="X has 4 features, but FewShotRegressor is expecting 3 features"):

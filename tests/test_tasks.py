@@ -163,8 +163,8 @@ BAD_BATCHES = {
     "mixed-labels": (lambda x: mf.TaskBatch(x, np.zeros((2, 4), dtype=int), x, x), TypeError, "both be integer labels"),
     "object": (lambda x: mf.TaskBatch(x.astype(object), x, x, x), TypeError, "x_support must be a float32 or float64"),
     "input-widths": (lambda x: mf.TaskBatch(x, x, x[..., :1], x), ValueError,
-                     r"^support and query sets must have the same input width, got x_support of width 2 and x_query "
-                     r"of width 1$"),
+                     r"^support and query sets must have the same input shape, got x_support of shape \(2,\) and "
+                     r"x_query of shape \(1,\) per row$"),
     "output-widths": (lambda x: mf.TaskBatch(x, x[..., :1], x, x), ValueError,
                       r"^support and query sets must have the same output width, got y_support of width 1 and "
                       r"y_query of width 2$"),

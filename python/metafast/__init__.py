@@ -1,4 +1,4 @@
-"""metafast: fast meta-learning (Meta-SGD, MAML, Reptile, Meta-SGD for RL) for small networks on CPUs.
+"""metafast: fast meta-learning (Meta-SGD, MAML, Reptile, Meta-SGD for RL) for MLPs and convolutional networks on CPUs.
 
 The numerical work runs in a C++17 core (``metafast._core``, compiled once per CPU level and
 picked for the running CPU at import: see ``build_info()``); this package is its Python face.
@@ -20,6 +20,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - only without a build
     ) from error
 
 from . import rl, tasks
+from .convnet import ConvNet
 from .errors import TrainingDivergedError
 from .evaluation import EvaluationReport
 from .io import load
@@ -47,6 +48,7 @@ except PackageNotFoundError:  # pragma: no cover
 
 __all__ = [
     "MLP",
+    "ConvNet",
     "MetaSGD",
     "MAML",
     "Reptile",

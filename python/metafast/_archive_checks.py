@@ -27,7 +27,7 @@ from typing import IO, Any, Callable
 import numpy as np
 
 from . import _memory
-from .mlp import MLP
+from .networks import Network, network_from_config
 
 # Bounds far beyond any real model file, and small enough to check in well under a second.
 MAX_LAYERS = 10_000
@@ -231,7 +231,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def checked_model(config: dict[str, Any], kinds: Container[str]) -> tuple[MLP, np.dtype]:
+def checked_model(config: dict[str, Any], kinds: Container[str]) -> tuple[Network, np.dtype]:
     """The model and dtype of a config, after checking what every learner's config holds: a
     kind among `kinds`, a dtype, and a model of at most MAX_LAYERS layers."""
     kind = config.get("kind")
@@ -241,16 +241,23 @@ def checked_model(config: dict[str, Any], kinds: Container[str]) -> tuple[MLP, n
     if not isinstance(dtype, str) or dtype not in ("float32", "float64"):
         raise Refused(f"has a damaged config (dtype {shown(dtype)})")
     model = config.get("model")
-    sizes = model.get("sizes") if isinstance(model, dict) else None
-    if not isinstance(sizes, list) or not 2 <= len(sizes) <= MAX_LAYERS + 1:
-        raise Refused(f"has a damaged config (the model must list 2 to {MAX_LAYERS + 1} layer widths)")
+    convolutional = isinstance(model, dict) and model.get("type") == "ConvNet"
+    layers = model.get("channels" if convolutional else "sizes") if isinstance(model, dict) else None
+    if not isinstance(layers, list) or not (1 if convolutional else 2) <= len(layers) <= MAX_LAYERS + 1:
+        raise Refused(f"has a damaged config (the model must list 1 to {MAX_LAYERS} blocks' channels or 2 to "
+                      f"{MAX_LAYERS + 1} layer widths)")
     try:
-        return MLP(**model), np.dtype(dtype)  # type: ignore[arg-type]  # a dict: checked above
+        network = network_from_config(model)  # type: ignore[arg-type]  # a dict: checked above
     except (TypeError, ValueError) as error:
         raise Refused(f"has a damaged config (model: {described(error)})") from None
+    try:  # one row's pass: an architecture whose activations cannot fit is refused here
+        _memory.check(network._impl.workspace_bytes(1, np.dtype(dtype).itemsize), "one row's pass of its model")
+    except ValueError as error:
+        raise Refused(f"is too large to load: {error}") from None
+    return network, np.dtype(dtype)
 
 
-def checked_state(archive: Archive, model: MLP, dtype: np.dtype,
+def checked_state(archive: Archive, model: Network, dtype: np.dtype,
                   learner_bytes: Callable[[int, int], int]) -> dict[str, np.ndarray]:
     """The learner's state entries, read once their headers agree with the model and with
     each other, and the load fits in memory: the arrays, then the learner built from them,
@@ -258,8 +265,8 @@ def checked_state(archive: Archive, model: MLP, dtype: np.dtype,
     declared = {name: archive.declared(name) for name in STATE if name not in OPTIONAL or name in archive}
     parameters, architecture = declared["theta"].size, model.num_params
     # theta is the network's parameters, then for a policy one log standard deviation per output.
-    if not architecture <= parameters <= architecture + model.sizes[-1]:
-        raise Refused(f"has {parameters} values in theta, but its model {shown(list(model.sizes))} has "
+    if not architecture <= parameters <= architecture + model.output_width:
+        raise Refused(f"has {parameters} values in theta, but its model {shown(model)} has "
                       f"{architecture} parameters")
     alphas = declared["alpha"].size if "alpha" in declared else 0
     if alphas % parameters or alphas > MAX_ALPHA_VECTORS * parameters:  # one alpha vector, or one per inner step

@@ -19,6 +19,7 @@ from ._interrupts import deferred_interrupt
 from ._share import Share, Status, raise_agreed_error
 from .errors import TrainingDivergedError
 from .mlp import MLP
+from .networks import Network, check_network, network_config, network_from_config
 
 Callback = Callable[[Any, int, float], Optional[bool]]
 
@@ -30,7 +31,7 @@ CHUNK_SECONDS = 0.1
 class Learner:
     """Base class of every metafast learner.
 
-    A learner holds an MLP, computes in one floating dtype, draws everything random from one
+    A learner holds a network, computes in one floating dtype, draws everything random from one
     seed, counts the meta-iterations it has taken and records the value of each (its history).
     This class owns that state, the chunked training loop behind every ``fit``, and saving:
     one file with the configuration, the parameters, the optimizer state and the history,
@@ -38,8 +39,9 @@ class Learner:
 
     Parameters
     ----------
-    model : MLP
-        The network; its parameters are theta (or their first part).
+    model : MLP or ConvNet
+        The network; its parameters are theta (or their first part). The learners of
+        reinforcement learning take an MLP (the policy).
     dtype : {"float32", "float64"}
         Precision of all computations; floating data is converted to it.
     seed : int
@@ -60,16 +62,15 @@ class Learner:
     _progress_label = "meta-training"
     _divergence_hint = "a smaller meta_lr"  # what to change when training diverges
     _progress_metric = "loss"
+    _networks: tuple[type, ...] = (MLP,)  # the networks the learner takes
 
     def __init_subclass__(cls, abstract: bool = False, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
         if not abstract:
             _registry.register(cls)
 
-    def __init__(self, model: MLP, dtype: Any, seed: int) -> None:
-        if not isinstance(model, MLP):
-            raise TypeError(f"model must be a metafast.MLP, got {type(model).__name__}")
-        self._model = model
+    def __init__(self, model: Network, dtype: Any, seed: int) -> None:
+        self._model = check_network(model, self._networks)
         self._dtype = _validation.float_dtype(dtype)
         self._seed = _validation.seed(seed)
         self._requested_threads: int | None = None  # as asked: None (all cores) travels as such
@@ -88,8 +89,9 @@ class Learner:
 
     # ----------------------------------------------------------------- state
     @property
-    def model(self) -> MLP:
-        """The network (:class:`~metafast.MLP`) whose parameters the learner meta-learns."""
+    def model(self) -> Network:
+        """The network (:class:`~metafast.MLP` or :class:`~metafast.ConvNet`) whose parameters the
+        learner meta-learns."""
         return self._model
 
     @property
@@ -326,12 +328,9 @@ class Learner:
 
     def _config(self) -> dict[str, Any]:
         """The file's ``config``: the kind of learner, its model and its constructor's arguments."""
-        model = self._model
         recorded = {} if self._meta_batch is None else dict(meta_batch=self._meta_batch)
         return dict(kind=type(self).__name__, dtype=self._dtype.name, seed=self._seed, **recorded,
-                    model=dict(sizes=list(model.sizes), activation=model.activation, output=model.output,
-                               bias=model.bias),
-                    **self._hyperparameters())
+                    model=network_config(self._model), **self._hyperparameters())
 
     def _state(self) -> dict[str, np.ndarray]:
         """The file's arrays: parameters, optimizer state, iteration count and history."""
@@ -344,7 +343,7 @@ class Learner:
         """The learner a file holds: built from its config, then given the saved state."""
         arguments = {key: tuple(value) if isinstance(value, list) else value for key, value in config.items()
                      if key not in ("kind", "model", "meta_batch")}
-        learner = cls(MLP(**config["model"]), num_threads=num_threads, **arguments)  # type: ignore[call-arg]
+        learner = cls(network_from_config(config["model"]), num_threads=num_threads, **arguments)  # type: ignore[call-arg]
         learner._restore(arrays)
         if "meta_batch" in config:
             learner._meta_batch = _validation.count(config["meta_batch"], "meta_batch")

@@ -11,7 +11,7 @@ import numpy as np
 from . import _validation
 from ._docs import shared_docs
 from .meta_gradient import MetaGradientLearner
-from .mlp import MLP
+from .networks import Network
 from .task_batch import TaskBatch
 
 
@@ -21,7 +21,7 @@ class MAML(MetaGradientLearner):
 
     Parameters
     ----------
-    model : MLP
+    model : MLP or ConvNet
         The network; its parameters are theta.
     loss : {"mse", "bce", "softmax_ce"}
         Loss of the support (inner) and query (outer) sets.
@@ -64,7 +64,7 @@ class MAML(MetaGradientLearner):
     _progress_label = "MAML"
     _divergence_hint = "a smaller meta_lr or inner_lr, or clip_grad_norm"
 
-    def __init__(self, model: MLP, loss: str = "mse", inner_lr: float = 0.01, inner_steps: int = 1,
+    def __init__(self, model: Network, loss: str = "mse", inner_lr: float = 0.01, inner_steps: int = 1,
                  first_order: bool = False, meta_optimizer: str = "adam", meta_lr: float = 1e-3,
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,

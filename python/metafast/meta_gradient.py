@@ -12,7 +12,8 @@ import numpy as np
 from . import _core, _validation
 from ._share import Share
 from .errors import TrainingDivergedError
-from .mlp import MLP, initial_theta
+from .mlp import initial_theta
+from .networks import Network, core_class
 from .supervised import SupervisedLearner
 from .task_batch import TaskBatch
 from .tasks import TaskFamily
@@ -35,7 +36,7 @@ class MetaGradientLearner(SupervisedLearner, abstract=True):
     parameter vectors after theta).
     """
 
-    def __init__(self, model: MLP, loss: str, inner_steps: int, first_order: bool, meta_optimizer: str,
+    def __init__(self, model: Network, loss: str, inner_steps: int, first_order: bool, meta_optimizer: str,
                  meta_lr: float, dtype: Any, seed: int, num_threads: int | None, adam_betas: tuple[float, float],
                  adam_eps: float, clip_grad_norm: float | None, init: Any) -> None:
         super().__init__(model, loss, dtype, seed)
@@ -49,8 +50,7 @@ class MetaGradientLearner(SupervisedLearner, abstract=True):
         self._clip_grad_norm = None if clip_grad_norm is None else _validation.real(clip_grad_norm, "clip_grad_norm")
         self._check_learner_memory(model.num_params, self._alpha_vectors())
         theta, self._init = initial_theta(model, init, self._seed, self._dtype)
-        impl_class = _core.MetaSGDFloat32 if self._dtype == np.float32 else _core.MetaSGDFloat64
-        self._impl = impl_class(model._impl, self._loss, self._inner_steps, self._first_order, self._meta_optimizer,
+        self._impl = core_class("MetaSGD", model, self._dtype)(model._impl, self._loss, self._inner_steps, self._first_order, self._meta_optimizer,
                                 self._meta_lr, *self._adam_betas, self._adam_eps, self._seed,
                                 self._threads(num_threads),
                                 clip_grad_norm=self._clip_grad_norm, **self._inner_rule())

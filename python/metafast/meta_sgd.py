@@ -11,7 +11,7 @@ from . import _validation
 from ._docs import shared_docs
 from .inner_learning_rates import InnerLearningRates, default_alpha_lr
 from .meta_gradient import MetaGradientLearner
-from .mlp import MLP
+from .networks import Network
 from .task_batch import TaskBatch
 
 
@@ -21,7 +21,7 @@ class MetaSGD(MetaGradientLearner, InnerLearningRates):
 
     Parameters
     ----------
-    model : MLP
+    model : MLP or ConvNet
         The network; its parameters are theta.
     loss : {"mse", "bce", "softmax_ce"}
         Loss of the support (inner) and query (outer) sets.
@@ -67,7 +67,7 @@ class MetaSGD(MetaGradientLearner, InnerLearningRates):
 
     _progress_label = "Meta-SGD"
 
-    def __init__(self, model: MLP, loss: str = "mse", inner_steps: int = 1, alpha_init: float | tuple[float, float] = 0.01,
+    def __init__(self, model: Network, loss: str = "mse", inner_steps: int = 1, alpha_init: float | tuple[float, float] = 0.01,
                  first_order: bool = False, meta_optimizer: str = "adam", meta_lr: float = 1e-3,
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,

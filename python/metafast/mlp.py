@@ -97,6 +97,16 @@ class MLP:
         return self._impl.num_params
 
     @property
+    def input_width(self) -> int:
+        """Values in one input row, ``sizes[0]``."""
+        return self.sizes[0]
+
+    @property
+    def output_width(self) -> int:
+        """Values in one output row, ``sizes[-1]``."""
+        return self.sizes[-1]
+
+    @property
     def num_layers(self) -> int:
         """Number of weight layers, ``len(sizes) - 1``."""
         return len(self.sizes) - 1
@@ -349,6 +359,13 @@ class MLP:
         y = _validation.labels(y) if loss == "softmax_ce" else _validation.numbers_as(y, "y", theta.dtype)
         self._check_pass(theta, x)
         return theta, x, y, loss
+
+    def _input_rows(self, x: np.ndarray, name: str, leading: int = 1) -> np.ndarray:
+        """``x`` (floats) with `leading` leading axes, then an input row: as the core takes it."""
+        if x.ndim != leading + 1:
+            lead = ", ".join(("tasks", "rows")[-leading:])
+            raise ValueError(f"{name} must have shape ({lead}, {self.input_width}), got {x.shape}")
+        return x
 
     def _check_pass(self, theta: np.ndarray, x: np.ndarray) -> None:
         """The memory check of a pass over the rows of ``x``, before the core allocates it."""

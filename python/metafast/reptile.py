@@ -10,7 +10,7 @@ import numpy as np
 from . import _core, _validation
 from ._share import Share
 from .supervised import SupervisedLearner
-from .mlp import MLP
+from .networks import Network, core_class
 from .tasks import TaskFamily
 
 
@@ -23,7 +23,7 @@ class Reptile(SupervisedLearner):
 
     Parameters
     ----------
-    model : MLP
+    model : MLP or ConvNet
         The network; its parameters are theta.
     loss : {"mse", "bce", "softmax_ce"}
         Loss of the inner loop (and of the query sets, which only score).
@@ -87,7 +87,7 @@ class Reptile(SupervisedLearner):
         impl_class = _core.ReptileFloat32 if dtype == np.float32 else _core.ReptileFloat64
         return impl_class.learner_bytes(num_params)
 
-    def __init__(self, model: MLP, loss: str = "mse", inner_optimizer: str | None = None, inner_lr: float | None = None,
+    def __init__(self, model: Network, loss: str = "mse", inner_optimizer: str | None = None, inner_lr: float | None = None,
                  inner_epochs: int = 10, inner_batch: int = 10, epsilon: float = 0.1,
                  epsilon_final: float | None = None, adam_betas: tuple[float, float] = (0.9, 0.999),
                  reset_optimizer: bool = True, shuffle: bool = False, dtype: Any = "float32", seed: int = 0,
@@ -109,8 +109,7 @@ class Reptile(SupervisedLearner):
         self._reset_optimizer = _validation.boolean(reset_optimizer, "reset_optimizer")
         self._shuffle = _validation.boolean(shuffle, "shuffle")
         self._check_learner_memory(model.num_params, 0)
-        impl_class = _core.ReptileFloat32 if self._dtype == np.float32 else _core.ReptileFloat64
-        self._impl = impl_class(model._impl, self._loss, self._inner_optimizer, self._inner_lr, *self._adam_betas,
+        self._impl = core_class("Reptile", model, self._dtype)(model._impl, self._loss, self._inner_optimizer, self._inner_lr, *self._adam_betas,
                                 self._adam_eps, self._inner_epochs, self._inner_batch, self._reset_optimizer,
                                 self._shuffle, self._seed, self._threads(num_threads), self._epsilon,
                                 self._epsilon if self._epsilon_final is None else self._epsilon_final)

@@ -77,10 +77,10 @@ class _FewShotEstimator(BaseEstimator):
 
     @staticmethod
     def _check_width(learner: SupervisedLearner, X: np.ndarray) -> None:
-        inputs = learner.model.sizes[0]
+        inputs = learner.model.input_width
         if X.shape[1] != inputs:
             raise ValueError(f"X has {X.shape[1]} features, but the learner's network takes {inputs} "
-                             f"(learner.model.sizes[0]): a few-shot estimator adapts a fixed network")
+                             f"(learner.model.input_width): a few-shot estimator adapts a fixed network")
 
     # --------------------------------------------------------------- the model
     def _outputs(self, X: Any) -> np.ndarray:
@@ -142,7 +142,7 @@ class FewShotRegressor(RegressorMixin, _FewShotEstimator):
     params_ : numpy.ndarray
         The adapted parameters, in the layout of ``learner.theta``.
     n_features_in_ : int
-        Number of input features, ``learner.model.sizes[0]``.
+        Number of input features, ``learner.model.input_width``.
     feature_names_in_ : numpy.ndarray
         Names of the input features, when ``X`` had string column names.
 
@@ -210,7 +210,7 @@ class FewShotRegressor(RegressorMixin, _FewShotEstimator):
     def _fit(self, X: Any, y: Any) -> FewShotRegressor:
         learner = self._checked_learner(("mse",), "FewShotClassifier")
         steps = self._checked_steps()
-        outputs = learner.model.sizes[-1]
+        outputs = learner.model.output_width
         # One output: y is 1-D (a column vector is flattened, with scikit-learn's warning).
         X, y = _validate_data(self, X, y, dtype=learner.dtype, multi_output=outputs > 1, y_numeric=True)
         self._check_width(learner, X)
@@ -249,7 +249,7 @@ class FewShotRegressor(RegressorMixin, _FewShotEstimator):
                 "multioutput_only": self._learner_outputs() > 1}
 
     def _learner_outputs(self) -> int:
-        return self.learner.model.sizes[-1] if isinstance(self.learner, SupervisedLearner) else 1
+        return self.learner.model.output_width if isinstance(self.learner, SupervisedLearner) else 1
 
 
 class FewShotClassifier(ClassifierMixin, _FewShotEstimator):
@@ -278,7 +278,7 @@ class FewShotClassifier(ClassifierMixin, _FewShotEstimator):
         The labels seen in ``fit``, sorted; class ``k`` is the network's output ``k``
         (softmax_ce), or the positive class is ``classes_[1]`` (bce).
     n_features_in_ : int
-        Number of input features, ``learner.model.sizes[0]``.
+        Number of input features, ``learner.model.input_width``.
     feature_names_in_ : numpy.ndarray
         Names of the input features, when ``X`` had string column names.
 
@@ -354,7 +354,7 @@ class FewShotClassifier(ClassifierMixin, _FewShotEstimator):
     def _fit(self, X: Any, y: Any) -> FewShotClassifier:
         learner = self._checked_learner(("softmax_ce", "bce"), "FewShotRegressor")
         steps = self._checked_steps()
-        outputs = learner.model.sizes[-1]
+        outputs = learner.model.output_width
         if learner.loss == "bce" and outputs != 1:
             raise ValueError(f"FewShotClassifier needs a bce learner with one output (two classes), got {outputs} "
                              "outputs: use loss 'softmax_ce' for several classes")
@@ -450,4 +450,4 @@ class FewShotClassifier(ClassifierMixin, _FewShotEstimator):
     def _multi_class(self) -> bool:
         learner = self.learner
         return not isinstance(learner, SupervisedLearner) or (learner.loss == "softmax_ce"
-                                                              and learner.model.sizes[-1] > 2)
+                                                              and learner.model.output_width > 2)

@@ -16,7 +16,7 @@ from ._share import FailedElsewhere, Share
 from .learner import Callback, Learner
 from .errors import TrainingDivergedError
 from .evaluation import EvaluationReport
-from .mlp import MLP
+from .networks import NETWORKS, Network
 from .task_batch import TaskBatch
 from .tasks import Sampler, TaskFamily, TaskPool, Tasks, check_tasks, family_from_config, sample_with
 
@@ -42,8 +42,9 @@ class SupervisedLearner(Learner, abstract=True):
 
     _adam_betas: tuple[float, float]  # set by the subclass, whose Adam they configure
     _adam_eps: float
+    _networks = NETWORKS
 
-    def __init__(self, model: MLP, loss: str, dtype: Any, seed: int) -> None:
+    def __init__(self, model: Network, loss: str, dtype: Any, seed: int) -> None:
         super().__init__(model, dtype, seed)
         self._loss = _validation.string(loss, "loss")
         self._tasks: TaskFamily | None = None
@@ -165,7 +166,7 @@ class SupervisedLearner(Learner, abstract=True):
         """``tasks`` as fit draws from it: a TaskBatch becomes a TaskPool in the learner's
         dtype; a family's targets must suit the loss."""
         if isinstance(tasks, TaskBatch):
-            classes = self._model.sizes[-1] if tasks.has_labels else None
+            classes = self._model.output_width if tasks.has_labels else None
             tasks = TaskPool(TaskBatch(*self._arrays(tasks)), classes=classes)  # checked, in the learner's dtype
         if isinstance(tasks, TaskFamily):
             tasks._check_dtype(self._dtype)  # data beyond float32's range, named before training
@@ -204,8 +205,8 @@ class SupervisedLearner(Learner, abstract=True):
 
         Parameters
         ----------
-        x_support : array_like, shape (rows, inputs)
-            The support inputs.
+        x_support : array_like, shape (rows, inputs) or (rows, C, H, W)
+            The support inputs (a ConvNet's images, or its flat rows).
         y_support : array_like
             The support targets: shape (rows, outputs), or (rows,) integer labels for
             softmax_ce.
@@ -217,19 +218,28 @@ class SupervisedLearner(Learner, abstract=True):
         numpy.ndarray
             The adapted parameters, in the layout of theta.
         """
-        x = self._floats(x_support, "x_support")
+        x = self._inputs(x_support, "x_support")
         y = self._targets(y_support, "y_support")
         return self._adapted(x, y, None if steps is None else _validation.count(steps, "steps", minimum=0))
 
-    def predict(self, x: Any, params: np.ndarray | None = None) -> np.ndarray:
+    def predict(self, x: Any, params: np.ndarray | None = None, *, batch_norm: str = "batch",
+                x_support: Any = None) -> np.ndarray:
         """Model outputs.
 
         Parameters
         ----------
-        x : array_like, shape (rows, inputs)
+        x : array_like, shape (rows, inputs) or (rows, C, H, W)
             The inputs.
         params : array_like, optional
             Parameters to use, such as those :meth:`adapt` returns; default: theta.
+        batch_norm : {"batch", "support"}
+            Where a ConvNet's batch normalisation takes its statistics: ``"batch"``, the rows
+            of ``x`` (as meta-training scores the query set: each prediction depends on the
+            other rows of ``x``); ``"support"``, the rows of ``x_support`` (each row's
+            prediction depends on that row and the support set alone). Networks without batch
+            normalisation give the same outputs either way.
+        x_support : array_like, optional
+            The support inputs, for ``batch_norm="support"``.
 
         Returns
         -------
@@ -237,7 +247,21 @@ class SupervisedLearner(Learner, abstract=True):
             The model's outputs.
         """
         params = self.theta if params is None else self._floats(params, "params")
-        return self._model.forward(params, self._floats(x, "x"))
+        x = self._inputs(x, "x")
+        if batch_norm not in ("batch", "support"):
+            raise ValueError(f"batch_norm must be 'batch' or 'support', got {batch_norm!r}")
+        if batch_norm == "batch":
+            if x_support is not None:
+                raise ValueError("x_support applies only with batch_norm='support'")
+            return self._model.forward(params, x)
+        if x_support is None:
+            raise ValueError("batch_norm='support' needs x_support, the support set whose statistics it uses")
+        support = self._inputs(x_support, "x_support")
+        if not getattr(self._model, "batch_norm", False):
+            return self._model.forward(params, x)
+        both = np.concatenate([support, x])
+        self._model._pass_arguments(params, both)  # the memory check before the core allocates
+        return self._model._impl.forward(params, both, statistics_rows=len(support))[len(support):]
 
     def evaluate(self, tasks: Tasks | TaskBatch, num_tasks: int | None = None, steps: Sequence[int] = (0, 1, 5, 10),
                  seed: int = 123) -> EvaluationReport:
@@ -311,6 +335,8 @@ class SupervisedLearner(Learner, abstract=True):
         onnx.ModelProto
             The adapted model: onnxruntime gives ``predict(x, adapt(x_support, y_support, steps))``.
         """
+        if not hasattr(self._model, "to_onnx"):
+            raise TypeError(f"export_onnx exports an MLP; this learner's model is a {type(self._model).__name__}")
         if path is not None:
             check_destination(path, "path")  # before adapting
         return self._model.to_onnx(self.adapt(x_support, y_support, steps), path)
@@ -349,9 +375,13 @@ class SupervisedLearner(Learner, abstract=True):
         if self._loss == "softmax_ce":
             return _validation.labels(y, name)
         targets = self._floats(y, name)
-        if targets.ndim == 1 and self._model.sizes[-1] == 1:  # one output: (rows,) as the families accept
+        if targets.ndim == 1 and self._model.output_width == 1:  # one output: (rows,) as the families accept
             targets = targets.reshape(-1, 1)
         return targets
+
+    def _inputs(self, x: Any, name: str) -> np.ndarray:
+        """Input rows in the learner's dtype, as the core takes them (a ConvNet's images flat)."""
+        return self._model._input_rows(self._floats(x, name), name)
 
     def _arrays(self, batch: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         if not isinstance(batch, TaskBatch):
@@ -361,7 +391,8 @@ class SupervisedLearner(Learner, abstract=True):
                              else f"loss '{self._loss}' needs integer class labels in the batch")
         if batch.dtype != self._dtype:
             batch = batch.astype(self._dtype)
-        return batch.x_support, batch.y_support, batch.x_query, batch.y_query
+        rows = self._model._input_rows  # images as flat rows, copied once here
+        return rows(batch.x_support, "x_support", 2), batch.y_support, rows(batch.x_query, "x_query", 2), batch.y_query
 
     # Hooks for subclasses.
     def _step(self, arrays: tuple[np.ndarray, ...], share: Share) -> tuple[bool, float]:

@@ -19,10 +19,11 @@ class TaskBatch:
 
     Parameters
     ----------
-    x_support : array, shape (T, K, in)
+    x_support : array, shape (T, K, in) or (T, K, C, H, W)
+        Input rows, or a ConvNet's images (learners flatten them, copying once).
     y_support : array, shape (T, K, out) of floats, or (T, K) of integer class labels (integer
         targets are always read as labels: pass regression targets as floats)
-    x_query : array, shape (T, Q, in)
+    x_query : array, shape (T, Q, in) or (T, Q, C, H, W)
     y_query : array, shape (T, Q, out) or (T, Q), like ``y_support``
 
     Floating arrays keep their dtype (float32 or float64; lists become float64); labels
@@ -53,7 +54,7 @@ class TaskBatch:
             ys, yq = _validation.labels(ys, "y_support"), _validation.labels(yq, "y_query")
         else:
             ys, yq = _validation.float_array(ys, "y_support"), _validation.float_array(yq, "y_query")
-        for name, array, ndim in (("x_support", xs, 3), ("x_query", xq, 3),
+        for name, array, ndim in (("x_support", xs, max(xs.ndim, 3)), ("x_query", xq, max(xq.ndim, 3)),
                                   ("y_support", ys, 2 if labels else 3), ("y_query", yq, 2 if labels else 3)):
             if array.ndim != ndim:
                 if labels and name.startswith("y"):
@@ -74,9 +75,9 @@ class TaskBatch:
                 f"y_support and y_query must have as many rows as x_support and x_query, got "
                 f"{ys.shape[1]} vs {xs.shape[1]} and {yq.shape[1]} vs {xq.shape[1]}"
             )
-        if xs.shape[2] != xq.shape[2]:
-            raise ValueError(f"support and query sets must have the same input width, got x_support of width "
-                             f"{xs.shape[2]} and x_query of width {xq.shape[2]}")
+        if xs.shape[2:] != xq.shape[2:]:
+            raise ValueError(f"support and query sets must have the same input shape, got x_support of shape "
+                             f"{xs.shape[2:]} and x_query of shape {xq.shape[2:]} per row")
         if not labels and ys.shape[2] != yq.shape[2]:
             raise ValueError(f"support and query sets must have the same output width, got y_support of width "
                              f"{ys.shape[2]} and y_query of width {yq.shape[2]}")
@@ -100,8 +101,8 @@ class TaskBatch:
 
     @property
     def input_width(self) -> int:
-        """Width of an input row."""
-        return self.x_support.shape[2]
+        """Values in an input row (C·H·W for images)."""
+        return int(np.prod(self.x_support.shape[2:]))
 
     @property
     def has_labels(self) -> bool:

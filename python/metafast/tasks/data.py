@@ -118,12 +118,17 @@ def _chosen(ids: np.ndarray, subset: Any, name: str) -> np.ndarray:
     return chosen
 
 
-def _rows(value: Any, name: str, rows: int | None = None, vector_ok: bool = False) -> np.ndarray:
+def _rows(value: Any, name: str, rows: int | None = None, vector_ok: bool = False, images_ok: bool = False) -> np.ndarray:
+    """``value`` as floats of shape (rows, width); with images_ok, (rows, C, H, W) images become
+    flat rows in C order (the rows a ConvNet takes)."""
     array = _validation.float_array(value, name)
     if vector_ok and array.ndim == 1:
         array = array.reshape(-1, 1)
+    if images_ok and array.ndim == 4:
+        array = array.reshape(array.shape[0], -1)
     if array.ndim != 2:
-        raise ValueError(f"{name} must have shape (rows, width), got {array.shape}")
+        shapes = "(rows, width) or (rows, C, H, W)" if images_ok else "(rows, width)"
+        raise ValueError(f"{name} must have shape {shapes}, got {array.shape}")
     if rows is not None and array.shape[0] != rows:
         raise ValueError(f"{name} must have {rows} rows (one per row of the data), got {array.shape[0]}")
     return array
@@ -161,8 +166,8 @@ class Classification(DataFamily):
 
     Parameters
     ----------
-    features : array_like, shape (rows, width)
-        The examples (images flattened, embeddings from a frozen network, sensor windows);
+    features : array_like, shape (rows, width) or (rows, C, H, W)
+        The examples (images, for a ConvNet; embeddings from a frozen network, sensor windows);
         float32 and float64 are kept as they are, integers become float64. Must be finite
         (and within float32's range for float32 tasks).
     labels : array_like of int, shape (rows,)
@@ -193,7 +198,7 @@ class Classification(DataFamily):
 
     def __init__(self, features: Any, labels: Any, ways: int = 5, shots: int = 1, query: int = 15,
                  classes: Any = None) -> None:
-        features = _rows(features, "features")
+        features = _rows(features, "features", images_ok=True)
         labels = _validation.integer_ids(labels, "labels")
         if labels.shape != (features.shape[0],):
             raise ValueError(f"labels must have shape ({features.shape[0]},) (one per row of features), "
@@ -245,7 +250,7 @@ class Regression(DataFamily):
     loss = "mse"
 
     def __init__(self, x: Any, y: Any, task_ids: Any, support: int = 10, query: int = 10, tasks: Any = None) -> None:
-        x = _rows(x, "x")
+        x = _rows(x, "x", images_ok=True)
         y = _rows(y, "y", rows=x.shape[0], vector_ok=True)
         ids = _validation.integer_ids(task_ids, "task_ids")
         if ids.shape != (x.shape[0],):
