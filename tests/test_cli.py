@@ -470,3 +470,43 @@ def test_train_maml_and_the_multi_step_options(tmp_path, capsys):
                           (["metasgd", "--init", "xavier"], "argument --init: must be auto, he, glorot, pytorch")):
         assert main(["train", *argv, "--save", str(tmp_path / "x.npz")]) == 2
         assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("algorithm", ["metasgd", "maml", "reptile"])
+def test_model_conv_trains_a_convnet_with_the_options_given_and_resumes_bit_for_bit(tmp_path, algorithm):
+    conv = ["--task", "nway", "--support", "2", "--model", "conv", "--input-shape", "2", "1", "4", "--channels", "3",
+            "--stride", "1", "--padding", "valid", "--kernel-size", "1", "--batch-norm-scale", "--head", "flatten",
+            "--activation", "tanh"]
+    part, resumed, whole = tmp_path / "part.npz", tmp_path / "resumed.npz", tmp_path / "whole.npz"
+    assert main(["train", algorithm, *TINY[2:], *conv, "--iterations", "3", "--save", str(part)]) == 0
+    assert main(["train", algorithm, "--quiet", "--iterations", "5", "--resume", str(part), "--save",
+                 str(resumed)]) == 0
+    assert main(["train", algorithm, *TINY[2:], *conv, "--iterations", "5", "--save", str(whole)]) == 0
+    a, b = mf.load(resumed), mf.load(whole)
+    assert a.model == b.model == mf.ConvNet((2, 1, 4), channels=(3,), outputs=5, kernel_size=1, stride=1,
+                                            padding="valid", batch_norm_scale=True, head="flatten", activation="tanh")
+    np.testing.assert_array_equal(a.theta, b.theta)
+    np.testing.assert_array_equal(a.history, b.history)
+
+
+def test_model_conv_defaults_are_convnets_own(tmp_path):
+    model = tmp_path / "m.npz"
+    assert main(["train", "maml", *TINY[2:], "--task", "nway", "--model", "conv", "--iterations", "1",
+                 "--save", str(model)]) == 0
+    dim = mf.tasks.GaussianNWay().dim
+    assert mf.load(model).model == mf.ConvNet((1, 1, dim), outputs=5)
+
+
+def test_convnet_options_need_model_conv_and_fit_the_task(tmp_path, capsys):
+    for argv, message in ((["metasgd", "--channels", "4"], "--channels shape a ConvNet: add --model conv"),
+                          (["metasgd", "--model", "conv", "--hidden", "4"], "--hidden shapes an MLP; a ConvNet takes"),
+                          (["metasgd", "--model", "conv", "--input-shape", "1", "2", "2"],
+                           "--input-shape 1 2 2 holds 4 values, but the task's input rows have 1"),
+                          (["metasgd-rl", "--model", "conv"], "metasgd-rl's policy is an MLP"),
+                          (["metasgd", "--model", "conv", "--padding", "valid", "--channels", "2"],
+                           "is too small: block 1's convolution"),
+                          (["maml", "--task", "nway", "--model", "conv", "--input-shape", "1", "2", "4", "--pool", "max",
+                            "--stride", "1", "--channels", "2", "2"], "is too small: block 2's 2x2 max-pool")):
+        assert main(["train", *argv, "--save", str(tmp_path / "m.npz")]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("\n") == 1, err

@@ -12,6 +12,7 @@ import numpy as np
 
 from . import __version__, build_info, distributed
 from ._atomic_file import check_destination
+from .convnet import ConvNet
 from .io import load
 from .maml import MAML
 from .meta_sgd import MetaSGD
@@ -112,6 +113,16 @@ TRAIN_DEFAULTS: dict[str, dict[str, Any]] = {
 TRAIN_OPTIONS = sorted({name for defaults in TRAIN_DEFAULTS.values() for name in defaults})
 
 
+def convnet_default(option: str) -> Any:
+    """The default of a ConvNet option: mf.ConvNet's signature's (the one source of truth)."""
+    return inspect.signature(ConvNet).parameters[option].default
+
+
+# The train options that shape a ConvNet (--model conv), as ConvNet's parameters name them.
+CONVNET_OPTIONS = ("input_shape", "channels", "kernel_size", "stride", "padding", "pool", "batch_norm",
+                   "batch_norm_scale", "head")
+
+
 def defaults_help(name: str, flag: bool = False, none: str | None = None) -> str:
     """The algorithms an option applies to and its defaults, from TRAIN_DEFAULTS: "A, B;
     default X", "default X for A and B; Y for C", or, for a flag, "A, B". `none` says what a
@@ -177,7 +188,11 @@ def build_parser() -> Parser:
                             "on sine, 64 64 for reptile on sine, 32 for nway, none for the binary tasks, 100 100 for "
                             "nav2d)")
     train.add_argument("--activation", choices=("relu", "tanh", "sigmoid", "identity"),
-                       help="hidden activation (default relu; tanh for reptile on sine)")
+                       help="hidden activation, or a ConvNet's blocks' (default relu; tanh for reptile on sine "
+                            "with an MLP)")
+    train.add_argument("--model", choices=("mlp", "conv"),
+                       help="the network: an MLP (--hidden) or a ConvNet (the options below; metasgd, maml and "
+                            "reptile) (default mlp)")
     train.add_argument("--support", type=positive_int,
                        help="support points per task, per class for nway (default 10; 1 for nway)")
     train.add_argument("--query", type=positive_int, help="query points per task, per class for nway (default 10; 15 for nway)")
@@ -227,6 +242,20 @@ def build_parser() -> Parser:
                      help="anneal epsilon linearly to this value over the run (reptile; default: no annealing)")
     rep.add_argument("--shuffle", action="store_true", default=None,
                      help=f"reshuffle the support rows every pass ({defaults_help('shuffle', flag=True)})")
+    conv = train.add_argument_group("ConvNet (--model conv)")
+    conv.add_argument("--input-shape", nargs=3, type=positive_int, metavar=("C", "H", "W"),
+                      help="the images' shape: the task's input rows read as C x H x W images (default 1 1 WIDTH)")
+    conv.add_argument("--channels", nargs="+", type=positive_int, metavar="C",
+                      help=f"each block's output channels (default {' '.join(map(str, convnet_default('channels')))})")
+    conv.add_argument("--kernel-size", type=positive_int, help=f"kernel side (default {convnet_default('kernel_size')})")
+    conv.add_argument("--stride", type=positive_int, help=f"convolution stride (default {convnet_default('stride')})")
+    conv.add_argument("--padding", choices=("same", "valid"), help=f"default {convnet_default('padding')}")
+    conv.add_argument("--pool", choices=("max",), help="a 2x2 max-pool after each block (default none)")
+    conv.add_argument("--batch-norm", action=argparse.BooleanOptionalAction,
+                      help=f"batch normalisation with the batch's statistics (default {convnet_default('batch_norm')})")
+    conv.add_argument("--batch-norm-scale", action=argparse.BooleanOptionalAction,
+                      help=f"a learned batch-norm scale (default {convnet_default('batch_norm_scale')})")
+    conv.add_argument("--head", choices=("average", "flatten"), help=f"default {convnet_default('head')}")
     rl = train.add_argument_group("Meta-SGD RL")
     rl.add_argument("--trajectories", type=int, help=f"trajectories per rollout ({defaults_help('trajectories')})")
     rl.add_argument("--gamma", type=float, help=f"discount of the returns ({defaults_help('gamma')})")
@@ -261,10 +290,33 @@ def hidden_widths(args: argparse.Namespace, default: list[int]) -> list[int]:
         raise UserError(f"--hidden takes positive layer widths or 'none', got {' '.join(args.hidden)}") from None
 
 
-def make_model(args: argparse.Namespace, family: TaskFamily, reptile: bool) -> MLP:
+def check_model_options(args: argparse.Namespace) -> None:
+    """The network options must suit --model: ConvNet's for conv, --hidden for mlp."""
+    given = [f"--{name.replace('_', '-')}" for name in CONVNET_OPTIONS if getattr(args, name) is not None]
+    if args.model is None:
+        args.model = "mlp"
+    if args.model != "conv" and given:
+        raise UserError(f"{', '.join(given)} shape a ConvNet: add --model conv")
+    if args.model == "conv" and args.hidden is not None:
+        raise UserError("--hidden shapes an MLP; a ConvNet takes --channels")
+
+
+def make_convnet(args: argparse.Namespace, width_in: int, width_out: int) -> ConvNet:
+    """The ConvNet of the options, ConvNet's defaults for those left out."""
+    shape = tuple(args.input_shape) if args.input_shape is not None else (1, 1, width_in)
+    if int(np.prod(shape)) != width_in:
+        raise UserError(f"--input-shape {' '.join(map(str, shape))} holds {int(np.prod(shape))} values, but the "
+                        f"task's input rows have {width_in}")
+    given = {name: getattr(args, name) for name in CONVNET_OPTIONS[1:] if getattr(args, name) is not None}
+    return ConvNet(shape, outputs=width_out, activation=args.activation or "relu", **given)
+
+
+def make_model(args: argparse.Namespace, family: TaskFamily, reptile: bool) -> MLP | ConvNet:
     batch = family.sample(1)
     width_in = batch.input_width
     width_out = family.ways if isinstance(family, GaussianNWay) else 1
+    if args.model == "conv":
+        return make_convnet(args, width_in, width_out)
     default_hidden, default_activation = {
         "sine": ([64, 64], "tanh") if reptile else ([40, 40], "relu"),
         "nway": ([32], "relu"),
@@ -277,6 +329,7 @@ def make_model(args: argparse.Namespace, family: TaskFamily, reptile: bool) -> M
 def make_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]:
     """The learner the options describe, and the tasks its fit takes (none for metasgd-rl)."""
     common = dict(dtype=args.dtype or "float32", seed=args.seed or 0, num_threads=args.threads)
+    check_model_options(args)
     if args.algorithm == "metasgd-rl":
         if args.task not in (None, "nav2d"):
             raise UserError(f"metasgd-rl trains on --task nav2d, not {args.task}")
@@ -284,6 +337,8 @@ def make_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]
             if getattr(args, option) is not None:
                 raise UserError(f"--{option} does not apply to metasgd-rl (a task is a goal to reach)")
         args.task = "nav2d"
+        if args.model == "conv":
+            raise UserError("metasgd-rl's policy is an MLP: leave out --model conv")
         model = MLP([2, *hidden_widths(args, [100, 100]), 2], activation=args.activation or "relu")
         return MetaSGDRL(model, inner_trajectories=args.trajectories, gamma=args.gamma, alpha_init=args.alpha_init,
                          first_order=args.first_order, meta_optimizer=args.meta_optimizer, meta_lr=args.meta_lr,
@@ -309,7 +364,7 @@ def make_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]
 
 
 # What a resumed run takes from its file: every option that describes the learner or its tasks.
-RESUMED_OPTIONS = ("task", "hidden", "activation", "support", "query", "dtype", "seed",
+RESUMED_OPTIONS = ("task", "hidden", "activation", "model", "support", "query", "dtype", "seed", *CONVNET_OPTIONS,
                    *(name for name in TRAIN_OPTIONS if name != "meta_batch"))
 TASK_NAMES = {Sinusoid: "sine", LinearBinary: "linear-binary", SeedBinary: "seed-binary", GaussianNWay: "nway"}
 
