@@ -52,7 +52,7 @@ def test_every_python_block_is_an_example_file():
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
 def test_every_example_runs_as_written(example, tmp_path):
     needs = {"many_machines": "mpi4py", "digits_meta_sgd": "sklearn", "few_shot_digits": "sklearn",
-             "sklearn_few_shot": "sklearn", "export_onnx": "onnxruntime"}
+             "sklearn_few_shot": "sklearn", "export_onnx": "onnxruntime", "convnet_digits": "sklearn"}
     if example.stem in needs:
         pytest.importorskip(needs[example.stem], reason=f"{example.name} needs {needs[example.stem]}")
     done = subprocess.run([sys.executable, "-c", SHORT_TRAINING, str(example)], cwd=tmp_path, capture_output=True,
