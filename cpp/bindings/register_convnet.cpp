@@ -72,10 +72,13 @@ CArray<T> checked_images(const ConvNet& net, const py::array& x) {
 }
 
 template <class T>
-py::array_t<T> forward_impl(const ConvNet& net, const py::array& theta, const py::array& x) {
+py::array_t<T> forward_impl(const ConvNet& net, const py::array& theta, const py::array& x,
+                            std::size_t statistics_rows) {
     const CArray<T> t = checked_vector<T>(net, theta, "theta");
     const CArray<T> images = checked_images<T>(net, x);
     const auto rows = static_cast<std::size_t>(images.shape(0));
+    require(statistics_rows <= rows, "statistics_rows must be at most the rows of x (" + std::to_string(rows) +
+                                         "), got " + std::to_string(statistics_rows));
     py::array_t<T> out({static_cast<py::ssize_t>(rows), static_cast<py::ssize_t>(net.outputs())});
     T* dst = out.mutable_data();
     const T* tp = t.data();
@@ -85,7 +88,7 @@ py::array_t<T> forward_impl(const ConvNet& net, const py::array& theta, const py
         [[maybe_unused]] const FlushDenormals flush;  // as everywhere in the core
         ConvNetWorkspace<T> ws;
         ws.reserve(net, rows, false);
-        const T* result = forward(net, tp, xp, rows, ws);
+        const T* result = forward(net, tp, xp, rows, ws, statistics_rows);
         std::copy(result, result + rows * net.outputs(), dst);
     }
     return out;
@@ -216,11 +219,50 @@ void register_convnet(py::module_& m) {
         .def_property_readonly("num_params", [](const ConvNet& c) { return c.num_params(); })
         .def_property_readonly("features", [](const ConvNet& c) { return c.features(); })
         .def("forward",
-             [](const ConvNet& c, const py::array& theta, const py::array& x) -> py::array {
-                 return dispatch_dtype(theta, "theta",
-                                       [&](auto t) { return py::array(forward_impl<decltype(t)>(c, theta, x)); });
+             [](const ConvNet& c, const py::array& theta, const py::array& x, std::size_t statistics_rows) -> py::array {
+                 return dispatch_dtype(theta, "theta", [&](auto t) {
+                     return py::array(forward_impl<decltype(t)>(c, theta, x, statistics_rows));
+                 });
              },
-             "theta"_a, "x"_a)
+             "theta"_a, "x"_a, "statistics_rows"_a = 0,
+             "The logits; batch norm's statistics from the first statistics_rows rows (0: all).")
+        .def("workspace_bytes",
+             [](const ConvNet& c, std::size_t rows, std::size_t itemsize, bool r_operator) {
+                 require(itemsize == 4 || itemsize == 8, "itemsize must be 4 (float32) or 8 (float64), got " +
+                                                             std::to_string(itemsize));
+                 return itemsize == 4 ? ConvNetWorkspace<float>::bytes(c, rows, r_operator)
+                                      : ConvNetWorkspace<double>::bytes(c, rows, r_operator);
+             },
+             "rows"_a, "itemsize"_a, "r_operator"_a = true,
+             "Bytes a pass over `rows` rows allocates for its workspace (with the R-operator's buffers: "
+             "r_operator).")
+        .def_property_readonly(
+            "layout",
+            [](const ConvNet& c) {
+                // (layer, name, offset, shape) for every array of theta, in theta's order.
+                py::list out;
+                const std::size_t k = c.kernel_size();
+                for (std::size_t l = 0; l < c.num_blocks(); ++l) {
+                    const ConvBlock& b = c.blocks()[l];
+                    out.append(py::make_tuple(l, "weight", b.weight, py::make_tuple(b.out_c, b.in_c, k, k)));
+                    const std::pair<const char*, std::size_t> vectors[] = {{"bias", b.bias}, {"shift", b.shift},
+                                                                           {"scale", b.scale}};
+                    for (const auto& [name, offset] : vectors)
+                        if (offset != ConvNet::npos) out.append(py::make_tuple(l, name, offset, py::make_tuple(b.out_c)));
+                }
+                const std::size_t dense = c.num_blocks();
+                out.append(py::make_tuple(dense, "weight", c.dense_weight(), py::make_tuple(c.features(), c.outputs())));
+                if (c.dense_bias() != ConvNet::npos)
+                    out.append(py::make_tuple(dense, "bias", c.dense_bias(), py::make_tuple(c.outputs())));
+                return out;
+            },
+            "(layer, name, offset, shape) of every array in theta, in theta's order (the blocks, then the "
+            "output layer).")
+        .def_property_readonly("block_shapes", [](const ConvNet& c) {
+            py::list out;
+            for (const ConvBlock& b : c.blocks()) out.append(py::make_tuple(b.out_c, b.out_h, b.out_w));
+            return out;
+        }, "Each block's output shape (C, H, W).")
         .def("loss",
              [](const ConvNet& c, const py::array& theta, const py::array& x, const py::array& y,
                 const std::string& loss) {

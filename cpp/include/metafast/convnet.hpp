@@ -212,7 +212,7 @@ struct ConvNetWorkspace {
     Buffer<T> dcols, rdcols;                // dL/dP, and R
     Buffer<T> scratch;                      // gemm_nt's transposed weights
     Buffer<T> gh, rgh;                      // dL/dh, and R
-    Buffer<T> sums[6];                      // per-channel sums
+    Buffer<T> sums[16];                     // per-channel sums and coefficients
     std::size_t rows = 0;
 
     void reserve(const ConvNet& net, std::size_t n, bool with_r_operator) {
@@ -485,8 +485,11 @@ void head_backward(const ConvNet& net, const ConvBlock& b, std::size_t rows, con
 }  // namespace convnet
 
 // Forward pass over x (rows, C, H, W) in C order; returns the logits (rows x outputs) in ws.
+// Batch norm takes its statistics from the first `statistics_rows` rows (0: all of them, as
+// training does; fewer: the support rows ahead of query rows, docs/math.md §5.3).
 template <class T>
-const T* forward(const ConvNet& net, const T* theta, const T* x, std::size_t rows, ConvNetWorkspace<T>& ws) {
+const T* forward(const ConvNet& net, const T* theta, const T* x, std::size_t rows, ConvNetWorkspace<T>& ws,
+                 std::size_t statistics_rows = 0) {
     using namespace convnet;
     const T* input = x;
     Strides st = nchw(net.blocks()[0].in_c, net.blocks()[0].in_h, net.blocks()[0].in_w);
@@ -503,22 +506,35 @@ const T* forward(const ConvNet& net, const T* theta, const T* x, std::size_t row
         if (net.batch_norm()) {
             T* mean = w.mean.data();
             T* sigma = w.sigma.data();
-            channel_sums<T>(pixels, O, w.z.data(), nullptr, mean, nullptr);
-            for (std::size_t c = 0; c < O; ++c) mean[c] /= T(pixels);
+            const std::size_t counted = statistics_rows == 0 ? pixels : statistics_rows * b.conv_h * b.conv_w;
+            channel_sums<T>(counted, O, w.z.data(), nullptr, mean, nullptr);
+            for (std::size_t c = 0; c < O; ++c) mean[c] /= T(counted);
             T* var = ws.sums[0].data();
             std::fill(var, var + O, T(0));
-            for (std::size_t r = 0; r < pixels; ++r)
+            for (std::size_t r = 0; r < counted; ++r)
                 for (std::size_t c = 0; c < O; ++c) {
                     const T d = w.z[r * O + c] - mean[c];
                     var[c] += d * d;
                 }
-            for (std::size_t c = 0; c < O; ++c) sigma[c] = std::sqrt(var[c] / T(pixels) + T(net.batch_norm_eps()));
-            for (std::size_t r = 0; r < pixels; ++r)
+            // Per channel first, so that the loop over the image is a vectorisable multiply-add.
+            T* inverse = ws.sums[1].data();
+            T* gamma = ws.sums[2].data();
+            for (std::size_t c = 0; c < O; ++c) {
+                sigma[c] = std::sqrt(var[c] / T(counted) + T(net.batch_norm_eps()));
+                inverse[c] = T(1) / sigma[c];
+                gamma[c] = param(theta, b.scale, c, T(1));
+            }
+            const T* beta = theta + b.shift;
+            for (std::size_t r = 0; r < pixels; ++r) {
+                const T* z = w.z.data() + r * O;
+                T* xhat = w.xhat.data() + r * O;
+                T* y = w.y.data() + r * O;
                 for (std::size_t c = 0; c < O; ++c) {
-                    const T xh = (w.z[r * O + c] - mean[c]) / sigma[c];
-                    w.xhat[r * O + c] = xh;
-                    w.y[r * O + c] = param(theta, b.scale, c, T(1)) * xh + theta[b.shift + c];
+                    const T xh = (z[c] - mean[c]) * inverse[c];
+                    xhat[c] = xh;
+                    y[c] = gamma[c] * xh + beta[c];
                 }
+            }
         } else {
             std::copy(w.z.data(), w.z.data() + n, w.y.data());
         }
@@ -607,10 +623,17 @@ void backward_passes(const ConvNet& net, const T* theta, std::size_t rows, const
         // §5.4: dL/dy = g phi'(y); R(dL/dy) = R(g) phi'(y) + g phi''(y) R(y).
         visit(net.activation(), [&](auto f) {
             using Fn = decltype(f);
-            for (std::size_t i = 0; i < n; ++i) {
-                const T d1 = Fn::d1(w.y[i], w.a[i]);
-                if (r) rg[i] = rg[i] * d1 + g[i] * Fn::d2(w.y[i], w.a[i]) * w.ry[i];
-                g[i] *= d1;
+            const T* y = w.y.data();
+            const T* a = w.a.data();
+            if (r) {
+                const T* ry = w.ry.data();
+                for (std::size_t i = 0; i < n; ++i) {
+                    const T d1 = Fn::d1(y[i], a[i]);
+                    rg[i] = rg[i] * d1 + g[i] * Fn::d2(y[i], a[i]) * ry[i];
+                    g[i] *= d1;
+                }
+            } else {
+                for (std::size_t i = 0; i < n; ++i) g[i] *= Fn::d1(y[i], a[i]);
             }
         });
         // §5.3: batch norm's gradients and dL/dz; with r, their R.
@@ -636,7 +659,6 @@ void backward_passes(const ConvNet& net, const T* theta, std::size_t rows, const
                 T* q = ws.sums[4].data();
                 T* unused = ws.sums[5].data();
                 const T* rxhat = w.rxhat.data();
-                const T* rsigma = w.rsigma.data();
                 channel_sums(pixels, O, rg, xhat, t1, t2);   // sum R(g), sum R(g) xhat
                 channel_sums(pixels, O, g, rxhat, unused, q);  // sum g R(xhat)
                 std::copy(t1, t1 + O, hv + b.shift);
@@ -647,25 +669,55 @@ void backward_passes(const ConvNet& net, const T* theta, std::size_t rows, const
                     t1[c] = (u_gamma * s1[c] + gamma * t1[c]) / M;
                     t2[c] = (u_gamma * s2[c] + gamma * (t2[c] + q[c])) / M;
                 }
-                // R(dz) = (R(ghat) - mean(R(ghat)) - R(xhat) m - xhat mean(R(ghat) xhat + ghat R(xhat)))/sigma
-                //         - dz R(sigma)/sigma.
-                for (std::size_t i = 0; i < pixels; ++i)
-                    for (std::size_t c = 0; c < O; ++c) {
-                        const std::size_t e = i * O + c;
-                        const T gamma = param(theta, b.scale, c, T(1)), u_gamma = param(v, b.scale, c, T(0));
-                        const T mm = gamma * s2[c] / M;
-                        const T dz = (gamma * g[e] - gamma * s1[c] / M - xhat[e] * mm) / sigma[c];
-                        const T rghat = u_gamma * g[e] + gamma * rg[e];
-                        rg[e] = (rghat - t1[c] - rxhat[e] * mm - xhat[e] * t2[c]) / sigma[c] - dz * rsigma[c] / sigma[c];
-                    }
             }
-            // dz = (ghat - mean(ghat) - xhat mean(ghat xhat)) / sigma.
-            for (std::size_t i = 0; i < pixels; ++i)
+            // dz = (ghat - mean(ghat) - xhat m) / sigma = A g - B - D xhat per channel, with
+            // m = gamma s2/M; and R(dz) = (R(ghat) - mean(R(ghat)) - R(xhat) m
+            // - xhat mean(R(ghat) xhat + ghat R(xhat)))/sigma - dz R(sigma)/sigma
+            // = P1 g + P2 R(g) - P3 - P4 R(xhat) - P5 xhat - P6 dz.
+            T* A = ws.sums[6].data();
+            T* B = ws.sums[7].data();
+            T* D = ws.sums[8].data();
+            for (std::size_t c = 0; c < O; ++c) {
+                const T gamma = param(theta, b.scale, c, T(1)), inverse = T(1) / sigma[c];
+                A[c] = gamma * inverse;
+                B[c] = gamma * s1[c] / M * inverse;
+                D[c] = gamma * s2[c] / M * inverse;
+            }
+            if (r) {
+                const T* t1 = ws.sums[2].data();
+                const T* t2 = ws.sums[3].data();
+                const T* rxhat = w.rxhat.data();
+                const T* rsigma = w.rsigma.data();
+                T* P1 = ws.sums[9].data();
+                T* P5 = ws.sums[10].data();
+                T* P3 = ws.sums[11].data();
+                T* P6 = ws.sums[12].data();
                 for (std::size_t c = 0; c < O; ++c) {
-                    const std::size_t e = i * O + c;
-                    const T gamma = param(theta, b.scale, c, T(1));
-                    g[e] = (gamma * g[e] - gamma * s1[c] / M - xhat[e] * (gamma * s2[c] / M)) / sigma[c];
+                    const T inverse = T(1) / sigma[c];
+                    P1[c] = param(v, b.scale, c, T(0)) * inverse;
+                    P3[c] = t1[c] * inverse;
+                    P5[c] = t2[c] * inverse;
+                    P6[c] = rsigma[c] * inverse;
                 }
+                // P2 = A (gamma/sigma) and P4 = D (m/sigma).
+                for (std::size_t i = 0; i < pixels; ++i) {
+                    T* gi = g + i * O;
+                    T* rgi = rg + i * O;
+                    const T* xi = xhat + i * O;
+                    const T* rxi = rxhat + i * O;
+                    for (std::size_t c = 0; c < O; ++c) {
+                        const T dz = A[c] * gi[c] - B[c] - D[c] * xi[c];
+                        rgi[c] = P1[c] * gi[c] + A[c] * rgi[c] - P3[c] - D[c] * rxi[c] - P5[c] * xi[c] - P6[c] * dz;
+                        gi[c] = dz;
+                    }
+                }
+            } else {
+                for (std::size_t i = 0; i < pixels; ++i) {
+                    T* gi = g + i * O;
+                    const T* xi = xhat + i * O;
+                    for (std::size_t c = 0; c < O; ++c) gi[c] = A[c] * gi[c] - B[c] - D[c] * xi[c];
+                }
+            }
         }
         // §5.2: grad K = delta^T P, grad b = sum delta, dL/dx = col2im(delta K); and their R:
         // R(grad K) = R(delta)^T P + delta^T R(P), R(dL/dx) = col2im(R(delta) K + delta U).
@@ -720,15 +772,27 @@ void r_forward(const ConvNet& net, const T* theta, const T* v, std::size_t rows,
             T* rsigma = w.rsigma.data();
             channel_sums(pixels, O, w.rz.data(), w.xhat.data(), s1, rsigma);
             const T M = T(pixels);
-            for (std::size_t c = 0; c < O; ++c) s1[c] /= M, rsigma[c] /= M;
-            for (std::size_t i = 0; i < pixels; ++i)
+            T* inverse = ws.sums[1].data();
+            T* gamma = ws.sums[2].data();
+            T* u_gamma = ws.sums[3].data();
+            for (std::size_t c = 0; c < O; ++c) {
+                s1[c] /= M, rsigma[c] /= M;
+                inverse[c] = T(1) / w.sigma[c];
+                gamma[c] = param(theta, b.scale, c, T(1));
+                u_gamma[c] = param(v, b.scale, c, T(0));
+            }
+            const T* u_beta = v + b.shift;
+            for (std::size_t i = 0; i < pixels; ++i) {
+                const T* rz = w.rz.data() + i * O;
+                const T* xhat = w.xhat.data() + i * O;
+                T* rxhat = w.rxhat.data() + i * O;
+                T* ry = w.ry.data() + i * O;
                 for (std::size_t c = 0; c < O; ++c) {
-                    const std::size_t e = i * O + c;
-                    const T rxh = (w.rz[e] - s1[c] - w.xhat[e] * rsigma[c]) / w.sigma[c];
-                    w.rxhat[e] = rxh;
-                    w.ry[e] = param(theta, b.scale, c, T(1)) * rxh + param(v, b.scale, c, T(0)) * w.xhat[e] +
-                              v[b.shift + c];
+                    const T rxh = (rz[c] - s1[c] - xhat[c] * rsigma[c]) * inverse[c];
+                    rxhat[c] = rxh;
+                    ry[c] = gamma[c] * rxh + u_gamma[c] * xhat[c] + u_beta[c];
                 }
+            }
         } else {
             std::copy(w.rz.data(), w.rz.data() + n, w.ry.data());
         }
