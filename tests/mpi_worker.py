@@ -43,6 +43,16 @@ def digits_like_family():
     return mf.tasks.Classification(rng.normal(size=(labels.size, 3)), labels, ways=3, shots=2, query=2)
 
 
+def image_family():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(6), 7)
+    return mf.tasks.Classification(rng.normal(size=(labels.size, 1, 6, 6)), labels, ways=3, shots=2, query=2)
+
+
+def small_convnet():
+    return mf.ConvNet((1, 6, 6), channels=(3,), outputs=3, stride=1, pool="max")
+
+
 CASES = {
     "metasgd, uneven shares": (sine_metasgd, family_fit(5)),
     "metasgd, fewer tasks than processes": (sine_metasgd, family_fit(2)),
@@ -55,6 +65,12 @@ CASES = {
     "metasgd on a data-set family": (
         lambda: mf.MetaSGD(mf.MLP([3, 6, 3]), loss="softmax_ce", seed=3, num_threads=1),
         lambda l, comm: l.fit(digits_like_family(), iterations=5, meta_batch=5, progress=False, comm=comm)),
+    "metasgd on a ConvNet, image family": (
+        lambda: mf.MetaSGD(small_convnet(), loss="softmax_ce", inner_steps=2, seed=3, num_threads=1),
+        lambda l, comm: l.fit(image_family(), iterations=5, meta_batch=5, progress=False, comm=comm)),
+    "reptile on a ConvNet, image family": (
+        lambda: mf.Reptile(small_convnet(), loss="softmax_ce", inner_epochs=2, inner_batch=4, seed=3, num_threads=1),
+        lambda l, comm: l.fit(image_family(), iterations=5, meta_batch=5, progress=False, comm=comm)),
     "reptile on a task pool": (
         sine_reptile,
         lambda l, comm: l.fit(mf.tasks.Sinusoid().sample(7, seed=1), iterations=5, meta_batch=4, progress=False,

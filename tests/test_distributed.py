@@ -38,7 +38,7 @@ def run_processes(processes: int, scenario: str, out: Path, *arguments: str, tim
 def test_every_learner_gives_the_bits_of_one_process(tmp_path, processes):
     results = run_processes(processes, "bits", tmp_path)
     for lines in results:
-        assert len(lines) == 10
+        assert len(lines) == 12
         assert all(line.endswith(": same") for line in lines), lines
 
 

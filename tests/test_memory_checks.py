@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import pytest
 
 import metafast as mf
@@ -17,6 +18,9 @@ CASES = {
     "a network's pass over many rows": (
         "import numpy as np; model = mf.MLP([1, 200000, 1]); "
         "model.forward(model.init(dtype='float32'), np.zeros((100000, 1), np.float32))"),
+    "a ConvNet's pass over one row": (
+        "import numpy as np; net = mf.ConvNet((1, 512, 512), channels=(2**16,), stride=1); "
+        "net.forward(np.zeros(net.num_params, np.float32), np.zeros((1, 1, 512, 512), np.float32))"),
     "a meta-batch of tasks with huge support sets": (
         "mf.MetaSGD(mf.MLP([1, 2000, 2000, 1])).fit(mf.tasks.Sinusoid(support=100000, query=10), iterations=1, "
         "meta_batch=25, progress=False)"),
@@ -78,6 +82,17 @@ ESTIMATED = {
     "reptile": lambda: supervised_case(mf.Reptile(mf.MLP([3, 16, 3]), loss="softmax_ce", shuffle=True,
                                                   reset_optimizer=False, inner_optimizer="adam", inner_batch=4,
                                                   num_threads=2), mf.tasks.GaussianNWay(ways=3, dim=3), 0),
+    "metasgd-convnet": lambda: supervised_case(
+        mf.MetaSGD(mf.ConvNet((2, 7, 5), channels=(3, 2), outputs=3, stride=1, pool="max"), loss="softmax_ce",
+                   inner_steps=2, alpha_per_step=True, num_threads=2),
+        mf.tasks.Classification(np.random.default_rng(0).normal(size=(60, 2, 7, 5)), np.arange(60) % 4, ways=3,
+                                shots=2, query=3), 2),
+    "reptile-convnet": lambda: supervised_case(
+        mf.Reptile(mf.ConvNet((2, 7, 5), channels=(4,), outputs=3, head="flatten"), loss="softmax_ce",
+                   inner_batch=4, shuffle=True, reset_optimizer=False, inner_optimizer="adam", dtype="float64",
+                   num_threads=2),
+        mf.tasks.Classification(np.random.default_rng(0).normal(size=(60, 2, 7, 5)), np.arange(60) % 4, ways=3,
+                                shots=2, query=3), 0),
     "rl": rl_case,
 }
 
