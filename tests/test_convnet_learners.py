@@ -515,14 +515,16 @@ BAD_SHAPES = {
     "evaluate on a batch of images of the wrong size": (
         lambda l: l.evaluate(bad_batch(images(2, 6, 1, 7, 5), images(2, 6, 1, 7, 5)), steps=(0, 1)),
         expected("x_support", (2, 6, 1, 7, 5), "tasks, rows")),
-    # A Classification family keeps its images as flat rows (README: "Classification takes
-    # (n, C, H, W) features"); a wrong image size is caught by its width, C·H·W = 70.
+    # A Classification family keeps the shape of its images (README: "Classification takes
+    # (n, C, H, W) features"), which the model checks.
     "fit on a Classification family of smaller images": (
         lambda l: l.fit(image_family((1, 7, 5)), iterations=1, meta_batch=2, progress=False),
-        re.escape("the tasks have 35 inputs but the model takes 70")),
+        re.escape("the tasks' rows have shape (1, 7, 5), but the model takes images of input_shape (C, H, W) = "
+                  "(2, 7, 5) (or flat rows of 70 values)")),
     "fit on a Classification family of larger images": (
         lambda l: l.fit(image_family((2, 8, 5)), iterations=1, meta_batch=2, progress=False),
-        re.escape("the tasks have 80 inputs but the model takes 70")),
+        re.escape("the tasks' rows have shape (2, 8, 5), but the model takes images of input_shape (C, H, W) = "
+                  "(2, 7, 5) (or flat rows of 70 values)")),
 }
 
 
@@ -542,10 +544,6 @@ def test_wrong_image_shapes_are_refused_naming_the_shape_and_change_nothing(kind
     np.testing.assert_array_equal(learner.predict(x), learner.predict(x.reshape(6, -1)))
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: a Classification family flattens its images and forgets "
-                   "(C, H, W), so images of another shape with the same C·H·W train a ConvNet silently, and a "
-                   "different C·H·W is refused naming only the width, while the README promises 'A wrong C, H or "
-                   "W is a ValueError naming the shape expected'")
 def test_a_classification_family_of_images_of_another_shape_is_refused_naming_the_shape():
     learner = shape_learner("metasgd")
     for shape in ((2, 5, 7), (1, 7, 5)):  # the same C·H·W transposed; a smaller image
@@ -777,10 +775,6 @@ for name, call in {"adapt": lambda: learner.adapt(x, y), "meta_step": lambda: le
 """
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: adapt, meta_step, meta_gradient and evaluate on a TaskBatch "
-                   "run the core's pass without the memory check that forward, predict and fit make (README: "
-                   "'a meta-batch with every thread's workspaces ... is estimated first'): the core attempts "
-                   "the allocation (std::bad_alloc, MemoryError, under the child's address-space limit)")
 def test_adapt_meta_step_and_evaluate_beyond_the_memory_are_refused_before_allocating():
     lines = run_child(UNCHECKED_CHILD).splitlines()
     assert lines == [f"{name}|ValueError" for name in ("adapt", "meta_step", "meta_gradient", "evaluate")]

@@ -400,6 +400,13 @@ class ConvNet:
                              f"input_shape (C, H, W) = {self._input_shape}, got {x.shape}")
         return np.ascontiguousarray(x.reshape(x.shape[:leading] + (self.input_width,)))
 
+    def _check_rows_shape(self, shape: tuple[int, ...] | None, what: str) -> None:
+        """ValueError when rows of `shape` (images (C, H, W) or flat rows (width,); None: not
+        known) are not this network's input."""
+        if shape is not None and tuple(shape) not in (self._input_shape, (self.input_width,)):
+            raise ValueError(f"{what} have shape {tuple(shape)}, but the model takes images of input_shape (C, H, W) = "
+                             f"{self._input_shape} (or flat rows of {self.input_width} values)")
+
     def _pass_arguments(self, theta: Any, x: Any) -> tuple[np.ndarray, np.ndarray]:
         theta = _validation.params(theta)
         x = _validation.numbers_as(x, "x", theta.dtype)

@@ -98,7 +98,9 @@ class MetaGradientLearner(SupervisedLearner, abstract=True):
 
     def _exact_meta_gradient(self, batch: TaskBatch) -> tuple[np.floating, np.ndarray, np.ndarray]:
         """The core's mean loss and gradients (g_alpha flat, empty without alpha), all finite."""
-        loss, g_theta, g_alpha, _ = self._impl.meta_gradient(*self._arrays(batch))
+        arrays = self._arrays(batch)
+        self._check_run_memory(arrays, len(arrays[0]), f"a meta-batch of {len(arrays[0])} tasks")
+        loss, g_theta, g_alpha, _ = self._impl.meta_gradient(*arrays)
         if not (np.isfinite(loss) and np.all(np.isfinite(g_theta)) and np.all(np.isfinite(g_alpha))):
             raise TrainingDivergedError(self._iteration, " on this batch", self._divergence_hint)
         return self._dtype.type(loss), g_theta, g_alpha

@@ -367,6 +367,9 @@ class MLP:
             raise ValueError(f"{name} must have shape ({lead}, {self.input_width}), got {x.shape}")
         return x
 
+    def _check_rows_shape(self, shape: tuple[int, ...] | None, what: str) -> None:
+        """Nothing to check beyond the width, which the core checks (a ConvNet checks images)."""
+
     def _check_pass(self, theta: np.ndarray, x: np.ndarray) -> None:
         """The memory check of a pass over the rows of ``x``, before the core allocates it."""
         rows = x.shape[0] if x.ndim else 1

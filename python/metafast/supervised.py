@@ -170,6 +170,7 @@ class SupervisedLearner(Learner, abstract=True):
             tasks = TaskPool(TaskBatch(*self._arrays(tasks)), classes=classes)  # checked, in the learner's dtype
         if isinstance(tasks, TaskFamily):
             tasks._check_dtype(self._dtype)  # data beyond float32's range, named before training
+            self._model._check_rows_shape(getattr(tasks, "input_shape", None), "the tasks' rows")
         if isinstance(tasks, TaskFamily) and self._loss == "bce" and not tasks._unit_targets:
             raise ValueError("loss 'bce' needs targets in [0, 1], but the tasks' targets leave that range: use 'mse'")
         return tasks
@@ -192,6 +193,7 @@ class SupervisedLearner(Learner, abstract=True):
 
     def _recorded_step(self, arrays: tuple[np.ndarray, ...], share: Share) -> float | None:
         """One meta-iteration, recorded; None, changing nothing, if it diverged."""
+        self._check_run_memory(arrays, len(arrays[0]), f"a meta-batch of {len(arrays[0])} tasks")
         updated, loss = self._step(arrays, share)
         share.raise_if_failed_elsewhere()
         if not updated:
@@ -220,6 +222,7 @@ class SupervisedLearner(Learner, abstract=True):
         """
         x = self._inputs(x_support, "x_support")
         y = self._targets(y_support, "y_support")
+        self._check_run_memory((x,), 1, f"an adaptation on {len(x):,} rows")
         return self._adapted(x, y, None if steps is None else _validation.count(steps, "steps", minimum=0))
 
     def predict(self, x: Any, params: np.ndarray | None = None, *, batch_norm: str = "batch",
@@ -307,7 +310,9 @@ class SupervisedLearner(Learner, abstract=True):
             batch = sample_with(tasks, num_tasks or 600, np.random.default_rng(seed))
         # Step 0 too, always: an adaptation diverged when its loss left that one far behind.
         evaluated = counts if counts[0] == 0 else [0, *counts]
-        losses, accuracies = self._impl.evaluate(*self._arrays(batch), evaluated)
+        arrays = self._arrays(batch)
+        self._check_run_memory(arrays, 1, f"an evaluation on tasks of {max(len(arrays[0][0]), len(arrays[2][0])):,} rows")
+        losses, accuracies = self._impl.evaluate(*arrays, evaluated)
         shown = slice(len(evaluated) - len(counts), None)
         return EvaluationReport.from_samples(tuple(counts), losses[:, shown],
                                              None if self._loss == "mse" else accuracies[:, shown], before=losses[:, 0])
@@ -378,6 +383,13 @@ class SupervisedLearner(Learner, abstract=True):
         if targets.ndim == 1 and self._model.output_width == 1:  # one output: (rows,) as the families accept
             targets = targets.reshape(-1, 1)
         return targets
+
+    def _check_run_memory(self, arrays: tuple[np.ndarray, ...], tasks: int, what: str) -> None:
+        """ValueError before the core runs `tasks` tasks at once on the x arrays among `arrays`
+        (a task batch's, or one task's rows) beyond the memory available: the task slots and
+        every thread's workspaces, as fit checks a family's."""
+        rows = max(len(x[0]) if x.ndim == 3 else len(x) for x in arrays[::2])
+        _memory.check(self._impl.bytes_needed(tasks, None, rows), what)
 
     def _inputs(self, x: Any, name: str) -> np.ndarray:
         """Input rows in the learner's dtype, as the core takes them (a ConvNet's images flat)."""

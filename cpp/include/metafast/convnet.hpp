@@ -204,13 +204,14 @@ struct ConvNetWorkspace {
         Buffer<T> mean, sigma;                   // batch statistics, per channel
         Buffer<std::uint8_t> index;              // max-pool's selected window entry
         Buffer<T> rcols, rz, rxhat, ry, ra, rout, rsigma;  // R-forward
+        Buffer<T> kp, up;  // the kernels K and U in the patches' column order
     };
     std::vector<Block> blocks;
     Buffer<T> h, z, rh, rz;                 // head features and logits, and R of them
     Buffer<T> delta, rdelta;                // dL/dz of the logits, and R
     Buffer<T> g[2], rg[2];                  // dL/d(an image), and R, ping-pong
     Buffer<T> dcols, rdcols;                // dL/dP, and R
-    Buffer<T> scratch;                      // gemm_nt's transposed weights
+    Buffer<T> scratch;                      // gemm_nt's transposed weights; a kernel's gradient
     Buffer<T> gh, rgh;                      // dL/dh, and R
     Buffer<T> sums[16];                     // per-channel sums and coefficients
     std::size_t rows = 0;
@@ -244,7 +245,7 @@ struct ConvNetWorkspace {
         auto add = [&](const auto& buffer) { total += buffer.capacity() * sizeof(*buffer.data()); };
         for (const Block& w : blocks)
             for (const auto* buffer : {&w.cols, &w.z, &w.xhat, &w.y, &w.a, &w.out, &w.mean, &w.sigma, &w.rcols, &w.rz,
-                                       &w.rxhat, &w.ry, &w.ra, &w.rout, &w.rsigma})
+                                       &w.rxhat, &w.ry, &w.ra, &w.rout, &w.rsigma, &w.kp, &w.up})
                 add(*buffer);
         for (const Block& w : blocks) add(w.index);
         for (const auto* buffer : {&h, &z, &rh, &rz, &delta, &rdelta, &g[0], &g[1], &rg[0], &rg[1], &dcols, &rdcols,
@@ -269,7 +270,9 @@ private:
             const std::size_t pixels = n * g_.conv_h * g_.conv_w;
             const std::size_t cols = pixels * net.patch_width(g_), image = pixels * g_.out_c;
             const std::size_t pooled = n * g_.out_h * g_.out_w * g_.out_c;
+            const std::size_t kernel = g_.out_c * net.patch_width(g_);
             each(w.cols, cols);
+            each(w.kp, kernel);
             each(w.z, image);
             each(w.y, image);
             each(w.a, image);
@@ -282,6 +285,7 @@ private:
             }
             if (with_r_operator) {
                 if (b > 0) each(w.rcols, cols);
+                each(w.up, kernel);
                 each(w.rz, image);
                 each(w.ry, image);
                 each(w.ra, image);
@@ -338,10 +342,13 @@ struct Strides {
 inline Strides nchw(std::size_t c, std::size_t h, std::size_t w) { return {c * h * w, h * w, w, 1}; }
 inline Strides nhwc(std::size_t c, std::size_t h, std::size_t w) { return {h * w * c, 1, w * c, c}; }
 
-// P = im2col(x) (docs/math.md §5.2): P[(n, i, j), (c, p, q)] = x_pad[n, c, i s + p, j s + q].
+// P = im2col(x) (docs/math.md §5.2): P[(n, i, j), (p, q, c)] = x_pad[n, c, i s + p, j s + q]. The
+// columns run over (p, q, c), channels fastest, where §5.2 orders them (c, p, q): a column
+// permutation of P, matched by the kernels' (permute_kernel), so that a patch's channels are
+// one contiguous copy from an (H W, C) image.
 template <class T>
 void im2col(const ConvNet& net, const ConvBlock& b, std::size_t rows, const T* x, Strides st, T* cols) {
-    const std::size_t k = net.kernel_size(), s = net.stride(), width = net.patch_width(b);
+    const std::size_t k = net.kernel_size(), s = net.stride(), width = net.patch_width(b), C = b.in_c;
     for (std::size_t n = 0; n < rows; ++n)
         for (std::size_t i = 0; i < b.conv_h; ++i)
             for (std::size_t j = 0; j < b.conv_w; ++j) {
@@ -351,13 +358,15 @@ void im2col(const ConvNet& net, const ConvBlock& b, std::size_t rows, const T* x
                     const bool row_inside = hi >= b.pad_top && hi - b.pad_top < b.in_h;
                     for (std::size_t q = 0; q < k; ++q) {
                         const std::size_t wj = j * s + q;
-                        T* dst = row + p * k + q;
+                        T* dst = row + (p * k + q) * C;
                         if (!row_inside || wj < b.pad_left || wj - b.pad_left >= b.in_w) {
-                            for (std::size_t c = 0; c < b.in_c; ++c) dst[c * k * k] = T(0);
+                            std::fill(dst, dst + C, T(0));
                             continue;
                         }
                         const T* src = x + n * st.row + (hi - b.pad_top) * st.line + (wj - b.pad_left) * st.pixel;
-                        for (std::size_t c = 0; c < b.in_c; ++c) dst[c * k * k] = src[c * st.channel];
+                        if (st.channel == 1) std::copy(src, src + C, dst);
+                        else
+                            for (std::size_t c = 0; c < C; ++c) dst[c] = src[c * st.channel];
                     }
                 }
             }
@@ -366,8 +375,8 @@ void im2col(const ConvNet& net, const ConvBlock& b, std::size_t rows, const T* x
 // dx = col2im(M), the adjoint of im2col (docs/math.md §5.2), into an (rows H W, C) image.
 template <class T>
 void col2im(const ConvNet& net, const ConvBlock& b, std::size_t rows, const T* cols, T* dx) {
-    const std::size_t k = net.kernel_size(), s = net.stride(), width = net.patch_width(b);
-    std::fill(dx, dx + rows * b.in_h * b.in_w * b.in_c, T(0));
+    const std::size_t k = net.kernel_size(), s = net.stride(), width = net.patch_width(b), C = b.in_c;
+    std::fill(dx, dx + rows * b.in_h * b.in_w * C, T(0));
     for (std::size_t n = 0; n < rows; ++n)
         for (std::size_t i = 0; i < b.conv_h; ++i)
             for (std::size_t j = 0; j < b.conv_w; ++j) {
@@ -378,12 +387,30 @@ void col2im(const ConvNet& net, const ConvBlock& b, std::size_t rows, const T* c
                     for (std::size_t q = 0; q < k; ++q) {
                         const std::size_t wj = j * s + q;
                         if (wj < b.pad_left || wj - b.pad_left >= b.in_w) continue;
-                        T* dst = dx + ((n * b.in_h + hi - b.pad_top) * b.in_w + wj - b.pad_left) * b.in_c;
-                        const T* src = row + p * k + q;
-                        for (std::size_t c = 0; c < b.in_c; ++c) dst[c] += src[c * k * k];
+                        T* dst = dx + ((n * b.in_h + hi - b.pad_top) * b.in_w + wj - b.pad_left) * C;
+                        const T* src = row + (p * k + q) * C;
+                        for (std::size_t c = 0; c < C; ++c) dst[c] += src[c];
                     }
                 }
             }
+}
+
+// A kernel K (O, C, k, k), theta's order, in the patches' column order (p, q, c): kp (O x kkC).
+template <class T>
+void permute_kernel(const ConvNet& net, const ConvBlock& b, const T* K, T* kp) {
+    const std::size_t kk = net.kernel_size() * net.kernel_size(), C = b.in_c, O = b.out_c, width = kk * C;
+    for (std::size_t o = 0; o < O; ++o)
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t pq = 0; pq < kk; ++pq) kp[o * width + pq * C + c] = K[(o * C + c) * kk + pq];
+}
+
+// The inverse for a gradient: g (O x kkC) in the patches' order to out (O, C, k, k), theta's.
+template <class T>
+void unpermute_kernel(const ConvNet& net, const ConvBlock& b, const T* g, T* out) {
+    const std::size_t kk = net.kernel_size() * net.kernel_size(), C = b.in_c, O = b.out_c, width = kk * C;
+    for (std::size_t o = 0; o < O; ++o)
+        for (std::size_t c = 0; c < C; ++c)
+            for (std::size_t pq = 0; pq < kk; ++pq) out[(o * C + c) * kk + pq] = g[o * width + pq * C + c];
 }
 
 // s1[c] = sum_r A[r, c] and, with B, s2[c] = sum_r A[r, c] B[r, c] (rows m, channels n).
@@ -500,7 +527,8 @@ const T* forward(const ConvNet& net, const T* theta, const T* x, std::size_t row
         const std::size_t n = pixels * O;
         // §5.2: Z = P K^T + b.
         im2col(net, b, rows, input, st, w.cols.data());
-        kernels::gemm_nt(pixels, O, width, w.cols.data(), theta + b.weight, w.z.data(), false, ws.scratch.data());
+        permute_kernel(net, b, theta + b.weight, w.kp.data());
+        kernels::gemm_nt(pixels, O, width, w.cols.data(), w.kp.data(), w.z.data(), false, ws.scratch.data());
         if (b.bias != ConvNet::npos) kernels::add_row_vector(pixels, O, theta + b.bias, w.z.data());
         // §5.3: batch norm with this batch's statistics (biased variance).
         if (net.batch_norm()) {
@@ -722,23 +750,26 @@ void backward_passes(const ConvNet& net, const T* theta, std::size_t rows, const
         // §5.2: grad K = delta^T P, grad b = sum delta, dL/dx = col2im(delta K); and their R:
         // R(grad K) = R(delta)^T P + delta^T R(P), R(dL/dx) = col2im(R(delta) K + delta U).
         const T* cols = w.cols.data();
+        T* kernel_grad = ws.scratch.data();  // in the patches' order, then theta's
         if (grad) {
-            kernels::gemm_tn(pixels, width, O, g, cols, grad + b.weight, false);
+            kernels::gemm_tn(pixels, width, O, g, cols, kernel_grad, false);
+            unpermute_kernel(net, b, kernel_grad, grad + b.weight);
             if (b.bias != ConvNet::npos) kernels::column_sums(pixels, O, g, grad + b.bias, false);
         }
         if (r) {
-            kernels::gemm_tn(pixels, width, O, rg, cols, hv + b.weight, false);
-            if (l > 0) kernels::gemm_tn(pixels, width, O, g, w.rcols.data(), hv + b.weight, true);
+            kernels::gemm_tn(pixels, width, O, rg, cols, kernel_grad, false);
+            if (l > 0) kernels::gemm_tn(pixels, width, O, g, w.rcols.data(), kernel_grad, true);
+            unpermute_kernel(net, b, kernel_grad, hv + b.weight);
             if (b.bias != ConvNet::npos) kernels::column_sums(pixels, O, rg, hv + b.bias, false);
         }
         if (l == 0) break;
         const int next = net.pool() ? cur : 1 - cur;  // the buffer not holding g
         T* dcols = ws.dcols.data();
-        kernels::gemm_nn(pixels, width, O, g, theta + b.weight, dcols, false);
+        kernels::gemm_nn(pixels, width, O, g, w.kp.data(), dcols, false);
         if (r) {
             T* rdcols = ws.rdcols.data();
-            kernels::gemm_nn(pixels, width, O, rg, theta + b.weight, rdcols, false);
-            kernels::gemm_nn(pixels, width, O, g, v + b.weight, rdcols, true);
+            kernels::gemm_nn(pixels, width, O, rg, w.kp.data(), rdcols, false);
+            kernels::gemm_nn(pixels, width, O, g, w.up.data(), rdcols, true);
             col2im(net, b, rows, rdcols, ws.rg[next].data());
         }
         col2im(net, b, rows, dcols, ws.g[next].data());
@@ -756,13 +787,13 @@ void r_forward(const ConvNet& net, const T* theta, const T* v, std::size_t rows,
         const std::size_t pixels = rows * b.conv_h * b.conv_w, width = net.patch_width(b), O = b.out_c;
         const std::size_t n = pixels * O;
         // §5.2: R(Z) = im2col(R(x)) K^T + P U^T + c.
-        kernels::gemm_nt(pixels, O, width, w.cols.data(), v + b.weight, w.rz.data(), false, ws.scratch.data());
+        permute_kernel(net, b, v + b.weight, w.up.data());
+        kernels::gemm_nt(pixels, O, width, w.cols.data(), w.up.data(), w.rz.data(), false, ws.scratch.data());
         if (l > 0) {
             const ConvBlock& prev = net.blocks()[l - 1];
             const T* rx = net.pool() ? ws.blocks[l - 1].rout.data() : ws.blocks[l - 1].ra.data();
             im2col(net, b, rows, rx, nhwc(prev.out_c, prev.out_h, prev.out_w), w.rcols.data());
-            kernels::gemm_nt(pixels, O, width, w.rcols.data(), theta + b.weight, w.rz.data(), true,
-                             ws.scratch.data());
+            kernels::gemm_nt(pixels, O, width, w.rcols.data(), w.kp.data(), w.rz.data(), true, ws.scratch.data());
         }
         if (b.bias != ConvNet::npos) kernels::add_row_vector(pixels, O, v + b.bias, w.rz.data());
         // §5.3: R(sigma) = mean(xhat R(z)), R(xhat) = (R(z) - mean(R(z)) - xhat R(sigma))/sigma,

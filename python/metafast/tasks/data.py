@@ -119,19 +119,21 @@ def _chosen(ids: np.ndarray, subset: Any, name: str) -> np.ndarray:
 
 
 def _rows(value: Any, name: str, rows: int | None = None, vector_ok: bool = False, images_ok: bool = False) -> np.ndarray:
-    """``value`` as floats of shape (rows, width); with images_ok, (rows, C, H, W) images become
-    flat rows in C order (the rows a ConvNet takes)."""
+    """``value`` as floats of shape (rows, width), or with images_ok (rows, C, H, W) too."""
     array = _validation.float_array(value, name)
     if vector_ok and array.ndim == 1:
         array = array.reshape(-1, 1)
-    if images_ok and array.ndim == 4:
-        array = array.reshape(array.shape[0], -1)
-    if array.ndim != 2:
+    if array.ndim != 2 and not (images_ok and array.ndim == 4):
         shapes = "(rows, width) or (rows, C, H, W)" if images_ok else "(rows, width)"
         raise ValueError(f"{name} must have shape {shapes}, got {array.shape}")
     if rows is not None and array.shape[0] != rows:
         raise ValueError(f"{name} must have {rows} rows (one per row of the data), got {array.shape[0]}")
     return array
+
+
+def _flat(rows: np.ndarray) -> np.ndarray:
+    """Rows of any shape as (rows, width) in C order, the core's form (images flattened)."""
+    return np.ascontiguousarray(rows.reshape(len(rows), -1))
 
 
 def _private(array: np.ndarray) -> np.ndarray:
@@ -199,6 +201,7 @@ class Classification(DataFamily):
     def __init__(self, features: Any, labels: Any, ways: int = 5, shots: int = 1, query: int = 15,
                  classes: Any = None) -> None:
         features = _rows(features, "features", images_ok=True)
+        self.input_shape = features.shape[1:]  # (width,) or images' (C, H, W), which a ConvNet checks
         labels = _validation.integer_ids(labels, "labels")
         if labels.shape != (features.shape[0],):
             raise ValueError(f"labels must have shape ({features.shape[0]},) (one per row of features), "
@@ -207,16 +210,17 @@ class Classification(DataFamily):
         self.ways = _validation.int64(ways, "ways")
         self.shots = _validation.int64(shots, "shots")
         self.query = _validation.int64(query, "query")
-        self._impl = _core.Classification(features, labels, chosen, self.ways, self.shots, self.query)
+        self._impl = _core.Classification(_flat(features), labels, chosen, self.ways, self.shots, self.query)
         self.classes = tuple(int(c) for c in chosen)
-        self.num_rows, self.width = features.shape
+        self.num_rows, self.width = len(features), int(np.prod(self.input_shape))
         self.fingerprint = _fingerprint(features, labels)
         self._features, self._labels = _private(features), _private(labels)
         self._record_magnitudes(features=features)
 
     def _fields(self) -> dict[str, Any]:
+        images = dict(input_shape=self.input_shape) if len(self.input_shape) == 3 else {}
         return dict(ways=self.ways, shots=self.shots, query=self.query, classes=self.classes, rows=self.num_rows,
-                    width=self.width, fingerprint=self.fingerprint)
+                    width=self.width, **images, fingerprint=self.fingerprint)
 
     def _arguments(self) -> dict[str, Any]:
         return dict(features=self._features, labels=self._labels, ways=self.ways, shots=self.shots, query=self.query,
@@ -258,9 +262,10 @@ class Regression(DataFamily):
         chosen = _chosen(ids, tasks, "tasks")
         self.support = _validation.int64(support, "support")
         self.query = _validation.int64(query, "query")
-        self._impl = _core.Regression(x, y, ids, chosen, self.support, self.query)
+        self.input_shape = x.shape[1:]  # (width,) or images' (C, H, W), which a ConvNet checks
+        self._impl = _core.Regression(_flat(x), y, ids, chosen, self.support, self.query)
         self.tasks = tuple(int(t) for t in chosen)
-        self.num_rows, self.input_width = x.shape
+        self.num_rows, self.input_width = len(x), int(np.prod(self.input_shape))
         self.output_width = y.shape[1]
         self.fingerprint = _fingerprint(x, y, ids)
         self._unit_targets = _within_unit(y)
@@ -268,8 +273,9 @@ class Regression(DataFamily):
         self._record_magnitudes(x=x, y=y)
 
     def _fields(self) -> dict[str, Any]:
+        images = dict(input_shape=self.input_shape) if len(self.input_shape) == 3 else {}
         return dict(support=self.support, query=self.query, tasks=self.tasks, rows=self.num_rows,
-                    inputs=self.input_width, outputs=self.output_width, fingerprint=self.fingerprint)
+                    inputs=self.input_width, outputs=self.output_width, **images, fingerprint=self.fingerprint)
 
     def _arguments(self) -> dict[str, Any]:
         return dict(x=self._x, y=self._y, task_ids=self._task_ids, support=self.support, query=self.query,
