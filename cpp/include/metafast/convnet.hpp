@@ -200,7 +200,7 @@ private:
 template <class T>
 struct ConvNetWorkspace {
     struct Block {
-        Buffer<T> cols, z, xhat, y, a, out;      // forward (out: after the pool; a without one)
+        Buffer<T> cols, z, xhat, a, out;         // forward (out: after the pool; a without one)
         Buffer<T> mean, sigma;                   // batch statistics, per channel
         Buffer<std::uint8_t> index;              // max-pool's selected window entry
         Buffer<T> rcols, rz, rxhat, ry, ra, rout, rsigma;  // R-forward
@@ -244,7 +244,7 @@ struct ConvNetWorkspace {
         std::size_t total = blocks.capacity() * sizeof(Block);
         auto add = [&](const auto& buffer) { total += buffer.capacity() * sizeof(*buffer.data()); };
         for (const Block& w : blocks)
-            for (const auto* buffer : {&w.cols, &w.z, &w.xhat, &w.y, &w.a, &w.out, &w.mean, &w.sigma, &w.rcols, &w.rz,
+            for (const auto* buffer : {&w.cols, &w.z, &w.xhat, &w.a, &w.out, &w.mean, &w.sigma, &w.rcols, &w.rz,
                                        &w.rxhat, &w.ry, &w.ra, &w.rout, &w.rsigma, &w.kp, &w.up})
                 add(*buffer);
         for (const Block& w : blocks) add(w.index);
@@ -274,7 +274,6 @@ private:
             each(w.cols, cols);
             each(w.kp, kernel);
             each(w.z, image);
-            each(w.y, image);
             each(w.a, image);
             each(w.mean, g_.out_c);
             each(w.sigma, g_.out_c);
@@ -433,6 +432,10 @@ T param(const T* theta, std::size_t offset, std::size_t c, T absent) {
     return offset == ConvNet::npos ? absent : theta[offset + c];
 }
 
+// activation_derivatives: the blocks keep a = phi(y), not y, and take phi'(y) and phi''(y) as
+// Fn::d1(a, a) and Fn::d2(a, a): tanh's and sigmoid's read only a, identity's are constants, and
+// ReLU's y > 0 is a > 0 (a = max(y, 0)), so the values are those of (y, a).
+
 // One 2x2 window's entries in row-major order (docs/math.md §5.5), as offsets in an (H W, C) image.
 inline void window(std::size_t conv_w, std::size_t c_count, std::size_t i, std::size_t j, std::size_t* at) {
     const std::size_t top = (2 * i * conv_w + 2 * j) * c_count, bottom = top + conv_w * c_count;
@@ -552,22 +555,25 @@ const T* forward(const ConvNet& net, const T* theta, const T* x, std::size_t row
                 inverse[c] = T(1) / sigma[c];
                 gamma[c] = param(theta, b.scale, c, T(1));
             }
+            // y, then §5.4's activation in place, row by row while the row is in cache (the same
+            // arithmetic per element as one pass over the image). y itself is not kept: every
+            // activation's derivatives are functions of a (activation_derivatives).
             const T* beta = theta + b.shift;
             for (std::size_t r = 0; r < pixels; ++r) {
                 const T* z = w.z.data() + r * O;
                 T* xhat = w.xhat.data() + r * O;
-                T* y = w.y.data() + r * O;
+                T* y = w.a.data() + r * O;
                 for (std::size_t c = 0; c < O; ++c) {
                     const T xh = (z[c] - mean[c]) * inverse[c];
                     xhat[c] = xh;
                     y[c] = gamma[c] * xh + beta[c];
                 }
+                activate(net.activation(), O, y, y);
             }
         } else {
-            std::copy(w.z.data(), w.z.data() + n, w.y.data());
+            activate(net.activation(), n, w.z.data(), w.a.data());  // §5.4, y = z
         }
-        // §5.4 activation, §5.5 max-pool.
-        activate(net.activation(), n, w.y.data(), w.a.data());
+        // §5.5 max-pool.
         if (net.pool()) pool_gather(b, rows, w.a.data(), w.index.data(), true, w.out.data());
         input = net.pool() ? w.out.data() : w.a.data();
         st = nhwc(O, b.out_h, b.out_w);
@@ -648,11 +654,11 @@ void backward_passes(const ConvNet& net, const T* theta, std::size_t rows, const
             std::swap(g, g2);
             std::swap(rg, rg2);
         }
-        // §5.4: dL/dy = g phi'(y); R(dL/dy) = R(g) phi'(y) + g phi''(y) R(y).
+        // §5.4: dL/dy = g phi'(y); R(dL/dy) = R(g) phi'(y) + g phi''(y) R(y); phi' and phi'' from a.
         visit(net.activation(), [&](auto f) {
             using Fn = decltype(f);
-            const T* y = w.y.data();
             const T* a = w.a.data();
+            const T* y = a;  // activation_derivatives
             if (r) {
                 const T* ry = w.ry.data();
                 for (std::size_t i = 0; i < n; ++i) {
@@ -828,7 +834,7 @@ void r_forward(const ConvNet& net, const T* theta, const T* v, std::size_t rows,
             std::copy(w.rz.data(), w.rz.data() + n, w.ry.data());
         }
         // §5.4, §5.5.
-        r_forward_through(net.activation(), n, w.y.data(), w.a.data(), w.ry.data(), w.ra.data());
+        r_forward_through(net.activation(), n, w.a.data(), w.a.data(), w.ry.data(), w.ra.data());  // phi' from a
         if (net.pool()) pool_gather(b, rows, w.ra.data(), w.index.data(), false, w.rout.data());
     }
     // §5.6, §5.7: R(z) = R(h) W + h U + c.
