@@ -14,6 +14,9 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 import contention  # noqa: E402
+import conv_metafast  # noqa: E402
+import conv_reference  # noqa: E402
+import conv_workloads  # noqa: E402
 import fixtures  # noqa: E402
 import impl_metafast  # noqa: E402
 import impl_reference  # noqa: E402
@@ -28,6 +31,22 @@ def test_numpy_peer_agrees_with_metafast(name):
     actual = impl_reference.compute(w, fixed)
     for key, value in expected.items():
         assert np.linalg.norm(actual[key] - value) / np.linalg.norm(value) < 1e-5, key
+
+
+@pytest.mark.parametrize("name", sorted(conv_workloads.WORKLOADS))
+def test_metafast_agrees_with_the_numpy_reference_on_the_convolutional_workloads(name):
+    w = conv_workloads.get(name)
+    fixed = conv_workloads.fixed(w)
+    expected, actual = conv_reference.compute(w, fixed), conv_metafast.compute(w, fixed)
+    tolerance = 1e-5 if w.algorithm == "maml" else 1e-9  # W5 in float32, W6 in float64 (conv_metafast.compute)
+    for key, value in expected.items():
+        assert np.abs(actual[key] - value).max() / np.abs(value).max() < tolerance, key
+
+
+@pytest.mark.parametrize("name", sorted(conv_workloads.WORKLOADS))
+def test_convolutional_runners_do_the_work_they_report(name):
+    w = conv_workloads.get(name)
+    assert conv_metafast.make_runner(w, threads=1)(1) >= 1
 
 
 def test_flop_model_by_hand():
