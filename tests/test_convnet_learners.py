@@ -778,3 +778,31 @@ for name, call in {"adapt": lambda: learner.adapt(x, y), "meta_step": lambda: le
 def test_adapt_meta_step_and_evaluate_beyond_the_memory_are_refused_before_allocating():
     lines = run_child(UNCHECKED_CHILD).splitlines()
     assert lines == [f"{name}|ValueError" for name in ("adapt", "meta_step", "meta_gradient", "evaluate")]
+
+
+# ------------------------------------------------------------------- 9. ecosystem faces
+
+def test_scikit_learn_estimators_take_a_convnet_learner_on_flat_image_rows():
+    pytest.importorskip("sklearn")
+    from metafast.sklearn import FewShotClassifier, FewShotRegressor
+
+    rng = np.random.default_rng(0)
+    X, y = rng.random((9, 16)), np.arange(9) % 3
+    learner = mf.MAML(mf.ConvNet((1, 4, 4), channels=(3,), outputs=3), loss="softmax_ce", dtype="float64")
+    clf = FewShotClassifier(learner, steps=2).fit(X, y)
+    theta = learner.adapt(X.reshape(9, 1, 4, 4), y, steps=2)
+    np.testing.assert_array_equal(clf.predict(X), learner.predict(X, theta).argmax(axis=1))
+    assert clf.predict_proba(X).shape == (9, 3)
+    np.testing.assert_allclose(clf.predict_proba(X).sum(axis=1), 1.0)
+    reg = FewShotRegressor(mf.MAML(mf.ConvNet((1, 4, 4), channels=(3,), outputs=1), dtype="float64")).fit(X, X.sum(1))
+    assert reg.predict(X).shape == (9,)
+    with pytest.raises(ValueError, match="X has 15 features, but the learner's network takes 16"):
+        FewShotClassifier(learner).fit(X[:, :15], y)
+
+
+def test_export_onnx_says_it_exports_an_mlp_and_a_convnet_has_logits():
+    net = mf.ConvNet((1, 4, 4), channels=(3,), outputs=3)
+    learner = mf.MAML(net, loss="softmax_ce")
+    with pytest.raises(TypeError, match="export_onnx exports an MLP; this learner's model is a ConvNet"):
+        learner.export_onnx(None, np.zeros((3, 1, 4, 4)), np.arange(3))
+    assert net.output == "identity" and net.output_width == 3 and net.input_width == 16

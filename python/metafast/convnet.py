@@ -173,6 +173,11 @@ class ConvNet:
         return tuple(tuple(shape) for shape in self._impl.block_shapes)
 
     @property
+    def output(self) -> str:
+        """The output layer's activation: always "identity" (the logits), as an MLP's default."""
+        return "identity"
+
+    @property
     def input_width(self) -> int:
         """Values in one input row, C·H·W."""
         return int(np.prod(self._input_shape))
