@@ -92,7 +92,10 @@ def interrupt(command: list[str], after: float) -> tuple[int, str, str]:
     """Runs ``command``, sends it SIGINT ``after`` seconds past its "ready" line (or its start,
     when it prints none), and returns (exit status, stdout, stderr); it must end within a
     second of the signal."""
-    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # SIGINT at its default in the child, whatever this process inherited: a suite started in
+    # the background of a non-interactive shell ignores SIGINT, and so would its children.
+    child = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         if command[1] == "-c":
             assert child.stdout.readline().strip() == "ready"

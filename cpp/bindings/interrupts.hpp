@@ -28,6 +28,12 @@ public:
         forwarding.sa_handler = &forward;
         installed_ = sigaction(SIGINT, &forwarding, nullptr) == 0;
         cancellation::requested.store(false);
+        // A signal noted by Python's handler since its last bytecode (while the arguments were
+        // checked) would wait for the whole call: served now, before the call starts.
+        if (installed_ && PyErr_CheckSignals() != 0) {
+            sigaction(SIGINT, &previous(), nullptr);
+            throw py::error_already_set();
+        }
     }
     ~SigintForwarding() {
         if (installed_) sigaction(SIGINT, &previous(), nullptr);
