@@ -70,6 +70,62 @@ std::shared_ptr<const RowGroups> groups_of(const std::int64_t* ids, std::size_t 
     return groups;
 }
 
+// The image handling of a Classification family: rows of channels x side x side pixels, turned
+// by up to rotations - 1 quarter turns and shifted by up to max_shift pixels.
+ImageAugmentation augmentation(const RowTable& table, std::int64_t channels, std::int64_t side,
+                               std::int64_t rotations, std::int64_t max_shift) {
+    require(rotations >= 1 && rotations <= 4, "rotations must lie in [1, 4] (quarter turns 0 .. rotations - 1), got " +
+                                                  std::to_string(rotations));
+    require(max_shift >= 0, "shift must be >= 0 pixels, got " + std::to_string(max_shift));
+    ImageAugmentation images{};
+    images.rotations = static_cast<std::size_t>(rotations);
+    images.max_shift = static_cast<std::size_t>(max_shift);
+    if (images.copies_rows()) return images;
+    require(channels > 0 && side > 0 && static_cast<std::size_t>(channels * side * side) == table.width(),
+            "rotations and shift need square images: features of shape (rows, C, H, H), got rows of " +
+                std::to_string(table.width()) + " values");
+    require(max_shift < side, "shift must be below the images' side of " + std::to_string(side) + " pixels, got " +
+                                  std::to_string(max_shift));
+    images.channels = static_cast<std::size_t>(channels);
+    images.side = static_cast<std::size_t>(side);
+    return images;
+}
+
+// The chosen classes grouped by `within` (a group id per row; every row of a class in one
+// group), for episodes whose classes all come from one group.
+std::shared_ptr<const ClassGroups> class_groups(const std::int64_t* within, const RowGroups& classes,
+                                                std::size_t ways, std::size_t rotations) {
+    std::vector<std::pair<std::int64_t, std::size_t>> group_of_class(classes.groups());
+    for (std::size_t c = 0; c < classes.groups(); ++c) {
+        const std::int64_t group = within[classes.row(c, 0)];
+        for (std::size_t i = 1; i < classes.size(c); ++i)
+            require(within[classes.row(c, i)] == group,
+                    "within must give every row of a class the same group: rows " +
+                        std::to_string(classes.row(c, 0)) + " and " + std::to_string(classes.row(c, i)) +
+                        " of one class are in groups " + std::to_string(group) + " and " +
+                        std::to_string(within[classes.row(c, i)]));
+        group_of_class[c] = {group, c};
+    }
+    std::sort(group_of_class.begin(), group_of_class.end());  // by group, then class: a fixed order
+    auto grouped = std::make_shared<ClassGroups>();
+    grouped->members.offsets.push_back(0);
+    std::size_t largest = 0;
+    for (std::size_t c = 0; c < group_of_class.size(); ++c) {
+        grouped->members.rows.push_back(group_of_class[c].second);
+        if (c + 1 == group_of_class.size() || group_of_class[c + 1].first != group_of_class[c].first) {
+            const std::size_t g = grouped->members.offsets.size() - 1;
+            grouped->members.offsets.push_back(grouped->members.rows.size());
+            largest = std::max(largest, grouped->members.size(g));
+            if (grouped->members.size(g) * rotations >= ways) grouped->eligible.push_back(g);
+        }
+    }
+    require(!grouped->eligible.empty(),
+            "a task takes ways = " + std::to_string(ways) + " classes of one group (within), but the largest group "
+            "has " + std::to_string(largest) + " of the chosen classes" +
+                (rotations > 1 ? " (" + std::to_string(largest * rotations) + " with their rotations)" : std::string()));
+    return grouped;
+}
+
 std::size_t rows_of(const py::array& a, const char* name) {
     require(a.ndim() >= 1 && a.shape(0) > 0, std::string(name) + " must hold at least one row, got shape " +
                                                  shape_text(a));
@@ -100,21 +156,36 @@ std::shared_ptr<const std::vector<std::int64_t>> pool_labels(const py::array& a,
 void register_data_tasks(py::module_& m) {
     py::class_<Classification>(m, "Classification")
         .def(py::init([](const py::array& features, const py::array& labels, const py::array& classes,
-                         std::int64_t ways, std::int64_t shots, std::int64_t query) {
+                         std::int64_t ways, std::int64_t shots, std::int64_t query, std::int64_t channels,
+                         std::int64_t side, std::int64_t rotations, std::int64_t max_shift,
+                         const py::array& within) {
                  const std::size_t rows = rows_of(features, "features");
-                 const std::int64_t* ids = ids_of(labels, "labels", {{static_cast<py::ssize_t>(rows), "rows"}});
-                 auto table = table_of(features, "features", static_cast<py::ssize_t>(rows));
+                 const auto n = static_cast<py::ssize_t>(rows);
+                 const std::int64_t* ids = ids_of(labels, "labels", {{n, "rows"}});
+                 auto table = table_of(features, "features", n);
                  require(ways >= 2 && ways <= std::int64_t{1} << 24,
                          "ways must lie in [2, 16777216], got " + std::to_string(ways));
                  const std::size_t k = checked_count(shots, "shots", max_tasks), q = checked_count(query, "query", max_tasks);
                  auto groups = groups_of(ids, rows, classes, "classes", "class", k + q,
                                          "a task takes shots + query = " + std::to_string(k + q) + " of each class");
-                 require(groups->groups() >= static_cast<std::size_t>(ways),
-                         "a task takes ways = " + std::to_string(ways) + " classes, but only " +
-                             std::to_string(groups->groups()) + " are chosen");
-                 return Classification{std::move(table), std::move(groups), static_cast<std::size_t>(ways), k, q};
+                 const ImageAugmentation images = augmentation(*table, channels, side, rotations, max_shift);
+                 std::shared_ptr<const ClassGroups> episode_groups;
+                 if (within.size() > 0) {
+                     episode_groups = class_groups(ids_of(within, "within", {{n, "rows"}}), *groups,
+                                                   static_cast<std::size_t>(ways), images.rotations);
+                 } else {
+                     const std::size_t drawable = groups->groups() * images.rotations;
+                     require(drawable >= static_cast<std::size_t>(ways),
+                             "a task takes ways = " + std::to_string(ways) + " classes, but only " +
+                                 std::to_string(groups->groups()) + " are chosen" +
+                                 (images.rotations > 1 ? " (" + std::to_string(drawable) + " with their rotations)"
+                                                       : std::string()));
+                 }
+                 return Classification{std::move(table), std::move(groups), static_cast<std::size_t>(ways), k, q,
+                                       images, std::move(episode_groups)};
              }),
-             "features"_a, "labels"_a, "classes"_a, "ways"_a, "shots"_a, "query"_a);
+             "features"_a, "labels"_a, "classes"_a, "ways"_a, "shots"_a, "query"_a, "channels"_a = 0, "side"_a = 0,
+             "rotations"_a = 1, "max_shift"_a = 0, "within"_a = py::array_t<std::int64_t>(0));
 
     py::class_<Regression>(m, "Regression")
         .def(py::init([](const py::array& x, const py::array& y, const py::array& task_ids, const py::array& tasks,

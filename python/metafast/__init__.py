@@ -19,7 +19,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - only without a build
         "(or `pip install -e .` for development) rather than importing it from the source tree"
     ) from error
 
-from . import rl, tasks
+from . import datasets, rl, tasks
 from .convnet import ConvNet
 from .errors import TrainingDivergedError
 from .evaluation import EvaluationReport
@@ -58,6 +58,7 @@ __all__ = [
     "load",
     "build_info",
     "tasks",
+    "datasets",
     "rl",
     "reference",
     "__version__",

@@ -63,14 +63,61 @@ inline void pick_distinct(CounterRng& rng, std::size_t n, std::size_t k, std::ve
     for (std::size_t i = k; i > 1; --i) std::swap(picks[first + i - 1], picks[first + rng.below(i)]);
 }
 
-// N-way K-shot classification from labelled rows: per task, `ways` of the groups (classes)
-// without replacement, relabelled 0..ways-1 in the order drawn; from each, shots + query
-// rows without replacement, the first `shots` to the support set. Row r of a set has label
-// r % ways (as GaussianNWay).
+// How a Classification family draws images: each class seen in `rotations` quarter turns, each
+// turn a class of its own, and each drawn image shifted by up to `max_shift` pixels (empty
+// pixels 0). Rows are (channels, side, side) images in C order; rotations = 1 and max_shift = 0
+// copy rows as they are, whatever their shape.
+struct ImageAugmentation {
+    std::size_t channels = 0, side = 0;
+    std::size_t rotations = 1, max_shift = 0;
+
+    bool copies_rows() const { return rotations == 1 && max_shift == 0; }
+
+    // Writes the image `source` turned by `turns` quarter turns counterclockwise (np.rot90 over
+    // the last two axes) and moved by (down, right) pixels to `out`.
+    template <class S, class T>
+    void draw(const S* source, std::size_t turns, std::ptrdiff_t down, std::ptrdiff_t right, T* out) const {
+        const auto n = static_cast<std::ptrdiff_t>(side);
+        for (std::size_t c = 0; c < channels; ++c) {
+            const S* plane = source + c * side * side;
+            T* target = out + c * side * side;
+            for (std::ptrdiff_t i = 0; i < n; ++i) {
+                for (std::ptrdiff_t j = 0; j < n; ++j) {
+                    const std::ptrdiff_t a = i - down, b = j - right;  // the pixel of the turned image shown here
+                    if (a < 0 || a >= n || b < 0 || b >= n) {
+                        target[i * n + j] = T(0);
+                        continue;
+                    }
+                    std::ptrdiff_t row = a, column = b;  // where np.rot90(plane, turns)[a, b] comes from
+                    if (turns == 1) row = b, column = n - 1 - a;
+                    if (turns == 2) row = n - 1 - a, column = n - 1 - b;
+                    if (turns == 3) row = n - 1 - b, column = a;
+                    target[i * n + j] = static_cast<T>(plane[row * n + column]);
+                }
+            }
+        }
+    }
+};
+
+// Classes grouped for episodes drawn within one group (Omniglot's alphabets): group g holds
+// the classes members.row(g, .), and episodes draw from the groups of `eligible` (those with
+// enough classes for a task) uniformly.
+struct ClassGroups {
+    RowGroups members;
+    std::vector<std::size_t> eligible;
+};
+
+// N-way K-shot classification from labelled rows: per task, `ways` of the classes without
+// replacement (of one group's classes, with episode groups), relabelled 0..ways-1 in the
+// order drawn; from each, shots + query rows without replacement, the first `shots` to the
+// support set. Row r of a set has label r % ways (as GaussianNWay). With rotations R, the
+// classes drawn from are (class, turn) pairs: drawn index d is class d / R turned d % R times.
 struct Classification {
     std::shared_ptr<const RowTable> features;
     std::shared_ptr<const RowGroups> classes;
     std::size_t ways, shots, query;
+    ImageAugmentation images{};
+    std::shared_ptr<const ClassGroups> episode_groups;  // null: episodes draw from every class
 
     std::size_t input_width() const { return features->width(); }
     std::size_t output_width() const { return ways; }
@@ -82,20 +129,48 @@ struct Classification {
     void sample(CounterRng& rng, const TaskSlot<T>& slot, SampleScratch& memory) const {
         std::vector<std::size_t>& picks = memory.picks;
         picks.clear();
-        pick_distinct(rng, classes->groups(), ways, picks);
+        const std::size_t turns = images.rotations;
+        std::size_t group = 0;
+        if (episode_groups) {
+            group = episode_groups->eligible[rng.below(episode_groups->eligible.size())];
+            pick_distinct(rng, episode_groups->members.size(group) * turns, ways, picks);
+        } else {
+            pick_distinct(rng, classes->groups() * turns, ways, picks);
+        }
         const std::size_t width = features->width();
         for (std::size_t w = 0; w < ways; ++w) {
-            const std::size_t group = picks[w];
+            const std::size_t drawn = picks[w] / turns, turn = picks[w] % turns;
+            const std::size_t label = episode_groups ? episode_groups->members.row(group, drawn) : drawn;
             picks.resize(ways);
-            pick_distinct(rng, classes->size(group), shots + query, picks);
+            pick_distinct(rng, classes->size(label), shots + query, picks);
             for (std::size_t i = 0; i < shots + query; ++i) {
-                const std::size_t row = classes->row(group, picks[ways + i]);
+                const std::size_t row = classes->row(label, picks[ways + i]);
                 const bool support = i < shots;
                 const std::size_t r = (support ? i : i - shots) * ways + w;
-                features->copy_row(row, (support ? slot.x_support : slot.x_query) + r * width);
+                T* out = (support ? slot.x_support : slot.x_query) + r * width;
+                if (images.copies_rows()) {
+                    features->copy_row(row, out);
+                } else {
+                    draw_image(rng, row, turn, memory, out);
+                }
                 (support ? slot.labels_support : slot.labels_query)[r] = static_cast<std::int64_t>(w);
             }
         }
+    }
+
+private:
+    template <class T>
+    void draw_image(CounterRng& rng, std::size_t row, std::size_t turn, SampleScratch& memory, T* out) const {
+        std::ptrdiff_t down = 0, right = 0;
+        if (images.max_shift > 0) {
+            const std::size_t span = 2 * images.max_shift + 1;
+            down = static_cast<std::ptrdiff_t>(rng.below(span)) - static_cast<std::ptrdiff_t>(images.max_shift);
+            right = static_cast<std::ptrdiff_t>(rng.below(span)) - static_cast<std::ptrdiff_t>(images.max_shift);
+        }
+        std::vector<double>& source = memory.values;  // within SampleScratch::bytes: one row of a task's inputs
+        source.resize(features->width());
+        features->copy_row(row, source.data());
+        images.draw(source.data(), turn, down, right, out);
     }
 };
 

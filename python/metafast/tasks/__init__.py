@@ -3,7 +3,8 @@
 Synthetic families draw each task afresh (:class:`Sinusoid`, :class:`LinearBinary`,
 :class:`SeedBinary`, :class:`GaussianNWay`); data-set families draw tasks from the user's
 arrays (:class:`Classification`, :class:`Regression`, :class:`TaskPool`, with
-:func:`split_classes` for held-out classes).
+:func:`split_classes` for held-out classes), and :class:`Omniglot` from the characters
+shipped with metafast.
 
 Task ``i`` of meta-iteration ``k`` in a run seeded with ``s`` comes from a counter-based
 random stream keyed by ``(s, k, i)``: a batch is the same whatever the number of threads,
@@ -16,6 +17,7 @@ returns to Python once per meta-iteration.
 """
 
 from .data import Classification, DataFamily, Regression, TaskPool, split_classes
+from .omniglot import Omniglot
 from .family import FAMILIES, Sampler, TaskFamily, Tasks, check_tasks, family_from_config, sample_with
 from .synthetic import GaussianNWay, LinearBinary, SeedBinary, Sinusoid
 
@@ -29,6 +31,7 @@ __all__ = [
     "Classification",
     "Regression",
     "TaskPool",
+    "Omniglot",
     "split_classes",
     "FAMILIES",
     "Sampler",

@@ -183,6 +183,20 @@ class Classification(DataFamily):
     classes : array_like of int, optional
         The classes to draw from (default: all), e.g. one part of :func:`split_classes`.
         Each needs at least ``shots + query`` examples, and there must be at least ``ways``.
+    rotations : int
+        For square images (rows, C, H, H): each class is drawn in ``rotations`` orientations,
+        quarter turns ``0 .. rotations - 1`` counterclockwise (``np.rot90`` over H and W), each
+        orientation a class of its own: 4 is the Omniglot meta-training protocol of MAML,
+        Meta-SGD and Reptile. 1 (the default) draws the images as they are.
+    shift : int
+        For square images: every drawn image is moved by a random offset of up to ``shift``
+        pixels down or up and right or left (each offset uniform in ``[-shift, shift]``), the
+        uncovered pixels 0 (the background of ink-high images). 0 (the default): no shift.
+    within : array_like, shape (rows,), optional
+        A group of every row (ints or strings; every row of a class in one group), such as the
+        alphabet of each character: then all ``ways`` classes of a task come from one group,
+        drawn uniformly among the groups that have enough classes (Lake et al.'s one-shot
+        classification within an alphabet).
 
     Examples
     --------
@@ -199,7 +213,7 @@ class Classification(DataFamily):
     loss = "softmax_ce"
 
     def __init__(self, features: Any, labels: Any, ways: int = 5, shots: int = 1, query: int = 15,
-                 classes: Any = None) -> None:
+                 classes: Any = None, rotations: int = 1, shift: int = 0, within: Any = None) -> None:
         features = _rows(features, "features", images_ok=True)
         self.input_shape = features.shape[1:]  # (width,) or images' (C, H, W), which a ConvNet checks
         labels = _validation.integer_ids(labels, "labels")
@@ -210,21 +224,52 @@ class Classification(DataFamily):
         self.ways = _validation.int64(ways, "ways")
         self.shots = _validation.int64(shots, "shots")
         self.query = _validation.int64(query, "query")
-        self._impl = _core.Classification(_flat(features), labels, chosen, self.ways, self.shots, self.query)
+        self.rotations = _validation.integer(rotations, "rotations", minimum=1, maximum=4)
+        self.shift = _validation.integer(shift, "shift", minimum=0)
+        groups = _groups(within, len(features))
+        channels, side = _square_images(self.input_shape)
+        self._impl = _core.Classification(_flat(features), labels, chosen, self.ways, self.shots, self.query,
+                                          channels, side, self.rotations, self.shift,
+                                          np.zeros(0, np.int64) if groups is None else groups)
         self.classes = tuple(int(c) for c in chosen)
         self.num_rows, self.width = len(features), int(np.prod(self.input_shape))
-        self.fingerprint = _fingerprint(features, labels)
+        self.fingerprint = _fingerprint(features, labels, *(() if groups is None else (groups,)))
         self._features, self._labels = _private(features), _private(labels)
+        self._within = None if groups is None else _private(groups)
         self._record_magnitudes(features=features)
 
     def _fields(self) -> dict[str, Any]:
         images = dict(input_shape=self.input_shape) if len(self.input_shape) == 3 else {}
+        augmented = {name: value for name, value in (("rotations", self.rotations), ("shift", self.shift))
+                     if value != (1 if name == "rotations" else 0)}
+        within = {} if self._within is None else dict(within=True)
         return dict(ways=self.ways, shots=self.shots, query=self.query, classes=self.classes, rows=self.num_rows,
-                    width=self.width, **images, fingerprint=self.fingerprint)
+                    width=self.width, **images, **augmented, **within, fingerprint=self.fingerprint)
 
     def _arguments(self) -> dict[str, Any]:
         return dict(features=self._features, labels=self._labels, ways=self.ways, shots=self.shots, query=self.query,
-                    classes=np.array(self.classes, dtype=np.int64))
+                    classes=np.array(self.classes, dtype=np.int64), rotations=self.rotations, shift=self.shift,
+                    within=self._within)
+
+
+def _groups(within: Any, rows: int) -> np.ndarray | None:
+    """``within`` (any ids or names, one per row) as int64 group ids, or None."""
+    if within is None:
+        return None
+    values = np.asarray(within)
+    if values.shape != (rows,):
+        raise ValueError(f"within must have shape ({rows},) (a group per row of features), got {values.shape}")
+    if values.dtype.kind not in "iuUSO":
+        raise TypeError(f"within must hold integer ids or names, got dtype {values.dtype}")
+    return np.unique(values, return_inverse=True)[1].astype(np.int64).reshape(rows)
+
+
+def _square_images(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(channels, side) of square images' rows, (0, 0) for other rows (which cannot be turned
+    or shifted: the core says so if asked)."""
+    if len(shape) == 3 and shape[1] == shape[2]:
+        return int(shape[0]), int(shape[1])
+    return 0, 0
 
 
 class Regression(DataFamily):
