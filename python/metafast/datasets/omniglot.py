@@ -105,9 +105,10 @@ def preprocess(strokes: np.ndarray) -> np.ndarray:
 
     MAML's script asks Pillow for this filter on the 1-bit files, which Pillow resizes with
     nearest neighbour instead; applied to the strokes as grey levels, as here, the filter keeps
-    their anti-aliased edges."""
-    paper = resize(strokes, IMAGE_SIDE)
-    return np.clip(1.0 - paper, 0.0, 1.0).astype(np.float32)[:, None]
+    their anti-aliased edges. The filter's weights sum to 1, so resizing ``1 - value`` is
+    ``1 - `` the resized value; resizing the ink keeps blank paper exactly 0."""
+    ink = resize(1.0 - np.asarray(strokes, dtype=np.float64), IMAGE_SIDE)
+    return np.clip(ink, 0.0, 1.0).astype(np.float32)[:, None]
 
 
 def _provenance() -> dict[str, Any]:
