@@ -74,6 +74,9 @@ BAD_COMMANDS = {
                          "inner_steps must lie in [1, 100000], got 0"),
     "text-meta-lr": (["train", "metasgd", "--meta-lr", "fast", "--save", "m.npz"],
                      "argument --meta-lr: invalid float value: 'fast'"),
+    "two-demos": (["demo", "--rl", "--omniglot"], "argument --omniglot: not allowed with argument --rl"),
+    "unknown-subset": (["train", "maml", "--task", "omniglot", "--subset", "small3", "--save", "m.npz"],
+                       "argument --subset: invalid choice: 'small3'"),
 }
 
 
@@ -305,6 +308,7 @@ def test_destinations_are_checked_before_training(tmp_path, capsys, monkeypatch)
                  "Not a directory"),
         "demo": (["demo", "--out", str(a_file / "d.png")], "Not a directory"),
         "demo-rl": (["demo", "--rl", "--out", str(a_file / "d.png")], "Not a directory"),
+        "demo-omniglot": (["demo", "--omniglot", "--out", str(a_file / "d.png")], "Not a directory"),
     }
     for name, (argv, message) in commands.items():
         assert main([*argv, "--quiet"]) == 2, name
@@ -373,7 +377,8 @@ def test_resume_of_a_file_without_a_recorded_meta_batch_needs_one(tmp_path, caps
 
 
 @pytest.mark.parametrize("algorithm,options", [("metasgd", []), ("reptile", ["--task", "nway"]),
-                                               ("metasgd-rl", ["--trajectories", "2"])])
+                                               ("metasgd-rl", ["--trajectories", "2"]),
+                                               ("maml", ["--task", "omniglot", "--query", "1", "--shift", "1"])])
 def test_resume_continues_bit_for_bit(tmp_path, algorithm, options):
     part, resumed, whole = tmp_path / "part.npz", tmp_path / "resumed.npz", tmp_path / "whole.npz"
     assert main(["train", algorithm, *TINY, *options, "--iterations", "4", "--save", str(part)]) == 0
@@ -510,3 +515,106 @@ def test_convnet_options_need_model_conv_and_fit_the_task(tmp_path, capsys):
         assert main(["train", *argv, "--save", str(tmp_path / "m.npz")]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
+
+
+# A tiny Omniglot run: 20-way 1-shot tasks of small1 in 4 rotations (the defaults), 1 query image.
+OMNIGLOT_TINY = ["--task", "omniglot", "--ways", "20", "--shots", "1", "--query", "1", "--iterations", "2",
+                 "--meta-batch", "2", "--quiet", "--threads", "1"]
+HELD_OUT = ["Japanese_(katakana)", "Sanskrit", "Tagalog"]
+
+
+@pytest.mark.parametrize("model,options", [("conv", ["--channels", "4", "4"]), ("mlp", ["--hidden", "8"])])
+def test_train_omniglot_then_evaluate_on_held_out_alphabets(tmp_path, capsys, model, options):
+    saved = tmp_path / "omniglot.npz"
+    assert main(["train", "maml", *OMNIGLOT_TINY, "--model", model, *options, "--save", str(saved)]) == 0
+    learner = mf.load(saved)
+    expected = (mf.ConvNet((1, 28, 28), channels=(4, 4), outputs=20) if model == "conv"
+                else mf.MLP([784, 8, 20], activation="relu"))
+    assert learner.model == expected and learner.iteration == 2
+    assert learner.tasks == mf.tasks.Omniglot(subset="small1", ways=20, shots=1, query=1, rotations=4)
+    assert saved_config(saved)["tasks"]["family"] == "Omniglot"  # rebuilt from its fields: no data in the file
+    capsys.readouterr()
+    # By default, the model's alphabets without the rotations of meta-training
+    assert main(["evaluate", str(saved), "--tasks", "3", "--steps", "0", "1", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "alphabets=('Balinese', 'Early_Aramaic', 'Greek', 'Korean', 'Latin'), subset='small1', ways=20, " \
+           "shots=1, query=1, rotations=1, shift=0, within_alphabet=False)" in text
+    assert "3 held-out tasks" in text and "accuracy" in text
+    assert main(["evaluate", str(saved), "--tasks", "3", "--steps", "0", "1", "--subset", "small2", "--alphabets",
+                 *HELD_OUT, "--shots", "5", "--within-alphabet", "--quiet"]) == 0
+    text = capsys.readouterr().out
+    assert "Omniglot(alphabets=('Japanese_(katakana)', 'Sanskrit', 'Tagalog'), subset='small2', ways=20, shots=5, " \
+           "query=1, rotations=1, shift=0, within_alphabet=True)" in text and "3 held-out tasks" in text
+    # --subset alone: every alphabet of it; the model's --ways is accepted
+    assert main(["evaluate", str(saved), "--tasks", "2", "--subset", "small2", "--rotations", "2", "--ways", "20",
+                 "--quiet"]) == 0
+    assert "alphabets=('Greek', 'Japanese_(katakana)', 'Latin', 'Sanskrit', 'Tagalog'), subset='small2', " \
+           "ways=20, shots=1, query=1, rotations=2," in capsys.readouterr().out
+
+
+def test_train_omniglot_defaults():
+    args = cli.build_parser().parse_args(["train", "maml", "--task", "omniglot", "--save", "m.npz"])
+    family = cli.make_family(args)
+    signature = inspect.signature(mf.tasks.Omniglot).parameters
+    assert (family.subset, family.rotations) == ("small1", 4)  # meta-training's, not the family's
+    assert family.alphabets == mf.datasets.omniglot_subsets()["small1"]
+    for name in ("ways", "shots", "query", "shift", "within_alphabet"):
+        assert getattr(family, name) == signature[name].default, name
+
+
+OMNIGLOT_REFUSALS = {
+    "unknown-alphabet": (["maml", "--task", "omniglot", "--alphabets", "Klingon", "Latin"],
+                         "--alphabets: Klingon is not among the alphabets of --subset small1: Balinese, "
+                         "Early_Aramaic, Greek, Korean, Latin"),
+    "alphabet-of-another-subset": (["maml", "--task", "omniglot", "--alphabets", "Tagalog"],
+                                   "Korean, Latin (--subset small2 holds them all)"),
+    "omniglot-options-for-nway": (["maml", "--task", "nway", "--alphabets", "Latin", "--rotations", "2"],
+                                  "--alphabets, --rotations apply only to --task omniglot, not --task nway"),
+    "omniglot-option-for-sine": (["metasgd", "--within-alphabet"],
+                                 "--within-alphabet applies only to --task omniglot, not --task sine"),
+    "ways-for-sine": (["reptile", "--ways", "3"], "--ways applies only to --task nway and --task omniglot, not "
+                                                  "--task sine"),
+    "omniglot-option-for-rl": (["metasgd-rl", "--subset", "small2"],
+                               "--subset applies only to --task omniglot, not --task nav2d"),
+    "rotations-beyond-4": (["maml", "--task", "omniglot", "--rotations", "5"], "rotations must be at most 4, got 5"),
+}
+
+
+@pytest.mark.parametrize("argv,message", OMNIGLOT_REFUSALS.values(), ids=OMNIGLOT_REFUSALS.keys())
+def test_train_refuses_omniglot_options_that_do_not_fit(tmp_path, capsys, argv, message):
+    assert main(["train", *argv, "--save", str(tmp_path / "m.npz"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "m.npz").exists()
+
+
+def test_evaluate_refuses_held_out_changes_that_do_not_fit(tmp_path, capsys):
+    omniglot, sine = tmp_path / "omniglot.npz", tmp_path / "sine.npz"
+    assert main(["train", "maml", *OMNIGLOT_TINY, "--hidden", "4", "--save", str(omniglot)]) == 0
+    assert main(["train", "metasgd", *TINY, "--iterations", "1", "--save", str(sine)]) == 0
+    capsys.readouterr()
+    cases = {
+        "other-ways": ([str(omniglot), "--ways", "5"], f"--ways 5: the model in {omniglot} has 20 outputs, one per "
+                                                       "class of a task, so its tasks are 20-way (leave --ways out)"),
+        "unknown-alphabet": ([str(omniglot), "--alphabets", "Klingon"],
+                             "--alphabets: Klingon is not among the alphabets of --subset small1: Balinese,"),
+        "held-out-of-another-subset": ([str(omniglot), "--alphabets", *HELD_OUT],
+                                       "Korean, Latin (--subset small2 holds them all)"),
+        "sine-model": ([str(sine), "--subset", "small2", "--shots", "2"],
+                       f"--subset, --shots apply only to models trained on --task omniglot; {sine} was trained on "
+                       "Sinusoid("),
+    }
+    for name, (argv, message) in cases.items():
+        assert main(["evaluate", *argv, "--tasks", "2", "--quiet"]) == 2, name
+        err = capsys.readouterr().err
+        assert err.startswith("metafast evaluate: error: ") and message in err and err.count("\n") == 1, (name, err)
+
+
+def test_demo_omniglot_writes_a_picture_of_held_out_episodes(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["demo", "--omniglot", "--scale", "0.002", "--tasks", "5", "--quiet", "--threads", "1"]) == 0
+    text = capsys.readouterr().out
+    assert "2 meta-iterations x 8 tasks" in text and "Japanese_(katakana), Sanskrit, Tagalog" in text
+    assert "5 held-out tasks" in text and "held-out 5-way 1-shot accuracy after 1 step: " in text
+    image = read_png(tmp_path / "metafast-demo-omniglot.png")  # the default --out
+    assert image.shape[0] > 300 and image.shape[1] > 900

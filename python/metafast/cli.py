@@ -13,16 +13,18 @@ import numpy as np
 from . import __version__, build_info, distributed
 from ._atomic_file import check_destination
 from .convnet import ConvNet
+from .datasets import omniglot_subsets
+from .datasets.omniglot import SUBSETS
 from .io import load
 from .maml import MAML
 from .meta_sgd import MetaSGD
 from .mlp import INIT_SCHEMES, MLP
-from .plot import PlottingUnavailable, adaptation_figure, history_figure, navigation_figure
+from .plot import PlottingUnavailable, adaptation_figure, history_figure, image_episodes, navigation_figure
 from .reptile import Reptile
 from .rl import MetaSGDRL, Navigation2D
-from .tasks import GaussianNWay, LinearBinary, SeedBinary, Sinusoid, TaskFamily
+from .tasks import GaussianNWay, LinearBinary, Omniglot, SeedBinary, Sinusoid, TaskFamily
 
-TASKS = ("sine", "linear-binary", "seed-binary", "nway", "nav2d")
+TASKS = ("sine", "linear-binary", "seed-binary", "nway", "omniglot", "nav2d")
 
 
 class UserError(Exception):
@@ -118,6 +120,60 @@ def convnet_default(option: str) -> Any:
     return inspect.signature(ConvNet).parameters[option].default
 
 
+def family_default(family: type, option: str) -> Any:
+    """The default of a task family's parameter: its signature's (the one source of truth)."""
+    return inspect.signature(family).parameters[option].default
+
+
+def tasks_defaults_help(defaults: dict[str, Any]) -> str:
+    """Task families' defaults of an option, each value once: "5 for nway and omniglot",
+    "1 for nway; 5 for omniglot"."""
+    users: dict[Any, list[str]] = {}  # each value and the tasks it is the default of
+    for task, value in defaults.items():
+        users.setdefault(value, []).append(task)
+    return "; ".join(f"{value} for {listed(tasks)}" for value, tasks in users.items())
+
+
+# The train options of some task families only, and those families (--task). argparse leaves
+# them None, so that one given for another task is an error rather than silently ignored.
+TASK_OPTIONS: dict[str, tuple[str, ...]] = {
+    "ways": ("nway", "omniglot"), "alphabets": ("omniglot",), "subset": ("omniglot",), "rotations": ("omniglot",),
+    "shift": ("omniglot",), "within_alphabet": ("omniglot",),
+}
+# Omniglot's defaults for meta-training where they differ from mf.tasks.Omniglot's (which are
+# those of testing): the minimal-set protocol meta-trains on small1, each character in 4
+# rotations (MAML's, Meta-SGD's and Reptile's augmentation).
+OMNIGLOT_TRAIN_DEFAULTS = {"subset": "small1", "rotations": 4}
+# evaluate's defaults for an Omniglot model's held-out tasks: no augmentation at test.
+OMNIGLOT_EVALUATE_DEFAULTS = {"rotations": 1, "shift": 0}
+# evaluate's options that change an Omniglot model's family (--shots: the support option).
+OMNIGLOT_EVALUATE_OPTIONS = ("alphabets", "subset", "rotations", "shift", "shots", "within_alphabet", "ways")
+# The hidden layers of an MLP on Omniglot: MAML's (Finn et al. 2017, its non-convolutional network).
+OMNIGLOT_MLP_HIDDEN = [256, 128, 64, 64]
+
+
+def subset_alphabets(subset: str) -> tuple[str, ...]:
+    """The alphabets of a shipped Omniglot subset (both: all of them), sorted."""
+    subsets = omniglot_subsets()
+    return tuple(sorted({name for names in subsets.values() for name in names})) if subset == "both" \
+        else tuple(sorted(subsets[subset]))
+
+
+def check_alphabets(alphabets: list[str] | None, subset: str) -> None:
+    """--alphabets must name alphabets of --subset: a one-line error naming them otherwise."""
+    valid = subset_alphabets(subset)
+    unknown = [name for name in alphabets or () if name not in valid]
+    if unknown:
+        holding = next((other for other in SUBSETS if set(alphabets or ()) <= set(subset_alphabets(other))), None)
+        raise UserError(f"--alphabets: {', '.join(unknown)} {'is' if len(unknown) == 1 else 'are'} not among the "
+                        f"alphabets of --subset {subset}: {', '.join(valid)}"
+                        + (f" (--subset {holding} holds them all)" if holding is not None else ""))
+
+
+def option_names(names: Sequence[str]) -> str:
+    return ", ".join(f"--{name.replace('_', '-')}" for name in names)
+
+
 # The train options that shape a ConvNet (--model conv), as ConvNet's parameters name them.
 CONVNET_OPTIONS = ("input_shape", "channels", "kernel_size", "stride", "padding", "pool", "batch_norm",
                    "batch_norm_scale", "head")
@@ -168,34 +224,52 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     demo = commands.add_parser("demo", parents=[seeded], help="meta-train Meta-SGD and Reptile on sine waves and plot them")
-    demo.add_argument("--out", help="PNG to write (default metafast-demo.png; metafast-demo-rl.png with --rl)")
+    demo.add_argument("--out", help="PNG to write (default metafast-demo.png; metafast-demo-rl.png with --rl, "
+                      "metafast-demo-omniglot.png with --omniglot)")
     demo.add_argument("--scale", type=positive_float, default=1.0,
                       help="multiply the meta-training iterations (default 1; 0.05 for a quick look)")
     demo.add_argument("--tasks", type=positive_int, help="held-out tasks to evaluate (default 600; 40 with --rl)")
-    demo.add_argument("--rl", action="store_true",
-                      help="the reinforcement-learning demo instead: Meta-SGD on 2D navigation")
+    other_demos = demo.add_mutually_exclusive_group()
+    other_demos.add_argument("--rl", action="store_true",
+                             help="the reinforcement-learning demo instead: Meta-SGD on 2D navigation")
+    other_demos.add_argument("--omniglot", action="store_true",
+                             help="the image demo instead: MAML with a small ConvNet on 5-way 1-shot Omniglot, "
+                                  "tested on held-out alphabets, picturing episodes and their predictions")
 
     train = commands.add_parser("train", parents=[seeded], help="meta-train a model and save it",
                                 description="Meta-trains a model and saves it. Options left out take the "
                                 "algorithm's defaults; an option the algorithm does not use is an error.")
     train.add_argument("algorithm", choices=ALGORITHMS, help="the meta-learner")
-    train.add_argument("--task", choices=TASKS, help="task family (default sine; nav2d, the only one, for metasgd-rl)")
+    train.add_argument("--task", choices=TASKS,
+                       help="task family (default sine; nav2d, the only one, for metasgd-rl; omniglot: the Omniglot "
+                            "characters shipped with metafast, images 1x28x28)")
     train.add_argument("--iterations", type=positive_int, default=5000,
                        help="meta-iterations of the whole run, a resumed one included (default 5000)")
     train.add_argument("--meta-batch", type=positive_int, help=f"tasks per meta-iteration ({defaults_help('meta_batch')})")
     train.add_argument("--hidden", nargs="+", metavar="WIDTH",
                        help="hidden layer widths, or 'none' for no hidden layer (default 40 40 for metasgd and maml "
-                            "on sine, 64 64 for reptile on sine, 32 for nway, none for the binary tasks, 100 100 for "
-                            "nav2d)")
+                            "on sine, 64 64 for reptile on sine, 32 for nway, "
+                            f"{' '.join(map(str, OMNIGLOT_MLP_HIDDEN))} for omniglot (MAML's), none for the binary "
+                            "tasks, 100 100 for nav2d)")
     train.add_argument("--activation", choices=("relu", "tanh", "sigmoid", "identity"),
                        help="hidden activation, or a ConvNet's blocks' (default relu; tanh for reptile on sine "
                             "with an MLP)")
     train.add_argument("--model", choices=("mlp", "conv"),
                        help="the network: an MLP (--hidden) or a ConvNet (the options below; metasgd, maml and "
                             "reptile) (default mlp)")
-    train.add_argument("--support", type=positive_int,
-                       help="support points per task, per class for nway (default 10; 1 for nway)")
-    train.add_argument("--query", type=positive_int, help="query points per task, per class for nway (default 10; 15 for nway)")
+    train.add_argument("--support", "--shots", dest="support", type=positive_int,
+                       help="support points per task, per class (shots) for nway and omniglot (default "
+                            f"{family_default(Sinusoid, 'support')}; " + tasks_defaults_help(
+                                {"nway": family_default(GaussianNWay, "support"),
+                                 "omniglot": family_default(Omniglot, "shots")}) + ")")
+    train.add_argument("--query", type=positive_int,
+                       help="query points per task, per class for nway and omniglot (default "
+                            f"{family_default(Sinusoid, 'query')}; " + tasks_defaults_help(
+                                {task: family_default(family, "query")
+                                 for task, family in (("nway", GaussianNWay), ("omniglot", Omniglot))}) + ")")
+    train.add_argument("--ways", type=int, help="classes per task, the model's outputs (default " + tasks_defaults_help(
+        {task: family_default(family, "ways") for task, family in (("nway", GaussianNWay), ("omniglot", Omniglot))})
+                       + ")")
     train.add_argument("--dtype", choices=("float32", "float64"), help="precision of all computations (default float32)")
     train.add_argument("--save", required=True, help="model file to write (.npz), atomically; Ctrl-C saves the "
                        "model reached to it")
@@ -244,7 +318,8 @@ def build_parser() -> Parser:
                      help=f"reshuffle the support rows every pass ({defaults_help('shuffle', flag=True)})")
     conv = train.add_argument_group("ConvNet (--model conv)")
     conv.add_argument("--input-shape", nargs=3, type=positive_int, metavar=("C", "H", "W"),
-                      help="the images' shape: the task's input rows read as C x H x W images (default 1 1 WIDTH)")
+                      help="the images' shape: the task's input rows read as C x H x W images (default: the "
+                           "task's images' shape, 1 28 28 for omniglot; 1 1 WIDTH for the others)")
     conv.add_argument("--channels", nargs="+", type=positive_int, metavar="C",
                       help=f"each block's output channels (default {' '.join(map(str, convnet_default('channels')))})")
     conv.add_argument("--kernel-size", type=positive_int, help=f"kernel side (default {convnet_default('kernel_size')})")
@@ -256,6 +331,20 @@ def build_parser() -> Parser:
     conv.add_argument("--batch-norm-scale", action=argparse.BooleanOptionalAction,
                       help=f"a learned batch-norm scale (default {convnet_default('batch_norm_scale')})")
     conv.add_argument("--head", choices=("average", "flatten"), help=f"default {convnet_default('head')}")
+    omniglot = train.add_argument_group("Omniglot (--task omniglot)")
+    omniglot.add_argument("--alphabets", nargs="+", metavar="NAME",
+                          help="the alphabets whose characters are drawn (default: every alphabet of --subset)")
+    omniglot.add_argument("--subset", choices=SUBSETS,
+                          help="the shipped set the alphabets come from, as metafast.datasets.load_omniglot "
+                               f"names them (default {OMNIGLOT_TRAIN_DEFAULTS['subset']}, the meta-training set of "
+                               "the minimal-set protocol)")
+    omniglot.add_argument("--rotations", type=int, metavar="N",
+                          help="quarter turns per character, 1 to 4, each a class of its own (default "
+                               f"{OMNIGLOT_TRAIN_DEFAULTS['rotations']}: the literature's augmentation)")
+    omniglot.add_argument("--shift", type=int, metavar="N",
+                          help=f"random shifts of up to N pixels (default {family_default(Omniglot, 'shift')})")
+    omniglot.add_argument("--within-alphabet", action="store_true", default=None,
+                          help="draw every class of a task from one alphabet")
     rl = train.add_argument_group("Meta-SGD RL")
     rl.add_argument("--trajectories", type=int, help=f"trajectories per rollout ({defaults_help('trajectories')})")
     rl.add_argument("--gamma", type=float, help=f"discount of the returns ({defaults_help('gamma')})")
@@ -267,15 +356,57 @@ def build_parser() -> Parser:
                           help="adaptation steps (default 0 1 10; 0 1 2 3 for reinforcement learning)")
     evaluate.add_argument("--eval-seed", "--seed", dest="eval_seed", type=non_negative_int, default=123,
                           help="seed of the held-out tasks; use one training did not use (default 123)")
+    held_out = evaluate.add_argument_group(
+        "Omniglot models (--task omniglot)", "The held-out tasks: the model's family with these changes.")
+    held_out.add_argument("--alphabets", nargs="+", metavar="NAME",
+                          help="the alphabets whose characters are drawn (default: the model's; every alphabet of "
+                               "--subset with --subset)")
+    held_out.add_argument("--subset", choices=SUBSETS, help="the shipped set the alphabets come from (default: the "
+                          "model's)")
+    held_out.add_argument("--rotations", type=int, metavar="N",
+                          help=f"quarter turns per character (default {OMNIGLOT_EVALUATE_DEFAULTS['rotations']}: "
+                               "none at test)")
+    held_out.add_argument("--shift", type=int, metavar="N",
+                          help=f"random shifts of up to N pixels (default {OMNIGLOT_EVALUATE_DEFAULTS['shift']}: "
+                               "none at test)")
+    held_out.add_argument("--shots", "--support", dest="shots", type=positive_int,
+                          help="support images per class (default: the model's)")
+    held_out.add_argument("--within-alphabet", action=argparse.BooleanOptionalAction,
+                          help="draw every class of a task from one alphabet (default: as the model was trained)")
+    held_out.add_argument("--ways", type=int, help="the model's ways only (its outputs): another is refused")
 
     commands.add_parser("info", help="show the build and the CPU level in use (METAFAST_CPU forces one)")
     return parser
 
 
+def check_task_options(args: argparse.Namespace) -> None:
+    """The options of some task families only must suit --task."""
+    for tasks in dict.fromkeys(TASK_OPTIONS.values()):
+        given = [name for name, allowed in TASK_OPTIONS.items() if allowed == tasks and getattr(args, name) is not None]
+        if given and args.task not in tasks:
+            raise UserError(f"{option_names(given)} appl{'ies' if len(given) == 1 else 'y'} only to "
+                            f"{listed([f'--task {task}' for task in tasks])}, not --task {args.task}")
+
+
 def make_family(args: argparse.Namespace) -> TaskFamily:
-    sizes = {k: v for k, v in (("support", args.support), ("query", args.query)) if v is not None}
+    check_task_options(args)
+    if args.task == "omniglot":
+        return omniglot_family(args)
+    sizes = {k: v for k, v in (("support", args.support), ("query", args.query), ("ways", args.ways)) if v is not None}
     families = {"sine": Sinusoid, "linear-binary": LinearBinary, "seed-binary": SeedBinary, "nway": GaussianNWay}
     return families[args.task](**sizes)
+
+
+def omniglot_family(args: argparse.Namespace) -> Omniglot:
+    """--task omniglot's family: Omniglot's defaults for those left out, but meta-training's
+    subset and rotations (OMNIGLOT_TRAIN_DEFAULTS)."""
+    subset = args.subset or OMNIGLOT_TRAIN_DEFAULTS["subset"]
+    check_alphabets(args.alphabets, subset)
+    given = {name: value for name, value in (("ways", args.ways), ("shots", args.support), ("query", args.query),
+                                             ("shift", args.shift), ("within_alphabet", args.within_alphabet))
+             if value is not None}
+    rotations = OMNIGLOT_TRAIN_DEFAULTS["rotations"] if args.rotations is None else args.rotations
+    return Omniglot(args.alphabets, subset=subset, rotations=rotations, **given)
 
 
 def hidden_widths(args: argparse.Namespace, default: list[int]) -> list[int]:
@@ -301,9 +432,10 @@ def check_model_options(args: argparse.Namespace) -> None:
         raise UserError("--hidden shapes an MLP; a ConvNet takes --channels")
 
 
-def make_convnet(args: argparse.Namespace, width_in: int, width_out: int) -> ConvNet:
-    """The ConvNet of the options, ConvNet's defaults for those left out."""
-    shape = tuple(args.input_shape) if args.input_shape is not None else (1, 1, width_in)
+def make_convnet(args: argparse.Namespace, width_in: int, width_out: int, images: tuple[int, ...] | None) -> ConvNet:
+    """The ConvNet of the options, ConvNet's defaults for those left out; its input shape is
+    the task's images' (`images`), if they are images, or 1 x 1 x WIDTH, unless given."""
+    shape = tuple(args.input_shape) if args.input_shape is not None else images or (1, 1, width_in)
     if int(np.prod(shape)) != width_in:
         raise UserError(f"--input-shape {' '.join(map(str, shape))} holds {int(np.prod(shape))} values, but the "
                         f"task's input rows have {width_in}")
@@ -314,12 +446,14 @@ def make_convnet(args: argparse.Namespace, width_in: int, width_out: int) -> Con
 def make_model(args: argparse.Namespace, family: TaskFamily, reptile: bool) -> MLP | ConvNet:
     batch = family.sample(1)
     width_in = batch.input_width
-    width_out = family.ways if isinstance(family, GaussianNWay) else 1
+    width_out = family.ways if isinstance(family, (GaussianNWay, Omniglot)) else 1
     if args.model == "conv":
-        return make_convnet(args, width_in, width_out)
+        images = tuple(family.input_shape) if len(getattr(family, "input_shape", ())) == 3 else None
+        return make_convnet(args, width_in, width_out, images)
     default_hidden, default_activation = {
         "sine": ([64, 64], "tanh") if reptile else ([40, 40], "relu"),
         "nway": ([32], "relu"),
+        "omniglot": (OMNIGLOT_MLP_HIDDEN, "relu"),
     }.get(args.task, ([], "relu"))
     hidden = hidden_widths(args, default_hidden)
     logistic = args.task in ("linear-binary", "seed-binary") and not hidden
@@ -337,6 +471,7 @@ def make_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]
             if getattr(args, option) is not None:
                 raise UserError(f"--{option} does not apply to metasgd-rl (a task is a goal to reach)")
         args.task = "nav2d"
+        check_task_options(args)
         if args.model == "conv":
             raise UserError("metasgd-rl's policy is an MLP: leave out --model conv")
         model = MLP([2, *hidden_widths(args, [100, 100]), 2], activation=args.activation or "relu")
@@ -364,9 +499,10 @@ def make_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]
 
 
 # What a resumed run takes from its file: every option that describes the learner or its tasks.
-RESUMED_OPTIONS = ("task", "hidden", "activation", "model", "support", "query", "dtype", "seed", *CONVNET_OPTIONS,
-                   *(name for name in TRAIN_OPTIONS if name != "meta_batch"))
-TASK_NAMES = {Sinusoid: "sine", LinearBinary: "linear-binary", SeedBinary: "seed-binary", GaussianNWay: "nway"}
+RESUMED_OPTIONS = ("task", "hidden", "activation", "model", "support", "query", "dtype", "seed", *TASK_OPTIONS,
+                   *CONVNET_OPTIONS, *(name for name in TRAIN_OPTIONS if name != "meta_batch"))
+TASK_NAMES = {Sinusoid: "sine", LinearBinary: "linear-binary", SeedBinary: "seed-binary", GaussianNWay: "nway",
+              Omniglot: "omniglot"}
 
 
 def resumed_learner(args: argparse.Namespace) -> tuple[Any, tuple[TaskFamily, ...]]:
@@ -483,19 +619,45 @@ def untold_tasks(learner: Any) -> str:
             "tasks")
 
 
+def held_out_family(args: argparse.Namespace, learner: Any) -> TaskFamily | None:
+    """The held-out tasks evaluate draws: the model's family, an Omniglot model's with the
+    options' changes (and no augmentation unless asked for); None for reinforcement learning."""
+    family = None if isinstance(learner, MetaSGDRL) else learner.tasks
+    given = [name for name in OMNIGLOT_EVALUATE_OPTIONS if getattr(args, name) is not None]
+    if not isinstance(family, Omniglot):
+        if given:
+            told = ("holds a MetaSGDRL learner on 2D navigation" if isinstance(learner, MetaSGDRL)
+                    else untold_tasks(learner) if family is None else f"was trained on {family!r}")
+            raise UserError(f"{option_names(given)} appl{'ies' if len(given) == 1 else 'y'} only to models trained "
+                            f"on --task omniglot; {args.model} {told}")
+        return family
+    if args.ways is not None and args.ways != family.ways:
+        raise UserError(f"--ways {args.ways}: the model in {args.model} has {family.ways} outputs, one per class of "
+                        f"a task, so its tasks are {family.ways}-way (leave --ways out)")
+    subset = args.subset or family.subset
+    alphabets = args.alphabets or (None if args.subset is not None else list(family.alphabets))
+    check_alphabets(alphabets, subset)
+    rotations, shift = (OMNIGLOT_EVALUATE_DEFAULTS[name] if getattr(args, name) is None else getattr(args, name)
+                        for name in ("rotations", "shift"))
+    return Omniglot(alphabets, subset=subset, ways=family.ways, shots=args.shots or family.shots, query=family.query,
+                    rotations=rotations, shift=shift,
+                    within_alphabet=family.within_alphabet if args.within_alphabet is None else args.within_alphabet)
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     learner = load(args.model, num_threads=args.threads)
+    tasks = held_out_family(args, learner)
     if isinstance(learner, MetaSGDRL):
         report = learner.evaluate(num_tasks=args.tasks, steps=args.steps or (0, 1, 2, 3), seed=args.eval_seed)
         print("MetaSGDRL on 2D navigation")
         print(report)
         return 0
     args.steps = args.steps or [0, 1, 10]
-    if learner.tasks is None:
+    if tasks is None:
         raise UserError(f"{args.model} {untold_tasks(learner)}: evaluate it from Python, with learner = "
                         f"metafast.load({str(args.model)!r}) and then learner.evaluate(your_tasks)")
-    report = learner.evaluate(learner.tasks, num_tasks=args.tasks, steps=args.steps, seed=args.eval_seed)
-    print(f"{type(learner).__name__} on {learner.tasks!r}")
+    report = learner.evaluate(tasks, num_tasks=args.tasks, steps=args.steps, seed=args.eval_seed)
+    print(f"{type(learner).__name__} on {tasks!r}")
     print(report)
     return 0
 
@@ -514,15 +676,52 @@ def run_demo_rl(args: argparse.Namespace) -> int:
     return 0
 
 
+# The Omniglot demo's held-out alphabets: small2's that small1, which it meta-trains on, lacks.
+DEMO_HELD_OUT = ("Japanese_(katakana)", "Sanskrit", "Tagalog")
+
+
+def run_demo_omniglot(args: argparse.Namespace) -> int:
+    ways, shots, query, meta_batch = 5, 1, 5, 8
+    train = Omniglot(subset="small1", ways=ways, shots=shots, query=query, rotations=4)
+    test = Omniglot(DEMO_HELD_OUT, subset="small2", ways=ways, shots=shots, query=query)
+    learner = MAML(ConvNet(test.input_shape, channels=(32, 32, 32), outputs=ways), loss="softmax_ce", inner_lr=0.4,
+                   inner_steps=1, meta_lr=3e-3, seed=args.seed or 0, num_threads=args.threads)
+    iterations = max(1, round(1000 * args.scale))
+    print(f"meta-training MAML (a ConvNet of 3 blocks of 32 channels, one inner step) on {ways}-way {shots}-shot "
+          f"Omniglot: the characters of {', '.join(train.alphabets)} (small1), each in 4 rotations")
+    started = time.perf_counter()
+    learner.fit(train, iterations=iterations, meta_batch=meta_batch, progress=not args.quiet)
+    print(f"  {iterations} meta-iterations x {meta_batch} tasks in {time.perf_counter() - started:.1f} s\n")
+    print(f"held-out alphabets (small2): {', '.join(DEMO_HELD_OUT)}, {len(test.classes)} characters never seen in "
+          "meta-training")
+    report = learner.evaluate(test, num_tasks=args.tasks, steps=(0, 1, 5), seed=123)
+    print(report)
+    assert report.accuracy is not None  # a classification task
+    print(f"held-out {ways}-way {shots}-shot accuracy after 1 step: {report.accuracy[1]:.1%} "
+          f"± {report.accuracy_ci95[1]:.1%} (chance {1 / ways:.0%})")
+    episodes = test.sample(3, seed=10_000)
+    shape = (episodes.num_tasks, -1, *test.input_shape)
+    predictions = np.stack([learner.predict(episodes.x_query[i], learner.adapt(episodes.x_support[i],
+                                                                               episodes.y_support[i])).argmax(axis=1)
+                            for i in range(episodes.num_tasks)])
+    image_episodes(episodes.x_support.reshape(shape), episodes.y_support, episodes.x_query.reshape(shape),
+                   episodes.y_query, predictions, args.out)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
 def run_demo(args: argparse.Namespace) -> int:
     # The defaults that differ with --rl (None on the command line, so any value asked for is kept).
     if args.tasks is None:
         args.tasks = 40 if args.rl else 600
     if args.out is None:
-        args.out = "metafast-demo-rl.png" if args.rl else "metafast-demo.png"
+        args.out = "metafast-demo-rl.png" if args.rl else "metafast-demo-omniglot.png" if args.omniglot \
+            else "metafast-demo.png"
     check_destinations(args, "out")
     if args.rl:
         return run_demo_rl(args)
+    if args.omniglot:
+        return run_demo_omniglot(args)
     family = Sinusoid(support=10, query=10)
     progress = not args.quiet
     metasgd = MetaSGD(MLP([1, 40, 40, 1], activation="relu"), loss="mse", inner_steps=1, alpha_init=0.01,

@@ -1,6 +1,7 @@
 """Pictures of meta-learning with matplotlib (an optional dependency: ``pip install
 'metafast[plot]'``): adaptation to held-out tasks of one input (sine waves, with their true
-function), meta-training curves, and the paths of navigation policies."""
+function), meta-training curves, the paths of navigation policies, and few-shot episodes of
+images with the classes predicted for their queries."""
 
 from __future__ import annotations
 
@@ -323,5 +324,112 @@ def navigation_figure(learner: Any, goals: np.ndarray, steps: int, path: str) ->
             ax.legend(fontsize=7, loc="lower left")
     plot_history(figure.add_subplot(grid[1, :]), {"Meta-SGD": learner.history}, family=learner.env,
                  metric="mean return after adaptation")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def _episodes(images: Any, labels: Any, name: str, labels_name: str) -> tuple[np.ndarray, np.ndarray]:
+    """Images (episodes, rows, C, H, W) and labels (episodes, rows), from one episode's arrays
+    (rows, C, H, W) and (rows,) or several episodes'."""
+    labels = np.asarray(labels)
+    images = np.asarray(images)
+    if labels.ndim == 1:
+        labels, images = labels[None], images[None]
+    if labels.ndim != 2 or labels.dtype.kind not in "iu" or np.any(labels < 0):
+        raise ValueError(f"{labels_name} must hold class indices (non-negative integers), shape (rows,) or "
+                         f"(episodes, rows), got dtype {labels.dtype} and shape {labels.shape}")
+    if images.ndim != 5 or images.shape[:2] != labels.shape or images.shape[2] not in (1, 3):
+        raise ValueError(f"{name} must have shape {(*labels.shape, 'C', 'H', 'W')} (an image of 1 or 3 channels "
+                         f"per label of {labels_name}), got {images.shape}")
+    return images, labels
+
+
+def image_episodes(support_images: Any, support_labels: Any, query_images: Any, query_labels: Any,
+                   predictions: Any, path: str, max_query: int = 5, cmap: str = "gray_r") -> None:
+    """Few-shot episodes of images, side by side, written to ``path`` (PNG): in each, one row
+    per class with its support images, then, past a gap, up to ``max_query`` of its query
+    images, each framed and labelled with the class predicted for it, green where it is
+    right and red where it is wrong. The title counts every query, shown or not.
+
+    Parameters
+    ----------
+    support_images : array_like, shape (episodes, rows, C, H, W) or (rows, C, H, W)
+        The support images (C = 1, drawn with ``cmap`` over the episode's range of values, or
+        C = 3, RGB in [0, 1]).
+    support_labels : array_like of int, shape (episodes, rows) or (rows,)
+        Their classes, 0 .. ways - 1: class ``c`` is row ``c``.
+    query_images, query_labels : array_like
+        The query set, as the support set (its own number of rows).
+    predictions : array_like of int, shape of ``query_labels``
+        The class predicted for each query image.
+    path : str
+        The PNG file to write.
+    max_query : int
+        Query images shown per class.
+    cmap : str
+        The colour map of one-channel images: ``"gray_r"`` draws high values dark (the ink of
+        ink-high images such as Omniglot's).
+    """
+    support, support_labels = _episodes(support_images, support_labels, "support_images", "support_labels")
+    query, query_labels = _episodes(query_images, query_labels, "query_images", "query_labels")
+    predictions = np.asarray(predictions)
+    if predictions.ndim == 1:
+        predictions = predictions[None]
+    if predictions.shape != query_labels.shape or predictions.dtype.kind not in "iu":
+        raise ValueError(f"predictions must be integer classes, one per query image: shape {query_labels.shape}, "
+                         f"got dtype {predictions.dtype} and shape {predictions.shape}")
+    if len(support) != len(query) or support.shape[2:] != query.shape[2:]:
+        raise ValueError(f"the support and query images must be episodes of images of one shape, got "
+                         f"{support.shape} and {query.shape}")
+    if isinstance(max_query, bool) or not isinstance(max_query, (int, np.integer)) or max_query < 1:
+        raise ValueError(f"max_query must be a positive integer, got {max_query!r}")
+    plt = pyplot()
+    colormap = plt.get_cmap(cmap)
+    _, channels, height, width = support.shape[1:]
+    pad = max(2, height // 7)
+    cell_h, cell_w = height + 2 * pad, width + 2 * pad
+    ways = int(max(support_labels.max(initial=0), query_labels.max(initial=0))) + 1
+    shots = max(int(np.sum(support_labels[e] == c)) for e in range(len(support)) for c in range(ways))
+    shown = min(max_query, max(int(np.sum(query_labels[e] == c)) for e in range(len(query)) for c in range(ways)))
+    columns = shots + 1 + shown  # the support images, a gap, the query images
+    figure, axes = plt.subplots(1, len(support), figsize=(0.62 * columns * len(support) + 0.8, 0.62 * ways + 1.1),
+                                layout="constrained", squeeze=False)
+    for episode, ax in enumerate(axes[0]):
+        values = np.concatenate([support[episode].ravel(), query[episode].ravel()])
+        low, high = float(values.min()), float(values.max())
+
+        def rgb(image: np.ndarray) -> np.ndarray:
+            if channels == 3:
+                return np.clip(np.moveaxis(image, 0, -1), 0.0, 1.0)
+            return colormap((image[0] - low) / (high - low) if high > low else np.zeros_like(image[0]))[..., :3]
+
+        canvas = np.ones((ways * cell_h, columns * cell_w, 3))
+        frames = []  # (row, column, prediction, right) of each query shown
+        for c in range(ways):
+            for column, image in enumerate(support[episode][support_labels[episode] == c]):
+                canvas[c * cell_h + pad:c * cell_h + pad + height,
+                       column * cell_w + pad:column * cell_w + pad + width] = rgb(image)
+            rows = np.flatnonzero(query_labels[episode] == c)[:shown]
+            for k, row in enumerate(rows):
+                column = shots + 1 + k
+                canvas[c * cell_h + pad:c * cell_h + pad + height,
+                       column * cell_w + pad:column * cell_w + pad + width] = rgb(query[episode][row])
+                frames.append((c, column, int(predictions[episode][row]), int(predictions[episode][row]) == c))
+        ax.imshow(canvas, interpolation="nearest")
+        for c, column, predicted, right in frames:
+            color = "tab:green" if right else "tab:red"
+            ax.add_patch(plt.Rectangle((column * cell_w + pad / 2 - 0.5, c * cell_h + pad / 2 - 0.5), width + pad,
+                                       height + pad, fill=False, edgecolor=color, linewidth=2))
+            ax.text(column * cell_w + cell_w - pad, c * cell_h + pad, str(predicted), color="white", fontsize=7,
+                    ha="right", va="top", fontweight="bold", bbox=dict(boxstyle="square,pad=0.1", color=color))
+        right = int(np.sum(predictions[episode] == query_labels[episode]))
+        ax.set_title(f"episode {episode + 1}: {right} of {query_labels.shape[1]} queries right", fontsize=9)
+        ax.set_xticks([(shots * cell_w) / 2 - 0.5, (shots + 1 + shown / 2) * cell_w - 0.5], ["support", "query"])
+        ax.set_yticks([(c + 0.5) * cell_h - 0.5 for c in range(ways)], [f"class {c}" for c in range(ways)])
+        ax.tick_params(length=0, labelsize=8)
+        for spine in ax.spines.values():
+            spine.set_visible(False)
+    figure.suptitle("each row a class; a query's frame and label: the class predicted (green right, red wrong)",
+                    fontsize=9)
     figure.savefig(path, dpi=110)
     plt.close(figure)
