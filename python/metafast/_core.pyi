@@ -83,7 +83,8 @@ class GaussianNWay:
 
 class Classification:
     def __init__(self, features: _Floats, labels: _Array, classes: _Array, ways: int, shots: int,
-                 query: int) -> None: ...
+                 query: int, channels: int = 0, side: int = 0, rotations: int = 1, max_shift: int = 0,
+                 within: _Array = ...) -> None: ...
 
 class Regression:
     def __init__(self, x: _Floats, y: _Floats, task_ids: _Array, tasks: _Array, support: int, query: int) -> None: ...
