@@ -4,6 +4,14 @@ published ones, the exact settings, and the figures.
 
     python benchmarks/reproduce.py            # a few minutes on 2 cores
     python benchmarks/reproduce.py --quick    # a smoke run: tiny training, nothing written
+    python benchmarks/reproduce.py --sections omniglot [--minutes 30 --jobs 2 ...]
+                                              # only the Omniglot section (benchmarks/omniglot.py:
+                                              # hours), written between its markers in docs/results.md
+    python benchmarks/reproduce.py --sections all     # both
+
+Sections: "papers" (the default: the protocols below, which write docs/results.md whole, keeping
+an Omniglot block already there) and "omniglot" (benchmarks/omniglot.py's protocol and options;
+it replaces only its block, between <!-- omniglot:start --> and <!-- omniglot:end -->).
 
 Protocols (each trains from scratch with seed 0 and evaluates on held-out tasks, seed 123):
 
@@ -39,6 +47,7 @@ Protocols (each trains from scratch with seed 0 and evaluates on held-out tasks,
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -47,6 +56,9 @@ import numpy as np
 
 import metafast as mf
 from metafast import plot
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import omniglot  # noqa: E402  (benchmarks/omniglot.py)
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "docs" / "results.md"
@@ -195,16 +207,53 @@ def markdown(rows: list[list[str]], notes: list[str]) -> str:
     ])
 
 
-def main() -> None:
+SECTIONS = ("papers", "omniglot")
+DEFAULT_SECTIONS = ("papers",)  # the Omniglot section takes hours: run it when asked
+
+
+def sections(text: str) -> tuple[str, ...]:
+    """--sections: comma-separated names among SECTIONS, or "all"."""
+    names = tuple(name.strip() for name in text.split(",") if name.strip())
+    if names == ("all",):
+        return SECTIONS
+    if not names or any(name not in SECTIONS for name in names):
+        raise argparse.ArgumentTypeError(f"choose among {', '.join(SECTIONS)} (comma-separated) or all, got {text!r}")
+    return tuple(name for name in SECTIONS if name in names)
+
+
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a smoke run: tiny training, docs/ left alone")
-    args = parser.parse_args()
-    rows, notes = run(args.quick)
-    text = markdown(rows, notes)
-    print(text)
-    if not args.quick:
-        RESULTS.write_text(text, encoding="utf-8")
-        print(f"wrote {RESULTS.relative_to(ROOT)}", file=sys.stderr)
+    parser.add_argument("--sections", type=sections, default=DEFAULT_SECTIONS,
+                        help="comma-separated: papers (the default), omniglot (hours), or all")
+    omniglot.add_arguments(parser)
+    args = parser.parse_args(argv)
+    if "omniglot" not in args.sections and (args.json or args.save_dir or args.reuse):
+        parser.error("--json, --save-dir and --reuse belong to the omniglot section: add --sections omniglot")
+    text = block = None
+    if "papers" in args.sections:
+        rows, notes = run(args.quick)
+        text = markdown(rows, notes)
+    if "omniglot" in args.sections:
+        results = omniglot.run(omniglot.config_from(args), log=lambda line: print(line, file=sys.stderr, flush=True))
+        block = omniglot.markdown(results)
+        if args.json:
+            omniglot.write_text_atomically(args.json, json.dumps(results, indent=1) + "\n")
+            print(f"wrote {args.json}", file=sys.stderr)
+    print("\n".join(part for part in (text, block) if part is not None))
+    if args.quick:
+        return
+    current = RESULTS.read_text(encoding="utf-8") if RESULTS.exists() else ""
+    if text is not None:
+        # The papers' document is written whole; the Omniglot block goes at its end: this run's,
+        # or the one the file already holds.
+        kept = block if block is not None else omniglot.existing_block(current)
+        text = text if kept is None else omniglot.replace_block(text, kept)
+    else:
+        # Only the Omniglot block changes: the rest of the file stays as it is.
+        text = omniglot.replace_block(current, block)
+    omniglot.write_text_atomically(RESULTS, text)  # atomically: readers never see half a file
+    print(f"wrote {RESULTS.relative_to(ROOT) if RESULTS.is_relative_to(ROOT) else RESULTS}", file=sys.stderr)
 
 
 if __name__ == "__main__":
