@@ -235,7 +235,10 @@ def main(argv: list[str] | None = None) -> None:
         rows, notes = run(args.quick)
         text = markdown(rows, notes)
     if "omniglot" in args.sections:
-        results = omniglot.run(omniglot.config_from(args), log=lambda line: print(line, file=sys.stderr, flush=True))
+        config = omniglot.config_from(args)
+        results = omniglot.run(config, log=lambda line: print(line, file=sys.stderr, flush=True))
+        if not args.quick:
+            results["figure"] = omniglot.figure(config, RESULTS.parent / "results-omniglot.png")
         block = omniglot.markdown(results)
         if args.json:
             omniglot.write_text_atomically(args.json, json.dumps(results, indent=1) + "\n")
