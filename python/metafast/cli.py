@@ -223,7 +223,9 @@ def build_parser() -> Parser:
     parser.add_argument("--version", action="version", version=f"metafast {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    demo = commands.add_parser("demo", parents=[seeded], help="meta-train Meta-SGD and Reptile on sine waves and plot them")
+    demo = commands.add_parser("demo", parents=[seeded],
+                               help="meta-train Meta-SGD and Reptile on sine waves and plot them (--rl: 2D "
+                                    "navigation; --omniglot: MAML on Omniglot's characters)")
     demo.add_argument("--out", help="PNG to write (default metafast-demo.png; metafast-demo-rl.png with --rl, "
                       "metafast-demo-omniglot.png with --omniglot)")
     demo.add_argument("--scale", type=positive_float, default=1.0,
