@@ -14,7 +14,6 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from .. import _validation
 from . import packed_arrays
 from .image_resize import resize
 from .omniglot_layout import read_strokes
@@ -82,20 +81,6 @@ class CharacterImages:
                     raise ValueError(f"parts must be disjoint: {name!r} is in parts {seen[name]} and {index}")
                 seen[name] = index
         return tuple(self.classes(names) for names in named)
-
-    def family(self, ways: int = 5, shots: int = 1, query: int = 15, alphabets: Iterable[str] | str | None = None,
-               rotations: int = 1, shift: int = 0, within_alphabet: bool = False) -> Any:
-        """An N-way K-shot :class:`metafast.tasks.Classification` over these images: over the
-        characters of ``alphabets`` (default: all), with ``rotations`` quarter turns per
-        character as classes of their own (4: the meta-training protocol of MAML, Meta-SGD and
-        Reptile), random shifts of up to ``shift`` pixels, and with ``within_alphabet`` every
-        class of an episode from one alphabet (Lake et al.'s harder one-shot test)."""
-        from ..tasks import Classification
-
-        classes = None if alphabets is None else self.classes(alphabets)
-        within = self.alphabets if _validation.boolean(within_alphabet, "within_alphabet") else None
-        return Classification(self.images, self.labels, ways=ways, shots=shots, query=query, classes=classes,
-                              rotations=rotations, shift=shift, within=within)
 
 
 def preprocess(strokes: np.ndarray) -> np.ndarray:
