@@ -15,7 +15,7 @@ Protocol:
   ``metafast.datasets.omniglot_subsets()``.
 - Test settings: 5-way 1-shot, 5-way 5-shot, 20-way 1-shot, 20-way 5-shot (characters drawn
   from all the test alphabets together), and 20-way 1-shot within one alphabet (Lake et al.'s
-  task), 15 query images per class.
+  task), ``TEST_QUERY`` (5) query images per class.
 - Learners: Meta-SGD, MAML (second order), first-order MAML and Reptile, each with Conv-4 (MAML's
   Omniglot network: ``mf.ConvNet``'s defaults) and with MAML's "no conv" MLP
   784-256-128-64-64-ways (ReLU, but without the batch normalisation MAML's MLP had).
@@ -706,9 +706,11 @@ def markdown(results: dict[str, Any]) -> str:
         "Notes:", "",
         "- One training per (direction, ways, learner, network), on 1-shot episodes with 1 query image per class "
         "(Reptile: its paper's 10-shot training sets), evaluated at 1 and 5 shots; the 20-way trainings also on "
-        "20-way 1-shot within one alphabet. Test episodes have 15 query images per class.",
+        "20-way 1-shot within one alphabet. Test episodes have "
+        f"{results['test_query']} query images per class.",
         "- Within one alphabet, only alphabets with at least 20 characters are drawn (the task family does this)"
-        + (f": {', '.join(short)} {'has' if len(short) == 1 else 'have'} fewer and never appear there." if short
+        + (f": {', '.join(short)} {'has fewer and never appears' if len(short) == 1 else 'have fewer and never appear'}"
+           " there." if short
            else "."),
         "- Meta-learners adapt with their training inner-step count (Reptile: 50 steps, its paper's evaluation); "
         "batch normalisation takes the support set's statistics while adapting and the query set's when scoring "
