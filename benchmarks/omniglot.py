@@ -88,7 +88,7 @@ _MAML_5_TEST = "; the paper tests 5-way with 3 steps, this protocol with the tra
 _METASGD = ("Li et al. 2017's learner with MAML's steps and meta-batch; alpha_init = MAML's step size, alpha's "
             "rate metafast's default")
 # 20-way: one inner step of 0.4 and Adam 3e-3 instead of MAML's 5 steps of 0.1 and 1e-3. Within the
-# 30-minute budget on 2 cores these learn faster: a sweep of 16 settings (Intel Xeon, avx512, 2
+# 30-minute budget on 2 cores these learn faster: a sweep of 15 settings (Intel Xeon, avx512, 2
 # threads each, 20-way 1-shot within an alphabet on small2's new alphabets after 200 s of
 # meta-training) gave Meta-SGD 1 step 0.4 / 3e-3 0.52, the same at 1e-3 0.45 (alpha 0.1: 0.39),
 # MAML 1 step 0.4 / 3e-3 0.49, first-order 0.47, MAML 5 steps of 0.1 / 1e-3 0.35 (300 iterations).
