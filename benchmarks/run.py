@@ -39,6 +39,7 @@ IMPLS = ("metafast", "numpy", "pytorch", "jax")
 LEVELS = ("baseline", "avx2", "avx512", "native")
 MODULES = {"metafast": "impl_metafast", "numpy": "impl_reference", "pytorch": "impl_torch", "jax": "impl_jax"}
 NATIVE_PATH = ""  # where a native build is installed (--native)
+JAX_MAX_ISA = ""  # the widest instructions XLA may use (--jax-max-isa), e.g. AVX2 beside metafast@avx2
 
 
 def implementation(name: str) -> str:
@@ -64,6 +65,8 @@ def child_environment(threads: int, impl: str = "metafast") -> dict[str, str]:
     for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         env[name] = "1"  # metafast takes its thread count per call; BLAS stays single-threaded
     env["XLA_FLAGS"] = f"--xla_cpu_multi_thread_eigen={'false' if threads == 1 else 'true'} intra_op_parallelism_threads={threads}"
+    if JAX_MAX_ISA:
+        env["XLA_FLAGS"] += f" --xla_cpu_max_isa={JAX_MAX_ISA}"
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH", "")]))
     return env
 
@@ -171,12 +174,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="length of one timed run (default 2)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs per measurement; the median counts")
     parser.add_argument("--quick", action="store_true", help="0.2 s runs, 2 repeats: a smoke test, not a measurement")
+    parser.add_argument("--jax-max-isa", default="", metavar="ISA",
+                        help="hold JAX to these instructions (XLA's --xla_cpu_max_isa: SSE4_2, AVX, AVX2, AVX512), "
+                             "to compare it with metafast@LEVEL at the same level")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
-    global NATIVE_PATH
+    global NATIVE_PATH, JAX_MAX_ISA
     NATIVE_PATH = os.path.abspath(args.native) if args.native else ""
+    JAX_MAX_ISA = args.jax_max_isa
     if args.child:
         if args.child[0] == "peak":
             print(json.dumps(child_peak()))
@@ -192,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.seconds, args.repeats = 0.2, 2
     print(f"machine: {machine()}")
+    if JAX_MAX_ISA:
+        print(f"JAX held to {JAX_MAX_ISA} (--xla_cpu_max_isa={JAX_MAX_ISA})")
     peaks = {impl: run_child(["--child", "peak"], 1, timeout=120, impl=impl)
              for impl in args.impls if impl.startswith("metafast")}
     peaks.setdefault("metafast", run_child(["--child", "peak"], 1, timeout=120))
@@ -199,7 +208,9 @@ def main(argv: list[str] | None = None) -> int:
         if "error" in peak:
             raise SystemExit(f"{impl}: {peak['error']}")
         print(f"peak ({impl}): {describe_peak(peak)}")
-    results: dict = {"machine": machine(), "peaks": peaks, "workloads": {}}
+    results: dict = {"machine": machine(), "jax_max_isa": JAX_MAX_ISA, "peaks": peaks, "workloads": {}}
+    # "metafast is" compares with the first metafast variant asked for
+    reference = next(impl for impl in [*args.impls, "metafast"] if impl.startswith("metafast"))
     for name in args.workloads:
         w = workloads.get(name)
         flops = workloads.flops_per_unit(w)
@@ -222,17 +233,17 @@ def main(argv: list[str] | None = None) -> int:
                     continue
                 rows.append({"impl": impl, "threads": threads, "throughput": timing["throughput"],
                              "max_error": max(check["errors"].values())})
-        print_table(w, flops, rows, peaks)
+        print_table(w, flops, rows, peaks, reference)
         results["workloads"][name] = {"flops_per_unit": flops, "rows": rows}
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0
 
 
-def print_table(w, flops: float, rows: list[dict], peaks: dict) -> None:
+def print_table(w, flops: float, rows: list[dict], peaks: dict, reference: str) -> None:
     if not rows:
         return
-    best = {t: r["throughput"] for r in rows if r["impl"] == "metafast" for t in [r["threads"]]}
+    best = {t: r["throughput"] for r in rows if r["impl"] == reference for t in [r["threads"]]}
     one_thread = {r["impl"]: r["throughput"] for r in rows if r["threads"] == 1}
     width = max(9, *(len(r["impl"]) for r in rows))
     print(f"  {'impl':{width}s} {'threads':>7s} {w.unit:>12s} {'metafast is':>12s} {'GFLOP/s':>8s} {'% peak':>7s} "
@@ -245,7 +256,7 @@ def print_table(w, flops: float, rows: list[dict], peaks: dict) -> None:
         scaling = f"{r['throughput'] / one_thread[r['impl']]:>10.2f}x" if r["impl"] in one_thread else f"{'-':>11s}"
         print(f"  {r['impl']:{width}s} {r['threads']:>7d} {r['throughput']:>12,.0f} {ratio} {gflops:>8.2f} "
               f"{100 * gflops / peak:>6.1f}% {scaling}  {r['max_error']:>8.1e}")
-    print("  (% peak: of threads x the measured one-core peak of the level in use, the best level for peers; "
+    print(f"  (metafast is: {reference}'s throughput over the row's; % peak: of threads x the measured one-core peak of the level in use, the best level for peers; "
           "GFLOP/s = throughput x FLOPs per unit)")
 
 

@@ -59,11 +59,22 @@ inline Floats sqrt(Floats x) {
 #endif
 }
 
+#if defined(__AVX2__) && !defined(__AVX512F__)
+// The mask of AVX2's masked loads and stores for lanes [0, count): in a register, so that a
+// partial vector never goes through memory a lane at a time (the masked lanes are neither read
+// nor written, as with AVX-512's masks).
+inline __m256i first_lanes(std::size_t count) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#endif
+
 // The first `count` (at most float_lanes) floats at p, zeros after them; and the way back.
 inline Floats load_partial(const float* p, std::size_t count) {
     if (count == float_lanes) return simd::load<float, simd::wide>(p);
 #if defined(__AVX512F__)
     return simd::load_first(p, static_cast<unsigned>(count));
+#elif defined(__AVX2__)
+    return reinterpret_cast<Floats>(_mm256_maskload_ps(p, first_lanes(count)));
 #else
     Floats v{};
     for (std::size_t l = 0; l < count; ++l) v[l] = p[l];
@@ -75,6 +86,8 @@ inline void store_partial(float* p, std::size_t count, Floats v) {
     if (count == float_lanes) return simd::store<float, simd::wide>(p, v);
 #if defined(__AVX512F__)
     simd::store_first(p, static_cast<unsigned>(count), v);
+#elif defined(__AVX2__)
+    _mm256_maskstore_ps(p, first_lanes(count), reinterpret_cast<__m256>(v));
 #else
     for (std::size_t l = 0; l < count; ++l) p[l] = v[l];
 #endif
