@@ -198,20 +198,19 @@ void set_optimizer_state(L& learner, const py::array& m, const py::array& v, std
 // the tasks, without copies; the GIL is taken only for its two calls per meta-iteration. The
 // core itself never sees MPI.
 template <class T>
-class PythonRelay {
+class PythonRelay final : public Combination<T> {
 public:
-    static constexpr bool start_waits = true;  // for the process before this one
+    bool start_waits() const override { return true; }  // for the process before this one
     // The message is the sum followed by the score (a double) and the failure flag (a double):
     // 16 bytes after the sum in the core's buffer, so MPI sends and receives it in place.
-    template <class U>
-    static constexpr std::size_t tail_values = 16 / sizeof(U);
+    std::size_t tail_values() const override { return 16 / sizeof(T); }
 
     // `relay.first` says whether this process is the first, whose sum starts at zero (its
     // start() is then answered here, without a call into Python).
     PythonRelay(py::object relay, std::size_t first, std::size_t total)
         : relay_(std::move(relay)), first_process_(relay_.attr("first").cast<bool>()), first_(first), total_(total) {}
 
-    bool start(T* sum, std::size_t width, double& score, bool& failed) {
+    bool start(T* sum, std::size_t width, double& score, bool& failed) override {
         if (first_process_) return true;
         py::gil_scoped_acquire gil;
         relay_.attr("start")(message(sum, width));
@@ -219,15 +218,15 @@ public:
         return false;
     }
 
-    void finish(T* sum, std::size_t width, double& score, bool& failed) {
+    void finish(T* sum, std::size_t width, double& score, bool& failed) override {
         write_tail(sum + width, score, failed);
         py::gil_scoped_acquire gil;
         relay_.attr("finish")(message(sum, width));
         read_tail(sum + width, score, failed);
     }
 
-    std::size_t first_task() const { return first_; }
-    std::size_t total_tasks(std::size_t) const { return total_; }
+    std::size_t first_task() const override { return first_; }
+    std::size_t total_tasks(std::size_t) const override { return total_; }
 
 private:
     static void write_tail(T* tail, double score, bool failed) {
@@ -259,11 +258,15 @@ private:
 template <class T, class Run>
 auto with_combination(const py::object& relay, std::size_t first_task, std::size_t total_tasks, std::size_t local,
                       Run&& run) {
-    if (relay.is_none()) return run(LocalSum{});
+    if (relay.is_none()) {
+        LocalSum<T> alone;
+        return run(static_cast<Combination<T>&>(alone));
+    }
     require(total_tasks >= 1 && first_task + local <= total_tasks,
             "a share of tasks [" + std::to_string(first_task) + ", " + std::to_string(first_task + local) +
                 ") does not lie in a meta-batch of " + std::to_string(total_tasks));
-    return run(PythonRelay<T>(relay, first_task, total_tasks));
+    PythonRelay<T> distributed(relay, first_task, total_tasks);
+    return run(static_cast<Combination<T>&>(distributed));
 }
 
 // Tasks of this process's share: at least 1 alone, possibly 0 in a distributed run (more
@@ -286,7 +289,7 @@ template <class T, class L, class Run>
 py::tuple fit_in_core(L& learner, std::size_t iterations, const py::object& relay, std::size_t first_task,
                       std::size_t total_tasks, std::size_t local, Run&& run) {
     std::vector<double> scores(iterations);
-    const FitResult result = with_combination<T>(relay, first_task, total_tasks, local, [&](auto combine) {
+    const FitResult result = with_combination<T>(relay, first_task, total_tasks, local, [&](Combination<T>& combine) {
         SigintForwarding forwarding;
         return without_gil(learner, [&] { return run(scores.data(), combine); });
     });
@@ -298,7 +301,7 @@ py::tuple fit_in_core(L& learner, std::size_t iterations, const py::object& rela
 template <class T, class L, class Run>
 FitResult step_in_core(L& learner, const py::object& relay, std::size_t first_task, std::size_t total_tasks,
                        std::size_t local, Run&& run) {
-    const FitResult result = with_combination<T>(relay, first_task, total_tasks, local, [&](auto combine) {
+    const FitResult result = with_combination<T>(relay, first_task, total_tasks, local, [&](Combination<T>& combine) {
         SigintForwarding forwarding;
         return without_gil(learner, [&] { return run(combine); });
     });

@@ -13,7 +13,7 @@
 //   current parameters, its slot (width values) written to buffers.slot(i, width);
 // - the update (GuardedUpdate for the meta-optimizers, ReptileUpdate, MeanOnly for a gradient
 //   without an update): how the mean slot changes the parameters, block by block;
-// - the combination of the task slots into the sum (LocalSum here). It is the one step a
+// - the combination of the task slots into the sum (a Combination; LocalSum here). It is the one step a
 //   distributed run replaces: start the sum from the tasks of the processes before this one,
 //   pass it on when this process's tasks are added, so the order, and the bits, stay those of
 //   one process.
@@ -124,29 +124,44 @@ std::size_t meta_batch_bytes(std::size_t tasks, std::size_t width, std::size_t r
     return bytes + team * (per_thread + workspace_bytes(rows));
 }
 
-// The combination of one process: the sum starts at zero and the mean divides by its tasks.
-// A distributed combination (python/metafast/distributed.py) has the same three members.
-struct LocalSum {
+// How a run combines its task slots with other processes' (a distributed run), or not (LocalSum).
+// It is called twice per meta-iteration, so a virtual call costs nothing there, and every
+// learner's loop is compiled once, not once per kind of combination.
+template <class T>
+class Combination {
+public:
+    virtual ~Combination() = default;
     // Whether start() waits for other processes: then the first thread computes all its tasks
     // before it starts the sum, instead of adding each task as it is done.
-    static constexpr bool start_waits = false;
-    // Values of the sum's type the combination may use right after the sum.
-    template <class T>
-    static constexpr std::size_t tail_values = 0;
+    virtual bool start_waits() const = 0;
+    // Values of type T the combination may use right after the sum.
+    virtual std::size_t tail_values() const = 0;
     // Called by the relay's first thread before it adds its first task; returns whether the
     // sum starts at zero (otherwise sum and score hold the tasks before this process's).
     // `failed`: whether a process before this one failed in this meta-iteration.
-    template <class T>
-    bool start(T*, std::size_t, double&, bool&) { return true; }
+    virtual bool start(T* sum, std::size_t width, double& score, bool& failed) = 0;
     // Called by the relay's last thread once every task of this process is added to the sum and
     // the score; leaves the sum and the score of all tasks there, and in `failed` (this
     // process's on entry) whether any process failed.
-    template <class T>
-    void finish(T*, std::size_t, double&, bool&) {}
+    virtual void finish(T* sum, std::size_t width, double& score, bool& failed) = 0;
     // The whole meta-batch's index of this process's first task, and its number of tasks
     // given this process's share.
-    std::size_t first_task() const { return 0; }
-    std::size_t total_tasks(std::size_t local) const { return local; }
+    virtual std::size_t first_task() const = 0;
+    virtual std::size_t total_tasks(std::size_t local) const = 0;
+};
+
+// The combination of one process: the sum starts at zero and the mean divides by its tasks.
+// A distributed combination (PythonRelay, over python/metafast/distributed.py) passes the sum
+// on between processes.
+template <class T>
+class LocalSum final : public Combination<T> {
+public:
+    bool start_waits() const override { return false; }
+    std::size_t tail_values() const override { return 0; }
+    bool start(T*, std::size_t, double&, bool&) override { return true; }
+    void finish(T*, std::size_t, double&, bool&) override {}
+    std::size_t first_task() const override { return 0; }
+    std::size_t total_tasks(std::size_t local) const override { return local; }
 };
 
 // The update that only leaves the mean slot: meta_gradient.
@@ -190,11 +205,12 @@ T clipping_scale(const T* sum, std::size_t width, double divisor, double clip_no
 // that iteration and is rethrown after the region. With clip_norm > 0 the mean gradient is
 // scaled by min(1, clip_norm / its norm) before the update, the norm summed in one fixed order
 // by one thread, so that the bits do not depend on the threads.
-template <class T, class Update, class TaskWork, class Combine>
+template <class T, class Update, class TaskWork>
 FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::size_t width, int team,
                               MetaBatchBuffers<T>& buffers, const Update& update, double* scores,
-                              TaskWork&& task_work, Combine& combine, double clip_norm = 0.0) {
-    buffers.reserve(tasks, width, std::decay_t<Combine>::template tail_values<T>);
+                              TaskWork&& task_work, Combination<T>& combine, double clip_norm = 0.0) {
+    buffers.reserve(tasks, width, combine.tail_values());
+    const bool start_waits = combine.start_waits();
     const int requested = forks::usable_team(std::clamp(team, 1, static_cast<int>(std::max<std::size_t>(tasks, 1))));
     RoundFlags relayed(static_cast<std::size_t>(requested)), updated(static_cast<std::size_t>(requested));
     FitResult result{iterations, false, 0.0};
@@ -271,7 +287,7 @@ FitResult run_meta_iterations(std::size_t iterations, std::size_t tasks, std::si
                     cancellation::throw_if_cancelled();
                     task_scores[i] = task_work(k, i, static_cast<int>(thread), own.params());
                     if (i + 1 - added >= batch &&
-                        (first ? !std::decay_t<Combine>::start_waits : relayed.passed(thread - 1, round)))
+                        (first ? !start_waits : relayed.passed(thread - 1, round)))
                         add_done_tasks(i + 1);
                 }
             });

@@ -14,6 +14,7 @@
 
 #include "metafast/buffer.hpp"
 #include "metafast/cancellation.hpp"
+#include "metafast/function_ref.hpp"
 #include "metafast/meta_iteration.hpp"
 #include "metafast/meta_sgd.hpp"
 #include "metafast/optim.hpp"
@@ -94,8 +95,7 @@ public:
 
     // Mean query loss over the batch; the mean gradient goes to mean_gradient(). With a
     // distributed `combine`, the batch is this process's share of the meta-batch.
-    template <class Combine = LocalSum>
-    FitResult meta_gradient(const TaskBatchView<T>& batch, Combine&& combine = {}) {
+    FitResult meta_gradient(const TaskBatchView<T>& batch, Combination<T>& combine) {
         const MeanOnly<T> keep(params_.data(), params_.size(), budget_.threads());
         return run(1, batch.tasks, keep, nullptr, [&](std::size_t, std::size_t i, int) { return batch.task(i); }, combine,
                    0.0);  // the exact mean: clipping is the update's
@@ -103,8 +103,7 @@ public:
 
     // One meta-iteration; completed 0 and nothing changed when the loss or the gradient is not
     // finite.
-    template <class Combine = LocalSum>
-    FitResult meta_step(const TaskBatchView<T>& batch, Combine&& combine = {}) {
+    FitResult meta_step(const TaskBatchView<T>& batch, Combination<T>& combine) {
         double committed = 0.0;
         return run(1, batch.tasks, guarded_update(), &committed,
                    [&](std::size_t, std::size_t i, int) { return batch.task(i); }, combine, config_.clip_grad_norm);
@@ -113,9 +112,8 @@ public:
     // `iterations` meta-iterations on tasks sampled natively: task i of iteration k is keyed by
     // (the learner's seed, first_iteration + k, i). Writes one mean query loss per completed iteration. With a
     // distributed `combine`, meta_batch is this process's share.
-    template <class Combine = LocalSum>
     FitResult fit(const TaskFamily& family, std::uint64_t first_iteration, std::size_t iterations,
-                  std::size_t meta_batch, double* losses, Combine&& combine = {}) {
+                  std::size_t meta_batch, double* losses, Combination<T>& combine) {
         storage_.reserve(task_shape(family), meta_batch);
         const TaskBatchView<T> batch = storage_.view();
         const std::size_t first = combine.first_task();
@@ -173,9 +171,10 @@ private:
     // Meta-iterations whose task i of iteration k is task_of(k, i, thread) (sampled there if
     // need be), each task's slot its meta-gradient [g_theta, g_alpha]; the mean clipped to
     // norm clip_norm when it is > 0.
-    template <class Update, class TaskOf, class Combine>
-    FitResult run(std::size_t iterations, std::size_t tasks, const Update& update, double* scores, TaskOf&& task_of,
-                  Combine& combine, double clip_norm) {
+    template <class Update>
+    FitResult run(std::size_t iterations, std::size_t tasks, const Update& update, double* scores,
+                  FunctionRef<TaskView<T>(std::size_t, std::size_t, int)> task_of, Combination<T>& combine,
+                  double clip_norm) {
         const std::size_t n = num_params(), width = params_.size();
         const std::uint64_t run = ++runs_;  // names this run's iterations for the transposed-theta caches
         const int team = budget_.team(tasks, task_timer_.seconds_each(), iterations);

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "metafast/buffer.hpp"
+#include "metafast/function_ref.hpp"
 #include "metafast/meta_iteration.hpp"
 #include "metafast/parallel.hpp"
 #include "metafast/reptile.hpp"
@@ -81,9 +82,8 @@ public:
     // One meta-iteration on `batch`, `position` of `span` into the epsilon schedule (span 0:
     // epsilon); `iteration` keys the shuffles. Returns false and changes nothing when a result
     // is not finite.
-    template <class Combine = LocalSum>
     FitResult meta_step(const TaskBatchView<T>& batch, std::uint64_t iteration, std::size_t position, std::size_t span,
-                        Combine&& combine = {}) {
+                        Combination<T>& combine) {
         double committed = 0.0;
         return run(1, batch.tasks, iteration, schedule(position, span), &committed,
                    [&](std::size_t, std::size_t i, int) { return batch.task(i); }, combine);
@@ -91,10 +91,9 @@ public:
 
     // Meta-iterations on natively sampled tasks; iteration k is offset + k of span into the
     // epsilon schedule.
-    template <class Combine = LocalSum>
     FitResult fit(const TaskFamily& family, std::uint64_t first_iteration, std::size_t iterations,
                   std::size_t meta_batch, std::size_t offset, std::size_t span, double* losses,
-                  Combine&& combine = {}) {
+                  Combination<T>& combine) {
         storage_.reserve(task_shape(family), meta_batch);
         const TaskBatchView<T> batch = storage_.view();
         const std::size_t first = combine.first_task();
@@ -151,9 +150,9 @@ private:
     // need be); each task's slot is theta~_i - theta, its score the query loss at theta~_i.
     // With a carried optimizer state the tasks of an iteration form one chain and run in order,
     // on one thread.
-    template <class TaskOf, class Combine>
     FitResult run(std::size_t iterations, std::size_t tasks, std::uint64_t first_iteration, EpsilonSchedule epsilon,
-                  double* scores, TaskOf&& task_of, Combine& combine) {
+                  double* scores, FunctionRef<TaskView<T>(std::size_t, std::size_t, int)> task_of,
+                  Combination<T>& combine) {
         const std::size_t n = num_params();
         const bool chained = !config_.reset_optimizer;
         const int team = chained ? 1 : budget_.team(tasks, task_timer_.seconds_each(), iterations);

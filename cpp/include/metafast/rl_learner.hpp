@@ -80,9 +80,8 @@ public:
     // Meta-iterations first_iteration .. + iterations - 1 of meta_batch tasks each; writes the
     // mean return after adaptation of each completed iteration.
     // With a distributed `combine`, meta_batch is this process's share.
-    template <class Combine = LocalSum>
     FitResult fit(std::uint64_t first_iteration, std::size_t iterations, std::size_t meta_batch, double* returns,
-                  Combine&& combine = {}) {
+                  Combination<T>& combine) {
         const std::size_t first = combine.first_task();
         const std::size_t q = policy_params(), width = 2 * q;
         const int team = budget_.team(meta_batch, task_timer_.seconds_each(), iterations);
