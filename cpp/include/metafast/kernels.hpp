@@ -253,8 +253,19 @@ void product(std::size_t m, std::size_t n, std::size_t k, const T* A, std::size_
     }
     return;
 #else
-    for (; j + 2 * WL <= n; j += 2 * WL) panel<2, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
-    for (; j + WL <= n; j += WL) panel<1, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
+    // Panels of two vectors; an odd count's last three in one panel of three (4 x 3
+    // accumulators in 16 registers) instead of a panel of one, whose few accumulators leave the
+    // multiply-adds waiting on each other (W4's 40 columns at AVX2: 2 + 3 vectors).
+    const std::size_t vectors = (n - j) / WL;
+    const std::size_t pairs = vectors % 2 == 1 && vectors >= 3 ? vectors / 2 - 1 : vectors / 2;
+    for (std::size_t q = 0; q < pairs; ++q, j += 2 * WL) panel<2, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
+    if (vectors % 2 == 1 && vectors >= 3) {
+        panel<3, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
+        j += 3 * WL;
+    } else if (vectors % 2 == 1) {
+        panel<1, wide>(m, k, A, a_row, a_depth, B + j, n, C + j, n, accumulate);
+        j += WL;
+    }
 #endif
 #endif
     if (j == n) return;
