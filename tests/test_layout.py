@@ -9,7 +9,8 @@ from pathlib import Path
 HEADERS = Path(__file__).resolve().parents[1] / "cpp" / "include" / "metafast"
 
 LAYERS = [
-    ["simd", "cpu_features", "peak_probe", "denormals", "buffer", "fast_math", "box_muller", "softplus", "rng", "cancellation"],
+    ["simd", "cpu_features", "peak_probe", "denormals", "buffer", "fast_math", "box_muller", "softplus", "rng", "cancellation",
+     "function_ref"],
     ["kernels", "activations", "losses", "network", "mlp", "mlp_workspace", "backprop", "hvp", "scalar_mlp", "convnet"],
     ["task_layout", "data_tasks", "tasks", "task_batch", "nav2d", "policy", "rl"],
     ["meta_sgd", "reptile", "optim", "reptile_update"],

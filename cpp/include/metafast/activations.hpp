@@ -77,7 +77,8 @@ inline float rational_tanh(float x) {
 // (the divider would bound the loop: one 512-bit division per 10 cycles).
 inline fast::Floats rational_tanh(fast::Floats x) {
     constexpr float limit = 7.90531110763549805f;
-    const fast::Floats clamped = x < -limit ? -limit : (x > limit ? limit : x);
+    // x within [-limit, limit] (NaN stays NaN): a min and a max, not two compares and blends
+    const fast::Floats clamped = fast::greater(fast::Floats{} - limit, fast::lesser(fast::Floats{} + limit, x));
     const fast::Floats x2 = clamped * clamped;
     fast::Floats p = -2.76076847742355e-16f * x2 + 2.00018790482477e-13f;
     p = p * x2 - 8.60467152213735e-11f;
@@ -89,8 +90,8 @@ inline fast::Floats rational_tanh(fast::Floats x) {
     q = q * x2 + 2.26843463243900e-03f;
     q = q * x2 + 4.89352518554385e-03f;
     const fast::Floats r = clamped * p * fast::reciprocal_of_finite(q);
-    const fast::Floats saturated = x < 0.0f ? -1.0f + fast::Floats{} : 1.0f + fast::Floats{};
-    const fast::Floats value = x * x > tanh_saturation * tanh_saturation ? saturated : r;  // x2 is clamped
+    // where it is used, |x| > 9: the sign of x is that of x < 0 (they differ only at -0)
+    const fast::Floats value = x * x > tanh_saturation * tanh_saturation ? fast::unit_with_sign_of(x) : r;  // x2 is clamped
     return x2 < 1.6e-7f ? x : value;  // |x| < 0.0004: tanh x = x to float precision
 }
 #endif

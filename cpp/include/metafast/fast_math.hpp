@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <cstddef>
+#include <cstdint>
 #include <limits>
 
 #include "metafast/simd.hpp"
@@ -54,8 +55,9 @@ inline Floats sqrt(Floats x) {
 #if defined(__AVX__)
     y = y * (1.5f - 0.5f * x * y * y);
     const Floats root = x * y;
-    const Floats inf = Floats{} + std::numeric_limits<float>::infinity();
-    return x == 0.0f ? x : (x == inf ? inf : root);  // the estimate gives 0 * inf there
+    // At 0 and +inf the estimate's refinement gives 0 * inf = NaN, and the root is x itself
+    // (one test for both: NaN only there, or where x is NaN already).
+    return root == root ? root : x;
 #endif
 }
 
@@ -67,6 +69,34 @@ inline __m256i first_lanes(std::size_t count) {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(count)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 #endif
+
+// a < b ? a : b and a > b ? a : b, lane by lane (so b where either is NaN): one min or max
+// instruction, where the compilers make a compare and a blend of the conditional expression.
+inline Floats lesser(Floats a, Floats b) {
+#if defined(__AVX512F__)
+    return reinterpret_cast<Floats>(_mm512_min_ps(reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b)));
+#elif defined(__AVX__)
+    return reinterpret_cast<Floats>(_mm256_min_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b)));
+#else
+    return a < b ? a : b;
+#endif
+}
+
+inline Floats greater(Floats a, Floats b) {
+#if defined(__AVX512F__)
+    return reinterpret_cast<Floats>(_mm512_max_ps(reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b)));
+#elif defined(__AVX__)
+    return reinterpret_cast<Floats>(_mm256_max_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b)));
+#else
+    return a > b ? a : b;
+#endif
+}
+
+// +1 or -1 with the sign bit of x, lane by lane (-1 at -0).
+inline Floats unit_with_sign_of(Floats x) {
+    using Bits = simd::vec<std::uint32_t, simd::wide>;
+    return reinterpret_cast<Floats>((reinterpret_cast<Bits>(x) & 0x80000000u) | 0x3f800000u);
+}
 
 // The first `count` (at most float_lanes) floats at p, zeros after them; and the way back.
 inline Floats load_partial(const float* p, std::size_t count) {
