@@ -73,8 +73,8 @@ inline __m256i first_lanes(std::size_t count) {
 // a < b ? a : b and a > b ? a : b, lane by lane (so b where either is NaN): one min or max
 // instruction, where the compilers make a compare and a blend of the conditional expression.
 inline Floats lesser(Floats a, Floats b) {
-#if defined(__AVX512F__)
-    return reinterpret_cast<Floats>(_mm512_min_ps(reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b)));
+#if defined(__AVX512F__)  // the zero-masked form: GCC 12's unmasked one starts from an undefined vector and warns
+    return reinterpret_cast<Floats>(_mm512_maskz_min_ps(0xFFFF, reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b)));
 #elif defined(__AVX__)
     return reinterpret_cast<Floats>(_mm256_min_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b)));
 #else
@@ -84,7 +84,7 @@ inline Floats lesser(Floats a, Floats b) {
 
 inline Floats greater(Floats a, Floats b) {
 #if defined(__AVX512F__)
-    return reinterpret_cast<Floats>(_mm512_max_ps(reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b)));
+    return reinterpret_cast<Floats>(_mm512_maskz_max_ps(0xFFFF, reinterpret_cast<__m512>(a), reinterpret_cast<__m512>(b)));
 #elif defined(__AVX__)
     return reinterpret_cast<Floats>(_mm256_max_ps(reinterpret_cast<__m256>(a), reinterpret_cast<__m256>(b)));
 #else
