@@ -91,3 +91,23 @@ def test_the_reproduction_script_runs_and_reports_honestly():
     # A tiny training cannot reach the papers: the table must say so rather than claim it.
     reached = [row for row in rows if row[-1] == "reached"]
     assert not reached and any(row[-1] == "**not reached**" for row in rows)
+
+
+def test_jax_can_be_held_to_the_level_metafast_is_forced_to(monkeypatch, capsys):
+    """--jax-max-isa passes XLA's --xla_cpu_max_isa to the JAX children only when asked, and the
+    table's "metafast is" column compares with the first metafast variant asked for."""
+    import run
+
+    monkeypatch.setattr(run, "JAX_MAX_ISA", "")
+    assert "max_isa" not in run.child_environment(1, "jax")["XLA_FLAGS"]
+    monkeypatch.setattr(run, "JAX_MAX_ISA", "AVX2")
+    env = run.child_environment(2, "jax")
+    assert env["XLA_FLAGS"].endswith(" --xla_cpu_max_isa=AVX2") and "intra_op_parallelism_threads=2" in env["XLA_FLAGS"]
+    assert run.child_environment(1, "metafast@avx2")["METAFAST_CPU"] == "avx2"
+
+    rows = [{"impl": "metafast@avx2", "threads": 1, "throughput": 300.0, "max_error": 0.0},
+            {"impl": "jax", "threads": 1, "throughput": 100.0, "max_error": 0.0}]
+    peak = {"gflops": 100.0}
+    run.print_table(workloads.get("W4"), 1e6, rows, {"metafast": peak, "metafast@avx2": peak}, "metafast@avx2")
+    table = capsys.readouterr().out
+    assert re.search(r"metafast@avx2\s+1\s+300\s+1\.00x", table) and re.search(r"jax\s+1\s+100\s+3\.00x", table)

@@ -222,3 +222,14 @@ def test_init_as_theta_or_a_normal_std():
         model.init(0, scheme=("normal", "a"))
     with pytest.raises(ValueError, match="^init has values beyond the range of float32"):
         initial_theta(model, np.full(25, 1e39), 0, np.dtype(np.float32))
+
+
+def test_float32_tanh_saturates_at_infinities():
+    """Pre-activations that overflow reach the vector tanh as +-inf, where it is exactly +-1
+    (the clamp is a min and a max); near 0 tanh x = x, beyond 9.01 it is exactly +-1."""
+    theta = np.array([10.0, -10.0], dtype=np.float32)
+    x = np.array([[3e38, 0.0], [0.0, 3e38], [1e-6, 0.0], [-0.95, 0.0], [0.0, -0.95]], dtype=np.float32)
+    model = mf.MLP([2, 1], activation="identity", output="tanh", bias=False)
+    out = model.forward(theta, x)[:, 0]
+    assert out[0] == 1.0 and out[1] == -1.0
+    assert out[2] == np.float32(1e-5) and out[3] == -1.0 and out[4] == 1.0
