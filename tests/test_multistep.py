@@ -201,6 +201,63 @@ def test_initialisation_schemes():
         mf.MetaSGD(mf.MLP([1, 8, 1]), init=explicit[:-1])
 
 
+@pytest.mark.parametrize("cls", [mf.MetaSGD, mf.MAML])
+def test_the_default_initialisation_is_auto_for_one_step_and_glorot_for_more(cls, tmp_path):
+    relu = mf.MLP([1, 8, 8, 1], activation="relu")
+    for steps, scheme in ((1, "auto"), (2, "glorot"), (5, "glorot")):
+        learner = cls(relu, inner_steps=steps, seed=3)
+        np.testing.assert_array_equal(learner.theta, relu.init(3, "float32", scheme=scheme))
+        assert learner.init is None
+        learner.save(tmp_path / "m.npz")  # reloads from its theta, whatever the default was
+        np.testing.assert_array_equal(mf.load(tmp_path / "m.npz").theta, learner.theta)
+    assert not np.array_equal(relu.init(3, scheme="auto"), relu.init(3, scheme="glorot"))  # He before ReLU
+    tanh = mf.MLP([1, 8, 8, 1], activation="tanh")  # no ReLU: the same theta as ever
+    np.testing.assert_array_equal(cls(tanh, inner_steps=3, seed=3).theta, tanh.init(3, "float32"))
+
+
+def test_the_inner_loop_of_the_default_start_does_not_overshoot():
+    """The support loss's largest curvature under the multi-step default stays below the
+    2 / alpha that steps of alpha = 0.01 need, and five steps lower every task's loss, where
+    He's larger first-layer limit ("auto" before a ReLU) overflows on some (docs/math.md)."""
+    model = mf.MLP([1, 40, 40, 1], activation="relu")
+    tasks = Sinusoid(support=5, query=1).sample(40, seed=1)
+    ratios = {}
+    for scheme in ("auto", "glorot"):
+        theta0 = model.init(0, scheme=scheme)
+        worst_curvature, worst_ratio = 0.0, 0.0
+        for t in range(40):
+            x, y = tasks.x_support[t], tasks.y_support[t]
+            v = np.random.default_rng(t).normal(size=theta0.size)
+            for _ in range(25):  # power iteration on the exact Hessian-vector product
+                hv = model.hvp(theta0, x, y, v)
+                curvature = np.linalg.norm(hv) / np.linalg.norm(v)
+                v = hv / np.linalg.norm(hv)
+            theta = theta0.copy()
+            with np.errstate(all="ignore"):
+                for _ in range(5):
+                    theta = theta - 0.01 * model.loss_and_grad(theta, x, y)[1]
+                ratio = model.loss(theta, x, y) / model.loss(theta0, x, y)
+            worst_curvature = max(worst_curvature, curvature)
+            worst_ratio = max(worst_ratio, ratio if np.isfinite(ratio) else np.inf)
+        ratios[scheme] = (worst_curvature, worst_ratio)
+    assert ratios["glorot"][0] < 2 / 0.01 and ratios["glorot"][1] < 1
+    assert ratios["auto"][0] > 2 / 0.01 and ratios["auto"][1] > 1e3
+
+
+def test_maml_five_step_sine_setting_trains_with_the_defaults():
+    """MAML's standard 5-step setting as a user writes it (issue: it diverged at meta-iteration
+    1): a few hundred meta-iterations lower the loss; the full 70,000 run is in
+    benchmarks/reproduce.py (docs/results.md)."""
+    learner = mf.MetaSGD(mf.MLP([1, 40, 40, 1], activation="relu"), loss="mse", inner_steps=5, alpha_init=0.01,
+                         meta_lr=1e-3, clip_grad_norm=10.0, seed=0, num_threads=2)
+    family = Sinusoid(support=5, query=10)
+    before = learner.evaluate(family, num_tasks=200, steps=(5,), seed=7).loss[0]
+    losses = learner.fit(family, iterations=400, meta_batch=25, progress=False)
+    assert learner.iteration == 400 and np.all(np.isfinite(losses))
+    after = learner.evaluate(family, num_tasks=200, steps=(5,), seed=7).loss[0]
+    assert after < 0.6 * before
+
+
 def test_new_options_are_checked():
     with pytest.raises(ValueError, match="clip_grad_norm must be a finite number > 0, got 0"):
         mf.MetaSGD(mf.MLP([1, 4, 1]), clip_grad_norm=0.0)

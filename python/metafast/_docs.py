@@ -69,9 +69,12 @@ clip_grad_norm : float, optional
     gradient scaled by ``min(1, clip_grad_norm / norm)``, the norm summed in one fixed order,
     so results stay the same for any number of threads and processes).
 init : str, ("normal", std) or array, optional
-    Initial theta: a scheme of :meth:`MLP.init` ("auto", the default: He for layers before a
-    ReLU, Glorot otherwise; "he"; "glorot"; "pytorch", ``torch.nn.Linear``'s default;
-    ("normal", std), MAML's is ("normal", 0.01)), or theta itself.
+    Initial theta: a scheme of :meth:`MLP.init` ("auto": He for layers before a ReLU, Glorot
+    otherwise; "he"; "glorot"; "pytorch", ``torch.nn.Linear``'s default; ("normal", std),
+    MAML's is ("normal", 0.01)), or theta itself. None (the default) is "auto" with one inner
+    step and "glorot" with more: He's larger first-layer weights make the support loss so
+    curved that several steps of 0.01 overflow on some tasks (docs/math.md, "The default
+    initialisation"). The two are the same for networks without ReLU.
 """,
     "theta and x": """\
 theta : ndarray, shape (num_params,)

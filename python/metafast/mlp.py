@@ -469,14 +469,16 @@ def _shown(value: Any) -> str:
     return text if len(text) <= 80 else f"{text[:60]}... ({type(value).__name__})"
 
 
-def initial_theta(model: MLP, init: Any, seed: int, dtype: np.dtype) -> tuple[np.ndarray, Any]:
+def initial_theta(model: MLP, init: Any, seed: int, dtype: np.dtype,
+                  default: str = "auto") -> tuple[np.ndarray, Any]:
     """theta to start from, and what a saved file records of ``init``: a scheme of
-    :meth:`MLP.init` (None for "auto", a name of ``INIT_SCHEMES``, or ("normal", std)), or an
-    explicit theta, an array of ``model.num_params`` finite numbers (recorded as None). Any
-    other ``init`` is a TypeError or ValueError that names it and lists these forms."""
+    :meth:`MLP.init` (None for the learner's ``default`` scheme, a name of ``INIT_SCHEMES``, or
+    ("normal", std)), or an explicit theta, an array of ``model.num_params`` finite numbers
+    (recorded as None). Any other ``init`` is a TypeError or ValueError that names it and lists
+    these forms."""
     forms = f"{INIT_FORMS.replace(' or ', ', ')} or theta (an array of {model.num_params} numbers)"
     if init is None:
-        return model.init(seed, dtype), None
+        return model.init(seed, dtype, scheme=default), None
     if isinstance(init, str) or (isinstance(init, (tuple, list)) and init and isinstance(init[0], str)):
         scheme = init_scheme(init, "init", forms)
         return model.init(seed, dtype, scheme=scheme), scheme
