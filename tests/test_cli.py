@@ -151,12 +151,12 @@ def train_help(option):
 def test_init_and_clip_help_name_their_algorithms_from_the_shared_table(monkeypatch):
     """--init and --clip-grad-norm name the algorithms and defaults through defaults_help, as
     every other option does: an algorithm that takes them appears in their help."""
-    assert train_help("--init").endswith("(metasgd, maml; default auto: He before ReLU, Glorot otherwise)")
+    assert train_help("--init").endswith("(metasgd, maml; default auto (He before ReLU, Glorot otherwise) with one inner step, glorot with more)")
     assert train_help("--clip-grad-norm").endswith("(metasgd, maml; default no clipping)")
     widened = {algorithm: dict(defaults) for algorithm, defaults in cli.TRAIN_DEFAULTS.items()}
     widened["reptile"].update(init=None, clip_grad_norm=None)
     monkeypatch.setattr(cli, "TRAIN_DEFAULTS", widened)
-    assert train_help("--init").endswith("(metasgd, maml, reptile; default auto: He before ReLU, Glorot otherwise)")
+    assert train_help("--init").endswith("(metasgd, maml, reptile; default auto (He before ReLU, Glorot otherwise) with one inner step, glorot with more)")
     assert train_help("--clip-grad-norm").endswith("(metasgd, maml, reptile; default no clipping)")
 
 

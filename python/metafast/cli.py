@@ -304,7 +304,7 @@ def build_parser() -> Parser:
                           f"({defaults_help('clip_grad_norm', none='no clipping')})")
     sgd.add_argument("--init", type=init_scheme, metavar="SCHEME",
                      help=f"initial theta: {', '.join(INIT_SCHEMES)} or normal:STD, e.g. normal:0.01 "
-                          f"({defaults_help('init', none='auto: He before ReLU, Glorot otherwise')})")
+                          f"({defaults_help('init', none='auto (He before ReLU, Glorot otherwise) with one inner step, glorot with more')})")
     rep = train.add_argument_group("Reptile")
     rep.add_argument("--inner-optimizer", choices=("adam", "sgd"),
                      help="inner optimizer (reptile; default adam for sine, sgd for the classification tasks)")
