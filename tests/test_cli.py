@@ -36,7 +36,10 @@ def test_demo_runs_end_to_end_and_writes_a_png(tmp_path, capsys):
     out = tmp_path / "demo.png"
     assert main(["demo", "--scale", "0.01", "--tasks", "20", "--quiet", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "Meta-SGD" in text and "Reptile" in text and "± " in text
+    assert "Meta-SGD" in text and "MAML" in text and "Reptile" in text and "± " in text
+    # Each learner as trained: Meta-SGD's learned one-step sizes are not repeated 10 times.
+    ten = next(line for line in text.splitlines() if line.split()[:1] == ["10"])
+    assert "(trained for 1 step)" in ten and ten.count("±") == 2
     image = read_png(out)
     assert image.shape[0] > 400 and image.shape[1] > 800
 

@@ -224,7 +224,7 @@ def build_parser() -> Parser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     demo = commands.add_parser("demo", parents=[seeded],
-                               help="meta-train Meta-SGD and Reptile on sine waves and plot them (--rl: 2D "
+                               help="meta-train Meta-SGD, MAML and Reptile on sine waves and plot them (--rl: 2D "
                                     "navigation; --omniglot: MAML on Omniglot's characters)")
     demo.add_argument("--out", help="PNG to write (default metafast-demo.png; metafast-demo-rl.png with --rl, "
                       "metafast-demo-omniglot.png with --omniglot)")
@@ -726,27 +726,37 @@ def run_demo(args: argparse.Namespace) -> int:
         return run_demo_omniglot(args)
     family = Sinusoid(support=10, query=10)
     progress = not args.quiet
-    metasgd = MetaSGD(MLP([1, 40, 40, 1], activation="relu"), loss="mse", inner_steps=1, alpha_init=0.01,
-                      meta_lr=1e-3, seed=args.seed or 0, num_threads=args.threads)
+    seed = args.seed or 0
+    sine_model = MLP([1, 40, 40, 1], activation="relu")
+    metasgd = MetaSGD(sine_model, loss="mse", inner_steps=1, alpha_init=0.01, meta_lr=1e-3, seed=seed,
+                      num_threads=args.threads)
+    maml = MAML(sine_model, loss="mse", inner_lr=0.01, inner_steps=1, meta_lr=1e-3, seed=seed, num_threads=args.threads)
     reptile = Reptile(MLP([1, 64, 64, 1], activation="tanh"), loss="mse", inner_lr=1e-2, inner_epochs=10,
-                      inner_batch=10, epsilon=0.1, epsilon_final=0.0, seed=args.seed or 0, num_threads=args.threads)
-    runs = [("Meta-SGD", metasgd, round(20_000 * args.scale), 25), ("Reptile", reptile, round(6000 * args.scale), 5)]
+                      inner_batch=10, epsilon=0.1, epsilon_final=0.0, seed=seed, num_threads=args.threads)
+    # Each learner with the steps it adapts with as trained: Meta-SGD's step sizes are learned
+    # for its one step (repeated, they overshoot); MAML repeats its fixed step; Reptile runs Adam.
+    runs = [("Meta-SGD", metasgd, round(20_000 * args.scale), 25, (0, 1)),
+            ("MAML", maml, round(20_000 * args.scale), 25, (0, 1, 10)),
+            ("Reptile", reptile, round(6000 * args.scale), 5, (0, 1, 10))]
     print("meta-training on sine waves y = A sin(x - phi), 10 support and 10 query points per task")
-    for name, learner, iterations, meta_batch in runs:
+    for name, learner, iterations, meta_batch, _ in runs:
         started = time.perf_counter()
         learner.fit(family, iterations=max(iterations, 1), meta_batch=meta_batch, progress=progress)
         print(f"  {name:8s}: {learner.iteration} meta-iterations x {meta_batch} tasks in "
               f"{time.perf_counter() - started:.1f} s")
     print(f"\nquery MSE on {args.tasks} held-out tasks after 0, 1 and 10 adaptation steps (mean ± 95% CI)")
-    reports = [learner.evaluate(family, num_tasks=args.tasks, steps=(0, 1, 10), seed=123) for _, learner, _, _ in runs]
-    width = max(len(reports[0].cell(row)) for row in range(3))  # room for a "(x% diverged)"
-    print(f"{'steps':>5}  {'Meta-SGD':>22}{'':<{width - 22}}  {'Reptile':>22}")
+    reports = [learner.evaluate(family, num_tasks=args.tasks, steps=steps, seed=123) for _, learner, _, _, steps in runs]
+    cells = [[report.cell(row) for row in range(len(report.steps))] for report in reports]
+    cells[0].append(f"{'(trained for 1 step)':>22}")
+    width = max(len(cell) for column in cells for cell in column)  # room for a "(x% diverged)"
+    print(f"{'steps':>5}  " + "  ".join(f"{name:>22}{'':<{width - 22}}" for name, *_ in runs).rstrip())
     for row, steps in enumerate((0, 1, 10)):
-        print(f"{steps:>5}  {reports[0].cell(row):<{width}}  {reports[1].cell(row)}".rstrip())
-    print("(Meta-SGD learns its step sizes for the one step it trains with; Reptile adapts with Adam.)")
+        print(f"{steps:>5}  " + "  ".join(f"{column[row]:<{width}}" for column in cells).rstrip())
+    print("(Meta-SGD learns its step sizes for the one step it trains with; MAML repeats its fixed step;\n"
+          " Reptile adapts with Adam.)")
     tasks = [family.sample(1, seed=10_000 + i) for i in range(3)]
-    adaptation_figure(tasks, {"Meta-SGD": (metasgd, 1), "Reptile": (reptile, 10)},
-                      {"Meta-SGD": metasgd.history, "Reptile": reptile.history}, args.out, family=family)
+    adaptation_figure(tasks, {"Meta-SGD": (metasgd, 1), "MAML": (maml, 10), "Reptile": (reptile, 10)},
+                      {name: learner.history for name, learner, *_ in runs}, args.out, family=family)
     print(f"\nwrote {args.out}")
     return 0
 
