@@ -60,6 +60,17 @@ def test_train_then_evaluate_round_trips(tmp_path, capsys, algorithm, task):
     assert "10 held-out tasks" in text and ("accuracy" in text) == (task != "sine")
 
 
+@pytest.mark.parametrize("algorithm,inner_steps,shown", [("metasgd", 3, [0, 1, 3]), ("maml", 3, [0, 1, 10])])
+def test_evaluate_reports_meta_sgds_trained_steps_by_default(tmp_path, capsys, algorithm, inner_steps, shown):
+    model = tmp_path / "model.npz"
+    assert main(["train", algorithm, "--task", "sine", "--iterations", "5", "--meta-batch", "2", "--quiet",
+                 "--inner-steps", str(inner_steps), "--save", str(model), "--threads", "1"]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(model), "--tasks", "10", "--quiet"]) == 0
+    rows = [line.split()[0] for line in capsys.readouterr().out.splitlines() if line[:5].strip().isdigit()]
+    assert rows == [str(steps) for steps in shown]
+
+
 BAD_COMMANDS = {
     "no-command": ([], "required: command"),
     "unknown-task": (["train", "metasgd", "--task", "mnist", "--save", "m.npz"], "invalid choice: 'mnist'"),

@@ -5,6 +5,7 @@ inner loop in float64, bit-identical at any thread count, and saved and resumed 
 from __future__ import annotations
 
 import json
+import warnings
 
 import numpy as np
 import pytest
@@ -101,6 +102,39 @@ def test_adaptation_beyond_the_trained_steps_reuses_the_last_alpha():
     for alpha in (alphas[0], alphas[1], alphas[1], alphas[1]):
         theta = theta - alpha * model.loss_and_grad(theta, task.x_support[0], task.y_support[0], loss="mse")[1]
     np.testing.assert_allclose(learner.adapt(task.x_support[0], task.y_support[0], steps=4), theta, rtol=1e-12)
+
+
+def test_meta_sgd_evaluates_its_trained_steps_by_default_and_warns_where_more_diverge():
+    """Its learned step sizes are for inner_steps steps: evaluate reports 0, 1 and those by
+    default; tasks adapted beyond them that diverge warn (evaluate) and a non-finite
+    adaptation warns (adapt); MAML and Reptile never warn."""
+    family = Sinusoid(support=5, query=5)
+    for steps in (1, 3):
+        learner = mf.MetaSGD(mf.MLP([1, 8, 1]), inner_steps=steps, num_threads=1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert learner.evaluate(family, num_tasks=4).steps == tuple(sorted({0, 1, steps}))
+            learner.evaluate(family, num_tasks=20, steps=(0, steps + 5))  # beyond, but nothing diverges
+    model = mf.MLP([1, 8, 1], activation="relu")
+    theta = model.init(0)
+    overshooting = mf.MetaSGD(model, inner_steps=1, alpha_init=0.5, init=theta, dtype="float64", num_threads=1)
+    task = family.sample(1, seed=2, dtype="float64")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        overshooting.adapt(task.x_support[0], task.y_support[0], 1)  # the trained step: no warning
+        overshooting.evaluate(family, num_tasks=20, steps=(0, 1))
+    with pytest.warns(mf.BeyondTrainedStepsWarning, match=r"adaptation diverged on \d+\.\d% of the tasks after 40 steps, "
+                      r"beyond the 1 step this Meta-SGD learner's step sizes were meta-trained for"):
+        report = overshooting.evaluate(family, num_tasks=20, steps=(0, 1, 40))
+    assert report.diverged[-1] > 0 and report.diverged[1] == 0
+    with pytest.warns(mf.BeyondTrainedStepsWarning, match=r"100\.0% of the tasks after 400 steps"):
+        with np.errstate(all="ignore"):
+            assert not np.all(np.isfinite(overshooting.adapt(task.x_support[0], task.y_support[0], 400)))
+    maml = mf.MAML(model, inner_lr=0.5, init=theta, dtype="float64", num_threads=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert maml.evaluate(family, num_tasks=20, steps=(0, 1, 40)).diverged[-1] > 0  # as asked: no warning
+        assert mf.Reptile(mf.MLP([1, 8, 1]), num_threads=1).evaluate(family, num_tasks=4).steps == (0, 1, 5, 10)
 
 
 def test_maml_is_meta_sgd_with_a_constant_alpha_whose_gradient_is_discarded():

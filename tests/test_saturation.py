@@ -52,7 +52,7 @@ def test_edge_arguments_give_clear_errors():
     with pytest.raises(ValueError, match="phase"):
         mf.tasks.Sinusoid(phase=(0, 10**400))
     with pytest.raises(TypeError, match="steps must be a sequence"):
-        mf.MetaSGD(mf.MLP([1, 8, 1])).evaluate(mf.tasks.Sinusoid(), num_tasks=2, steps=None)
+        mf.MetaSGD(mf.MLP([1, 8, 1])).evaluate(mf.tasks.Sinusoid(), num_tasks=2, steps=5)
     with pytest.raises(TypeError, match=r"^positions must hold numbers \(floats or integers\), got dtype bool$"):
         mf.rl.Navigation2D().step(np.zeros((1, 2), bool), np.zeros((1, 2)), np.zeros((1, 2)))
 

@@ -21,7 +21,7 @@ except ModuleNotFoundError as error:  # pragma: no cover - only without a build
 
 from . import datasets, rl, tasks
 from .convnet import ConvNet
-from .errors import TrainingDivergedError
+from .errors import BeyondTrainedStepsWarning, TrainingDivergedError
 from .evaluation import EvaluationReport
 from .io import load
 from .maml import MAML
@@ -55,6 +55,7 @@ __all__ = [
     "TaskBatch",
     "EvaluationReport",
     "TrainingDivergedError",
+    "BeyondTrainedStepsWarning",
     "load",
     "build_info",
     "tasks",

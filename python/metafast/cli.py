@@ -355,7 +355,8 @@ def build_parser() -> Parser:
     evaluate.add_argument("model", help="model file written by metafast train (or learner.save)")
     evaluate.add_argument("--tasks", type=positive_int, default=600, help="held-out tasks (default 600)")
     evaluate.add_argument("--steps", type=non_negative_int, nargs="+",
-                          help="adaptation steps (default 0 1 10; 0 1 2 3 for reinforcement learning)")
+                          help="adaptation steps (default 0 1 10; for Meta-SGD 0 1 and its inner steps; 0 1 2 3 "
+                               "for reinforcement learning)")
     evaluate.add_argument("--eval-seed", "--seed", dest="eval_seed", type=non_negative_int, default=123,
                           help="seed of the held-out tasks; use one training did not use (default 123)")
     held_out = evaluate.add_argument_group(
@@ -654,7 +655,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
         print("MetaSGDRL on 2D navigation")
         print(report)
         return 0
-    args.steps = args.steps or [0, 1, 10]
+    # Meta-SGD's learned step sizes are for its inner steps (more would warn): those by default.
+    args.steps = args.steps or ([0, 1, learner.inner_steps] if isinstance(learner, MetaSGD) else [0, 1, 10])
     if tasks is None:
         raise UserError(f"{args.model} {untold_tasks(learner)}: evaluate it from Python, with learner = "
                         f"metafast.load({str(args.model)!r}) and then learner.evaluate(your_tasks)")

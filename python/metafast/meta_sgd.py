@@ -3,13 +3,15 @@ rate alpha so that ``theta' = theta - alpha * grad L_support(theta)`` fits a new
 
 from __future__ import annotations
 
-from typing import Any
+import warnings
+from typing import Any, Sequence
 
 import numpy as np
 
 from . import _validation
 from ._docs import shared_docs
 from .inner_learning_rates import InnerLearningRates, default_alpha_lr
+from .errors import BeyondTrainedStepsWarning
 from .meta_gradient import MetaGradientLearner
 from .networks import Network
 from .task_batch import TaskBatch
@@ -120,6 +122,19 @@ class MetaSGD(MetaGradientLearner, InnerLearningRates):
         return loss, g_theta, g_alpha.reshape(self._alpha_shape())
 
     # Hooks of MetaGradientLearner and Learner.
+    def _default_evaluation_steps(self) -> tuple[int, ...]:
+        return tuple(sorted({0, 1, self._inner_steps}))
+
+    def _diverged_beyond_training(self, counts: Sequence[int], diverged: Sequence[float]) -> None:
+        beyond = [(steps, share) for steps, share in zip(counts, diverged) if steps > self._inner_steps and share > 0]
+        if beyond:
+            shares = " and ".join(f"{share:.1%} of the tasks after {steps} steps" for steps, share in beyond)
+            warnings.warn(f"adaptation diverged on {shares}, beyond the {self._inner_steps} "
+                          f"step{'s' * (self._inner_steps > 1)} this Meta-SGD learner's step sizes were meta-trained "
+                          f"for: later steps repeat {'the last row of alpha' if self._alpha_per_step else 'alpha'}, "
+                          f"which overshoots here; meta-train with the steps you adapt with (inner_steps)",
+                          BeyondTrainedStepsWarning, stacklevel=3)
+
     def _inner_rule(self) -> dict[str, Any]:
         alpha_init, alpha_lr = self._alpha_arguments
         self._alpha_init = self._checked_alpha_init(alpha_init)

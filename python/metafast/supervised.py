@@ -223,7 +223,11 @@ class SupervisedLearner(Learner, abstract=True):
         x = self._inputs(x_support, "x_support")
         y = self._targets(y_support, "y_support")
         self._check_run_memory((x,), 1, f"an adaptation on {len(x):,} rows")
-        return self._adapted(x, y, None if steps is None else _validation.count(steps, "steps", minimum=0))
+        steps = None if steps is None else _validation.count(steps, "steps", minimum=0)
+        params = self._adapted(x, y, steps)
+        if steps is not None and not np.all(np.isfinite(params)):
+            self._diverged_beyond_training([steps], [1.0])
+        return params
 
     def predict(self, x: Any, params: np.ndarray | None = None, *, batch_norm: str = "batch",
                 x_support: Any = None) -> np.ndarray:
@@ -266,7 +270,7 @@ class SupervisedLearner(Learner, abstract=True):
         self._model._pass_arguments(params, both)  # the memory check before the core allocates
         return self._model._impl.forward(params, both, statistics_rows=len(support))[len(support):]
 
-    def evaluate(self, tasks: Tasks | TaskBatch, num_tasks: int | None = None, steps: Sequence[int] = (0, 1, 5, 10),
+    def evaluate(self, tasks: Tasks | TaskBatch, num_tasks: int | None = None, steps: Sequence[int] | None = None,
                  seed: int = 123) -> EvaluationReport:
         """Query loss (and accuracy, for bce and softmax_ce) after each number of adaptation
         steps, as mean and 95% confidence interval over held-out tasks.
@@ -279,8 +283,9 @@ class SupervisedLearner(Learner, abstract=True):
         num_tasks : int, optional
             Tasks to draw (default 600); for a TaskBatch, its first ``num_tasks`` tasks
             (default: all of them).
-        steps : sequence of int
-            Numbers of adaptation steps to report.
+        steps : sequence of int, optional
+            Numbers of adaptation steps to report. None: (0, 1, 5, 10), or for Meta-SGD 0, 1
+            and its ``inner_steps`` (its step sizes are learned for those).
         seed : int
             Seed of the held-out tasks; use one that training did not use.
 
@@ -292,10 +297,12 @@ class SupervisedLearner(Learner, abstract=True):
         Notes
         -----
         Adaptation can diverge when it runs far longer than in meta-training; a task whose
-        adaptation overflows counts as an infinite loss.
+        adaptation overflows counts as an infinite loss. Where tasks adapted with more steps
+        than Meta-SGD meta-trained with diverge, it warns
+        (:class:`~metafast.BeyondTrainedStepsWarning`).
         """
         tasks = check_tasks(tasks, allow_batch=True)
-        counts = _validation.step_counts(steps)
+        counts = _validation.step_counts(self._default_evaluation_steps() if steps is None else steps)
         if num_tasks is not None:
             num_tasks = _validation.count(num_tasks, "num_tasks")
         seed = _validation.seed(seed)
@@ -314,8 +321,11 @@ class SupervisedLearner(Learner, abstract=True):
         self._check_run_memory(arrays, 1, f"an evaluation on tasks of {max(len(arrays[0][0]), len(arrays[2][0])):,} rows")
         losses, accuracies = self._impl.evaluate(*arrays, evaluated)
         shown = slice(len(evaluated) - len(counts), None)
-        return EvaluationReport.from_samples(tuple(counts), losses[:, shown],
-                                             None if self._loss == "mse" else accuracies[:, shown], before=losses[:, 0])
+        report = EvaluationReport.from_samples(tuple(counts), losses[:, shown],
+                                               None if self._loss == "mse" else accuracies[:, shown],
+                                               before=losses[:, 0])
+        self._diverged_beyond_training(counts, report.diverged)
+        return report
 
     def _check_evaluation_memory(self, tasks: Any, num_tasks: int | None, columns: int) -> None:
         """ValueError before an evaluation draws tasks or allocates its results (a loss and an
@@ -416,6 +426,15 @@ class SupervisedLearner(Learner, abstract=True):
         """``count`` meta-iterations on ``family`` in the core, this process computing its
         share of each meta-batch: (their losses, whether the next one diverged)."""
         raise NotImplementedError
+
+    def _default_evaluation_steps(self) -> tuple[int, ...]:
+        """The step counts ``evaluate`` reports by default."""
+        return (0, 1, 5, 10)
+
+    def _diverged_beyond_training(self, counts: Sequence[int], diverged: Sequence[float]) -> None:
+        """Told the fraction of tasks whose adaptation diverged after each number of steps:
+        Meta-SGD warns where that is beyond its trained steps; the others adapt beyond their
+        training as they were trained."""
 
     def _adapted(self, x: np.ndarray, y: np.ndarray, steps: int | None) -> np.ndarray:
         """The core's adaptation by ``steps`` steps (None: the inner loop of meta-training)."""
