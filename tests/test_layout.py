@@ -12,7 +12,7 @@ LAYERS = [
     ["simd", "cpu_features", "peak_probe", "denormals", "buffer", "fast_math", "box_muller", "softplus", "rng", "cancellation",
      "function_ref"],
     ["kernels", "activations", "losses", "network", "mlp", "mlp_workspace", "backprop", "hvp", "scalar_mlp", "convnet"],
-    ["task_layout", "data_tasks", "tasks", "task_batch", "nav2d", "policy", "rl"],
+    ["task_layout", "data_tasks", "tasks", "task_batch", "nav2d", "policy", "rl", "trpo"],
     ["meta_sgd", "reptile", "optim", "reptile_update"],
     ["thread_budget", "round_flags", "parallel", "meta_iteration"],
     ["meta_sgd_learner", "reptile_learner", "rl_learner"],

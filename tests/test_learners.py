@@ -283,7 +283,8 @@ PUBLIC_ATTRIBUTES = {
                              "adam_betas", "adam_eps", "reset_optimizer", "shuffle"},
     "MetaSGDRL": COMMON | {"alpha", "alpha_lr", "env", "policy", "adapt", "evaluate", "inner_trajectories", "gamma",
                            "alpha_init", "log_std_init", "first_order", "normalize_advantages", "meta_optimizer",
-                           "meta_lr", "adam_betas", "adam_eps", "inner_steps", "gae_lambda", "init"},
+                           "meta_lr", "adam_betas", "adam_eps", "inner_steps", "gae_lambda", "init", "max_kl",
+                           "cg_iterations", "cg_damping", "line_search_steps", "line_search_ratio"},
 }
 CLASSES = {"MetaSGD": mf.MetaSGD, "MAML": mf.MAML, "Reptile": mf.Reptile, "MetaSGDRL": mf.rl.MetaSGDRL}
 

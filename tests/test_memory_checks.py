@@ -63,9 +63,9 @@ def supervised_case(learner, family, alpha_vectors):
     return learner, run, alpha_vectors
 
 
-def rl_case():
+def rl_case(**options):
     learner = mf.rl.MetaSGDRL(mf.MLP([2, 8, 2]), env=mf.rl.Navigation2D(horizon=12), inner_trajectories=4,
-                              inner_steps=2, num_threads=2)
+                              inner_steps=2, num_threads=2, **options)
 
     def run():
         learner.fit(iterations=2, meta_batch=3, progress=False)
@@ -94,6 +94,7 @@ ESTIMATED = {
         mf.tasks.Classification(np.random.default_rng(0).normal(size=(60, 2, 7, 5)), np.arange(60) % 4, ways=3,
                                 shots=2, query=3), 0),
     "rl": rl_case,
+    "rl-trpo": lambda: rl_case(meta_optimizer="trpo"),  # every task's adaptation kept between the passes
 }
 
 

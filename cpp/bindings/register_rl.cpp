@@ -102,11 +102,28 @@ struct RlSettings {
     OptimizerConfig optimizer;
 };
 
+// meta_optimizer "trpo" keeps Adam's settings (checked, unused) beside TRPO's.
 RlSettings checked_rl_settings(std::int64_t trajectories, double gamma, bool first_order, bool normalize_advantages,
                                const std::string& optimizer, double lr, double beta1, double beta2, double eps) {
+    require(optimizer == "adam" || optimizer == "sgd" || optimizer == "trpo",
+            "meta_optimizer must be 'adam', 'sgd' or 'trpo', got '" + optimizer + "'");
     return {{checked_count(trajectories, "inner_trajectories", std::size_t{1} << 16), checked_within(gamma, "gamma", 0, 1),
              first_order, normalize_advantages},
-            checked_optimizer(optimizer, "meta_optimizer", lr, "meta_lr", beta1, beta2, eps)};
+            checked_optimizer(optimizer == "trpo" ? "adam" : optimizer, "meta_optimizer", lr, "meta_lr", beta1, beta2, eps)};
+}
+
+TrpoConfig checked_trpo(double max_kl, std::int64_t cg_iterations, double cg_damping, std::int64_t line_search_steps,
+                        double line_search_ratio) {
+    return {checked_positive(max_kl, "max_kl"), checked_count(cg_iterations, "cg_iterations", 1000),
+            checked_within(cg_damping, "cg_damping", 0, 1e6), checked_count(line_search_steps, "line_search_steps", 1000),
+            checked_within(line_search_ratio, "line_search_ratio", 0, 1, true)};
+}
+
+// [theta, alpha]'s width once trpo_prepare has run.
+template <class L>
+std::size_t trpo_prepared_width(const L& l) {
+    require(l.trpo().has_value() && l.trpo_prepared_tasks() > 0, "call trpo_prepare first (meta_optimizer='trpo')");
+    return 2 * l.policy_params();
 }
 
 template <class T>
@@ -116,7 +133,9 @@ void bind_rl_learner(py::module_& m, const char* name) {
     cls.def(py::init([](const Mlp& mlp, const Navigation2D& env, std::int64_t trajectories, double gamma,
                         bool first_order, bool normalize_advantages, const std::string& optimizer, double lr,
                         double beta1, double beta2, double eps, std::uint64_t seed, int num_threads,
-                        std::optional<double> alpha_lr, std::int64_t inner_steps, double gae_lambda) {
+                        std::optional<double> alpha_lr, std::int64_t inner_steps, double gae_lambda, double max_kl,
+                        std::int64_t cg_iterations, double cg_damping, std::int64_t line_search_steps,
+                        double line_search_ratio) {
                 require(mlp.input_width() == 2 && mlp.output_width() == 2,
                         "the policy network must map 2 inputs (the position) to 2 outputs (the mean action)");
                 require(mlp.output_activation() == Activation::identity,
@@ -126,12 +145,16 @@ void bind_rl_learner(py::module_& m, const char* name) {
                 settings.optimizer.tail_lr = alpha_lr ? checked_positive(*alpha_lr, "alpha_lr") : lr;
                 settings.rollouts.inner_steps = checked_count(inner_steps, "inner_steps", 100);
                 settings.rollouts.gae_lambda = checked_within(gae_lambda, "gae_lambda", 0, 1);
+                const TrpoConfig trpo = checked_trpo(max_kl, cg_iterations, cg_damping, line_search_steps,
+                                                     line_search_ratio);
                 return std::make_unique<Learner>(mlp, env, settings.rollouts, settings.optimizer, seed,
-                                                 checked_threads(num_threads));
+                                                 checked_threads(num_threads),
+                                                 optimizer == "trpo" ? std::optional<TrpoConfig>(trpo) : std::nullopt);
             }),
             "mlp"_a, "env"_a, "trajectories"_a, "gamma"_a, "first_order"_a, "normalize_advantages"_a,
             "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a, "eps"_a, "seed"_a, "num_threads"_a,
-            "alpha_lr"_a = py::none(), "inner_steps"_a = 1, "gae_lambda"_a = 1.0);
+            "alpha_lr"_a = py::none(), "inner_steps"_a = 1, "gae_lambda"_a = 1.0, "max_kl"_a = 0.01,
+            "cg_iterations"_a = 10, "cg_damping"_a = 1e-5, "line_search_steps"_a = 15, "line_search_ratio"_a = 0.8);
     add_learner_methods<T>(cls);
     add_theta_alpha<T>(cls);
     cls.def_static("learner_bytes", &Learner::learner_bytes, "policy_params"_a,
@@ -147,14 +170,15 @@ void bind_rl_learner(py::module_& m, const char* name) {
              "allocates: task slots and every thread's rollout workspace (num_threads 0: the learner's).")
         .def_static("training_bytes",
                     [](const Mlp& mlp, std::int64_t horizon, std::int64_t inner_steps, std::size_t meta_batch,
-                       std::int64_t trajectories, int num_threads) {
+                       std::int64_t trajectories, int num_threads, bool trpo) {
                         return Learner::training_bytes(
                             mlp, checked_count(horizon, "horizon", std::size_t{1} << 24),
                             checked_count(inner_steps, "inner_steps", 100), meta_batch,
                             checked_count(trajectories, "trajectories", std::size_t{1} << 16),
-                            resolve_threads(checked_threads(num_threads)));
+                            resolve_threads(checked_threads(num_threads)), trpo);
                     },
                     "mlp"_a, "horizon"_a, "inner_steps"_a, "meta_batch"_a, "trajectories"_a, "num_threads"_a,
+                    "trpo"_a = false,
                     "bytes_needed for a policy network `mlp` and episodes of up to `horizon` steps, whoever "
                     "collects the rollouts.")
         .def("allocated_bytes",
@@ -167,12 +191,62 @@ void bind_rl_learner(py::module_& m, const char* name) {
             [](Learner& l, std::uint64_t first_iteration, std::size_t iterations, std::int64_t meta_batch,
                const py::object& relay, std::size_t first_task, std::size_t total_tasks) {
                 const std::size_t tasks = checked_share(meta_batch, relay);
+                require(!l.trpo() || relay.is_none(), "meta_optimizer='trpo' runs in one process (comm=None)");
                 return fit_in_core<T>(l, iterations, relay, first_task, total_tasks, tasks, [&](double* returns, auto& combine) {
-                    return l.fit(first_iteration, iterations, tasks, returns, combine);
+                    return l.trpo() ? l.fit_trpo(first_iteration, iterations, tasks, returns)
+                                    : l.fit(first_iteration, iterations, tasks, returns, combine);
                 });
             },
             "first_iteration"_a, "iterations"_a, "meta_batch"_a, "relay"_a = py::none(), "first_task"_a = 0,
             "total_tasks"_a = 0)
+        // TRPO's parts, for checking the maths: prepare a meta-iteration's tasks, then products,
+        // values, the direction and the line search on them.
+        .def("trpo_prepare",
+             [](Learner& l, std::uint64_t iteration, std::int64_t meta_batch) {
+                 require(l.trpo().has_value(), "trpo_prepare needs meta_optimizer='trpo'");
+                 const std::size_t tasks = checked_count(meta_batch, "meta_batch", max_tasks);
+                 double score = 0.0;
+                 interruptible([&] { without_gil(l, [&] { score = l.trpo_prepare(iteration, tasks, l.num_threads()); }); });
+                 return py::make_tuple(score, py::array_t<double>(static_cast<py::ssize_t>(2 * l.policy_params()),
+                                                                  l.trpo_gradient().data()));
+             },
+             "iteration"_a, "meta_batch"_a)
+        .def("trpo_fisher_product",
+             [](Learner& l, const py::array& v) {
+                 const std::size_t width = trpo_prepared_width(l);
+                 std::vector<Dim> dims{{static_cast<py::ssize_t>(width), ""}};
+                 const double* vp = checked_data<double>(v, "v", dims);
+                 check_finite("v", vp, width);
+                 py::array_t<double> out(static_cast<py::ssize_t>(width));
+                 double* op = out.mutable_data();
+                 interruptible([&] { without_gil(l, [&] { l.trpo_fisher_times(vp, op, l.num_threads()); }); });
+                 return out;
+             },
+             "v"_a)
+        .def("trpo_surrogate_and_kl",
+             [](Learner& l, const py::array& z) {
+                 const std::size_t width = trpo_prepared_width(l);
+                 std::vector<Dim> dims{{static_cast<py::ssize_t>(width), ""}};
+                 const T* zp = checked_data<T>(z, "z", dims);
+                 check_finite("z", zp, width);
+                 SurrogateAndKl values{};
+                 interruptible([&] { without_gil(l, [&] { values = l.trpo_surrogate_and_kl(zp, l.num_threads()); }); });
+                 return py::make_tuple(values.surrogate, values.kl);
+             },
+             "z"_a)
+        .def("trpo_direction",
+             [](Learner& l) {
+                 const std::size_t width = trpo_prepared_width(l);
+                 interruptible([&] { without_gil(l, [&] { l.trpo_direction(l.num_threads()); }); });
+                 return py::array_t<double>(static_cast<py::ssize_t>(width), l.trpo_x().data());
+             })
+        .def("trpo_line_search",
+             [](Learner& l) {
+                 trpo_prepared_width(l);
+                 bool taken = false;
+                 interruptible([&] { without_gil(l, [&] { taken = l.trpo_line_search(l.num_threads()); }); });
+                 return taken;
+             })
         .def("evaluate",
              [](Learner& l, std::uint64_t seed, std::size_t num_tasks, const std::vector<std::size_t>& steps,
                 std::int64_t requested_trajectories) {
@@ -213,11 +287,11 @@ void bind_rl_learner(py::module_& m, const char* name) {
                  const RlConfig config{trajectories, gamma, first_order, normalize_advantages, inner_steps,
                                        checked_within(gae_lambda, "gae_lambda", 0, 1)};
                  const double score = rl_task_meta_gradient(l.mlp(), env, config, l.params().data(),
-                                                            l.params().data() + q, goal, rng, ws,
+                                                            l.params().data() + q, goal, rng, ws, ws.trace,
                                                             g_theta.mutable_data(), g_alpha.mutable_data());
                  py::list steps;
-                 for (const Samples<T>& s : ws.steps) steps.append(samples_out(s));
-                 return py::make_tuple(score, g_theta, g_alpha, steps, samples_out(ws.valid));
+                 for (const Samples<T>& s : ws.trace.steps) steps.append(samples_out(s));
+                 return py::make_tuple(score, g_theta, g_alpha, steps, samples_out(ws.trace.valid));
              },
              "env"_a, "trajectories"_a, "gamma"_a, "first_order"_a, "normalize_advantages"_a, "seed"_a, "iteration"_a,
              "task"_a, "inner_steps"_a = 1, "gae_lambda"_a = 1.0);
@@ -238,6 +312,14 @@ void register_rl(py::module_& m) {
         "trajectories"_a, "gamma"_a, "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a, "eps"_a,
         "inner_steps"_a = 1, "gae_lambda"_a = 1.0, "alpha_lr"_a = py::none(),
         "Raises ValueError, as the RL learners' constructors do, for settings out of range.");
+    m.def(
+        "trpo_step_accepted",
+        [](double surrogate_before, double surrogate, double kl, double max_kl) {
+            return trpo_step_accepted(surrogate_before, SurrogateAndKl{surrogate, kl}, max_kl);
+        },
+        "surrogate_before"_a, "surrogate"_a, "kl"_a, "max_kl"_a,
+        "TRPO's line-search test: the step's surrogate and mean KL are finite, the surrogate is below "
+        "surrogate_before and the KL within max_kl.");
     bind_rl_learner<float>(m, "MetaSGDRLFloat32");
     bind_rl_learner<double>(m, "MetaSGDRLFloat64");
 

@@ -293,8 +293,9 @@ def build_parser() -> Parser:
     sgd.add_argument("--alpha-lr", type=float,
                      help="alpha's meta learning rate (metasgd, metasgd-rl; default: --meta-lr, times "
                           "--alpha-init with several --inner-steps or for metasgd-rl)")
-    sgd.add_argument("--meta-optimizer", choices=("adam", "sgd"),
-                     help=f"update of [theta, alpha] ({defaults_help('meta_optimizer')})")
+    sgd.add_argument("--meta-optimizer", choices=("adam", "sgd", "trpo"),
+                     help=f"update of [theta, alpha]; trpo (MAML's TRPO meta-update) for metasgd-rl only "
+                          f"({defaults_help('meta_optimizer')})")
     sgd.add_argument("--first-order", action="store_true", default=None,
                      help=f"drop the Hessian terms of the meta-gradient ({defaults_help('first_order', flag=True)})")
     sgd.add_argument("--alpha-per-step", action="store_true", default=None,

@@ -37,6 +37,22 @@ struct Samples {
     double mean_return = 0.0;
 };
 
+// What one task's adaptation in meta-training leaves for its meta-gradient: the rollout of
+// each inner step, theta_j and the surrogate's gradient at it, and the rollout after them.
+template <class T>
+struct AdaptationTrace {
+    std::vector<Samples<T>> steps;  // the rollout of each inner step
+    Samples<T> valid;               // the rollout of the adapted policy
+    Buffer<T> path, grads;          // theta_j and the gradient at it, for each inner step j (path: k + 1)
+
+    std::size_t allocated_values() const {
+        std::size_t reals = path.capacity() + grads.capacity() + valid.states.capacity() + valid.actions.capacity() +
+                            valid.weights.capacity();
+        for (const Samples<T>& s : steps) reals += s.states.capacity() + s.actions.capacity() + s.weights.capacity();
+        return reals;
+    }
+};
+
 // Scratch for rollouts and the baseline, per thread.
 template <class T>
 struct RlWorkspace {
@@ -45,9 +61,8 @@ struct RlWorkspace {
     Buffer<T> observations, states, actions;
     std::vector<std::size_t> lengths;
     std::vector<char> active;
-    Samples<T> train, valid;
-    std::vector<Samples<T>> steps;  // the rollout of each inner step (meta-training)
-    Buffer<T> path, grads;           // theta_j and the gradient at it, for each inner step j
+    Samples<T> train;
+    AdaptationTrace<T> trace;  // meta-training's task; trace.valid also scores evaluations
     Buffer<T> u, hv;
     Buffer<T> policy, policy_grad;  // a policy being adapted and its gradient (evaluate, adapt)
 
@@ -71,14 +86,13 @@ struct RlWorkspace {
     static std::size_t samples_values(std::size_t rows, std::size_t dims) { return 2 * rows * dims + rows; }
 
     std::size_t allocated_bytes() const {
-        std::size_t reals = observations.capacity() + states.capacity() + actions.capacity() + path.capacity() +
-                            grads.capacity() + u.capacity() + hv.capacity() + policy.capacity() + policy_grad.capacity();
-        for (const Samples<T>* s : {&train, &valid}) reals += s->states.capacity() + s->actions.capacity() + s->weights.capacity();
-        for (const Samples<T>& s : steps) reals += s.states.capacity() + s.actions.capacity() + s.weights.capacity();
+        const std::size_t reals = observations.capacity() + states.capacity() + actions.capacity() + u.capacity() +
+                                  hv.capacity() + policy.capacity() + policy_grad.capacity() + train.states.capacity() +
+                                  train.actions.capacity() + train.weights.capacity() + trace.allocated_values();
         const std::size_t doubles = positions.capacity() + rewards.capacity() + returns.capacity() + features.capacity() +
                                     values.capacity();
         return mlp.allocated_bytes() + reals * sizeof(T) + doubles * sizeof(double) +
-               lengths.capacity() * sizeof(std::size_t) + active.capacity() + steps.capacity() * sizeof(Samples<T>);
+               lengths.capacity() * sizeof(std::size_t) + active.capacity() + trace.steps.capacity() * sizeof(Samples<T>);
     }
 };
 
@@ -268,6 +282,30 @@ void surrogate_gradient(const Mlp& mlp, const T* theta, const Samples<T>& sample
                             samples.rows, ws.mlp, grad);
 }
 
+// The transpose of the adaptation's Jacobian d theta_k / d [theta, alpha] applied to u (in
+// theta's layout, a derivative with respect to theta_k; docs/math.md, sections 1 and 4): on
+// return u holds the theta part and out_alpha the alpha part. Going back through the steps,
+// out_alpha gathers -grad_j * u and u <- u - H_j (alpha * u) (first_order keeps u).
+template <class T>
+void through_inner_steps_transposed(const Mlp& mlp, const RlConfig& config, const T* alpha,
+                                    const AdaptationTrace<T>& trace, RlWorkspace<T>& ws, T* u, T* out_alpha) {
+    const std::size_t q = mlp.num_params() + mlp.output_width();
+    resize_exactly(ws.u, q);
+    resize_exactly(ws.hv, q);
+    std::fill(out_alpha, out_alpha + q, T(0));
+    for (std::size_t j = trace.steps.size(); j-- > 0;) {
+        const T* grad = trace.grads.data() + j * q;
+        for (std::size_t i = 0; i < q; ++i) out_alpha[i] -= grad[i] * u[i];
+        if (config.first_order) continue;
+        cancellation::throw_if_cancelled();
+        for (std::size_t i = 0; i < q; ++i) ws.u[i] = alpha[i] * u[i];
+        const Samples<T>& s = trace.steps[j];
+        surrogate_hvp(mlp, trace.path.data() + j * q, s.states.data(), s.actions.data(), s.weights.data(), s.rows,
+                      ws.u.data(), ws.mlp, ws.hv.data());
+        for (std::size_t i = 0; i < q; ++i) u[i] -= ws.hv[i];
+    }
+}
+
 // One task: for each inner step j, a rollout at theta_j and theta_{j+1} = theta_j - alpha * grad_j;
 // a fresh rollout at the adapted theta_k; then the exact meta-gradient of its surrogate back
 // through the steps on their fixed samples (docs/math.md, sections 1 and 4): g_alpha gathers
@@ -275,43 +313,30 @@ void surrogate_gradient(const Mlp& mlp, const T* theta, const Samples<T>& sample
 // the rollout after adaptation.
 template <class T>
 double rl_task_meta_gradient(const Mlp& mlp, const Navigation2D& env, const RlConfig& config, const T* theta,
-                             const T* alpha, const double* goal, CounterRng& rng, RlWorkspace<T>& ws, T* g_theta,
-                             T* g_alpha) {
+                             const T* alpha, const double* goal, CounterRng& rng, RlWorkspace<T>& ws,
+                             AdaptationTrace<T>& trace, T* g_theta, T* g_alpha) {
     const std::size_t q = mlp.num_params() + mlp.output_width(), k = config.inner_steps;
-    ws.steps.resize(k);
-    resize_exactly(ws.path, (k + 1) * q);
-    resize_exactly(ws.grads, k * q);
-    resize_exactly(ws.u, q);
-    resize_exactly(ws.hv, q);
-    std::copy(theta, theta + q, ws.path.data());
+    trace.steps.resize(k);
+    resize_exactly(trace.path, (k + 1) * q);
+    resize_exactly(trace.grads, k * q);
+    std::copy(theta, theta + q, trace.path.data());
     // Ctrl-C is served between the stages too: with long horizons each is a large pass.
     for (std::size_t j = 0; j < k; ++j) {
-        const T* at = ws.path.data() + j * q;
-        T* grad = ws.grads.data() + j * q;
-        T* next = ws.path.data() + (j + 1) * q;
-        rollout(mlp, env, config, at, goal, rng, ws, ws.steps[j]);
+        const T* at = trace.path.data() + j * q;
+        T* grad = trace.grads.data() + j * q;
+        T* next = trace.path.data() + (j + 1) * q;
+        rollout(mlp, env, config, at, goal, rng, ws, trace.steps[j]);
         cancellation::throw_if_cancelled();
-        surrogate_gradient(mlp, at, ws.steps[j], ws, grad);
+        surrogate_gradient(mlp, at, trace.steps[j], ws, grad);
         for (std::size_t i = 0; i < q; ++i) next[i] = at[i] - alpha[i] * grad[i];
         cancellation::throw_if_cancelled();
     }
-    const T* adapted = ws.path.data() + k * q;
-    rollout(mlp, env, config, adapted, goal, rng, ws, ws.valid);
+    const T* adapted = trace.path.data() + k * q;
+    rollout(mlp, env, config, adapted, goal, rng, ws, trace.valid);
     cancellation::throw_if_cancelled();
-    surrogate_gradient(mlp, adapted, ws.valid, ws, g_theta);  // g, carried back through the steps
-    std::fill(g_alpha, g_alpha + q, T(0));
-    for (std::size_t j = k; j-- > 0;) {
-        const T* grad = ws.grads.data() + j * q;
-        for (std::size_t i = 0; i < q; ++i) g_alpha[i] -= grad[i] * g_theta[i];
-        if (config.first_order) continue;
-        cancellation::throw_if_cancelled();
-        for (std::size_t i = 0; i < q; ++i) ws.u[i] = alpha[i] * g_theta[i];
-        const Samples<T>& s = ws.steps[j];
-        surrogate_hvp(mlp, ws.path.data() + j * q, s.states.data(), s.actions.data(), s.weights.data(), s.rows,
-                      ws.u.data(), ws.mlp, ws.hv.data());
-        for (std::size_t i = 0; i < q; ++i) g_theta[i] -= ws.hv[i];
-    }
-    return ws.valid.mean_return;
+    surrogate_gradient(mlp, adapted, trace.valid, ws, g_theta);  // g, carried back through the steps
+    through_inner_steps_transposed(mlp, config, alpha, trace, ws, g_theta, g_alpha);
+    return trace.valid.mean_return;
 }
 
 }  // namespace metafast

@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <mutex>
+#include <optional>
 #include <vector>
 
 #include "metafast/buffer.hpp"
@@ -18,15 +19,17 @@
 #include "metafast/optim.hpp"
 #include "metafast/parallel.hpp"
 #include "metafast/rl.hpp"
+#include "metafast/trpo.hpp"
 
 namespace metafast {
 
 template <class T>
 class MetaSgdRlLearner {
 public:
+    // `trpo`: the meta-update is TRPO's (fit_trpo) instead of `optimizer`'s.
     MetaSgdRlLearner(Mlp mlp, Navigation2D env, RlConfig config, OptimizerConfig optimizer, std::uint64_t seed,
-                     int num_threads)
-        : mlp_(std::move(mlp)), env_(env), config_(config), optimizer_(optimizer), seed_(seed),
+                     int num_threads, std::optional<TrpoConfig> trpo = std::nullopt)
+        : mlp_(std::move(mlp)), env_(env), config_(config), optimizer_(optimizer), trpo_(trpo), seed_(seed),
           params_(2 * policy_params(), T(0)) {
         optimizer_.tail_from = policy_params();  // alpha learns at optimizer.tail_lr
         state_.reset(params_.size());
@@ -45,16 +48,26 @@ public:
     // every thread's rollout workspace.
     std::size_t bytes_needed(std::size_t tasks, std::size_t trajectories, int threads) const {
         return training_bytes(mlp_, env_.horizon, config_.inner_steps, tasks, trajectories,
-                              threads > 0 ? threads : budget_.threads());
+                              threads > 0 ? threads : budget_.threads(), trpo_.has_value());
     }
 
     // The same for a policy network `mlp`, episodes of up to `horizon` steps and `inner_steps`
-    // adaptation steps, on `threads` threads (the estimate for rollouts collected elsewhere too).
+    // adaptation steps, on `threads` threads (the estimate for rollouts collected elsewhere too);
+    // with `trpo`, every task's adaptation kept between the passes and the search's vectors.
     static std::size_t training_bytes(const Mlp& mlp, std::size_t horizon, std::size_t inner_steps, std::size_t tasks,
-                                      std::size_t trajectories, int threads) {
-        const std::size_t width = 2 * (mlp.num_params() + mlp.output_width());
-        return MetaBatchBuffers<T>::bytes(tasks, width, MetaBatchBuffers<T>::max_tail) +
-               static_cast<std::size_t>(std::max(threads, 1)) * RlWorkspace<T>::bytes(mlp, trajectories, horizon, inner_steps);
+                                      std::size_t trajectories, int threads, bool trpo = false) {
+        const std::size_t q = mlp.num_params() + mlp.output_width(), width = 2 * q;
+        std::size_t bytes = MetaBatchBuffers<T>::bytes(tasks, width, MetaBatchBuffers<T>::max_tail) +
+                            static_cast<std::size_t>(std::max(threads, 1)) *
+                                RlWorkspace<T>::bytes(mlp, trajectories, horizon, inner_steps);
+        if (trpo) {
+            const std::size_t rows = RlWorkspace<T>::rollout_rows(trajectories, horizon), dims = mlp.output_width();
+            const std::size_t per_task = (inner_steps + 1) * RlWorkspace<T>::samples_values(rows, dims) +
+                                         (2 * inner_steps + 1) * q + rows * dims;  // samples, path, grads, old means
+            bytes += tasks * (per_task * sizeof(T) + (inner_steps + 1) * sizeof(Samples<T>) + sizeof(TrpoTask<T>)) +
+                     width * (2 * sizeof(T) + 4 * sizeof(double)) + 2 * tasks * sizeof(double);
+        }
+        return bytes;
     }
 
     // Bytes the learner's buffers hold now (what bytes_needed and learner_bytes estimate).
@@ -62,6 +75,9 @@ public:
         std::size_t bytes = (params_.capacity() + candidate_.capacity()) * sizeof(T) + state_.allocated_bytes() +
                             candidate_state_.allocated_bytes() + buffers_.allocated_bytes();
         for (const RlWorkspace<T>& ws : workspaces_) bytes += ws.allocated_bytes();
+        for (const TrpoTask<T>& task : trpo_tasks_)
+            bytes += task.allocated_values() * sizeof(T) + task.trace.steps.capacity() * sizeof(Samples<T>);
+        bytes += trpo_tasks_.capacity() * sizeof(TrpoTask<T>) + search_.allocated_bytes();
         return bytes;
     }
 
@@ -94,12 +110,157 @@ public:
                                        double goal[2];
                                        env_.sample_goal(rng, goal);
                                        T* g = buffers_.slot(i, width);
-                                       return double(rl_task_meta_gradient(
-                                           mlp_, env_, config_, theta, theta + q, goal, rng,
-                                           workspaces_[static_cast<std::size_t>(thread)], g, g + q));
+                                       RlWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+                                       return double(rl_task_meta_gradient(mlp_, env_, config_, theta, theta + q,
+                                                                           goal, rng, ws, ws.trace, g, g + q));
                                    },
                                    combine);
     }
+
+    const std::optional<TrpoConfig>& trpo() const { return trpo_; }
+
+    // fit with TRPO's meta-update (docs/math.md, section 4, "TRPO's meta-update"), in one
+    // process: per meta-iteration a pass over the tasks for the meta-gradient g (each task keeps its adaptation), the
+    // conjugate gradient for (F + damping I) x = g, each product a pass, and a backtracking
+    // line search from [theta, alpha] - sqrt(2 max_kl / x^T (F + damping I) x) x that takes the
+    // first step whose surrogate is below the current one and whose mean KL is within max_kl
+    // (none: no update). Every sum runs in task order, so the bits do not depend on the threads.
+    FitResult fit_trpo(std::uint64_t first_iteration, std::size_t iterations, std::size_t tasks, double* returns) {
+        const int team = budget_.team(tasks, task_timer_.seconds_each(), iterations);
+        FitResult result{iterations, false, 0.0};
+        for (std::size_t k = 0; k < iterations; ++k) {
+            try {
+                const double score = trpo_prepare(first_iteration + k, tasks, team);
+                result.last_score = score;
+                const double* g = search_.gradient.data();
+                if (!std::isfinite(score) || !std::isfinite(dot(g, g, 2 * policy_params()))) {
+                    result = {k, true, score};
+                    break;
+                }
+                trpo_direction(team);
+                trpo_line_search(team);
+                if (returns) returns[k] = score;
+            } catch (const Cancelled&) {
+                result = {k, false, result.last_score, false, true};
+                break;
+            }
+        }
+        return result;
+    }
+
+    // The parts of a TRPO meta-iteration, public for checking the maths (the bindings'
+    // trpo_* methods); `team` threads over the tasks.
+    //
+    // The first pass: meta-iteration `iteration`'s tasks, their adaptations kept and the mean
+    // meta-gradient in search_.gradient (gradient()); returns the mean return after adaptation.
+    double trpo_prepare(std::uint64_t iteration, std::size_t tasks, int team) {
+        const std::size_t q = policy_params(), width = 2 * q;
+        buffers_.reserve(tasks, width);
+        if (trpo_tasks_.size() < tasks) trpo_tasks_.resize(tasks);
+        search_.reserve(width, tasks);
+        search_.tasks = tasks;
+        const WorkTimer::Scope timing(task_timer_, tasks, team);
+        parallel_for(tasks, team, [&](std::size_t i, int thread) {
+            RlWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+            TrpoTask<T>& task = trpo_tasks_[i];
+            CounterRng rng(seed_, iteration, i);
+            double goal[2];
+            env_.sample_goal(rng, goal);
+            T* g = buffers_.slot(i, width);
+            search_.scores[i] = rl_task_meta_gradient(mlp_, env_, config_, params_.data(), params_.data() + q, goal, rng,
+                                                      ws, task.trace, g, g + q);
+            record_old_mean(mlp_, task.trace.path.data() + config_.inner_steps * q, task, ws);
+        });
+        double score = 0.0;
+        for (std::size_t i = 0; i < tasks; ++i) score += search_.scores[i];
+        task_mean(search_.gradient.data(), nullptr);
+        return score / double(tasks);
+    }
+
+    // out = (F + damping I) v, F the mean over the prepared tasks of J^T F_task J.
+    void trpo_fisher_times(const double* v, double* out, int team) {
+        const std::size_t q = policy_params(), width = 2 * q;
+        for (std::size_t i = 0; i < width; ++i) search_.direction[i] = T(v[i]);
+        parallel_for(search_.tasks, team, [&](std::size_t i, int thread) {
+            fisher_vector_product(mlp_, config_, params_.data() + q, trpo_tasks_[i], search_.direction.data(),
+                                  workspaces_[static_cast<std::size_t>(thread)], buffers_.slot(i, width));
+        });
+        task_mean(out, v);
+    }
+
+    // The mean surrogate and KL over the prepared tasks of the policies adapted from
+    // [theta, alpha] = z on their inner samples.
+    SurrogateAndKl trpo_surrogate_and_kl(const T* z, int team) {
+        const std::size_t q = policy_params(), n = mlp_.num_params();
+        parallel_for(search_.tasks, team, [&](std::size_t i, int thread) {
+            RlWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+            const TrpoTask<T>& task = trpo_tasks_[i];
+            resize_exactly(ws.policy, q);
+            adapted_on_trace(mlp_, z, z + q, task.trace, ws, ws.policy.data());
+            const T* old = task.trace.path.data() + task.trace.steps.size() * q;
+            const SurrogateAndKl values = surrogate_and_kl(mlp_, ws.policy.data(), old + n, task, ws);
+            search_.surrogates[i] = values.surrogate;
+            search_.kls[i] = values.kl;
+        });
+        double surrogate = 0.0, kl = 0.0;
+        for (std::size_t i = 0; i < search_.tasks; ++i) {
+            surrogate += search_.surrogates[i];
+            kl += search_.kls[i];
+        }
+        return {surrogate / double(search_.tasks), kl / double(search_.tasks)};
+    }
+
+    // The conjugate gradient from x = 0 for (F + damping I) x = gradient, cg_iterations at
+    // most (fewer once the residual's square is below 1e-10), into search_.x (x()).
+    void trpo_direction(int team) {
+        const std::size_t width = 2 * policy_params();
+        const double* g = search_.gradient.data();
+        double *x = search_.x.data(), *r = search_.r.data(), *p = search_.p.data(), *fp = search_.fp.data();
+        std::fill(x, x + width, 0.0);
+        std::copy(g, g + width, r);
+        std::copy(g, g + width, p);
+        double rr = dot(r, r, width);
+        for (std::size_t it = 0; it < trpo_->cg_iterations && rr > 1e-10; ++it) {
+            trpo_fisher_times(p, fp, team);
+            const double curvature = dot(p, fp, width);
+            if (!(curvature > 0) || !std::isfinite(curvature)) break;
+            const double a = rr / curvature;
+            for (std::size_t i = 0; i < width; ++i) {
+                x[i] += a * p[i];
+                r[i] -= a * fp[i];
+            }
+            const double next = dot(r, r, width);
+            for (std::size_t i = 0; i < width; ++i) p[i] = r[i] + next / rr * p[i];
+            rr = next;
+        }
+    }
+
+    // The backtracking line search along x from the current [theta, alpha]; returns whether a
+    // step was taken (then the parameters are the step's).
+    bool trpo_line_search(int team) {
+        const std::size_t width = 2 * policy_params();
+        const double* x = search_.x.data();
+        double* fx = search_.fp.data();
+        trpo_fisher_times(x, fx, team);
+        const double curvature = dot(x, fx, width);
+        if (!(curvature > 0) || !std::isfinite(curvature)) return false;
+        const double full = std::sqrt(2.0 * trpo_->max_kl / curvature);
+        const double before = trpo_surrogate_and_kl(params_.data(), team).surrogate;
+        T* candidate = search_.candidate.data();
+        double fraction = 1.0;
+        for (std::size_t t = 0; t < trpo_->line_search_steps; ++t, fraction *= trpo_->line_search_ratio) {
+            for (std::size_t i = 0; i < width; ++i) candidate[i] = T(double(params_[i]) - fraction * full * x[i]);
+            if (trpo_step_accepted(before, trpo_surrogate_and_kl(candidate, team), trpo_->max_kl)) {
+                std::copy(candidate, candidate + width, params_.data());
+                return true;
+            }
+        }
+        return false;
+    }
+
+    std::size_t trpo_prepared_tasks() const { return search_.tasks; }
+    const std::vector<double>& trpo_gradient() const { return search_.gradient; }
+    const std::vector<double>& trpo_x() const { return search_.x; }
 
     // Mean return of `trajectories` fresh trajectories after each number of adaptation steps in
     // `steps` (ascending), for tasks 0 .. num_tasks - 1 keyed by (seed, 0, i): (tasks x steps).
@@ -123,8 +284,8 @@ public:
                     cancellation::throw_if_cancelled();
                     adapt_step(ws.policy.data(), goal, rng, ws, ws.policy_grad.data());
                 }
-                rollout(mlp_, env_, scoring, ws.policy.data(), goal, rng, ws, ws.valid);
-                returns[i * columns + c] = ws.valid.mean_return;
+                rollout(mlp_, env_, scoring, ws.policy.data(), goal, rng, ws, ws.trace.valid);
+                returns[i * columns + c] = ws.trace.valid.mean_return;
             }
         });
     }
@@ -151,10 +312,48 @@ private:
         for (std::size_t i = 0; i < q; ++i) theta[i] -= params_[q + i] * grad[i];
     }
 
+    static double dot(const double* a, const double* b, std::size_t n) {
+        double total = 0.0;
+        for (std::size_t i = 0; i < n; ++i) total += a[i] * b[i];
+        return total;
+    }
+
+    // out = the mean over the prepared tasks of their slots (task order), in double, plus
+    // damping * damped when given.
+    void task_mean(double* out, const double* damped) {
+        const std::size_t width = 2 * policy_params();
+        add_over_tasks(0, search_.tasks, MetaBatchBuffers<T>::stride(width), buffers_.slots.data(), buffers_.sum.data(),
+                       0, width, true);
+        for (std::size_t i = 0; i < width; ++i)
+            out[i] = double(buffers_.sum[i]) / double(search_.tasks) + (damped ? trpo_->cg_damping * damped[i] : 0.0);
+    }
+
+    // The vectors of a TRPO search (width values; per-task values for `tasks`).
+    struct TrpoSearch {
+        std::size_t tasks = 0;  // prepared
+        Buffer<T> direction, candidate;
+        std::vector<double> gradient, x, r, p, fp, scores, surrogates, kls;
+        void reserve(std::size_t width, std::size_t task_count) {
+            grow_exactly(direction, width);
+            grow_exactly(candidate, width);
+            for (std::vector<double>* v : {&gradient, &x, &r, &p, &fp}) grow_exactly(*v, width);
+            for (std::vector<double>* v : {&scores, &surrogates, &kls}) grow_exactly(*v, task_count);
+        }
+        std::size_t allocated_bytes() const {
+            std::size_t doubles = 0;
+            for (const std::vector<double>* v : {&gradient, &x, &r, &p, &fp}) doubles += v->capacity();
+            return (direction.capacity() + candidate.capacity()) * sizeof(T) + doubles * sizeof(double) +
+                   (scores.capacity() + surrogates.capacity() + kls.capacity()) * sizeof(double);
+        }
+    };
+
     Mlp mlp_;
     Navigation2D env_;
     RlConfig config_;
     OptimizerConfig optimizer_;
+    std::optional<TrpoConfig> trpo_;
+    std::vector<TrpoTask<T>> trpo_tasks_;
+    TrpoSearch search_;
     std::uint64_t seed_;
     ThreadBudget budget_;
     WorkTimer task_timer_, evaluation_timer_;

@@ -20,6 +20,9 @@ from .gym import GymBackend, GymTasks, checked_environment
 from .navigation import Navigation2D
 from .policy import GaussianPolicy
 
+# TRPO's settings (meta_optimizer="trpo"), as the constructor and the saved file name them.
+TRPO_OPTIONS = ("max_kl", "cg_iterations", "cg_damping", "line_search_steps", "line_search_ratio")
+
 
 @shared_docs
 def warn_if_returns_fell(history: np.ndarray) -> None:
@@ -103,7 +106,20 @@ class MetaSGDRL(InnerLearningRates):
     normalize_advantages : bool
         Standardise the advantages of each batch (mean 0, standard deviation 1), as the MAML
         code does; the surrogate's scale then does not depend on the size of the returns.
-    {meta-optimizer parameters}
+    meta_optimizer : {"adam", "sgd", "trpo"}
+        Update of ``[theta, alpha]`` from the mean meta-gradient over a meta-batch. "trpo" is
+        the papers' meta-update: the natural-gradient direction of the post-adaptation
+        surrogate (conjugate gradient on the Fisher-vector product of the mean KL divergence
+        of the adapted policies, exact through the inner steps), then a backtracking line
+        search that takes a step only if the surrogate improves and the mean KL stays within
+        ``max_kl``; alpha is part of the direction, ``meta_lr`` and ``alpha_lr`` are unused.
+        In one process, on Navigation2D (docs/math.md, section 4, "TRPO's meta-update").
+    meta_lr : float
+        Meta learning rate (beta) of Adam and SGD.
+    max_kl, cg_iterations, cg_damping, line_search_steps, line_search_ratio : optional
+        TRPO's trust region (mean KL), conjugate-gradient iterations, damping of the
+        Fisher-vector product, backtracking steps and the factor each shrinks the step by;
+        MAML's defaults: 0.01, 10, 1e-5, 15, 0.8.
     dtype : {"float32", "float64"}
         Precision of the policy's parameters and of its computations.
     seed : int
@@ -130,7 +146,8 @@ class MetaSGDRL(InnerLearningRates):
                  dtype: Any = "float32", seed: int = 0, num_threads: int | None = None,
                  adam_betas: tuple[float, float] = (0.9, 0.999), adam_eps: float = 1e-8,
                  alpha_lr: float | None = None, init: Any = "glorot", inner_steps: int = 1,
-                 gae_lambda: float | None = None) -> None:
+                 gae_lambda: float | None = None, max_kl: float = 0.01, cg_iterations: int = 10,
+                 cg_damping: float = 1e-5, line_search_steps: int = 15, line_search_ratio: float = 0.8) -> None:
         super().__init__(model, dtype, seed)
         self._check_learner_memory(model.num_params + model.sizes[-1], 1)
         self.policy = GaussianPolicy(model)
@@ -150,6 +167,12 @@ class MetaSGDRL(InnerLearningRates):
             adam_betas=_validation.two_reals(adam_betas, "adam_betas"),
             adam_eps=_validation.real(adam_eps, "adam_eps"))
         self._settings["inner_steps"] = _validation.int64(inner_steps, "inner_steps")
+        self._settings.update(max_kl=_validation.real(max_kl, "max_kl"),
+                              cg_iterations=_validation.int64(cg_iterations, "cg_iterations"),
+                              cg_damping=_validation.real(cg_damping, "cg_damping"),
+                              line_search_steps=_validation.int64(line_search_steps, "line_search_steps"),
+                              line_search_ratio=_validation.real(line_search_ratio, "line_search_ratio"))
+        trpo = {name: self._settings[name] for name in TRPO_OPTIONS}
         if gae_lambda is None:
             # GAE's lower variance helps the one step on 20 trajectories; its bias from the linear
             # baseline hurts the later, finer steps (2D navigation: 0.65 gives -10.5 after one
@@ -164,6 +187,8 @@ class MetaSGDRL(InnerLearningRates):
                    *self._settings["adam_betas"], self._settings["adam_eps"], self._seed)
         threads = self._threads(num_threads)
         if isinstance(self.env, GymTasks):
+            if self._settings["meta_optimizer"] == "trpo":
+                raise ValueError("meta_optimizer='trpo' needs the native Navigation2D tasks, not GymTasks")
             self._impl: Any = GymBackend(self.policy, self.env, *options, dtype=self._dtype,
                                          alpha_lr=self._alpha_lr, inner_steps=self._settings["inner_steps"],
                                          gae_lambda=self._settings["gae_lambda"])
@@ -171,7 +196,7 @@ class MetaSGDRL(InnerLearningRates):
             impl_class = _core.MetaSGDRLFloat32 if self._dtype == np.float32 else _core.MetaSGDRLFloat64
             self._impl = impl_class(model._impl, self.env._impl, *options, threads,
                                     alpha_lr=self._alpha_lr, inner_steps=self._settings["inner_steps"],
-                                    gae_lambda=self._settings["gae_lambda"])
+                                    gae_lambda=self._settings["gae_lambda"], **trpo)
         log_std = np.full(self.policy.action_dim, self._settings["log_std_init"], dtype=self._dtype)
         theta = np.concatenate([mean_network, log_std])
         self._impl.set_params(theta, np.full(theta.size, self._settings["alpha_init"], dtype=self._dtype))
@@ -213,8 +238,33 @@ class MetaSGDRL(InnerLearningRates):
 
     @property
     def meta_optimizer(self) -> str:
-        """The optimizer of the meta-update: "adam" or "sgd"."""
+        """The meta-update: "adam", "sgd" or "trpo"."""
         return self._settings["meta_optimizer"]
+
+    @property
+    def max_kl(self) -> float:
+        """TRPO's trust region: the largest mean KL divergence of the adapted policies a step makes."""
+        return self._settings["max_kl"]
+
+    @property
+    def cg_iterations(self) -> int:
+        """TRPO's conjugate-gradient iterations for the search direction."""
+        return self._settings["cg_iterations"]
+
+    @property
+    def cg_damping(self) -> float:
+        """TRPO's damping of the Fisher-vector product (F + cg_damping I)."""
+        return self._settings["cg_damping"]
+
+    @property
+    def line_search_steps(self) -> int:
+        """TRPO's backtracking steps at most."""
+        return self._settings["line_search_steps"]
+
+    @property
+    def line_search_ratio(self) -> float:
+        """The factor each of TRPO's backtracking steps shrinks the step by."""
+        return self._settings["line_search_ratio"]
 
     @property
     def meta_lr(self) -> float:
@@ -253,7 +303,8 @@ class MetaSGDRL(InnerLearningRates):
         rollouts collected in Python)."""
         impl_class = _core.MetaSGDRLFloat32 if self._dtype == np.float32 else _core.MetaSGDRLFloat64
         needed = impl_class.training_bytes(self._model._impl, self.env.horizon, self._settings["inner_steps"], meta_batch,
-                                           trajectories, self.num_threads)
+                                           trajectories, self.num_threads,
+                                           trpo=self._settings["meta_optimizer"] == "trpo" and meta_batch > 0)
         _memory.check(needed, f"rollouts of {trajectories} trajectories of up to {self.env.horizon:,} steps")
 
     @shared_docs
@@ -286,6 +337,8 @@ class MetaSGDRL(InnerLearningRates):
         meta_batch = _validation.count(meta_batch, "meta_batch")
         if comm is not None and isinstance(self.env, GymTasks):
             raise ValueError("comm needs the native Navigation2D tasks: GymTasks environments run in one process")
+        if comm is not None and self._settings["meta_optimizer"] == "trpo":
+            raise ValueError("comm: meta_optimizer='trpo' runs in one process; use 'adam' or 'sgd' across processes")
         self._check_rollouts(self._settings["inner_trajectories"], meta_batch)
         share = self._share_of(meta_batch, comm)
 
