@@ -124,7 +124,7 @@ BAD_CALLS = {
     "theta-int": (lambda: mf.rl.GaussianPolicy(mf.MLP([2, 2])).surrogate(np.zeros(8, int), np.zeros((3, 2)), np.zeros((3, 2)), np.zeros(3), 1), TypeError, "^theta must be a float32 or float64 array, got dtype int64$"),
     "inner-steps-zero": (lambda: mf.rl.MetaSGDRL(mf.MLP([2, 2]), inner_steps=0), ValueError, "inner_steps"),
     "gae-lambda-above-1": (lambda: mf.rl.MetaSGDRL(mf.MLP([2, 2]), gae_lambda=1.5), ValueError, "gae_lambda"),
-    "alpha-lr-negative": (lambda: mf.rl.MetaSGDRL(mf.MLP([2, 2]), alpha_lr=-1e-3), ValueError, "alpha_lr must be a finite number > 0"),
+    "alpha-lr-negative": (lambda: mf.rl.MetaSGDRL(mf.MLP([2, 2]), alpha_lr=-1e-3), ValueError, "alpha_lr must be a finite number >= 0"),
     "init-shape": (lambda: mf.rl.MetaSGDRL(mf.MLP([2, 2]), init=np.zeros(3)), ValueError, r"init as an array must be theta, of shape \(6,\)"),
     "byo-gae-lambda": (lambda: mf.rl.MetaSGDRL(mf.MLP([1, 1]), env=mf.rl.GymTasks(lambda rng: None, horizon=5), gae_lambda=-0.1), ValueError, "gae_lambda must lie in"),
 }

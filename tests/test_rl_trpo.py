@@ -187,3 +187,22 @@ def test_trpo_from_the_command_line(tmp_path, capsys):
     assert main(["train", "metasgd", "--meta-optimizer", "trpo", "--iterations", "2", "--quiet",
                  "--save", str(tmp_path / "no.npz")]) == 2
     assert "meta_optimizer must be 'sgd' or 'adam', got 'trpo'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("optimizer", ["trpo", "adam", "sgd"])
+def test_alpha_lr_zero_keeps_alpha_fixed_and_trpo_searches_theta_alone(optimizer):
+    """MAML's protocol: a fixed inner step. alpha does not move, theta does; TRPO's gradient,
+    Fisher products and direction have no alpha part."""
+    learner = trpo_learner(alpha_lr=0.0) if optimizer == "trpo" else mf.rl.MetaSGDRL(
+        mf.MLP([2, 4, 2], activation="tanh"), env=mf.rl.Navigation2D(horizon=8), inner_trajectories=5,
+        alpha_init=0.05, meta_optimizer=optimizer, alpha_lr=0.0, dtype="float64", seed=3, num_threads=1)
+    alpha, theta = learner.alpha, learner.theta
+    learner.fit(iterations=2, meta_batch=2, progress=False)
+    np.testing.assert_array_equal(learner.alpha, alpha)
+    assert not np.array_equal(learner.theta, theta)
+    if optimizer == "trpo":
+        impl, q = learner._impl, theta.size
+        _, g = impl.trpo_prepare(5, 2)
+        assert np.all(g[q:] == 0) and np.any(g[:q] != 0)
+        assert np.all(impl.trpo_fisher_product(np.ones(2 * q))[q:] == 0)
+        assert np.all(impl.trpo_direction()[q:] == 0)

@@ -112,6 +112,13 @@ RlSettings checked_rl_settings(std::int64_t trajectories, double gamma, bool fir
             checked_optimizer(optimizer == "trpo" ? "adam" : optimizer, "meta_optimizer", lr, "meta_lr", beta1, beta2, eps)};
 }
 
+// The RL learner's alpha_lr: 0 keeps alpha fixed (MAML's fixed inner step).
+double checked_alpha_lr(double alpha_lr) {
+    require(std::isfinite(alpha_lr) && alpha_lr >= 0,
+            "alpha_lr must be a finite number >= 0 (0: alpha fixed), got " + number_text(alpha_lr));
+    return alpha_lr;
+}
+
 TrpoConfig checked_trpo(double max_kl, std::int64_t cg_iterations, double cg_damping, std::int64_t line_search_steps,
                         double line_search_ratio) {
     return {checked_positive(max_kl, "max_kl"), checked_count(cg_iterations, "cg_iterations", 1000),
@@ -142,7 +149,7 @@ void bind_rl_learner(py::module_& m, const char* name) {
                         "the policy's mean network needs output activation 'identity'");
                 RlSettings settings = checked_rl_settings(trajectories, gamma, first_order, normalize_advantages,
                                                           optimizer, lr, beta1, beta2, eps);
-                settings.optimizer.tail_lr = alpha_lr ? checked_positive(*alpha_lr, "alpha_lr") : lr;
+                settings.optimizer.tail_lr = alpha_lr ? checked_alpha_lr(*alpha_lr) : lr;
                 settings.rollouts.inner_steps = checked_count(inner_steps, "inner_steps", 100);
                 settings.rollouts.gae_lambda = checked_within(gae_lambda, "gae_lambda", 0, 1);
                 const TrpoConfig trpo = checked_trpo(max_kl, cg_iterations, cg_damping, line_search_steps,
@@ -307,7 +314,7 @@ void register_rl(py::module_& m) {
             checked_rl_settings(trajectories, gamma, false, false, optimizer, lr, beta1, beta2, eps);
             checked_count(inner_steps, "inner_steps", 100);
             checked_within(gae_lambda, "gae_lambda", 0, 1);
-            if (alpha_lr) checked_positive(*alpha_lr, "alpha_lr");
+            if (alpha_lr) checked_alpha_lr(*alpha_lr);
         },
         "trajectories"_a, "gamma"_a, "meta_optimizer"_a, "meta_lr"_a, "beta1"_a, "beta2"_a, "eps"_a,
         "inner_steps"_a = 1, "gae_lambda"_a = 1.0, "alpha_lr"_a = py::none(),

@@ -177,6 +177,10 @@ public:
         return score / double(tasks);
     }
 
+    // Whether alpha stays as it is (alpha_lr 0: MAML's fixed inner step); TRPO then searches in
+    // theta alone, its gradient and Fisher products restricted to theta's block.
+    bool alpha_fixed() const { return optimizer_.tail_lr == 0; }
+
     // out = (F + damping I) v, F the mean over the prepared tasks of J^T F_task J.
     void trpo_fisher_times(const double* v, double* out, int team) {
         const std::size_t q = policy_params(), width = 2 * q;
@@ -320,12 +324,14 @@ private:
 
     // out = the mean over the prepared tasks of their slots (task order), in double, plus
     // damping * damped when given.
+    // With alpha fixed, alpha's half is 0 (the search stays in theta's block).
     void task_mean(double* out, const double* damped) {
-        const std::size_t width = 2 * policy_params();
+        const std::size_t q = policy_params(), width = 2 * q;
         add_over_tasks(0, search_.tasks, MetaBatchBuffers<T>::stride(width), buffers_.slots.data(), buffers_.sum.data(),
                        0, width, true);
         for (std::size_t i = 0; i < width; ++i)
             out[i] = double(buffers_.sum[i]) / double(search_.tasks) + (damped ? trpo_->cg_damping * damped[i] : 0.0);
+        if (alpha_fixed()) std::fill(out + q, out + width, 0.0);
     }
 
     // The vectors of a TRPO search (width values; per-task values for `tasks`).

@@ -91,6 +91,8 @@ class MetaSGDRL(InnerLearningRates):
         alpha's meta learning rate; by default ``meta_lr * alpha_init`` (``meta_lr`` when
         ``alpha_init`` is 0): Adam moves every entry by about its learning rate per update,
         whatever its size, so alpha moves at the pace theta moves relative to its size.
+        0 keeps alpha at ``alpha_init`` (MAML's fixed inner step; with "trpo" the search then
+        runs in theta alone).
     inner_steps : int
         Adaptation steps in meta-training, each on ``inner_trajectories`` fresh trajectories of
         the policy adapted so far; the meta-gradient goes back through all of them on their
