@@ -20,6 +20,7 @@ import conv_workloads  # noqa: E402
 import fixtures  # noqa: E402
 import impl_metafast  # noqa: E402
 import impl_reference  # noqa: E402
+import trpo_navigation  # noqa: E402
 import workloads  # noqa: E402
 
 
@@ -111,3 +112,9 @@ def test_jax_can_be_held_to_the_level_metafast_is_forced_to(monkeypatch, capsys)
     run.print_table(workloads.get("W4"), 1e6, rows, {"metafast": peak, "metafast@avx2": peak}, "metafast@avx2")
     table = capsys.readouterr().out
     assert re.search(r"metafast@avx2\s+1\s+300\s+1\.00x", table) and re.search(r"jax\s+1\s+100\s+3\.00x", table)
+
+
+def test_trpo_navigation_runs(capsys):
+    trpo_navigation.main(["--iterations", "1", "--tasks", "3", "--alpha-lr", "0"])
+    text = capsys.readouterr().out
+    assert "TRPO, inner_steps=1" in text and "alpha_lr=0.0" in text and "return" in text
