@@ -63,6 +63,27 @@ def test_fisher_vector_product_is_the_kl_hessian_through_the_inner_steps(inner_s
     assert curvature(impl, z0, alpha_only) > 0
 
 
+def test_first_order_fisher_product_is_symmetric_and_equals_the_exact_one_on_alpha():
+    """first_order drops H_j from J. The product stays J^T F J: symmetric and positive
+    semi-definite; with one inner step alpha enters theta_1 without H (d theta_1 / d alpha =
+    -grad L_0), so its alpha-alpha block equals the exact product's (checked above against
+    finite differences)."""
+    exact, first = trpo_learner(cg_damping=0.0), trpo_learner(cg_damping=0.0, first_order=True)
+    exact._impl.trpo_prepare(0, 2)
+    first._impl.trpo_prepare(0, 2)
+    q = exact.theta.size
+    rng = np.random.default_rng(1)
+    u, v = rng.normal(size=(2, 2 * q))
+    fu, fv = first._impl.trpo_fisher_product(u), first._impl.trpo_fisher_product(v)
+    assert u @ fv == pytest.approx(v @ fu, rel=1e-10)
+    assert v @ fv > 0
+    alpha_u, alpha_v = u.copy(), v.copy()
+    alpha_u[:q] = alpha_v[:q] = 0
+    assert alpha_u @ first._impl.trpo_fisher_product(alpha_v) == pytest.approx(
+        alpha_u @ exact._impl.trpo_fisher_product(alpha_v), rel=1e-12)
+    assert not np.allclose(fv, exact._impl.trpo_fisher_product(v))  # the H terms matter elsewhere
+
+
 def test_search_direction_solves_the_damped_fisher_system_from_finite_differences():
     damping = 0.1
     learner = trpo_learner(cg_iterations=200, cg_damping=damping)
@@ -168,6 +189,8 @@ def test_trpo_options_are_checked():
             mf.rl.MetaSGDRL(model, **{"meta_optimizer": "trpo", **options})
     with pytest.raises(TypeError, match="max_kl"):
         mf.rl.MetaSGDRL(model, meta_optimizer="trpo", max_kl="small")
+    with pytest.raises(ValueError, match="meta_optimizer='trpo' needs the native Navigation2D tasks, not GymTasks"):
+        mf.rl.MetaSGDRL(mf.MLP([1, 1]), env=mf.rl.GymTasks(lambda rng: None, horizon=5), meta_optimizer="trpo")
     learner = mf.rl.MetaSGDRL(model, meta_optimizer="trpo")
     with pytest.raises(ValueError, match="comm: meta_optimizer='trpo' runs in one process"):
         learner.fit(iterations=1, meta_batch=2, progress=False, comm=object())

@@ -10,8 +10,8 @@ import numpy as np
 
 from . import _validation
 from ._docs import shared_docs
-from .inner_learning_rates import InnerLearningRates, default_alpha_lr
 from .errors import BeyondTrainedStepsWarning
+from .inner_learning_rates import InnerLearningRates, default_alpha_lr
 from .meta_gradient import MetaGradientLearner
 from .networks import Network
 from .task_batch import TaskBatch
