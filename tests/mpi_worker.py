@@ -78,6 +78,11 @@ CASES = {
     "reptile, annealed epsilon": (sine_reptile, family_fit(5)),
     "reptile, fewer tasks than processes": (sine_reptile, family_fit(1)),
     "metasgd-rl": (rl_learner, lambda l, comm: l.fit(iterations=3, meta_batch=3, progress=False, comm=comm)),
+    "metasgd-rl, trpo": (lambda: rl_learner(meta_optimizer="trpo"),
+                         lambda l, comm: l.fit(iterations=3, meta_batch=5, progress=False, comm=comm)),
+    "metasgd-rl, trpo, alpha fixed, 2 steps, fewer tasks than processes": (
+        lambda: rl_learner(meta_optimizer="trpo", alpha_lr=0.0, inner_steps=2),
+        lambda l, comm: l.fit(iterations=2, meta_batch=2, progress=False, comm=comm)),
 }
 
 
@@ -141,9 +146,11 @@ def stopping_callback() -> None:
     report(f"stopped at {learner.iteration}")
 
 
-def interrupted() -> None:
+def interrupted(learner_kind: str) -> None:
     """A long fit; the test sends SIGINT to the first process once every process is training."""
-    learner = sine_metasgd()
+    learner = rl_learner(meta_optimizer="trpo") if learner_kind == "trpo" else sine_metasgd()
+    fit = (lambda **options: learner.fit(meta_batch=3, **options)) if learner_kind == "trpo" else (
+        lambda **options: learner.fit(mf.tasks.Sinusoid(), meta_batch=4, **options))
 
     def started(learner, iteration, loss):
         if iteration >= 2 and not started.said:
@@ -152,7 +159,7 @@ def interrupted() -> None:
 
     started.said = False
     try:
-        learner.fit(mf.tasks.Sinusoid(), iterations=10**9, meta_batch=4, progress=False, callback=started, comm=COMM)
+        fit(iterations=10**9, progress=False, callback=started, comm=COMM)
     except KeyboardInterrupt:
         report(f"KeyboardInterrupt at a consistent iteration: {len(learner.history) == learner.iteration}")
 

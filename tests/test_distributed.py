@@ -38,7 +38,7 @@ def run_processes(processes: int, scenario: str, out: Path, *arguments: str, tim
 def test_every_learner_gives_the_bits_of_one_process(tmp_path, processes):
     results = run_processes(processes, "bits", tmp_path)
     for lines in results:
-        assert len(lines) == 12
+        assert len(lines) == 14
         assert all(line.endswith(": same") for line in lines), lines
 
 
@@ -70,11 +70,12 @@ def test_the_first_process_callback_stops_every_process(tmp_path):
     assert run_processes(2, "stopping-callback", tmp_path) == [["stopped at 3"]] * 2
 
 
-def test_ctrl_c_on_the_first_process_stops_every_process(tmp_path):
+@pytest.mark.parametrize("learner", ["metasgd", "trpo"])  # trpo: Ctrl-C in any of its sums' relays
+def test_ctrl_c_on_the_first_process_stops_every_process(tmp_path, learner):
     environment = dict(os.environ, METAFAST_TEST_OUT=str(tmp_path))
     errors = tmp_path / "stderr.txt"
     with open(errors, "w") as stderr:
-        run = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(WORKER), "interrupted"], env=environment,
+        run = subprocess.Popen([MPIEXEC, "-n", "2", sys.executable, str(WORKER), "interrupted", learner], env=environment,
                                stdout=subprocess.DEVNULL, stderr=stderr)
     first = tmp_path / "0.txt"
     try:

@@ -198,22 +198,22 @@ void bind_rl_learner(py::module_& m, const char* name) {
             [](Learner& l, std::uint64_t first_iteration, std::size_t iterations, std::int64_t meta_batch,
                const py::object& relay, std::size_t first_task, std::size_t total_tasks) {
                 const std::size_t tasks = checked_share(meta_batch, relay);
-                require(!l.trpo() || relay.is_none(), "meta_optimizer='trpo' runs in one process (comm=None)");
                 return fit_in_core<T>(l, iterations, relay, first_task, total_tasks, tasks, [&](double* returns, auto& combine) {
-                    return l.trpo() ? l.fit_trpo(first_iteration, iterations, tasks, returns)
+                    return l.trpo() ? l.fit_trpo(first_iteration, iterations, tasks, returns, combine)
                                     : l.fit(first_iteration, iterations, tasks, returns, combine);
                 });
             },
             "first_iteration"_a, "iterations"_a, "meta_batch"_a, "relay"_a = py::none(), "first_task"_a = 0,
             "total_tasks"_a = 0)
-        // TRPO's parts, for checking the maths: prepare a meta-iteration's tasks, then products,
-        // values, the direction and the line search on them.
+        // TRPO's parts, for checking the maths (in one process): prepare a meta-iteration's
+        // tasks, then products, values, the direction and the line search on them.
         .def("trpo_prepare",
              [](Learner& l, std::uint64_t iteration, std::int64_t meta_batch) {
                  require(l.trpo().has_value(), "trpo_prepare needs meta_optimizer='trpo'");
                  const std::size_t tasks = checked_count(meta_batch, "meta_batch", max_tasks);
                  double score = 0.0;
-                 interruptible([&] { without_gil(l, [&] { score = l.trpo_prepare(iteration, tasks, l.num_threads()); }); });
+                 LocalSum<T> alone;
+                 interruptible([&] { without_gil(l, [&] { score = l.trpo_prepare(iteration, tasks, l.num_threads(), alone); }); });
                  return py::make_tuple(score, py::array_t<double>(static_cast<py::ssize_t>(2 * l.policy_params()),
                                                                   l.trpo_gradient().data()));
              },
@@ -226,7 +226,8 @@ void bind_rl_learner(py::module_& m, const char* name) {
                  check_finite("v", vp, width);
                  py::array_t<double> out(static_cast<py::ssize_t>(width));
                  double* op = out.mutable_data();
-                 interruptible([&] { without_gil(l, [&] { l.trpo_fisher_times(vp, op, l.num_threads()); }); });
+                 LocalSum<T> alone;
+                 interruptible([&] { without_gil(l, [&] { l.trpo_fisher_times(vp, op, l.num_threads(), alone); }); });
                  return out;
              },
              "v"_a)
@@ -237,21 +238,24 @@ void bind_rl_learner(py::module_& m, const char* name) {
                  const T* zp = checked_data<T>(z, "z", dims);
                  check_finite("z", zp, width);
                  SurrogateAndKl values{};
-                 interruptible([&] { without_gil(l, [&] { values = l.trpo_surrogate_and_kl(zp, l.num_threads()); }); });
+                 LocalSum<T> alone;
+                 interruptible([&] { without_gil(l, [&] { values = l.trpo_surrogate_and_kl(zp, l.num_threads(), alone); }); });
                  return py::make_tuple(values.surrogate, values.kl);
              },
              "z"_a)
         .def("trpo_direction",
              [](Learner& l) {
                  const std::size_t width = trpo_prepared_width(l);
-                 interruptible([&] { without_gil(l, [&] { l.trpo_direction(l.num_threads()); }); });
+                 LocalSum<T> alone;
+                 interruptible([&] { without_gil(l, [&] { l.trpo_direction(l.num_threads(), alone); }); });
                  return py::array_t<double>(static_cast<py::ssize_t>(width), l.trpo_x().data());
              })
         .def("trpo_line_search",
              [](Learner& l) {
                  trpo_prepared_width(l);
                  bool taken = false;
-                 interruptible([&] { without_gil(l, [&] { taken = l.trpo_line_search(l.num_threads()); }); });
+                 LocalSum<T> alone;
+                 interruptible([&] { without_gil(l, [&] { taken = l.trpo_line_search(l.num_threads(), alone); }); });
                  return taken;
              })
         .def("evaluate",

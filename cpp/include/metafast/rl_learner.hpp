@@ -9,6 +9,8 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstring>
+#include <exception>
 #include <mutex>
 #include <optional>
 #include <vector>
@@ -65,7 +67,8 @@ public:
             const std::size_t per_task = (inner_steps + 1) * RlWorkspace<T>::samples_values(rows, dims) +
                                          (2 * inner_steps + 1) * q + rows * dims;  // samples, path, grads, old means
             bytes += tasks * (per_task * sizeof(T) + (inner_steps + 1) * sizeof(Samples<T>) + sizeof(TrpoTask<T>)) +
-                     width * (2 * sizeof(T) + 4 * sizeof(double)) + 2 * tasks * sizeof(double);
+                     width * (2 * sizeof(T) + 5 * sizeof(double)) + 3 * tasks * sizeof(double) +
+                     sizeof(double) + MetaBatchBuffers<T>::max_tail * sizeof(T);  // the search; its KL message
         }
         return bytes;
     }
@@ -119,29 +122,35 @@ public:
 
     const std::optional<TrpoConfig>& trpo() const { return trpo_; }
 
-    // fit with TRPO's meta-update (docs/math.md, section 4, "TRPO's meta-update"), in one
-    // process: per meta-iteration a pass over the tasks for the meta-gradient g (each task keeps its adaptation), the
+    // fit with TRPO's meta-update (docs/math.md, section 4, "TRPO's meta-update"): per
+    // meta-iteration a pass over the tasks for the meta-gradient g (each task keeps its adaptation), the
     // conjugate gradient for (F + damping I) x = g, each product a pass, and a backtracking
     // line search from [theta, alpha] - sqrt(2 max_kl / x^T (F + damping I) x) x that takes the
     // first step whose surrogate is below the current one and whose mean KL is within max_kl
-    // (none: no update). Every sum runs in task order, so the bits do not depend on the threads.
-    FitResult fit_trpo(std::uint64_t first_iteration, std::size_t iterations, std::size_t tasks, double* returns) {
+    // (none: no update). Every sum runs in task order and, in a distributed run, is relayed
+    // through `combine` (tasks is then this process's share): every process takes the same
+    // decisions from the same bits, which do not depend on the threads or the processes.
+    FitResult fit_trpo(std::uint64_t first_iteration, std::size_t iterations, std::size_t tasks, double* returns,
+                       Combination<T>& combine) {
         const int team = budget_.team(tasks, task_timer_.seconds_each(), iterations);
         FitResult result{iterations, false, 0.0};
         for (std::size_t k = 0; k < iterations; ++k) {
             try {
-                const double score = trpo_prepare(first_iteration + k, tasks, team);
+                const double score = trpo_prepare(first_iteration + k, tasks, team, combine);
                 result.last_score = score;
                 const double* g = search_.gradient.data();
                 if (!std::isfinite(score) || !std::isfinite(dot(g, g, 2 * policy_params()))) {
                     result = {k, true, score};
                     break;
                 }
-                trpo_direction(team);
-                trpo_line_search(team);
+                trpo_direction(team, combine);
+                trpo_line_search(team, combine);
                 if (returns) returns[k] = score;
             } catch (const Cancelled&) {
                 result = {k, false, result.last_score, false, true};
+                break;
+            } catch (const StoppedElsewhere&) {
+                result = {k, false, result.last_score, true, false};
                 break;
             }
         }
@@ -149,32 +158,38 @@ public:
     }
 
     // The parts of a TRPO meta-iteration, public for checking the maths (the bindings'
-    // trpo_* methods); `team` threads over the tasks.
+    // trpo_* methods); `team` threads over this process's tasks, every sum over the tasks
+    // combined by `combine`.
     //
     // The first pass: meta-iteration `iteration`'s tasks, their adaptations kept and the mean
     // meta-gradient in search_.gradient (gradient()); returns the mean return after adaptation.
-    double trpo_prepare(std::uint64_t iteration, std::size_t tasks, int team) {
-        const std::size_t q = policy_params(), width = 2 * q;
-        buffers_.reserve(tasks, width);
+    double trpo_prepare(std::uint64_t iteration, std::size_t tasks, int team, Combination<T>& combine) {
+        const std::size_t q = policy_params(), width = 2 * q, first = combine.first_task();
+        buffers_.reserve(tasks, width, combine.tail_values());
         if (trpo_tasks_.size() < tasks) trpo_tasks_.resize(tasks);
         search_.reserve(width, tasks);
         search_.tasks = tasks;
+        search_.total = combine.total_tasks(tasks);
         const WorkTimer::Scope timing(task_timer_, tasks, team);
-        parallel_for(tasks, team, [&](std::size_t i, int thread) {
-            RlWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
-            TrpoTask<T>& task = trpo_tasks_[i];
-            CounterRng rng(seed_, iteration, i);
-            double goal[2];
-            env_.sample_goal(rng, goal);
-            T* g = buffers_.slot(i, width);
-            search_.scores[i] = rl_task_meta_gradient(mlp_, env_, config_, params_.data(), params_.data() + q, goal, rng,
-                                                      ws, task.trace, g, g + q);
-            record_old_mean(mlp_, task.trace.path.data() + config_.inner_steps * q, task, ws);
-        });
         double score = 0.0;
-        for (std::size_t i = 0; i < tasks; ++i) score += search_.scores[i];
+        relayed_sum(combine, buffers_.sum.data(), width, score, [&] {
+            parallel_for(tasks, team, [&](std::size_t i, int thread) {
+                RlWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+                TrpoTask<T>& task = trpo_tasks_[i];
+                CounterRng rng(seed_, iteration, first + i);
+                double goal[2];
+                env_.sample_goal(rng, goal);
+                T* g = buffers_.slot(i, width);
+                search_.scores[i] = rl_task_meta_gradient(mlp_, env_, config_, params_.data(), params_.data() + q, goal,
+                                                          rng, ws, task.trace, g, g + q);
+                record_old_mean(mlp_, task.trace.path.data() + config_.inner_steps * q, task, ws);
+            });
+        }, [&](bool from_zero) {
+            add_slots(from_zero);
+            for (std::size_t i = 0; i < tasks; ++i) score += search_.scores[i];
+        });
         task_mean(search_.gradient.data(), nullptr);
-        return score / double(tasks);
+        return score / double(search_.total);
     }
 
     // Whether alpha stays as it is (alpha_lr 0: MAML's fixed inner step); TRPO then searches in
@@ -182,41 +197,53 @@ public:
     bool alpha_fixed() const { return optimizer_.tail_lr == 0; }
 
     // out = (F + damping I) v, F the mean over the prepared tasks of J^T F_task J.
-    void trpo_fisher_times(const double* v, double* out, int team) {
+    void trpo_fisher_times(const double* v, double* out, int team, Combination<T>& combine) {
         const std::size_t q = policy_params(), width = 2 * q;
         for (std::size_t i = 0; i < width; ++i) search_.direction[i] = T(v[i]);
-        parallel_for(search_.tasks, team, [&](std::size_t i, int thread) {
-            fisher_vector_product(mlp_, config_, params_.data() + q, trpo_tasks_[i], search_.direction.data(),
-                                  workspaces_[static_cast<std::size_t>(thread)], buffers_.slot(i, width));
-        });
+        double unused = 0.0;
+        relayed_sum(combine, buffers_.sum.data(), width, unused, [&] {
+            parallel_for(search_.tasks, team, [&](std::size_t i, int thread) {
+                fisher_vector_product(mlp_, config_, params_.data() + q, trpo_tasks_[i], search_.direction.data(),
+                                      workspaces_[static_cast<std::size_t>(thread)], buffers_.slot(i, width));
+            });
+        }, [&](bool from_zero) { add_slots(from_zero); });
         task_mean(out, v);
     }
 
     // The mean surrogate and KL over the prepared tasks of the policies adapted from
     // [theta, alpha] = z on their inner samples.
-    SurrogateAndKl trpo_surrogate_and_kl(const T* z, int team) {
+    SurrogateAndKl trpo_surrogate_and_kl(const T* z, int team, Combination<T>& combine) {
         const std::size_t q = policy_params(), n = mlp_.num_params();
-        parallel_for(search_.tasks, team, [&](std::size_t i, int thread) {
-            RlWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
-            const TrpoTask<T>& task = trpo_tasks_[i];
-            resize_exactly(ws.policy, q);
-            adapted_on_trace(mlp_, z, z + q, task.trace, ws, ws.policy.data());
-            const T* old = task.trace.path.data() + task.trace.steps.size() * q;
-            const SurrogateAndKl values = surrogate_and_kl(mlp_, ws.policy.data(), old + n, task, ws);
-            search_.surrogates[i] = values.surrogate;
-            search_.kls[i] = values.kl;
-        });
+        // The KL's sum travels as the message's one double, the surrogate's as its score.
+        constexpr std::size_t kl_width = sizeof(double) / sizeof(T);
+        grow_exactly(search_.kl_message, kl_width + combine.tail_values());
         double surrogate = 0.0, kl = 0.0;
-        for (std::size_t i = 0; i < search_.tasks; ++i) {
-            surrogate += search_.surrogates[i];
-            kl += search_.kls[i];
-        }
-        return {surrogate / double(search_.tasks), kl / double(search_.tasks)};
+        relayed_sum(combine, search_.kl_message.data(), kl_width, surrogate, [&] {
+            parallel_for(search_.tasks, team, [&](std::size_t i, int thread) {
+                RlWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
+                const TrpoTask<T>& task = trpo_tasks_[i];
+                resize_exactly(ws.policy, q);
+                adapted_on_trace(mlp_, z, z + q, task.trace, ws, ws.policy.data());
+                const T* old = task.trace.path.data() + task.trace.steps.size() * q;
+                const SurrogateAndKl values = surrogate_and_kl(mlp_, ws.policy.data(), old + n, task, ws);
+                search_.surrogates[i] = values.surrogate;
+                search_.kls[i] = values.kl;
+            });
+        }, [&](bool from_zero) {
+            if (!from_zero) std::memcpy(&kl, search_.kl_message.data(), sizeof(double));
+            for (std::size_t i = 0; i < search_.tasks; ++i) {
+                surrogate += search_.surrogates[i];
+                kl += search_.kls[i];
+            }
+            std::memcpy(search_.kl_message.data(), &kl, sizeof(double));
+        });
+        std::memcpy(&kl, search_.kl_message.data(), sizeof(double));
+        return {surrogate / double(search_.total), kl / double(search_.total)};
     }
 
     // The conjugate gradient from x = 0 for (F + damping I) x = gradient, cg_iterations at
     // most (fewer once the residual's square is below 1e-10), into search_.x (x()).
-    void trpo_direction(int team) {
+    void trpo_direction(int team, Combination<T>& combine) {
         const std::size_t width = 2 * policy_params();
         const double* g = search_.gradient.data();
         double *x = search_.x.data(), *r = search_.r.data(), *p = search_.p.data(), *fp = search_.fp.data();
@@ -225,7 +252,7 @@ public:
         std::copy(g, g + width, p);
         double rr = dot(r, r, width);
         for (std::size_t it = 0; it < trpo_->cg_iterations && rr > 1e-10; ++it) {
-            trpo_fisher_times(p, fp, team);
+            trpo_fisher_times(p, fp, team, combine);
             const double curvature = dot(p, fp, width);
             if (!(curvature > 0) || !std::isfinite(curvature)) break;
             const double a = rr / curvature;
@@ -241,20 +268,20 @@ public:
 
     // The backtracking line search along x from the current [theta, alpha]; returns whether a
     // step was taken (then the parameters are the step's).
-    bool trpo_line_search(int team) {
+    bool trpo_line_search(int team, Combination<T>& combine) {
         const std::size_t width = 2 * policy_params();
         const double* x = search_.x.data();
         double* fx = search_.fp.data();
-        trpo_fisher_times(x, fx, team);
+        trpo_fisher_times(x, fx, team, combine);
         const double curvature = dot(x, fx, width);
         if (!(curvature > 0) || !std::isfinite(curvature)) return false;
         const double full = std::sqrt(2.0 * trpo_->max_kl / curvature);
-        const double before = trpo_surrogate_and_kl(params_.data(), team).surrogate;
+        const double before = trpo_surrogate_and_kl(params_.data(), team, combine).surrogate;
         T* candidate = search_.candidate.data();
         double fraction = 1.0;
         for (std::size_t t = 0; t < trpo_->line_search_steps; ++t, fraction *= trpo_->line_search_ratio) {
             for (std::size_t i = 0; i < width; ++i) candidate[i] = T(double(params_[i]) - fraction * full * x[i]);
-            if (trpo_step_accepted(before, trpo_surrogate_and_kl(candidate, team), trpo_->max_kl)) {
+            if (trpo_step_accepted(before, trpo_surrogate_and_kl(candidate, team, combine), trpo_->max_kl)) {
                 std::copy(candidate, candidate + width, params_.data());
                 return true;
             }
@@ -322,22 +349,57 @@ private:
         return total;
     }
 
-    // out = the mean over the prepared tasks of their slots (task order), in double, plus
-    // damping * damped when given.
+    // Thrown where another process's share of a sum failed: this process stops there too.
+    struct StoppedElsewhere {};
+
+    // One of the search's sums over the tasks: `work` computes this process's tasks, then
+    // `add(from_zero)` adds them in task order onto the sum and score of the tasks before them
+    // (zero, or what the combination received), between combine's start and finish, which
+    // leave the whole meta-batch's in `sum` (width values and the combination's tail) and
+    // `score`. An error in `work` here or in another process's share is passed on with the
+    // sum, so that every process stops at the same sum: here it is rethrown, elsewhere it
+    // throws StoppedElsewhere.
+    template <class Work, class Add>
+    void relayed_sum(Combination<T>& combine, T* sum, std::size_t width, double& score, Work&& work, Add&& add) {
+        std::exception_ptr error;
+        try {
+            cancellation::throw_if_cancelled();  // a stop asked between the sums: here, with the sum
+            work();
+        } catch (...) {
+            error = std::current_exception();
+        }
+        bool failed = false;
+        score = 0.0;
+        const bool from_zero = combine.start(sum, width, score, failed);
+        if (!error && !failed) add(from_zero);
+        failed = failed || error;
+        combine.finish(sum, width, score, failed);
+        if (error) std::rethrow_exception(error);
+        if (failed) throw StoppedElsewhere{};
+    }
+
+    // Adds the prepared tasks' slots onto buffers_.sum in task order (from zero: into it).
+    void add_slots(bool from_zero) {
+        const std::size_t width = 2 * policy_params();
+        add_over_tasks(0, search_.tasks, MetaBatchBuffers<T>::stride(width), buffers_.slots.data(), buffers_.sum.data(),
+                       0, width, from_zero);
+    }
+
+    // out = the mean over the whole meta-batch's tasks of buffers_.sum (their summed slots), in
+    // double, plus damping * damped when given.
     // With alpha fixed, alpha's half is 0 (the search stays in theta's block).
     void task_mean(double* out, const double* damped) {
         const std::size_t q = policy_params(), width = 2 * q;
-        add_over_tasks(0, search_.tasks, MetaBatchBuffers<T>::stride(width), buffers_.slots.data(), buffers_.sum.data(),
-                       0, width, true);
         for (std::size_t i = 0; i < width; ++i)
-            out[i] = double(buffers_.sum[i]) / double(search_.tasks) + (damped ? trpo_->cg_damping * damped[i] : 0.0);
+            out[i] = double(buffers_.sum[i]) / double(search_.total) + (damped ? trpo_->cg_damping * damped[i] : 0.0);
         if (alpha_fixed()) std::fill(out + q, out + width, 0.0);
     }
 
     // The vectors of a TRPO search (width values; per-task values for `tasks`).
     struct TrpoSearch {
-        std::size_t tasks = 0;  // prepared
-        Buffer<T> direction, candidate;
+        std::size_t tasks = 0;  // prepared, this process's
+        std::size_t total = 0;  // the whole meta-batch's
+        Buffer<T> direction, candidate, kl_message;
         std::vector<double> gradient, x, r, p, fp, scores, surrogates, kls;
         void reserve(std::size_t width, std::size_t task_count) {
             grow_exactly(direction, width);
@@ -348,7 +410,7 @@ private:
         std::size_t allocated_bytes() const {
             std::size_t doubles = 0;
             for (const std::vector<double>* v : {&gradient, &x, &r, &p, &fp}) doubles += v->capacity();
-            return (direction.capacity() + candidate.capacity()) * sizeof(T) + doubles * sizeof(double) +
+            return (direction.capacity() + candidate.capacity() + kl_message.capacity()) * sizeof(T) + doubles * sizeof(double) +
                    (scores.capacity() + surrogates.capacity() + kls.capacity()) * sizeof(double);
         }
     };

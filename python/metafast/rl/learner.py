@@ -114,8 +114,9 @@ class MetaSGDRL(InnerLearningRates):
         surrogate (conjugate gradient on the Fisher-vector product of the mean KL divergence
         of the adapted policies, exact through the inner steps), then a backtracking line
         search that takes a step only if the surrogate improves and the mean KL stays within
-        ``max_kl``; alpha is part of the direction, ``meta_lr`` and ``alpha_lr`` are unused.
-        In one process, on Navigation2D (docs/math.md, section 4, "TRPO's meta-update").
+        ``max_kl``; alpha is part of the direction unless ``alpha_lr`` is 0, and ``meta_lr``
+        is unused. On Navigation2D, in one process or many (``fit(comm=...)``, every sum of
+        the search relayed in task order) (docs/math.md, section 4, "TRPO's meta-update").
     meta_lr : float
         Meta learning rate (beta) of Adam and SGD.
     max_kl, cg_iterations, cg_damping, line_search_steps, line_search_ratio : optional
@@ -339,8 +340,6 @@ class MetaSGDRL(InnerLearningRates):
         meta_batch = _validation.count(meta_batch, "meta_batch")
         if comm is not None and isinstance(self.env, GymTasks):
             raise ValueError("comm needs the native Navigation2D tasks: GymTasks environments run in one process")
-        if comm is not None and self._settings["meta_optimizer"] == "trpo":
-            raise ValueError("comm: meta_optimizer='trpo' runs in one process; use 'adam' or 'sgd' across processes")
         self._check_rollouts(self._settings["inner_trajectories"], meta_batch)
         share = self._share_of(meta_batch, comm)
 
