@@ -414,3 +414,60 @@ def test_evaluate_trajectories_out_of_range_are_named_by_the_core(trajectories):
     learner = mf.rl.MetaSGDRL(mf.MLP([2, 4, 2]), num_threads=1)
     with pytest.raises(ValueError, match=rf"^trajectories must lie in \[1, 65536\], got {trajectories}$"):
         learner.evaluate(num_tasks=2, trajectories=trajectories)
+
+
+@pytest.mark.parametrize("backend", ["core", "python"])
+def test_the_adaptation_schedule_scales_alpha_per_step_and_sets_the_trajectories(backend):
+    """MAML's evaluation protocol: alpha_scales (1, 0.5) halves the step after the first, and
+    inner_trajectories sets each step's trajectories. Checked against learners whose alpha is
+    halved (exact in binary) or whose inner_trajectories is the asked number."""
+    if backend == "core":
+        make = lambda trajectories=6: rl_learner(inner_trajectories=trajectories, num_threads=2)  # noqa: E731
+        task = [0.3, -0.2]
+    else:
+        tasks = mf.rl.GymTasks(lambda rng: LineWorld(rng.uniform(-0.5, 0.5)), horizon=20)
+        make = lambda trajectories=6: mf.rl.MetaSGDRL(mf.MLP([1, 8, 1]), env=tasks, alpha_init=0.1,  # noqa: E731
+                                                      inner_trajectories=trajectories, seed=3, dtype="float64")
+        task = LineWorld(0.3)
+    learner, halved, wider = make(), make(), make(trajectories=9)
+    halved.alpha = halved.alpha * 0.5
+    as_trained = learner.evaluate(num_tasks=3, steps=(0, 1, 3), trajectories=5, seed=9)
+    np.testing.assert_array_equal(learner.evaluate(num_tasks=3, steps=(0, 1, 3), trajectories=5, seed=9,
+                                                   alpha_scales=[1.0], inner_trajectories=6).loss, as_trained.loss)
+    np.testing.assert_array_equal(learner.evaluate(num_tasks=3, steps=(0, 1, 3), trajectories=5, seed=9,
+                                                   alpha_scales=(0.5,)).loss,
+                                  halved.evaluate(num_tasks=3, steps=(0, 1, 3), trajectories=5, seed=9).loss)
+    np.testing.assert_array_equal(learner.evaluate(num_tasks=3, steps=(0, 2), trajectories=5, seed=9,
+                                                   inner_trajectories=9).loss,
+                                  wider.evaluate(num_tasks=3, steps=(0, 2), trajectories=5, seed=9).loss)
+    np.testing.assert_array_equal(learner.adapt(task, steps=3, seed=4, alpha_scales=(0.5,)),
+                                  halved.adapt(task, steps=3, seed=4))
+    np.testing.assert_array_equal(learner.adapt(task, steps=2, seed=4, inner_trajectories=9),
+                                  wider.adapt(task, steps=2, seed=4))
+    # (1, 0.5): the first step as trained, the later ones halved, so it differs from both.
+    schedule = learner.adapt(task, steps=2, seed=4, alpha_scales=(1, 0.5))
+    np.testing.assert_array_equal(learner.adapt(task, steps=1, seed=4, alpha_scales=(1, 0.5)),
+                                  learner.adapt(task, steps=1, seed=4))
+    assert not np.array_equal(schedule, learner.adapt(task, steps=2, seed=4))
+    assert not np.array_equal(schedule, halved.adapt(task, steps=2, seed=4))
+    # alpha_scales (0,): no step moves theta.
+    np.testing.assert_array_equal(learner.adapt(task, steps=2, seed=4, alpha_scales=(0,)), learner.theta)
+
+
+@pytest.mark.parametrize("options,error,message", [
+    (dict(alpha_scales=()), ValueError, "alpha_scales must hold 1 to 10,000 factors, got 0"),
+    (dict(alpha_scales=(1, -0.5)), ValueError, r"alpha_scales\[1\] must be >= 0.0, got -0.5"),
+    (dict(alpha_scales=(1, float("nan"))), ValueError, r"alpha_scales\[1\] must be finite"),
+    (dict(alpha_scales=0.5), TypeError, "alpha_scales must be a sequence of factors on alpha"),
+    (dict(alpha_scales=("1",)), TypeError, r"alpha_scales\[0\] must be a number"),
+    (dict(inner_trajectories=0), ValueError, "inner_trajectories must be at least 1, got 0"),
+    (dict(inner_trajectories=2**17), ValueError, "inner_trajectories must be at most 65536, got 131072"),
+    (dict(inner_trajectories=2.0), TypeError, "inner_trajectories must be an integer"),
+    (dict(alpha_scales=[1.0] * 10_001), ValueError, "alpha_scales must hold 1 to 10,000 factors, got 10001"),
+])
+def test_a_bad_adaptation_schedule_is_named(options, error, message):
+    learner = mf.rl.MetaSGDRL(mf.MLP([2, 4, 2]), num_threads=1)
+    with pytest.raises(error, match=message):
+        learner.evaluate(num_tasks=2, **options)
+    with pytest.raises(error, match=message):
+        learner.adapt([0.1, 0.1], **options)

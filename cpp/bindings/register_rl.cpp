@@ -126,6 +126,20 @@ TrpoConfig checked_trpo(double max_kl, std::int64_t cg_iterations, double cg_dam
             checked_within(line_search_ratio, "line_search_ratio", 0, 1, true)};
 }
 
+// The adaptation schedule of evaluate and adapt: `inner_trajectories` per step (0: the
+// learner's), alpha scaled per step by `alpha_scales` (finite, >= 0; the last repeats).
+template <class L>
+AdaptationSchedule checked_schedule(const L& l, std::int64_t inner_trajectories, const std::vector<double>& alpha_scales) {
+    require(!alpha_scales.empty() && alpha_scales.size() <= 10000,
+            "alpha_scales must hold 1 to 10,000 factors, got " + std::to_string(alpha_scales.size()));
+    for (double scale : alpha_scales)
+        require(std::isfinite(scale) && scale >= 0, "alpha_scales must be finite numbers >= 0, got " + number_text(scale));
+    const std::size_t trajectories = inner_trajectories == 0 ? l.config().trajectories
+                                                             : checked_count(inner_trajectories, "inner_trajectories",
+                                                                             std::size_t{1} << 16);
+    return {trajectories, alpha_scales};
+}
+
 // [theta, alpha]'s width once trpo_prepare has run.
 template <class L>
 std::size_t trpo_prepared_width(const L& l) {
@@ -260,28 +274,33 @@ void bind_rl_learner(py::module_& m, const char* name) {
              })
         .def("evaluate",
              [](Learner& l, std::uint64_t seed, std::size_t num_tasks, const std::vector<std::size_t>& steps,
-                std::int64_t requested_trajectories) {
+                std::int64_t requested_trajectories, std::int64_t inner_trajectories, const std::vector<double>& alpha_scales) {
                  checked_count(num_tasks, "num_tasks", max_tasks);
                  const std::size_t trajectories =
                      checked_count(requested_trajectories, "trajectories", std::size_t{1} << 16);
                  check_steps(steps);
+                 const AdaptationSchedule schedule = checked_schedule(l, inner_trajectories, alpha_scales);
                  py::array_t<double> returns({static_cast<py::ssize_t>(num_tasks), static_cast<py::ssize_t>(steps.size())});
                  double* out = returns.mutable_data();
-                 interruptible([&] { without_gil(l, [&] { l.evaluate(seed, num_tasks, steps, trajectories, out); }); });
+                 interruptible([&] { without_gil(l, [&] { l.evaluate(seed, num_tasks, steps, trajectories, schedule, out); }); });
                  return returns;
              },
-             "seed"_a, "num_tasks"_a, "steps"_a, "trajectories"_a)
+             "seed"_a, "num_tasks"_a, "steps"_a, "trajectories"_a, "inner_trajectories"_a = 0,
+             "alpha_scales"_a = std::vector<double>{1.0})
         .def("adapt",
-             [](Learner& l, const py::array& goal, std::size_t steps, std::uint64_t seed, std::uint64_t iteration) {
+             [](Learner& l, const py::array& goal, std::size_t steps, std::uint64_t seed, std::uint64_t iteration,
+                std::int64_t inner_trajectories, const std::vector<double>& alpha_scales) {
                  std::vector<Dim> dims{{2, ""}};
                  const double* g = checked_data<double>(goal, "goal", dims);
                  check_finite("goal", g, 2);
+                 const AdaptationSchedule schedule = checked_schedule(l, inner_trajectories, alpha_scales);
                  py::array_t<T> out(static_cast<py::ssize_t>(l.policy_params()));
                  T* op = out.mutable_data();
-                 interruptible([&] { without_gil(l, [&] { l.adapt(g, steps, seed, iteration, op); }); });
+                 interruptible([&] { without_gil(l, [&] { l.adapt(g, steps, seed, iteration, schedule, op); }); });
                  return out;
              },
-             "goal"_a, "steps"_a, "seed"_a, "iteration"_a)
+             "goal"_a, "steps"_a, "seed"_a, "iteration"_a, "inner_trajectories"_a = 0,
+             "alpha_scales"_a = std::vector<double>{1.0})
         .def("task_meta_gradient",
              [](Learner& l, const Navigation2D& env, std::size_t trajectories, double gamma, bool first_order,
                 bool normalize_advantages, std::uint64_t seed, std::uint64_t iteration, std::uint64_t task,

@@ -25,6 +25,15 @@
 
 namespace metafast {
 
+// How evaluate and adapt adapt a policy: each step on `trajectories` fresh trajectories, step s
+// (from 0) with alpha scaled by alpha_scales[min(s, size - 1)]. MAML's evaluation: 40
+// trajectories, its fixed step for the first step and half of it for the later ones (1, 0.5).
+struct AdaptationSchedule {
+    std::size_t trajectories;
+    std::vector<double> alpha_scales{1.0};
+    double scale(std::size_t step) const { return alpha_scales[std::min(step, alpha_scales.size() - 1)]; }
+};
+
 template <class T>
 class MetaSgdRlLearner {
 public:
@@ -85,6 +94,7 @@ public:
     }
 
     const Mlp& mlp() const { return mlp_; }
+    const RlConfig& config() const { return config_; }
     std::size_t policy_params() const { return mlp_.num_params() + mlp_.output_width(); }
     std::size_t num_params() const { return policy_params(); }  // theta's length, as every learner names it
     std::mutex& mutex() { return mutex_; }
@@ -294,12 +304,14 @@ public:
     const std::vector<double>& trpo_x() const { return search_.x; }
 
     // Mean return of `trajectories` fresh trajectories after each number of adaptation steps in
-    // `steps` (ascending), for tasks 0 .. num_tasks - 1 keyed by (seed, 0, i): (tasks x steps).
+    // `steps` (ascending), adapted by `schedule`, for tasks 0 .. num_tasks - 1 keyed by
+    // (seed, 0, i): (tasks x steps).
     void evaluate(std::uint64_t seed, std::size_t num_tasks, const std::vector<std::size_t>& steps,
-                  std::size_t trajectories, double* returns) {
+                  std::size_t trajectories, const AdaptationSchedule& schedule, double* returns) {
         const std::size_t q = policy_params(), columns = steps.size();
-        RlConfig scoring = config_;
+        RlConfig scoring = config_, adapting = config_;
         scoring.trajectories = trajectories;
+        adapting.trajectories = schedule.trajectories;
         const int team = budget_.team(num_tasks, evaluation_timer_.seconds_each());
         const WorkTimer::Scope timing(evaluation_timer_, num_tasks, team);
         parallel_for(num_tasks, team, [&](std::size_t i, int thread) {
@@ -313,7 +325,7 @@ public:
             for (std::size_t c = 0; c < columns; ++c) {
                 for (; done < steps[c]; ++done) {
                     cancellation::throw_if_cancelled();
-                    adapt_step(ws.policy.data(), goal, rng, ws, ws.policy_grad.data());
+                    adapt_step(ws.policy.data(), goal, rng, ws, ws.policy_grad.data(), adapting, schedule.scale(done));
                 }
                 rollout(mlp_, env_, scoring, ws.policy.data(), goal, rng, ws, ws.trace.valid);
                 returns[i * columns + c] = ws.trace.valid.mean_return;
@@ -321,26 +333,35 @@ public:
         });
     }
 
-    // The policy adapted to `goal` by `steps` inner steps (noise keyed by (seed, iteration, 0)).
-    void adapt(const double* goal, std::size_t steps, std::uint64_t seed, std::uint64_t iteration, T* out) {
+    // The policy adapted to `goal` by `steps` inner steps of `schedule` (noise keyed by (seed,
+    // iteration, 0)).
+    void adapt(const double* goal, std::size_t steps, std::uint64_t seed, std::uint64_t iteration,
+               const AdaptationSchedule& schedule, T* out) {
         const std::size_t q = policy_params();
+        RlConfig adapting = config_;
+        adapting.trajectories = schedule.trajectories;
         RlWorkspace<T>& ws = workspaces_[0];
         CounterRng rng(seed, iteration, 0);
         std::copy(params_.begin(), params_.begin() + q, out);
         ws.policy_grad.resize(q);
         for (std::size_t s = 0; s < steps; ++s) {
             cancellation::throw_if_cancelled();
-            adapt_step(out, goal, rng, ws, ws.policy_grad.data());
+            adapt_step(out, goal, rng, ws, ws.policy_grad.data(), adapting, schedule.scale(s));
         }
     }
 
 private:
-    // theta <- theta - alpha * grad of the surrogate on a rollout of theta.
-    void adapt_step(T* theta, const double* goal, CounterRng& rng, RlWorkspace<T>& ws, T* grad) {
+    // theta <- theta - scale * alpha * grad of the surrogate on a rollout of theta.
+    void adapt_step(T* theta, const double* goal, CounterRng& rng, RlWorkspace<T>& ws, T* grad,
+                    const RlConfig& adapting, double scale) {
         const std::size_t q = policy_params();
-        rollout(mlp_, env_, config_, theta, goal, rng, ws, ws.train);
+        rollout(mlp_, env_, adapting, theta, goal, rng, ws, ws.train);
         surrogate_gradient(mlp_, theta, ws.train, ws, grad);
-        for (std::size_t i = 0; i < q; ++i) theta[i] -= params_[q + i] * grad[i];
+        if (scale == 1.0) {  // alpha as trained, its bits untouched by a product
+            for (std::size_t i = 0; i < q; ++i) theta[i] -= params_[q + i] * grad[i];
+        } else {
+            for (std::size_t i = 0; i < q; ++i) theta[i] -= T(scale) * params_[q + i] * grad[i];
+        }
     }
 
     static double dot(const double* a, const double* b, std::size_t n) {

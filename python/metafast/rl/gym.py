@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 import math
 import pickle
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, NamedTuple, Sequence
 
 import numpy as np
 
@@ -278,11 +278,15 @@ class GymBackend:
         samples = (run.observations.astype(dtype), run.actions.astype(dtype), weights.astype(dtype))
         return samples, float(run.rewards.sum()) / count
 
-    def _adapted(self, theta: np.ndarray, alpha: np.ndarray, env: Any, rng: np.random.Generator,
-                 steps: int) -> np.ndarray:
-        for _ in range(steps):
-            samples, _ = self.rollout(theta, env, rng)
-            theta = theta - alpha * _core.policy_surrogate(self.policy.model._impl, theta, *samples)[1]
+    def _adapted(self, theta: np.ndarray, alpha: np.ndarray, env: Any, rng: np.random.Generator, steps: range,
+                 trajectories: int | None = None, alpha_scales: Sequence[float] = (1.0,)) -> np.ndarray:
+        """theta after adaptation steps ``steps`` (their numbers from 0), each on ``trajectories``
+        trajectories with alpha scaled by ``alpha_scales`` (the last repeating), as the core."""
+        for step in steps:
+            samples, _ = self.rollout(theta, env, rng, trajectories)
+            scale = alpha_scales[min(step, len(alpha_scales) - 1)]
+            scaled = alpha if scale == 1.0 else alpha.dtype.type(scale) * alpha
+            theta = theta - scaled * _core.policy_surrogate(self.policy.model._impl, theta, *samples)[1]
         return theta
 
     def fit(self, first_iteration: int, count: int, meta_batch: int) -> tuple[np.ndarray, bool, bool]:
@@ -309,7 +313,8 @@ class GymBackend:
             returns.append(float(np.mean(scores)))
         return np.array(returns), False, False
 
-    def evaluate(self, seed: int, num_tasks: int, steps: list[int], trajectories: int) -> np.ndarray:
+    def evaluate(self, seed: int, num_tasks: int, steps: list[int], trajectories: int, inner_trajectories: int = 0,
+                 alpha_scales: Sequence[float] = (1.0,)) -> np.ndarray:
         q = self.policy.num_params
         returns = np.empty((num_tasks, len(steps)))
         for i in range(num_tasks):
@@ -317,12 +322,15 @@ class GymBackend:
             env = self.tasks.sample(rng)
             theta, done = self.params[:q].copy(), 0
             for c, target in enumerate(steps):
-                theta = self._adapted(theta, self.params[q:], env, rng, target - done)
+                theta = self._adapted(theta, self.params[q:], env, rng, range(done, target), inner_trajectories or None,
+                                      alpha_scales)
                 done = target
                 returns[i, c] = self.rollout(theta, env, rng, trajectories)[1]
         return returns
 
-    def adapt(self, env: Any, steps: int, seed: int, iteration: int) -> np.ndarray:
+    def adapt(self, env: Any, steps: int, seed: int, iteration: int, inner_trajectories: int = 0,
+              alpha_scales: Sequence[float] = (1.0,)) -> np.ndarray:
         q = self.policy.num_params
         rng = np.random.default_rng([seed, iteration, 0])
-        return self._adapted(self.params[:q].copy(), self.params[q:], env, rng, steps)
+        return self._adapted(self.params[:q].copy(), self.params[q:], env, rng, range(steps), inner_trajectories or None,
+                             alpha_scales)

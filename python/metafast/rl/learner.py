@@ -20,6 +20,9 @@ from .gym import GymBackend, GymTasks, checked_environment
 from .navigation import Navigation2D
 from .policy import GaussianPolicy
 
+MAX_TRAJECTORIES = 2**16  # per rollout: the core's bound
+MAX_ALPHA_SCALES = 10_000  # the core's bound
+
 # TRPO's settings (meta_optimizer="trpo"), as the constructor and the saved file name them.
 TRPO_OPTIONS = ("max_kl", "cg_iterations", "cg_damping", "line_search_steps", "line_search_ratio")
 
@@ -353,7 +356,8 @@ class MetaSGDRL(InnerLearningRates):
         warn_if_returns_fell(history)
         return history
 
-    def adapt(self, task: Any, steps: int = 1, seed: int = 0) -> np.ndarray:
+    def adapt(self, task: Any, steps: int = 1, seed: int = 0, inner_trajectories: int | None = None,
+              alpha_scales: Sequence[float] | None = None) -> np.ndarray:
         """Policy parameters adapted to one task.
 
         Parameters
@@ -364,6 +368,12 @@ class MetaSGDRL(InnerLearningRates):
             Inner steps, each on ``inner_trajectories`` fresh trajectories.
         seed : int
             Seed of the action noise.
+        inner_trajectories : int, optional
+            Trajectories of each step; by default the learner's ``inner_trajectories``.
+        alpha_scales : sequence of float, optional
+            Factors on alpha for the first, second, ... step, the last repeating for the
+            steps after it; by default alpha as trained. MAML's evaluation halves its fixed
+            step after the first: ``(1, 0.5)``.
 
         Returns
         -------
@@ -378,14 +388,17 @@ class MetaSGDRL(InnerLearningRates):
                                 f"{type(task).__name__} {task!r:.80}") from None
         else:
             task = checked_environment(task, "task must be an environment for GymTasks tasks, got")
-        adapted = self._impl.adapt(task, _validation.count(steps, "steps", minimum=0), _validation.seed(seed), 0)
+        steps = _validation.count(steps, "steps", minimum=0)
+        schedule = self._schedule(inner_trajectories, alpha_scales)
+        adapted = self._impl.adapt(task, steps, _validation.seed(seed), 0, *schedule)
         if not np.all(np.isfinite(adapted)):
             raise ValueError("the adaptation diverged: the adapted policy parameters are not finite "
                              "(a task far outside the goal range, or a smaller alpha needed)")
         return adapted
 
     def evaluate(self, num_tasks: int = 40, steps: Sequence[int] = (0, 1, 2, 3), trajectories: int = 40,
-                 seed: int = 123) -> EvaluationReport:
+                 seed: int = 123, inner_trajectories: int | None = None,
+                 alpha_scales: Sequence[float] | None = None) -> EvaluationReport:
         """Mean return after each number of adaptation steps, with a 95% confidence interval
         over held-out tasks.
 
@@ -399,6 +412,13 @@ class MetaSGDRL(InnerLearningRates):
             Fresh trajectories whose mean return scores each task.
         seed : int
             Seed of the held-out tasks; use one that training did not use.
+        inner_trajectories : int, optional
+            Trajectories of each adaptation step; by default the learner's
+            ``inner_trajectories`` (MAML's evaluation: 40).
+        alpha_scales : sequence of float, optional
+            Factors on alpha for the first, second, ... adaptation step, the last repeating;
+            by default alpha as trained. MAML's evaluation: ``(1, 0.5)``, its fixed step and
+            then half of it.
 
         Returns
         -------
@@ -408,13 +428,28 @@ class MetaSGDRL(InnerLearningRates):
         counts = _validation.step_counts(steps)
         trajectories = _validation.int64(trajectories, "trajectories")  # its range: the core's check
         num_tasks = _validation.count(num_tasks, "num_tasks")
+        schedule = self._schedule(inner_trajectories, alpha_scales)
         self._check_rollouts(trajectories, 0)  # the core checks trajectories' range here, for both backends
-        if self._settings["inner_trajectories"] > trajectories:  # adaptation's rollouts are the larger
-            self._check_rollouts(self._settings["inner_trajectories"], 0)
+        if schedule[0] > trajectories:  # adaptation's rollouts are the larger
+            self._check_rollouts(schedule[0], 0)
         _memory.check(8 * num_tasks * len(counts), f"an evaluation of {num_tasks:,} tasks at {len(counts):,} step counts")
-        returns = self._impl.evaluate(_validation.seed(seed), num_tasks, counts,
-                                      trajectories)
+        returns = self._impl.evaluate(_validation.seed(seed), num_tasks, counts, trajectories, *schedule)
         return EvaluationReport.from_samples(tuple(counts), returns, None, metric="return")
+
+    def _schedule(self, inner_trajectories: int | None, alpha_scales: Sequence[float] | None) -> tuple[int, list[float]]:
+        """``(trajectories, alpha_scales)`` of evaluate's and adapt's steps, checked."""
+        if inner_trajectories is None:
+            inner_trajectories = self._settings["inner_trajectories"]
+        inner_trajectories = _validation.integer(inner_trajectories, "inner_trajectories", minimum=1,
+                                                 maximum=MAX_TRAJECTORIES)
+        if alpha_scales is None:
+            return inner_trajectories, [1.0]
+        if isinstance(alpha_scales, (str, bytes)) or not hasattr(alpha_scales, "__iter__"):
+            raise TypeError(f"alpha_scales must be a sequence of factors on alpha, e.g. (1, 0.5), got {alpha_scales!r}")
+        scales = [_validation.real(scale, f"alpha_scales[{i}]", minimum=0.0) for i, scale in enumerate(alpha_scales)]
+        if not 1 <= len(scales) <= MAX_ALPHA_SCALES:
+            raise ValueError(f"alpha_scales must hold 1 to {MAX_ALPHA_SCALES:,} factors, got {len(scales)}")
+        return inner_trajectories, scales
 
     def save(self, path: io.PathLike) -> None:
         """Writes the learner to one ``.npz`` file, atomically (see :meth:`Learner.save
