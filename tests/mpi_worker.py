@@ -119,6 +119,16 @@ def resume_finish(path: str) -> None:
     report("same" if same_state(resumed, alone) else "DIFFERENT")
 
 
+def resume_lost(path: str) -> None:
+    """The checkpoint of a run that lost a process, resumed here for 20 meta-iterations."""
+    resumed = mf.load(path, num_threads=1)
+    total = resumed.iteration + 20
+    resumed.fit(mf.tasks.Sinusoid(), iterations=20, meta_batch=5, progress=False, comm=COMM)
+    alone = sine_metasgd()
+    alone.fit(mf.tasks.Sinusoid(), iterations=total, meta_batch=5, progress=False)
+    report("same" if same_state(resumed, alone) else "DIFFERENT")
+
+
 def failing_sampler() -> None:
     def flaky(num_tasks, rng):
         if RANK == 1 and flaky.calls == 3:
@@ -164,6 +174,13 @@ def interrupted(learner_kind: str) -> None:
         report(f"KeyboardInterrupt at a consistent iteration: {len(learner.history) == learner.iteration}")
 
 
+def lost(path: str) -> None:
+    """A long fit with checkpoints; the test kills the second process once the first is written."""
+    report(f"pid {os.getpid()}")
+    sine_metasgd().fit(mf.tasks.Sinusoid(), iterations=10**9, meta_batch=5, progress=False, checkpoint=path,
+                       checkpoint_every=50, comm=COMM)
+
+
 def mismatch() -> None:
     raised(lambda: mf.MetaSGD(mf.MLP([1, 12, 1]), seed=RANK, num_threads=1).fit(
         mf.tasks.Sinusoid(), iterations=5, meta_batch=4, progress=False, comm=COMM))
@@ -207,4 +224,5 @@ if __name__ == "__main__":
     scenario, *arguments = sys.argv[1:]
     {"bits": bits, "resume-start": resume_start, "resume-finish": resume_finish, "failing-sampler": failing_sampler,
      "failing-callback": failing_callback, "stopping-callback": stopping_callback,
-     "interrupted": interrupted, "mismatch": mismatch, "diverging": diverging}[scenario](*arguments)
+     "interrupted": interrupted, "mismatch": mismatch, "diverging": diverging, "lost": lost,
+     "resume-lost": resume_lost}[scenario](*arguments)

@@ -14,6 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import metafast as mf
+
 pytest.importorskip("mpi4py", reason='distributed runs need mpi4py: pip install "metafast[mpi]"')
 MPIEXEC = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", ""))
 if MPIEXEC is None:
@@ -90,6 +92,68 @@ def test_ctrl_c_on_the_first_process_stops_every_process(tmp_path, learner):
     for rank in range(2):
         assert (tmp_path / f"{rank}.txt").read_text().splitlines()[-1] == \
             "KeyboardInterrupt at a consistent iteration: True"
+
+
+def test_a_killed_process_ends_the_run_and_its_checkpoint_resumes_on_another_count(tmp_path):
+    """SIGKILL to one of 3 processes mid-run: the run ends within 10 s (MPICH's launcher ends
+    it and names the process), the last checkpoint is intact and resumes on 2 processes with
+    the bits of one process."""
+    environment = dict(os.environ, METAFAST_TEST_OUT=str(tmp_path))
+    checkpoint = tmp_path / "run.npz"
+    errors = tmp_path / "stderr.txt"
+    with open(errors, "w") as stderr:
+        run = subprocess.Popen([MPIEXEC, "-n", "3", sys.executable, str(WORKER), "lost", str(checkpoint)],
+                               env=environment, stdout=stderr, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while not checkpoint.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        victim = int((tmp_path / "1.txt").read_text().split()[1])
+        os.kill(victim, signal.SIGKILL)
+        killed = time.monotonic()
+        assert run.wait(timeout=10) != 0
+        assert time.monotonic() - killed < 10
+    finally:
+        run.kill()
+        run.wait()
+    assert f"PID {victim}" in errors.read_text()  # the launcher's report
+    saved = mf.load(checkpoint, num_threads=1)
+    assert saved.iteration > 0 and saved.iteration % 50 == 0
+    assert run_processes(2, "resume-lost", tmp_path / "b", str(checkpoint)) == [["same"]] * 2
+
+
+def test_a_wait_for_a_lost_process_on_this_machine_raises_naming_it(monkeypatch):
+    """Where the launcher leaves the others running (srun's default), a process waiting for a
+    lost one on its machine raises RankError naming it within about a second, and at every
+    later wait at once."""
+    from metafast import distributed
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # reaped: its pid is free
+    waiter = distributed.Waiter(0, 3, [(2, gone.pid)], spin=0.0)
+    aborts = []
+    monkeypatch.setattr(distributed, "_abort_at_exit", lambda: aborts.append(True))
+
+    class Never:
+        def Test(self):
+            return False
+
+    started = time.monotonic()
+    with pytest.raises(distributed.RankError, match=rf"process 2 of 3 \(pid {gone.pid} on this machine\) was lost"):
+        waiter.wait(Never())
+    assert time.monotonic() - started < 3 and aborts == [True]
+    with pytest.raises(distributed.RankError, match="was lost"):
+        waiter.wait(Never())
+    waiter.lost, waiter.neighbours = None, [(1, os.getpid())]  # alive: the wait goes on until done
+
+    class Later:
+        polls = 0
+
+        def Test(self):
+            self.polls += 1
+            return self.polls > 3
+
+    waiter.wait(Later())
 
 
 def test_processes_holding_different_learners_are_refused(tmp_path):
