@@ -76,6 +76,8 @@ CASES = {
         lambda l, comm: l.fit(mf.tasks.Sinusoid().sample(7, seed=1), iterations=5, meta_batch=4, progress=False,
                               comm=comm)),
     "reptile, annealed epsilon": (sine_reptile, family_fit(5)),
+    "reptile on a sampler": (sine_reptile, lambda l, comm: l.fit(sampler, iterations=4, meta_batch=4, progress=False,
+                                                                  comm=comm)),
     "reptile, fewer tasks than processes": (sine_reptile, family_fit(1)),
     "metasgd-rl": (rl_learner, lambda l, comm: l.fit(iterations=3, meta_batch=3, progress=False, comm=comm)),
     "metasgd-rl, trpo": (lambda: rl_learner(meta_optimizer="trpo"),
@@ -96,9 +98,11 @@ def report(result: str) -> None:
         out.write(result + "\n")
 
 
-def bits() -> None:
+def bits(threads: str = "1") -> None:
+    """Each case over the processes with `threads` threads each, against one process of one."""
     for name, (make, fit) in CASES.items():
         spread, alone = make(), make()
+        spread.num_threads, alone.num_threads = int(threads), 1
         fit(spread, COMM)
         fit(alone, None)
         report(f"{name}: {'same' if same_state(spread, alone) else 'DIFFERENT'}")

@@ -30,10 +30,12 @@ inline std::string shape_text(const py::array& a) {
     return s + (a.ndim() == 1 ? ",)" : ")");
 }
 
-// A dimension the caller expects: a fixed size, or any size (-1) shown by name.
+// A dimension the caller expects: a fixed size, or any size (-1) shown by name; 0 only where
+// it may be empty (a distributed run's share of a meta-batch may hold no task).
 struct Dim {
     py::ssize_t size;
     const char* name;
+    bool may_be_empty = false;
 };
 
 inline std::string expected_text(const std::vector<Dim>& dims) {
@@ -66,7 +68,7 @@ const T* checked_data(const py::array& a, const char* name, std::vector<Dim>& di
                                     ", got " + shape_text(a));
     for (std::size_t i = 0; i < dims.size(); ++i) {
         if (dims[i].size < 0) dims[i].size = a.shape(static_cast<py::ssize_t>(i));
-        if (dims[i].size == 0)
+        if (dims[i].size == 0 && !dims[i].may_be_empty)
             throw std::invalid_argument(std::string(name) + " must not be empty, got shape " +
                                         shape_text(a));
     }

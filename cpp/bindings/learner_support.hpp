@@ -48,22 +48,24 @@ inline OptimizerConfig checked_optimizer(const std::string& name, const char* ki
 }
 
 // ------------------------------------------------------------------------ batches
+// A meta-batch's arrays, checked against the network and the loss; `share`: a distributed
+// run's share of it, which may hold no task (more processes than tasks).
 template <class T, class Net>
 TaskBatchView<T> checked_batch(const Net& net, Loss loss, const py::array& x_support,
                                const py::array& y_support, const py::array& x_query,
-                               const py::array& y_query) {
+                               const py::array& y_query, bool share = false) {
     const auto in = static_cast<py::ssize_t>(net.input_width());
-    std::vector<Dim> xs_dims{{-1, "tasks"}, {-1, "support"}, {in, ""}};
+    std::vector<Dim> xs_dims{{-1, "tasks", share}, {-1, "support"}, {in, ""}};
     TaskBatchView<T> view;
     view.x_support = checked_data<T>(x_support, "x_support", xs_dims);
     const py::ssize_t tasks = xs_dims[0].size, support = xs_dims[1].size;
     check_finite("x_support", view.x_support, element_count(xs_dims));
-    std::vector<Dim> xq_dims{{tasks, ""}, {-1, "query"}, {in, ""}};
+    std::vector<Dim> xq_dims{{tasks, "", share}, {-1, "query"}, {in, ""}};
     view.x_query = checked_data<T>(x_query, "x_query", xq_dims);
     const py::ssize_t query = xq_dims[1].size;
     check_finite("x_query", view.x_query, element_count(xq_dims));
-    const Targets<T> ys = checked_targets<T>(net, loss, y_support, "y_support", {{tasks, ""}, {support, ""}});
-    const Targets<T> yq = checked_targets<T>(net, loss, y_query, "y_query", {{tasks, ""}, {query, ""}});
+    const Targets<T> ys = checked_targets<T>(net, loss, y_support, "y_support", {{tasks, "", share}, {support, ""}});
+    const Targets<T> yq = checked_targets<T>(net, loss, y_query, "y_query", {{tasks, "", share}, {query, ""}});
     view.y_support = ys.values;
     view.labels_support = ys.labels;
     view.y_query = yq.values;

@@ -50,7 +50,7 @@ void bind_learner(py::module_& m, const char* name) {
     cls.def("meta_gradient",
             [](Learner& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
                const py::object& relay, std::size_t first_task, std::size_t total_tasks) {
-                const TaskBatchView<T> batch = checked_batch<T>(l.network(), l.config().loss, xs, ys, xq, yq);
+                const TaskBatchView<T> batch = checked_batch<T>(l.network(), l.config().loss, xs, ys, xq, yq, !relay.is_none());
                 const std::size_t n = l.num_params(), alphas = l.params().size() - n;
                 py::array_t<T> g_theta(static_cast<py::ssize_t>(n)), g_alpha(static_cast<py::ssize_t>(alphas));
                 T* gt = g_theta.mutable_data();
@@ -68,7 +68,7 @@ void bind_learner(py::module_& m, const char* name) {
         .def("meta_step",
              [](Learner& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
                 const py::object& relay, std::size_t first_task, std::size_t total_tasks) {
-                 const TaskBatchView<T> batch = checked_batch<T>(l.network(), l.config().loss, xs, ys, xq, yq);
+                 const TaskBatchView<T> batch = checked_batch<T>(l.network(), l.config().loss, xs, ys, xq, yq, !relay.is_none());
                  const FitResult result = step_in_core<T>(l, relay, first_task, total_tasks, batch.tasks,
                                                           [&](auto& combine) { return l.meta_step(batch, combine); });
                  return py::make_tuple(result.completed == 1, result.last_score, result.failed_elsewhere);

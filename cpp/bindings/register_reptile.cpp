@@ -58,7 +58,7 @@ void bind_learner(py::module_& m, const char* name) {
              [](Learner& l, const py::array& xs, const py::array& ys, const py::array& xq, const py::array& yq,
                 std::uint64_t iteration, std::size_t position, std::size_t span, const py::object& relay,
                 std::size_t first_task, std::size_t total_tasks) {
-                 const TaskBatchView<T> batch = checked_batch<T>(l.network(), l.config().loss, xs, ys, xq, yq);
+                 const TaskBatchView<T> batch = checked_batch<T>(l.network(), l.config().loss, xs, ys, xq, yq, !relay.is_none());
                  const FitResult result = step_in_core<T>(l, relay, first_task, total_tasks, batch.tasks, [&](auto& combine) {
                      return l.meta_step(batch, iteration, position, span, combine);
                  });
