@@ -12,6 +12,11 @@ the benchmark prints those bytes, and for R processes models the exchange as
 (R - 1 + ceil(log2 R)) x (latency + bytes / bandwidth) on the critical path beside the compute
 of one share (1/R of a meta-iteration on one thread) - a paper model for machines we cannot
 test: real networks add contention and the share's compute does not shrink below one task.
+Then W4 over --processes counts of one thread each (oversubscribed where they outnumber the
+cores: each share's compute then takes R / cores times as long): the measured time per
+meta-iteration, the part that is not one share's compute, and the relay's model; and the
+modelled exchange at 64, 512 and 4,096 processes on InfiniBand and Ethernet, for the relay
+and for a reduction over a fixed tree (2 ceil(log2 R) hops).
 """
 
 from __future__ import annotations
@@ -107,14 +112,68 @@ def launch(arguments: list[str], processes: int, threads: int) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+# Links for the modelled clusters: one-way latency (s) and bandwidth (bytes/s) of a message
+# between two machines, typical figures (MPI over InfiniBand HDR; TCP over 10 Gb Ethernet).
+CLUSTER_LINKS = {"InfiniBand HDR": (1.5e-6, 12.5e9), "10 Gb Ethernet": (25e-6, 1.1e9)}
+MODELLED_RANKS = (64, 512, 4096)
+
+
+def relay_hops(ranks: int) -> int:
+    """Messages on the critical path of today's relay: R - 1 hops, then the broadcast back."""
+    return ranks - 1 + math.ceil(math.log2(ranks)) if ranks > 1 else 0
+
+
+def tree_hops(ranks: int) -> int:
+    """The same for a reduction over a fixed tree and its broadcast: 2 ceil(log2 R)."""
+    return 2 * math.ceil(math.log2(ranks)) if ranks > 1 else 0
+
+
+def exchange_seconds(hops: int, latency: float, bandwidth: float, message: int) -> float:
+    return hops * (latency + message / bandwidth)
+
+
 def model(latency: float, bandwidth: float, message: int, one_thread_seconds: float, tasks: int) -> str:
-    """The modelled speed-up over one process at 8, 64 and 512 processes."""
+    """The modelled speed-up of the relay over one process at 8, 64 and 512 processes."""
     parts = []
     for ranks in (8, 64, 512):
-        exchange = (ranks - 1 + math.ceil(math.log2(ranks))) * (latency + message / bandwidth)
+        exchange = exchange_seconds(relay_hops(ranks), latency, bandwidth, message)
         compute = one_thread_seconds * max(1, math.ceil(tasks / ranks)) / tasks
         parts.append(f"{ranks}: {one_thread_seconds / (compute + exchange):.2f}x")
     return ", ".join(parts)
+
+
+def cluster_table(message: int) -> list[str]:
+    """The exchange per meta-iteration of a message of `message` bytes at MODELLED_RANKS
+    processes, relay against tree, on each of CLUSTER_LINKS."""
+    lines = [f"  {'link':16s} {'R':>5s} {'relay':>10s} {'tree':>10s}"]
+    for name, (latency, bandwidth) in CLUSTER_LINKS.items():
+        for ranks in MODELLED_RANKS:
+            relay = exchange_seconds(relay_hops(ranks), latency, bandwidth, message)
+            tree = exchange_seconds(tree_hops(ranks), latency, bandwidth, message)
+            lines.append(f"  {name:16s} {ranks:>5d} {1e3 * relay:>8.2f}ms {1e3 * tree:>8.3f}ms")
+    return lines
+
+
+def exchanges(args: argparse.Namespace, link: dict, timing: list[str]) -> None:
+    """W4 on R processes of one thread: the measured time per meta-iteration, the compute of
+    one share (from one process's), the rest (the exchange and its waits) against the relay's
+    model, and the model's exchange at cluster scale, relay against a tree."""
+    w = WORKLOADS["W4"]
+    one = launch(["--child", "W4", "1", *timing], 1, 1)
+    per_task = 1 / one["iterations_per_second"] / w.meta_batch
+    message = one["width"] * one["itemsize"] + 16
+    cores = len(os.sched_getaffinity(0))
+    print(f"\nW4 over R processes x 1 thread ({cores} cores here), per meta-iteration:")
+    print(f"  {'R':>3s} {'measured':>10s} {'share compute':>14s} {'exchange':>10s} {'relay model':>12s}")
+    for ranks in args.processes:
+        measured = 1 / launch(["--child", "W4", "1", *timing], ranks, 1)["iterations_per_second"]
+        compute = per_task * math.ceil(w.meta_batch / ranks) * max(1.0, ranks / cores)
+        modelled = exchange_seconds(relay_hops(ranks), link["latency"], link["bandwidth"], message)
+        print(f"  {ranks:>3d} {1e6 * measured:>8.1f}us {1e6 * compute:>12.1f}us {1e6 * (measured - compute):>8.1f}us "
+              f"{1e6 * modelled:>10.1f}us" + ("  (oversubscribed)" if ranks > cores else ""), flush=True)
+    print(f"\nModelled exchange per meta-iteration of W4's {message:,}-byte message at cluster scale "
+          "(latency + bytes / bandwidth per hop; relay: R - 1 + ceil(log2 R) hops, tree: 2 ceil(log2 R)):")
+    print("\n".join(cluster_table(message)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +183,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--child", nargs=2, metavar=("WORKLOAD", "THREADS"), help=argparse.SUPPRESS)
     parser.add_argument("--ping-pong", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--processes", nargs="*", type=int, default=[2, 4, 8],
+                        help="process counts whose exchange per meta-iteration is measured on W4 (1 thread each)")
     args = parser.parse_args(argv)
     if args.child:
         child(args.child[0], int(args.child[1]), args.seconds, args.repeats)
@@ -152,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{model(link['latency'], link['bandwidth'], message, 1 / one['iterations_per_second'], w.meta_batch)}",
               flush=True)
     print("  (meta-iterations/s; bytes/it: sent per process per meta-iteration)")
+    if args.processes:
+        exchanges(args, link, timing)
     return 0
 
 
