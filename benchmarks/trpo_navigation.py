@@ -1,8 +1,9 @@
 """2D navigation meta-trained with TRPO's meta-update (MetaSGDRL(meta_optimizer="trpo")), in
 the papers' protocol: MLP 2-100-100-2 ReLU, 500 meta-iterations of 20 goals x 20
 trajectories, evaluated on 600 held-out goals (seed 123) with 20 fresh trajectories each
-after 0-3 adaptation steps. MAML's Table 4 (TRPO, fixed step): -40.41, -11.68, -3.33, -3.23;
-the Meta-SGD paper: -8.64 after one step.
+after 0-3 adaptation steps, and in MAML's evaluation (each step on 40 trajectories, the step
+halved after the first; scored on 40). MAML's Table 4 (TRPO, fixed step): -40.41, -11.68,
+-3.33, -3.23; the Meta-SGD paper: -8.64 after one step.
 
     python benchmarks/trpo_navigation.py                          # Meta-SGD: alpha learned
     python benchmarks/trpo_navigation.py --alpha-lr 0             # MAML's fixed inner step
@@ -44,7 +45,11 @@ def main(argv: list[str] | None = None) -> None:
     print(f"TRPO, inner_steps={args.inner_steps}, alpha_init={args.alpha_init}, alpha_lr={learner.alpha_lr}, "
           f"max_kl={args.max_kl}, gae_lambda={learner.gae_lambda}, seed {args.seed}: {args.iterations} "
           f"meta-iterations in {seconds:.0f} s on {learner.num_threads} threads ({info['cpu']}, {info['level']})")
+    print("Meta-SGD's evaluation: each step with alpha as trained, on 20 trajectories")
     print(learner.evaluate(num_tasks=args.tasks, steps=(0, 1, 2, 3), trajectories=20, seed=123))
+    print("MAML's evaluation: each step on 40 trajectories, the step halved after the first")
+    print(learner.evaluate(num_tasks=args.tasks, steps=(0, 1, 2, 3), trajectories=40, seed=123,
+                           inner_trajectories=40, alpha_scales=(1, 0.5)))
 
 
 if __name__ == "__main__":
