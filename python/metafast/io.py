@@ -40,7 +40,7 @@ def write_archive(path: PathLike, config: dict[str, Any], arrays: dict[str, np.n
     The archive goes to a temporary file beside ``path``, is synced, and is renamed over
     ``path``: readers see the old file or the new one, never a partial one. Only a regular
     file (or a symbolic link to one, written through) is replaced, keeping its mode; see
-    :mod:`metafast._atomic_file` for the whole contract.
+    ``metafast._atomic_file`` for the whole contract.
 
     Parameters
     ----------
@@ -94,7 +94,7 @@ def read_archive(path: PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     ValueError
         Naming the file, for anything but a readable metafast file of this format version whose
         config, array headers and data agree and fit in memory. Every size the file declares is
-        checked before anything is allocated for it (:mod:`metafast._archive_checks`).
+        checked before anything is allocated for it (``metafast._archive_checks``).
     """
     name = os.fspath(path)
     # A device or pipe would be read without end (/dev/zero) or block: refuse it before opening.
@@ -153,7 +153,7 @@ def load(path: PathLike, num_threads: int | None = None) -> Any:
     ValueError
         If the file is not a metafast model file, has another format version, or is damaged
         (the message names the file); a hostile file is refused so too, in bounded time and
-        memory (:func:`read_archive`).
+        memory (:func:`metafast.io.read_archive`).
     """
     _validation.num_threads(num_threads)  # the caller's mistake, not the file's
     return _learner(*read_archive(path), num_threads, os.fspath(path))

@@ -84,14 +84,16 @@ class CharacterImages:
 
 
 def preprocess(strokes: np.ndarray) -> np.ndarray:
-    """MAML's Omniglot preprocessing of (n, H, H) images, True (or 1) for paper: resized to
-    28 x 28 with the Lanczos filter, then ``1 - value`` so that ink is high, clipped to [0, 1]
-    (the filter rings slightly past both), as float32 (n, 1, 28, 28).
+    """MAML's Omniglot preprocessing of (n, H, H) images (True or 1 for paper) into float32
+    (n, 1, 28, 28).
+
+    The images are resized to 28 x 28 with the Lanczos filter, then turned to ``1 - value``
+    so that ink is high, and clipped to [0, 1] (the filter rings slightly past both).
 
     MAML's script asks Pillow for this filter on the 1-bit files, which Pillow resizes with
     nearest neighbour instead; applied to the strokes as grey levels, as here, the filter keeps
-    their anti-aliased edges. The filter's weights sum to 1, so resizing ``1 - value`` is
-    ``1 - `` the resized value; resizing the ink keeps blank paper exactly 0."""
+    their anti-aliased edges. The filter's weights sum to 1, so resizing ``1 - value`` gives
+    one minus the resized value; resizing the ink keeps blank paper exactly 0."""
     ink = resize(1.0 - np.asarray(strokes, dtype=np.float64), IMAGE_SIDE)
     return np.clip(ink, 0.0, 1.0).astype(np.float32)[:, None]
 

@@ -76,8 +76,8 @@ def inner_loop(
     first_update: int = 0,
     order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, State]:
-    """Inner optimizer updates ``first_update .. first_update + updates - 1`` from ``theta``
-    on one task's support set.
+    """Inner optimizer updates number ``first_update`` to ``first_update + updates - 1`` from
+    ``theta`` on one task's support set.
 
     Update ``u``: ``b = u % ceil(K / batch_size)``; at ``b == 0`` with ``shuffle``, a new
     permutation ``order`` of the K rows (``order = arange(K)``, then for ``i = K-1 .. 1``
@@ -123,7 +123,7 @@ def inner_loop(
         Source of the shuffles (advanced in place); unused, and may be None, without
         ``shuffle``.
     state : tuple (m, v, t)
-        Optimizer state to start from (not modified); see :func:`fresh_state`.
+        Optimizer state to start from (not modified); see ``fresh_state``.
     betas, eps : float
         Adam's decay rates and denominator constant.
     first_update : int
@@ -290,10 +290,10 @@ class Reptile:
             ``x_support (T, K, in)``, ``y_support (T, K, out)`` or ``(T, K)`` integer
             labels, ``x_query``, ``y_query`` likewise.
         iteration : int, optional
-            Key of the shuffles (default :attr:`iteration`; :class:`metafast.Reptile` uses
+            Key of the shuffles (default ``self.iteration``; :class:`metafast.Reptile` uses
             its own ``iteration``, counted from 0).
         epsilon : float, optional
-            Outer step size (default :attr:`epsilon`).
+            Outer step size (default ``self.epsilon``).
 
         Returns
         -------

@@ -86,7 +86,7 @@ class MetaSGDRL(InnerLearningRates):
     first_order : bool
         Drop the surrogate's Hessian-vector product from the meta-gradient.
     init : str, (str, float) or array_like
-        The mean network's initial parameters: a scheme of :meth:`MLP.init` (``"glorot"``, the
+        The mean network's initial parameters: a scheme of :meth:`metafast.MLP.init` (``"glorot"``, the
         default, as the MAML code's policies; ``"he"``, ``"pytorch"``, ``("normal", std)``) or
         the parameters themselves. Glorot keeps the initial mean actions small, so the untrained
         policy barely moves; He's larger ones drive it away from every goal.
@@ -453,7 +453,7 @@ class MetaSGDRL(InnerLearningRates):
 
     def save(self, path: io.PathLike) -> None:
         """Writes the learner to one ``.npz`` file, atomically (see :meth:`Learner.save
-        <metafast.learner.Learner.save>`); a learner on Python environments (GymTasks) pickles
+        <metafast.MetaSGD.save>`); a learner on Python environments (GymTasks) pickles
         instead: its environments are code, which a model file does not hold."""
         if isinstance(self.env, GymTasks):
             raise TypeError("a MetaSGDRL on Python environments cannot be saved to a file: its environments are "

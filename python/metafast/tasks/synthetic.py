@@ -74,7 +74,7 @@ class Sinusoid(TaskFamily):
 @shared_docs
 class LinearBinary(TaskFamily):
     """Binary classification by a random hyperplane per task: ``w ~ N(0, I)``,
-    ``x ~ U[-1, 1]^dim``, ``y = 1[x . w > 0]``. Targets have shape ``(rows, 1)``; use loss
+    ``x ~ U[-1, 1]^dim``, ``y = 1[dot(x, w) > 0]``. Targets have shape ``(rows, 1)``; use loss
     ``"bce"`` with a logistic model such as ``MLP([dim, 1], activation="identity", bias=False)``.
 
     Parameters

@@ -1,0 +1,49 @@
+"""Sphinx configuration of metafast's documentation: python -m sphinx -W docs docs/_build.
+
+Built offline: no intersphinx (its inventories would be fetched at build time); references
+to NumPy's and Python's own names are left as plain text (nitpick_ignore_regex below)."""
+
+from __future__ import annotations
+
+import metafast
+
+project = "metafast"
+author = "the metafast developers"
+copyright = "2026, the metafast developers"
+version = release = metafast.__version__
+
+extensions = [
+    "sphinx.ext.autodoc",
+    "sphinx.ext.autosummary",
+    "numpydoc",
+    "myst_parser",
+]
+source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
+exclude_patterns = ["_build", "examples/*", "Thumbs.db", ".DS_Store"]
+myst_heading_anchors = 3
+
+autosummary_generate = True
+templates_path = ["_templates"]
+autodoc_typehints = "none"  # the numpydoc sections state the types
+numpydoc_show_class_members = False
+numpydoc_xref_param_type = False
+
+nitpicky = True
+nitpick_ignore_regex = [
+    (r"py:.*", r"(numpy|np|collections|typing|os|pathlib|sklearn|onnx)\..*"),  # other projects': no inventories offline
+    (r"py:class", r"(int|float|str|bool|bytes|object|tuple|list|dict|None|callable|optional|array_like|Any)"),
+]
+
+html_theme = "pydata_sphinx_theme"
+html_title = f"metafast {release}"
+html_theme_options = {"navigation_with_keys": False}
+
+
+def skip_other_projects_members(app, what, name, obj, skip, options):
+    """Members a class inherits from scikit-learn (set_output, score, ...) are documented there."""
+    module = getattr(obj, "__module__", None) or ""
+    return True if module.startswith("sklearn") else None
+
+
+def setup(app):
+    app.connect("autodoc-skip-member", skip_other_projects_members)
