@@ -46,7 +46,11 @@ def test_every_python_block_is_an_example_file():
     assert len(snippets) == blocks, "a ```python block of README.md lacks its <!-- snippet: --> marker"
     for path, code in snippets.items():
         assert (ROOT / path).read_text(encoding="utf-8") == code, f"README.md's copy of {path} differs from it"
-    assert sorted(ROOT / path for path in snippets) == [e for e in EXAMPLES if e.name != "few_shot_digits.py"]
+    # Every example is shown: in README.md, or on a page of the documentation site.
+    pages = "".join(page.read_text(encoding="utf-8") for page in (ROOT / "docs").glob("*.md"))
+    included = {ROOT / "docs" / path for path in re.findall(r"```\{literalinclude\} (\S+)", pages)}
+    assert sorted(included | {ROOT / path for path in snippets}) == [
+        e for e in EXAMPLES if e.name != "few_shot_digits.py"]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.stem for e in EXAMPLES])
