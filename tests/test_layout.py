@@ -1,5 +1,5 @@
 """The core's headers point one way: each includes only headers of its own layer or the layers
-below it (README.md, "Layout"), so kernels never reach into learners."""
+below it (docs/architecture.md, "Files"), so kernels never reach into learners."""
 
 from __future__ import annotations
 

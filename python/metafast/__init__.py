@@ -2,7 +2,7 @@
 
 The numerical work runs in a C++17 core (``metafast._core``, compiled once per CPU level and
 picked for the running CPU at import: see ``build_info()``); this package is its Python face.
-See README.md for the parameter layout and the guarantees.
+See docs/models.md for the parameter layout and docs/reliability.md for the guarantees.
 """
 
 from __future__ import annotations
