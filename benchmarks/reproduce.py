@@ -2,7 +2,7 @@
 of metafast's MAML, Meta-SGD and Reptile numbers (mean ± 95% CI over held-out tasks) beside the
 published ones, the exact settings, and the figures.
 
-    python benchmarks/reproduce.py            # a few minutes on 2 cores
+    python benchmarks/reproduce.py            # about 17 minutes on 2 cores (the TRPO rows: 12)
     python benchmarks/reproduce.py --quick    # a smoke run: tiny training, nothing written
     python benchmarks/reproduce.py --sections omniglot [--minutes 30 --jobs 2 ...]
                                               # only the Omniglot section (benchmarks/omniglot.py:

@@ -3,9 +3,9 @@
 Format (version 1): a NumPy ``.npz`` archive, read without pickle, holding
 ``format`` ("metafast"), ``format_version`` (1), ``config`` (a JSON string: the learner's
 class, its model's architecture and its hyperparameters) and the learner's state arrays
-(``theta``; ``alpha`` for Meta-SGD; ``optimizer_m``, ``optimizer_v``, ``optimizer_step``
-(Meta-SGD: the meta-optimizer; Reptile: the inner Adam state carried across tasks);
-``iteration``, ``history``).
+(``theta``; ``alpha`` for Meta-SGD and Meta-SGD for RL; ``optimizer_m``, ``optimizer_v``,
+``optimizer_step`` (Meta-SGD, MAML and the RL learner: the meta-optimizer; Reptile: the
+inner Adam state carried across tasks); ``iteration``, ``history``).
 
 This module knows the format, not the learners: :func:`load` finds the class of a file's
 ``kind`` among the learners that registered themselves (``metafast._registry``).

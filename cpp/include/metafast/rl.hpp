@@ -1,6 +1,6 @@
 // Meta-SGD for reinforcement learning on 2D navigation (docs/math.md, section 4): native rollouts of
-// a Gaussian policy, returns-to-go, a linear feature baseline, and the exact meta-gradient of
-// the policy-gradient surrogate through one inner step.
+// a Gaussian policy, generalized advantage estimates on a linear feature baseline, and the
+// exact meta-gradient of the policy-gradient surrogate through any number of inner steps.
 #pragma once
 
 #include <algorithm>
