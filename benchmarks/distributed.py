@@ -7,16 +7,17 @@ processes from the latency and bandwidth measured here.
 
 Each configuration runs in fresh processes (mpiexec for the distributed one); every number is
 the median of --repeats timed fits of about --seconds each, after a warm-up. The processes of
-a distributed run exchange, per meta-iteration, the relay's sum (W values) and its broadcast:
-the benchmark prints those bytes, and for R processes models the exchange as
-(R - 1 + ceil(log2 R)) x (latency + bytes / bandwidth) on the critical path beside the compute
-of one share (1/R of a meta-iteration on one thread) - a paper model for machines we cannot
-test: real networks add contention and the share's compute does not shrink below one task.
-Then W4 over --processes counts of one thread each (oversubscribed where they outnumber the
-cores: each share's compute then takes R / cores times as long): the measured time per
-meta-iteration, the part that is not one share's compute, and the relay's model; and the
-modelled exchange at 64, 512 and 4,096 processes on InfiniBand and Ethernet, for the relay
-and for a reduction over a fixed tree (2 ceil(log2 R) hops).
+a distributed run merge, per meta-iteration, their forests of the task tree in ceil(log2 R)
+rounds and broadcast the root (W values): the benchmark prints the bytes a process sends,
+and for R processes models the exchange as 2 ceil(log2 R) x (latency + bytes / bandwidth) on
+the critical path beside the compute of one share (1/R of a meta-iteration on one thread) -
+a paper model for machines we cannot test: real networks add contention and the share's
+compute does not shrink below one task. Then W4 over --processes counts of one thread each
+(oversubscribed where they outnumber the cores: each share's compute then takes R / cores
+times as long): the measured time per meta-iteration, the part that is not one share's
+compute, and the tree's model; and the modelled exchange at 64, 512 and 4,096 processes on
+InfiniBand and Ethernet, for the tree and for the relay of metafast's earlier versions
+(R - 1 + ceil(log2 R) hops of one sum each).
 """
 
 from __future__ import annotations
@@ -119,61 +120,97 @@ MODELLED_RANKS = (64, 512, 4096)
 
 
 def relay_hops(ranks: int) -> int:
-    """Messages on the critical path of today's relay: R - 1 hops, then the broadcast back."""
+    """Messages on the critical path of the relay of earlier versions: R - 1 hops, then the
+    broadcast back."""
     return ranks - 1 + math.ceil(math.log2(ranks)) if ranks > 1 else 0
 
 
 def tree_hops(ranks: int) -> int:
-    """The same for a reduction over a fixed tree and its broadcast: 2 ceil(log2 R)."""
+    """The same for the merge of the forests over the task tree and the root's broadcast."""
     return 2 * math.ceil(math.log2(ranks)) if ranks > 1 else 0
+
+
+def forest_nodes(first: int, last: int, total: int) -> int:
+    """Nodes of the task tree's forest of tasks [first, last) of `total` (docs/math.md, section 6)."""
+    top, count, a = 1 << max(total - 1, 0).bit_length(), 0, first
+    while a < last:
+        s = 1
+        while s < top and a % (2 * s) == 0 and min(a + 2 * s, total) <= last:
+            s *= 2
+        a, count = min(a + s, total), count + 1
+    return count
+
+
+def largest_forest(tasks: int, ranks: int) -> int:
+    """The most nodes a message of the forests' merge holds, over its rounds and processes."""
+    def share(rank: int) -> tuple[int, int]:
+        size, smaller = tasks // ranks, ranks - tasks % ranks
+        first = rank * size + max(0, rank - smaller)
+        return first, first + size + (rank >= smaller)
+
+    largest, step = 1, 1
+    while step < ranks:
+        for sender in range(step, ranks, 2 * step):
+            last = min(sender + step, ranks) - 1
+            largest = max(largest, forest_nodes(share(sender)[0], share(last)[1], tasks))
+        step *= 2
+    return largest
 
 
 def exchange_seconds(hops: int, latency: float, bandwidth: float, message: int) -> float:
     return hops * (latency + message / bandwidth)
 
 
-def model(latency: float, bandwidth: float, message: int, one_thread_seconds: float, tasks: int) -> str:
-    """The modelled speed-up of the relay over one process at 8, 64 and 512 processes."""
+def tree_exchange(ranks: int, tasks: int, latency: float, bandwidth: float, vector: int) -> float:
+    """The tree's exchange: its merges (forests of up to largest_forest nodes) and the root's broadcast."""
+    rounds = tree_hops(ranks) // 2
+    forest = largest_forest(tasks, ranks) * vector
+    return exchange_seconds(rounds, latency, bandwidth, forest) + exchange_seconds(rounds, latency, bandwidth, vector)
+
+
+def model(latency: float, bandwidth: float, vector: int, one_thread_seconds: float, tasks: int) -> str:
+    """The modelled speed-up over one process at 8, 64 and 512 processes."""
     parts = []
     for ranks in (8, 64, 512):
-        exchange = exchange_seconds(relay_hops(ranks), latency, bandwidth, message)
+        exchange = tree_exchange(ranks, tasks, latency, bandwidth, vector)
         compute = one_thread_seconds * max(1, math.ceil(tasks / ranks)) / tasks
         parts.append(f"{ranks}: {one_thread_seconds / (compute + exchange):.2f}x")
     return ", ".join(parts)
 
 
-def cluster_table(message: int) -> list[str]:
-    """The exchange per meta-iteration of a message of `message` bytes at MODELLED_RANKS
-    processes, relay against tree, on each of CLUSTER_LINKS."""
-    lines = [f"  {'link':16s} {'R':>5s} {'relay':>10s} {'tree':>10s}"]
+def cluster_table(vector: int, tasks: int) -> list[str]:
+    """The exchange per meta-iteration of a sum of `vector` bytes over `tasks` tasks at
+    MODELLED_RANKS processes, tree against relay, on each of CLUSTER_LINKS."""
+    lines = [f"  {'link':16s} {'R':>5s} {'tree':>10s} {'relay':>10s}"]
     for name, (latency, bandwidth) in CLUSTER_LINKS.items():
         for ranks in MODELLED_RANKS:
-            relay = exchange_seconds(relay_hops(ranks), latency, bandwidth, message)
-            tree = exchange_seconds(tree_hops(ranks), latency, bandwidth, message)
-            lines.append(f"  {name:16s} {ranks:>5d} {1e3 * relay:>8.2f}ms {1e3 * tree:>8.3f}ms")
+            relay = exchange_seconds(relay_hops(ranks), latency, bandwidth, vector)
+            tree = tree_exchange(ranks, tasks, latency, bandwidth, vector)
+            lines.append(f"  {name:16s} {ranks:>5d} {1e3 * tree:>8.3f}ms {1e3 * relay:>8.2f}ms")
     return lines
 
 
 def exchanges(args: argparse.Namespace, link: dict, timing: list[str]) -> None:
     """W4 on R processes of one thread: the measured time per meta-iteration, the compute of
-    one share (from one process's), the rest (the exchange and its waits) against the relay's
-    model, and the model's exchange at cluster scale, relay against a tree."""
+    one share (from one process's), the rest (the exchange and its waits) against the tree's
+    model, and the model's exchange at cluster scale, tree against the former relay."""
     w = WORKLOADS["W4"]
     one = launch(["--child", "W4", "1", *timing], 1, 1)
     per_task = 1 / one["iterations_per_second"] / w.meta_batch
-    message = one["width"] * one["itemsize"] + 16
+    vector = one["width"] * one["itemsize"]
     cores = len(os.sched_getaffinity(0))
     print(f"\nW4 over R processes x 1 thread ({cores} cores here), per meta-iteration:")
-    print(f"  {'R':>3s} {'measured':>10s} {'share compute':>14s} {'exchange':>10s} {'relay model':>12s}")
+    print(f"  {'R':>3s} {'measured':>10s} {'share compute':>14s} {'exchange':>10s} {'tree model':>12s}")
     for ranks in args.processes:
         measured = 1 / launch(["--child", "W4", "1", *timing], ranks, 1)["iterations_per_second"]
         compute = per_task * math.ceil(w.meta_batch / ranks) * max(1.0, ranks / cores)
-        modelled = exchange_seconds(relay_hops(ranks), link["latency"], link["bandwidth"], message)
+        modelled = tree_exchange(ranks, w.meta_batch, link["latency"], link["bandwidth"], vector)
         print(f"  {ranks:>3d} {1e6 * measured:>8.1f}us {1e6 * compute:>12.1f}us {1e6 * (measured - compute):>8.1f}us "
               f"{1e6 * modelled:>10.1f}us" + ("  (oversubscribed)" if ranks > cores else ""), flush=True)
-    print(f"\nModelled exchange per meta-iteration of W4's {message:,}-byte message at cluster scale "
-          "(latency + bytes / bandwidth per hop; relay: R - 1 + ceil(log2 R) hops, tree: 2 ceil(log2 R)):")
-    print("\n".join(cluster_table(message)))
+    print(f"\nModelled exchange per meta-iteration of W4's {vector:,}-byte sum at cluster scale "
+          "(latency + bytes / bandwidth per hop; tree: ceil(log2 R) rounds of forests, then the root's "
+          "broadcast; the earlier relay: R - 1 + ceil(log2 R) hops of the sum):")
+    print("\n".join(cluster_table(vector, w.meta_batch)))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -205,14 +242,15 @@ def main(argv: list[str] | None = None) -> int:
         one = launch(["--child", name, "1", *timing], 1, 1)
         two_threads = launch(["--child", name, "2", *timing], 1, 2)
         two_processes = launch(["--child", name, "1", *timing], 2, 1)
-        message = one["width"] * one["itemsize"] + 16
-        sent = 2 * message  # per process and meta-iteration: its relay message and its part of the broadcast
+        vector = one["width"] * one["itemsize"]
+        # per meta-iteration, the second process sends its forest, the first the root
+        sent = forest_nodes(w.meta_batch // 2, w.meta_batch, w.meta_batch) * vector
         ratio = two_processes["iterations_per_second"] / two_threads["iterations_per_second"]
         print(f"  {name:9s} {one['iterations_per_second']:>13,.0f} {two_threads['iterations_per_second']:>14,.0f} "
               f"{two_processes['iterations_per_second']:>13,.0f} {ratio:>9.2f}x {sent:>9,d}  "
-              f"{model(link['latency'], link['bandwidth'], message, 1 / one['iterations_per_second'], w.meta_batch)}",
+              f"{model(link['latency'], link['bandwidth'], vector, 1 / one['iterations_per_second'], w.meta_batch)}",
               flush=True)
-    print("  (meta-iterations/s; bytes/it: sent per process per meta-iteration)")
+    print("  (meta-iterations/s; bytes/it: the second process's forest, sent per meta-iteration)")
     if args.processes:
         exchanges(args, link, timing)
     return 0

@@ -62,10 +62,12 @@ def test_a_chained_reptile_cannot_be_spread_over_processes():
 RAISING_RELAY = """
 import metafast as mf
 class Relay:  # a combination across processes that fails (as an MPI error would)
-    first = {first}
-    def start(self, message):
+    rank, size = {rank}, 2
+    def send(self, message, dest):
         raise RuntimeError("the relay broke")
-    def finish(self, message):
+    def receive(self, message, source):
+        raise RuntimeError("the relay broke")
+    def broadcast(self, message):
         raise RuntimeError("the relay broke")
 learner = mf.MetaSGD(mf.MLP([1, 8, 1]), num_threads=1)
 batch = mf.tasks.Sinusoid().sample(4, dtype="float32")
@@ -77,9 +79,9 @@ except RuntimeError as error:
 """
 
 
-@pytest.mark.parametrize("first", [True, False])
-def test_a_failing_combination_across_processes_is_an_exception_not_a_crash(first):
-    done = subprocess.run([sys.executable, "-c", RAISING_RELAY.format(first=first)], capture_output=True, text=True,
+@pytest.mark.parametrize("rank", [0, 1])
+def test_a_failing_combination_across_processes_is_an_exception_not_a_crash(rank):
+    done = subprocess.run([sys.executable, "-c", RAISING_RELAY.format(rank=rank)], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "the relay broke"

@@ -195,64 +195,116 @@ void set_optimizer_state(L& learner, const py::array& m, const py::array& v, std
 }
 
 // ----------------------------------------------------- combination across processes
-// The combination of a meta-batch's task slots done by a Python object (a
-// metafast.distributed.TaskRelay over MPI): the core hands it the running sum and score of
-// the tasks, without copies; the GIL is taken only for its two calls per meta-iteration. The
-// core itself never sees MPI.
+// The combination of the processes' forests of the task tree (task_tree.hpp) through a Python
+// object (a metafast.distributed.TaskRelay over MPI) that only moves bytes. In round j = 0,
+// 1, ... a process r with bit j set sends its forest to process r - 2^j and is done; a process
+// r with r + 2^j < R receives the forest of processes r + 2^j .. r + 2^(j+1) - 1 and merges
+// it into its own. After ceil(log2 R) rounds process 0 holds the root, which it broadcasts.
+// The GIL is taken once per sum; the core itself never sees MPI.
 template <class T>
 class PythonRelay final : public Combination<T> {
 public:
-    bool start_waits() const override { return true; }  // for the process before this one
-    // The message is the sum followed by the score (a double) and the failure flag (a double):
-    // 16 bytes after the sum in the core's buffer, so MPI sends and receives it in place.
-    std::size_t tail_values() const override { return 16 / sizeof(T); }
-
-    // `relay.first` says whether this process is the first, whose sum starts at zero (its
-    // start() is then answered here, without a call into Python).
     PythonRelay(py::object relay, std::size_t first, std::size_t total)
-        : relay_(std::move(relay)), first_process_(relay_.attr("first").cast<bool>()), first_(first), total_(total) {}
+        : relay_(std::move(relay)),
+          rank_(relay_.attr("rank").cast<std::size_t>()),
+          size_(relay_.attr("size").cast<std::size_t>()),
+          first_(first),
+          total_(total),
+          received_(rounds(size_)) {}
 
-    bool start(T* sum, std::size_t width, double& score, bool& failed) override {
-        if (first_process_) return true;
+    void combine(TaskForest<T>& forest, std::size_t width, bool& failed) override {
         py::gil_scoped_acquire gil;
-        relay_.attr("start")(message(sum, width));
-        read_tail(sum + width, score, failed);
-        return false;
-    }
-
-    void finish(T* sum, std::size_t width, double& score, bool& failed) override {
-        write_tail(sum + width, score, failed);
-        py::gil_scoped_acquire gil;
-        relay_.attr("finish")(message(sum, width));
-        read_tail(sum + width, score, failed);
+        for (std::size_t step = 1, round = 0; step < size_; step *= 2, ++round) {
+            if (rank_ & step) {
+                pack(forest, width, failed, sent_);
+                relay_.attr("send")(sent_.view, rank_ - step);
+                break;
+            }
+            if (rank_ + step < size_) {
+                const std::size_t from = rank_ + step, to = std::min(rank_ + 2 * step, size_);
+                Message& in = received_[round];
+                in.shape(TaskForest<T>::nodes_of(share(from).first, share(to - 1).last, total_), width);
+                relay_.attr("receive")(in.view, from);
+                unpack(in, width, failed, forest);
+            }
+        }
+        if (rank_ == 0) pack(forest, width, failed, root_);
+        root_.shape(1, width);
+        relay_.attr("broadcast")(root_.view);
+        forest.reset(total_, 0);
+        unpack(root_, width, failed, forest);
     }
 
     std::size_t first_task() const override { return first_; }
     std::size_t total_tasks(std::size_t) const override { return total_; }
 
 private:
-    static void write_tail(T* tail, double score, bool failed) {
-        const double values[2] = {score, failed ? 1.0 : 0.0};
-        std::memcpy(tail, values, sizeof(values));
+    // A message: the number of nodes and the failure flag, each node's first task, size and
+    // scores (8 bytes each), then the nodes' values. Its view for Python is made once per
+    // shape, over the buffer (which stays put while the shape does).
+    struct Message {
+        std::vector<std::uint64_t> words;
+        py::array_t<std::uint8_t> view;
+        std::size_t nodes = 0;
+
+        static constexpr std::size_t header_words(std::size_t nodes) { return 2 + (2 + tree_scores) * nodes; }
+        void shape(std::size_t count, std::size_t width) {
+            const std::size_t bytes = header_words(count) * 8 + count * width * sizeof(T);
+            if (nodes == count && view && static_cast<std::size_t>(view.size()) == bytes) return;
+            words.assign((bytes + 7) / 8, 0);
+            nodes = count;
+            auto* data = reinterpret_cast<std::uint8_t*>(words.data());
+            view = py::array_t<std::uint8_t>({static_cast<py::ssize_t>(bytes)}, {py::ssize_t{1}}, data,
+                                             py::capsule(data, [](void*) {}));
+        }
+        T* values(std::size_t node, std::size_t width) {
+            return reinterpret_cast<T*>(words.data() + header_words(nodes)) + node * width;
+        }
+    };
+
+    static std::size_t rounds(std::size_t size) {
+        std::size_t count = 0;
+        for (std::size_t step = 1; step < size; step *= 2) ++count;
+        return count;
     }
-    static void read_tail(const T* tail, double& score, bool& failed) {
-        double values[2];
-        std::memcpy(values, tail, sizeof(values));
-        score = values[0];
-        failed = values[1] != 0.0;
+    // Tasks of process `rank`, as distributed.split gives them.
+    Range share(std::size_t rank) const { return contiguous_range(total_, size_, rank); }
+
+    static void pack(const TaskForest<T>& forest, std::size_t width, bool failed, Message& out) {
+        out.shape(forest.size(), width);
+        out.words[0] = forest.size();
+        out.words[1] = failed;
+        for (std::size_t n = 0; n < forest.size(); ++n) {
+            const TreeNode<T>& node = forest[n];
+            std::uint64_t* header = out.words.data() + Message::header_words(n);
+            header[0] = node.first;
+            header[1] = node.size;
+            std::memcpy(header + 2, node.scores.data(), sizeof(node.scores));
+            if (width) std::memcpy(out.values(n, width), node.values, width * sizeof(T));
+        }
     }
-    // The message as bytes over the core's buffer, made once (the buffer stays put for the run).
-    py::array_t<std::uint8_t>& message(T* sum, std::size_t width) {
-        auto* bytes = reinterpret_cast<std::uint8_t*>(sum);
-        if (message_.data() != bytes)
-            message_ = py::array_t<std::uint8_t>({static_cast<py::ssize_t>(width * sizeof(T) + 16)}, {py::ssize_t{1}},
-                                                 bytes, py::capsule(bytes, [](void*) {}));
-        return message_;
+
+    // Merges the nodes of `in` (which follow the forest's tasks) into the forest.
+    static void unpack(Message& in, std::size_t width, bool& failed, TaskForest<T>& forest) {
+        if (in.words[0] != in.nodes)
+            throw std::runtime_error("a relay message holds " + std::to_string(in.words[0]) + " nodes of the task tree, " +
+                                     std::to_string(in.nodes) + " expected: the processes disagree on the meta-batch");
+        failed = failed || in.words[1] != 0;
+        for (std::size_t n = 0; n < in.nodes; ++n) {
+            const std::uint64_t* header = in.words.data() + Message::header_words(n);
+            TreeNode<T> node{header[0], header[1], {}, in.values(n, width)};
+            std::memcpy(node.scores.data(), header + 2, sizeof(node.scores));
+            if (node.first != forest.next())
+                throw std::runtime_error("a relay message starts at task " + std::to_string(node.first) + ", task " +
+                                         std::to_string(forest.next()) + " expected");
+            forest.push(node, width);
+        }
     }
+
     py::object relay_;
-    bool first_process_;
-    std::size_t first_, total_;
-    py::array_t<std::uint8_t> message_;
+    std::size_t rank_, size_, first_, total_;
+    std::vector<Message> received_;  // one per round: merged nodes may stay in it until sent on
+    Message sent_, root_;
 };
 
 // run(combine) with the combination `relay` asks for: this process alone (None), or tasks

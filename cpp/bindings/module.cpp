@@ -18,6 +18,7 @@ void register_meta_sgd(py::module_& m);
 void register_reptile(py::module_& m);
 void register_rl(py::module_& m);
 void register_probe(py::module_& m);
+void register_task_tree(py::module_& m);
 }  // namespace metafast::bindings
 
 #ifndef METAFAST_MODULE
@@ -61,4 +62,5 @@ PYBIND11_MODULE(METAFAST_MODULE, m) {
     metafast::bindings::register_reptile(m);
     metafast::bindings::register_rl(m);
     metafast::bindings::register_probe(m);
+    metafast::bindings::register_task_tree(m);
 }

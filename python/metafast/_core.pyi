@@ -1,5 +1,6 @@
 """Type stubs for metafast's compiled core (private; use the metafast package)."""
 
+from collections.abc import Sequence
 from typing import ClassVar, Literal, Protocol
 
 import numpy as np
@@ -18,6 +19,9 @@ def clock_ghz(seconds: float = 0.2) -> float: ...
 def free_cores() -> float: ...
 
 _Floats = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+
+def tree_sum(values: _Floats, scores: npt.NDArray[np.float64], bounds: Sequence[int],
+             merge: str = "team") -> tuple[_Floats, float]: ...
 
 class _Relay(Protocol):  # metafast.distributed.TaskRelay; messages: the sum, score and flag as bytes
     first: bool

@@ -2,7 +2,7 @@
 
 One process (the usual case) holds every task of the meta-batch and agrees with itself. In a
 distributed run (:mod:`metafast.distributed`) each process holds a contiguous range of the
-tasks, the core combines the task sums across processes through a relay, and the processes
+tasks, the core combines the task sums across processes over the task tree, and the processes
 agree, at every boundary between chunks of meta-iterations, on the next chunk and on whether
 to stop or fail, so that none waits for a partner that will never come.
 """

@@ -3,20 +3,20 @@
 ``learner.fit(tasks, ..., comm=MPI.COMM_WORLD)`` on every process of an MPI run: process r of
 R computes a contiguous share of each meta-batch's tasks (task i keeps its random stream
 (seed, iteration, i), so the shares are the tasks one process would compute), with its own
-threads. The task sums are combined in task order by a relay: process r receives the sum of
-the tasks before its share from process r - 1, its core adds its own tasks onto it one after
-another, exactly as the threads of one process do, and passes the sum on; the last process
-broadcasts the total. Every process then makes the same update from the same bits, so theta,
-alpha, the optimizer state and the history equal one process's, for any number of processes
-and threads (an MPI reduction would add in an order of its own choosing).
+threads. Every sum over the tasks follows one fixed pairwise tree over the task indices
+(docs/math.md, section 6): each process reduces its share to the share's forest of that tree,
+the forests are merged in ceil(log2 R) rounds (in round j, process r with bit j set sends its
+forest to process r - 2**j) and process 0 broadcasts the root. Every process then makes the
+same update from the same bits, so theta, alpha, the optimizer state and the history equal
+one process's, for any number of processes and threads (an MPI reduction would add in an
+order of its own choosing).
 
 Cost per meta-iteration, for W parameters of b bytes (the sum: 2 x model size for Meta-SGD,
-1 x for Reptile): R - 1 relay messages of W b + 16 bytes, one after another, and a broadcast
-of W b + 16 bytes (ceil(log2 R) rounds; with two processes a plain message back, which costs
-about 0.9 us less than MPICH's broadcast here); each process sends and receives about 2 W b
-bytes.
-With latency L and bandwidth B, the exchange takes about (R - 1 + ceil(log2 R)) (L + W b / B)
-on the critical path, beside the compute of one share.
+1 x for Reptile) and T tasks: ceil(log2 R) rounds of messages of at most (2 log2 T + 2) W b
+bytes (a forest; a share of contiguous tasks usually has a few nodes), then a broadcast of
+W b bytes (ceil(log2 R) rounds; with two processes a plain message). With latency L and
+bandwidth B, the exchange takes about 2 ceil(log2 R) (L + n W b / B) on the critical path,
+n the nodes per message, beside the compute of one share.
 
 Between chunks of meta-iterations the processes agree (one allgather of a few bytes) on the
 next chunk, on stopping (the first process's callback, Ctrl-C anywhere) and on failures: a
@@ -24,7 +24,7 @@ process that fails makes every process raise (its own error, or :class:`RankErro
 instead of leaving the others waiting. At the start, every process checks that all hold the
 same learner (configuration, parameters, optimizer state, iteration) and the same meta-batch.
 
-Every wait for another process (the relay's messages, the agreements) is a non-blocking MPI
+Every wait for another process (the tree's messages, the agreements) is a non-blocking MPI
 request that this process polls (:class:`Waiter`), yielding its core between polls for up to
 10 ms (a process that is ready to compute runs instead; on a 2-core AMD EPYC, Zen 5, 20,000
 meta-iterations of 25 sine tasks took 1.47 / 2.39 / 5.63 s on 2 / 4 / 8 processes against
@@ -54,8 +54,8 @@ from ._share import FailedElsewhere, RankError, Share, Status
 
 __all__ = ["RankError", "TaskRelay", "Waiter", "launched_world", "share_of", "split"]
 
-_RELAY_TAG = 2719  # the relay's messages, apart from anything else the program sends
-_TOTAL_TAG = 2720  # the total, sent back by the last of two processes
+_RELAY_TAG = 2719  # the forests' messages, apart from anything else the program sends
+_TOTAL_TAG = 2720  # the total, sent by the first of two processes to the other
 
 
 def split(total: int, parts: int, part: int) -> tuple[int, int]:
@@ -144,36 +144,35 @@ def _abort_at_exit() -> None:
 
 
 class TaskRelay:
-    """The combination of a meta-iteration's task sums across the processes of ``comm``, in
-    task order. The core calls ``start`` before it adds this process's tasks and ``finish``
-    after, handing over the message in place: the sum, then the score and a flag saying
-    whether a process has failed (two float64), as bytes."""
+    """Moves the core's messages of the task tree between the processes of ``comm``: the core
+    merges the processes' forests in ``ceil(log2 R)`` rounds (``send`` and ``receive``), then
+    process 0 broadcasts the root (``broadcast``). Messages are bytes in the core's buffers,
+    sent and received in place."""
 
     def __init__(self, comm: Any, waiter: Waiter) -> None:
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
         self.waiter = waiter
-        self.first = self.rank == 0  # the core starts the first process's sum at zero itself
 
-    def start(self, message: np.ndarray) -> None:
-        """Receives the sum of the tasks before this process's (the first process never asks)."""
-        self.waiter.wait(self.comm.Irecv(message, source=self.rank - 1, tag=_RELAY_TAG))
+    def send(self, message: np.ndarray, dest: int) -> None:
+        self.waiter.wait(self.comm.Isend(message, dest=dest, tag=_RELAY_TAG))
 
-    def finish(self, message: np.ndarray) -> None:
-        """Passes the sum on; leaves the sum of all tasks, its score and flag, in ``message``."""
-        last = self.size - 1
-        if self.rank < last:
-            self.waiter.wait(self.comm.Isend(message, dest=self.rank + 1, tag=_RELAY_TAG))
+    def receive(self, message: np.ndarray, source: int) -> None:
+        self.waiter.wait(self.comm.Irecv(message, source=source, tag=_RELAY_TAG))
+
+    def broadcast(self, message: np.ndarray) -> None:
+        """Process 0's ``message`` everywhere."""
         if self.size > 2:
-            self.waiter.wait(self.comm.Ibcast(message, root=last))
-        elif self.size == 2:  # one message back, without a collective's overhead
-            if self.rank == last:
-                self.waiter.wait(self.comm.Isend(message, dest=0, tag=_TOTAL_TAG))
-            else:
-                self.waiter.wait(self.comm.Irecv(message, source=last, tag=_TOTAL_TAG))
+            self.waiter.wait(self.comm.Ibcast(message, root=0))
+        elif self.size == 1:
+            return
+        elif self.rank == 0:  # one message, without a collective's overhead
+            self.waiter.wait(self.comm.Isend(message, dest=1, tag=_TOTAL_TAG))
+        else:
+            self.waiter.wait(self.comm.Irecv(message, source=0, tag=_TOTAL_TAG))
 
 
 class _DistributedShare(Share):
-    """A share of a distributed run: the relay in the core, agreements through ``comm``."""
+    """A share of a distributed run: the tree's merges in the core, agreements through ``comm``."""
 
     def __init__(self, comm: Any, total: int, waiter: Waiter) -> None:
         rank, size = comm.Get_rank(), comm.Get_size()

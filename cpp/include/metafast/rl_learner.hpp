@@ -1,11 +1,12 @@
 // A Meta-SGD learner for reinforcement learning on 2D navigation: [theta, alpha] (theta = mean
 // network then log_std), Adam or SGD over it, and per-thread workspaces. Task i of meta-iteration
 // k draws its goal and all its action noise from the stream keyed (seed, k, i); tasks write
-// their own gradient slots and the mean is summed in task order, so results are bit-identical
-// for any thread count (fit is a run of the one meta-iteration, meta_iteration.hpp).
+// their own gradient slots and the mean is summed by the task tree (task_tree.hpp), so results
+// are bit-identical for any thread and process count (fit is a run of the one meta-iteration, meta_iteration.hpp).
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -68,7 +69,7 @@ public:
     static std::size_t training_bytes(const Mlp& mlp, std::size_t horizon, std::size_t inner_steps, std::size_t tasks,
                                       std::size_t trajectories, int threads, bool trpo = false) {
         const std::size_t q = mlp.num_params() + mlp.output_width(), width = 2 * q;
-        std::size_t bytes = MetaBatchBuffers<T>::bytes(tasks, width, MetaBatchBuffers<T>::max_tail) +
+        std::size_t bytes = MetaBatchBuffers<T>::bytes(tasks, width) +
                             static_cast<std::size_t>(std::max(threads, 1)) *
                                 RlWorkspace<T>::bytes(mlp, trajectories, horizon, inner_steps);
         if (trpo) {
@@ -76,8 +77,7 @@ public:
             const std::size_t per_task = (inner_steps + 1) * RlWorkspace<T>::samples_values(rows, dims) +
                                          (2 * inner_steps + 1) * q + rows * dims;  // samples, path, grads, old means
             bytes += tasks * (per_task * sizeof(T) + (inner_steps + 1) * sizeof(Samples<T>) + sizeof(TrpoTask<T>)) +
-                     width * (2 * sizeof(T) + 5 * sizeof(double)) + 3 * tasks * sizeof(double) +
-                     sizeof(double) + MetaBatchBuffers<T>::max_tail * sizeof(T);  // the search; its KL message
+                     width * (2 * sizeof(T) + 5 * sizeof(double)) + 3 * tasks * sizeof(double);  // the search
         }
         return bytes;
     }
@@ -137,8 +137,8 @@ public:
     // conjugate gradient for (F + damping I) x = g, each product a pass, and a backtracking
     // line search from [theta, alpha] - sqrt(2 max_kl / x^T (F + damping I) x) x that takes the
     // first step whose surrogate is below the current one and whose mean KL is within max_kl
-    // (none: no update). Every sum runs in task order and, in a distributed run, is relayed
-    // through `combine` (tasks is then this process's share): every process takes the same
+    // (none: no update). Every sum runs over the task tree and, in a distributed run, is
+    // combined through `combine` (tasks is then this process's share): every process takes the same
     // decisions from the same bits, which do not depend on the threads or the processes.
     FitResult fit_trpo(std::uint64_t first_iteration, std::size_t iterations, std::size_t tasks, double* returns,
                        Combination<T>& combine) {
@@ -175,14 +175,13 @@ public:
     // meta-gradient in search_.gradient (gradient()); returns the mean return after adaptation.
     double trpo_prepare(std::uint64_t iteration, std::size_t tasks, int team, Combination<T>& combine) {
         const std::size_t q = policy_params(), width = 2 * q, first = combine.first_task();
-        buffers_.reserve(tasks, width, combine.tail_values());
+        buffers_.reserve(tasks, width);
         if (trpo_tasks_.size() < tasks) trpo_tasks_.resize(tasks);
         search_.reserve(width, tasks);
         search_.tasks = tasks;
         search_.total = combine.total_tasks(tasks);
         const WorkTimer::Scope timing(task_timer_, tasks, team);
-        double score = 0.0;
-        relayed_sum(combine, buffers_.sum.data(), width, score, [&] {
+        const TreeNode<T> sum = tree_sum(combine, width, {search_.scores.data(), nullptr}, [&] {
             parallel_for(tasks, team, [&](std::size_t i, int thread) {
                 RlWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
                 TrpoTask<T>& task = trpo_tasks_[i];
@@ -194,12 +193,9 @@ public:
                                                           rng, ws, task.trace, g, g + q);
                 record_old_mean(mlp_, task.trace.path.data() + config_.inner_steps * q, task, ws);
             });
-        }, [&](bool from_zero) {
-            add_slots(from_zero);
-            for (std::size_t i = 0; i < tasks; ++i) score += search_.scores[i];
         });
-        task_mean(search_.gradient.data(), nullptr);
-        return score / double(search_.total);
+        task_mean(sum.values, search_.gradient.data(), nullptr);
+        return sum.scores[0] / double(search_.total);
     }
 
     // Whether alpha stays as it is (alpha_lr 0: MAML's fixed inner step); TRPO then searches in
@@ -210,25 +206,21 @@ public:
     void trpo_fisher_times(const double* v, double* out, int team, Combination<T>& combine) {
         const std::size_t q = policy_params(), width = 2 * q;
         for (std::size_t i = 0; i < width; ++i) search_.direction[i] = T(v[i]);
-        double unused = 0.0;
-        relayed_sum(combine, buffers_.sum.data(), width, unused, [&] {
+        const TreeNode<T> sum = tree_sum(combine, width, {}, [&] {
             parallel_for(search_.tasks, team, [&](std::size_t i, int thread) {
                 fisher_vector_product(mlp_, config_, params_.data() + q, trpo_tasks_[i], search_.direction.data(),
                                       workspaces_[static_cast<std::size_t>(thread)], buffers_.slot(i, width));
             });
-        }, [&](bool from_zero) { add_slots(from_zero); });
-        task_mean(out, v);
+        });
+        task_mean(sum.values, out, v);
     }
 
     // The mean surrogate and KL over the prepared tasks of the policies adapted from
     // [theta, alpha] = z on their inner samples.
     SurrogateAndKl trpo_surrogate_and_kl(const T* z, int team, Combination<T>& combine) {
         const std::size_t q = policy_params(), n = mlp_.num_params();
-        // The KL's sum travels as the message's one double, the surrogate's as its score.
-        constexpr std::size_t kl_width = sizeof(double) / sizeof(T);
-        grow_exactly(search_.kl_message, kl_width + combine.tail_values());
-        double surrogate = 0.0, kl = 0.0;
-        relayed_sum(combine, search_.kl_message.data(), kl_width, surrogate, [&] {
+        // The surrogate and the KL are the tree's two scores, without values.
+        const TreeNode<T> sum = tree_sum(combine, 0, {search_.surrogates.data(), search_.kls.data()}, [&] {
             parallel_for(search_.tasks, team, [&](std::size_t i, int thread) {
                 RlWorkspace<T>& ws = workspaces_[static_cast<std::size_t>(thread)];
                 const TrpoTask<T>& task = trpo_tasks_[i];
@@ -239,16 +231,8 @@ public:
                 search_.surrogates[i] = values.surrogate;
                 search_.kls[i] = values.kl;
             });
-        }, [&](bool from_zero) {
-            if (!from_zero) std::memcpy(&kl, search_.kl_message.data(), sizeof(double));
-            for (std::size_t i = 0; i < search_.tasks; ++i) {
-                surrogate += search_.surrogates[i];
-                kl += search_.kls[i];
-            }
-            std::memcpy(search_.kl_message.data(), &kl, sizeof(double));
         });
-        std::memcpy(&kl, search_.kl_message.data(), sizeof(double));
-        return {surrogate / double(search_.total), kl / double(search_.total)};
+        return {sum.scores[0] / double(search_.total), sum.scores[1] / double(search_.total)};
     }
 
     // The conjugate gradient from x = 0 for (F + damping I) x = gradient, cg_iterations at
@@ -373,15 +357,14 @@ private:
     // Thrown where another process's share of a sum failed: this process stops there too.
     struct StoppedElsewhere {};
 
-    // One of the search's sums over the tasks: `work` computes this process's tasks, then
-    // `add(from_zero)` adds them in task order onto the sum and score of the tasks before them
-    // (zero, or what the combination received), between combine's start and finish, which
-    // leave the whole meta-batch's in `sum` (width values and the combination's tail) and
-    // `score`. An error in `work` here or in another process's share is passed on with the
-    // sum, so that every process stops at the same sum: here it is rethrown, elsewhere it
-    // throws StoppedElsewhere.
-    template <class Work, class Add>
-    void relayed_sum(Combination<T>& combine, T* sum, std::size_t width, double& score, Work&& work, Add&& add) {
+    // One of the search's sums over the tasks: `work` computes this process's tasks (their
+    // slots of `width` values and their `scores`); the task tree's forest of them, combined by
+    // `combine`, gives the root: the sums over the whole meta-batch. An error in `work` here or
+    // in another process's share is passed on with the sum, so that every process stops at the
+    // same sum: here it is rethrown, elsewhere it throws StoppedElsewhere.
+    template <class Work>
+    TreeNode<T> tree_sum(Combination<T>& combine, std::size_t width, std::array<const double*, tree_scores> scores,
+                         Work&& work) {
         std::exception_ptr error;
         try {
             cancellation::throw_if_cancelled();  // a stop asked between the sums: here, with the sum
@@ -389,30 +372,24 @@ private:
         } catch (...) {
             error = std::current_exception();
         }
-        bool failed = false;
-        score = 0.0;
-        const bool from_zero = combine.start(sum, width, score, failed);
-        if (!error && !failed) add(from_zero);
-        failed = failed || error;
-        combine.finish(sum, width, score, failed);
+        bool failed = bool(error);
+        const std::size_t first = combine.first_task(), tasks = search_.tasks;
+        const TaskSlots<T> leaves{buffers_.slots.data(), MetaBatchBuffers<T>::stride(width), width, first, scores};
+        search_.forest.reset(search_.total, first);
+        if (!failed) search_.forest.reduce(leaves, first + tasks, first + tasks);
+        const TreeNode<T> root = combined_root(&search_.forest, 1, leaves, tasks, combine, failed);
         if (error) std::rethrow_exception(error);
         if (failed) throw StoppedElsewhere{};
+        return root;
     }
 
-    // Adds the prepared tasks' slots onto buffers_.sum in task order (from zero: into it).
-    void add_slots(bool from_zero) {
-        const std::size_t width = 2 * policy_params();
-        add_over_tasks(0, search_.tasks, MetaBatchBuffers<T>::stride(width), buffers_.slots.data(), buffers_.sum.data(),
-                       0, width, from_zero);
-    }
-
-    // out = the mean over the whole meta-batch's tasks of buffers_.sum (their summed slots), in
-    // double, plus damping * damped when given.
+    // out = the mean over the whole meta-batch's tasks of `sum` (their summed slots), in double,
+    // plus damping * damped when given.
     // With alpha fixed, alpha's half is 0 (the search stays in theta's block).
-    void task_mean(double* out, const double* damped) {
+    void task_mean(const T* sum, double* out, const double* damped) {
         const std::size_t q = policy_params(), width = 2 * q;
         for (std::size_t i = 0; i < width; ++i)
-            out[i] = double(buffers_.sum[i]) / double(search_.total) + (damped ? trpo_->cg_damping * damped[i] : 0.0);
+            out[i] = double(sum[i]) / double(search_.total) + (damped ? trpo_->cg_damping * damped[i] : 0.0);
         if (alpha_fixed()) std::fill(out + q, out + width, 0.0);
     }
 
@@ -420,8 +397,9 @@ private:
     struct TrpoSearch {
         std::size_t tasks = 0;  // prepared, this process's
         std::size_t total = 0;  // the whole meta-batch's
-        Buffer<T> direction, candidate, kl_message;
+        Buffer<T> direction, candidate;
         std::vector<double> gradient, x, r, p, fp, scores, surrogates, kls;
+        TaskForest<T> forest;  // of a sum's tasks
         void reserve(std::size_t width, std::size_t task_count) {
             grow_exactly(direction, width);
             grow_exactly(candidate, width);
@@ -431,7 +409,7 @@ private:
         std::size_t allocated_bytes() const {
             std::size_t doubles = 0;
             for (const std::vector<double>* v : {&gradient, &x, &r, &p, &fp}) doubles += v->capacity();
-            return (direction.capacity() + candidate.capacity() + kl_message.capacity()) * sizeof(T) + doubles * sizeof(double) +
+            return (direction.capacity() + candidate.capacity()) * sizeof(T) + doubles * sizeof(double) +
                    (scores.capacity() + surrogates.capacity() + kls.capacity()) * sizeof(double);
         }
     };

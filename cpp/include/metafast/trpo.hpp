@@ -2,7 +2,7 @@
 // task: the adapted policy of a candidate [theta, alpha] on the task's fixed inner samples,
 // the importance-weighted surrogate and the mean KL divergence from the policy that sampled the task's
 // post-adaptation rollout, and the Fisher-vector product J^T F J v of that KL through the
-// inner steps. The learner (rl_learner.hpp) sums them over tasks in task order and runs the
+// inner steps. The learner (rl_learner.hpp) sums them over the task tree and runs the
 // conjugate gradient and the line search.
 #pragma once
 
