@@ -36,6 +36,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from metafast.distributed import split  # noqa: E402
 from run import machine  # noqa: E402
 from workloads import WORKLOADS  # noqa: E402
 
@@ -143,16 +144,11 @@ def forest_nodes(first: int, last: int, total: int) -> int:
 
 def largest_forest(tasks: int, ranks: int) -> int:
     """The most nodes a message of the forests' merge holds, over its rounds and processes."""
-    def share(rank: int) -> tuple[int, int]:
-        size, smaller = tasks // ranks, ranks - tasks % ranks
-        first = rank * size + max(0, rank - smaller)
-        return first, first + size + (rank >= smaller)
-
     largest, step = 1, 1
     while step < ranks:
         for sender in range(step, ranks, 2 * step):
             last = min(sender + step, ranks) - 1
-            largest = max(largest, forest_nodes(share(sender)[0], share(last)[1], tasks))
+            largest = max(largest, forest_nodes(split(tasks, ranks, sender)[0], sum(split(tasks, ranks, last)), tasks))
         step *= 2
     return largest
 
@@ -244,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         two_processes = launch(["--child", name, "1", *timing], 2, 1)
         vector = one["width"] * one["itemsize"]
         # per meta-iteration, the second process sends its forest, the first the root
-        sent = forest_nodes(w.meta_batch // 2, w.meta_batch, w.meta_batch) * vector
+        sent = forest_nodes(split(w.meta_batch, 2, 1)[0], w.meta_batch, w.meta_batch) * vector
         ratio = two_processes["iterations_per_second"] / two_threads["iterations_per_second"]
         print(f"  {name:9s} {one['iterations_per_second']:>13,.0f} {two_threads['iterations_per_second']:>14,.0f} "
               f"{two_processes['iterations_per_second']:>13,.0f} {ratio:>9.2f}x {sent:>9,d}  "

@@ -1,16 +1,16 @@
-"""Regenerates every output README.md shows from the code that prints it, so that they cannot
-drift from the code.
+"""Regenerates every output README.md and the user guide (docs/guide/*.md) show from the code
+that prints it, so that they cannot drift from the code.
 
-In README.md, a block of output follows a marker naming the command that prints it::
+In these pages, a block of output follows a marker naming the command that prints it::
 
     <!-- output: python docs/examples/meta_sgd_sine.py -->
 
-and the machine the outputs came from stands between ``<!-- machine -->`` and
+and the machine the outputs came from stands in README.md between ``<!-- machine -->`` and
 ``<!-- /machine -->``. ``python docs/regenerate_outputs.py`` runs every command (from a
 scratch folder, so the files they write do not land in the clone), rewrites the blocks and
 the machine, and copies the demo's picture to docs/demo.png. ``--only NAME ...`` runs the
 commands containing one of the names. The test suite runs the quick ones and compares them
-with README.md (timings aside) when it runs at the level the outputs were made at.
+with the pages (timings aside) when it runs at the level the outputs were made at.
 """
 
 from __future__ import annotations
@@ -27,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
+# The pages whose snippets and outputs are the code's: the front page and the user guide.
+PAGES = [README, *sorted((ROOT / "docs" / "guide").glob("*.md"))]
 BLOCK = re.compile(r"(<!-- output: (?P<command>.+?) -->\n```\n)(?P<body>.*?)(```\n)", re.S)
 MACHINE = re.compile(r"<!-- machine -->(?P<text>.*?)<!-- /machine -->")
 # Files a command writes that the README shows, and where they go.
@@ -86,18 +88,24 @@ def masked(output: str) -> str:
     return TIMING.sub("<t> s", output)
 
 
+def pages_text() -> str:
+    """The pages' text, end to end."""
+    return "".join(page.read_text(encoding="utf-8") for page in PAGES)
+
+
 def regenerate(only: list[str] | None = None) -> None:
-    text = README.read_text(encoding="utf-8")
-    outputs = {command: run(command, keep=True) for command in commands(text)
-               if not only or any(name in command for name in only)}
+    wanted = dict.fromkeys(c for c in commands(pages_text()) if not only or any(name in c for name in only))
+    outputs = {command: run(command, keep=True) for command in wanted}
 
     def replaced(match: re.Match[str]) -> str:
         body = outputs.get(match.group("command"), match.group("body"))
         return match.group(1) + body + match.group(4)
 
-    text = BLOCK.sub(replaced, text)
-    text = MACHINE.sub(f"<!-- machine -->{machine_text()}<!-- /machine -->", text)
-    README.write_text(text, encoding="utf-8")
+    for page in PAGES:
+        text = BLOCK.sub(replaced, page.read_text(encoding="utf-8"))
+        if page == README:
+            text = MACHINE.sub(f"<!-- machine -->{machine_text()}<!-- /machine -->", text)
+        page.write_text(text, encoding="utf-8")
     for command in outputs:
         print(f"regenerated: {command}")
 

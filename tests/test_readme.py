@@ -1,7 +1,7 @@
-"""README.md stays true to the code: every Python snippet is a file of docs/examples that runs
-as written, and the outputs it shows are what the code prints (docs/regenerate_outputs.py
-makes them; the quick ones are checked here, timings aside, at the CPU level they were made
-at)."""
+"""README.md and the user guide (docs/guide/*.md) stay true to the code: every Python snippet is
+a file of docs/examples that runs as written, and the outputs they show are what the code
+prints (docs/regenerate_outputs.py makes them; the quick ones are checked here, timings aside,
+at the CPU level they were made at)."""
 
 from __future__ import annotations
 
@@ -23,6 +23,7 @@ SNIPPET = re.compile(r"<!-- snippet: (?P<path>\S+) -->\n```python\n(?P<code>.*?)
 spec = importlib.util.spec_from_file_location("regenerate_outputs", ROOT / "docs" / "regenerate_outputs.py")
 outputs = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(outputs)
+PAGES = {page.relative_to(ROOT).as_posix(): page.read_text(encoding="utf-8") for page in outputs.PAGES}
 
 # Runs an example as written, except that training stops after a few meta-iterations: the
 # snippets' own lengths are for the outputs README.md shows (docs/regenerate_outputs.py).
@@ -41,12 +42,14 @@ QUICK = ["metafast demo", "python docs/examples/meta_sgd_sine.py", "python docs/
 
 
 def test_every_python_block_is_an_example_file():
-    blocks = README.count("```python\n")
-    snippets = {match.group("path"): match.group("code") for match in SNIPPET.finditer(README)}
-    assert len(snippets) == blocks, "a ```python block of README.md lacks its <!-- snippet: --> marker"
-    for path, code in snippets.items():
-        assert (ROOT / path).read_text(encoding="utf-8") == code, f"README.md's copy of {path} differs from it"
-    # Every example is shown: in README.md, or on a page of the documentation site.
+    snippets = {}
+    for name, text in PAGES.items():
+        found = [(match.group("path"), match.group("code")) for match in SNIPPET.finditer(text)]
+        assert len(found) == text.count("```python\n"), f"a ```python block of {name} lacks its <!-- snippet: --> marker"
+        for path, code in found:
+            assert (ROOT / path).read_text(encoding="utf-8") == code, f"{name}'s copy of {path} differs from it"
+            snippets[path] = code
+    # Every example is shown: on one of those pages, or on another page of the documentation site.
     pages = "".join(page.read_text(encoding="utf-8") for page in (ROOT / "docs").glob("*.md"))
     included = {ROOT / "docs" / path for path in re.findall(r"```\{literalinclude\} (\S+)", pages)}
     assert sorted(included | {ROOT / path for path in snippets}) == [
@@ -65,8 +68,9 @@ def test_every_example_runs_as_written(example, tmp_path):
 
 
 def test_every_output_block_names_a_command_that_runs():
-    commands = outputs.commands(README)
-    assert len(commands) == README.count("<!-- output:")
+    text = "".join(PAGES.values())
+    commands = outputs.commands(text)
+    assert len(commands) == text.count("<!-- output:")
     for command in commands:
         for word in command.split():
             if word.endswith(".py"):
@@ -81,5 +85,5 @@ def test_the_outputs_shown_are_what_the_code_prints(command):
         pytest.skip(f"README.md's outputs were made at the {level} level; this process runs another")
     if "digits" in command:
         pytest.importorskip("sklearn", reason="the digits examples need scikit-learn")
-    shown = outputs.recorded(README)[command]
+    shown = outputs.recorded("".join(PAGES.values()))[command]
     assert outputs.masked(outputs.run(command)) == outputs.masked(shown)

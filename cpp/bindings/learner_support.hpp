@@ -267,8 +267,12 @@ private:
         for (std::size_t step = 1; step < size; step *= 2) ++count;
         return count;
     }
-    // Tasks of process `rank`, as distributed.split gives them.
-    Range share(std::size_t rank) const { return contiguous_range(total_, size_, rank); }
+    // Tasks of process `rank`, as distributed.split gives them: the larger shares first.
+    Range share(std::size_t rank) const {
+        const std::size_t size = total_ / size_, larger = total_ % size_;
+        const std::size_t first = rank * size + std::min(rank, larger);
+        return {first, first + size + (rank < larger)};
+    }
 
     static void pack(const TaskForest<T>& forest, std::size_t width, bool failed, Message& out) {
         out.shape(forest.size(), width);

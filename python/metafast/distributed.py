@@ -27,8 +27,8 @@ same learner (configuration, parameters, optimizer state, iteration) and the sam
 Every wait for another process (the tree's messages, the agreements) is a non-blocking MPI
 request that this process polls (:class:`Waiter`), yielding its core between polls for up to
 10 ms (a process that is ready to compute runs instead; on a 2-core AMD EPYC, Zen 5, 20,000
-meta-iterations of 25 sine tasks took 1.47 / 2.39 / 5.63 s on 2 / 4 / 8 processes against
-1.58 / 2.66 / 6.91 s with MPICH's blocking calls, and 1.28 s in one process), then sleeping
+meta-iterations of 25 sine tasks took 1.5 / 2.4 / 5.9 s on 2 / 4 / 8 processes against
+1.58 / 2.66 / 6.91 s with MPICH's blocking calls, and 1.3 s in one process), then sleeping
 between polls with pauses growing to a millisecond. Sleeping sooner costs far more: a
 sleeping process also delays the messages it passes on (up to 100x slower, measured). While
 it sleeps it checks, once a second, that the processes of the run on its machine are alive:
@@ -60,10 +60,10 @@ _TOTAL_TAG = 2720  # the total, sent by the first of two processes to the other
 
 def split(total: int, parts: int, part: int) -> tuple[int, int]:
     """``(first, count)`` of the tasks that process ``part`` of ``parts`` computes: contiguous,
-    in order, sizes within one of each other (the larger shares last)."""
-    size, smaller = divmod(total, parts)[0], parts - total % parts
-    first = part * size + max(0, part - smaller)
-    return first, size + (part >= smaller)
+    in order, sizes within one of each other, the larger shares first (process 0, which
+    merges the forests last, finishes last, with the others' forests already there)."""
+    size, larger = divmod(total, parts)
+    return part * size + min(part, larger), size + (part < larger)
 
 
 class Waiter:
