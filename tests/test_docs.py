@@ -3,6 +3,7 @@ names every public name of the package."""
 
 from __future__ import annotations
 
+import os
 import re
 import subprocess
 import sys
@@ -49,9 +50,17 @@ def test_every_public_name_is_in_the_api_reference(module):
 
 def test_the_site_builds_offline_with_warnings_as_errors(tmp_path):
     pytest.importorskip("sphinx", reason="the docs extra (metafast[docs]) builds the site")
+    pytest.importorskip("sphinx_gallery", reason="the docs extra (metafast[docs]) builds the gallery")
+    environment = dict(os.environ, METAFAST_DOCS_QUICK="1")  # the gallery's trainings: a few meta-iterations
     done = subprocess.run([sys.executable, "-m", "sphinx", "-W", "--keep-going", "-n", "-q", "-d",
                            str(tmp_path / "doctrees"), str(ROOT / "docs"), str(tmp_path / "html")],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=600, env=environment)
     assert done.returncode == 0, done.stderr[-4000:]
     assert (tmp_path / "html" / "api.html").is_file()
     assert f"metafast {mf.__version__}" in (tmp_path / "html" / "index.html").read_text(encoding="utf-8")
+    # The gallery: a page per example, with what it printed where it runs at build time.
+    for example in sorted((ROOT / "docs" / "examples").glob("*.py")):
+        page = (tmp_path / "html" / "gallery" / f"{example.stem}.html").read_text(encoding="utf-8")
+        printing = "print(" in example.read_text(encoding="utf-8")
+        if printing and example.stem not in ("many_machines", "pipelines"):  # shown, not run (docs/conf.py)
+            assert "sphx-glr-script-out" in page, f"the gallery shows no output of {example.name}"

@@ -1,3 +1,10 @@
+"""
+A convolutional network on few-shot digits
+==========================================
+
+MAML with a small Conv-4 network on 5-way episodes of scikit-learn's 8x8 digits, classes held out from meta-training.
+"""
+
 import metafast as mf
 from sklearn.datasets import load_digits
 

@@ -1,3 +1,10 @@
+"""
+Meta-SGD on few-shot digits
+===========================
+
+A linear Meta-SGD model on 5-way 5-shot episodes of scikit-learn's 8x8 digits, evaluated on held-out classes.
+"""
+
 import metafast as mf
 from sklearn.datasets import load_digits
 

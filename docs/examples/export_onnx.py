@@ -1,3 +1,10 @@
+"""
+Exporting an adapted model
+==========================
+
+Adapt to a new task, then export the adapted network as ONNX and as a PyTorch state dict, and check ONNX Runtime against the learner.
+"""
+
 import numpy as np
 import onnxruntime as ort
 import metafast as mf

@@ -1,7 +1,12 @@
-"""5-way few-shot classification of handwritten digits (scikit-learn's bundled 8x8 digits) on
+"""
+Few-shot digits against a nearest-class-mean baseline
+=====================================================
+
+5-way few-shot classification of handwritten digits (scikit-learn's bundled 8x8 digits) on
 classes held out from meta-training: Meta-SGD and Reptile before and after adaptation, beside
-a nearest-class-mean classifier on the same episodes. Prints the table README.md shows
-("Few-shot learning on your own data"); about 10 s on 2 cores. Needs scikit-learn."""
+a nearest-class-mean classifier on the same episodes. Prints the table the user guide shows
+("Few-shot learning on your own data"); about 10 s on 2 cores. Needs scikit-learn.
+"""
 
 import numpy as np
 from sklearn.datasets import load_digits

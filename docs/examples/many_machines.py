@@ -1,3 +1,10 @@
+"""
+Many machines (MPI)
+===================
+
+A Meta-SGD fit spread over the processes of an MPI run (shown, not run, on this page: run it with mpiexec).
+"""
+
 # mpiexec -n 4 python many_machines.py (or plain python: one process)
 from mpi4py import MPI
 

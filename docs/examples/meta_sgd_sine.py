@@ -1,3 +1,10 @@
+"""
+A first model: Meta-SGD on sine waves
+=====================================
+
+Meta-train on a family of sine tasks, evaluate on held-out tasks, adapt to a new one, save and load.
+"""
+
 import metafast as mf
 
 tasks = mf.tasks.Sinusoid(amplitude=(0.1, 5.0), phase=(0.0, 3.14159), support=10, query=10)

@@ -1,3 +1,10 @@
+"""
+The network core
+================
+
+A forward pass, the loss and its gradient, and an exact Hessian-vector product of an MLP, without a learner.
+"""
+
 import numpy as np
 import metafast as mf
 

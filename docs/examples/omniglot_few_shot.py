@@ -1,3 +1,10 @@
+"""
+Few-shot Omniglot
+=================
+
+MAML with Conv-4 on 5-way 1-shot episodes of the Omniglot alphabets shipped with metafast, evaluated on held-out alphabets.
+"""
+
 import metafast as mf
 
 alphabets = mf.datasets.omniglot_subsets()                     # the two minimal sets, shipped

@@ -1,5 +1,10 @@
-"""Your own tasks, three ways: a sampler that makes each meta-batch, a fixed set of tasks,
-and N-way K-shot episodes drawn from a labelled data set."""
+"""
+Your own tasks
+==============
+
+Three ways: a sampler that makes each meta-batch, a fixed set of tasks, and N-way K-shot
+episodes drawn from a labelled data set.
+"""
 import numpy as np
 
 import metafast as mf

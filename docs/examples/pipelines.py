@@ -1,3 +1,10 @@
+"""
+Pickles, copies and process pools
+=================================
+
+A learner travels whole to other processes (shown, not run, on this page: its process pool needs a script of its own).
+"""
+
 import copy
 import pickle
 from concurrent.futures import ProcessPoolExecutor

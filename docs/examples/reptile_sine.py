@@ -1,3 +1,10 @@
+"""
+Reptile on sine waves
+=====================
+
+Reptile with an Adam inner loop on the sine tasks of the Reptile paper's demonstration.
+"""
+
 import metafast as mf
 
 tasks = mf.tasks.Sinusoid.book()

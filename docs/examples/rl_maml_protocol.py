@@ -1,3 +1,10 @@
+"""
+2D navigation, MAML's protocol
+==============================
+
+A fixed inner step meta-trained with TRPO and evaluated as MAML evaluates: each step on 40 trajectories, the step halved after the first.
+"""
+
 import metafast as mf
 
 maml_rl = mf.rl.MetaSGDRL(mf.MLP([2, 100, 100, 2], activation="relu"), meta_optimizer="trpo",

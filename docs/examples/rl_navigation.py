@@ -1,3 +1,10 @@
+"""
+Meta-SGD for 2D navigation
+==========================
+
+Meta-SGD for reinforcement learning on the MAML paper's 2D navigation, with its defaults.
+"""
+
 import metafast as mf
 
 learner = mf.rl.MetaSGDRL(mf.MLP([2, 100, 100, 2], activation="relu"), env=mf.rl.Navigation2D(), seed=0)

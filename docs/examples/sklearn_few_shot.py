@@ -1,3 +1,10 @@
+"""
+A scikit-learn estimator
+========================
+
+A meta-trained learner as a scikit-learn classifier: fit on a new task's support set, predict its queries.
+"""
+
 import numpy as np
 import metafast as mf
 from sklearn.datasets import load_digits
