@@ -26,8 +26,8 @@
 #include <cstdint>
 #include <exception>
 #include <mutex>
-#include <type_traits>
 #include <stdexcept>
+#include <type_traits>
 #include <vector>
 
 #include "metafast/buffer.hpp"
