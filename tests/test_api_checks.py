@@ -87,6 +87,38 @@ def test_a_failing_combination_across_processes_is_an_exception_not_a_crash(rank
     assert done.stdout.strip() == "the relay broke"
 
 
+class MalformedRelay:
+    """Process 0 of 2, sent a forest that is not the one process 1's share of tasks makes."""
+
+    rank, size = 0, 2
+
+    def __init__(self, words):
+        self.words = words  # (word index, value) written into the received message's header
+
+    def receive(self, message, source):
+        header = message.view(np.uint64)
+        for index, value in self.words:
+            header[index] = value
+
+    def send(self, message, dest):
+        raise AssertionError("process 0 only receives")
+
+    broadcast = send
+
+
+@pytest.mark.parametrize("words, error", [
+    ([(0, 3)], "a relay message holds 3 nodes of the task tree, 1 expected"),
+    ([(0, 1), (2, 3)], "a relay message starts at task 3, task 2 expected")])
+def test_a_malformed_message_from_another_process_is_an_error_and_changes_nothing(words, error):
+    learner = mf.MetaSGD(mf.MLP([1, 8, 1]), num_threads=1)
+    batch = mf.tasks.Sinusoid().sample(4, dtype="float32")
+    theta = learner.theta.copy()
+    with pytest.raises(RuntimeError, match=error):
+        learner._impl.meta_step(batch.x_support[:2], batch.y_support[:2], batch.x_query[:2], batch.y_query[:2],
+                                relay=MalformedRelay(words), first_task=0, total_tasks=4)
+    assert np.array_equal(learner.theta, theta)
+
+
 def test_a_negative_initial_learning_rate_is_refused():
     with pytest.raises(ValueError, match="alpha_init must be >= 0.0, got -0.1"):
         mf.MetaSGD(mf.MLP([1, 4, 1]), alpha_init=-0.1)

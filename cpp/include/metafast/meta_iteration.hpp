@@ -20,6 +20,7 @@
 #pragma once
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cmath>
 #include <cstddef>
@@ -93,9 +94,13 @@ struct MetaBatchBuffers {
         return (slots.capacity() + mean.capacity()) * sizeof(T) + task_scores.capacity() * sizeof(double);
     }
 
-    // This process's slots and task scores as the tree's leaves: tasks first_task ...
+    // This process's slots (of `width` values) as the tree's leaves, tasks first_task ...,
+    // with `scores` (by default the task scores).
+    TaskSlots<T> leaves(std::size_t width, std::size_t first_task, std::array<const double*, tree_scores> scores) {
+        return {slots.data(), stride(width), width, first_task, scores};
+    }
     TaskSlots<T> leaves(std::size_t width, std::size_t first_task) {
-        return {slots.data(), stride(width), width, first_task, {task_scores.data(), nullptr}};
+        return leaves(width, first_task, {task_scores.data(), nullptr});
     }
 
     T* slot(std::size_t task, std::size_t width) { return slots.data() + task * stride(width); }

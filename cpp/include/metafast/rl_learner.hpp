@@ -374,7 +374,7 @@ private:
         }
         bool failed = bool(error);
         const std::size_t first = combine.first_task(), tasks = search_.tasks;
-        const TaskSlots<T> leaves{buffers_.slots.data(), MetaBatchBuffers<T>::stride(width), width, first, scores};
+        const TaskSlots<T> leaves = buffers_.leaves(width, first, scores);
         search_.forest.reset(search_.total, first);
         if (!failed) search_.forest.reduce(leaves, first + tasks, first + tasks);
         const TreeNode<T> root = combined_root(&search_.forest, 1, leaves, tasks, combine, failed);
