@@ -62,7 +62,7 @@ def test_a_chained_reptile_cannot_be_spread_over_processes():
 RAISING_RELAY = """
 import metafast as mf
 class Relay:  # a combination across processes that fails (as an MPI error would)
-    rank, size = {rank}, 2
+    rank, size, bounds, segment = {rank}, 2, {bounds}, None
     def send(self, message, dest):
         raise RuntimeError("the relay broke")
     def receive(self, message, source):
@@ -81,7 +81,7 @@ except RuntimeError as error:
 
 @pytest.mark.parametrize("rank", [0, 1])
 def test_a_failing_combination_across_processes_is_an_exception_not_a_crash(rank):
-    done = subprocess.run([sys.executable, "-c", RAISING_RELAY.format(rank=rank)], capture_output=True, text=True,
+    done = subprocess.run([sys.executable, "-c", RAISING_RELAY.format(rank=rank, bounds=[0, 4 * (1 - rank), 4])], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "the relay broke"
@@ -90,7 +90,7 @@ def test_a_failing_combination_across_processes_is_an_exception_not_a_crash(rank
 class MalformedRelay:
     """Process 0 of 2, sent a forest that is not the one process 1's share of tasks makes."""
 
-    rank, size = 0, 2
+    rank, size, bounds, segment = 0, 2, [0, 2, 4], None
 
     def __init__(self, words):
         self.words = words  # (word index, value) written into the received message's header

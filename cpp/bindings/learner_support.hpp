@@ -18,6 +18,7 @@
 #include "checks.hpp"
 #include "interrupts.hpp"
 #include "metafast/denormals.hpp"
+#include "metafast/machine_exchange.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/task_batch.hpp"
 #include "metafast/meta_iteration.hpp"
@@ -204,13 +205,19 @@ void set_optimizer_state(L& learner, const py::array& m, const py::array& v, std
 template <class T>
 class PythonRelay final : public Combination<T> {
 public:
-    PythonRelay(py::object relay, std::size_t first, std::size_t total)
+    // `relay`: its `rank` among `size` processes (or machines), which hold tasks
+    // [bounds[r], bounds[r + 1]) of `total`.
+    PythonRelay(py::object relay, std::size_t total)
         : relay_(std::move(relay)),
           rank_(relay_.attr("rank").cast<std::size_t>()),
           size_(relay_.attr("size").cast<std::size_t>()),
-          first_(first),
+          bounds_(relay_.attr("bounds").cast<std::vector<std::size_t>>()),
           total_(total),
-          received_(rounds(size_)) {}
+          received_(rounds(size_)) {
+        require(bounds_.size() == size_ + 1 && rank_ < size_ && bounds_.back() <= total_ &&
+                    std::is_sorted(bounds_.begin(), bounds_.end()),
+                "a relay's bounds must hold its processes' adjacent task ranges");
+    }
 
     void combine(TaskForest<T>& forest, std::size_t width, bool& failed) override {
         py::gil_scoped_acquire gil;
@@ -223,7 +230,7 @@ public:
             if (rank_ + step < size_) {
                 const std::size_t from = rank_ + step, to = std::min(rank_ + 2 * step, size_);
                 Message& in = received_[round];
-                in.shape(TaskForest<T>::nodes_of(share(from).first, share(to - 1).last, total_), width);
+                in.shape(TaskForest<T>::nodes_of(bounds_[from], bounds_[to], total_), width);
                 relay_.attr("receive")(in.view, from);
                 unpack(in, width, failed, forest);
             }
@@ -235,7 +242,7 @@ public:
         unpack(root_, width, failed, forest);
     }
 
-    std::size_t first_task() const override { return first_; }
+    std::size_t first_task() const override { return bounds_[rank_]; }
     std::size_t total_tasks(std::size_t) const override { return total_; }
 
 private:
@@ -267,13 +274,6 @@ private:
         for (std::size_t step = 1; step < size; step *= 2) ++count;
         return count;
     }
-    // Tasks of process `rank`, as distributed.split gives them: the larger shares first.
-    Range share(std::size_t rank) const {
-        const std::size_t size = total_ / size_, larger = total_ % size_;
-        const std::size_t first = rank * size + std::min(rank, larger);
-        return {first, first + size + (rank < larger)};
-    }
-
     static void pack(const TaskForest<T>& forest, std::size_t width, bool failed, Message& out) {
         out.shape(forest.size(), width);
         out.words[0] = forest.size();
@@ -306,13 +306,17 @@ private:
     }
 
     py::object relay_;
-    std::size_t rank_, size_, first_, total_;
+    std::size_t rank_, size_;
+    std::vector<std::size_t> bounds_;
+    std::size_t total_;
     std::vector<Message> received_;  // one per round: merged nodes may stay in it until sent on
     Message sent_, root_;
 };
 
 // run(combine) with the combination `relay` asks for: this process alone (None), or tasks
-// [first_task, first_task + local) of total_tasks combined by the relay.
+// [first_task, first_task + local) of total_tasks combined through the machine's shared memory
+// (relay.segment; with relay.across, the machine's first process's relay to the other
+// machines) or by messages alone (relay.segment None).
 template <class T, class Run>
 auto with_combination(const py::object& relay, std::size_t first_task, std::size_t total_tasks, std::size_t local,
                       Run&& run) {
@@ -323,8 +327,31 @@ auto with_combination(const py::object& relay, std::size_t first_task, std::size
     require(total_tasks >= 1 && first_task + local <= total_tasks,
             "a share of tasks [" + std::to_string(first_task) + ", " + std::to_string(first_task + local) +
                 ") does not lie in a meta-batch of " + std::to_string(total_tasks));
-    PythonRelay<T> distributed(relay, first_task, total_tasks);
-    return run(static_cast<Combination<T>&>(distributed));
+    auto checked = [&](Combination<T>& combine) -> Combination<T>& {
+        require(combine.first_task() == first_task, "the relay's share starts at task " +
+                                                        std::to_string(combine.first_task()) + ", not " +
+                                                        std::to_string(first_task));
+        return combine;
+    };
+    const py::object segment = relay.attr("segment");
+    if (segment.is_none()) {
+        PythonRelay<T> messages(relay, total_tasks);
+        return run(checked(messages));
+    }
+    auto memory = segment.cast<py::array_t<std::uint8_t, py::array::c_style>>();
+    require(memory.writeable(), "the relay's segment must be writeable");
+    const py::object across = relay.attr("across");
+    std::optional<PythonRelay<T>> machines;
+    if (!across.is_none()) machines.emplace(across, total_tasks);
+    auto watch = [&relay] {
+        py::gil_scoped_acquire gil;
+        relay.attr("watch")();
+    };
+    MachineExchange<T> shared(memory.mutable_data(), static_cast<std::size_t>(memory.size()),
+                              relay.attr("machine_rank").cast<std::size_t>(),
+                              relay.attr("machine_bounds").cast<std::vector<std::size_t>>(), total_tasks,
+                              machines ? &*machines : nullptr, watch);
+    return run(checked(shared));
 }
 
 // Tasks of this process's share: at least 1 alone, possibly 0 in a distributed run (more

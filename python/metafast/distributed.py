@@ -52,10 +52,11 @@ import numpy as np
 
 from ._share import FailedElsewhere, RankError, Share, Status
 
-__all__ = ["RankError", "TaskRelay", "Waiter", "launched_world", "share_of", "split"]
+__all__ = ["MachineRelay", "RankError", "TaskRelay", "Waiter", "launched_world", "share_of", "split"]
 
 _RELAY_TAG = 2719  # the forests' messages, apart from anything else the program sends
 _TOTAL_TAG = 2720  # the total, sent by the first of two processes to the other
+_PROCESSES_PER_MACHINE: int | None = None  # tests: a machine's processes in groups of this many
 
 
 def split(total: int, parts: int, part: int) -> tuple[int, int]:
@@ -144,14 +145,17 @@ def _abort_at_exit() -> None:
 
 
 class TaskRelay:
-    """Moves the core's messages of the task tree between the processes of ``comm``: the core
-    merges the processes' forests in ``ceil(log2 R)`` rounds (``send`` and ``receive``), then
-    process 0 broadcasts the root (``broadcast``). Messages are bytes in the core's buffers,
-    sent and received in place."""
+    """Moves the core's messages of the task tree between the processes of ``comm`` (or the
+    machines' first processes): the core merges their forests in ``ceil(log2 R)`` rounds
+    (``send`` and ``receive``), then process 0 broadcasts the root (``broadcast``). Process r
+    holds tasks ``[bounds[r], bounds[r + 1])``. Messages are bytes in the core's buffers, sent
+    and received in place."""
 
-    def __init__(self, comm: Any, waiter: Waiter) -> None:
+    segment = None  # the core combines by messages alone
+
+    def __init__(self, comm: Any, waiter: Waiter, bounds: list[int]) -> None:
         self.comm, self.rank, self.size = comm, comm.Get_rank(), comm.Get_size()
-        self.waiter = waiter
+        self.waiter, self.bounds = waiter, bounds
 
     def send(self, message: np.ndarray, dest: int) -> None:
         self.waiter.wait(self.comm.Isend(message, dest=dest, tag=_RELAY_TAG))
@@ -171,14 +175,101 @@ class TaskRelay:
             self.waiter.wait(self.comm.Irecv(message, source=0, tag=_TOTAL_TAG))
 
 
+class MachineRelay:
+    """What the core needs to combine the forests of this machine's processes through their
+    shared memory (``segment``): this process's index among them (``machine_rank``), their
+    tasks (process p of the machine holds ``[machine_bounds[p], machine_bounds[p + 1])``),
+    on the machine's first process of a run over several machines the relay to the other
+    machines (``across``), and ``watch``, which the core calls about once a second while it
+    waits: it raises :class:`RankError` when a process of the run on this machine is gone."""
+
+    def __init__(self, machine: "_Machine", machine_bounds: list[int], across: TaskRelay | None) -> None:
+        self.segment, self.machine_rank = machine.segment, machine.rank
+        self.machine_bounds, self.across = machine_bounds, across
+        self.watch = machine.waiter.check_neighbours
+
+
+class _Machine:
+    """The processes of a run on one machine (MPI's shared-memory communicator): the memory
+    they share for the core's exchange (None where MPI gives none, or with
+    METAFAST_SHARED_MEMORY=0), and the run's processes in machine order (each machine's
+    processes adjacent, so that a machine's shares are adjacent tasks). Made once per
+    communicator (a collective call) and kept as its attribute."""
+
+    # The segment: a region per process and one for the machine, each up to 1 MiB (a wider
+    # forest goes through in blocks of columns), 16 MiB in all at most.
+    REGION_BYTES = (64 << 10, 1 << 20)
+    SEGMENT_BYTES = 16 << 20
+    CONTROL_BYTES = 256  # the core's MachineControl: four counters, a cache line each
+    _keyval: Any = None
+
+    def __init__(self, comm: Any) -> None:
+        mpi = _mpi()
+        rank = comm.Get_rank()
+        self.world = comm
+        self.comm = comm.Split_type(mpi.COMM_TYPE_SHARED, key=rank)
+        if _PROCESSES_PER_MACHINE:  # tests: machines simulated on one
+            self.comm = self.comm.Split(self.comm.Get_rank() // _PROCESSES_PER_MACHINE, key=rank)
+        self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
+        self.waiter = Waiter.of(comm)
+        first = self.comm.bcast(rank, root=0)  # the machine's name: its first process's rank
+        places = comm.allgather((first, self.rank))
+        self.order = sorted(range(comm.Get_size()), key=places.__getitem__)  # processes, machine by machine
+        self.machines = sorted({first for first, _ in places})
+        self.leaders = comm.Split(0 if self.rank == 0 else mpi.UNDEFINED, key=rank)
+        self.leaders_waiter = Waiter.of(self.leaders) if self.rank == 0 else None
+        self.window, self.segment = None, None
+        if os.environ.get("METAFAST_SHARED_MEMORY", "1") != "0":
+            region = min(max(self.SEGMENT_BYTES // (self.size + 1), self.REGION_BYTES[0]), self.REGION_BYTES[1])
+            size = self.CONTROL_BYTES + (self.size + 1) * region + 64  # 64: room to align
+            self.window = mpi.Win.Allocate_shared(size if self.rank == 0 else 0, 1, comm=self.comm)
+            memory, _ = self.window.Shared_query(0)
+            array = np.frombuffer(memory, dtype=np.uint8)
+            start = -array.ctypes.data % 64
+            self.segment = array[start:start + size - 64]
+
+    @classmethod
+    def of(cls, comm: Any) -> "_Machine":
+        """The machine of ``comm``'s processes (a collective call the first time)."""
+        if cls._keyval is None:
+            cls._keyval = _mpi().Comm.Create_keyval()
+        machine = comm.Get_attr(cls._keyval)
+        if machine is None:
+            machine = cls(comm)
+            comm.Set_attr(cls._keyval, machine)
+        return machine
+
+    def reset(self) -> None:
+        """Zeroes the exchange's counters (the machine's first process, while no process of it
+        exchanges: before the run's start agreement)."""
+        if self.segment is not None and self.rank == 0:
+            self.segment[:self.CONTROL_BYTES] = 0
+
+    def relay(self, total: int) -> tuple[int, int, Any]:
+        """``(first, count, relay)`` of this process's share of meta-batches of ``total``."""
+        processes = len(self.order)
+        if self.segment is None:  # messages alone, in rank order
+            bounds = [split(total, processes, part)[0] for part in range(processes)] + [total]
+            rank = self.world.Get_rank()
+            return bounds[rank], bounds[rank + 1] - bounds[rank], TaskRelay(self.world, self.waiter, bounds)
+        bounds = [split(total, processes, place)[0] for place in range(processes)] + [total]
+        place = self.order.index(self.world.Get_rank())
+        machine_first = place - self.rank  # the machine's first process's place
+        across = None
+        if self.rank == 0 and len(self.machines) > 1:
+            starts = [bounds[self.order.index(first)] for first in self.machines]
+            across = TaskRelay(self.leaders, self.leaders_waiter, starts + [total])
+        relay = MachineRelay(self, bounds[machine_first:machine_first + self.size + 1], across)
+        return bounds[place], bounds[place + 1] - bounds[place], relay
+
+
 class _DistributedShare(Share):
     """A share of a distributed run: the tree's merges in the core, agreements through ``comm``."""
 
-    def __init__(self, comm: Any, total: int, waiter: Waiter) -> None:
-        rank, size = comm.Get_rank(), comm.Get_size()
-        first, count = split(total, size, rank)
-        super().__init__(total, first, count, TaskRelay(comm, waiter))
-        self.comm, self.rank, self.waiter = comm, rank, waiter
+    def __init__(self, comm: Any, total: int, waiter: Waiter, machine: _Machine) -> None:
+        self.comm, self.rank, self.waiter = comm, comm.Get_rank(), waiter
+        first, count, relay = machine.relay(total)
+        super().__init__(total, first, count, relay)
 
     @property
     def is_root(self) -> bool:
@@ -204,7 +295,9 @@ def share_of(learner: Any, comm: Any, meta_batch: int) -> Share:
     that every process holds the same learner and meta-batch."""
     if not hasattr(comm, "Get_rank") or not hasattr(comm, "allgather"):
         raise TypeError(f"comm must be an mpi4py communicator (e.g. MPI.COMM_WORLD), got {type(comm).__name__}")
-    waiter = Waiter.of(comm)
+    machine = _Machine.of(comm)
+    machine.reset()
+    waiter = machine.waiter
     fingerprint = _fingerprint(learner, meta_batch)
     waiter.wait(comm.Ibarrier())
     prints = comm.allgather(fingerprint)
@@ -213,7 +306,7 @@ def share_of(learner: Any, comm: Any, meta_batch: int) -> Share:
         raise ValueError(f"the processes of the run hold different learners or meta-batches (processes "
                          f"{differing} differ from process 0: seed, model, hyperparameters, parameters, "
                          "optimizer state, iteration and meta_batch must be the same everywhere)")
-    return _DistributedShare(comm, meta_batch, waiter)
+    return _DistributedShare(comm, meta_batch, waiter, machine)
 
 
 # How launchers tell a process the size of its run: MPICH and Intel MPI (Hydra), Open MPI, PMIx,

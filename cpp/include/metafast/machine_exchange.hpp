@@ -1,0 +1,255 @@
+// The combination of the task forests of a distributed run's processes on one machine, through
+// memory they share (an MPI shared-memory window the Python layer allocates): no message, no
+// Python and no MPI call per meta-iteration. Each process writes its forest into its region
+// of the segment and counts itself in; the last to arrive merges the machine's forests (the
+// same sibling additions as everywhere: task_tree.hpp) and publishes the root, which every
+// process copies out. Only that last process works between the arrivals and the root, so a
+// meta-iteration waits for no process to be scheduled but the slowest, the property that
+// keeps processes sharing cores (more processes than cores) fast.
+//
+// On a run over several machines, the first process of each also combines the machine's
+// forest with the other machines' (`across`: messages in log2 rounds, PythonRelay), between
+// the merge and the root.
+//
+// A forest wider than a region goes through in blocks of columns (values), one exchange each:
+// the tree adds element by element, so the bits do not depend on the blocks.
+#pragma once
+
+#include <algorithm>
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "metafast/cancellation.hpp"
+#include "metafast/function_ref.hpp"
+#include "metafast/meta_iteration.hpp"
+#include "metafast/shared_word.hpp"
+#include "metafast/task_tree.hpp"
+
+namespace metafast {
+
+// The segment's first bytes; zeroed before a run (the Python layer, while no process uses it).
+struct MachineControl {
+    SharedWord arrived;  // processes arrived in the current exchange
+    SharedWord merged;   // exchanges whose machine forest is merged (several machines)
+    SharedWord done;     // exchanges whose root is published: what every process waits on
+    SharedWord broken;   // why a process left an exchange unfinished (Broken), 0 while none did
+};
+
+template <class T>
+class MachineExchange final : public Combination<T> {
+public:
+    enum Broken : std::uint32_t { stopped = 1, failed_here = 2 };
+    // Seconds between a waiter's checks that its partners are alive (`watch`) and that no
+    // stop (Ctrl-C) has left it waiting.
+    static constexpr std::chrono::milliseconds tick{100};
+    static constexpr unsigned ticks_per_watch = 10;
+
+    // `segment`: `bytes` of shared memory; `process`: this process's index among the machine's
+    // bounds.size() - 1 processes, process p holding tasks [bounds[p], bounds[p + 1]) of
+    // `total`; `across`: on a machine's first process in a run over several machines, the
+    // combination of the machines' forests, else null; `watch`: called about once a second
+    // while a wait lasts (the Python layer's check that the machine's processes are alive; it
+    // may throw).
+    MachineExchange(std::uint8_t* segment, std::size_t bytes, std::size_t process, std::vector<std::size_t> bounds,
+                    std::size_t total, Combination<T>* across, FunctionRef<void()> watch)
+        : segment_(segment), process_(process), bounds_(std::move(bounds)), total_(total), across_(across),
+          watch_(watch) {
+        if (bounds_.size() < 2 || process_ + 1 >= bounds_.size() || bounds_.back() > total_ ||
+            !std::is_sorted(bounds_.begin(), bounds_.end()) || (across_ && process_ != 0))
+            throw std::invalid_argument("a machine's exchange needs its processes' adjacent task ranges");
+        if (reinterpret_cast<std::uintptr_t>(segment) % alignof(MachineControl) != 0)
+            throw std::invalid_argument("the shared segment is not aligned to a cache line");
+        const std::size_t processes = bounds_.size() - 1;
+        for (std::size_t p = 0; p < processes; ++p) {
+            expected_.push_back(TaskForest<T>::nodes_of(bounds_[p], bounds_[p + 1], total_));
+            max_nodes_ = std::max(max_nodes_, expected_.back());
+        }
+        max_nodes_ = std::max(max_nodes_, TaskForest<T>::nodes_of(bounds_.front(), bounds_.back(), total_));
+        values_offset_ = round_up(header_words(max_nodes_) * sizeof(std::uint64_t), 64);
+        region_bytes_ = bytes > sizeof(MachineControl) ? (bytes - sizeof(MachineControl)) / (processes + 1) / 64 * 64 : 0;
+        if (region_bytes_ < values_offset_ + max_nodes_ * sizeof(T))
+            throw std::invalid_argument("a shared segment of " + std::to_string(bytes) + " bytes is too small for " +
+                                        std::to_string(processes) + " processes");
+    }
+
+    void combine(TaskForest<T>& forest, std::size_t width, bool& failed) override {
+        const std::size_t block = std::min(width, (region_bytes_ - values_offset_) / sizeof(T) / max_nodes_);
+        const std::size_t blocks = width == 0 ? 1 : (width + block - 1) / block;
+        if (root_.size() < width) root_.resize(width);
+        TreeNode<T> root{};
+        for (std::size_t b = 0; b < blocks; ++b) {
+            const std::size_t first = b * block, columns = std::min(block, width - first);
+            write(region(process_), forest, first, columns, failed);
+            root = exchange(columns);
+            Region out = region(processes());
+            failed = out.failed();
+            if (columns) std::memcpy(root_.data() + first, out.values(0, columns), columns * sizeof(T));
+        }
+        forest.reset(total_, 0);
+        forest.push({root.first, root.size, root.scores, root_.data()}, 0);
+    }
+
+    std::size_t first_task() const override { return bounds_[process_]; }
+    std::size_t total_tasks(std::size_t) const override { return total_; }
+
+private:
+    // A process's region: the number of nodes, the failure flag, each node's first task, size
+    // and scores, then (from values_offset_) the nodes' values, `columns` each. Region
+    // `processes()` holds the machine's forest, then its root.
+    class Region {
+    public:
+        Region(std::uint8_t* base, std::size_t values_offset) : base_(base), values_offset_(values_offset) {}
+        std::uint64_t* words() const { return reinterpret_cast<std::uint64_t*>(base_); }
+        std::size_t count() const { return words()[0]; }
+        bool failed() const { return words()[1] != 0; }
+        T* values(std::size_t node, std::size_t columns) const {
+            return reinterpret_cast<T*>(base_ + values_offset_) + node * columns;
+        }
+        TreeNode<T> node(std::size_t n, std::size_t columns) const {
+            const std::uint64_t* header = words() + header_words(n);
+            TreeNode<T> node{header[0], header[1], {}, values(n, columns)};
+            std::memcpy(node.scores.data(), header + 2, sizeof(node.scores));
+            return node;
+        }
+
+    private:
+        std::uint8_t* base_;
+        std::size_t values_offset_;
+    };
+
+    static constexpr std::size_t header_words(std::size_t nodes) { return 2 + (2 + tree_scores) * nodes; }
+    static constexpr std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
+
+    std::size_t processes() const { return bounds_.size() - 1; }
+    MachineControl& control() const { return *reinterpret_cast<MachineControl*>(segment_); }
+    Region region(std::size_t p) const {
+        return {segment_ + sizeof(MachineControl) + p * region_bytes_, values_offset_};
+    }
+
+    // Columns [first, first + columns) of the forest's nodes into `out`.
+    static void write(Region out, const TaskForest<T>& forest, std::size_t first, std::size_t columns, bool failed) {
+        std::uint64_t* words = out.words();
+        words[0] = forest.size();
+        words[1] = failed;
+        for (std::size_t n = 0; n < forest.size(); ++n) {
+            const TreeNode<T>& node = forest[n];
+            std::uint64_t* header = words + header_words(n);
+            header[0] = node.first;
+            header[1] = node.size;
+            std::memcpy(header + 2, node.scores.data(), sizeof(node.scores));
+            if (columns) std::memmove(out.values(n, columns), node.values + first, columns * sizeof(T));
+        }
+    }
+
+    // One exchange of this process's region (written): returns the root's node (its values
+    // in the machine's region) once published.
+    TreeNode<T> exchange(std::size_t columns) {
+        MachineControl& c = control();
+        const std::uint32_t round = c.done.value.load(std::memory_order_acquire);
+        if (c.arrived.value.fetch_add(1, std::memory_order_acq_rel) + 1 == processes()) {
+            c.arrived.value.store(0, std::memory_order_relaxed);  // before the publication below
+            guarded([&] { merge(columns); });
+            (across_ ? c.merged : c.done).publish(round + 1);
+        }
+        if (across_) {  // this machine's first process: combine across machines
+            wait(c.merged, round);
+            guarded([&] { combine_across(columns); });
+            c.done.publish(round + 1);
+        }
+        wait(c.done, round);
+        return region(processes()).node(0, columns);
+    }
+
+    // The last process to arrive: the machine's forests, merged, into the machine's region.
+    void merge(std::size_t columns) {
+        merged_.reset(total_, bounds_.front());
+        bool failed = false;
+        for (std::size_t p = 0; p < processes(); ++p) {
+            const Region in = region(p);
+            if (in.count() != expected_[p])
+                throw std::runtime_error("process " + std::to_string(p) + " of this machine wrote " +
+                                         std::to_string(in.count()) + " nodes of the task tree, " +
+                                         std::to_string(expected_[p]) + " expected: the processes disagree on the meta-batch");
+            failed = failed || in.failed();
+            for (std::size_t n = 0; n < in.count(); ++n) push(in.node(n, columns), columns);
+        }
+        write(region(processes()), merged_, 0, columns, failed);
+    }
+
+    // The machine's forest combined with the other machines': the root, into the machine's region.
+    void combine_across(std::size_t columns) {
+        const Region machine = region(processes());
+        bool failed = machine.failed();
+        merged_.reset(total_, bounds_.front());
+        for (std::size_t n = 0; n < machine.count(); ++n) push(machine.node(n, columns), columns);
+        across_->combine(merged_, columns, failed);
+        write(machine, merged_, 0, columns, failed);
+    }
+
+    void push(const TreeNode<T>& node, std::size_t columns) {
+        if (node.first != merged_.next())
+            throw std::runtime_error("a forest of the exchange starts at task " + std::to_string(node.first) +
+                                     ", task " + std::to_string(merged_.next()) + " expected");
+        merged_.push(node, columns);
+    }
+
+    // Runs f; when it throws, marks the exchange broken (the other processes stop waiting for
+    // what this one will not publish) and rethrows.
+    template <class F>
+    void guarded(F&& f) {
+        try {
+            f();
+        } catch (const Cancelled&) {
+            leave(stopped);
+            throw;
+        } catch (...) {
+            leave(failed_here);
+            throw;
+        }
+    }
+
+    void leave(Broken why) {
+        MachineControl& c = control();
+        c.broken.value.store(why, std::memory_order_seq_cst);
+        for (SharedWord* word : {&c.merged, &c.done}) word->wake_sleepers();
+    }
+
+    // Waits for `word` to move on from `round`. Every tick it checks that no other process
+    // left the exchange; about once a second that the machine's processes are alive (watch)
+    // and whether a stop (Ctrl-C) is pending, in which case it leaves: every process got the
+    // stop or sees the exchange broken.
+    void wait(SharedWord& word, std::uint32_t round) {
+        unsigned ticks = 0;
+        word.wait_while(round, tick, [&] {
+            const std::uint32_t why = control().broken.value.load(std::memory_order_acquire);
+            if (why == stopped) throw Cancelled();
+            if (why != 0) {
+                watch_();  // names a lost process where one is gone
+                throw std::runtime_error("another process of this machine failed during the exchange of task sums");
+            }
+            if (++ticks % ticks_per_watch == 0) {
+                guarded([&] {
+                    watch_();
+                    cancellation::throw_if_cancelled();
+                });
+            }
+        });
+    }
+
+    std::uint8_t* segment_;
+    std::size_t process_;
+    std::vector<std::size_t> bounds_, expected_;
+    std::size_t total_, max_nodes_ = 1, values_offset_ = 0, region_bytes_ = 0;
+    Combination<T>* across_;
+    FunctionRef<void()> watch_;
+    TaskForest<T> merged_;
+    std::vector<T> root_;  // the root's values, all blocks
+};
+
+}  // namespace metafast
