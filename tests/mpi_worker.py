@@ -11,6 +11,10 @@ import numpy as np
 from mpi4py import MPI
 
 import metafast as mf
+import metafast.distributed
+
+# Several machines simulated on this one: its processes dealt round-robin to this many.
+metafast.distributed._SIMULATED_MACHINES = int(os.environ.get("METAFAST_TEST_MACHINES", "0"))
 
 COMM = MPI.COMM_WORLD
 RANK = COMM.Get_rank()

@@ -24,24 +24,34 @@ if MPIEXEC is None:
 WORKER = Path(__file__).with_name("mpi_worker.py")
 
 
-def run_processes(processes: int, scenario: str, out: Path, *arguments: str, timeout: float = 120) -> list[list[str]]:
+def run_processes(processes: int, scenario: str, out: Path, *arguments: str, timeout: float = 120,
+                  **variables: str) -> list[list[str]]:
     """Each process's result lines; the run must end by itself within `timeout` seconds."""
     out.mkdir(exist_ok=True)
     for old in out.glob("*.txt"):
         old.unlink()
-    environment = dict(os.environ, METAFAST_TEST_OUT=str(out))
+    environment = dict(os.environ, METAFAST_TEST_OUT=str(out), **variables)
     done = subprocess.run([MPIEXEC, "-n", str(processes), sys.executable, str(WORKER), scenario, *arguments],
                           env=environment, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return [(out / f"{rank}.txt").read_text().splitlines() for rank in range(processes)]
 
 
-@pytest.mark.parametrize("processes, threads", [(1, 1), (2, 1), (2, 2), (3, 1), (5, 1), (8, 2)])
-def test_every_learner_gives_the_bits_of_one_process(tmp_path, processes, threads):
+# How the processes combine: through this machine's shared memory; over machines simulated here
+# (processes dealt round-robin, so that a machine's processes are not adjacent ranks: the
+# machines' first processes exchange messages); by messages alone.
+ONE_MACHINE, MACHINES, MESSAGES = {}, {"METAFAST_TEST_MACHINES": "2"}, {"METAFAST_SHARED_MEMORY": "0"}
+
+
+@pytest.mark.parametrize("processes, threads, layout", [
+    (1, 1, ONE_MACHINE), (2, 1, ONE_MACHINE), (2, 2, ONE_MACHINE), (3, 1, ONE_MACHINE), (5, 1, ONE_MACHINE),
+    (8, 2, ONE_MACHINE), (5, 1, MACHINES), (3, 2, {"METAFAST_TEST_MACHINES": "3"}), (3, 1, MESSAGES),
+    (5, 2, MESSAGES)], ids=lambda value: ",".join(f"{k}={v}" for k, v in value.items()) if isinstance(value, dict) else None)
+def test_every_learner_gives_the_bits_of_one_process(tmp_path, processes, threads, layout):
     """1 (comm= with one process is one process) to 8 processes, oversubscribed from 3 on 2
     cores, of 1 or 2 threads each, against one process of one thread; from 5 on, some
     processes hold no task of a 4-task meta-batch (the samplers' cases)."""
-    results = run_processes(processes, "bits", tmp_path, str(threads), timeout=300)
+    results = run_processes(processes, "bits", tmp_path, str(threads), timeout=300, **layout)
     for lines in results:
         assert len(lines) == 15
         assert all(line.endswith(": same") for line in lines), lines

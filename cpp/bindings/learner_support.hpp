@@ -350,7 +350,7 @@ auto with_combination(const py::object& relay, std::size_t first_task, std::size
     MachineExchange<T> shared(memory.mutable_data(), static_cast<std::size_t>(memory.size()),
                               relay.attr("machine_rank").cast<std::size_t>(),
                               relay.attr("machine_bounds").cast<std::vector<std::size_t>>(), total_tasks,
-                              machines ? &*machines : nullptr, watch);
+                              relay.attr("machines").cast<std::size_t>() > 1, machines ? &*machines : nullptr, watch);
     return run(checked(shared));
 }
 

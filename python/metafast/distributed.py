@@ -56,7 +56,7 @@ __all__ = ["MachineRelay", "RankError", "TaskRelay", "Waiter", "launched_world",
 
 _RELAY_TAG = 2719  # the forests' messages, apart from anything else the program sends
 _TOTAL_TAG = 2720  # the total, sent by the first of two processes to the other
-_PROCESSES_PER_MACHINE: int | None = None  # tests: a machine's processes in groups of this many
+_SIMULATED_MACHINES = 0  # tests: this machine's processes dealt round-robin to this many machines
 
 
 def split(total: int, parts: int, part: int) -> tuple[int, int]:
@@ -179,13 +179,13 @@ class MachineRelay:
     """What the core needs to combine the forests of this machine's processes through their
     shared memory (``segment``): this process's index among them (``machine_rank``), their
     tasks (process p of the machine holds ``[machine_bounds[p], machine_bounds[p + 1])``),
-    on the machine's first process of a run over several machines the relay to the other
-    machines (``across``), and ``watch``, which the core calls about once a second while it
+    the run's number of ``machines`` and on the machine's first process, where there are
+    several, the relay to the other machines (``across``), and ``watch``, which the core calls about once a second while it
     waits: it raises :class:`RankError` when a process of the run on this machine is gone."""
 
     def __init__(self, machine: "_Machine", machine_bounds: list[int], across: TaskRelay | None) -> None:
         self.segment, self.machine_rank = machine.segment, machine.rank
-        self.machine_bounds, self.across = machine_bounds, across
+        self.machine_bounds, self.machines, self.across = machine_bounds, len(machine.machines), across
         self.watch = machine.waiter.check_neighbours
 
 
@@ -208,8 +208,8 @@ class _Machine:
         rank = comm.Get_rank()
         self.world = comm
         self.comm = comm.Split_type(mpi.COMM_TYPE_SHARED, key=rank)
-        if _PROCESSES_PER_MACHINE:  # tests: machines simulated on one
-            self.comm = self.comm.Split(self.comm.Get_rank() // _PROCESSES_PER_MACHINE, key=rank)
+        if _SIMULATED_MACHINES:
+            self.comm = self.comm.Split(self.comm.Get_rank() % _SIMULATED_MACHINES, key=rank)
         self.rank, self.size = self.comm.Get_rank(), self.comm.Get_size()
         self.waiter = Waiter.of(comm)
         first = self.comm.bcast(rank, root=0)  # the machine's name: its first process's rank

@@ -52,17 +52,19 @@ public:
 
     // `segment`: `bytes` of shared memory; `process`: this process's index among the machine's
     // bounds.size() - 1 processes, process p holding tasks [bounds[p], bounds[p + 1]) of
-    // `total`; `across`: on a machine's first process in a run over several machines, the
-    // combination of the machines' forests, else null; `watch`: called about once a second
-    // while a wait lasts (the Python layer's check that the machine's processes are alive; it
-    // may throw).
+    // `total`; `several_machines`: whether the run spans other machines, whose forests
+    // `across` combines with this machine's on its first process (null on the others);
+    // `watch`: called about once a second while a wait lasts (the Python layer's check that
+    // the machine's processes are alive; it may throw).
     MachineExchange(std::uint8_t* segment, std::size_t bytes, std::size_t process, std::vector<std::size_t> bounds,
-                    std::size_t total, Combination<T>* across, FunctionRef<void()> watch)
-        : segment_(segment), process_(process), bounds_(std::move(bounds)), total_(total), across_(across),
-          watch_(watch) {
+                    std::size_t total, bool several_machines, Combination<T>* across, FunctionRef<void()> watch)
+        : segment_(segment), process_(process), bounds_(std::move(bounds)), total_(total),
+          several_machines_(several_machines), across_(across), watch_(watch) {
         if (bounds_.size() < 2 || process_ + 1 >= bounds_.size() || bounds_.back() > total_ ||
-            !std::is_sorted(bounds_.begin(), bounds_.end()) || (across_ && process_ != 0))
+            !std::is_sorted(bounds_.begin(), bounds_.end()))
             throw std::invalid_argument("a machine's exchange needs its processes' adjacent task ranges");
+        if ((across_ != nullptr) != (several_machines_ && process_ == 0))
+            throw std::invalid_argument("a run over several machines combines across them on each machine's first process");
         if (reinterpret_cast<std::uintptr_t>(segment) % alignof(MachineControl) != 0)
             throw std::invalid_argument("the shared segment is not aligned to a cache line");
         const std::size_t processes = bounds_.size() - 1;
@@ -155,7 +157,7 @@ private:
         if (c.arrived.value.fetch_add(1, std::memory_order_acq_rel) + 1 == processes()) {
             c.arrived.value.store(0, std::memory_order_relaxed);  // before the publication below
             guarded([&] { merge(columns); });
-            (across_ ? c.merged : c.done).publish(round + 1);
+            (several_machines_ ? c.merged : c.done).publish(round + 1);
         }
         if (across_) {  // this machine's first process: combine across machines
             wait(c.merged, round);
@@ -246,6 +248,7 @@ private:
     std::size_t process_;
     std::vector<std::size_t> bounds_, expected_;
     std::size_t total_, max_nodes_ = 1, values_offset_ = 0, region_bytes_ = 0;
+    bool several_machines_;
     Combination<T>* across_;
     FunctionRef<void()> watch_;
     TaskForest<T> merged_;
