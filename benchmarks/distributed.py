@@ -7,17 +7,19 @@ processes from the latency and bandwidth measured here.
 
 Each configuration runs in fresh processes (mpiexec for the distributed one); every number is
 the median of --repeats timed fits of about --seconds each, after a warm-up. The processes of
-a distributed run merge, per meta-iteration, their forests of the task tree in ceil(log2 R)
-rounds and broadcast the root (W values): the benchmark prints the bytes a process sends,
-and for R processes models the exchange as 2 ceil(log2 R) x (latency + bytes / bandwidth) on
-the critical path beside the compute of one share (1/R of a meta-iteration on one thread) -
-a paper model for machines we cannot test: real networks add contention and the share's
-compute does not shrink below one task. Then W4 over --processes counts of one thread each
-(oversubscribed where they outnumber the cores: each share's compute then takes R / cores
-times as long): the measured time per meta-iteration, the part that is not one share's
-compute, and the tree's model; and the modelled exchange at 64, 512 and 4,096 processes on
-InfiniBand and Ethernet, for the tree and for the relay of metafast's earlier versions
-(R - 1 + ceil(log2 R) hops of one sum each).
+one machine combine their forests of the task tree through shared memory; machines merge
+theirs, per meta-iteration, in ceil(log2 R) rounds of messages and broadcast the root (W
+values): the benchmark prints the bytes a forest holds, and for R machines models the
+exchange as 2 ceil(log2 R) x (latency + bytes / bandwidth) on the critical path beside the
+compute of one share (1/R of a meta-iteration on one thread) - a paper model for machines we
+cannot test: real networks add contention and the share's compute does not shrink below one
+task. Then W4 over --processes counts of one thread each (oversubscribed where they
+outnumber the cores: each share's compute then takes R / cores times as long): the measured
+time per meta-iteration against one process of 2 threads, the same by messages alone
+(METAFAST_SHARED_MEMORY=0, as processes on separate machines exchange), the part that is not
+one share's compute, and the tree's model; and the modelled exchange at 64, 512 and 4,096
+machines on InfiniBand and Ethernet, for the tree and for the relay of metafast's earlier
+versions (R - 1 + ceil(log2 R) hops of one sum each).
 """
 
 from __future__ import annotations
@@ -99,9 +101,11 @@ def ping_pong() -> None:
         print(json.dumps(results))
 
 
-def launch(arguments: list[str], processes: int, threads: int) -> dict:
+def launch(arguments: list[str], processes: int, threads: int, shared_memory: bool = True) -> dict:
     environment = dict(os.environ, OMP_NUM_THREADS=str(threads), PYTHONPATH=os.pathsep.join(
         filter(None, [str(HERE), os.environ.get("PYTHONPATH", "")])))
+    if not shared_memory:
+        environment["METAFAST_SHARED_MEMORY"] = "0"
     command = [sys.executable, str(Path(__file__).resolve()), *arguments]
     if processes > 1:
         mpiexec = shutil.which("mpiexec", path=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
@@ -187,23 +191,32 @@ def cluster_table(vector: int, tasks: int) -> list[str]:
 
 
 def exchanges(args: argparse.Namespace, link: dict, timing: list[str]) -> None:
-    """W4 on R processes of one thread: the measured time per meta-iteration, the compute of
-    one share (from one process's), the rest (the exchange and its waits) against the tree's
-    model, and the model's exchange at cluster scale, tree against the former relay."""
+    """W4 on R processes of one thread: the measured time per meta-iteration, against one
+    process of 2 threads, and with the machine's shared memory turned off (messages alone);
+    the compute of one share (from one process's), the rest (the exchange and its waits)
+    against the tree's model of messages, and the model's exchange at cluster scale, tree
+    against the former relay."""
     w = WORKLOADS["W4"]
     one = launch(["--child", "W4", "1", *timing], 1, 1)
+    two_threads = 1 / launch(["--child", "W4", "2", *timing], 1, 2)["iterations_per_second"]
     per_task = 1 / one["iterations_per_second"] / w.meta_batch
     vector = one["width"] * one["itemsize"]
     cores = len(os.sched_getaffinity(0))
-    print(f"\nW4 over R processes x 1 thread ({cores} cores here), per meta-iteration:")
-    print(f"  {'R':>3s} {'measured':>10s} {'share compute':>14s} {'exchange':>10s} {'tree model':>12s}")
+    print(f"\nW4 over R processes x 1 thread ({cores} cores here), per meta-iteration; one process of 2 threads: "
+          f"{1e6 * two_threads:.1f}us")
+    print(f"  {'R':>3s} {'measured':>10s} {'/ 1x2':>6s} {'messages':>10s} {'/ 1x2':>6s} {'share compute':>14s} "
+          f"{'exchange':>10s} {'tree model':>12s}")
     for ranks in args.processes:
         measured = 1 / launch(["--child", "W4", "1", *timing], ranks, 1)["iterations_per_second"]
+        messages = 1 / launch(["--child", "W4", "1", *timing], ranks, 1, shared_memory=False)["iterations_per_second"]
         compute = per_task * math.ceil(w.meta_batch / ranks) * max(1.0, ranks / cores)
         modelled = tree_exchange(ranks, w.meta_batch, link["latency"], link["bandwidth"], vector)
-        print(f"  {ranks:>3d} {1e6 * measured:>8.1f}us {1e6 * compute:>12.1f}us {1e6 * (measured - compute):>8.1f}us "
+        print(f"  {ranks:>3d} {1e6 * measured:>8.1f}us {measured / two_threads:>5.2f}x {1e6 * messages:>8.1f}us "
+              f"{messages / two_threads:>5.2f}x {1e6 * compute:>12.1f}us {1e6 * (measured - compute):>8.1f}us "
               f"{1e6 * modelled:>10.1f}us" + ("  (oversubscribed)" if ranks > cores else ""), flush=True)
-    print(f"\nModelled exchange per meta-iteration of W4's {vector:,}-byte sum at cluster scale "
+    print("  (measured: a machine's processes combine through shared memory; messages: METAFAST_SHARED_MEMORY=0, "
+          "every process by MPI messages, as processes on different machines do; tree model: messages)")
+    print(f"\nModelled exchange per meta-iteration of W4's {vector:,}-byte sum at cluster scale, R machines "
           "(latency + bytes / bandwidth per hop; tree: ceil(log2 R) rounds of forests, then the root's "
           "broadcast; the earlier relay: R - 1 + ceil(log2 R) hops of the sum):")
     print("\n".join(cluster_table(vector, w.meta_batch)))
@@ -246,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
               f"{two_processes['iterations_per_second']:>13,.0f} {ratio:>9.2f}x {sent:>9,d}  "
               f"{model(link['latency'], link['bandwidth'], vector, 1 / one['iterations_per_second'], w.meta_batch)}",
               flush=True)
-    print("  (meta-iterations/s; bytes/it: the second process's forest, sent per meta-iteration)")
+    print("  (meta-iterations/s; bytes/it: the second process's forest, per meta-iteration, which it writes "
+          "to the machine's shared memory or sends)")
     if args.processes:
         exchanges(args, link, timing)
     return 0

@@ -219,14 +219,19 @@ class _Machine:
         self.leaders = comm.Split(0 if self.rank == 0 else mpi.UNDEFINED, key=rank)
         self.leaders_waiter = Waiter.of(self.leaders) if self.rank == 0 else None
         self.window, self.segment = None, None
-        if os.environ.get("METAFAST_SHARED_MEMORY", "1") != "0":
+        wanted = os.environ.get("METAFAST_SHARED_MEMORY", "1") != "0"
+        if comm.allreduce(wanted, op=mpi.LAND):  # every machine combines alike, or none does
             region = min(max(self.SEGMENT_BYTES // (self.size + 1), self.REGION_BYTES[0]), self.REGION_BYTES[1])
             size = self.CONTROL_BYTES + (self.size + 1) * region + 64  # 64: room to align
-            self.window = mpi.Win.Allocate_shared(size if self.rank == 0 else 0, 1, comm=self.comm)
-            memory, _ = self.window.Shared_query(0)
-            array = np.frombuffer(memory, dtype=np.uint8)
-            start = -array.ctypes.data % 64
-            self.segment = array[start:start + size - 64]
+            try:
+                self.window = mpi.Win.Allocate_shared(size if self.rank == 0 else 0, 1, comm=self.comm)
+                memory, _ = self.window.Shared_query(0)
+            except mpi.Exception:  # an MPI without shared memory: messages
+                self.window = None
+            if comm.allreduce(self.window is not None, op=mpi.LAND):
+                array = np.frombuffer(memory, dtype=np.uint8)
+                start = -array.ctypes.data % 64
+                self.segment = array[start:start + size - 64]
 
     @classmethod
     def of(cls, comm: Any) -> "_Machine":
