@@ -53,21 +53,23 @@ def child(workload: str, threads: int, seconds: float, repeats: int) -> None:
     from metafast.distributed import launched_world
 
     comm = launched_world()
+    if comm is not None:
+        from mpi4py import MPI
     w = WORKLOADS[workload]
     learn, tasks = learner(w, threads), family(w)
 
     def fit(iterations: int) -> float:
+        """The fit's time, the longest of the processes' (so that every process decides alike)."""
         if comm is not None:
             comm.Barrier()
         started = time.perf_counter()
         learn.fit(tasks, iterations=iterations, meta_batch=w.meta_batch, progress=False, comm=comm)
-        return time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        return elapsed if comm is None else comm.allreduce(elapsed, op=MPI.MAX)
 
     iterations = 4
     while fit(iterations) < seconds / 4:  # warm-up, and a count that takes about `seconds`
         iterations *= 2
-    if comm is not None:
-        iterations = comm.bcast(iterations, root=0)
     iterations *= 4
     rates = [iterations / fit(iterations) for _ in range(repeats)]
     if comm is None or comm.Get_rank() == 0:

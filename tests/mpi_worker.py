@@ -112,6 +112,15 @@ def bits(threads: str = "1") -> None:
         report(f"{name}: {'same' if same_state(spread, alone) else 'DIFFERENT'}")
 
 
+def oversubscribed() -> None:
+    """A long fit of short meta-iterations, with more processes than cores."""
+    spread, alone = sine_metasgd(), sine_metasgd()
+    fit = family_fit(25, iterations=3000)
+    fit(spread, COMM)
+    fit(alone, None)
+    report("same" if same_state(spread, alone) else "DIFFERENT")
+
+
 def resume_start(path: str) -> None:
     learner = sine_metasgd()
     learner.fit(mf.tasks.Sinusoid(), iterations=10, meta_batch=5, progress=False, checkpoint=path,
@@ -230,7 +239,7 @@ def raised(run) -> None:
 
 if __name__ == "__main__":
     scenario, *arguments = sys.argv[1:]
-    {"bits": bits, "resume-start": resume_start, "resume-finish": resume_finish, "failing-sampler": failing_sampler,
+    {"bits": bits, "oversubscribed": oversubscribed, "resume-start": resume_start, "resume-finish": resume_finish, "failing-sampler": failing_sampler,
      "failing-callback": failing_callback, "stopping-callback": stopping_callback,
      "interrupted": interrupted, "mismatch": mismatch, "diverging": diverging, "lost": lost,
      "resume-lost": resume_lost}[scenario](*arguments)

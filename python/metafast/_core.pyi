@@ -23,10 +23,24 @@ _Floats = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 def tree_sum(values: _Floats, scores: npt.NDArray[np.float64], bounds: Sequence[int],
              merge: str = "team") -> tuple[_Floats, float]: ...
 
-class _Relay(Protocol):  # metafast.distributed.TaskRelay; messages: the sum, score and flag as bytes
-    first: bool
-    def start(self, message: npt.NDArray[np.uint8]) -> None: ...
-    def finish(self, message: npt.NDArray[np.uint8]) -> None: ...
+class _MessageRelay(Protocol):  # metafast.distributed.TaskRelay: moves the task tree's forests as bytes
+    rank: int
+    size: int
+    bounds: list[int]  # process r holds tasks [bounds[r], bounds[r + 1])
+    segment: None
+    def send(self, message: npt.NDArray[np.uint8], dest: int) -> None: ...
+    def receive(self, message: npt.NDArray[np.uint8], source: int) -> None: ...
+    def broadcast(self, message: npt.NDArray[np.uint8]) -> None: ...
+
+class _SharedMemoryRelay(Protocol):  # metafast.distributed.MachineRelay: a machine's processes
+    segment: npt.NDArray[np.uint8]  # shared, 64-byte aligned
+    machine_rank: int
+    machine_bounds: list[int]
+    machines: int
+    across: _MessageRelay | None  # on a machine's first process where machines > 1
+    def watch(self) -> None: ...
+
+_Relay = _MessageRelay | _SharedMemoryRelay
 _Loss = Literal["mse", "bce", "softmax_ce"]
 
 class MLP:

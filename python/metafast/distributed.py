@@ -1,22 +1,28 @@
 """Meta-batches spread over MPI processes (mpi4py), with the bits of one process.
 
-``learner.fit(tasks, ..., comm=MPI.COMM_WORLD)`` on every process of an MPI run: process r of
-R computes a contiguous share of each meta-batch's tasks (task i keeps its random stream
-(seed, iteration, i), so the shares are the tasks one process would compute), with its own
-threads. Every sum over the tasks follows one fixed pairwise tree over the task indices
-(docs/math.md, section 6): each process reduces its share to the share's forest of that tree,
-the forests are merged in ceil(log2 R) rounds (in round j, process r with bit j set sends its
-forest to process r - 2**j) and process 0 broadcasts the root. Every process then makes the
-same update from the same bits, so theta, alpha, the optimizer state and the history equal
-one process's, for any number of processes and threads (an MPI reduction would add in an
-order of its own choosing).
+``learner.fit(tasks, ..., comm=MPI.COMM_WORLD)`` on every process of an MPI run: each process
+computes a contiguous share of each meta-batch's tasks (task i keeps its random stream (seed,
+iteration, i), so the shares are the tasks one process would compute), with its own threads;
+the processes of one machine hold adjacent shares. Every sum over the tasks follows one fixed
+pairwise tree over the task indices (docs/math.md, section 6): each process reduces its share
+to the share's forest of that tree; the processes of a machine write their forests into
+memory they share (an MPI shared-memory window), and the last to arrive merges them; the
+machines' first processes merge the machines' forests in ceil(log2 M) rounds of messages (in
+round j, machine m with bit j set sends its forest to machine m - 2**j) and the first
+broadcasts the root, which each machine's processes read from their shared memory. Every
+process then makes the same update from the same bits, so theta, alpha, the optimizer state
+and the history equal one process's, for any number of processes, machines and threads (an
+MPI reduction would add in an order of its own choosing).
 
 Cost per meta-iteration, for W parameters of b bytes (the sum: 2 x model size for Meta-SGD,
-1 x for Reptile) and T tasks: ceil(log2 R) rounds of messages of at most (2 log2 T + 2) W b
-bytes (a forest; a share of contiguous tasks usually has a few nodes), then a broadcast of
-W b bytes (ceil(log2 R) rounds; with two processes a plain message). With latency L and
-bandwidth B, the exchange takes about 2 ceil(log2 R) (L + n W b / B) on the critical path,
-n the nodes per message, beside the compute of one share.
+1 x for Reptile) and T tasks: on a machine, each process copies its forest (a few nodes of W
+b bytes) in and the root out, and one merges, with no message and no Python call; across M
+machines, ceil(log2 M) rounds of messages of at most (2 log2 T + 2) W b bytes (a forest),
+then a broadcast of W b bytes (ceil(log2 M) rounds; with two machines a plain message). With
+latency L and bandwidth B, that takes about 2 ceil(log2 M) (L + n W b / B) on the critical
+path, n the nodes per message, beside the compute of one share.
+METAFAST_SHARED_MEMORY=0 (or an MPI without shared-memory windows) makes every process
+exchange by messages, as if each were a machine.
 
 Between chunks of meta-iterations the processes agree (one allgather of a few bytes) on the
 next chunk, on stopping (the first process's callback, Ctrl-C anywhere) and on failures: a
@@ -24,15 +30,20 @@ process that fails makes every process raise (its own error, or :class:`RankErro
 instead of leaving the others waiting. At the start, every process checks that all hold the
 same learner (configuration, parameters, optimizer state, iteration) and the same meta-batch.
 
-Every wait for another process (the tree's messages, the agreements) is a non-blocking MPI
-request that this process polls (:class:`Waiter`), yielding its core between polls for up to
-10 ms (a process that is ready to compute runs instead; on a 2-core AMD EPYC, Zen 5, 20,000
-meta-iterations of 25 sine tasks took 1.5 / 2.4 / 5.9 s on 2 / 4 / 8 processes against
-1.58 / 2.66 / 6.91 s with MPICH's blocking calls, and 1.3 s in one process), then sleeping
-between polls with pauses growing to a millisecond. Sleeping sooner costs far more: a
-sleeping process also delays the messages it passes on (up to 100x slower, measured). While
-it sleeps it checks, once a second, that the processes of the run on its machine are alive:
-one that is gone (killed, out of memory) makes it raise :class:`RankError` naming it, and,
+Waits never spin unbounded. In the core's exchange on a machine a waiting process yields its
+core between polls of the shared counter for up to 2 ms (a process that is ready to compute,
+another share of the same meta-iteration, runs instead) and then sleeps in the kernel until
+the counter moves; the last process to arrive does the merge itself, so a meta-iteration
+waits for no process to be scheduled but the slowest. That keeps processes that outnumber
+the cores fast: on 2 cores of an AMD EPYC (Zen 5), W4 takes 62 / 76 / 95 us per
+meta-iteration on 2 / 4 / 8 processes against 61 us in one process of 2 threads, and 76 /
+123 / 253 us by messages alone. Every other wait for another process (the machines'
+messages, the agreements) is a non-blocking MPI request that this process polls
+(:class:`Waiter`), yielding its core between polls for up to 10 ms, then sleeping between
+polls with pauses growing to a millisecond (sleeping sooner costs far more: a sleeping
+process also delays the messages it passes on, up to 100x slower, measured). While they
+sleep, both check once a second that the processes of the run on their machine are alive:
+one that is gone (killed, out of memory) makes them raise :class:`RankError` naming it, and,
 as no MPI call can complete with it gone, end the program with ``MPI_Abort`` when it exits.
 Launchers end a run whose process died themselves, MPICH's and Open MPI's by default,
 SLURM's with ``srun --kill-on-bad-exit=1``; processes on other machines are left to them.
