@@ -35,9 +35,9 @@ core between polls of the shared counter for up to 2 ms (a process that is ready
 another share of the same meta-iteration, runs instead) and then sleeps in the kernel until
 the counter moves; the last process to arrive does the merge itself, so a meta-iteration
 waits for no process to be scheduled but the slowest. That keeps processes that outnumber
-the cores fast: on 2 cores of an AMD EPYC (Zen 5), W4 takes 62 / 76 / 95 us per
-meta-iteration on 2 / 4 / 8 processes against 61 us in one process of 2 threads, and 76 /
-123 / 253 us by messages alone. Every other wait for another process (the machines'
+the cores fast: on 2 cores of an AMD EPYC (Zen 5), W4 takes 62 / 73 / 96 us per
+meta-iteration on 2 / 4 / 8 processes against 64 us in one process of 2 threads, and 75 /
+130 / 295 us by messages alone. Every other wait for another process (the machines'
 messages, the agreements) is a non-blocking MPI request that this process polls
 (:class:`Waiter`), yielding its core between polls for up to 10 ms, then sleeping between
 polls with pauses growing to a millisecond (sleeping sooner costs far more: a sleeping
