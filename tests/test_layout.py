@@ -14,7 +14,7 @@ LAYERS = [
     ["kernels", "activations", "losses", "network", "mlp", "mlp_workspace", "backprop", "hvp", "scalar_mlp", "convnet"],
     ["task_layout", "data_tasks", "tasks", "task_batch", "nav2d", "policy", "rl", "trpo"],
     ["meta_sgd", "reptile", "optim", "reptile_update"],
-    ["thread_budget", "round_flags", "shared_word", "parallel", "task_tree", "meta_iteration", "machine_exchange"],
+    ["thread_budget", "round_flags", "shared_word", "parallel", "task_tree", "forest_bytes", "meta_iteration", "machine_exchange"],
     ["meta_sgd_learner", "reptile_learner", "rl_learner"],
 ]
 LAYER = {name: depth for depth, names in enumerate(LAYERS) for name in names}

@@ -18,6 +18,7 @@
 #include "checks.hpp"
 #include "interrupts.hpp"
 #include "metafast/denormals.hpp"
+#include "metafast/forest_bytes.hpp"
 #include "metafast/machine_exchange.hpp"
 #include "metafast/optim.hpp"
 #include "metafast/task_batch.hpp"
@@ -246,17 +247,15 @@ public:
     std::size_t total_tasks(std::size_t) const override { return total_; }
 
 private:
-    // A message: the number of nodes and the failure flag, each node's first task, size and
-    // scores (8 bytes each), then the nodes' values. Its view for Python is made once per
-    // shape, over the buffer (which stays put while the shape does).
+    // A message: a forest's header (forest_bytes.hpp), then the nodes' values. Its view for
+    // Python is made once per shape, over the buffer (which stays put while the shape does).
     struct Message {
         std::vector<std::uint64_t> words;
         py::array_t<std::uint8_t> view;
         std::size_t nodes = 0;
 
-        static constexpr std::size_t header_words(std::size_t nodes) { return 2 + (2 + tree_scores) * nodes; }
         void shape(std::size_t count, std::size_t width) {
-            const std::size_t bytes = header_words(count) * 8 + count * width * sizeof(T);
+            const std::size_t bytes = forest_bytes::header_words(count) * 8 + count * width * sizeof(T);
             if (nodes == count && view && static_cast<std::size_t>(view.size()) == bytes) return;
             words.assign((bytes + 7) / 8, 0);
             nodes = count;
@@ -265,7 +264,7 @@ private:
                                              py::capsule(data, [](void*) {}));
         }
         T* values(std::size_t node, std::size_t width) {
-            return reinterpret_cast<T*>(words.data() + header_words(nodes)) + node * width;
+            return reinterpret_cast<T*>(words.data() + forest_bytes::header_words(nodes)) + node * width;
         }
     };
 
@@ -276,28 +275,21 @@ private:
     }
     static void pack(const TaskForest<T>& forest, std::size_t width, bool failed, Message& out) {
         out.shape(forest.size(), width);
-        out.words[0] = forest.size();
-        out.words[1] = failed;
-        for (std::size_t n = 0; n < forest.size(); ++n) {
-            const TreeNode<T>& node = forest[n];
-            std::uint64_t* header = out.words.data() + Message::header_words(n);
-            header[0] = node.first;
-            header[1] = node.size;
-            std::memcpy(header + 2, node.scores.data(), sizeof(node.scores));
-            if (width) std::memcpy(out.values(n, width), node.values, width * sizeof(T));
-        }
+        forest_bytes::write_header(out.words.data(), forest, failed);
+        if (width)
+            for (std::size_t n = 0; n < forest.size(); ++n)
+                std::memcpy(out.values(n, width), forest[n].values, width * sizeof(T));
     }
 
     // Merges the nodes of `in` (which follow the forest's tasks) into the forest.
     static void unpack(Message& in, std::size_t width, bool& failed, TaskForest<T>& forest) {
-        if (in.words[0] != in.nodes)
-            throw std::runtime_error("a relay message holds " + std::to_string(in.words[0]) + " nodes of the task tree, " +
+        const std::size_t count = forest_bytes::count(in.words.data());
+        if (count != in.nodes)
+            throw std::runtime_error("a relay message holds " + std::to_string(count) + " nodes of the task tree, " +
                                      std::to_string(in.nodes) + " expected: the processes disagree on the meta-batch");
-        failed = failed || in.words[1] != 0;
+        failed = failed || forest_bytes::failed(in.words.data());
         for (std::size_t n = 0; n < in.nodes; ++n) {
-            const std::uint64_t* header = in.words.data() + Message::header_words(n);
-            TreeNode<T> node{header[0], header[1], {}, in.values(n, width)};
-            std::memcpy(node.scores.data(), header + 2, sizeof(node.scores));
+            const TreeNode<T> node = forest_bytes::node(in.words.data(), n, in.values(n, width));
             if (node.first != forest.next())
                 throw std::runtime_error("a relay message starts at task " + std::to_string(node.first) + ", task " +
                                          std::to_string(forest.next()) + " expected");

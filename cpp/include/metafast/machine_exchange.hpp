@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "metafast/cancellation.hpp"
+#include "metafast/forest_bytes.hpp"
 #include "metafast/function_ref.hpp"
 #include "metafast/meta_iteration.hpp"
 #include "metafast/shared_word.hpp"
@@ -73,7 +74,7 @@ public:
             max_nodes_ = std::max(max_nodes_, expected_.back());
         }
         max_nodes_ = std::max(max_nodes_, TaskForest<T>::nodes_of(bounds_.front(), bounds_.back(), total_));
-        values_offset_ = round_up(header_words(max_nodes_) * sizeof(std::uint64_t), 64);
+        values_offset_ = round_up(forest_bytes::header_words(max_nodes_) * sizeof(std::uint64_t), 64);
         region_bytes_ = bytes > sizeof(MachineControl) ? (bytes - sizeof(MachineControl)) / (processes + 1) / 64 * 64 : 0;
         if (region_bytes_ < values_offset_ + max_nodes_ * sizeof(T))
             throw std::invalid_argument("a shared segment of " + std::to_string(bytes) + " bytes is too small for " +
@@ -101,23 +102,20 @@ public:
     std::size_t total_tasks(std::size_t) const override { return total_; }
 
 private:
-    // A process's region: the number of nodes, the failure flag, each node's first task, size
-    // and scores, then (from values_offset_) the nodes' values, `columns` each. Region
-    // `processes()` holds the machine's forest, then its root.
+    // A process's region: a forest's header (forest_bytes.hpp), then (from values_offset_) its
+    // nodes' values, `columns` each. Region `processes()` holds the machine's forest, then its
+    // root.
     class Region {
     public:
         Region(std::uint8_t* base, std::size_t values_offset) : base_(base), values_offset_(values_offset) {}
         std::uint64_t* words() const { return reinterpret_cast<std::uint64_t*>(base_); }
-        std::size_t count() const { return words()[0]; }
-        bool failed() const { return words()[1] != 0; }
+        std::size_t count() const { return forest_bytes::count(words()); }
+        bool failed() const { return forest_bytes::failed(words()); }
         T* values(std::size_t node, std::size_t columns) const {
             return reinterpret_cast<T*>(base_ + values_offset_) + node * columns;
         }
         TreeNode<T> node(std::size_t n, std::size_t columns) const {
-            const std::uint64_t* header = words() + header_words(n);
-            TreeNode<T> node{header[0], header[1], {}, values(n, columns)};
-            std::memcpy(node.scores.data(), header + 2, sizeof(node.scores));
-            return node;
+            return forest_bytes::node(words(), n, values(n, columns));
         }
 
     private:
@@ -125,7 +123,6 @@ private:
         std::size_t values_offset_;
     };
 
-    static constexpr std::size_t header_words(std::size_t nodes) { return 2 + (2 + tree_scores) * nodes; }
     static constexpr std::size_t round_up(std::size_t n, std::size_t to) { return (n + to - 1) / to * to; }
 
     std::size_t processes() const { return bounds_.size() - 1; }
@@ -136,17 +133,10 @@ private:
 
     // Columns [first, first + columns) of the forest's nodes into `out`.
     static void write(Region out, const TaskForest<T>& forest, std::size_t first, std::size_t columns, bool failed) {
-        std::uint64_t* words = out.words();
-        words[0] = forest.size();
-        words[1] = failed;
-        for (std::size_t n = 0; n < forest.size(); ++n) {
-            const TreeNode<T>& node = forest[n];
-            std::uint64_t* header = words + header_words(n);
-            header[0] = node.first;
-            header[1] = node.size;
-            std::memcpy(header + 2, node.scores.data(), sizeof(node.scores));
-            if (columns) std::memmove(out.values(n, columns), node.values + first, columns * sizeof(T));
-        }
+        forest_bytes::write_header(out.words(), forest, failed);
+        if (columns)
+            for (std::size_t n = 0; n < forest.size(); ++n)
+                std::memmove(out.values(n, columns), forest[n].values + first, columns * sizeof(T));
     }
 
     // One exchange of this process's region (written): returns the root's node (its values
