@@ -166,6 +166,23 @@ def failing_callback() -> None:
                                       callback=callback, comm=COMM))
 
 
+def failing_before_the_exchange() -> None:
+    """Process 1 fails in Python at its third chunk, before it reaches the core, where the
+    others wait for its share."""
+    learner = sine_metasgd()
+    if RANK == 1:
+        native, calls = learner._native_fit, []
+
+        def failing(*arguments):
+            calls.append(None)
+            if len(calls) == 3:
+                raise MemoryError("no memory on process 1")
+            return native(*arguments)
+
+        learner._native_fit = failing
+    raised(lambda: learner.fit(mf.tasks.Sinusoid(), iterations=10**6, meta_batch=4, progress=False, comm=COMM))
+
+
 def stopping_callback() -> None:
     learner = sine_metasgd()
     learner.fit(mf.tasks.Sinusoid(), iterations=10_000, meta_batch=4, progress=False, comm=COMM,
@@ -240,6 +257,7 @@ def raised(run) -> None:
 if __name__ == "__main__":
     scenario, *arguments = sys.argv[1:]
     {"bits": bits, "oversubscribed": oversubscribed, "resume-start": resume_start, "resume-finish": resume_finish, "failing-sampler": failing_sampler,
-     "failing-callback": failing_callback, "stopping-callback": stopping_callback,
+     "failing-callback": failing_callback,
+     "failing-before-the-exchange": failing_before_the_exchange, "stopping-callback": stopping_callback,
      "interrupted": interrupted, "mismatch": mismatch, "diverging": diverging, "lost": lost,
      "resume-lost": resume_lost}[scenario](*arguments)

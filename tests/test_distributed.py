@@ -85,6 +85,14 @@ def test_a_failing_callback_ends_every_process_with_its_error(tmp_path):
     assert results[1] == ["RankError: process 0 of 2 failed: RuntimeError: callback broke on process 0"]
 
 
+def test_an_error_before_the_exchange_on_one_process_ends_every_process_with_its_error(tmp_path):
+    """The others wait for its share in the machine's exchange: the failing process leaves it
+    broken, and they stop there instead of waiting forever."""
+    results = run_processes(3, "failing-before-the-exchange", tmp_path, timeout=60)
+    error = "MemoryError: no memory on process 1"
+    assert results == [[f"RankError: process 1 of 3 failed: {error}"], [error], [f"RankError: process 1 of 3 failed: {error}"]]
+
+
 def test_a_divergence_in_one_share_stops_every_process_where_one_process_stops(tmp_path):
     assert run_processes(2, "diverging", tmp_path, timeout=60) == [
         ["TrainingDivergedError at iteration 3; one process: TrainingDivergedError at iteration 3; same state: True"]] * 2

@@ -115,3 +115,25 @@ def test_a_relay_whose_share_differs_from_the_call_is_refused():
         learner([1, 8, 1], "float32")._impl.meta_step(
             batch.x_support[:1], batch.y_support[:1], batch.x_query[:1], batch.y_query[:1],
             relay=Relay(segment(1 << 20), 1, [0, 1, 2]), first_task=0, total_tasks=2)
+
+
+def test_a_process_that_leaves_the_exchange_ends_the_others_wait_as_failed_elsewhere():
+    """What the distributed layer does when a process fails before it reaches the exchange:
+    the waiting processes stop within a tick (a tenth of a second), their share failed
+    elsewhere, their learner unchanged."""
+    batch = mf.tasks.Sinusoid().sample(2, dtype="float32")
+    memory, waiting = segment(1 << 20), learner([1, 8, 1], "float32")
+    theta = waiting.theta.copy()
+    leaving = threading.Timer(0.3, mf._core.leave_machine_exchange, args=(memory,))
+    leaving.start()
+    started = time.perf_counter()
+    answer = waiting._impl.meta_step(batch.x_support[:1], batch.y_support[:1], batch.x_query[:1], batch.y_query[:1],
+                                     relay=Relay(memory, 0, [0, 1, 2]), first_task=0, total_tasks=2)
+    assert 0.3 <= time.perf_counter() - started < 2
+    assert answer[2]  # failed elsewhere
+    assert np.array_equal(waiting.theta, theta)
+
+
+def test_leaving_checks_its_segment():
+    with pytest.raises(ValueError, match="segment must be a machine exchange's writeable, aligned shared memory"):
+        mf._core.leave_machine_exchange(np.zeros(16, dtype=np.uint8))

@@ -1,13 +1,16 @@
 // Bindings of the task tree's sum (task_tree.hpp) on its own, for the tests: the sum of rows of
 // an array when its tasks are split into parts reduced one by one and their forests merged
-// in either of the groupings that threads and processes use.
+// in either of the groupings that threads and processes use; and the one call the distributed
+// layer makes on a machine's exchange (machine_exchange.hpp) itself: leaving it.
 #include <cstddef>
+#include <cstdint>
 #include <string>
 #include <vector>
 
 #include "arrays.hpp"
 #include "metafast/buffer.hpp"
 #include "metafast/denormals.hpp"
+#include "metafast/machine_exchange.hpp"
 #include "metafast/task_tree.hpp"
 #include "pybind11.hpp"
 
@@ -72,6 +75,17 @@ void register_task_tree(py::module_& m) {
         },
         "values"_a, "scores"_a, "bounds"_a, "merge"_a = "team",
         "(sum of the rows of values, sum of scores) over the task tree, the tasks split at bounds (tests only).");
+    m.def(
+        "leave_machine_exchange",
+        [](py::array_t<std::uint8_t, py::array::c_style> segment) {
+            require(segment.writeable() && static_cast<std::size_t>(segment.size()) >= sizeof(MachineControl) &&
+                        reinterpret_cast<std::uintptr_t>(segment.data()) % alignof(MachineControl) == 0,
+                    "segment must be a machine exchange's writeable, aligned shared memory");
+            leave_exchange(segment.mutable_data(), exchange_failed);
+        },
+        "segment"_a,
+        "Marks a machine's exchange broken by an error of this process outside it: the processes waiting there "
+        "stop within a tenth of a second, their shares failed elsewhere.");
 }
 
 }  // namespace metafast::bindings

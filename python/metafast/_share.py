@@ -65,6 +65,10 @@ class Share:
             self._failed_elsewhere = False
             raise FailedElsewhere
 
+    def abandon(self) -> None:
+        """Tells the other processes, where they may be waiting for this one in the core's
+        exchange, that it failed before it got there (a distributed run on one machine)."""
+
     def all_ok(self, ok: bool) -> bool:
         """Whether every process is ready (one collective call per meta-iteration on paths
         where Python runs between them, such as a user's sampler)."""

@@ -291,6 +291,12 @@ class _DistributedShare(Share):
     def is_root(self) -> bool:
         return self.rank == 0
 
+    def abandon(self) -> None:
+        if isinstance(self.relay, MachineRelay):
+            from ._dispatch import core
+
+            core.leave_machine_exchange(self.relay.segment)
+
     def all_ok(self, ok: bool) -> bool:
         mine, every = np.array([int(ok)], dtype=np.int32), np.zeros(1, dtype=np.int32)
         self.waiter.wait(self.comm.Iallreduce(mine, every, op=_mpi().MIN))

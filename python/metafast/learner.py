@@ -202,6 +202,7 @@ class Learner:
                             values = self._recorded_chunk(run_chunk, statuses[0].chunk, on_divergence, share)
                         except Exception as failure:  # noqa: BLE001 - raised at the next agreement, by every process
                             error = failure
+                            share.abandon()  # where it failed before the exchange, the others wait there
                             continue
                         elapsed = time.perf_counter() - started
                         if not len(values):  # stopped by Ctrl-C in its first meta-iteration

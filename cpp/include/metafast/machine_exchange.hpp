@@ -39,13 +39,24 @@ struct MachineControl {
     SharedWord arrived;  // processes arrived in the current exchange
     SharedWord merged;   // exchanges whose machine forest is merged (several machines)
     SharedWord done;     // exchanges whose root is published: what every process waits on
-    SharedWord broken;   // why a process left an exchange unfinished (Broken), 0 while none did
+    SharedWord broken;   // why a process left the exchange (ExchangeBroken), 0 while none did
 };
+
+enum ExchangeBroken : std::uint32_t {
+    exchange_stopped = 1,  // a stop (Ctrl-C): the others stop too
+    exchange_failed = 2,   // an error: the others' shares count as failed elsewhere
+};
+
+// Marks the exchange in `segment` broken and wakes the processes sleeping in it.
+inline void leave_exchange(std::uint8_t* segment, ExchangeBroken why) {
+    MachineControl& c = *reinterpret_cast<MachineControl*>(segment);
+    c.broken.value.store(why, std::memory_order_seq_cst);
+    for (SharedWord* word : {&c.merged, &c.done}) word->wake_sleepers();
+}
 
 template <class T>
 class MachineExchange final : public Combination<T> {
 public:
-    enum Broken : std::uint32_t { stopped = 1, failed_here = 2 };
     // Seconds between a waiter's checks that its partners are alive (`watch`) and that no
     // stop (Ctrl-C) has left it waiting.
     static constexpr std::chrono::milliseconds tick{100};
@@ -89,8 +100,14 @@ public:
         for (std::size_t b = 0; b < blocks; ++b) {
             const std::size_t first = b * block, columns = std::min(block, width - first);
             write(region(process_), forest, first, columns, failed);
-            root = exchange(columns);
+            if (!exchange(columns)) {  // another process failed: no root, of the right shape
+                failed = true;
+                std::fill(root_.begin(), root_.end(), T(0));
+                forest.cover(TaskSlots<T>{root_.data(), 0, width, 0, {}}, 0, total_);
+                return;
+            }
             Region out = region(processes());
+            root = out.node(0, columns);
             failed = out.failed();
             if (columns) std::memcpy(root_.data() + first, out.values(0, columns), columns * sizeof(T));
         }
@@ -139,9 +156,9 @@ private:
                 std::memmove(out.values(n, columns), forest[n].values + first, columns * sizeof(T));
     }
 
-    // One exchange of this process's region (written): returns the root's node (its values
-    // in the machine's region) once published.
-    TreeNode<T> exchange(std::size_t columns) {
+    // One exchange of this process's region (written): true once the root is published in
+    // the machine's region, false where another process failed instead.
+    bool exchange(std::size_t columns) {
         MachineControl& c = control();
         const std::uint32_t round = c.done.value.load(std::memory_order_acquire);
         if (c.arrived.value.fetch_add(1, std::memory_order_acq_rel) + 1 == processes()) {
@@ -150,12 +167,11 @@ private:
             (several_machines_ ? c.merged : c.done).publish(round + 1);
         }
         if (across_) {  // this machine's first process: combine across machines
-            wait(c.merged, round);
+            if (!wait(c.merged, round)) return false;
             guarded([&] { combine_across(columns); });
             c.done.publish(round + 1);
         }
-        wait(c.done, round);
-        return region(processes()).node(0, columns);
+        return wait(c.done, round);
     }
 
     // The last process to arrive: the machine's forests, merged, into the machine's region.
@@ -198,40 +214,40 @@ private:
         try {
             f();
         } catch (const Cancelled&) {
-            leave(stopped);
+            leave_exchange(segment_, exchange_stopped);
             throw;
         } catch (...) {
-            leave(failed_here);
+            leave_exchange(segment_, exchange_failed);
             throw;
         }
     }
 
-    void leave(Broken why) {
-        MachineControl& c = control();
-        c.broken.value.store(why, std::memory_order_seq_cst);
-        for (SharedWord* word : {&c.merged, &c.done}) word->wake_sleepers();
-    }
-
-    // Waits for `word` to move on from `round`. Every tick it checks that no other process
-    // left the exchange; about once a second that the machine's processes are alive (watch)
-    // and whether a stop (Ctrl-C) is pending, in which case it leaves: every process got the
-    // stop or sees the exchange broken.
-    void wait(SharedWord& word, std::uint32_t round) {
+    // Waits for `word` to move on from `round`: true when it did, false when another process
+    // failed. Every tick it checks that no other process left the exchange; about once a
+    // second that the machine's processes are alive (watch) and whether a stop (Ctrl-C) is
+    // pending, in which case it leaves: every process got the stop or sees the exchange broken.
+    bool wait(SharedWord& word, std::uint32_t round) {
+        struct FailedElsewhere {};
         unsigned ticks = 0;
-        word.wait_while(round, tick, [&] {
-            const std::uint32_t why = control().broken.value.load(std::memory_order_acquire);
-            if (why == stopped) throw Cancelled();
-            if (why != 0) {
-                watch_();  // names a lost process where one is gone
-                throw std::runtime_error("another process of this machine failed during the exchange of task sums");
-            }
-            if (++ticks % ticks_per_watch == 0) {
-                guarded([&] {
-                    watch_();
-                    cancellation::throw_if_cancelled();
-                });
-            }
-        });
+        try {
+            word.wait_while(round, tick, [&] {
+                const std::uint32_t why = control().broken.value.load(std::memory_order_acquire);
+                if (why == exchange_stopped) throw Cancelled();
+                if (why != 0) {
+                    watch_();  // names a lost process where one is gone
+                    throw FailedElsewhere{};
+                }
+                if (++ticks % ticks_per_watch == 0) {
+                    guarded([&] {
+                        watch_();
+                        cancellation::throw_if_cancelled();
+                    });
+                }
+            });
+        } catch (const FailedElsewhere&) {
+            return false;
+        }
+        return true;
     }
 
     std::uint8_t* segment_;
