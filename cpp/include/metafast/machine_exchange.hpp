@@ -57,8 +57,9 @@ inline void leave_exchange(std::uint8_t* segment, ExchangeBroken why) {
 template <class T>
 class MachineExchange final : public Combination<T> {
 public:
-    // Seconds between a waiter's checks that its partners are alive (`watch`) and that no
-    // stop (Ctrl-C) has left it waiting.
+    // A sleeping waiter checks every tick whether another process left the exchange, and
+    // every ticks_per_watch ticks (a second) that its partners are alive (`watch`) and that no
+    // stop (Ctrl-C) is pending.
     static constexpr std::chrono::milliseconds tick{100};
     static constexpr unsigned ticks_per_watch = 10;
 
