@@ -13,7 +13,7 @@ import pytest
 
 import metafast as mf
 
-CONTROL_BYTES = 256
+CONTROL_BYTES = mf._core.machine_control_bytes
 
 
 def segment(bytes_: int) -> np.ndarray:

@@ -75,6 +75,7 @@ void register_task_tree(py::module_& m) {
         },
         "values"_a, "scores"_a, "bounds"_a, "merge"_a = "team",
         "(sum of the rows of values, sum of scores) over the task tree, the tasks split at bounds (tests only).");
+    m.attr("machine_control_bytes") = sizeof(MachineControl);  // where a machine's exchange keeps its counters
     m.def(
         "leave_machine_exchange",
         [](py::array_t<std::uint8_t, py::array::c_style> segment) {

@@ -191,8 +191,9 @@ class MachineRelay:
     shared memory (``segment``): this process's index among them (``machine_rank``), their
     tasks (process p of the machine holds ``[machine_bounds[p], machine_bounds[p + 1])``),
     the run's number of ``machines`` and on the machine's first process, where there are
-    several, the relay to the other machines (``across``), and ``watch``, which the core calls about once a second while it
-    waits: it raises :class:`RankError` when a process of the run on this machine is gone."""
+    several, the relay to the other machines (``across``), and ``watch``, which the core
+    calls about once a second while it waits: it raises :class:`RankError` when a process of
+    the run on this machine is gone."""
 
     def __init__(self, machine: "_Machine", machine_bounds: list[int], across: TaskRelay | None) -> None:
         self.segment, self.machine_rank = machine.segment, machine.rank
@@ -211,7 +212,6 @@ class _Machine:
     # forest goes through in blocks of columns), 16 MiB in all at most.
     REGION_BYTES = (64 << 10, 1 << 20)
     SEGMENT_BYTES = 16 << 20
-    CONTROL_BYTES = 256  # the core's MachineControl: four counters, a cache line each
     _keyval: Any = None
 
     def __init__(self, comm: Any) -> None:
@@ -233,7 +233,7 @@ class _Machine:
         wanted = os.environ.get("METAFAST_SHARED_MEMORY", "1") != "0"
         if comm.allreduce(wanted, op=mpi.LAND):  # every machine combines alike, or none does
             region = min(max(self.SEGMENT_BYTES // (self.size + 1), self.REGION_BYTES[0]), self.REGION_BYTES[1])
-            size = self.CONTROL_BYTES + (self.size + 1) * region + 64  # 64: room to align
+            size = _core().machine_control_bytes + (self.size + 1) * region + 64  # 64: room to align
             try:
                 self.window = mpi.Win.Allocate_shared(size if self.rank == 0 else 0, 1, comm=self.comm)
                 memory, _ = self.window.Shared_query(0)
@@ -259,17 +259,15 @@ class _Machine:
         """Zeroes the exchange's counters (the machine's first process, while no process of it
         exchanges: before the run's start agreement)."""
         if self.segment is not None and self.rank == 0:
-            self.segment[:self.CONTROL_BYTES] = 0
+            self.segment[:_core().machine_control_bytes] = 0
 
     def relay(self, total: int) -> tuple[int, int, Any]:
         """``(first, count, relay)`` of this process's share of meta-batches of ``total``."""
-        processes = len(self.order)
-        if self.segment is None:  # messages alone, in rank order
-            bounds = [split(total, processes, part)[0] for part in range(processes)] + [total]
-            rank = self.world.Get_rank()
-            return bounds[rank], bounds[rank + 1] - bounds[rank], TaskRelay(self.world, self.waiter, bounds)
+        processes, rank = len(self.order), self.world.Get_rank()
         bounds = [split(total, processes, place)[0] for place in range(processes)] + [total]
-        place = self.order.index(self.world.Get_rank())
+        if self.segment is None:  # messages alone, in rank order
+            return bounds[rank], bounds[rank + 1] - bounds[rank], TaskRelay(self.world, self.waiter, bounds)
+        place = self.order.index(rank)
         machine_first = place - self.rank  # the machine's first process's place
         across = None
         if self.rank == 0 and len(self.machines) > 1:
@@ -293,9 +291,7 @@ class _DistributedShare(Share):
 
     def abandon(self) -> None:
         if isinstance(self.relay, MachineRelay):
-            from ._dispatch import core
-
-            core.leave_machine_exchange(self.relay.segment)
+            _core().leave_machine_exchange(self.relay.segment)
 
     def all_ok(self, ok: bool) -> bool:
         mine, every = np.array([int(ok)], dtype=np.int32), np.zeros(1, dtype=np.int32)
@@ -367,6 +363,12 @@ def _error_of(text: str | None) -> BaseException | None:
     if text is None:
         return None
     return FailedElsewhere() if text == "" else RankError(text)
+
+
+def _core() -> Any:
+    from ._dispatch import core
+
+    return core
 
 
 def _mpi() -> Any:
