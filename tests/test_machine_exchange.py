@@ -137,3 +137,37 @@ def test_a_process_that_leaves_the_exchange_ends_the_others_wait_as_failed_elsew
 def test_leaving_checks_its_segment():
     with pytest.raises(ValueError, match="segment must be a machine exchange's writeable, aligned shared memory"):
         mf._core.leave_machine_exchange(np.zeros(16, dtype=np.uint8))
+
+
+def test_processes_that_disagree_on_the_shares_end_with_an_error_and_change_nothing():
+    """Process 0 thinks it holds tasks [0, 1) of 4, process 1 [2, 4): whichever merges finds a
+    forest that is not the one the shares make, raises, and leaves the exchange; the other's
+    share fails elsewhere. Neither learner moves."""
+    batch = mf.tasks.Sinusoid().sample(4, dtype="float32")
+    memory = segment(1 << 20)
+    shares = [(0, 1, [0, 1, 4]), (2, 4, [0, 2, 4])]
+    learners = [learner([1, 8, 1], "float32") for _ in shares]
+    thetas = [l.theta.copy() for l in learners]
+    outcomes = [None, None]
+
+    def process(rank):
+        first, last, bounds = shares[rank]
+        try:
+            outcomes[rank] = learners[rank]._impl.meta_step(
+                batch.x_support[first:last], batch.y_support[first:last], batch.x_query[first:last],
+                batch.y_query[first:last], relay=Relay(memory, rank, bounds), first_task=first, total_tasks=4)
+        except RuntimeError as error:
+            outcomes[rank] = error
+
+    threads = [threading.Thread(target=process, args=(rank,)) for rank in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    errors = [o for o in outcomes if isinstance(o, RuntimeError)]
+    answers = [o for o in outcomes if isinstance(o, tuple)]
+    assert len(errors) == 1 and len(answers) == 1, outcomes
+    assert "wrote" in str(errors[0]) or "starts at task" in str(errors[0])
+    assert answers[0][2]  # failed elsewhere
+    for l, theta in zip(learners, thetas):
+        assert np.array_equal(l.theta, theta)
